@@ -1,0 +1,266 @@
+//! Settings of the server and the client. `Default` is the single source of
+//! truth for every default; command-line flags only override fields.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The UDP port beats go to, as in the seed.
+pub const DEFAULT_PORT: u16 = 43278;
+
+/// Why a configuration was refused. Messages name the field.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field holds a value outside its allowed range.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The offending field, as written in the config file.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Settings of `lubdub server`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// UDP address beats arrive on. The default `[::]:43278` is dual-stack:
+    /// it takes IPv4 and IPv6 beats (it falls back to `0.0.0.0` where the
+    /// machine has no IPv6).
+    pub listen: SocketAddr,
+    /// HTTP address of `/healthz` and the JSON API. Loopback by default:
+    /// expose it deliberately. Default: `127.0.0.1:43278`.
+    pub http: SocketAddr,
+    /// Silence after which a host is declared `down`. Raised per host to 3 ×
+    /// the interval its client declares, so a client beating every 60 s is
+    /// not dead after 30 s. Lower detects faster, but a few lost packets then
+    /// raise false alarms. Default: 30s (three of the default 10 s beats).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Silence after which a host is `late` (a warning, not an alarm). When
+    /// a host's timeout is raised by its declared interval, this is raised in
+    /// proportion. Unset: half the timeout.
+    #[serde(with = "humantime_serde")]
+    pub late_after: Option<Duration>,
+    /// Print the list of silent (late and down) hosts this often, as the
+    /// seed did every 30 s. Unset (the default): only state changes are
+    /// printed.
+    #[serde(with = "humantime_serde")]
+    pub silent_report: Option<Duration>,
+    /// How many recent events the server keeps for the API. Default: 10000.
+    pub event_history: usize,
+    /// Kernel receive buffer for the UDP socket, in bytes. Larger absorbs
+    /// bursts (a fleet restarting together) without drops. Default: 8 MiB
+    /// (the kernel caps it at `net.core.rmem_max` unless run as root).
+    pub recv_buffer_bytes: usize,
+    /// Where the server keeps its state. Unset: a per-user data directory.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, DEFAULT_PORT)),
+            http: SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
+            timeout: Duration::from_secs(30),
+            late_after: None,
+            silent_report: None,
+            event_history: 10_000,
+            recv_buffer_bytes: 8 << 20,
+            data_dir: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Loopback, port 0 (the OS picks free ports) and a 300 ms timeout, for
+    /// tests.
+    pub fn for_tests() -> Self {
+        Self {
+            listen: SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+            http: SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+            timeout: Duration::from_millis(300),
+            ..Self::default()
+        }
+    }
+
+    /// Checks the settings that parse but make no sense together.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.timeout.is_zero() {
+            return Err(invalid("timeout", "must be greater than 0"));
+        }
+        if let Some(late) = self.late_after
+            && (late.is_zero() || late >= self.timeout)
+        {
+            return Err(invalid(
+                "late_after",
+                "must be greater than 0 and less than timeout",
+            ));
+        }
+        if self.silent_report.is_some_and(|d| d.is_zero()) {
+            return Err(invalid("silent_report", "must be greater than 0"));
+        }
+        Ok(())
+    }
+
+    /// The share of a host's timeout after which it is `late`.
+    pub fn late_ratio(&self) -> f64 {
+        match self.late_after {
+            Some(late) => late.as_secs_f64() / self.timeout.as_secs_f64(),
+            None => 0.5,
+        }
+    }
+}
+
+/// Settings of `lubdub client`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Servers to beat to, each `HOST`, `HOST:PORT`, `IP`, `IP:PORT` or
+    /// `[IPv6]:PORT`; the port defaults to 43278. Beats go to every server
+    /// (run two servers for high availability).
+    pub servers: Vec<String>,
+    /// Time between beats, declared in every beat so the server allows at
+    /// least 3 of them before declaring the host down. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Share of the interval by which each wait is randomly lengthened or
+    /// shortened, so a fleet that starts together does not beat in lockstep.
+    /// Default: 0.05 (±5 %).
+    pub jitter: f64,
+    /// The identity this host reports. Unset: the hostname.
+    pub host_id: Option<String>,
+    /// Send the seed's bare `Thump!` instead of v1 beats, to feed an old
+    /// PyHeartBeat server. The server then keys the host by its IP address.
+    pub legacy: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            interval: Duration::from_secs(10),
+            jitter: 0.05,
+            host_id: None,
+            legacy: false,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.servers.is_empty() {
+            return Err(invalid("servers", "name at least one server"));
+        }
+        if self.interval.is_zero() {
+            return Err(invalid("interval", "must be greater than 0"));
+        }
+        if self.interval.as_millis() > u128::from(u32::MAX) {
+            return Err(invalid("interval", "must be less than 49 days"));
+        }
+        if !(0.0..0.5).contains(&self.jitter) {
+            return Err(invalid("jitter", "must be at least 0 and below 0.5"));
+        }
+        if let Some(id) = &self.host_id
+            && (id.is_empty() || id.len() > crate::protocol::MAX_HOST_ID_LEN)
+        {
+            return Err(invalid("host_id", "must be 1 to 255 bytes"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design() {
+        let server = ServerConfig::default();
+        assert_eq!(server.listen.to_string(), "[::]:43278");
+        assert_eq!(server.http.to_string(), "127.0.0.1:43278");
+        assert_eq!(server.timeout, Duration::from_secs(30));
+        assert_eq!(server.late_ratio(), 0.5);
+        server.validate().expect("defaults are valid");
+        assert_eq!(ClientConfig::default().interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let cases = [
+            (
+                ServerConfig {
+                    timeout: Duration::ZERO,
+                    ..ServerConfig::default()
+                },
+                "timeout",
+            ),
+            (
+                ServerConfig {
+                    late_after: Some(Duration::from_secs(30)),
+                    ..ServerConfig::default()
+                },
+                "late_after",
+            ),
+            (
+                ServerConfig {
+                    silent_report: Some(Duration::ZERO),
+                    ..ServerConfig::default()
+                },
+                "silent_report",
+            ),
+        ];
+        for (config, field) in cases {
+            let err = config.validate().expect_err(field).to_string();
+            assert!(err.starts_with(field), "{err}");
+        }
+        let client = ClientConfig {
+            servers: vec!["a".into()],
+            ..ClientConfig::default()
+        };
+        client.validate().expect("valid");
+        for (bad, field) in [
+            (
+                ClientConfig {
+                    servers: vec![],
+                    ..client.clone()
+                },
+                "servers",
+            ),
+            (
+                ClientConfig {
+                    interval: Duration::ZERO,
+                    ..client.clone()
+                },
+                "interval",
+            ),
+            (
+                ClientConfig {
+                    jitter: 0.7,
+                    ..client.clone()
+                },
+                "jitter",
+            ),
+            (
+                ClientConfig {
+                    host_id: Some(String::new()),
+                    ..client.clone()
+                },
+                "host_id",
+            ),
+        ] {
+            let err = bad.validate().expect_err(field).to_string();
+            assert!(err.starts_with(field), "{err}");
+        }
+    }
+}

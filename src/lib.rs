@@ -1,0 +1,28 @@
+//! lubdub: a heartbeat monitor that tells you, at each host's own deadline,
+//! which of your computers has stopped working.
+//!
+//! Every monitored host runs a [`client`] that sends a tiny UDP beat
+//! ([`protocol`]) every few seconds; the [`server`] remembers when it last
+//! heard from each host and reports state changes the moment a host's
+//! deadline passes:
+//!
+//! ```text
+//!  client ──UDP beat──▶ ingest ──▶ registry ──▶ detector ──▶ events ──▶ console
+//!                       (socket,   (host id →    (deadlines,   (joined, late,
+//!                        decode)    last seen)    states)       down, …)
+//!                                      └──▶ HTTP: /healthz, /api/v1/hosts
+//! ```
+//!
+//! Module map: [`protocol`] (wire format, no I/O), [`config`] (settings and
+//! their documented defaults), [`client`] (beat loop), [`server`] (ingest,
+//! registry, detector, events, HTTP), [`shutdown`] (signals), [`duration`]
+//! (the `500ms` / `10s` / `2m` syntax), [`ratelimit`] (log throttling).
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod duration;
+pub mod protocol;
+pub mod ratelimit;
+pub mod server;
+pub mod shutdown;

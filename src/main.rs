@@ -1,0 +1,233 @@
+//! The `lubdub` command: thin CLI over the library.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use lubdub::config::{ClientConfig, DEFAULT_PORT, ServerConfig};
+use lubdub::{client, duration, server, shutdown};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Heartbeat monitor: tells you, at each host's own deadline, which of your
+/// computers has stopped working.
+#[derive(Parser)]
+#[command(name = "lubdub", version, about)]
+struct Cli {
+    /// Quieter: only warnings and state changes.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// More output: -v adds every beat, -vv everything.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receive beats and report hosts that go silent.
+    Server(ServerArgs),
+    /// Send beats to one or more servers.
+    Client(ClientArgs),
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Seed form: timeout (seconds, or a duration like 30s).
+    #[arg(value_name = "TIMEOUT", value_parser = duration::parse_seconds_or_duration, conflicts_with = "timeout")]
+    seed_timeout: Option<Duration>,
+    /// Seed form: UDP port.
+    #[arg(value_name = "PORT", requires = "seed_timeout")]
+    seed_port: Option<u16>,
+    /// UDP address to receive beats on [default: [::]:43278, dual-stack].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// HTTP address of the API [default: 127.0.0.1:43278].
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// Silence after which a host is down [default: 30s].
+    #[arg(long, value_parser = duration::parse)]
+    timeout: Option<Duration>,
+    /// Silence after which a host is late [default: half the timeout].
+    #[arg(long, value_parser = duration::parse)]
+    late_after: Option<Duration>,
+    /// Also print the list of silent hosts this often, as the seed did.
+    #[arg(long, value_parser = duration::parse, value_name = "DURATION")]
+    silent_report: Option<Duration>,
+    /// Directory for the server's state.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    fn into_config(self) -> ServerConfig {
+        let mut config = ServerConfig::default();
+        if let Some(port) = self.seed_port {
+            config.listen.set_port(port);
+        }
+        set(&mut config.listen, self.listen);
+        set(&mut config.http, self.http);
+        set(&mut config.timeout, self.timeout.or(self.seed_timeout));
+        config.late_after = self.late_after.or(config.late_after);
+        config.silent_report = self.silent_report.or(config.silent_report);
+        config.data_dir = self.data_dir.or(config.data_dir);
+        config
+    }
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// Servers: HOST, HOST:PORT or [IPv6]:PORT (port 43278 unless given).
+    /// The seed form `SERVERIP PORT` also works.
+    #[arg(value_name = "SERVER", required = true)]
+    servers: Vec<String>,
+    /// Time between beats [default: 10s].
+    #[arg(long, value_parser = duration::parse)]
+    interval: Option<Duration>,
+    /// Identity to report [default: the hostname].
+    #[arg(long)]
+    host_id: Option<String>,
+    /// Send the seed's bare `Thump!`, to feed an old PyHeartBeat server.
+    #[arg(long)]
+    legacy: bool,
+}
+
+impl ClientArgs {
+    fn into_config(self) -> ClientConfig {
+        let mut config = ClientConfig::default();
+        config.servers = seed_client_form(self.servers);
+        set(&mut config.interval, self.interval);
+        config.host_id = self.host_id.or(config.host_id);
+        config.legacy |= self.legacy;
+        config
+    }
+}
+
+/// The seed's `client SERVERIP PORT`: two arguments, the second a bare port.
+fn seed_client_form(servers: Vec<String>) -> Vec<String> {
+    match servers.as_slice() {
+        [host, port] if port.parse::<u16>().is_ok() => {
+            let host = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]")
+            } else {
+                host.clone()
+            };
+            vec![format!("{host}:{port}")]
+        }
+        _ => servers,
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *field = value;
+    }
+}
+
+fn init_logging(quiet: bool, verbose: u8) {
+    let level = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LUBDUB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("lubdub={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.quiet, cli.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("lubdub: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lubdub: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let stop = shutdown::on_signal();
+    match command {
+        Command::Server(args) => {
+            let server = server::Server::bind(args.into_config())
+                .await
+                .context("starting the server")?;
+            println!(
+                "listening udp={} http={}",
+                server.udp_addr(),
+                server.http_addr()
+            );
+            server.run(stop).await.context("running the server")
+        }
+        Command::Client(args) => {
+            let config = args.into_config();
+            let client = client::Client::new(config.clone()).context("starting the client")?;
+            tracing::info!(
+                host_id = client.host_id(),
+                servers = ?config.servers,
+                interval = %duration::format(config.interval),
+                "beating (port {DEFAULT_PORT} unless given)"
+            );
+            client.run(stop).await;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_positional_forms() {
+        let cli =
+            Cli::try_parse_from(["lubdub", "server", "60", "5000"]).expect("seed server form");
+        let Command::Server(args) = cli.command else {
+            panic!("server")
+        };
+        let config = args.into_config();
+        assert_eq!(
+            (config.timeout, config.listen.port()),
+            (Duration::from_secs(60), 5000)
+        );
+
+        assert_eq!(
+            seed_client_form(vec!["10.0.0.1".into(), "5000".into()]),
+            ["10.0.0.1:5000"]
+        );
+        assert_eq!(
+            seed_client_form(vec!["::1".into(), "5000".into()]),
+            ["[::1]:5000"]
+        );
+        assert_eq!(seed_client_form(vec!["a".into(), "b".into()]), ["a", "b"]);
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        for args in [
+            &["lubdub", "server", "--timeout", "soon"][..],
+            &["lubdub", "server", "--timeout", "10"],
+            &["lubdub", "server", "30", "notaport"],
+            &["lubdub", "client"],
+            &["lubdub", "client", "h", "--interval", "-1s"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+    }
+}

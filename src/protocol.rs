@@ -1,0 +1,473 @@
+//! The wire format, version 1: encode and decode beats. No sockets, no clock.
+//!
+//! `docs/PROTOCOL.md` documents every byte; the test vectors there are
+//! decoded by a unit test below, so the document and the code cannot drift.
+//! Decoding borrows from the datagram and never allocates or panics, whatever
+//! the input: it runs once per packet on the ingest hot path.
+
+use std::fmt;
+
+/// The four bytes every v1 packet starts with: ASCII `LBDB`.
+pub const MAGIC: [u8; 4] = *b"LBDB";
+/// The protocol version this module speaks.
+pub const VERSION: u8 = 1;
+/// Bytes before the host id: magic, version, flags, seq, boot id, sent at,
+/// interval, host id length.
+pub const HEADER_LEN: usize = 43;
+/// Longest host id, in bytes of UTF-8 (it must also fit its one length byte).
+pub const MAX_HOST_ID_LEN: usize = 255;
+/// Bytes of the authentication tag: key id (4) and truncated MAC (16).
+pub const TAG_LEN: usize = 4 + MAC_LEN;
+/// Bytes of the truncated MAC inside the tag.
+pub const MAC_LEN: usize = 16;
+/// Longest valid v1 packet; a receive buffer of this size never truncates one.
+pub const MAX_PACKET_LEN: usize = HEADER_LEN + MAX_HOST_ID_LEN + TAG_LEN;
+
+/// The seed's (PyHeartBeat) payload, accepted as a beat keyed by source IP.
+pub const LEGACY_THUMP: &[u8] = b"Thump!";
+/// The original recipe's payload, accepted like [`LEGACY_THUMP`].
+pub const LEGACY_PYHB: &[u8] = b"PyHB";
+
+/// Flag bits of the flags byte. WARNING: only ever append new bits.
+pub mod flags {
+    /// The client is shutting down cleanly: the host *left*, it is not down.
+    pub const GOODBYE: u8 = 0b0000_0001;
+    /// A 20-byte authentication tag (key id + MAC) follows the host id.
+    pub const TAGGED: u8 = 0b0000_0010;
+    /// Every bit this version knows; receivers ignore the others so that a
+    /// later client's new flag does not make its beats undecodable.
+    pub const KNOWN: u8 = GOODBYE | TAGGED;
+}
+
+/// The authentication tag reserved by v1: which key signed the packet and
+/// the MAC over every byte before the MAC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tag {
+    /// Identifies the key in the server's key file.
+    pub key_id: u32,
+    /// HMAC-SHA256 over the packet up to the MAC, truncated to 16 bytes.
+    pub mac: [u8; MAC_LEN],
+}
+
+/// One decoded v1 beat, borrowing its host id from the datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Beat<'a> {
+    /// Flag bits (see [`flags`]); unknown bits are kept, not interpreted.
+    pub flags: u8,
+    /// Increases by one per beat; a gap means lost packets.
+    pub seq: u64,
+    /// Changes when the client's machine reboots (all zero: unknown).
+    pub boot_id: [u8; 16],
+    /// Client's wall clock when sending, microseconds since the Unix epoch.
+    pub sent_at_micros: u64,
+    /// The beat interval the client declares, in milliseconds (0: unknown).
+    pub interval_ms: u32,
+    /// The host's identity: 1 to [`MAX_HOST_ID_LEN`] bytes of UTF-8.
+    pub host_id: &'a str,
+    /// Authentication tag, present when the `TAGGED` flag is set.
+    pub tag: Option<Tag>,
+}
+
+impl Beat<'_> {
+    /// True when the client said goodbye (clean shutdown).
+    pub fn is_goodbye(&self) -> bool {
+        self.flags & flags::GOODBYE != 0
+    }
+}
+
+/// A datagram the server understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Packet<'a> {
+    /// A lubdub v1 beat.
+    V1(Beat<'a>),
+    /// The seed's bare `Thump!` (or `PyHB`): a beat from the source address.
+    Legacy,
+}
+
+/// Why a datagram was not a beat. A plain enum: the hot path never
+/// allocates, even to reject a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Shorter than the fixed header (and not a legacy payload).
+    #[error("packet too short")]
+    TooShort,
+    /// Does not start with [`MAGIC`].
+    #[error("bad magic")]
+    BadMagic,
+    /// A version this server does not speak.
+    #[error("unsupported version {0}")]
+    UnsupportedVersion(u8),
+    /// The host id is empty.
+    #[error("empty host id")]
+    EmptyHostId,
+    /// The host id is not valid UTF-8.
+    #[error("host id is not utf-8")]
+    HostIdNotUtf8,
+    /// The length does not match the header: truncated or trailing bytes.
+    #[error("packet length does not match its header")]
+    LengthMismatch,
+}
+
+impl DecodeError {
+    /// Short stable name, used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecodeError::TooShort => "too_short",
+            DecodeError::BadMagic => "bad_magic",
+            DecodeError::UnsupportedVersion(_) => "unsupported_version",
+            DecodeError::EmptyHostId => "empty_host_id",
+            DecodeError::HostIdNotUtf8 => "host_id_not_utf8",
+            DecodeError::LengthMismatch => "length_mismatch",
+        }
+    }
+}
+
+/// Why a beat could not be encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The host id is empty or longer than [`MAX_HOST_ID_LEN`] bytes.
+    #[error("host id must be 1 to {MAX_HOST_ID_LEN} bytes, got {0}")]
+    HostIdLength(usize),
+}
+
+/// Decodes one datagram. Never panics, never allocates.
+pub fn decode(datagram: &[u8]) -> Result<Packet<'_>, DecodeError> {
+    if datagram == LEGACY_THUMP || datagram == LEGACY_PYHB {
+        return Ok(Packet::Legacy);
+    }
+    if datagram.len() < HEADER_LEN {
+        return Err(if datagram.len() >= 4 && datagram[..4] != MAGIC {
+            DecodeError::BadMagic
+        } else {
+            DecodeError::TooShort
+        });
+    }
+    let (header, rest) = datagram.split_at(HEADER_LEN);
+    if header[..4] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    if header[4] != VERSION {
+        return Err(DecodeError::UnsupportedVersion(header[4]));
+    }
+    let flags = header[5];
+    let host_id_len = usize::from(header[42]);
+    if host_id_len == 0 {
+        return Err(DecodeError::EmptyHostId);
+    }
+    let tag_len = if flags & flags::TAGGED != 0 {
+        TAG_LEN
+    } else {
+        0
+    };
+    if rest.len() != host_id_len + tag_len {
+        return Err(DecodeError::LengthMismatch);
+    }
+    let (host_id, tag_bytes) = rest.split_at(host_id_len);
+    let host_id = std::str::from_utf8(host_id).map_err(|_| DecodeError::HostIdNotUtf8)?;
+    let tag = (tag_len != 0).then(|| Tag {
+        key_id: u32::from_be_bytes(array(&tag_bytes[..4])),
+        mac: array(&tag_bytes[4..]),
+    });
+    Ok(Packet::V1(Beat {
+        flags,
+        seq: u64::from_be_bytes(array(&header[6..14])),
+        boot_id: array(&header[14..30]),
+        sent_at_micros: u64::from_be_bytes(array(&header[30..38])),
+        interval_ms: u32::from_be_bytes(array(&header[38..42])),
+        host_id,
+        tag,
+    }))
+}
+
+/// Encodes `beat` into `out` (cleared first) and returns its length.
+///
+/// The tag is written as given; signing, which fills in the MAC over the
+/// bytes before it, belongs to the auth layer.
+pub fn encode(beat: &Beat<'_>, out: &mut Vec<u8>) -> Result<usize, EncodeError> {
+    let id = beat.host_id.as_bytes();
+    if id.is_empty() || id.len() > MAX_HOST_ID_LEN {
+        return Err(EncodeError::HostIdLength(id.len()));
+    }
+    let mut flags = beat.flags & !flags::TAGGED;
+    if beat.tag.is_some() {
+        flags |= flags::TAGGED;
+    }
+    out.clear();
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(flags);
+    out.extend_from_slice(&beat.seq.to_be_bytes());
+    out.extend_from_slice(&beat.boot_id);
+    out.extend_from_slice(&beat.sent_at_micros.to_be_bytes());
+    out.extend_from_slice(&beat.interval_ms.to_be_bytes());
+    out.push(id.len() as u8); // checked against MAX_HOST_ID_LEN above
+    out.extend_from_slice(id);
+    if let Some(tag) = beat.tag {
+        out.extend_from_slice(&tag.key_id.to_be_bytes());
+        out.extend_from_slice(&tag.mac);
+    }
+    Ok(out.len())
+}
+
+/// Copies a slice whose length the caller has already checked into an array.
+fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut out = [0; N];
+    out.copy_from_slice(bytes);
+    out
+}
+
+/// Formats a boot id as a UUID (8-4-4-4-12 lowercase hex).
+pub struct BootId<'a>(pub &'a [u8; 16]);
+
+impl fmt::Display for BootId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, byte) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a UUID in its usual text form (hyphens optional) into 16 bytes.
+pub fn parse_boot_id(text: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = text.trim().bytes().filter(|&b| b != b'-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let digits = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(digits, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Beat<'static> {
+        Beat {
+            flags: 0,
+            seq: 7,
+            boot_id: [0x11; 16],
+            sent_at_micros: 1_700_000_000_000_000,
+            interval_ms: 10_000,
+            host_id: "web-1",
+            tag: None,
+        }
+    }
+
+    fn encoded(beat: &Beat<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(beat, &mut out).expect("valid beat");
+        out
+    }
+
+    #[test]
+    fn round_trip_plain_goodbye_and_tagged() {
+        let plain = sample();
+        let goodbye = Beat {
+            flags: flags::GOODBYE,
+            ..sample()
+        };
+        let tagged = Beat {
+            tag: Some(Tag {
+                key_id: 3,
+                mac: [0xab; MAC_LEN],
+            }),
+            flags: flags::TAGGED,
+            ..sample()
+        };
+        for beat in [plain, goodbye, tagged] {
+            let bytes = encoded(&beat);
+            assert_eq!(decode(&bytes), Ok(Packet::V1(beat)));
+        }
+        assert!(matches!(decode(&encoded(&goodbye)), Ok(Packet::V1(b)) if b.is_goodbye()));
+    }
+
+    #[test]
+    fn longest_host_id_fits_max_packet_len() {
+        let id = "h".repeat(MAX_HOST_ID_LEN);
+        let beat = Beat {
+            host_id: &id,
+            tag: Some(Tag {
+                key_id: 1,
+                mac: [0; MAC_LEN],
+            }),
+            ..sample()
+        };
+        assert_eq!(encoded(&beat).len(), MAX_PACKET_LEN);
+        let too_long = "h".repeat(MAX_HOST_ID_LEN + 1);
+        let beat = Beat {
+            host_id: &too_long,
+            ..sample()
+        };
+        assert_eq!(
+            encode(&beat, &mut Vec::new()),
+            Err(EncodeError::HostIdLength(256))
+        );
+    }
+
+    #[test]
+    fn legacy_payloads_are_beats() {
+        assert_eq!(decode(b"Thump!"), Ok(Packet::Legacy));
+        assert_eq!(decode(b"PyHB"), Ok(Packet::Legacy));
+        assert_eq!(decode(b"Thump!\n"), Err(DecodeError::BadMagic));
+    }
+
+    #[test]
+    fn every_decode_error() {
+        let good = encoded(&sample());
+        let mut bad_magic = good.clone();
+        bad_magic[0] = b'X';
+        let mut bad_version = good.clone();
+        bad_version[4] = 2;
+        let mut empty_id = good[..HEADER_LEN].to_vec();
+        empty_id[42] = 0;
+        let mut not_utf8 = good.clone();
+        not_utf8[HEADER_LEN] = 0xff;
+        let mut claims_tag = good.clone();
+        claims_tag[5] |= flags::TAGGED;
+        let cases: &[(&[u8], DecodeError)] = &[
+            (b"", DecodeError::TooShort),
+            (b"LBD", DecodeError::TooShort),
+            (&good[..HEADER_LEN - 1], DecodeError::TooShort),
+            (b"GET / HTTP/1.0", DecodeError::BadMagic),
+            (&bad_magic, DecodeError::BadMagic),
+            (&bad_version, DecodeError::UnsupportedVersion(2)),
+            (&empty_id, DecodeError::EmptyHostId),
+            (&not_utf8, DecodeError::HostIdNotUtf8),
+            (&good[..good.len() - 1], DecodeError::LengthMismatch),
+            (
+                &[good.as_slice(), b"x"].concat(),
+                DecodeError::LengthMismatch,
+            ),
+            (&claims_tag, DecodeError::LengthMismatch),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(decode(bytes), Err(*want), "input {bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn unknown_flags_are_kept_and_ignored() {
+        let mut bytes = encoded(&sample());
+        bytes[5] |= 0x80;
+        let Ok(Packet::V1(beat)) = decode(&bytes) else {
+            panic!("a new flag bit must not make a beat undecodable");
+        };
+        assert_eq!(beat.flags & !flags::KNOWN, 0x80);
+        assert!(!beat.is_goodbye());
+    }
+
+    /// Parses the hex test vectors out of `docs/PROTOCOL.md` and checks each
+    /// against the fields the document states next to it.
+    #[test]
+    fn protocol_doc_test_vectors() {
+        let doc = include_str!("../docs/PROTOCOL.md");
+        let vectors = doc_vectors(doc);
+        assert!(vectors.len() >= 4, "expected test vectors in PROTOCOL.md");
+        for (name, bytes, expect) in vectors {
+            let got = match decode(&bytes) {
+                Ok(Packet::V1(b)) => format!(
+                    "v1 flags={} seq={} boot={} sent={} interval={} host={} tag={}",
+                    b.flags,
+                    b.seq,
+                    BootId(&b.boot_id),
+                    b.sent_at_micros,
+                    b.interval_ms,
+                    b.host_id,
+                    b.tag.map_or("none".to_string(), |t| format!(
+                        "{}:{}",
+                        t.key_id,
+                        t.mac.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                    )),
+                ),
+                Ok(Packet::Legacy) => "legacy".to_string(),
+                Err(e) => format!("error {}", e.as_str()),
+            };
+            assert_eq!(got, expect, "vector {name}");
+        }
+    }
+
+    /// Vectors are written as a `### name` heading, a ```hex block, and a
+    /// line `Expect: …`.
+    fn doc_vectors(doc: &str) -> Vec<(String, Vec<u8>, String)> {
+        let mut out = Vec::new();
+        let mut name = String::new();
+        let mut lines = doc.lines();
+        let mut bytes = Vec::new();
+        while let Some(line) = lines.next() {
+            if let Some(heading) = line.strip_prefix("### ") {
+                name = heading.to_string();
+            } else if line.trim() == "```hex" {
+                bytes.clear();
+                for hex_line in lines.by_ref().take_while(|l| l.trim() != "```") {
+                    let digits: String = hex_line
+                        .split('#')
+                        .next()
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .collect();
+                    for pair in digits.as_bytes().chunks(2) {
+                        let pair = std::str::from_utf8(pair).expect("ascii");
+                        bytes.push(u8::from_str_radix(pair, 16).expect("hex digits"));
+                    }
+                }
+            } else if let Some(expect) = line.strip_prefix("Expect: ") {
+                out.push((
+                    name.clone(),
+                    std::mem::take(&mut bytes),
+                    expect.trim_matches('`').to_string(),
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn boot_id_text_round_trip() {
+        let id = parse_boot_id("0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9\n").expect("uuid");
+        assert_eq!(
+            BootId(&id).to_string(),
+            "0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9"
+        );
+        assert_eq!(parse_boot_id("not a uuid"), None);
+        assert_eq!(parse_boot_id("zz1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn mutated_beats_never_panic(pos in 0usize..80, value in any::<u8>(), cut in 0usize..80) {
+            let mut bytes = encoded(&Beat { tag: Some(Tag { key_id: 9, mac: [1; MAC_LEN] }), ..sample() });
+            let pos = pos % bytes.len();
+            bytes[pos] = value;
+            bytes.truncate(bytes.len().saturating_sub(cut));
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn any_valid_beat_round_trips(
+            flags in any::<u8>(), seq in any::<u64>(), boot in any::<[u8; 16]>(),
+            sent in any::<u64>(), interval in any::<u32>(), id in "[a-zA-Z0-9.é-]{1,60}",
+            tag in proptest::option::of((any::<u32>(), any::<[u8; 16]>())),
+        ) {
+            let tag = tag.map(|(key_id, mac)| Tag { key_id, mac });
+            let mut flags = flags & !flags::TAGGED;
+            if tag.is_some() { flags |= flags::TAGGED; }
+            let beat = Beat { flags, seq, boot_id: boot, sent_at_micros: sent, interval_ms: interval, host_id: &id, tag };
+            let bytes = encoded(&beat);
+            prop_assert_eq!(decode(&bytes), Ok(Packet::V1(beat)));
+        }
+    }
+}

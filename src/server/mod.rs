@@ -1,0 +1,283 @@
+//! The server: ingest → registry → detector → events, plus HTTP.
+//!
+//! [`Server::bind`] binds the sockets (so the caller learns the real
+//! addresses, e.g. for port 0), and [`Server::run`] runs until the shutdown
+//! token is cancelled, then stops in order: ingest first, then the detector
+//! (a half-stopped server must not report hosts down), then HTTP, and last
+//! the console, after it has printed every event.
+
+pub mod detector;
+pub mod events;
+pub mod http;
+pub mod ingest;
+pub mod recv;
+pub mod registry;
+
+use crate::config::ServerConfig;
+use detector::Detector;
+use events::EventLog;
+use ingest::{Ingest, IngestCounters};
+use registry::HostState;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{Notify, broadcast};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How long a stopping server waits for open HTTP requests.
+const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    /// A socket could not be bound.
+    #[error("cannot bind {what} on {addr}")]
+    Bind {
+        /// `udp` or `http`.
+        what: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// The HTTP server failed while running.
+    #[error("http server failed")]
+    Http(#[source] io::Error),
+}
+
+/// State shared by the server's tasks.
+pub struct Shared {
+    /// Registry, deadlines and state machine.
+    pub detector: Arc<Mutex<Detector>>,
+    /// Recent events and their broadcast.
+    pub events: Arc<EventLog>,
+    /// Ingest counters.
+    pub counters: Arc<IngestCounters>,
+}
+
+/// A bound, not yet running, server.
+pub struct Server {
+    config: ServerConfig,
+    udp: UdpSocket,
+    http: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Validates `config` and binds the UDP and HTTP sockets.
+    pub async fn bind(config: ServerConfig) -> Result<Server, Error> {
+        config.validate()?;
+        let udp =
+            bind_udp(config.listen, config.recv_buffer_bytes).map_err(|source| Error::Bind {
+                what: "udp",
+                addr: config.listen,
+                source,
+            })?;
+        let http = TcpListener::bind(config.http)
+            .await
+            .map_err(|source| Error::Bind {
+                what: "http",
+                addr: config.http,
+                source,
+            })?;
+        let shared = Arc::new(Shared {
+            detector: Arc::new(Mutex::new(Detector::new(&config))),
+            events: Arc::new(EventLog::new(config.event_history)),
+            counters: Arc::default(),
+        });
+        Ok(Server {
+            config,
+            udp,
+            http,
+            shared,
+        })
+    }
+
+    /// The UDP address actually bound.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp
+            .local_addr()
+            .expect("a bound socket has an address")
+    }
+
+    /// The HTTP address actually bound.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The server's shared state (for in-process tests and embedding).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops cleanly.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let Server {
+            config,
+            udp,
+            http,
+            shared,
+        } = self;
+        let wake = Arc::new(Notify::new());
+        let console = tokio::spawn(print_events(shared.events.subscribe()));
+
+        let ingest_stop = CancellationToken::new();
+        let ingest = tokio::spawn(
+            Ingest {
+                socket: udp,
+                detector: shared.detector.clone(),
+                wake: wake.clone(),
+                events: shared.events.clone(),
+                counters: shared.counters.clone(),
+            }
+            .run(ingest_stop.clone()),
+        );
+        let timer_stop = CancellationToken::new();
+        let events = shared.events.clone();
+        let timer = tokio::spawn(detector::run_timer(
+            shared.detector.clone(),
+            wake,
+            move |batch| events.publish(batch),
+            timer_stop.clone(),
+        ));
+        let report = config.silent_report.map(|every| {
+            tokio::spawn(report_silent(
+                shared.detector.clone(),
+                every,
+                timer_stop.clone(),
+            ))
+        });
+        let http_stop = CancellationToken::new();
+        let mut http_server = {
+            let stop = http_stop.clone();
+            tokio::spawn(
+                axum::serve(http, http::router(shared.clone()))
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .into_future(),
+            )
+        };
+
+        let http_result = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            result = &mut http_server => Some(result),
+        };
+        ingest_stop.cancel();
+        let _ = ingest.await;
+        timer_stop.cancel();
+        let _ = timer.await;
+        if let Some(report) = report {
+            let _ = report.await;
+        }
+        http_stop.cancel();
+        if http_result.is_none()
+            && tokio::time::timeout(HTTP_DRAIN, &mut http_server)
+                .await
+                .is_err()
+        {
+            http_server.abort(); // a client holding a connection open
+        }
+        // Dropping the last sender closes the broadcast, so the console
+        // prints what is queued and then ends.
+        drop(shared);
+        let _ = console.await;
+        match http_result {
+            Some(Ok(Err(e))) => Err(Error::Http(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Binds the UDP socket. An unspecified IPv6 address is made dual-stack, and
+/// falls back to IPv4 where the machine has no IPv6.
+fn bind_udp(addr: SocketAddr, recv_buffer_bytes: usize) -> io::Result<UdpSocket> {
+    let socket = match Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)) {
+        Err(e) if addr.is_ipv6() && addr.ip().is_unspecified() => {
+            tracing::warn!("no IPv6 ({e}); listening on IPv4 only");
+            return bind_udp(
+                SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port())),
+                recv_buffer_bytes,
+            );
+        }
+        other => other?,
+    };
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    if let Err(e) = socket.set_recv_buffer_size(recv_buffer_bytes) {
+        tracing::warn!("cannot set UDP receive buffer to {recv_buffer_bytes} bytes: {e}");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// The console sink: one line per event on stdout. Ends when the event log
+/// is dropped, after printing everything queued.
+async fn print_events(mut events: broadcast::Receiver<events::Event>) {
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                // A closed stdout must not crash the server: drop the line.
+                let _ = writeln!(io::stdout().lock(), "{event}");
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "console fell behind; events missed on stdout (still in the API)"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The seed's periodic list of silent hosts, kept as an option.
+async fn report_silent(
+    detector: Arc<Mutex<Detector>>,
+    every: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = Instant::now();
+        let mut silent: Vec<(String, f64)> = {
+            let detector = detector.lock().expect("detector lock");
+            detector
+                .registry()
+                .iter()
+                .filter(|h| matches!(h.state, HostState::Late | HostState::Down))
+                .map(|h| {
+                    (
+                        h.id.to_string(),
+                        now.saturating_duration_since(h.last_seen).as_secs_f64(),
+                    )
+                })
+                .collect()
+        };
+        silent.sort_by(|a, b| a.0.cmp(&b.0));
+        let list: Vec<String> = silent
+            .iter()
+            .map(|(id, secs)| format!("{id} ({secs:.1}s)"))
+            .collect();
+        let _ = writeln!(
+            io::stdout().lock(),
+            "silent hosts ({}): {}",
+            list.len(),
+            list.join(", ")
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! Batched datagram receive: one `recvmmsg(2)` system call returns up to
+//! [`BATCH`] datagrams on Linux; elsewhere a loop of `recv_from` fills the
+//! same batch. The buffers are allocated once and reused forever.
+
+use std::io;
+use std::net::SocketAddr;
+
+/// Datagrams per receive call. 64 amortises the system call well; more
+/// mostly adds cache pressure.
+pub const BATCH: usize = 64;
+/// Receive buffer per datagram: larger than any valid packet, so a longer
+/// datagram shows up as truncated and is rejected.
+pub const BUF_LEN: usize = 512;
+
+/// Reusable buffers for one batch of datagrams.
+pub struct Batch {
+    bufs: Box<[[u8; BUF_LEN]; BATCH]>,
+    lens: [usize; BATCH],
+    truncated: [bool; BATCH],
+    addrs: [SocketAddr; BATCH],
+    count: usize,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            bufs: Box::new([[0; BUF_LEN]; BATCH]),
+            lens: [0; BATCH],
+            truncated: [false; BATCH],
+            addrs: [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH],
+            count: 0,
+        }
+    }
+}
+
+/// One received datagram.
+pub struct Datagram<'a> {
+    /// Its bytes (cut at [`BUF_LEN`] if it was longer).
+    pub bytes: &'a [u8],
+    /// Where it came from.
+    pub from: SocketAddr,
+    /// True if it was longer than [`BUF_LEN`].
+    pub truncated: bool,
+}
+
+impl Batch {
+    /// The datagrams of the last successful receive.
+    pub fn iter(&self) -> impl Iterator<Item = Datagram<'_>> {
+        (0..self.count).map(|i| Datagram {
+            bytes: &self.bufs[i][..self.lens[i].min(BUF_LEN)],
+            from: self.addrs[i],
+            truncated: self.truncated[i],
+        })
+    }
+
+    /// How many datagrams the last receive returned.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when the last receive returned nothing.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Receives up to [`BATCH`] datagrams from a non-blocking socket without
+    /// waiting; `WouldBlock` when none is queued.
+    #[cfg(target_os = "linux")]
+    pub fn recv(&mut self, socket: &impl std::os::fd::AsRawFd) -> io::Result<usize> {
+        use std::mem::{MaybeUninit, zeroed};
+        let mut names: [socket2::SockAddrStorage; BATCH] =
+            std::array::from_fn(|_| socket2::SockAddrStorage::zeroed());
+        let mut iovecs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
+        // SAFETY: all-zero is a valid value for this plain C struct.
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        for i in 0..BATCH {
+            let iov = iovecs[i].write(libc::iovec {
+                iov_base: self.bufs[i].as_mut_ptr().cast(),
+                iov_len: BUF_LEN,
+            });
+            let hdr = &mut headers[i].msg_hdr;
+            hdr.msg_name = (&raw mut names[i]).cast();
+            hdr.msg_namelen = names[i].size_of();
+            hdr.msg_iov = iov;
+            hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at a buffer, name and iovec that live
+        // until the call returns; the kernel writes at most the given lengths.
+        let received = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if received < 0 {
+            self.count = 0;
+            return Err(io::Error::last_os_error());
+        }
+        self.count = received as usize;
+        for i in 0..self.count {
+            let hdr = &headers[i];
+            self.lens[i] = hdr.msg_len as usize;
+            self.truncated[i] = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            // SAFETY: the kernel filled `names[i]` with `msg_namelen` bytes.
+            let addr = unsafe {
+                socket2::SockAddr::new(
+                    std::mem::replace(&mut names[i], socket2::SockAddrStorage::zeroed()),
+                    hdr.msg_hdr.msg_namelen,
+                )
+            };
+            self.addrs[i] = addr
+                .as_socket()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        }
+        Ok(self.count)
+    }
+
+    /// Receives up to [`BATCH`] datagrams from a non-blocking socket without
+    /// waiting; `WouldBlock` when none is queued.
+    #[cfg(not(target_os = "linux"))]
+    pub fn recv(&mut self, socket: &std::net::UdpSocket) -> io::Result<usize> {
+        self.count = 0;
+        while self.count < BATCH {
+            let i = self.count;
+            match socket.recv_from(&mut self.bufs[i]) {
+                Ok((len, from)) => {
+                    self.lens[i] = len;
+                    self.truncated[i] = false;
+                    self.addrs[i] = from;
+                    self.count += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.count > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.count)
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receives_a_batch_with_sources_and_truncation() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        rx.set_nonblocking(true).expect("nonblocking");
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let to = rx.local_addr().expect("addr");
+        let mut batch = Batch::default();
+        assert_eq!(
+            batch.recv(&rx).map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock)
+        );
+        tx.send_to(b"one", to).expect("send");
+        tx.send_to(b"two", to).expect("send");
+        tx.send_to(&[7u8; BUF_LEN + 10], to).expect("send");
+        let got = batch.recv(&rx).expect("receive");
+        assert_eq!(got, 3);
+        let datagrams: Vec<_> = batch
+            .iter()
+            .map(|d| (d.bytes.to_vec(), d.from, d.truncated))
+            .collect();
+        let from = tx.local_addr().expect("addr");
+        assert_eq!(datagrams[0], (b"one".to_vec(), from, false));
+        assert_eq!(datagrams[1], (b"two".to_vec(), from, false));
+        assert!(datagrams[2].2, "oversized datagram is flagged");
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests: the real `lubdub` binary on loopback.
+
+mod core;
+mod util;
