@@ -96,8 +96,10 @@ struct ClientArgs {
 
 impl ClientArgs {
     fn into_config(self) -> ClientConfig {
-        let mut config = ClientConfig::default();
-        config.servers = seed_client_form(self.servers);
+        let mut config = ClientConfig {
+            servers: seed_client_form(self.servers),
+            ..ClientConfig::default()
+        };
         set(&mut config.interval, self.interval);
         config.host_id = self.host_id.or(config.host_id);
         config.legacy |= self.legacy;

@@ -6,6 +6,8 @@ use super::Shared;
 use super::registry::Host;
 use crate::protocol::BootId;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -18,7 +20,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/hosts", get(hosts))
+        .route("/metrics", get(metrics))
         .with_state(shared)
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        shared.metrics.encode(),
+    )
 }
 
 #[derive(Serialize)]

@@ -6,12 +6,12 @@
 
 use super::detector::{Detector, Observation};
 use super::events::EventLog;
+use super::metrics::Metrics;
 use super::recv::Batch;
 use crate::protocol::{self, DecodeError, Packet};
 use crate::ratelimit::RateLimit;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::io::Interest;
@@ -49,21 +49,6 @@ impl DropReason {
     }
 }
 
-/// Ingest counters, added to once per batch.
-#[derive(Debug, Default)]
-pub struct IngestCounters {
-    /// Datagrams received.
-    pub datagrams: AtomicU64,
-    /// Beats applied to the registry (v1 and legacy).
-    pub beats: AtomicU64,
-    /// Of those, the seed's legacy `Thump!` beats.
-    pub legacy_beats: AtomicU64,
-    /// Receive batches (system calls that returned datagrams).
-    pub batches: AtomicU64,
-    /// Datagrams dropped, indexed like [`DropReason::ALL`].
-    pub dropped: [AtomicU64; DropReason::ALL.len()],
-}
-
 #[derive(Default)]
 struct BatchCounts {
     beats: u64,
@@ -81,8 +66,8 @@ pub struct Ingest {
     pub wake: Arc<Notify>,
     /// Where state changes go.
     pub events: Arc<EventLog>,
-    /// Counters for the metrics.
-    pub counters: Arc<IngestCounters>,
+    /// Where the counts go.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Ingest {
@@ -164,13 +149,13 @@ impl Ingest {
         if !events.is_empty() {
             self.events.publish(events);
         }
-        let c = &self.counters;
-        c.batches.fetch_add(1, Relaxed);
-        c.datagrams.fetch_add(batch.len() as u64, Relaxed);
-        c.beats.fetch_add(counts.beats, Relaxed);
-        c.legacy_beats.fetch_add(counts.legacy_beats, Relaxed);
-        for (total, n) in c.dropped.iter().zip(counts.dropped) {
-            total.fetch_add(n, Relaxed);
+        let m = &self.metrics;
+        m.batches.inc();
+        m.datagrams.inc_by(batch.len() as u64);
+        m.beats.inc_by(counts.beats);
+        m.legacy_beats.inc_by(counts.legacy_beats);
+        for (reason, n) in DropReason::ALL.into_iter().zip(counts.dropped) {
+            m.add_dropped(reason, n);
         }
     }
 }

@@ -10,13 +10,15 @@ pub mod detector;
 pub mod events;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod recv;
 pub mod registry;
 
 use crate::config::ServerConfig;
 use detector::Detector;
 use events::EventLog;
-use ingest::{Ingest, IngestCounters};
+use ingest::Ingest;
+use metrics::Metrics;
 use registry::HostState;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, Write};
@@ -58,8 +60,8 @@ pub struct Shared {
     pub detector: Arc<Mutex<Detector>>,
     /// Recent events and their broadcast.
     pub events: Arc<EventLog>,
-    /// Ingest counters.
-    pub counters: Arc<IngestCounters>,
+    /// Every exported metric.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A bound, not yet running, server.
@@ -90,7 +92,7 @@ impl Server {
         let shared = Arc::new(Shared {
             detector: Arc::new(Mutex::new(Detector::new(&config))),
             events: Arc::new(EventLog::new(config.event_history)),
-            counters: Arc::default(),
+            metrics: Arc::default(),
         });
         Ok(Server {
             config,
@@ -137,7 +139,7 @@ impl Server {
                 detector: shared.detector.clone(),
                 wake: wake.clone(),
                 events: shared.events.clone(),
-                counters: shared.counters.clone(),
+                metrics: shared.metrics.clone(),
             }
             .run(ingest_stop.clone()),
         );

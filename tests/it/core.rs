@@ -14,10 +14,14 @@ fn fleet_of_twenty_exact_failures_recovery_and_goodbye() {
     // loaded CI machine can delay a beat a little without a false alarm.
     let server = Server::start(&["--timeout", "1s"]);
     let ids: Vec<String> = (0..20).map(|i| format!("host-{i:02}")).collect();
-    let mut clients: BTreeMap<String, Proc> =
-        ids.iter().map(|id| (id.clone(), client(&[server.udp], id, &[]))).collect();
+    let mut clients: BTreeMap<String, Proc> = ids
+        .iter()
+        .map(|id| (id.clone(), client(&[server.udp], id, &[])))
+        .collect();
     assert!(
-        wait_until(WAIT, || ids.iter().all(|id| server.kinds_of(id) == ["joined"])),
+        wait_until(WAIT, || ids
+            .iter()
+            .all(|id| server.kinds_of(id) == ["joined"])),
         "all 20 joined: {:?}",
         server.events()
     );
@@ -26,7 +30,12 @@ fn fleet_of_twenty_exact_failures_recovery_and_goodbye() {
     assert_eq!(hosts.len(), 20);
     for host in hosts {
         assert_eq!(host["state"], "up");
-        assert!(host["addr"].as_str().expect("addr").starts_with("127.0.0.1:"));
+        assert!(
+            host["addr"]
+                .as_str()
+                .expect("addr")
+                .starts_with("127.0.0.1:")
+        );
         assert!(host["last_seen"].as_str().expect("rfc3339").ends_with('Z'));
     }
 
@@ -36,25 +45,41 @@ fn fleet_of_twenty_exact_failures_recovery_and_goodbye() {
         clients.get_mut(id).expect("client").kill();
     }
     assert!(
-        wait_until(WAIT, || killed.iter().all(|id| server.kinds_of(id) == ["joined", "late", "down"])),
+        wait_until(WAIT, || killed
+            .iter()
+            .all(|id| server.kinds_of(id) == ["joined", "late", "down"])),
         "killed clients go late then down: {:?}",
         server.events()
     );
     let detected_in = stopped_at.elapsed();
-    assert!(detected_in < Duration::from_secs(3), "down within timeout plus margin, took {detected_in:?}");
+    assert!(
+        detected_in < Duration::from_secs(3),
+        "down within timeout plus margin, took {detected_in:?}"
+    );
     for event in server.events().iter().filter(|e| e.kind == "down") {
         // Silence counted from the last beat: the timeout, to within a beat
         // and scheduling noise, never a whole scan period later.
-        assert!((1.0..1.2).contains(&event.silent_secs), "down reported at {event:?}");
+        assert!(
+            (1.0..1.2).contains(&event.silent_secs),
+            "down reported at {event:?}"
+        );
     }
     for id in &ids[5..] {
-        assert_eq!(server.kinds_of(id), ["joined"], "{id} must not change state");
+        assert_eq!(
+            server.kinds_of(id),
+            ["joined"],
+            "{id} must not change state"
+        );
     }
 
     // A killed client restarted: recovered.
     let back = &killed[0];
     clients.insert(back.clone(), client(&[server.udp], back, &[]));
-    assert!(server.wait_event(back, "recovered", WAIT), "{:?}", server.kinds_of(back));
+    assert!(
+        server.wait_event(back, "recovered", WAIT),
+        "{:?}",
+        server.kinds_of(back)
+    );
     assert_eq!(server.state_of(back).as_deref(), Some("up"));
 
     // A client stopped with SIGTERM says goodbye: left, never down.
@@ -68,7 +93,11 @@ fn fleet_of_twenty_exact_failures_recovery_and_goodbye() {
     assert_eq!(server.state_of(leaver).as_deref(), Some("left"));
     for id in &ids[5..] {
         if id != leaver {
-            assert_eq!(server.kinds_of(id), ["joined"], "{id} must not change state");
+            assert_eq!(
+                server.kinds_of(id),
+                ["joined"],
+                "{id} must not change state"
+            );
         }
     }
 }
@@ -78,16 +107,34 @@ fn seed_thump_is_a_host_keyed_by_ip() {
     let server = Server::start(&["--timeout", "1s"]);
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     socket.send_to(b"Thump!", server.udp).expect("send");
-    assert!(server.wait_event("127.0.0.1", "joined", WAIT), "{:?}", server.events());
+    assert!(
+        server.wait_event("127.0.0.1", "joined", WAIT),
+        "{:?}",
+        server.events()
+    );
     let hosts = server.get_json("/api/v1/hosts");
     let host = &hosts[0];
-    assert_eq!((host["id"].as_str(), host["legacy"].as_bool()), (Some("127.0.0.1"), Some(true)));
+    assert_eq!(
+        (host["id"].as_str(), host["legacy"].as_bool()),
+        (Some("127.0.0.1"), Some(true))
+    );
     assert_eq!(host["addr"], socket.local_addr().expect("addr").to_string());
     // PyHB (the original recipe) is a beat too, from the same host; garbage is not.
     socket.send_to(b"garbage!", server.udp).expect("send");
     socket.send_to(b"PyHB", server.udp).expect("send");
-    assert!(wait_until(WAIT, || server.get_json("/api/v1/hosts")[0]["beats"] == 2));
-    assert_eq!(server.get_json("/api/v1/hosts").as_array().map(Vec::len), Some(1));
+    assert!(wait_until(
+        WAIT,
+        || server.get_json("/api/v1/hosts")[0]["beats"] == 2
+    ));
+    assert_eq!(
+        server.get_json("/api/v1/hosts").as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        server.metric("lubdub_packets_dropped_total{reason=\"malformed\"}"),
+        Some(1.0)
+    );
+    assert_eq!(server.metric("lubdub_legacy_beats_total"), Some(2.0));
     assert!(server.wait_event("127.0.0.1", "down", WAIT));
 }
 
@@ -97,7 +144,14 @@ fn legacy_client_feeds_a_seed_style_listener() {
     listener.set_read_timeout(Some(WAIT)).expect("timeout");
     let port = listener.local_addr().expect("addr").port().to_string();
     // The seed's positional form: SERVERIP PORT.
-    let _client = Proc::spawn(&["client", "127.0.0.1", &port, "--legacy", "--interval", "100ms"]);
+    let _client = Proc::spawn(&[
+        "client",
+        "127.0.0.1",
+        &port,
+        "--legacy",
+        "--interval",
+        "100ms",
+    ]);
     let mut buf = [0u8; 64];
     for _ in 0..2 {
         let (len, _) = listener.recv_from(&mut buf).expect("a beat arrives");
@@ -115,7 +169,11 @@ fn client_started_before_its_server_is_picked_up() {
     let _client = Proc::spawn(&["client", &udp, "--interval", "100ms", "--host-id", "early"]);
     std::thread::sleep(Duration::from_millis(300)); // beats into the void first
     let server = Server::start(&["--listen", &udp, "--timeout", "1s"]);
-    assert!(server.wait_event("early", "joined", WAIT), "{:?}", server.events());
+    assert!(
+        server.wait_event("early", "joined", WAIT),
+        "{:?}",
+        server.events()
+    );
 }
 
 #[test]
@@ -126,7 +184,10 @@ fn server_stops_cleanly_on_sigterm_and_sigint() {
         assert!(server.wait_event("a", "joined", WAIT));
         server.proc.signal(signal);
         let status = server.proc.wait_exit(WAIT);
-        assert!(status.success(), "exit 0 on signal {signal}, got {status:?}");
+        assert!(
+            status.success(),
+            "exit 0 on signal {signal}, got {status:?}"
+        );
     }
 }
 
@@ -135,7 +196,9 @@ fn silent_report_lists_silent_hosts_periodically() {
     let server = Server::start(&["--timeout", "300ms", "--silent-report", "200ms"]);
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     socket.send_to(b"Thump!", server.udp).expect("send");
-    let line = server.proc.wait_line(WAIT, |l| l.starts_with("silent hosts (1): 127.0.0.1 ("));
+    let line = server
+        .proc
+        .wait_line(WAIT, |l| l.starts_with("silent hosts (1): 127.0.0.1 ("));
     assert!(line.is_some(), "{:?}", server.proc.stdout());
 }
 
@@ -152,7 +215,12 @@ fn bad_flags_exit_non_zero_with_one_line() {
         let status = proc.wait_exit(WAIT);
         assert!(!status.success(), "{args:?} must fail");
         let stderr = proc.stderr();
-        assert!(stderr.iter().any(|l| l.contains("error") || l.contains("lubdub:")), "{args:?}: {stderr:?}");
+        assert!(
+            stderr
+                .iter()
+                .any(|l| l.contains("error") || l.contains("lubdub:")),
+            "{args:?}: {stderr:?}"
+        );
     }
 }
 
@@ -163,7 +231,10 @@ fn a_port_in_use_is_a_clear_error() {
     let mut proc = Proc::spawn(&["server", "--listen", &addr, "--http", "127.0.0.1:0"]);
     assert!(!proc.wait_exit(WAIT).success());
     let stderr = proc.stderr().join("\n");
-    assert!(stderr.contains(&format!("cannot bind udp on {addr}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot bind udp on {addr}")),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -172,7 +243,16 @@ fn ipv6_loopback_beats_arrive() {
     assert!(probe.is_ok(), "this test needs IPv6 loopback, which CI has");
     let server = Server::start(&["--listen", "[::1]:0", "--timeout", "1s"]);
     let _client = client(&[server.udp], "v6-host", &[]);
-    assert!(server.wait_event("v6-host", "joined", WAIT), "{:?}", server.events());
+    assert!(
+        server.wait_event("v6-host", "joined", WAIT),
+        "{:?}",
+        server.events()
+    );
     let hosts = server.get_json("/api/v1/hosts");
-    assert!(hosts[0]["addr"].as_str().expect("addr").starts_with("[::1]:"));
+    assert!(
+        hosts[0]["addr"]
+            .as_str()
+            .expect("addr")
+            .starts_with("[::1]:")
+    );
 }

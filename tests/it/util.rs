@@ -54,7 +54,11 @@ impl Proc {
             .expect("spawn lubdub");
         let stdout = collect(child.stdout.take().expect("piped stdout"));
         let stderr = collect(child.stderr.take().expect("piped stderr"));
-        Proc { child, stdout, stderr }
+        Proc {
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     /// Lines printed on stdout so far.
@@ -94,7 +98,10 @@ impl Proc {
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
-                panic!("process did not exit within {timeout:?}; stderr: {:?}", self.stderr());
+                panic!(
+                    "process did not exit within {timeout:?}; stderr: {:?}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -146,8 +153,18 @@ pub fn parse_event(line: &str) -> Option<EventLine> {
     let kind = words.next()?.to_string();
     let host = words.next()?.to_string();
     let addr = words.next()?.strip_prefix("addr=")?.to_string();
-    let silent_secs = words.next()?.strip_prefix("silent=")?.strip_suffix('s')?.parse().ok()?;
-    Some(EventLine { kind, host, addr, silent_secs })
+    let silent_secs = words
+        .next()?
+        .strip_prefix("silent=")?
+        .strip_suffix('s')?
+        .parse()
+        .ok()?;
+    Some(EventLine {
+        kind,
+        host,
+        addr,
+        silent_secs,
+    })
 }
 
 /// A running server, with the addresses it printed when ready.
@@ -173,10 +190,10 @@ impl Server {
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
         let dir = data_dir.to_str().expect("utf-8 path");
         let mut args = vec!["server", "--data-dir", dir];
-        if !extra.iter().any(|a| *a == "--listen") {
+        if !extra.contains(&"--listen") {
             args.extend(["--listen", "127.0.0.1:0"]);
         }
-        if !extra.iter().any(|a| *a == "--http") {
+        if !extra.contains(&"--http") {
             args.extend(["--http", "127.0.0.1:0"]);
         }
         args.extend(extra);
@@ -192,17 +209,31 @@ impl Server {
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_else(|| panic!("no {key} in {ready:?}"))
         };
-        Server { udp: addr("udp="), http: addr("http="), proc, data_dir: data_dir.to_path_buf(), _tmp: None }
+        Server {
+            udp: addr("udp="),
+            http: addr("http="),
+            proc,
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+        }
     }
 
     /// All event lines printed so far.
     pub fn events(&self) -> Vec<EventLine> {
-        self.proc.stdout().iter().filter_map(|l| parse_event(l)).collect()
+        self.proc
+            .stdout()
+            .iter()
+            .filter_map(|l| parse_event(l))
+            .collect()
     }
 
     /// Events of `host`, as kinds in order.
     pub fn kinds_of(&self, host: &str) -> Vec<String> {
-        self.events().into_iter().filter(|e| e.host == host).map(|e| e.kind).collect()
+        self.events()
+            .into_iter()
+            .filter(|e| e.host == host)
+            .map(|e| e.kind)
+            .collect()
     }
 
     /// Waits until `host` has had an event of `kind`.
@@ -225,10 +256,33 @@ impl Server {
             .expect("json body")
     }
 
+    /// GETs `path` and returns the body as text.
+    pub fn get_text(&self, path: &str) -> String {
+        ureq::get(&self.url(path))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .body_mut()
+            .read_to_string()
+            .expect("text body")
+    }
+
+    /// The value of the metric sample `name_and_labels` in `/metrics`.
+    pub fn metric(&self, name_and_labels: &str) -> Option<f64> {
+        self.get_text("/metrics").lines().find_map(|line| {
+            let value = line.strip_prefix(name_and_labels)?.strip_prefix(' ')?;
+            value.split_whitespace().next()?.parse().ok()
+        })
+    }
+
     /// The state of `host` according to `/api/v1/hosts`.
     pub fn state_of(&self, host: &str) -> Option<String> {
         let hosts = self.get_json("/api/v1/hosts");
-        hosts.as_array()?.iter().find(|h| h["id"] == host).and_then(|h| h["state"].as_str()).map(String::from)
+        hosts
+            .as_array()?
+            .iter()
+            .find(|h| h["id"] == host)
+            .and_then(|h| h["state"].as_str())
+            .map(String::from)
     }
 }
 

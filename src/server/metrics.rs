@@ -1,0 +1,98 @@
+//! Every metric the server exports, defined in one place. Aggregates only:
+//! a million hosts must never become a million series.
+
+use super::ingest::DropReason;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+/// Label set for packets dropped, by reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// [`DropReason::as_str`].
+    pub reason: &'static str,
+}
+
+/// The server's metrics. Counters are atomics: the hot path adds to them
+/// once per batch, never per packet.
+pub struct Metrics {
+    registry: Registry,
+    /// Datagrams received.
+    pub datagrams: Counter,
+    /// Beats applied to the registry (v1 and legacy).
+    pub beats: Counter,
+    /// Of those, the seed's `Thump!`/`PyHB`.
+    pub legacy_beats: Counter,
+    /// Receive batches (system calls that returned datagrams).
+    pub batches: Counter,
+    /// Datagrams dropped, by reason.
+    pub dropped: Family<ReasonLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("lubdub");
+        let datagrams = Counter::default();
+        registry.register(
+            "datagrams_received",
+            "UDP datagrams received",
+            datagrams.clone(),
+        );
+        let beats = Counter::default();
+        registry.register("beats", "Beats applied to the registry", beats.clone());
+        let legacy_beats = Counter::default();
+        registry.register(
+            "legacy_beats",
+            "Seed-format beats (Thump!/PyHB) applied",
+            legacy_beats.clone(),
+        );
+        let batches = Counter::default();
+        registry.register(
+            "ingest_batches",
+            "Receive batches (one system call each)",
+            batches.clone(),
+        );
+        let dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "packets_dropped",
+            "Datagrams dropped, by reason",
+            dropped.clone(),
+        );
+        for reason in DropReason::ALL {
+            // Export every reason from the start, so a rate() sees the first drop.
+            drop(dropped.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            }));
+        }
+        Self {
+            registry,
+            datagrams,
+            beats,
+            legacy_beats,
+            batches,
+            dropped,
+        }
+    }
+}
+
+impl Metrics {
+    /// Adds a drop count for `reason`.
+    pub fn add_dropped(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.dropped
+                .get_or_create(&ReasonLabel {
+                    reason: reason.as_str(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// Writes every metric in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
