@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The UDP port beats go to, as in the seed.
@@ -12,6 +12,24 @@ pub const DEFAULT_PORT: u16 = 43278;
 /// Why a configuration was refused. Messages name the field.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The config file cannot be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for these settings (unknown key,
+    /// bad value); the message names the key and the line.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// One line: where and what.
+        message: String,
+    },
     /// A field holds a value outside its allowed range.
     #[error("{field}: {reason}")]
     Invalid {
@@ -27,6 +45,54 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
         field,
         reason: reason.into(),
     }
+}
+
+/// The config file (`--config FILE`, TOML): a `[server]` and a `[client]`
+/// table, each holding any of the fields of [`ServerConfig`] and
+/// [`ClientConfig`]. Missing fields keep their defaults; unknown ones are
+/// an error.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// Settings of `lubdub server`.
+    pub server: ServerConfig,
+    /// Settings of `lubdub client`.
+    pub client: ClientConfig,
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| Error::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses config text; the error is one line naming the line and key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let message = e.message().replace('\n', " ");
+            match line {
+                Some(line) => format!("line {line}: {message}"),
+                None => message,
+            }
+        })
+    }
+}
+
+/// The `[server]` table alone, for `lubdub server --print-config`.
+#[derive(Serialize)]
+pub struct ServerFile<'a> {
+    /// Settings of `lubdub server`.
+    pub server: &'a ServerConfig,
 }
 
 /// Settings of `lubdub server`.
@@ -193,6 +259,36 @@ mod tests {
         assert_eq!(server.late_ratio(), 0.5);
         server.validate().expect("defaults are valid");
         assert_eq!(ClientConfig::default().interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn config_file_round_trips_and_names_bad_keys() {
+        let defaults = FileConfig::default();
+        let text = toml::to_string(&defaults).expect("serialise");
+        assert_eq!(FileConfig::parse(&text), Ok(defaults.clone()));
+        let server_only = toml::to_string(&ServerFile {
+            server: &defaults.server,
+        })
+        .expect("serialise");
+        assert_eq!(FileConfig::parse(&server_only), Ok(defaults));
+
+        let custom = FileConfig::parse("[server]\ntimeout = \"1m\"\nlisten = \"127.0.0.1:9\"\n")
+            .expect("valid");
+        assert_eq!(custom.server.timeout, Duration::from_secs(60));
+        assert_eq!(
+            custom.server.http,
+            ServerConfig::default().http,
+            "unset keys keep defaults"
+        );
+
+        let unknown = FileConfig::parse("[server]\ntimeout = \"1m\"\ntimout = \"2m\"\n")
+            .expect_err("unknown key");
+        assert!(
+            unknown.starts_with("line 3: ") && unknown.contains("timout"),
+            "{unknown}"
+        );
+        let bad = FileConfig::parse("[client]\ninterval = \"soon\"\n").expect_err("bad value");
+        assert!(bad.starts_with("line 2: ") && !bad.contains('\n'), "{bad}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use lubdub::config::{ClientConfig, DEFAULT_PORT, ServerConfig};
+use lubdub::config::{ClientConfig, DEFAULT_PORT, FileConfig, ServerConfig, ServerFile};
 use lubdub::{client, duration, server, shutdown};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -59,11 +59,18 @@ struct ServerArgs {
     /// Directory for the server's state.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// TOML config file; its `[server]` table sets any of these settings.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
 impl ServerArgs {
-    fn into_config(self) -> ServerConfig {
-        let mut config = ServerConfig::default();
+    /// Defaults, then the config file, then flags.
+    fn into_config(self) -> anyhow::Result<ServerConfig> {
+        let mut config = load_file(self.config.as_deref())?.server;
         if let Some(port) = self.seed_port {
             config.listen.set_port(port);
         }
@@ -73,15 +80,22 @@ impl ServerArgs {
         config.late_after = self.late_after.or(config.late_after);
         config.silent_report = self.silent_report.or(config.silent_report);
         config.data_dir = self.data_dir.or(config.data_dir);
-        config
+        Ok(config)
     }
+}
+
+fn load_file(path: Option<&std::path::Path>) -> anyhow::Result<FileConfig> {
+    Ok(match path {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    })
 }
 
 #[derive(Args)]
 struct ClientArgs {
     /// Servers: HOST, HOST:PORT or [IPv6]:PORT (port 43278 unless given).
     /// The seed form `SERVERIP PORT` also works.
-    #[arg(value_name = "SERVER", required = true)]
+    #[arg(value_name = "SERVER", required_unless_present = "config")]
     servers: Vec<String>,
     /// Time between beats [default: 10s].
     #[arg(long, value_parser = duration::parse)]
@@ -92,18 +106,23 @@ struct ClientArgs {
     /// Send the seed's bare `Thump!`, to feed an old PyHeartBeat server.
     #[arg(long)]
     legacy: bool,
+    /// TOML config file; its `[client]` table sets any of these settings.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 impl ClientArgs {
-    fn into_config(self) -> ClientConfig {
-        let mut config = ClientConfig {
-            servers: seed_client_form(self.servers),
-            ..ClientConfig::default()
-        };
+    /// Defaults, then the config file, then flags (servers named on the
+    /// command line replace the file's list).
+    fn into_config(self) -> anyhow::Result<ClientConfig> {
+        let mut config = load_file(self.config.as_deref())?.client;
+        if !self.servers.is_empty() {
+            config.servers = seed_client_form(self.servers);
+        }
         set(&mut config.interval, self.interval);
         config.host_id = self.host_id.or(config.host_id);
         config.legacy |= self.legacy;
-        config
+        Ok(config)
     }
 }
 
@@ -167,7 +186,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let stop = shutdown::on_signal();
     match command {
         Command::Server(args) => {
-            let server = server::Server::bind(args.into_config())
+            let print_config = args.print_config;
+            let config = args.into_config()?;
+            if print_config {
+                let file = ServerFile { server: &config };
+                print!("{}", toml::to_string(&file).context("printing the config")?);
+                return Ok(());
+            }
+            let server = server::Server::bind(config)
                 .await
                 .context("starting the server")?;
             println!(
@@ -178,7 +204,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             server.run(stop).await.context("running the server")
         }
         Command::Client(args) => {
-            let config = args.into_config();
+            let config = args.into_config()?;
             let client = client::Client::new(config.clone()).context("starting the client")?;
             tracing::info!(
                 host_id = client.host_id(),
@@ -203,7 +229,7 @@ mod tests {
         let Command::Server(args) = cli.command else {
             panic!("server")
         };
-        let config = args.into_config();
+        let config = args.into_config().expect("valid");
         assert_eq!(
             (config.timeout, config.listen.port()),
             (Duration::from_secs(60), 5000)

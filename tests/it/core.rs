@@ -256,3 +256,40 @@ fn ipv6_loopback_beats_arrive() {
             .starts_with("[::1]:")
     );
 }
+
+#[test]
+fn config_file_then_flags_and_print_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lubdub.toml");
+    std::fs::write(&path, "[server]\ntimeout = \"45s\"\nlate_after = \"20s\"\n").expect("write");
+    let path = path.to_str().expect("utf-8");
+    let mut proc = Proc::spawn(&[
+        "server",
+        "--config",
+        path,
+        "--late-after",
+        "10s",
+        "--print-config",
+    ]);
+    assert!(proc.wait_exit(WAIT).success());
+    let printed = proc.stdout().join("\n");
+    assert!(
+        printed.contains("timeout = \"45s\""),
+        "file sets the timeout: {printed}"
+    );
+    assert!(
+        printed.contains("late_after = \"10s\""),
+        "a flag beats the file: {printed}"
+    );
+
+    std::fs::write(dir.path().join("bad.toml"), "[server]\ntimout = \"45s\"\n").expect("write");
+    let bad = dir.path().join("bad.toml");
+    let mut proc = Proc::spawn(&["server", "--config", bad.to_str().expect("utf-8")]);
+    assert!(!proc.wait_exit(WAIT).success());
+    let stderr = proc.stderr();
+    assert_eq!(stderr.len(), 1, "one line: {stderr:?}");
+    assert!(
+        stderr[0].contains("line 2") && stderr[0].contains("timout"),
+        "{stderr:?}"
+    );
+}
