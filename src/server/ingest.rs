@@ -96,6 +96,9 @@ impl Ingest {
                     if let Some(suppressed) = error_log.check(std::time::Instant::now()) {
                         tracing::warn!(suppressed, "udp receive error: {e}");
                     }
+                    // Readiness stays set after an error other than
+                    // WouldBlock: pause briefly instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
         }
