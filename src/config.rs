@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod env;
+
 /// The UDP port beats go to, as in the seed.
 pub const DEFAULT_PORT: u16 = 43278;
 
@@ -37,6 +39,15 @@ pub enum Error {
         field: &'static str,
         /// What is wrong with it.
         reason: String,
+    },
+    /// An environment variable (`LUBDUB_…`) holds a value its setting does
+    /// not accept; the message names the variable.
+    #[error("{var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// One line: what is wrong with its value.
+        message: String,
     },
 }
 
@@ -93,6 +104,13 @@ impl FileConfig {
 pub struct ServerFile<'a> {
     /// Settings of `lubdub server`.
     pub server: &'a ServerConfig,
+}
+
+/// The `[client]` table alone, for `lubdub client --print-config`.
+#[derive(Serialize)]
+pub struct ClientFile<'a> {
+    /// Settings of `lubdub client`.
+    pub client: &'a ClientConfig,
 }
 
 /// Settings of `lubdub server`.
