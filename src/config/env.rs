@@ -264,6 +264,35 @@ mod tests {
     }
 
     #[test]
+    fn example_config_lists_every_setting_with_its_default() {
+        let text = include_str!("../../docs/lubdub.example.toml");
+        assert_eq!(
+            crate::config::FileConfig::parse(text),
+            Ok(crate::config::FileConfig::default())
+        );
+        for (table, fields) in [
+            ("server", fields::<ServerConfig>()),
+            ("client", fields::<ClientConfig>()),
+        ] {
+            let section: Vec<&str> = text
+                .lines()
+                .skip_while(|l| *l != format!("[{table}]"))
+                .skip(1)
+                .take_while(|l| !l.starts_with('['))
+                .collect();
+            for field in fields {
+                let set = format!("{field} = ");
+                assert!(
+                    section
+                        .iter()
+                        .any(|l| l.trim_start_matches("# ").starts_with(&set)),
+                    "docs/lubdub.example.toml: [{table}] does not list {field}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn unknown_variables_are_found() {
         let names = ["LUBDUB_TIMOUT", "LUBDUB_TIMEOUT", "LUBDUB_LOG", "PATH"]
             .map(OsString::from)
