@@ -1,5 +1,6 @@
 //! Integration tests: the real `lubdub` binary on loopback.
 
+mod config;
 mod core;
 mod status;
 mod util;
