@@ -83,14 +83,19 @@ pub fn fetch(server: &str, timeout: Duration) -> Result<Vec<serde_json::Value>, 
             source: Box::new(source),
         })?;
     if status != 200 {
-        let body: String = text.lines().next().unwrap_or("").chars().take(200).collect();
+        let body: String = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
         return Err(Error::Status { url, status, body });
     }
-    let hosts: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::BadAnswer {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
+    let hosts: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::BadAnswer {
+        url: url.clone(),
+        reason: e.to_string(),
+    })?;
     match hosts {
         serde_json::Value::Array(hosts) => Ok(hosts),
         _ => Err(Error::BadAnswer {
@@ -180,7 +185,11 @@ pub fn check(hosts: &[serde_json::Value]) -> (CheckStatus, String) {
     if late > 0 {
         problems.push(named("late"));
     }
-    let total = format!("{} host{}", hosts.len(), if hosts.len() == 1 { "" } else { "s" });
+    let total = format!(
+        "{} host{}",
+        hosts.len(),
+        if hosts.len() == 1 { "" } else { "s" }
+    );
     let summary = if problems.is_empty() {
         format!("{total}, none late or down")
     } else {
@@ -293,11 +302,7 @@ pub fn table(hosts: &[serde_json::Value], now: SystemTime) -> String {
     for row in &rows {
         let state = state_style(&row[1]);
         cells(&mut out, row, &|i| {
-            if i == 1 {
-                state
-            } else {
-                anstyle::Style::new()
-            }
+            if i == 1 { state } else { anstyle::Style::new() }
         });
     }
     let counts: Vec<String> = STATES
@@ -381,7 +386,10 @@ mod tests {
         let lines: Vec<&str> = plain.lines().collect();
         assert_eq!(lines.len(), 4, "{plain}");
         assert!(lines[0].starts_with("HOST         STATE"), "{plain}");
-        assert!(lines[1].starts_with("a            up     5m0s   250ms"), "{plain}");
+        assert!(
+            lines[1].starts_with("a            up     5m0s   250ms"),
+            "{plain}"
+        );
         assert_eq!(lines[3], "2 hosts: 1 up, 1 down");
         assert!(text.contains("\x1b["), "styled before stripping");
         assert_eq!(age(Duration::from_secs(3 * 3600 + 120)), "3h2m");

@@ -221,9 +221,13 @@ mod tests {
         assert_eq!(client.servers, ["a.example", "[::1]:9"]);
         assert_eq!(client.jitter, 0.0);
         assert!(client.legacy);
-        assert_eq!(client.host_id.as_deref(), Some("1234"), "digits stay a string");
-        let one = overlay(&ClientConfig::default(), env(&[("LUBDUB_SERVERS", "h")]))
-            .expect("one server");
+        assert_eq!(
+            client.host_id.as_deref(),
+            Some("1234"),
+            "digits stay a string"
+        );
+        let one =
+            overlay(&ClientConfig::default(), env(&[("LUBDUB_SERVERS", "h")])).expect("one server");
         assert_eq!(one.servers, ["h"]);
     }
 

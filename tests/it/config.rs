@@ -76,7 +76,11 @@ fn server_precedence_defaults_file_env_flags() {
     let from_flags = printed(&from_flags);
     assert_eq!(value(from_flags, "timeout"), Some("\"3m\""));
     assert_eq!(value(from_flags, "event_history"), Some("7"));
-    assert_eq!(value(from_flags, "http"), Some("\"127.0.0.1:9\""), "env kept");
+    assert_eq!(
+        value(from_flags, "http"),
+        Some("\"127.0.0.1:9\""),
+        "env kept"
+    );
 
     // LUBDUB_CONFIG names the file; the printed config is itself a valid
     // config file that gives the same result.
@@ -188,7 +192,11 @@ fn every_config_error_is_one_line_naming_the_culprit() {
     let dir = tmp.path();
     let cases: &[(&str, &str, &[&str])] = &[
         // (file name, contents, words the error must contain)
-        ("unknown-key.toml", "[server]\ntimout = \"3s\"\n", &["line 2", "timout"]),
+        (
+            "unknown-key.toml",
+            "[server]\ntimout = \"3s\"\n",
+            &["line 2", "timout"],
+        ),
         ("unknown-table.toml", "[sever]\n", &["line 1", "sever"]),
         (
             "bad-value.toml",
@@ -244,7 +252,11 @@ fn every_config_error_is_one_line_naming_the_culprit() {
         ("LUBDUB_LISTEN", "nowhere", ["LUBDUB_LISTEN", "address"]),
         ("LUBDUB_EVENT_HISTORY", "-1", ["LUBDUB_EVENT_HISTORY", "-1"]),
         // Parses, but makes no sense with the default 30 s timeout.
-        ("LUBDUB_LATE_AFTER", "1h", ["late_after", "less than timeout"]),
+        (
+            "LUBDUB_LATE_AFTER",
+            "1h",
+            ["late_after", "less than timeout"],
+        ),
     ] {
         let error = refused(&["server", "--print-config"], &[(var, value)]);
         for word in words {
@@ -280,7 +292,8 @@ fn unknown_environment_variables_are_warned_about() {
     assert_eq!(ran.code, Some(0), "{ran:?}");
     assert_eq!(value(&ran.stdout, "timeout"), Some("\"30s\""));
     assert!(
-        ran.stderr.contains("LUBDUB_TIMOUT is set but is no lubdub setting"),
+        ran.stderr
+            .contains("LUBDUB_TIMOUT is set but is no lubdub setting"),
         "{ran:?}"
     );
     assert!(!ran.stderr.contains("LUBDUB_LOG "), "{ran:?}");

@@ -2,5 +2,6 @@
 
 mod config;
 mod core;
+mod ops;
 mod status;
 mod util;

@@ -140,7 +140,12 @@ fn table_json_and_state_filter() {
     assert_eq!(all.len(), 2);
     assert_eq!(all[0]["id"], "db-1");
     assert_eq!(all[1]["state"], "up");
-    assert!(all[1]["last_seen"].as_str().expect("last_seen").ends_with('Z'));
+    assert!(
+        all[1]["last_seen"]
+            .as_str()
+            .expect("last_seen")
+            .ends_with('Z')
+    );
 
     let filtered = run(
         &["status", "--http", &http, "--json", "--state", "late,down"],
