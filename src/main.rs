@@ -25,15 +25,36 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log format on stderr: `text` for people, `json` (one object per
-    /// line) for log collectors.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LUBDUB_LOG_FORMAT")]
-    log_format: LogFormat,
+    /// line) for log collectors [default: text; env: LUBDUB_LOG_FORMAT].
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
     Text,
     Json,
+}
+
+impl LogFormat {
+    /// The flag, else `LUBDUB_LOG_FORMAT`, else text. Read by hand rather
+    /// than with clap's `env`, whose error would not name the variable.
+    fn choose(flag: Option<LogFormat>) -> anyhow::Result<LogFormat> {
+        use clap::ValueEnum;
+        if let Some(format) = flag {
+            return Ok(format);
+        }
+        match std::env::var_os("LUBDUB_LOG_FORMAT") {
+            None => Ok(LogFormat::Text),
+            Some(value) if value.is_empty() => Ok(LogFormat::Text),
+            Some(value) => {
+                let text = value.to_string_lossy();
+                LogFormat::from_str(&text, true).map_err(|_| {
+                    anyhow::anyhow!("LUBDUB_LOG_FORMAT: invalid value {text:?} (text or json)")
+                })
+            }
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -294,7 +315,14 @@ fn init_logging(quiet: bool, verbose: u8, format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.quiet, cli.verbose, cli.log_format);
+    let log_format = match LogFormat::choose(cli.log_format) {
+        Ok(format) => format,
+        Err(e) => {
+            eprintln!("lubdub: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.quiet, cli.verbose, log_format);
     let names = std::env::vars_os().map(|(name, _)| name);
     for var in config::env::unknown_vars::<ServerConfig, ClientConfig>(names) {
         tracing::warn!("{var} is set but is no lubdub setting; ignored");

@@ -272,6 +272,15 @@ fn every_config_error_is_one_line_naming_the_culprit() {
         assert!(error.contains(word), "{var}: {error}");
     }
 
+    let error = refused(
+        &["server", "--print-config"],
+        &[("LUBDUB_LOG_FORMAT", "xml")],
+    );
+    assert!(
+        error.contains("LUBDUB_LOG_FORMAT") && error.contains("xml"),
+        "{error}"
+    );
+
     // Invalid combinations given by flags, and a client with no server.
     let error = refused(&["server", "--timeout", "1s", "--late-after", "2s"], &[]);
     assert!(error.contains("late_after"), "{error}");
