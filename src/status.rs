@@ -109,6 +109,22 @@ fn field<'a>(host: &'a serde_json::Value, key: &str) -> &'a str {
     host.get(key).and_then(|v| v.as_str()).unwrap_or("")
 }
 
+/// A host's text made safe to show: a host id comes from the network, and
+/// control characters (an escape sequence that clears the terminal, a
+/// newline that forges a check line) or the `|` that starts Nagios
+/// performance data must not reach the operator's screen as they are.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || c == '|' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Keeps the hosts whose state is one of `states` (all when empty).
 pub fn filter(hosts: Vec<serde_json::Value>, states: &[String]) -> Vec<serde_json::Value> {
     if states.is_empty() {
@@ -154,15 +170,15 @@ const NAMED_IN_CHECK: usize = 5;
 pub fn check(hosts: &[serde_json::Value]) -> (CheckStatus, String) {
     let count = |state: &str| hosts.iter().filter(|h| field(h, "state") == state).count();
     let named = |state: &str| {
-        let ids: Vec<&str> = hosts
+        let ids: Vec<String> = hosts
             .iter()
             .filter(|h| field(h, "state") == state)
-            .map(|h| field(h, "id"))
+            .map(|h| printable(field(h, "id")))
             .collect();
         let mut text = ids
             .iter()
             .take(NAMED_IN_CHECK)
-            .copied()
+            .cloned()
             .collect::<Vec<_>>()
             .join(", ");
         if ids.len() > NAMED_IN_CHECK {
@@ -259,11 +275,11 @@ pub fn table(hosts: &[serde_json::Value], now: SystemTime) -> String {
                     .map_or_else(|| "-".into(), |n| n.to_string())
             };
             [
-                field(h, "id").to_string(),
-                field(h, "state").to_string(),
+                printable(field(h, "id")),
+                printable(field(h, "state")),
                 state_for,
                 silent,
-                field(h, "addr").to_string(),
+                printable(field(h, "addr")),
                 number("beats"),
                 number("losses"),
             ]
@@ -393,5 +409,21 @@ mod tests {
         assert_eq!(lines[3], "2 hosts: 1 up, 1 down");
         assert!(text.contains("\x1b["), "styled before stripping");
         assert_eq!(age(Duration::from_secs(3 * 3600 + 120)), "3h2m");
+    }
+
+    #[test]
+    fn hostile_host_ids_are_escaped() {
+        let evil = host("x\x1b[2J|y\nLUBDUB OK", "down");
+        let (_, line) = check(std::slice::from_ref(&evil));
+        assert!(
+            line.starts_with("LUBDUB CRITICAL - 1 down (x\\u{1b}[2J\\u{7c}y\\u{a}LUBDUB OK); "),
+            "{line}"
+        );
+        assert_eq!(line.matches('|').count(), 1, "{line}");
+        let text = table(&[evil], SystemTime::now());
+        assert!(
+            !text.contains("\x1b[2J") && text.lines().count() == 3,
+            "{text:?}"
+        );
     }
 }
