@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod env;
+
 /// The UDP port beats go to, as in the seed.
 pub const DEFAULT_PORT: u16 = 43278;
 
@@ -37,6 +39,15 @@ pub enum Error {
         field: &'static str,
         /// What is wrong with it.
         reason: String,
+    },
+    /// An environment variable (`LUBDUB_…`) holds a value its setting does
+    /// not accept; the message names the variable.
+    #[error("{var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// One line: what is wrong with its value.
+        message: String,
     },
 }
 
@@ -79,7 +90,10 @@ impl FileConfig {
             let line = e
                 .span()
                 .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-            let message = e.message().replace('\n', " ");
+            let mut message = e.message().replace('\n', " ");
+            if let Some(key) = e.span().and_then(|span| key_at(text, span.start)) {
+                message = format!("{key}: {message}");
+            }
             match line {
                 Some(line) => format!("line {line}: {message}"),
                 None => message,
@@ -88,11 +102,36 @@ impl FileConfig {
     }
 }
 
+/// The dotted key (`server.timeout`) assigned on the line holding `offset`,
+/// so a bad value's error names its key and not only its line.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let (key, _) = text[start..].lines().next()?.split_once('=')?;
+    let key = key.trim();
+    let table = text[..start].lines().rev().find_map(|line| {
+        let line = line.trim();
+        let name = line.strip_prefix('[')?.split_once(']')?.0;
+        Some(name.trim_matches(|c| c == '[' || c == ' '))
+    });
+    Some(match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key.to_string(),
+    })
+}
+
 /// The `[server]` table alone, for `lubdub server --print-config`.
 #[derive(Serialize)]
 pub struct ServerFile<'a> {
     /// Settings of `lubdub server`.
     pub server: &'a ServerConfig,
+}
+
+/// The `[client]` table alone, for `lubdub client --print-config`.
+#[derive(Serialize)]
+pub struct ClientFile<'a> {
+    /// Settings of `lubdub client`.
+    pub client: &'a ClientConfig,
 }
 
 /// Settings of `lubdub server`.

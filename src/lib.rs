@@ -26,3 +26,4 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod server;
 pub mod shutdown;
+pub mod status;

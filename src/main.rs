@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use lubdub::config::{ClientConfig, DEFAULT_PORT, FileConfig, ServerConfig, ServerFile};
 use lubdub::{client, duration, server, shutdown};
+use lubdub::{config, status};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +24,37 @@ struct Cli {
     verbose: u8,
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: `text` for people, `json` (one object per
+    /// line) for log collectors [default: text; env: LUBDUB_LOG_FORMAT].
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// The flag, else `LUBDUB_LOG_FORMAT`, else text. Read by hand rather
+    /// than with clap's `env`, whose error would not name the variable.
+    fn choose(flag: Option<LogFormat>) -> anyhow::Result<LogFormat> {
+        use clap::ValueEnum;
+        if let Some(format) = flag {
+            return Ok(format);
+        }
+        match std::env::var_os("LUBDUB_LOG_FORMAT") {
+            None => Ok(LogFormat::Text),
+            Some(value) if value.is_empty() => Ok(LogFormat::Text),
+            Some(value) => {
+                let text = value.to_string_lossy();
+                LogFormat::from_str(&text, true).map_err(|_| {
+                    anyhow::anyhow!("LUBDUB_LOG_FORMAT: invalid value {text:?} (text or json)")
+                })
+            }
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -31,6 +63,21 @@ enum Command {
     Server(ServerArgs),
     /// Send beats to one or more servers.
     Client(ClientArgs),
+    /// Show the fleet as a server sees it (a table, JSON, or a Nagios check).
+    Status(StatusArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one page per command into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Write lubdub.1, lubdub-server.1, ... here instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -60,17 +107,25 @@ struct ServerArgs {
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// TOML config file; its `[server]` table sets any of these settings.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "LUBDUB_CONFIG")]
     config: Option<PathBuf>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// How many recent events to keep for the API [default: 10000].
+    #[arg(long, value_name = "N")]
+    event_history: Option<usize>,
+    /// Kernel receive buffer of the UDP socket, in bytes [default: 8 MiB].
+    #[arg(long, value_name = "BYTES")]
+    recv_buffer_bytes: Option<usize>,
 }
 
 impl ServerArgs {
-    /// Defaults, then the config file, then flags.
+    /// Defaults, then the config file, then `LUBDUB_…` variables, then
+    /// flags; validated.
     fn into_config(self) -> anyhow::Result<ServerConfig> {
         let mut config = load_file(self.config.as_deref())?.server;
+        config = config::env::overlay_process(&config)?;
         if let Some(port) = self.seed_port {
             config.listen.set_port(port);
         }
@@ -80,6 +135,9 @@ impl ServerArgs {
         config.late_after = self.late_after.or(config.late_after);
         config.silent_report = self.silent_report.or(config.silent_report);
         config.data_dir = self.data_dir.or(config.data_dir);
+        set(&mut config.event_history, self.event_history);
+        set(&mut config.recv_buffer_bytes, self.recv_buffer_bytes);
+        config.validate()?;
         Ok(config)
     }
 }
@@ -95,7 +153,8 @@ fn load_file(path: Option<&std::path::Path>) -> anyhow::Result<FileConfig> {
 struct ClientArgs {
     /// Servers: HOST, HOST:PORT or [IPv6]:PORT (port 43278 unless given).
     /// The seed form `SERVERIP PORT` also works.
-    #[arg(value_name = "SERVER", required_unless_present = "config")]
+    /// Without any, the config file's or `LUBDUB_SERVERS` (comma-separated).
+    #[arg(value_name = "SERVER")]
     servers: Vec<String>,
     /// Time between beats [default: 10s].
     #[arg(long, value_parser = duration::parse)]
@@ -107,23 +166,106 @@ struct ClientArgs {
     #[arg(long)]
     legacy: bool,
     /// TOML config file; its `[client]` table sets any of these settings.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "LUBDUB_CONFIG")]
     config: Option<PathBuf>,
+    /// Share of the interval by which each wait randomly varies [default: 0.05].
+    #[arg(long, value_name = "SHARE")]
+    jitter: Option<f64>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
 impl ClientArgs {
-    /// Defaults, then the config file, then flags (servers named on the
-    /// command line replace the file's list).
+    /// Defaults, then the config file, then `LUBDUB_…` variables, then
+    /// flags (servers named on the command line replace the list); validated.
     fn into_config(self) -> anyhow::Result<ClientConfig> {
         let mut config = load_file(self.config.as_deref())?.client;
+        config = config::env::overlay_process(&config)?;
         if !self.servers.is_empty() {
             config.servers = seed_client_form(self.servers);
         }
         set(&mut config.interval, self.interval);
         config.host_id = self.host_id.or(config.host_id);
         config.legacy |= self.legacy;
+        set(&mut config.jitter, self.jitter);
+        config.validate()?;
         Ok(config)
     }
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The server's HTTP API: HOST:PORT, or a URL such as http://mon:43278/.
+    #[arg(long, visible_alias = "http", value_name = "ADDR", default_value = status::DEFAULT_SERVER)]
+    server: String,
+    /// Print the hosts as JSON (the API's objects, filtered) instead.
+    #[arg(long)]
+    json: bool,
+    /// Only hosts in these states (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(status::STATES))]
+    state: Vec<String>,
+    /// Act as a Nagios plugin: one line, exit 0 all up, 1 some late, 2 some
+    /// down, 3 server unreachable.
+    #[arg(long, conflicts_with = "json")]
+    check: bool,
+    /// Give up on the server after this long.
+    #[arg(long, value_parser = duration::parse, default_value = "10s")]
+    timeout: Duration,
+}
+
+/// `lubdub status`: a blocking HTTP request, so it runs without the runtime.
+fn status_command(args: StatusArgs) -> ExitCode {
+    use std::io::Write;
+    let result = status::fetch(&args.server, args.timeout).map(|h| status::filter(h, &args.state));
+    // Write errors (a closed pipe, `| head`) are not worth a panic.
+    let mut out = anstream::stdout();
+    if args.check {
+        let (verdict, line) = match &result {
+            Ok(hosts) => status::check(hosts),
+            Err(e) => (status::CheckStatus::Unknown, status::check_unknown(e)),
+        };
+        let _ = writeln!(out, "{line}");
+        return ExitCode::from(verdict as u8);
+    }
+    let hosts = match result {
+        Ok(hosts) => hosts,
+        Err(e) => {
+            eprintln!("lubdub: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = if args.json {
+        match serde_json::to_string_pretty(&hosts) {
+            Ok(json) => json + "\n",
+            Err(e) => {
+                eprintln!("lubdub: printing JSON: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        status::table(&hosts, std::time::SystemTime::now())
+    };
+    let _ = out.write_all(text.as_bytes());
+    ExitCode::SUCCESS
+}
+
+/// `lubdub man [--dir DIR]`: the man pages, from the CLI definition.
+fn man_command(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    match dir {
+        Some(dir) => {
+            clap_mangen::generate_to(command, &dir)
+                .with_context(|| format!("writing man pages to {}", dir.display()))?;
+        }
+        None => {
+            clap_mangen::Man::new(command)
+                .render(&mut std::io::stdout())
+                .context("printing the man page")?;
+        }
+    }
+    Ok(())
 }
 
 /// The seed's `client SERVERIP PORT`: two arguments, the second a bare port.
@@ -147,7 +289,7 @@ fn set<T>(field: &mut T, value: Option<T>) {
     }
 }
 
-fn init_logging(quiet: bool, verbose: u8) {
+fn init_logging(quiet: bool, verbose: u8, format: LogFormat) {
     let level = match (quiet, verbose) {
         (true, _) => "warn",
         (false, 0) => "info",
@@ -156,6 +298,14 @@ fn init_logging(quiet: bool, verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LUBDUB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("lubdub={level}")));
+    if format == LogFormat::Json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+        return;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -165,7 +315,36 @@ fn init_logging(quiet: bool, verbose: u8) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.quiet, cli.verbose);
+    let log_format = match LogFormat::choose(cli.log_format) {
+        Ok(format) => format,
+        Err(e) => {
+            eprintln!("lubdub: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.quiet, cli.verbose, log_format);
+    let names = std::env::vars_os().map(|(name, _)| name);
+    for var in config::env::unknown_vars::<ServerConfig, ClientConfig>(names) {
+        tracing::warn!("{var} is set but is no lubdub setting; ignored");
+    }
+    let command = match cli.command {
+        Command::Status(args) => return status_command(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "lubdub", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { dir } => {
+            return match man_command(dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lubdub: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        command => command,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -173,7 +352,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lubdub: {e:#}");
@@ -204,7 +383,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             server.run(stop).await.context("running the server")
         }
         Command::Client(args) => {
+            let print_config = args.print_config;
             let config = args.into_config()?;
+            if print_config {
+                let file = config::ClientFile { client: &config };
+                print!("{}", toml::to_string(&file).context("printing the config")?);
+                return Ok(());
+            }
             let client = client::Client::new(config.clone()).context("starting the client")?;
             tracing::info!(
                 host_id = client.host_id(),
@@ -214,6 +399,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             client.run(stop).await;
             Ok(())
+        }
+        Command::Status(_) | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("handled before the runtime starts")
         }
     }
 }
@@ -252,7 +440,6 @@ mod tests {
             &["lubdub", "server", "--timeout", "soon"][..],
             &["lubdub", "server", "--timeout", "10"],
             &["lubdub", "server", "30", "notaport"],
-            &["lubdub", "client"],
             &["lubdub", "client", "h", "--interval", "-1s"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
