@@ -14,6 +14,18 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// Label set for alert-sink deliveries: which sink, and how it went.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    /// The sink's configured name.
+    pub sink: String,
+    /// `sent`, `failed`, `retried` or `dropped`.
+    pub outcome: &'static str,
+}
+
+/// The outcomes a sink delivery is counted under.
+pub const SINK_OUTCOMES: [&str; 4] = ["sent", "failed", "retried", "dropped"];
+
 /// The server's metrics. Counters are atomics: the hot path adds to them
 /// once per batch, never per packet.
 pub struct Metrics {
@@ -28,6 +40,12 @@ pub struct Metrics {
     pub batches: Counter,
     /// Datagrams dropped, by reason.
     pub dropped: Family<ReasonLabel, Counter>,
+    /// Alert-sink deliveries, per sink and outcome.
+    pub sink_deliveries: Family<SinkLabel, Counter>,
+    /// Mass silences sent to the sinks.
+    pub mass_silences: Counter,
+    /// Down pages absorbed by a mass silence already sent.
+    pub pages_absorbed: Counter,
 }
 
 impl Default for Metrics {
@@ -65,6 +83,25 @@ impl Default for Metrics {
                 reason: reason.as_str(),
             }));
         }
+        let sink_deliveries = Family::<SinkLabel, Counter>::default();
+        registry.register(
+            "sink_deliveries",
+            "Events handled by alert sinks, by sink and outcome \
+             (sent, failed, retried, dropped)",
+            sink_deliveries.clone(),
+        );
+        let mass_silences = Counter::default();
+        registry.register(
+            "mass_silences",
+            "Mass silences sent to the sinks instead of one page per host",
+            mass_silences.clone(),
+        );
+        let pages_absorbed = Counter::default();
+        registry.register(
+            "sink_pages_absorbed",
+            "Down pages absorbed by a mass silence already sent",
+            pages_absorbed.clone(),
+        );
         Self {
             registry,
             datagrams,
@@ -72,6 +109,9 @@ impl Default for Metrics {
             legacy_beats,
             batches,
             dropped,
+            sink_deliveries,
+            mass_silences,
+            pages_absorbed,
         }
     }
 }
@@ -86,6 +126,26 @@ impl Metrics {
                 })
                 .inc_by(n);
         }
+    }
+
+    /// Exports every outcome of `sink` from 0, so a rate() sees the first.
+    pub fn init_sink(&self, sink: &str) {
+        for outcome in SINK_OUTCOMES {
+            drop(self.sink_deliveries.get_or_create(&SinkLabel {
+                sink: sink.to_string(),
+                outcome,
+            }));
+        }
+    }
+
+    /// Counts `n` events of `sink` with `outcome`.
+    pub fn add_sink_outcome(&self, sink: &str, outcome: &'static str, n: u64) {
+        self.sink_deliveries
+            .get_or_create(&SinkLabel {
+                sink: sink.to_string(),
+                outcome,
+            })
+            .inc_by(n);
     }
 
     /// Writes every metric in the OpenMetrics text format.
