@@ -44,7 +44,7 @@ pub struct Metrics {
     pub sink_deliveries: Family<SinkLabel, Counter>,
     /// Mass silences sent to the sinks.
     pub mass_silences: Counter,
-    /// Down pages absorbed by a mass silence already sent.
+    /// Downs folded into a mass silence instead of paged one by one.
     pub pages_absorbed: Counter,
 }
 
@@ -99,7 +99,7 @@ impl Default for Metrics {
         let pages_absorbed = Counter::default();
         registry.register(
             "sink_pages_absorbed",
-            "Down pages absorbed by a mass silence already sent",
+            "Downs folded into a mass silence instead of paged one by one",
             pages_absorbed.clone(),
         );
         Self {

@@ -35,22 +35,36 @@ pub struct Settings {
 pub struct Gate {
     settings: Settings,
     /// Events in arrival order with the time each may be released.
-    queue: VecDeque<(Instant, SinkEvent)>,
+    queue: VecDeque<(Instant, Item)>,
     /// Downs seen within the last `window`.
     recent: VecDeque<(Instant, Event)>,
+    /// The downs of a mass silence not yet released (its place in the
+    /// queue is an [`Item::Mass`]): later downs join it until it goes out.
+    pending: Vec<Event>,
+    /// Fleet size when the mass silence was last joined.
+    pending_fleet: usize,
     /// While a mass silence lasts (until a window without a new down),
     /// further downs are absorbed.
     storm_until: Option<Instant>,
 }
 
-/// What the gate did with a `down` that it did not simply hold.
+enum Item {
+    Event(SinkEvent),
+    /// Where the pending mass silence goes out.
+    Mass,
+}
+
+/// What the gate did with an event.
 #[derive(Debug, PartialEq)]
 pub enum Outcome {
     /// Held for its page, or passed on (not a down, or gate off).
     Queued,
-    /// Started a mass silence of this many hosts.
+    /// Made a mass silence of this many hosts (it goes out when the
+    /// earliest of them would have).
     MassSilence(usize),
-    /// Absorbed by the ongoing mass silence.
+    /// Joined the mass silence about to go out.
+    Joined,
+    /// Absorbed by the mass silence already sent.
     Absorbed,
 }
 
@@ -61,6 +75,8 @@ impl Gate {
             settings,
             queue: VecDeque::new(),
             recent: VecDeque::new(),
+            pending: Vec::new(),
+            pending_fleet: 0,
             storm_until: None,
         }
     }
@@ -68,7 +84,8 @@ impl Gate {
     /// Takes one event from the stream; `fleet` is how many hosts are known.
     pub fn push(&mut self, event: Event, now: Instant, fleet: usize) -> Outcome {
         if !self.settings.enabled || event.kind != EventKind::Down {
-            self.queue.push_back((now, SinkEvent::Host(event)));
+            self.queue
+                .push_back((now, Item::Event(SinkEvent::Host(event))));
             return Outcome::Queued;
         }
         let window = self.settings.window;
@@ -81,7 +98,13 @@ impl Gate {
         }
         if self.storm_until.is_some_and(|until| now < until) {
             self.storm_until = Some(now + window);
-            return Outcome::Absorbed;
+            return if self.has_pending() {
+                self.pending.push(event);
+                self.pending_fleet = fleet;
+                Outcome::Joined
+            } else {
+                Outcome::Absorbed
+            };
         }
         self.storm_until = None;
         self.recent.push_back((now, event.clone()));
@@ -90,23 +113,33 @@ impl Gate {
             .min_hosts
             .max((self.settings.share * fleet as f64).ceil() as usize);
         if self.recent.len() < threshold {
-            self.queue
-                .push_back((now + self.settings.hold, SinkEvent::Host(event)));
+            self.queue.push_back((
+                now + self.settings.hold,
+                Item::Event(SinkEvent::Host(event)),
+            ));
             return Outcome::Queued;
         }
-        // A mass silence: take back the downs still held and page once.
+        // A mass silence: take back the downs still held; one page goes out
+        // in the place (and at the time) of the earliest of them.
         let downs: Vec<Event> = self.recent.drain(..).map(|(_, e)| e).collect();
-        self.queue.retain(|(_, queued)| {
-            !matches!(queued, SinkEvent::Host(e)
+        let held = |item: &Item| {
+            matches!(item, Item::Event(SinkEvent::Host(e))
                 if e.kind == EventKind::Down && downs.iter().any(|d| d.id == e.id))
-        });
+        };
+        let place = self.queue.iter().position(|(_, item)| held(item));
+        let release = place.map_or(now, |i| self.queue[i].0);
+        self.queue.retain(|(_, item)| !held(item));
+        let place = place.unwrap_or(self.queue.len()).min(self.queue.len());
+        self.queue.insert(place, (release, Item::Mass));
         let count = downs.len();
-        self.queue.push_back((
-            now,
-            SinkEvent::MassSilence(Arc::new(mass_silence(&event, downs, fleet, window))),
-        ));
+        self.pending = downs;
+        self.pending_fleet = fleet;
         self.storm_until = Some(now + window);
         Outcome::MassSilence(count)
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// When the next held event is due, if one is waiting.
@@ -118,18 +151,40 @@ impl Gate {
     pub fn release(&mut self, now: Instant) -> Vec<SinkEvent> {
         let mut out = Vec::new();
         while self.queue.front().is_some_and(|(at, _)| *at <= now) {
-            out.extend(self.queue.pop_front().map(|(_, e)| e));
+            if let Some((_, item)) = self.queue.pop_front() {
+                out.push(self.take(item));
+            }
         }
         out
     }
 
     /// Everything still held (at shutdown: deliver rather than lose).
     pub fn drain(&mut self) -> Vec<SinkEvent> {
-        self.queue.drain(..).map(|(_, e)| e).collect()
+        let items: Vec<Item> = self.queue.drain(..).map(|(_, item)| item).collect();
+        items.into_iter().map(|item| self.take(item)).collect()
+    }
+
+    fn take(&mut self, item: Item) -> SinkEvent {
+        match item {
+            Item::Event(event) => event,
+            Item::Mass => {
+                let downs = std::mem::take(&mut self.pending);
+                SinkEvent::MassSilence(Arc::new(mass_silence(
+                    downs,
+                    self.pending_fleet,
+                    self.settings.window,
+                )))
+            }
+        }
     }
 }
 
-fn mass_silence(last: &Event, downs: Vec<Event>, fleet: usize, window: Duration) -> MassSilence {
+fn mass_silence(downs: Vec<Event>, fleet: usize, window: Duration) -> MassSilence {
+    let at = downs
+        .iter()
+        .map(|e| e.at)
+        .min()
+        .unwrap_or(std::time::UNIX_EPOCH);
     let mut networks: BTreeMap<String, usize> = BTreeMap::new();
     for down in &downs {
         *networks.entry(network_of(down.addr.ip())).or_default() += 1;
@@ -142,7 +197,7 @@ fn mass_silence(last: &Event, downs: Vec<Event>, fleet: usize, window: Duration)
     let mut hosts: Vec<Arc<str>> = downs.into_iter().map(|e| e.host).collect();
     hosts.sort();
     MassSilence {
-        at: last.at,
+        at,
         count: hosts.len(),
         fleet,
         window,
@@ -244,9 +299,12 @@ mod tests {
         }
         assert_eq!(outcomes[4], Outcome::Queued);
         assert_eq!(outcomes[5], Outcome::MassSilence(6));
-        assert_eq!(outcomes[6..], [Outcome::Absorbed, Outcome::Absorbed]);
-        let out = gate.release(t0 + Duration::from_secs(60));
-        assert_eq!(names(&out), ["mass-silence 6"]);
+        assert_eq!(outcomes[6..], [Outcome::Joined, Outcome::Joined]);
+        // It goes out when the first down would have, with all 8.
+        assert!(gate.release(t0 + Duration::from_millis(9_999)).is_empty());
+        assert_eq!(gate.next_release(), Some(t0 + Duration::from_secs(10)));
+        let out = gate.release(t0 + Duration::from_secs(10));
+        assert_eq!(names(&out), ["mass-silence 8"]);
         let SinkEvent::MassSilence(mass) = &out[0] else {
             panic!("mass silence")
         };
@@ -260,9 +318,15 @@ mod tests {
                 },
                 Network {
                     network: "10.0.2.0/24".into(),
-                    hosts: 1
+                    hosts: 3
                 }
             ]
+        );
+        // After it went out, more downs in the storm are absorbed.
+        let t1 = t0 + Duration::from_secs(11);
+        assert_eq!(
+            gate.push(ev(50, EventKind::Down, "h50", [10, 0, 3, 1]), t1, 20),
+            Outcome::Absorbed
         );
         // A window later, a lone down is a page again.
         let later = t0 + Duration::from_secs(100);

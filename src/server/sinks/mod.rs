@@ -366,11 +366,14 @@ async fn dispatch(
                         mass::Outcome::Queued => {}
                         mass::Outcome::MassSilence(count) => {
                             metrics.mass_silences.inc();
-                            tracing::warn!(count, fleet, "mass silence: one page instead of {count}");
+                            metrics.pages_absorbed.inc_by(count as u64);
+                        }
+                        mass::Outcome::Joined => {
+                            metrics.pages_absorbed.inc();
                         }
                         mass::Outcome::Absorbed => {
                             metrics.pages_absorbed.inc();
-                            tracing::info!(host = %host, "down absorbed by the ongoing mass silence");
+                            tracing::info!(host = %host, "down absorbed by the mass silence already sent");
                         }
                     }
                 }
