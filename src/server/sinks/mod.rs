@@ -360,7 +360,13 @@ async fn dispatch(
         tokio::select! {
             received = events.recv() => match received {
                 Ok(event) => {
-                    let fleet = detector.lock().expect("detector lock").registry().len();
+                    // Only a down needs the fleet size: no lock per joined
+                    // host while a large fleet starts.
+                    let fleet = if event.kind == super::events::EventKind::Down {
+                        detector.lock().expect("detector lock").registry().len()
+                    } else {
+                        0
+                    };
                     let host = event.host.clone();
                     match gate.push(event, Instant::now(), fleet) {
                         mass::Outcome::Queued => {}
