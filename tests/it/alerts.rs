@@ -144,10 +144,15 @@ enabled = false
         "resolved after recovery: {:?}",
         am.alerts()
     );
-    let sent = server
-        .metric(r#"lubdub_sink_deliveries_total{sink="alertmanager0",outcome="sent"}"#)
-        .expect("sent metric");
-    assert!(sent >= 2.0, "firing and resolved sent: {sent}");
+    let sent = || {
+        server
+            .metric(r#"lubdub_sink_deliveries_total{sink="alertmanager0",outcome="sent"}"#)
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(WAIT, || sent() >= 2.0),
+        "firing and resolved sent"
+    );
 }
 
 #[test]
@@ -237,6 +242,7 @@ enabled = false
         "{:?}",
         hook_runs(tmp.path())
     );
+    assert!(server.wait_event("other-1", "joined", WAIT));
     watched.kill();
     other.kill();
     assert!(server.wait_event("exec-1", "down", WAIT));
@@ -285,9 +291,15 @@ enabled = false
         "{:?}",
         server.proc.stderr()
     );
+    // joined and down, each once.
+    assert!(wait_until(WAIT, || server.metric(
+        r#"lubdub_sink_deliveries_total{sink="exec0",outcome="sent"}"#
+    ) == Some(2.0)));
     assert_eq!(
-        server.metric(r#"lubdub_sink_deliveries_total{sink="exec0",outcome="sent"}"#),
-        Some(2.0)
+        hook_runs(tmp.path()).len(),
+        2,
+        "{:?}",
+        hook_runs(tmp.path())
     );
 }
 
