@@ -71,13 +71,18 @@ fn runs_named(dir: &Path, prefix: &str) -> Vec<(String, BTreeMap<String, String>
 #[test]
 fn alertmanager_fires_with_stable_labels_and_resolves_on_recovery() {
     let am = Alertmanager::start();
+    // A second Alertmanager URL where nothing listens: alerts still reach
+    // the first, and the failures are counted.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
     let tmp = tempfile::tempdir().expect("tempdir");
     let server = server_with(
         tmp.path(),
         &format!(
             r#"
 [[server.sinks.alertmanager]]
-urls = ["{}"]
+urls = ["{}", "http://{dead}"]
 labels = {{ severity = "page", team = "ops" }}
 external_url = "https://lubdub.example.com/"
 resend = "300ms"
@@ -153,6 +158,10 @@ enabled = false
         wait_until(WAIT, || sent() >= 2.0),
         "firing and resolved sent"
     );
+    let failed = server
+        .metric(r#"lubdub_sink_deliveries_total{sink="alertmanager0",outcome="failed"}"#)
+        .expect("failed metric");
+    assert!(failed >= 1.0, "the dead URL counts failures: {failed}");
 }
 
 #[test]
@@ -588,5 +597,45 @@ hold = "1500ms"
     assert_eq!(server.metric("lubdub_mass_silences_total"), Some(1.0));
     for id in &ids[20..] {
         assert_eq!(server.state_of(id).as_deref(), Some("up"), "{id}");
+    }
+}
+
+#[test]
+fn a_bad_sink_setting_is_one_line_naming_the_field() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (text, field) in [
+        (
+            "[[server.sinks.webhook]]\nurl = \"htps//x\"\n",
+            "sinks.webhook.url",
+        ),
+        (
+            "[[server.sinks.exec]]\ncommand = []\n",
+            "sinks.exec.command",
+        ),
+        (
+            "[[server.sinks.exec]]\ncommand = [\"x\"]\nevnts = []\n",
+            "evnts",
+        ),
+    ] {
+        let config = write_file(tmp.path(), "bad.toml", text);
+        let mut server = Proc::spawn(&[
+            "server",
+            "--config",
+            &config,
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ]);
+        let status = server.wait_exit(WAIT);
+        assert!(!status.success(), "{text}");
+        let stderr = server.stderr();
+        assert_eq!(stderr.len(), 1, "{stderr:?}");
+        assert!(stderr[0].contains(field), "{stderr:?}");
+        assert!(
+            server.stdout().is_empty(),
+            "never listening: {:?}",
+            server.stdout()
+        );
     }
 }
