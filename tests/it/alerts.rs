@@ -639,3 +639,55 @@ fn a_bad_sink_setting_is_one_line_naming_the_field() {
         );
     }
 }
+
+#[test]
+fn an_alert_fires_while_any_server_sees_the_host_down_and_expires_with_its_lease() {
+    let am = Alertmanager::start();
+    let sinks = format!(
+        r#"
+[[server.sinks.alertmanager]]
+urls = ["{}"]
+resend = "300ms"
+lease = "3s"
+"#,
+        am.url
+    );
+    let (tmp_a, tmp_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let mut a = server_with(tmp_a.path(), &sinks);
+    let b = server_with(tmp_b.path(), &sinks);
+    let mut both = client(&[a.udp, b.udp], "split-1", &[]);
+    assert!(a.wait_event("split-1", "joined", WAIT) && b.wait_event("split-1", "joined", WAIT));
+    both.kill();
+    assert!(wait_until(WAIT, || am.alerts_for("split-1").len() == 1));
+
+    // The host comes back, but only B hears it: B resolves, A keeps
+    // renewing, and the alert is firing again after A's next renewal.
+    let _only_b = client(&[b.udp], "split-1", &[]);
+    assert!(b.wait_event("split-1", "recovered", WAIT));
+    let resolved_by_b = Instant::now();
+    assert!(
+        wait_until(WAIT, || resolved_by_b.elapsed() > Duration::from_secs(1)
+            && am.alerts_for("split-1").len() == 1
+            && am.alerts_for("split-1")[0]["status"]["state"] == "active"),
+        "{:?}",
+        am.alerts()
+    );
+    assert_eq!(a.state_of("split-1").as_deref(), Some("down"));
+
+    // A stops without resolving: the alert ends with its lease (3 s).
+    a.proc.kill();
+    let killed = Instant::now();
+    assert!(
+        wait_until(WAIT, || am.alerts_for("split-1").is_empty()),
+        "{:?}",
+        am.alerts()
+    );
+    let gone_after = killed.elapsed();
+    assert!(
+        gone_after > Duration::from_secs(1),
+        "expired by the lease, not resolved at once: {gone_after:?}"
+    );
+}
