@@ -128,24 +128,17 @@ impl Metrics {
         }
     }
 
-    /// Exports every outcome of `sink` from 0, so a rate() sees the first.
-    pub fn init_sink(&self, sink: &str) {
-        for outcome in SINK_OUTCOMES {
-            drop(self.sink_deliveries.get_or_create(&SinkLabel {
-                sink: sink.to_string(),
-                outcome,
-            }));
-        }
-    }
-
-    /// Counts `n` events of `sink` with `outcome`.
-    pub fn add_sink_outcome(&self, sink: &str, outcome: &'static str, n: u64) {
-        self.sink_deliveries
-            .get_or_create(&SinkLabel {
-                sink: sink.to_string(),
-                outcome,
-            })
-            .inc_by(n);
+    /// The delivery counters of `sink`, one per [`SINK_OUTCOMES`] entry in
+    /// that order; all are exported from 0, so a rate() sees the first.
+    pub fn sink_counters(&self, sink: &str) -> [Counter; 4] {
+        SINK_OUTCOMES.map(|outcome| {
+            self.sink_deliveries
+                .get_or_create(&SinkLabel {
+                    sink: sink.to_string(),
+                    outcome,
+                })
+                .clone()
+        })
     }
 
     /// Writes every metric in the OpenMetrics text format.

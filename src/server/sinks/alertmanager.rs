@@ -13,7 +13,7 @@
 //! had a later event.
 
 use super::config::AlertmanagerConfig;
-use super::{Error, MassSilence, Outcomes, SinkEvent};
+use super::{Delivery, Error, MassSilence, Outcomes, SinkEvent};
 use crate::ratelimit::RateLimit;
 use crate::server::events::{Event, EventKind};
 use serde::Serialize;
@@ -240,7 +240,7 @@ impl Alertmanager {
                 continue;
             }
             if retried > 0 {
-                self.outcomes.add("retried", retried as u64);
+                self.outcomes.add(Delivery::Retried, retried as u64);
             }
             let n_resolving = resolving.len();
             alerts.extend(resolving);
@@ -339,10 +339,10 @@ impl Alertmanager {
                 continue;
             };
             match result {
-                Ok(()) => self.outcomes.add("sent", n),
+                Ok(()) => self.outcomes.add(Delivery::Sent, n),
                 Err(why) => {
                     all_ok = false;
-                    self.outcomes.add("failed", n);
+                    self.outcomes.add(Delivery::Failed, n);
                     if let Some(suppressed) = self.fail_log.check(std::time::Instant::now()) {
                         tracing::warn!(
                             sink = %self.name,

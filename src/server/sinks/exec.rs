@@ -3,7 +3,7 @@
 //! each killed after `timeout`; what it prints goes to the log.
 
 use super::config::ExecConfig;
-use super::{Outcomes, SinkEvent};
+use super::{Delivery, Outcomes, SinkEvent};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,7 +57,7 @@ impl Exec {
             );
             runs.spawn(async move {
                 let ok = run_one(&name, &command, timeout, &event).await;
-                outcomes.add(if ok { "sent" } else { "failed" }, 1);
+                outcomes.add(if ok { Delivery::Sent } else { Delivery::Failed }, 1);
                 drop(permit);
             });
             while runs.try_join_next().is_some() {}

@@ -23,6 +23,7 @@ use super::metrics::Metrics;
 use crate::config::ServerConfig;
 use crate::ratelimit::RateLimit;
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -213,24 +214,35 @@ impl Filter {
 /// A sink's handle on its delivery counters in `/metrics`.
 #[derive(Clone)]
 pub struct Outcomes {
-    metrics: Arc<Metrics>,
-    sink: String,
+    /// In the order of [`SINK_OUTCOMES`](super::metrics::SINK_OUTCOMES).
+    counters: [Counter; 4],
 }
 
 impl Outcomes {
-    fn new(metrics: Arc<Metrics>, sink: &str) -> Self {
-        metrics.init_sink(sink);
+    fn new(metrics: &Metrics, sink: &str) -> Self {
         Self {
-            metrics,
-            sink: sink.to_string(),
+            counters: metrics.sink_counters(sink),
         }
     }
 
-    /// Counts `n` events with `outcome` (`sent`, `failed`, `retried`,
-    /// `dropped`).
-    pub fn add(&self, outcome: &'static str, n: u64) {
-        self.metrics.add_sink_outcome(&self.sink, outcome, n);
+    /// Counts `n` events with `outcome`.
+    pub fn add(&self, outcome: Delivery, n: u64) {
+        self.counters[outcome as usize].inc_by(n);
     }
+}
+
+/// How a sink's delivery of an event ended, as counted in `/metrics`. The
+/// discriminant indexes [`SINK_OUTCOMES`](super::metrics::SINK_OUTCOMES).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Delivered (2xx, or the hook exited 0).
+    Sent = 0,
+    /// Given up on: retries spent, a 4xx, a hook that failed or was killed.
+    Failed = 1,
+    /// One more attempt after a failure.
+    Retried = 2,
+    /// Never attempted: the sink's queue was full.
+    Dropped = 3,
 }
 
 /// Waits before retry number `attempt` (0 = the first retry): `base`
@@ -274,7 +286,7 @@ impl Sinks {
         let mut workers = Vec::new();
         let mut route = |name: String, filter: Filter, capacity: usize| {
             let (tx, rx) = mpsc::channel(capacity);
-            let outcomes = Outcomes::new(metrics.clone(), &name);
+            let outcomes = Outcomes::new(&metrics, &name);
             routes.push(Route {
                 name,
                 filter,
@@ -385,7 +397,7 @@ async fn dispatch(
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     for route in &routes {
-                        route.outcomes.add("dropped", missed);
+                        route.outcomes.add(Delivery::Dropped, missed);
                     }
                     tracing::warn!(missed, "sinks fell behind the event stream; events dropped");
                 }
@@ -426,7 +438,7 @@ fn deliver(routes: &mut [Route], event: SinkEvent) {
         match route.queue.try_send(event.clone()) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                route.outcomes.add("dropped", 1);
+                route.outcomes.add(Delivery::Dropped, 1);
                 if let Some(suppressed) = route.full_log.check(std::time::Instant::now()) {
                     tracing::warn!(
                         sink = %route.name,
@@ -436,7 +448,7 @@ fn deliver(routes: &mut [Route], event: SinkEvent) {
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                route.outcomes.add("dropped", 1);
+                route.outcomes.add(Delivery::Dropped, 1);
             }
         }
     }
@@ -486,6 +498,22 @@ mod tests {
                 "last_seen": "2023-11-14T22:13:18.500Z",
             })
         );
+    }
+
+    #[test]
+    fn deliveries_count_under_their_metric_label() {
+        let metrics = Metrics::default();
+        let outcomes = Outcomes::new(&metrics, "s");
+        outcomes.add(Delivery::Sent, 1);
+        outcomes.add(Delivery::Failed, 2);
+        outcomes.add(Delivery::Retried, 3);
+        outcomes.add(Delivery::Dropped, 4);
+        let text = metrics.encode();
+        for (outcome, n) in [("sent", 1), ("failed", 2), ("retried", 3), ("dropped", 4)] {
+            let line =
+                format!("lubdub_sink_deliveries_total{{sink=\"s\",outcome=\"{outcome}\"}} {n}");
+            assert!(text.contains(&line), "{line} in {text}");
+        }
     }
 
     #[test]

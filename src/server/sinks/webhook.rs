@@ -3,7 +3,7 @@
 
 use super::config::BasicAuth;
 use super::config::WebhookConfig;
-use super::{Error, Outcomes, SinkEvent, backoff};
+use super::{Delivery, Error, Outcomes, SinkEvent, backoff};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -91,7 +91,7 @@ impl Webhook {
         loop {
             let why = match self.attempt(body.clone()).await {
                 Attempt::Sent => {
-                    self.outcomes.add("sent", n);
+                    self.outcomes.add(Delivery::Sent, n);
                     return;
                 }
                 Attempt::Fail(why) => {
@@ -106,7 +106,7 @@ impl Webhook {
             }
             let wait = backoff(self.backoff, self.max_backoff, attempt);
             tracing::debug!(sink = %self.name, "{why}; retrying in {wait:?}");
-            self.outcomes.add("retried", n);
+            self.outcomes.add(Delivery::Retried, n);
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
@@ -142,7 +142,7 @@ impl Webhook {
     }
 
     fn give_up(&self, n: u64, why: &str) {
-        self.outcomes.add("failed", n);
+        self.outcomes.add(Delivery::Failed, n);
         tracing::warn!(sink = %self.name, events = n, "webhook delivery failed: {why}");
     }
 }
