@@ -456,12 +456,11 @@ timeout = "60s"
 retries = 0
 queue = 1
 
+# Mass silence keeps its defaults: with 5 hosts (fewer than min_hosts)
+# no down is held back.
 [[server.sinks.exec]]
 {hook}
 events = ["down"]
-
-[server.sinks.mass_silence]
-enabled = false
 "#,
             stuck.url("/")
         ),

@@ -113,10 +113,15 @@ impl Gate {
             .min_hosts
             .max((self.settings.share * fleet as f64).ceil() as usize);
         if self.recent.len() < threshold {
-            self.queue.push_back((
-                now + self.settings.hold,
-                Item::Event(SinkEvent::Host(event)),
-            ));
+            // A fleet smaller than the threshold can never make a mass
+            // silence: nothing to wait for.
+            let hold = if threshold > fleet {
+                Duration::ZERO
+            } else {
+                self.settings.hold
+            };
+            self.queue
+                .push_back((now + hold, Item::Event(SinkEvent::Host(event))));
             return Outcome::Queued;
         }
         // A mass silence: take back the downs still held; one page goes out
@@ -272,6 +277,15 @@ mod tests {
         let out = gate.release(t0 + Duration::from_secs(10));
         assert_eq!(names(&out), ["down a", "recovered a"]);
         assert_eq!(gate.next_release(), None);
+    }
+
+    #[test]
+    fn a_fleet_below_the_threshold_is_paged_at_once() {
+        let mut gate = Gate::new(settings());
+        let t0 = Instant::now();
+        // min_hosts 3, fleet 2: no mass silence is possible.
+        gate.push(ev(1, EventKind::Down, "a", [10, 0, 0, 1]), t0, 2);
+        assert_eq!(names(&gate.release(t0)), ["down a"]);
     }
 
     #[test]
