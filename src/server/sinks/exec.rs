@@ -124,14 +124,17 @@ async fn run_one(name: &str, command: &[String], timeout: Duration, event: &Sink
             return false;
         }
     };
-    let mut stdin = child.stdin.take();
-    let finished = tokio::time::timeout(timeout, async move {
-        if let Some(stdin) = stdin.as_mut() {
+    let stdin = child.stdin.take();
+    let feed = async move {
+        if let Some(mut stdin) = stdin {
             // A hook that ignores stdin may close it: not an error.
             let _ = stdin.write_all(&stdin_json).await;
-        }
-        drop(stdin);
-        child.wait_with_output().await
+        } // dropped: the hook sees end of input
+    };
+    // Fed while its output is read, so a hook that writes much before it
+    // reads a large document (a mass silence) cannot deadlock with us.
+    let finished = tokio::time::timeout(timeout, async move {
+        tokio::join!(feed, child.wait_with_output()).1
     })
     .await;
     let output = match finished {
