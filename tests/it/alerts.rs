@@ -315,7 +315,16 @@ enabled = false
 #[test]
 fn exec_hook_that_hangs_is_killed_and_counted_failed() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let script = write_file(tmp.path(), "hang.sh", "exec /bin/sleep 600\n");
+    // The hook's own child must die with it.
+    let pid_file = tmp.path().join("sleep.pid");
+    let script = write_file(
+        tmp.path(),
+        "hang.sh",
+        &format!(
+            "/bin/sleep 600 &\necho $! > {}.tmp\nmv {0}.tmp {0}\nwait\n",
+            pid_file.display()
+        ),
+    );
     let server = server_with(
         tmp.path(),
         &format!(
@@ -344,6 +353,14 @@ timeout = "300ms"
             .any(|l| l.contains("hook killed after")),
         "{:?}",
         server.proc.stderr()
+    );
+    let pid = std::fs::read_to_string(&pid_file).expect("the hook started sleep");
+    let stat = format!("/proc/{}/stat", pid.trim());
+    assert!(
+        wait_until(WAIT, || std::fs::read_to_string(&stat)
+            // Gone, or a zombie waiting for a reaper: not running.
+            .map_or(true, |s| s.contains(") Z "))),
+        "the hook's child was killed too"
     );
 }
 

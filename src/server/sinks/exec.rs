@@ -108,15 +108,19 @@ async fn run_one(name: &str, command: &[String], timeout: Duration, event: &Sink
     };
     let mut stdin_json = serde_json::to_vec(&event.payload()).expect("payload serialises");
     stdin_json.push(b'\n');
-    let spawned = Command::new(&command[0])
+    let mut spawned = Command::new(&command[0]);
+    let spawned = spawned
         .args(&command[1..])
         .envs(environment(event))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // A run that outlives its timeout is dropped, and so killed.
-        .kill_on_drop(true)
-        .spawn();
+        .kill_on_drop(true);
+    // Its own process group, so that a timeout kills what it started too.
+    #[cfg(unix)]
+    let spawned = spawned.process_group(0);
+    let spawned = spawned.spawn();
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
@@ -124,6 +128,7 @@ async fn run_one(name: &str, command: &[String], timeout: Duration, event: &Sink
             return false;
         }
     };
+    let group = child.id();
     let stdin = child.stdin.take();
     let feed = async move {
         if let Some(mut stdin) = stdin {
@@ -139,6 +144,12 @@ async fn run_one(name: &str, command: &[String], timeout: Duration, event: &Sink
     .await;
     let output = match finished {
         Err(_) => {
+            #[cfg(unix)]
+            if let Some(group) = group.and_then(|g| i32::try_from(g).ok()) {
+                // SAFETY: kill(2) has no memory effects; the group is the
+                // one the hook leads (the hook itself is already killed).
+                unsafe { libc::kill(-group, libc::SIGKILL) };
+            }
             tracing::warn!(sink = name, kind, host, "hook killed after {timeout:?}");
             return false;
         }
