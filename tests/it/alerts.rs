@@ -461,7 +461,7 @@ fn a_hanging_webhook_delays_no_other_down() {
     let stuck = Recorder::hanging();
     let tmp = tempfile::tempdir().expect("tempdir");
     let hook = hook_script(tmp.path());
-    let server = server_with(
+    let mut server = server_with(
         tmp.path(),
         &format!(
             r#"
@@ -528,6 +528,14 @@ events = ["down"]
         server.proc.stderr()
     );
     drop(slow);
+
+    // A clean stop waits for the hung sink only a bounded time.
+    let stopping = Instant::now();
+    server.proc.signal(libc::SIGTERM);
+    let status = server.proc.wait_exit(WAIT);
+    assert!(status.success(), "{status:?}");
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(10), "stopped in {took:?}");
 }
 
 #[test]
