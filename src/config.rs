@@ -169,6 +169,11 @@ pub struct ServerConfig {
     pub recv_buffer_bytes: usize,
     /// Where the server keeps its state. Unset: a per-user data directory.
     pub data_dir: Option<PathBuf>,
+    /// Alert sinks (`[[server.sinks.exec]]`, `[[server.sinks.webhook]]`,
+    /// `[[server.sinks.alertmanager]]`) and mass-silence detection
+    /// (`[server.sinks.mass_silence]`); see docs/ALERTS.md. Default: no
+    /// sinks, only the console.
+    pub sinks: crate::server::sinks::SinksConfig,
 }
 
 impl Default for ServerConfig {
@@ -182,6 +187,7 @@ impl Default for ServerConfig {
             event_history: 10_000,
             recv_buffer_bytes: 8 << 20,
             data_dir: None,
+            sinks: Default::default(),
         }
     }
 }
@@ -214,6 +220,7 @@ impl ServerConfig {
         if self.silent_report.is_some_and(|d| d.is_zero()) {
             return Err(invalid("silent_report", "must be greater than 0"));
         }
+        self.sinks.validate()?;
         Ok(())
     }
 

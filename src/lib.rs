@@ -15,8 +15,9 @@
 //!
 //! Module map: [`protocol`] (wire format, no I/O), [`config`] (settings and
 //! their documented defaults), [`client`] (beat loop), [`server`] (ingest,
-//! registry, detector, events, HTTP), [`shutdown`] (signals), [`duration`]
-//! (the `500ms` / `10s` / `2m` syntax), [`ratelimit`] (log throttling).
+//! registry, detector, events, HTTP, alert sinks), [`shutdown`] (signals),
+//! [`duration`] (the `500ms` / `10s` / `2m` syntax), [`ratelimit`] (log
+//! throttling).
 #![warn(missing_docs)]
 
 pub mod client;

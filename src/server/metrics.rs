@@ -14,6 +14,18 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// Label set for alert-sink deliveries: which sink, and how it went.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    /// The sink's configured name.
+    pub sink: String,
+    /// `sent`, `failed`, `retried` or `dropped`.
+    pub outcome: &'static str,
+}
+
+/// The outcomes a sink delivery is counted under.
+pub const SINK_OUTCOMES: [&str; 4] = ["sent", "failed", "retried", "dropped"];
+
 /// The server's metrics. Counters are atomics: the hot path adds to them
 /// once per batch, never per packet.
 pub struct Metrics {
@@ -28,6 +40,12 @@ pub struct Metrics {
     pub batches: Counter,
     /// Datagrams dropped, by reason.
     pub dropped: Family<ReasonLabel, Counter>,
+    /// Alert-sink deliveries, per sink and outcome.
+    pub sink_deliveries: Family<SinkLabel, Counter>,
+    /// Mass silences sent to the sinks.
+    pub mass_silences: Counter,
+    /// Downs folded into a mass silence instead of paged one by one.
+    pub pages_absorbed: Counter,
 }
 
 impl Default for Metrics {
@@ -65,6 +83,25 @@ impl Default for Metrics {
                 reason: reason.as_str(),
             }));
         }
+        let sink_deliveries = Family::<SinkLabel, Counter>::default();
+        registry.register(
+            "sink_deliveries",
+            "Events handled by alert sinks, by sink and outcome \
+             (sent, failed, retried, dropped)",
+            sink_deliveries.clone(),
+        );
+        let mass_silences = Counter::default();
+        registry.register(
+            "mass_silences",
+            "Mass silences sent to the sinks instead of one page per host",
+            mass_silences.clone(),
+        );
+        let pages_absorbed = Counter::default();
+        registry.register(
+            "sink_pages_absorbed",
+            "Downs folded into a mass silence instead of paged one by one",
+            pages_absorbed.clone(),
+        );
         Self {
             registry,
             datagrams,
@@ -72,6 +109,9 @@ impl Default for Metrics {
             legacy_beats,
             batches,
             dropped,
+            sink_deliveries,
+            mass_silences,
+            pages_absorbed,
         }
     }
 }
@@ -86,6 +126,19 @@ impl Metrics {
                 })
                 .inc_by(n);
         }
+    }
+
+    /// The delivery counters of `sink`, one per [`SINK_OUTCOMES`] entry in
+    /// that order; all are exported from 0, so a rate() sees the first.
+    pub fn sink_counters(&self, sink: &str) -> [Counter; 4] {
+        SINK_OUTCOMES.map(|outcome| {
+            self.sink_deliveries
+                .get_or_create(&SinkLabel {
+                    sink: sink.to_string(),
+                    outcome,
+                })
+                .clone()
+        })
     }
 
     /// Writes every metric in the OpenMetrics text format.

@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod recv;
 pub mod registry;
+pub mod sinks;
 
 use crate::config::ServerConfig;
 use detector::Detector;
@@ -31,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a stopping server waits for open HTTP requests.
 const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a stopping server lets the alert sinks deliver what they hold.
+const SINK_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,9 @@ pub enum Error {
     /// The HTTP server failed while running.
     #[error("http server failed")]
     Http(#[source] io::Error),
+    /// An alert sink could not be set up.
+    #[error(transparent)]
+    Sinks(#[from] sinks::Error),
 }
 
 /// State shared by the server's tasks.
@@ -131,6 +137,15 @@ impl Server {
         } = self;
         let wake = Arc::new(Notify::new());
         let console = tokio::spawn(print_events(shared.events.subscribe()));
+        // Off the detection path: the sinks only read the event broadcast.
+        let http_addr = http.local_addr().map_err(Error::Http)?;
+        let sinks = sinks::Sinks::spawn(
+            &config,
+            http_addr,
+            shared.detector.clone(),
+            shared.events.subscribe(),
+            shared.metrics.clone(),
+        )?;
 
         let ingest_stop = CancellationToken::new();
         let ingest = tokio::spawn(
@@ -191,6 +206,7 @@ impl Server {
         // prints what is queued and then ends.
         drop(shared);
         let _ = console.await;
+        sinks.finish(SINK_DRAIN).await;
         match http_result {
             Some(Ok(Err(e))) => Err(Error::Http(e)),
             _ => Ok(()),

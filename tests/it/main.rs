@@ -1,5 +1,6 @@
 //! Integration tests: the real `lubdub` binary on loopback.
 
+mod alerts;
 mod config;
 mod core;
 mod ops;

@@ -1,0 +1,358 @@
+//! The Alertmanager sink (v2 API, `POST /api/v2/alerts`).
+//!
+//! A host is firing while its latest event is `down`: `alertname="HostDown"`
+//! and `host=<id>` plus the configured static labels. Nothing server- or
+//! address-derived goes into the labels, since they are the alert's identity:
+//! two lubdub servers watching the same host send the same alert, and
+//! Alertmanager deduplicates them. Firing alerts are sent again every
+//! `resend` with `endsAt = now + lease`, so they stay alive while any
+//! server is running and expire on their own if none is; any later event
+//! for the host (recovered, left, rebooted, and kinds added later such as
+//! paused or forgotten) resolves it with `endsAt = now`. A mass silence is
+//! one `alertname="MassSilence"` alert, resolved once each of its hosts has
+//! had a later event.
+
+use super::config::AlertmanagerConfig;
+use super::{Delivery, Error, MassSilence, Outcomes, SinkEvent};
+use crate::ratelimit::RateLimit;
+use crate::server::events::{Event, EventKind};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// How soon a failed POST is tried again (when `resend` is longer).
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Most host ids listed in a mass-silence annotation.
+const MAX_LISTED_HOSTS: usize = 50;
+/// Most events turned into alerts per POST.
+const MAX_ALERTS_PER_POST: usize = 1000;
+
+/// One alert as Alertmanager's v2 API takes it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    /// Identity of the alert.
+    pub labels: BTreeMap<String, String>,
+    /// Information that does not identify it.
+    pub annotations: BTreeMap<String, String>,
+    /// RFC 3339.
+    pub starts_at: String,
+    /// RFC 3339: the lease end while firing, the resolution time after.
+    pub ends_at: String,
+    /// Link to the host on the dashboard.
+    #[serde(rename = "generatorURL")]
+    pub generator_url: String,
+}
+
+struct Firing {
+    down_at: SystemTime,
+    addr: SocketAddr,
+    last_seen: SystemTime,
+}
+
+struct MassFiring {
+    silence: Arc<MassSilence>,
+    /// Hosts of the mass silence whose latest event is still its down.
+    remaining: HashSet<Arc<str>>,
+}
+
+/// A configured Alertmanager sink.
+pub struct Alertmanager {
+    name: String,
+    endpoints: Vec<reqwest::Url>,
+    client: reqwest::Client,
+    labels: BTreeMap<String, String>,
+    external: reqwest::Url,
+    resend: Duration,
+    lease: Duration,
+    outcomes: Outcomes,
+    fail_log: RateLimit,
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+impl Alertmanager {
+    /// The sink from its (validated) config; `http_addr` is the server's API
+    /// address, the default base of `generatorURL`.
+    pub fn new(
+        name: String,
+        config: &AlertmanagerConfig,
+        http_addr: SocketAddr,
+        outcomes: Outcomes,
+    ) -> Result<Self, Error> {
+        let endpoints = config
+            .urls
+            .iter()
+            .map(|url| {
+                let url = reqwest::Url::parse(url).expect("validated url");
+                let base = url.as_str().trim_end_matches('/');
+                reqwest::Url::parse(&format!("{base}/api/v2/alerts")).expect("valid url")
+            })
+            .collect();
+        let external = match &config.external_url {
+            Some(url) => reqwest::Url::parse(url).expect("validated url"),
+            None => reqwest::Url::parse(&format!("http://{http_addr}/")).expect("valid url"),
+        };
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .user_agent(concat!("lubdub/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| Error::Client {
+                sink: name.clone(),
+                source,
+            })?;
+        Ok(Self {
+            name,
+            endpoints,
+            client,
+            labels: config.labels.clone(),
+            external,
+            resend: config.resend,
+            lease: config.lease,
+            outcomes,
+            fail_log: RateLimit::new(Duration::from_secs(10)),
+        })
+    }
+
+    fn labels(&self, alertname: &str, host: Option<&str>) -> BTreeMap<String, String> {
+        let mut labels = self.labels.clone();
+        labels.insert("alertname".into(), alertname.into());
+        if let Some(host) = host {
+            labels.insert("host".into(), host.into());
+        }
+        labels
+    }
+
+    /// The `HostDown` alert of `host`, ending at `ends_at`.
+    fn host_alert(
+        &self,
+        host: &str,
+        firing: &Firing,
+        now: SystemTime,
+        ends_at: SystemTime,
+    ) -> Alert {
+        let silence = now.duration_since(firing.last_seen).unwrap_or_default();
+        let silence = format!("{:.1}s", silence.as_secs_f64());
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "summary".into(),
+            format!("host {host} is down: silent for {silence}"),
+        );
+        annotations.insert("address".into(), firing.addr.to_string());
+        annotations.insert("last_seen".into(), rfc3339(firing.last_seen));
+        annotations.insert("silence".into(), silence);
+        let mut url = self.external.clone();
+        url.set_fragment(Some(&format!("host={host}")));
+        Alert {
+            labels: self.labels("HostDown", Some(host)),
+            annotations,
+            starts_at: rfc3339(firing.down_at),
+            ends_at: rfc3339(ends_at),
+            generator_url: url.to_string(),
+        }
+    }
+
+    fn mass_alert(&self, mass: &MassSilence, ends_at: SystemTime) -> Alert {
+        let networks: Vec<String> = mass
+            .networks
+            .iter()
+            .map(|n| format!("{} ({})", n.network, n.hosts))
+            .collect();
+        let mut hosts: Vec<&str> = mass
+            .hosts
+            .iter()
+            .take(MAX_LISTED_HOSTS)
+            .map(|h| &**h)
+            .collect();
+        let more = mass.hosts.len().saturating_sub(MAX_LISTED_HOSTS);
+        let more = format!("and {more} more");
+        if mass.hosts.len() > MAX_LISTED_HOSTS {
+            hosts.push(&more);
+        }
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "summary".into(),
+            format!(
+                "{} of {} hosts went down within {}",
+                mass.count,
+                mass.fleet,
+                crate::duration::format(mass.window)
+            ),
+        );
+        annotations.insert("networks".into(), networks.join(", "));
+        annotations.insert("hosts".into(), hosts.join(" "));
+        Alert {
+            labels: self.labels("MassSilence", None),
+            annotations,
+            starts_at: rfc3339(mass.at),
+            ends_at: rfc3339(ends_at),
+            generator_url: self.external.to_string(),
+        }
+    }
+
+    /// Turns events from `queue` into alerts until it closes. Firing alerts
+    /// are left to expire at their lease: a server that stops must not
+    /// resolve what another server still sees down.
+    pub async fn run(mut self, mut queue: mpsc::Receiver<SinkEvent>) {
+        let mut firing: HashMap<Arc<str>, Firing> = HashMap::new();
+        let mut mass: Option<MassFiring> = None;
+        // Resolutions not yet accepted by every Alertmanager, until their
+        // alert's lease would have ended anyway.
+        let mut unresolved: Vec<(Alert, SystemTime)> = Vec::new();
+        let mut tick = tokio::time::interval(self.resend);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            let mut alerts = Vec::new();
+            let mut resolving = Vec::new();
+            let mut retried = 0;
+            tokio::select! {
+                received = queue.recv() => {
+                    let Some(event) = received else { return };
+                    let now = SystemTime::now();
+                    self.apply(event, now, &mut firing, &mut mass, &mut alerts, &mut resolving);
+                    while alerts.len() + resolving.len() < MAX_ALERTS_PER_POST {
+                        let Ok(event) = queue.try_recv() else { break };
+                        self.apply(event, now, &mut firing, &mut mass, &mut alerts, &mut resolving);
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = SystemTime::now();
+                    let lease_end = now + self.lease;
+                    for (host, f) in &firing {
+                        alerts.push(self.host_alert(host, f, now, lease_end));
+                    }
+                    if let Some(m) = &mass {
+                        alerts.push(self.mass_alert(&m.silence, lease_end));
+                    }
+                    unresolved.retain(|(_, until)| *until > now);
+                    retried = unresolved.len();
+                    resolving.extend(unresolved.drain(..).map(|(alert, _)| alert));
+                }
+            }
+            if alerts.is_empty() && resolving.is_empty() {
+                continue;
+            }
+            if retried > 0 {
+                self.outcomes.add(Delivery::Retried, retried as u64);
+            }
+            let n_resolving = resolving.len();
+            alerts.extend(resolving);
+            if !self.post(&alerts).await {
+                // Firing alerts go again with the next resend; make that soon.
+                let until = SystemTime::now() + self.lease;
+                let resolving = alerts.split_off(alerts.len() - n_resolving);
+                unresolved.extend(resolving.into_iter().map(|a| (a, until)));
+                tick.reset_after(self.resend.min(RETRY_AFTER));
+            }
+        }
+    }
+
+    /// Updates the firing set for one event; pushes new firing alerts to
+    /// `alerts` and resolutions to `resolving`.
+    fn apply(
+        &self,
+        event: SinkEvent,
+        now: SystemTime,
+        firing: &mut HashMap<Arc<str>, Firing>,
+        mass: &mut Option<MassFiring>,
+        alerts: &mut Vec<Alert>,
+        resolving: &mut Vec<Alert>,
+    ) {
+        match event {
+            SinkEvent::Host(Event {
+                kind: EventKind::Down,
+                host,
+                at,
+                addr,
+                silent_for,
+                ..
+            }) => {
+                let f = Firing {
+                    down_at: at,
+                    addr,
+                    last_seen: at.checked_sub(silent_for).unwrap_or(at),
+                };
+                alerts.push(self.host_alert(&host, &f, now, now + self.lease));
+                firing.insert(host, f);
+            }
+            SinkEvent::Host(event) => {
+                // Any later event leaves the host not down: resolve.
+                if let Some(f) = firing.remove(&event.host) {
+                    resolving.push(self.host_alert(&event.host, &f, event.at, event.at));
+                }
+                if let Some(m) = mass
+                    && m.remaining.remove(&event.host)
+                    && m.remaining.is_empty()
+                {
+                    resolving.push(self.mass_alert(&m.silence, event.at));
+                    *mass = None;
+                }
+            }
+            SinkEvent::MassSilence(silence) => {
+                let remaining = match mass.take() {
+                    Some(m) => m.remaining,
+                    None => HashSet::new(),
+                };
+                let mut m = MassFiring {
+                    silence: silence.clone(),
+                    remaining,
+                };
+                m.remaining.extend(silence.hosts.iter().cloned());
+                alerts.push(self.mass_alert(&silence, now + self.lease));
+                *mass = Some(m);
+            }
+        }
+    }
+
+    /// POSTs `alerts` to every Alertmanager at once; true when all took them.
+    async fn post(&mut self, alerts: &[Alert]) -> bool {
+        let body = serde_json::to_vec(alerts).expect("alerts serialise");
+        let mut posts = JoinSet::new();
+        for endpoint in &self.endpoints {
+            let request = self
+                .client
+                .post(endpoint.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            let endpoint = endpoint.clone();
+            posts.spawn(async move {
+                let result = match request.send().await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("answered {}", r.status())),
+                    Err(e) => Err(e.without_url().to_string()),
+                };
+                (endpoint, result)
+            });
+        }
+        let n = alerts.len() as u64;
+        let mut all_ok = true;
+        while let Some(joined) = posts.join_next().await {
+            let Ok((endpoint, result)) = joined else {
+                all_ok = false;
+                continue;
+            };
+            match result {
+                Ok(()) => self.outcomes.add(Delivery::Sent, n),
+                Err(why) => {
+                    all_ok = false;
+                    self.outcomes.add(Delivery::Failed, n);
+                    if let Some(suppressed) = self.fail_log.check(std::time::Instant::now()) {
+                        tracing::warn!(
+                            sink = %self.name,
+                            suppressed,
+                            "alertmanager {endpoint}: {why}"
+                        );
+                    }
+                }
+            }
+        }
+        all_ok
+    }
+}

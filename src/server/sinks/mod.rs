@@ -1,0 +1,529 @@
+//! Alert sinks: exec hooks, webhooks and Alertmanager, fed from the event
+//! broadcast and never from the ingest or detector path.
+//!
+//! One dispatcher task subscribes to the [`EventLog`](super::events::EventLog)
+//! broadcast, passes events through the mass-silence [`mass::Gate`], and
+//! hands each released event to every sink whose filter matches with a
+//! non-blocking `try_send` into that sink's bounded queue: a full queue drops
+//! the event for that sink (counted in `/metrics`, logged), so a sink that
+//! hangs delays neither detection nor the other sinks. Each sink is its own
+//! task. See docs/ALERTS.md.
+
+pub mod alertmanager;
+pub mod config;
+pub mod exec;
+pub mod mass;
+pub mod webhook;
+
+pub use config::SinksConfig;
+
+use super::detector::Detector;
+use super::events::Event;
+use super::metrics::Metrics;
+use crate::config::ServerConfig;
+use crate::ratelimit::RateLimit;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Why the sinks could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The HTTP client of a webhook or Alertmanager sink failed to build.
+    #[error("sink {sink:?}: cannot build the http client")]
+    Client {
+        /// The sink's name.
+        sink: String,
+        /// What reqwest said.
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// Many hosts that went down together, sent instead of one page each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MassSilence {
+    /// Wall-clock time of the down that made it a mass silence.
+    pub at: SystemTime,
+    /// How many hosts went down within the window.
+    pub count: usize,
+    /// How many hosts the server knew.
+    pub fleet: usize,
+    /// The window they went down in.
+    pub window: Duration,
+    /// Their ids, sorted.
+    pub hosts: Vec<Arc<str>>,
+    /// Their networks, most hosts first.
+    pub networks: Vec<Network>,
+}
+
+/// One network of a mass silence.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Network {
+    /// `a.b.c.0/24` or an IPv6 `/64`.
+    pub network: String,
+    /// Hosts of the mass silence in it.
+    pub hosts: usize,
+}
+
+/// What a sink receives.
+#[derive(Clone, Debug)]
+pub enum SinkEvent {
+    /// A state change of one host.
+    Host(Event),
+    /// Many hosts down at once.
+    MassSilence(Arc<MassSilence>),
+}
+
+impl SinkEvent {
+    /// The kind as sinks and filters name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkEvent::Host(e) => e.kind.as_str(),
+            SinkEvent::MassSilence(_) => "mass-silence",
+        }
+    }
+
+    /// The JSON document of this event (docs/ALERTS.md).
+    pub fn payload(&self) -> Payload {
+        let rfc3339 = |at| humantime::format_rfc3339_millis(at).to_string();
+        match self {
+            SinkEvent::Host(e) => Payload {
+                kind: self.kind(),
+                at: rfc3339(e.at),
+                event_id: Some(e.id),
+                host: Some(e.host.to_string()),
+                addr: Some(e.addr.to_string()),
+                silent_seconds: Some(e.silent_for.as_secs_f64()),
+                last_seen: Some(rfc3339(e.at.checked_sub(e.silent_for).unwrap_or(e.at))),
+                count: None,
+                fleet: None,
+                window_seconds: None,
+                hosts: None,
+                networks: None,
+            },
+            SinkEvent::MassSilence(m) => Payload {
+                kind: self.kind(),
+                at: rfc3339(m.at),
+                event_id: None,
+                host: None,
+                addr: None,
+                silent_seconds: None,
+                last_seen: None,
+                count: Some(m.count),
+                fleet: Some(m.fleet),
+                window_seconds: Some(m.window.as_secs_f64()),
+                hosts: Some(m.hosts.iter().map(|h| h.to_string()).collect()),
+                networks: Some(m.networks.clone()),
+            },
+        }
+    }
+}
+
+/// The JSON form of a [`SinkEvent`], for webhooks and exec stdin. Fields that
+/// do not apply to the kind are left out.
+#[derive(Clone, Debug, Serialize)]
+pub struct Payload {
+    /// `down`, `recovered`, …, or `mass-silence`.
+    pub kind: &'static str,
+    /// RFC 3339 time of the event.
+    pub at: String,
+    /// The event's number in the server's stream (host events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<u64>,
+    /// Host id (host events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Host address `ip:port` (host events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// Silence when it happened, in seconds (host events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silent_seconds: Option<f64>,
+    /// RFC 3339 time of the host's latest beat (host events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// Hosts down together (mass-silence).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+    /// Hosts known to the server (mass-silence).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<usize>,
+    /// The window they went down in, in seconds (mass-silence).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_seconds: Option<f64>,
+    /// Their ids (mass-silence).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+    /// Their networks (mass-silence).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Vec<Network>>,
+}
+
+/// Which events a sink takes.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    /// Kinds wanted; `None`: all.
+    kinds: Option<Vec<String>>,
+    /// Host globs; `None`: every host.
+    hosts: Option<GlobSet>,
+}
+
+impl Filter {
+    /// A filter from config lists (already validated). `kinds: None` takes
+    /// every kind.
+    pub fn new(kinds: Option<&[String]>, hosts: &[String]) -> Self {
+        let hosts = (!hosts.is_empty()).then(|| {
+            let mut set = GlobSetBuilder::new();
+            for glob in hosts {
+                set.add(Glob::new(glob).expect("validated glob"));
+            }
+            set.build().expect("validated globs")
+        });
+        Self {
+            kinds: kinds.map(<[String]>::to_vec),
+            hosts,
+        }
+    }
+
+    /// True when the sink wants `event`. A mass silence matches if any of
+    /// its hosts does.
+    pub fn matches(&self, event: &SinkEvent) -> bool {
+        let kind = event.kind();
+        if let Some(kinds) = &self.kinds
+            && !kinds.iter().any(|k| k == kind)
+        {
+            return false;
+        }
+        let Some(hosts) = &self.hosts else {
+            return true;
+        };
+        match event {
+            SinkEvent::Host(e) => hosts.is_match(&*e.host),
+            SinkEvent::MassSilence(m) => m.hosts.iter().any(|h| hosts.is_match(&**h)),
+        }
+    }
+}
+
+/// A sink's handle on its delivery counters in `/metrics`.
+#[derive(Clone)]
+pub struct Outcomes {
+    /// In the order of [`SINK_OUTCOMES`](super::metrics::SINK_OUTCOMES).
+    counters: [Counter; 4],
+}
+
+impl Outcomes {
+    fn new(metrics: &Metrics, sink: &str) -> Self {
+        Self {
+            counters: metrics.sink_counters(sink),
+        }
+    }
+
+    /// Counts `n` events with `outcome`.
+    pub fn add(&self, outcome: Delivery, n: u64) {
+        self.counters[outcome as usize].inc_by(n);
+    }
+}
+
+/// How a sink's delivery of an event ended, as counted in `/metrics`. The
+/// discriminant indexes [`SINK_OUTCOMES`](super::metrics::SINK_OUTCOMES).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Delivered (2xx, or the hook exited 0).
+    Sent = 0,
+    /// Given up on: retries spent, a 4xx, a hook that failed or was killed.
+    Failed = 1,
+    /// One more attempt after a failure.
+    Retried = 2,
+    /// Never attempted: the sink's queue was full.
+    Dropped = 3,
+}
+
+/// Waits before retry number `attempt` (0 = the first retry): `base`
+/// doubled per attempt, capped at `max`, then shortened by a random amount
+/// of up to half (jitter, so that senders do not retry in step).
+pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let full = base
+        .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
+        .min(max);
+    full.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+struct Route {
+    name: String,
+    filter: Filter,
+    queue: mpsc::Sender<SinkEvent>,
+    outcomes: Outcomes,
+    full_log: RateLimit,
+}
+
+/// The running sinks.
+pub struct Sinks {
+    dispatcher: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Sinks {
+    /// Starts every configured sink and the dispatcher that feeds them from
+    /// `events`. `http_addr` is the server's API address (default
+    /// `generatorURL` base).
+    pub fn spawn(
+        config: &ServerConfig,
+        http_addr: SocketAddr,
+        detector: Arc<Mutex<Detector>>,
+        events: broadcast::Receiver<Event>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Sinks, Error> {
+        let sinks = &config.sinks;
+        let mut names = sinks.names().into_iter();
+        let mut routes = Vec::new();
+        let mut workers = Vec::new();
+        let mut route = |name: String, filter: Filter, capacity: usize| {
+            let (tx, rx) = mpsc::channel(capacity);
+            let outcomes = Outcomes::new(&metrics, &name);
+            routes.push(Route {
+                name,
+                filter,
+                queue: tx,
+                outcomes: outcomes.clone(),
+                full_log: RateLimit::new(Duration::from_secs(10)),
+            });
+            (rx, outcomes)
+        };
+        for sink in &sinks.exec {
+            let name = names.next().expect("one name per sink");
+            let filter = Filter::new(Some(&sink.events), &sink.hosts);
+            let (rx, outcomes) = route(name.clone(), filter, sink.queue);
+            workers.push(tokio::spawn(exec::Exec::new(name, sink, outcomes).run(rx)));
+        }
+        for sink in &sinks.webhook {
+            let name = names.next().expect("one name per sink");
+            let filter = Filter::new(Some(&sink.events), &sink.hosts);
+            let (rx, outcomes) = route(name.clone(), filter, sink.queue);
+            let webhook = webhook::Webhook::new(name, sink, outcomes)?;
+            workers.push(tokio::spawn(webhook.run(rx)));
+        }
+        for sink in &sinks.alertmanager {
+            let name = names.next().expect("one name per sink");
+            // Alertmanager tracks each host's latest event, so it takes
+            // every kind; only the host filter applies.
+            let filter = Filter::new(None, &sink.hosts);
+            let (rx, outcomes) = route(name.clone(), filter, sink.queue);
+            let am = alertmanager::Alertmanager::new(name, sink, http_addr, outcomes)?;
+            workers.push(tokio::spawn(am.run(rx)));
+        }
+        let mass = &sinks.mass_silence;
+        let gate = mass::Gate::new(mass::Settings {
+            // Without sinks there is nobody to page, and nothing to hold.
+            enabled: mass.enabled && !routes.is_empty(),
+            share: mass.share,
+            min_hosts: mass.min_hosts,
+            window: mass.window.unwrap_or(config.timeout),
+            hold: mass.hold,
+        });
+        let dispatcher = tokio::spawn(dispatch(events, gate, routes, detector, metrics));
+        Ok(Sinks {
+            dispatcher,
+            workers,
+        })
+    }
+
+    /// Waits, at most `drain`, for the sinks to deliver what they hold once
+    /// the event stream has closed; then stops them.
+    pub async fn finish(self, drain: Duration) {
+        let deadline = Instant::now() + drain;
+        let _ = tokio::time::timeout_at(deadline, self.dispatcher).await;
+        for mut worker in self.workers {
+            if tokio::time::timeout_at(deadline, &mut worker)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a sink did not finish delivering in time; stopping it");
+                worker.abort();
+            }
+        }
+    }
+}
+
+async fn dispatch(
+    mut events: broadcast::Receiver<Event>,
+    mut gate: mass::Gate,
+    mut routes: Vec<Route>,
+    detector: Arc<Mutex<Detector>>,
+    metrics: Arc<Metrics>,
+) {
+    if routes.is_empty() {
+        return;
+    }
+    loop {
+        let next = gate.next_release();
+        let held = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            received = events.recv() => match received {
+                Ok(event) => {
+                    // Only a down needs the fleet size: no lock per joined
+                    // host while a large fleet starts.
+                    let fleet = if event.kind == super::events::EventKind::Down {
+                        detector.lock().expect("detector lock").registry().len()
+                    } else {
+                        0
+                    };
+                    let host = event.host.clone();
+                    match gate.push(event, Instant::now(), fleet) {
+                        mass::Outcome::Queued => {}
+                        mass::Outcome::MassSilence(count) => {
+                            metrics.mass_silences.inc();
+                            metrics.pages_absorbed.inc_by(count as u64);
+                        }
+                        mass::Outcome::Joined => {
+                            metrics.pages_absorbed.inc();
+                        }
+                        mass::Outcome::Absorbed => {
+                            metrics.pages_absorbed.inc();
+                            tracing::info!(host = %host, "down absorbed by the mass silence already sent");
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    for route in &routes {
+                        route.outcomes.add(Delivery::Dropped, missed);
+                    }
+                    tracing::warn!(missed, "sinks fell behind the event stream; events dropped");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = held => {}
+        }
+        for event in gate.release(Instant::now()) {
+            deliver(&mut routes, event);
+        }
+    }
+    // The server is stopping: held pages go out now rather than never.
+    for event in gate.drain() {
+        deliver(&mut routes, event);
+    }
+}
+
+fn deliver(routes: &mut [Route], event: SinkEvent) {
+    if let SinkEvent::MassSilence(m) = &event {
+        let networks: Vec<String> = m
+            .networks
+            .iter()
+            .map(|n| format!("{} ({})", n.network, n.hosts))
+            .collect();
+        tracing::warn!(
+            count = m.count,
+            fleet = m.fleet,
+            networks = %networks.join(", "),
+            "mass-silence: {} of {} hosts went down together",
+            m.count,
+            m.fleet
+        );
+    }
+    for route in routes.iter_mut() {
+        if !route.filter.matches(&event) {
+            continue;
+        }
+        match route.queue.try_send(event.clone()) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                route.outcomes.add(Delivery::Dropped, 1);
+                if let Some(suppressed) = route.full_log.check(std::time::Instant::now()) {
+                    tracing::warn!(
+                        sink = %route.name,
+                        suppressed,
+                        "sink queue full: event dropped for this sink"
+                    );
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                route.outcomes.add(Delivery::Dropped, 1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::events::EventKind;
+
+    fn host_event(kind: EventKind, host: &str) -> SinkEvent {
+        SinkEvent::Host(Event {
+            id: 7,
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            kind,
+            host: host.into(),
+            addr: SocketAddr::from(([192, 0, 2, 1], 4000)),
+            silent_for: Duration::from_millis(1500),
+        })
+    }
+
+    #[test]
+    fn filters_on_kind_and_host_globs() {
+        let kinds = ["down".to_string()];
+        let filter = Filter::new(Some(&kinds), &["web-*".into(), "db-?".into()]);
+        assert!(filter.matches(&host_event(EventKind::Down, "web-1")));
+        assert!(filter.matches(&host_event(EventKind::Down, "db-3")));
+        assert!(!filter.matches(&host_event(EventKind::Down, "db-33")));
+        assert!(!filter.matches(&host_event(EventKind::Recovered, "web-1")));
+        let all = Filter::new(None, &[]);
+        assert!(all.matches(&host_event(EventKind::Late, "x")));
+    }
+
+    #[test]
+    fn payload_of_a_host_event() {
+        let json =
+            serde_json::to_value(host_event(EventKind::Down, "web-1").payload()).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "kind": "down",
+                "at": "2023-11-14T22:13:20.000Z",
+                "event_id": 7,
+                "host": "web-1",
+                "addr": "192.0.2.1:4000",
+                "silent_seconds": 1.5,
+                "last_seen": "2023-11-14T22:13:18.500Z",
+            })
+        );
+    }
+
+    #[test]
+    fn deliveries_count_under_their_metric_label() {
+        let metrics = Metrics::default();
+        let outcomes = Outcomes::new(&metrics, "s");
+        outcomes.add(Delivery::Sent, 1);
+        outcomes.add(Delivery::Failed, 2);
+        outcomes.add(Delivery::Retried, 3);
+        outcomes.add(Delivery::Dropped, 4);
+        let text = metrics.encode();
+        for (outcome, n) in [("sent", 1), ("failed", 2), ("retried", 3), ("dropped", 4)] {
+            let line =
+                format!("lubdub_sink_deliveries_total{{sink=\"s\",outcome=\"{outcome}\"}} {n}");
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        for attempt in 0..40 {
+            let full = (base * 2u32.pow(attempt.min(20))).min(max);
+            let wait = backoff(base, max, attempt);
+            assert!(wait >= full / 2 && wait <= full, "{attempt}: {wait:?}");
+        }
+    }
+}
