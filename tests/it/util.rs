@@ -351,6 +351,8 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> Ran {
 pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
+}
+
 /// Writes `text` to `dir/name` and returns the path as a string (for
 /// `--config`, hook scripts, …).
 pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
