@@ -130,6 +130,12 @@ pub struct ServerConfig {
     pub recv_buffer_bytes: usize,
     /// Where the server keeps its state. Unset: a per-user data directory.
     pub data_dir: Option<PathBuf>,
+    /// How often the hosts' last-seen times are written to the store (state
+    /// changes are written at once, and everything at shutdown). Shorter
+    /// loses less on a `kill -9` or power cut; each checkpoint writes every
+    /// host that beat since the last one. Default: 5s.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -143,6 +149,7 @@ impl Default for ServerConfig {
             event_history: 10_000,
             recv_buffer_bytes: 8 << 20,
             data_dir: None,
+            checkpoint_interval: Duration::from_secs(5),
         }
     }
 }
@@ -174,6 +181,9 @@ impl ServerConfig {
         }
         if self.silent_report.is_some_and(|d| d.is_zero()) {
             return Err(invalid("silent_report", "must be greater than 0"));
+        }
+        if self.checkpoint_interval.is_zero() {
+            return Err(invalid("checkpoint_interval", "must be greater than 0"));
         }
         Ok(())
     }

@@ -16,7 +16,8 @@
 //! Module map: [`protocol`] (wire format, no I/O), [`config`] (settings and
 //! their documented defaults), [`client`] (beat loop), [`server`] (ingest,
 //! registry, detector, events, HTTP), [`shutdown`] (signals), [`duration`]
-//! (the `500ms` / `10s` / `2m` syntax), [`ratelimit`] (log throttling).
+//! (the `500ms` / `10s` / `2m` syntax), [`ratelimit`] (log throttling),
+//! [`store`] (the registry and recent events on disk, across restarts).
 #![warn(missing_docs)]
 
 pub mod client;
@@ -26,3 +27,4 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod server;
 pub mod shutdown;
+pub mod store;
