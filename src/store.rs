@@ -95,7 +95,7 @@ pub enum Error {
         path: PathBuf,
         /// What redb said.
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     /// A record in the store cannot be decoded.
     #[error(
@@ -114,7 +114,7 @@ pub enum Error {
         path: PathBuf,
         /// What redb said.
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
 }
 
@@ -268,6 +268,8 @@ pub fn forget(dir: &Path) -> Result<bool, Error> {
     }
 }
 
+// Private and off the hot path: the error is boxed where it leaves the module.
+#[allow(clippy::result_large_err)]
 fn open_db(path: &Path) -> Result<Database, redb::Error> {
     let mut builder = Database::builder();
     builder.set_cache_size(CACHE_BYTES);
@@ -300,7 +302,7 @@ impl Store {
         let path = dir.join(FILE_NAME);
         let db = open_db(&path).map_err(|source| Error::Unreadable {
             path: path.clone(),
-            source,
+            source: Box::new(source),
         })?;
         Ok(Store {
             path,
@@ -318,7 +320,7 @@ impl Store {
     pub fn load(&self) -> Result<Loaded, Error> {
         let unreadable = |source: redb::Error| Error::Unreadable {
             path: self.path.clone(),
-            source,
+            source: Box::new(source),
         };
         let bad = |what: String| Error::BadRecord {
             path: self.path.clone(),
@@ -391,10 +393,11 @@ impl Store {
         }
         result.map_err(|source| Error::Write {
             path: self.path.clone(),
-            source,
+            source: Box::new(source),
         })
     }
 
+    #[allow(clippy::result_large_err)] // see open_db
     fn try_write(&mut self, batch: &Batch, now: SystemTime) -> Result<(), redb::Error> {
         if self.db.is_none() {
             self.db = Some(open_db(&self.path)?);

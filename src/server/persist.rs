@@ -337,3 +337,87 @@ fn chain(error: &dyn std::error::Error) -> String {
     }
     message
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::server::registry::HostState;
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn stored(id: &str, state: HostState) -> StoredHost {
+        StoredHost {
+            id: id.into(),
+            state,
+            since: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            addr: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            // Long ago: the grace must not be computed from a stale wall clock.
+            last_seen: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            seq: 7,
+            boot_id: [1; 16],
+            interval_ms: 0,
+            beats: 42,
+            losses: 1,
+            legacy: false,
+        }
+    }
+
+    #[test]
+    fn restored_hosts_get_one_full_timeout_and_down_stays_down() {
+        let mut detector = Detector::new(&ServerConfig {
+            timeout: TIMEOUT,
+            ..ServerConfig::default()
+        });
+        let log = EventLog::new(100);
+        let now = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        let loaded = Loaded {
+            hosts: vec![
+                stored("up", HostState::Up),
+                stored("late", HostState::Late),
+                stored("down", HostState::Down),
+                stored("left", HostState::Left),
+            ],
+            events: vec![monitor_started(
+                SocketAddr::from(([127, 0, 0, 1], 1)),
+                None,
+                wall,
+            )]
+            .into_iter()
+            .map(|mut e| {
+                e.id = 41;
+                e
+            })
+            .collect(),
+            alive: Some(wall - Duration::from_secs(90)),
+        };
+        let restored = restore(loaded, &mut detector, &log, now, wall);
+        assert_eq!(
+            restored,
+            Restored {
+                hosts: 4,
+                away: Some(Duration::from_secs(90))
+            }
+        );
+        assert_eq!(log.next_id(), 42, "event ids go on after the stored ones");
+        assert_eq!(detector.dirty_len(), 0, "nothing to write back");
+        let mut events = Vec::new();
+        detector.expire(now + TIMEOUT / 2, wall, &mut events);
+        let kinds: Vec<_> = events.iter().map(|e| (e.kind, &*e.host)).collect();
+        assert_eq!(kinds, [(EventKind::Late, "up")], "late at half, no down");
+        events.clear();
+        detector.expire(now + TIMEOUT - Duration::from_millis(1), wall, &mut events);
+        assert_eq!(events, [], "no down within the grace");
+        detector.expire(now + TIMEOUT, wall, &mut events);
+        let mut kinds: Vec<_> = events.iter().map(|e| (e.kind.as_str(), &*e.host)).collect();
+        kinds.sort();
+        assert_eq!(kinds, [("down", "late"), ("down", "up")]);
+        events.clear();
+        detector.expire(now + TIMEOUT * 10, wall, &mut events);
+        assert_eq!(events, [], "a host already down gets no second down");
+        let registry = detector.registry();
+        let host = registry.get(registry.find("down").expect("remembered"));
+        assert_eq!((host.beats, host.losses), (42, 1));
+    }
+}
