@@ -39,9 +39,10 @@ const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// redb's page cache. The store is written in batches and read once at
-/// start, so a small cache costs little and keeps the server lean.
-const CACHE_BYTES: usize = 64 << 20;
+/// redb's page cache (a tenth of it for writes). Grows only as used; a
+/// checkpoint of a large fleet touches most of the hosts table, and a write
+/// cache smaller than that makes redb flush in the middle of it.
+const CACHE_BYTES: usize = 256 << 20;
 
 /// Every host state the store can hold. Add new states here (by name, so
 /// old stores stay readable).
@@ -407,7 +408,11 @@ impl Store {
         {
             let mut hosts = txn.open_table(HOSTS)?;
             let mut buf = Vec::with_capacity(128);
-            for host in &batch.hosts {
+            // In key order: consecutive inserts then share B-tree pages, where
+            // the order hosts changed in would touch a random page each.
+            let mut order: Vec<&StoredHost> = batch.hosts.iter().collect();
+            order.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            for host in order {
                 buf.clear();
                 let record = HostRecord {
                     state: host.state.as_str(),
