@@ -269,13 +269,10 @@ impl Detector {
         slot
     }
 
-    /// Hands every host changed since the last call to `f`, and forgets
-    /// that they changed. The store's checkpoint calls this under the lock,
-    /// so `f` should only copy.
-    pub fn drain_dirty(&mut self, mut f: impl FnMut(Slot, &Host)) {
-        for slot in self.dirty.take() {
-            f(slot, self.registry.get(slot));
-        }
+    /// The hosts changed since the last call, each once; they count as
+    /// clean from now on (a host that changes again is marked again).
+    pub fn take_dirty(&mut self) -> Vec<Slot> {
+        self.dirty.take()
     }
 
     /// Marks a host changed again (a checkpoint that failed to write it).

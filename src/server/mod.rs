@@ -3,8 +3,9 @@
 //! [`Server::bind`] binds the sockets (so the caller learns the real
 //! addresses, e.g. for port 0), and [`Server::run`] runs until the shutdown
 //! token is cancelled, then stops in order: ingest first, then the detector
-//! (a half-stopped server must not report hosts down), then HTTP, and last
-//! the console, after it has printed every event.
+//! (a half-stopped server must not report hosts down), then the store's
+//! last checkpoint, then HTTP, and last the console, after it has printed
+//! every event.
 
 pub mod detector;
 pub mod dirty;
@@ -176,13 +177,8 @@ impl Server {
             }
             .run(shared.events.subscribe(), checkpoint_stop.clone()),
         );
-        let udp_addr = udp.local_addr().map_err(|source| Error::Bind {
-            what: "udp",
-            addr: config.listen,
-            source,
-        })?;
         shared.events.publish([persist::monitor_started(
-            udp_addr,
+            udp.local_addr().unwrap_or(config.listen),
             restored.away,
             std::time::SystemTime::now(),
         )]);

@@ -151,16 +151,23 @@ pub fn snapshot(host: &Host) -> StoredHost {
     }
 }
 
+/// How many hosts a checkpoint copies per hold of the detector's lock: a
+/// million dirty hosts copied in one hold would stall ingest for a large
+/// fraction of a second; in chunks, ingest gets the lock in between.
+const COPY_CHUNK: usize = 4096;
+
 /// Takes the dirty hosts out of the detector: the only work done under its
-/// lock (copies, no I/O).
+/// lock (copies, no I/O), in chunks. A host that changes while the copy is
+/// under way is marked dirty again, so it is written at the next checkpoint
+/// if this one copied it too early.
 pub fn collect_dirty(detector: &Mutex<Detector>) -> (Vec<Slot>, Vec<StoredHost>) {
-    let mut detector = detector.lock().expect("detector lock");
-    let mut slots = Vec::with_capacity(detector.dirty_len());
-    let mut hosts = Vec::with_capacity(detector.dirty_len());
-    detector.drain_dirty(|slot, host| {
-        slots.push(slot);
-        hosts.push(snapshot(host));
-    });
+    let slots = detector.lock().expect("detector lock").take_dirty();
+    let mut hosts = Vec::with_capacity(slots.len());
+    for chunk in slots.chunks(COPY_CHUNK) {
+        let detector = detector.lock().expect("detector lock");
+        let registry = detector.registry();
+        hosts.extend(chunk.iter().map(|&slot| snapshot(registry.get(slot))));
+    }
     (slots, hosts)
 }
 
