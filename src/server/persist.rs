@@ -18,7 +18,7 @@ use super::Shared;
 use super::detector::Detector;
 use super::events::{Event, EventKind, EventLog, MONITOR_HOST};
 use super::metrics::Metrics;
-use super::registry::{Host, Slot};
+use super::registry::{Host, HostState, Slot};
 use crate::ratelimit::RateLimit;
 use crate::store::{Batch, Loaded, Store, StoredHost};
 use std::collections::VecDeque;
@@ -94,12 +94,20 @@ pub fn restore(
 ) -> Restored {
     let hosts = loaded.hosts.len();
     for stored in loaded.hosts {
+        let last_seen = if matches!(stored.state, HostState::Up | HostState::Late) {
+            now
+        } else {
+            // No deadline hangs on a down or left host's last beat: show its
+            // true silence (the wall clock is all that survives a restart).
+            let silent = wall.duration_since(stored.last_seen).unwrap_or_default();
+            now.checked_sub(silent).unwrap_or(now)
+        };
         detector.restore(Host {
             id: stored.id,
             addr: stored.addr,
             state: stored.state,
             since: stored.since,
-            last_seen: now,
+            last_seen,
             last_seen_wall: stored.last_seen,
             // Beats sent while the server was away were not lost by the
             // network: 0 makes the next beat start a new counting run.
@@ -349,7 +357,6 @@ fn chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use crate::config::ServerConfig;
-    use crate::server::registry::HostState;
 
     const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -426,5 +433,10 @@ mod tests {
         let registry = detector.registry();
         let host = registry.get(registry.find("down").expect("remembered"));
         assert_eq!((host.beats, host.losses), (42, 1));
+        assert_eq!(
+            now.saturating_duration_since(host.last_seen),
+            Duration::from_secs(100),
+            "a down host's silence is its true one, from the wall clock"
+        );
     }
 }

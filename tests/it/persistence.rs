@@ -391,3 +391,38 @@ fn sigterm_flushes_the_store_and_forget_all_starts_afresh() {
         "nothing remembered after --forget-all"
     );
 }
+
+#[test]
+fn default_data_dir_is_systemds_state_directory_else_the_users_data_dir() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("var-lib-lubdub");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    let args = ["server", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+    let cases = [
+        (
+            vec![
+                ("STATE_DIRECTORY", state.to_str().expect("utf-8")),
+                ("HOME", home.to_str().expect("utf-8")),
+            ],
+            state.join("lubdub.redb"),
+        ),
+        (
+            vec![("HOME", home.to_str().expect("utf-8"))],
+            home.join(".local/share/lubdub/lubdub.redb"),
+        ),
+    ];
+    for (env, store) in cases {
+        let mut server = Proc::spawn_env(&args, &env);
+        assert!(
+            server
+                .wait_line(WAIT, |l| l.starts_with("listening "))
+                .is_some(),
+            "{:?}",
+            server.stderr()
+        );
+        assert!(store.exists(), "{env:?}: store at {}", store.display());
+        server.signal(libc::SIGTERM);
+        assert!(server.wait_exit(WAIT).success());
+    }
+}
