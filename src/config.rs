@@ -174,6 +174,12 @@ pub struct ServerConfig {
     /// (`[server.sinks.mass_silence]`); see docs/ALERTS.md. Default: no
     /// sinks, only the console.
     pub sinks: crate::server::sinks::SinksConfig,
+    /// How often the hosts' last-seen times are written to the store (state
+    /// changes are written at once, and everything at shutdown). Shorter
+    /// loses less on a `kill -9` or power cut; each checkpoint writes every
+    /// host that beat since the last one. Default: 5s.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -188,6 +194,7 @@ impl Default for ServerConfig {
             recv_buffer_bytes: 8 << 20,
             data_dir: None,
             sinks: Default::default(),
+            checkpoint_interval: Duration::from_secs(5),
         }
     }
 }
@@ -221,6 +228,9 @@ impl ServerConfig {
             return Err(invalid("silent_report", "must be greater than 0"));
         }
         self.sinks.validate()?;
+        if self.checkpoint_interval.is_zero() {
+            return Err(invalid("checkpoint_interval", "must be greater than 0"));
+        }
         Ok(())
     }
 

@@ -17,7 +17,8 @@
 //! their documented defaults), [`client`] (beat loop), [`server`] (ingest,
 //! registry, detector, events, HTTP, alert sinks), [`shutdown`] (signals),
 //! [`duration`] (the `500ms` / `10s` / `2m` syntax), [`ratelimit`] (log
-//! throttling).
+//! throttling), [`status`] (`lubdub status`), [`store`] (the registry and
+//! recent events on disk, across restarts).
 #![warn(missing_docs)]
 
 pub mod client;
@@ -28,3 +29,4 @@ pub mod ratelimit;
 pub mod server;
 pub mod shutdown;
 pub mod status;
+pub mod store;

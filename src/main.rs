@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use lubdub::config::{ClientConfig, DEFAULT_PORT, FileConfig, ServerConfig, ServerFile};
-use lubdub::{client, duration, server, shutdown};
+use lubdub::{client, duration, server, shutdown, store};
 use lubdub::{config, status};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -118,6 +118,13 @@ struct ServerArgs {
     /// Kernel receive buffer of the UDP socket, in bytes [default: 8 MiB].
     #[arg(long, value_name = "BYTES")]
     recv_buffer_bytes: Option<usize>,
+    /// How often last-seen times are written to the store [default: 5s].
+    #[arg(long, value_parser = duration::parse, value_name = "DURATION")]
+    checkpoint_interval: Option<Duration>,
+    /// Start afresh: delete the stored hosts and events in the data
+    /// directory before starting (refused while another server uses it).
+    #[arg(long)]
+    forget_all: bool,
 }
 
 impl ServerArgs {
@@ -137,6 +144,7 @@ impl ServerArgs {
         config.data_dir = self.data_dir.or(config.data_dir);
         set(&mut config.event_history, self.event_history);
         set(&mut config.recv_buffer_bytes, self.recv_buffer_bytes);
+        set(&mut config.checkpoint_interval, self.checkpoint_interval);
         config.validate()?;
         Ok(config)
     }
@@ -365,12 +373,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let stop = shutdown::on_signal();
     match command {
         Command::Server(args) => {
-            let print_config = args.print_config;
+            let (print_config, forget_all) = (args.print_config, args.forget_all);
             let config = args.into_config()?;
             if print_config {
                 let file = ServerFile { server: &config };
                 print!("{}", toml::to_string(&file).context("printing the config")?);
                 return Ok(());
+            }
+            if forget_all {
+                let dir = store::resolve_data_dir(config.data_dir.as_deref())?;
+                if store::forget(&dir).context("forgetting the stored state")? {
+                    tracing::warn!(dir = %dir.display(), "forgot every stored host and event (--forget-all)");
+                }
             }
             let server = server::Server::bind(config)
                 .await

@@ -9,8 +9,10 @@
 //! that makes a deadline *earlier* (a first beat, or a client declaring a
 //! shorter interval) pushes an entry, and the older one becomes stale.
 
+use super::dirty::DirtySet;
 use super::events::{Event, EventKind};
 use super::registry::{Host, HostState, Registry, Slot};
+use super::stall::{StallCounters, StallWatch};
 use crate::config::ServerConfig;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -44,6 +46,10 @@ pub struct Detector {
     deadlines: BinaryHeap<Reverse<(Instant, Slot)>>,
     timeout: Duration,
     late_ratio: f64,
+    /// Hosts changed since the store's last checkpoint.
+    dirty: DirtySet,
+    /// Where stalls are counted (the metrics' counters, once linked).
+    stall_counters: StallCounters,
 }
 
 /// Seq numbers carry the client's start time (Unix seconds) in their high
@@ -59,6 +65,8 @@ impl Detector {
             deadlines: BinaryHeap::new(),
             timeout: config.timeout,
             late_ratio: config.late_ratio(),
+            dirty: DirtySet::default(),
+            stall_counters: StallCounters::default(),
         }
     }
 
@@ -146,6 +154,7 @@ impl Detector {
         for kind in changes.into_iter().flatten() {
             events.push(event(kind, host, wall, silent_for));
         }
+        self.dirty.mark(slot);
         self.reschedule_if_earlier(slot);
     }
 
@@ -182,6 +191,7 @@ impl Detector {
         };
         events.push(event(kind, &host, wall, Duration::ZERO));
         let slot = self.registry.insert(host);
+        self.dirty.mark(slot);
         self.reschedule_if_earlier(slot);
     }
 
@@ -230,9 +240,80 @@ impl Detector {
                 host.state = kind.state_after();
                 host.since = wall;
                 events.push(event(kind, host, wall, silent_for));
+                self.dirty.mark(slot);
             }
             // Queue the next step: the true deadline of an early entry, or
             // `down` after `late` (at once if that is already due).
+            self.reschedule_if_earlier(slot);
+        }
+    }
+}
+
+/// Persistence and stall handling: restoring remembered hosts, handing
+/// changed hosts to the store, and forgiving the detector's own stalls.
+impl Detector {
+    /// Adds a host remembered by the store, as it was, and schedules its
+    /// next deadline from its `last_seen` (the caller sets that to the
+    /// server's start, so the host gets one full timeout: the server was
+    /// away, not the host). Not marked dirty: the store already has it.
+    pub fn restore(&mut self, host: Host) -> Slot {
+        let slot = match self.registry.find(&host.id) {
+            Some(slot) => {
+                *self.registry.get_mut(slot) = host;
+                slot
+            }
+            None => self.registry.insert(host),
+        };
+        self.registry.get_mut(slot).scheduled = None;
+        self.reschedule_if_earlier(slot);
+        slot
+    }
+
+    /// The hosts changed since the last call, each once; they count as
+    /// clean from now on (a host that changes again is marked again).
+    pub fn take_dirty(&mut self) -> Vec<Slot> {
+        self.dirty.take()
+    }
+
+    /// Marks a host changed again (a checkpoint that failed to write it).
+    pub fn mark_dirty(&mut self, slot: Slot) {
+        if (slot as usize) < self.registry.len() {
+            self.dirty.mark(slot);
+        }
+    }
+
+    /// Counts stalls in `counters` (the exported metrics).
+    pub fn set_stall_counters(&mut self, counters: StallCounters) {
+        self.stall_counters = counters;
+    }
+
+    /// How many hosts are waiting for a checkpoint.
+    pub fn dirty_len(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// How far behind its own timer the detector may run before that counts
+    /// as a stall of the server (suspended process, paused VM) rather than
+    /// scheduling noise: a quarter of the timeout, so a stall is caught
+    /// before it could turn beats that were merely queued into `down`s.
+    pub fn stall_threshold(&self) -> Duration {
+        self.timeout / 4
+    }
+
+    /// Forgives a stall of the server itself: every host that could still
+    /// go late or down gets `stall` added to its silence clock (never past
+    /// `now`), so the time the server was not looking is not counted against
+    /// the fleet. Rebuilds the deadline queue: O(hosts), and rare.
+    pub fn absorb_stall(&mut self, stall: Duration, now: Instant) {
+        self.stall_counters.stalls.inc();
+        self.stall_counters.seconds.inc_by(stall.as_secs_f64());
+        self.deadlines.clear();
+        for slot in 0..self.registry.len() as Slot {
+            let host = self.registry.get_mut(slot);
+            host.scheduled = None;
+            if matches!(host.state, HostState::Up | HostState::Late) {
+                host.last_seen = (host.last_seen + stall).min(now);
+            }
             self.reschedule_if_earlier(slot);
         }
     }
@@ -258,27 +339,36 @@ pub async fn run_timer(
     publish: impl Fn(Vec<Event>),
     shutdown: CancellationToken,
 ) {
+    let watch = StallWatch::new(detector.lock().expect("detector lock").stall_threshold());
+    let mut stall: Option<Duration> = None;
     loop {
         let mut events = Vec::new();
         let next = {
             let mut detector = detector.lock().expect("detector lock");
-            detector.expire(Instant::now(), SystemTime::now(), &mut events);
+            let now = Instant::now();
+            if let Some(stall) = stall.take() {
+                // Before expiring: the stalled time must not count as silence.
+                tracing::warn!(
+                    "the server stalled for {:.3}s (suspended or starved); deadlines extended by that",
+                    stall.as_secs_f64()
+                );
+                detector.absorb_stall(stall, now);
+            }
+            detector.expire(now, SystemTime::now(), &mut events);
             detector.next_deadline()
         };
         if !events.is_empty() {
             publish(events);
         }
-        let sleep = async {
-            match next {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        // Wake at least every tick even with no deadline near, so a stall is
+        // seen as a late wake-up of this loop.
+        let target = watch.next_wake(Instant::now(), next);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = wake.notified() => {}
-            _ = sleep => {}
+            _ = tokio::time::sleep_until(target) => {}
         }
+        stall = watch.check(target, Instant::now());
     }
 }
 

@@ -24,7 +24,14 @@ pub enum EventKind {
     Left,
     /// Beats carry a new boot id: the machine restarted.
     Rebooted,
+    /// The server itself started, with its remembered hosts. Not about a
+    /// host: its host is [`MONITOR_HOST`], and its silence is how long the
+    /// server was away (zero when it has no record of running before).
+    MonitorStarted,
 }
+
+/// The host name of events about the monitor itself, not a host.
+pub const MONITOR_HOST: &str = "-";
 
 impl EventKind {
     /// The name used in output and JSON.
@@ -36,6 +43,7 @@ impl EventKind {
             EventKind::Recovered => "recovered",
             EventKind::Left => "left",
             EventKind::Rebooted => "rebooted",
+            EventKind::MonitorStarted => "monitor_started",
         }
     }
 
@@ -46,6 +54,8 @@ impl EventKind {
             EventKind::Down => HostState::Down,
             EventKind::Left => HostState::Left,
             EventKind::Joined | EventKind::Recovered | EventKind::Rebooted => HostState::Up,
+            // Changes no host; `up` as in "the monitor is up".
+            EventKind::MonitorStarted => HostState::Up,
         }
     }
 }
@@ -128,6 +138,27 @@ impl EventLog {
             // No subscriber is not an error: events are still in the history.
             let _ = self.sender.send(event);
         }
+    }
+
+    /// Puts events remembered from an earlier run back into the history,
+    /// without broadcasting them (they happened then, not now), and goes on
+    /// numbering after the last of them.
+    pub fn restore(&self, events: impl IntoIterator<Item = Event>) {
+        let mut history = self.history.lock().expect("event history lock");
+        for event in events {
+            history.next_id = history.next_id.max(event.id + 1);
+            if history.capacity > 0 {
+                if history.recent.len() == history.capacity {
+                    history.recent.pop_front();
+                }
+                history.recent.push_back(event);
+            }
+        }
+    }
+
+    /// The id the next published event gets.
+    pub fn next_id(&self) -> u64 {
+        self.history.lock().expect("event history lock").next_id
     }
 
     /// A receiver of every event published from now on.

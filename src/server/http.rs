@@ -34,8 +34,19 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 #[derive(Serialize)]
 struct Health {
+    /// `ok`, or `degraded` while the server monitors but cannot persist.
     status: &'static str,
     hosts: usize,
+    store: StoreView,
+}
+
+#[derive(Serialize)]
+struct StoreView {
+    /// True while checkpoints are written.
+    ok: bool,
+    path: String,
+    /// Why writes fail (full or read-only disk), while they do.
+    error: Option<String>,
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Json<Health> {
@@ -45,9 +56,15 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Json<Health> {
         .expect("detector lock")
         .registry()
         .len();
+    let store = StoreView {
+        ok: shared.store.is_ok(),
+        path: shared.store.path().display().to_string(),
+        error: shared.store.error(),
+    };
     Json(Health {
-        status: "ok",
+        status: if store.ok { "ok" } else { "degraded" },
         hosts,
+        store,
     })
 }
 

@@ -5,6 +5,8 @@ use super::ingest::DropReason;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Label set for packets dropped, by reason.
@@ -46,6 +48,19 @@ pub struct Metrics {
     pub mass_silences: Counter,
     /// Downs folded into a mass silence instead of paged one by one.
     pub pages_absorbed: Counter,
+    /// 1 while the store is written, 0 while writes fail (full or
+    /// read-only disk): monitoring goes on in memory meanwhile.
+    pub store_healthy: Gauge,
+    /// Checkpoints written to the store.
+    pub store_checkpoints: Counter,
+    /// Checkpoints that failed to write (retried).
+    pub store_write_errors: Counter,
+    /// Host records written by checkpoints.
+    pub store_hosts_written: Counter,
+    /// Time to write one checkpoint (outside the registry lock).
+    pub store_checkpoint_seconds: Histogram,
+    /// Stalls of the server itself noticed by the detector, and their length.
+    pub stalls: super::stall::StallCounters,
 }
 
 impl Default for Metrics {
@@ -102,6 +117,51 @@ impl Default for Metrics {
             "Downs folded into a mass silence instead of paged one by one",
             pages_absorbed.clone(),
         );
+        let store_healthy = Gauge::default();
+        store_healthy.set(1);
+        registry.register(
+            "store_healthy",
+            "1 while the store is written, 0 while writes fail",
+            store_healthy.clone(),
+        );
+        let store_checkpoints = Counter::default();
+        registry.register(
+            "store_checkpoints",
+            "Checkpoints written to the store",
+            store_checkpoints.clone(),
+        );
+        let store_write_errors = Counter::default();
+        registry.register(
+            "store_write_errors",
+            "Checkpoints that failed to write (retried)",
+            store_write_errors.clone(),
+        );
+        let store_hosts_written = Counter::default();
+        registry.register(
+            "store_hosts_written",
+            "Host records written by checkpoints",
+            store_hosts_written.clone(),
+        );
+        // 1 ms to ~16 s: a checkpoint of a whole large fleet is seconds.
+        let store_checkpoint_seconds = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15),
+        );
+        registry.register(
+            "store_checkpoint_duration_seconds",
+            "Time to write one checkpoint",
+            store_checkpoint_seconds.clone(),
+        );
+        let stalls = super::stall::StallCounters::default();
+        registry.register(
+            "detector_stalls",
+            "Stalls of the server itself (suspended, starved) forgiven by the detector",
+            stalls.stalls.clone(),
+        );
+        registry.register(
+            "detector_stalled_seconds",
+            "Total length of those stalls; deadlines were extended by it",
+            stalls.seconds.clone(),
+        );
         Self {
             registry,
             datagrams,
@@ -112,6 +172,12 @@ impl Default for Metrics {
             sink_deliveries,
             mass_silences,
             pages_absorbed,
+            store_healthy,
+            store_checkpoints,
+            store_write_errors,
+            store_hosts_written,
+            store_checkpoint_seconds,
+            stalls,
         }
     }
 }

@@ -3,17 +3,21 @@
 //! [`Server::bind`] binds the sockets (so the caller learns the real
 //! addresses, e.g. for port 0), and [`Server::run`] runs until the shutdown
 //! token is cancelled, then stops in order: ingest first, then the detector
-//! (a half-stopped server must not report hosts down), then HTTP, and last
-//! the console, after it has printed every event.
+//! (a half-stopped server must not report hosts down), then the store's
+//! last checkpoint, then HTTP, and last the console, after it has printed
+//! every event.
 
 pub mod detector;
+pub mod dirty;
 pub mod events;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod persist;
 pub mod recv;
 pub mod registry;
 pub mod sinks;
+pub mod stall;
 
 use crate::config::ServerConfig;
 use detector::Detector;
@@ -58,6 +62,9 @@ pub enum Error {
     /// An alert sink could not be set up.
     #[error(transparent)]
     Sinks(#[from] sinks::Error),
+    /// The store cannot be opened or read (locked, corrupt, no directory).
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
 }
 
 /// State shared by the server's tasks.
@@ -68,6 +75,8 @@ pub struct Shared {
     pub events: Arc<EventLog>,
     /// Every exported metric.
     pub metrics: Arc<Metrics>,
+    /// Whether checkpoints are being written.
+    pub store: Arc<persist::StoreHealth>,
 }
 
 /// A bound, not yet running, server.
@@ -76,6 +85,8 @@ pub struct Server {
     udp: UdpSocket,
     http: TcpListener,
     shared: Arc<Shared>,
+    store: crate::store::Store,
+    restored: persist::Restored,
 }
 
 impl Server {
@@ -95,16 +106,39 @@ impl Server {
                 addr: config.http,
                 source,
             })?;
+        // After binding: a port in use is reported before any store problem.
+        let data_dir = crate::store::resolve_data_dir(config.data_dir.as_deref())?;
+        let store = crate::store::Store::open(&data_dir)?;
+        let loaded = store.load()?;
+        let metrics = Arc::new(Metrics::default());
+        let mut detector = Detector::new(&config);
+        detector.set_stall_counters(metrics.stalls.clone());
+        let events = EventLog::new(config.event_history);
+        let restored = persist::restore(
+            loaded,
+            &mut detector,
+            &events,
+            Instant::now(),
+            std::time::SystemTime::now(),
+        );
+        tracing::info!(
+            hosts = restored.hosts,
+            path = %store.path().display(),
+            "store loaded"
+        );
         let shared = Arc::new(Shared {
-            detector: Arc::new(Mutex::new(Detector::new(&config))),
-            events: Arc::new(EventLog::new(config.event_history)),
-            metrics: Arc::default(),
+            detector: Arc::new(Mutex::new(detector)),
+            events: Arc::new(events),
+            metrics,
+            store: Arc::new(persist::StoreHealth::new(store.path().to_path_buf())),
         });
         Ok(Server {
             config,
             udp,
             http,
             shared,
+            store,
+            restored,
         })
     }
 
@@ -134,6 +168,8 @@ impl Server {
             udp,
             http,
             shared,
+            store,
+            restored,
         } = self;
         let wake = Arc::new(Notify::new());
         let console = tokio::spawn(print_events(shared.events.subscribe()));
@@ -146,6 +182,21 @@ impl Server {
             shared.events.subscribe(),
             shared.metrics.clone(),
         )?;
+        let checkpoint_stop = CancellationToken::new();
+        let checkpointer = tokio::spawn(
+            persist::Checkpointer {
+                store,
+                shared: shared.clone(),
+                interval: config.checkpoint_interval,
+                event_history: config.event_history,
+            }
+            .run(shared.events.subscribe(), checkpoint_stop.clone()),
+        );
+        shared.events.publish([persist::monitor_started(
+            udp.local_addr().unwrap_or(config.listen),
+            restored.away,
+            std::time::SystemTime::now(),
+        )]);
 
         let ingest_stop = CancellationToken::new();
         let ingest = tokio::spawn(
@@ -194,6 +245,9 @@ impl Server {
         if let Some(report) = report {
             let _ = report.await;
         }
+        // The detector has stopped: the last checkpoint holds the final state.
+        checkpoint_stop.cancel();
+        let _ = checkpointer.await;
         http_stop.cancel();
         if http_result.is_none()
             && tokio::time::timeout(HTTP_DRAIN, &mut http_server)

@@ -4,5 +4,6 @@ mod alerts;
 mod config;
 mod core;
 mod ops;
+mod persistence;
 mod status;
 mod util;

@@ -546,3 +546,21 @@ impl Drop for Alertmanager {
         let _ = self.child.wait();
     }
 }
+
+/// A UDP port on loopback that was free a moment ago, for a server that
+/// must keep its port across a restart (its clients keep beating to it).
+pub fn free_udp_port() -> u16 {
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    probe.local_addr().expect("addr").port()
+}
+
+/// Kinds of the server's events about `host` printed after line `from` of
+/// its stdout (e.g. only what happened after some point of a test).
+pub fn kinds_since(server: &Server, from: usize, host: &str) -> Vec<String> {
+    server.proc.stdout()[from..]
+        .iter()
+        .filter_map(|l| parse_event(l))
+        .filter(|e| e.host == host)
+        .map(|e| e.kind)
+        .collect()
+}

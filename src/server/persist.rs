@@ -1,0 +1,442 @@
+//! Drives the [`store`](crate::store): puts what it remembers back into the
+//! detector on start, and checkpoints changes while the server runs.
+//!
+//! The ingest hot path does no I/O: a beat only marks its host dirty (a bit
+//! test). The checkpoint task copies the dirty hosts under one short lock and
+//! writes them, with the events published since, in one transaction on a
+//! blocking thread. It writes at once when events arrive (state changes are
+//! written promptly; an event storm coalesces into the next write) and every
+//! `checkpoint_interval` otherwise, so 100,000 beats per second are a few
+//! writes per second, not 100,000.
+//!
+//! A failed write (full or read-only disk) loses nothing in memory: the
+//! hosts are marked dirty again, the events kept, the failure logged once
+//! and then at a limited rate, shown in `/healthz` and `/metrics`, and the
+//! write retried every interval.
+
+use super::Shared;
+use super::detector::Detector;
+use super::events::{Event, EventKind, EventLog, MONITOR_HOST};
+use super::metrics::Metrics;
+use super::registry::{Host, HostState, Slot};
+use crate::ratelimit::RateLimit;
+use crate::store::{Batch, Loaded, Store, StoredHost};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::broadcast;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+/// Whether the store is being written, for `/healthz`.
+#[derive(Debug)]
+pub struct StoreHealth {
+    path: PathBuf,
+    ok: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+impl StoreHealth {
+    /// A healthy store at `path`.
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            ok: AtomicBool::new(true),
+            error: Mutex::new(None),
+        }
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// True when the latest checkpoint was written.
+    pub fn is_ok(&self) -> bool {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Why the latest checkpoint failed, while it is failing.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().expect("store health lock").clone()
+    }
+
+    fn set(&self, error: Option<String>) {
+        self.ok.store(error.is_none(), Ordering::Relaxed);
+        *self.error.lock().expect("store health lock") = error;
+    }
+}
+
+/// What [`restore`] put back.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Restored {
+    /// Hosts remembered.
+    pub hosts: usize,
+    /// How long the server was away: from its last checkpoint to `wall`.
+    /// `None` for a new store.
+    pub away: Option<Duration>,
+}
+
+/// Puts what the store remembered into the detector and the event log.
+/// Every remembered host counts its silence from `now` (the server's
+/// start), so an `up` or `late` host gets one full timeout before it can be
+/// declared down (the server was away, not the fleet), and a `down` host
+/// stays down without a second `down` event.
+pub fn restore(
+    loaded: Loaded,
+    detector: &mut Detector,
+    events: &EventLog,
+    now: Instant,
+    wall: SystemTime,
+) -> Restored {
+    let hosts = loaded.hosts.len();
+    for stored in loaded.hosts {
+        let last_seen = if matches!(stored.state, HostState::Up | HostState::Late) {
+            now
+        } else {
+            // No deadline hangs on a down or left host's last beat: show its
+            // true silence (the wall clock is all that survives a restart).
+            let silent = wall.duration_since(stored.last_seen).unwrap_or_default();
+            now.checked_sub(silent).unwrap_or(now)
+        };
+        detector.restore(Host {
+            id: stored.id,
+            addr: stored.addr,
+            state: stored.state,
+            since: stored.since,
+            last_seen,
+            last_seen_wall: stored.last_seen,
+            // Beats sent while the server was away were not lost by the
+            // network: 0 makes the next beat start a new counting run.
+            seq: 0,
+            boot_id: stored.boot_id,
+            interval_ms: stored.interval_ms,
+            beats: stored.beats,
+            losses: stored.losses,
+            legacy: stored.legacy,
+            scheduled: None,
+        });
+    }
+    events.restore(loaded.events);
+    Restored {
+        hosts,
+        away: loaded
+            .alive
+            .map(|alive| wall.duration_since(alive).unwrap_or(Duration::ZERO)),
+    }
+}
+
+/// The `monitor_started` event: the server at `addr` is watching again
+/// after being away for `away` (zero when unknown).
+pub fn monitor_started(addr: SocketAddr, away: Option<Duration>, wall: SystemTime) -> Event {
+    Event {
+        id: 0,
+        at: wall,
+        kind: EventKind::MonitorStarted,
+        host: Arc::from(MONITOR_HOST),
+        addr,
+        silent_for: away.unwrap_or(Duration::ZERO),
+    }
+}
+
+/// Copies the registry's view of a host for the store.
+pub fn snapshot(host: &Host) -> StoredHost {
+    StoredHost {
+        id: host.id.clone(),
+        state: host.state,
+        since: host.since,
+        addr: host.addr,
+        last_seen: host.last_seen_wall,
+        seq: host.seq,
+        boot_id: host.boot_id,
+        interval_ms: host.interval_ms,
+        beats: host.beats,
+        losses: host.losses,
+        legacy: host.legacy,
+    }
+}
+
+/// How many hosts a checkpoint copies per hold of the detector's lock: a
+/// million dirty hosts copied in one hold would stall ingest for a large
+/// fraction of a second; in chunks, ingest gets the lock in between.
+const COPY_CHUNK: usize = 4096;
+
+/// Takes the dirty hosts out of the detector: the only work done under its
+/// lock (copies, no I/O), in chunks. A host that changes while the copy is
+/// under way is marked dirty again, so it is written at the next checkpoint
+/// if this one copied it too early.
+pub fn collect_dirty(detector: &Mutex<Detector>) -> (Vec<Slot>, Vec<StoredHost>) {
+    let slots = detector.lock().expect("detector lock").take_dirty();
+    let mut hosts = Vec::with_capacity(slots.len());
+    for chunk in slots.chunks(COPY_CHUNK) {
+        let detector = detector.lock().expect("detector lock");
+        let registry = detector.registry();
+        hosts.extend(chunk.iter().map(|&slot| snapshot(registry.get(slot))));
+    }
+    (slots, hosts)
+}
+
+/// The checkpoint task.
+pub struct Checkpointer {
+    /// The open store.
+    pub store: Store,
+    /// The server's state.
+    pub shared: Arc<Shared>,
+    /// Time between checkpoints of last-seen times.
+    pub interval: Duration,
+    /// How many events the store keeps.
+    pub event_history: usize,
+}
+
+/// How long a failing store stays quiet in the log between reports.
+const ERROR_LOG_PERIOD: Duration = Duration::from_secs(60);
+
+impl Checkpointer {
+    /// Checkpoints until `stop`, then writes a last checkpoint (after the
+    /// detector has stopped, so it holds the final state).
+    pub async fn run(self, mut events: broadcast::Receiver<Event>, stop: CancellationToken) {
+        let Checkpointer {
+            store,
+            shared,
+            interval,
+            event_history,
+        } = self;
+        let store = Arc::new(Mutex::new(store));
+        let mut pending: VecDeque<Event> = VecDeque::new();
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut error_log = RateLimit::new(ERROR_LOG_PERIOD);
+        let mut open = true;
+        loop {
+            let (stopping, ticked) = tokio::select! {
+                biased;
+                _ = stop.cancelled() => (true, false),
+                _ = ticker.tick() => (false, true),
+                received = events.recv(), if open => {
+                    take(received, &mut pending, &mut open);
+                    (false, false)
+                }
+            };
+            while open {
+                let received = match events.try_recv() {
+                    Ok(event) => Ok(event),
+                    Err(broadcast::error::TryRecvError::Empty) => break,
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                        Err(broadcast::error::RecvError::Lagged(n))
+                    }
+                    Err(broadcast::error::TryRecvError::Closed) => {
+                        Err(broadcast::error::RecvError::Closed)
+                    }
+                };
+                take(received, &mut pending, &mut open);
+            }
+            // A failing store is retried on the ticker only, not on every event.
+            if !stopping && !ticked && !shared.store.is_ok() {
+                continue;
+            }
+            while pending.len() > event_history {
+                pending.pop_front(); // the store keeps no more than that anyway
+            }
+            checkpoint(&store, &shared, &mut pending, event_history, &mut error_log).await;
+            if stopping {
+                return;
+            }
+        }
+    }
+}
+
+fn take(
+    received: Result<Event, broadcast::error::RecvError>,
+    pending: &mut VecDeque<Event>,
+    open: &mut bool,
+) {
+    match received {
+        Ok(event) => pending.push_back(event),
+        Err(broadcast::error::RecvError::Lagged(missed)) => {
+            tracing::warn!(
+                missed,
+                "store fell behind the event stream; events missed in its history"
+            );
+        }
+        Err(broadcast::error::RecvError::Closed) => *open = false,
+    }
+}
+
+/// One checkpoint: copy under the lock, write outside it on a blocking
+/// thread, and on failure keep everything for the next try.
+async fn checkpoint(
+    store: &Arc<Mutex<Store>>,
+    shared: &Arc<Shared>,
+    pending: &mut VecDeque<Event>,
+    event_history: usize,
+    error_log: &mut RateLimit,
+) {
+    let (slots, hosts) = collect_dirty(&shared.detector);
+    let batch = Batch {
+        hosts,
+        events: pending.iter().cloned().collect(),
+        event_history,
+    };
+    let started = std::time::Instant::now();
+    let written = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = store
+                .lock()
+                .expect("store lock")
+                .write(&batch, SystemTime::now());
+            (batch, result)
+        })
+        .await
+    };
+    let metrics: &Metrics = &shared.metrics;
+    match written {
+        Ok((batch, Ok(()))) => {
+            metrics
+                .store_checkpoint_seconds
+                .observe(started.elapsed().as_secs_f64());
+            metrics.store_checkpoints.inc();
+            metrics.store_hosts_written.inc_by(batch.hosts.len() as u64);
+            metrics.store_healthy.set(1);
+            pending.drain(..batch.events.len());
+            if !shared.store.is_ok() {
+                tracing::info!(path = %shared.store.path().display(), "store writable again");
+                error_log.reset();
+            }
+            shared.store.set(None);
+        }
+        Ok((_, Err(error))) => {
+            let mut detector = shared.detector.lock().expect("detector lock");
+            for slot in slots {
+                detector.mark_dirty(slot);
+            }
+            drop(detector);
+            metrics.store_write_errors.inc();
+            metrics.store_healthy.set(0);
+            let message = chain(&error);
+            if let Some(suppressed) = error_log.check(std::time::Instant::now()) {
+                tracing::error!(
+                    suppressed,
+                    "{message}; monitoring goes on in memory, retrying"
+                );
+            }
+            shared.store.set(Some(message));
+        }
+        Err(join) => {
+            // A panic in redb must not take monitoring down; retry later.
+            let mut detector = shared.detector.lock().expect("detector lock");
+            for slot in slots {
+                detector.mark_dirty(slot);
+            }
+            drop(detector);
+            metrics.store_write_errors.inc();
+            metrics.store_healthy.set(0);
+            shared
+                .store
+                .set(Some(format!("store writer failed: {join}")));
+        }
+    }
+}
+
+/// An error and its causes on one line, `outer: inner: root`.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServerConfig;
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn stored(id: &str, state: HostState) -> StoredHost {
+        StoredHost {
+            id: id.into(),
+            state,
+            since: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            addr: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            // Long ago: the grace must not be computed from a stale wall clock.
+            last_seen: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            seq: 7,
+            boot_id: [1; 16],
+            interval_ms: 0,
+            beats: 42,
+            losses: 1,
+            legacy: false,
+        }
+    }
+
+    #[test]
+    fn restored_hosts_get_one_full_timeout_and_down_stays_down() {
+        let mut detector = Detector::new(&ServerConfig {
+            timeout: TIMEOUT,
+            ..ServerConfig::default()
+        });
+        let log = EventLog::new(100);
+        let now = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        let loaded = Loaded {
+            hosts: vec![
+                stored("up", HostState::Up),
+                stored("late", HostState::Late),
+                stored("down", HostState::Down),
+                stored("left", HostState::Left),
+            ],
+            events: vec![monitor_started(
+                SocketAddr::from(([127, 0, 0, 1], 1)),
+                None,
+                wall,
+            )]
+            .into_iter()
+            .map(|mut e| {
+                e.id = 41;
+                e
+            })
+            .collect(),
+            alive: Some(wall - Duration::from_secs(90)),
+        };
+        let restored = restore(loaded, &mut detector, &log, now, wall);
+        assert_eq!(
+            restored,
+            Restored {
+                hosts: 4,
+                away: Some(Duration::from_secs(90))
+            }
+        );
+        assert_eq!(log.next_id(), 42, "event ids go on after the stored ones");
+        assert_eq!(detector.dirty_len(), 0, "nothing to write back");
+        let mut events = Vec::new();
+        detector.expire(now + TIMEOUT / 2, wall, &mut events);
+        let kinds: Vec<_> = events.iter().map(|e| (e.kind, &*e.host)).collect();
+        assert_eq!(kinds, [(EventKind::Late, "up")], "late at half, no down");
+        events.clear();
+        detector.expire(now + TIMEOUT - Duration::from_millis(1), wall, &mut events);
+        assert_eq!(events, [], "no down within the grace");
+        detector.expire(now + TIMEOUT, wall, &mut events);
+        let mut kinds: Vec<_> = events.iter().map(|e| (e.kind.as_str(), &*e.host)).collect();
+        kinds.sort();
+        assert_eq!(kinds, [("down", "late"), ("down", "up")]);
+        events.clear();
+        detector.expire(now + TIMEOUT * 10, wall, &mut events);
+        assert_eq!(events, [], "a host already down gets no second down");
+        let registry = detector.registry();
+        let host = registry.get(registry.find("down").expect("remembered"));
+        assert_eq!((host.beats, host.losses), (42, 1));
+        assert_eq!(
+            now.saturating_duration_since(host.last_seen),
+            Duration::from_secs(100),
+            "a down host's silence is its true one, from the wall clock"
+        );
+    }
+}

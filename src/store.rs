@@ -1,0 +1,637 @@
+//! Embedded persistence of the known-host registry and the recent events,
+//! in one redb file under the data directory, so that a restart of the
+//! server (or a `kill -9`) is not an outage of the fleet.
+//!
+//! Layout (format version [`FORMAT_VERSION`]):
+//! - `hosts`: host id → one [`postcard`] record per host. The state is
+//!   stored by name ([`HostState::as_str`]), not by position, so that new
+//!   states can be added without rewriting old stores.
+//! - `events`: event id → one record per event; only the newest
+//!   `event_history` are kept.
+//! - `meta`: `version`, and `alive_ms`: the wall-clock time of the latest
+//!   checkpoint, from which a restarted server tells how long it was away.
+//!
+//! A lock file beside the store keeps a second server off the same data
+//! directory. A store that cannot be read makes [`Store::open`] or
+//! [`Store::load`] fail with its path; it is never rewritten or wiped
+//! (only `lubdub server --forget-all`, through [`forget`], removes it).
+
+use crate::server::events::{Event, EventKind};
+use crate::server::registry::HostState;
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// The store's file name inside the data directory.
+pub const FILE_NAME: &str = "lubdub.redb";
+/// The lock file's name inside the data directory.
+pub const LOCK_NAME: &str = "lubdub.lock";
+/// The layout version written in `meta`; a newer one is refused.
+pub const FORMAT_VERSION: u64 = 1;
+
+const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// redb's page cache (a tenth of it for writes). Grows only as used; a
+/// checkpoint of a large fleet touches most of the hosts table, and a write
+/// cache smaller than that makes redb flush in the middle of it.
+const CACHE_BYTES: usize = 256 << 20;
+
+/// Every host state the store can hold. Add new states here (by name, so
+/// old stores stay readable).
+const STATES: [HostState; 4] = [
+    HostState::Up,
+    HostState::Late,
+    HostState::Down,
+    HostState::Left,
+];
+
+/// Every event kind the store can hold.
+const KINDS: [EventKind; 7] = [
+    EventKind::Joined,
+    EventKind::Late,
+    EventKind::Down,
+    EventKind::Recovered,
+    EventKind::Left,
+    EventKind::Rebooted,
+    EventKind::MonitorStarted,
+];
+
+/// Why the store cannot be used. Messages name the path.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No data directory was given and none could be found.
+    #[error(
+        "no data directory: set --data-dir (there is no $STATE_DIRECTORY and no home directory)"
+    )]
+    NoDataDir,
+    /// The data directory cannot be created or its lock file opened.
+    #[error("cannot use data directory {path}")]
+    Dir {
+        /// The directory or lock file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// Another server holds the data directory's lock.
+    #[error("another lubdub server is using data directory {path} (its lock {LOCK_NAME} is held)")]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+    },
+    /// The store file cannot be opened or read: corrupt, or not a store.
+    #[error(
+        "cannot read store {path} (left untouched: move it away, or start afresh with --forget-all)"
+    )]
+    Unreadable {
+        /// The store file.
+        path: PathBuf,
+        /// What redb said.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// A record in the store cannot be decoded.
+    #[error(
+        "store {path} holds an unreadable record: {what} (left untouched: move it away, or start afresh with --forget-all)"
+    )]
+    BadRecord {
+        /// The store file.
+        path: PathBuf,
+        /// Which record, and what is wrong with it.
+        what: String,
+    },
+    /// A checkpoint could not be written (full or read-only disk, I/O error).
+    #[error("cannot write store {path}")]
+    Write {
+        /// The store file.
+        path: PathBuf,
+        /// What redb said.
+        #[source]
+        source: Box<redb::Error>,
+    },
+}
+
+/// What the store knows of one host: the registry's host without the
+/// monotonic times, which mean nothing to another process.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredHost {
+    /// The host's id.
+    pub id: Box<str>,
+    /// Its state.
+    pub state: HostState,
+    /// Wall-clock time of its last state change.
+    pub since: SystemTime,
+    /// Source address of its latest beat.
+    pub addr: SocketAddr,
+    /// Wall-clock time of its latest beat.
+    pub last_seen: SystemTime,
+    /// Highest sequence number seen.
+    pub seq: u64,
+    /// Boot id of its latest beat (all zero: unknown).
+    pub boot_id: [u8; 16],
+    /// Declared interval in milliseconds (0: unknown).
+    pub interval_ms: u32,
+    /// Beats received.
+    pub beats: u64,
+    /// Beats estimated lost.
+    pub losses: u64,
+    /// Known only from the seed's `Thump!`.
+    pub legacy: bool,
+}
+
+/// One checkpoint: what changed since the previous one.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    /// Hosts changed since the last checkpoint.
+    pub hosts: Vec<StoredHost>,
+    /// Events published since the last checkpoint, oldest first.
+    pub events: Vec<Event>,
+    /// How many events the store keeps; older ones are removed.
+    pub event_history: usize,
+}
+
+/// Everything a store remembers.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Every remembered host.
+    pub hosts: Vec<StoredHost>,
+    /// The recent events, oldest first.
+    pub events: Vec<Event>,
+    /// When the server that wrote the store last checkpointed (about when it
+    /// stopped); `None` for a new store.
+    pub alive: Option<SystemTime>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HostRecord<'a> {
+    state: &'a str,
+    since_ms: u64,
+    addr: SocketAddr,
+    last_seen_ms: u64,
+    boot_id: [u8; 16],
+    seq: u64,
+    interval_ms: u32,
+    beats: u64,
+    losses: u64,
+    legacy: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EventRecord<'a> {
+    at_ms: u64,
+    kind: &'a str,
+    host: &'a str,
+    addr: SocketAddr,
+    silent_ms: u64,
+}
+
+/// The open store, holding the data directory's lock.
+pub struct Store {
+    path: PathBuf,
+    /// `None` after a failed write: redb refuses further transactions after
+    /// an I/O error, so the next write reopens (and repairs) the file.
+    db: Option<Database>,
+    _lock: File,
+}
+
+/// The data directory to use: the configured one; else systemd's
+/// `$STATE_DIRECTORY` (`StateDirectory=lubdub` → `/var/lib/lubdub`); else
+/// the per-user data directory (`~/.local/share/lubdub` on Linux).
+pub fn resolve_data_dir(configured: Option<&Path>) -> Result<PathBuf, Error> {
+    if let Some(dir) = configured {
+        return Ok(dir.to_path_buf());
+    }
+    if let Some(dirs) = std::env::var_os("STATE_DIRECTORY") {
+        // systemd lists one directory per StateDirectory= entry, ':'-separated.
+        if let Some(first) = dirs.to_str().and_then(|d| d.split(':').next())
+            && !first.is_empty()
+        {
+            return Ok(PathBuf::from(first));
+        }
+    }
+    directories::ProjectDirs::from("", "", "lubdub")
+        .map(|dirs| dirs.data_dir().to_path_buf())
+        .ok_or(Error::NoDataDir)
+}
+
+/// Takes the data directory's lock (creating the directory), so that no
+/// other server can use it.
+fn lock(dir: &Path) -> Result<File, Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Dir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let lock_path = dir.join(LOCK_NAME);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| Error::Dir {
+            path: lock_path,
+            source,
+        })?;
+    // SAFETY: flock(2) on a descriptor we own; no memory is involved.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        let err = io::Error::last_os_error();
+        return Err(if err.kind() == io::ErrorKind::WouldBlock {
+            Error::Locked {
+                path: dir.to_path_buf(),
+            }
+        } else {
+            Error::Dir {
+                path: dir.join(LOCK_NAME),
+                source: err,
+            }
+        });
+    }
+    Ok(file)
+}
+
+/// Removes the store in `dir` (under the lock, so never under a running
+/// server), for `lubdub server --forget-all`. Returns whether there was one.
+pub fn forget(dir: &Path) -> Result<bool, Error> {
+    let _lock = lock(dir)?;
+    let path = dir.join(FILE_NAME);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(Error::Dir { path, source }),
+    }
+}
+
+// Private and off the hot path: the error is boxed where it leaves the module.
+#[allow(clippy::result_large_err)]
+fn open_db(path: &Path) -> Result<Database, redb::Error> {
+    let mut builder = Database::builder();
+    builder.set_cache_size(CACHE_BYTES);
+    let told = std::sync::atomic::AtomicBool::new(false);
+    builder.set_repair_callback(move |_| {
+        // Only after a crash (kill -9, power loss): redb rebuilds its
+        // allocator state from the last committed transaction. It calls
+        // back repeatedly with progress; say it once.
+        if !told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!("store was not closed cleanly; repairing");
+        }
+    });
+    Ok(builder.create(path)?)
+}
+
+fn millis(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn from_millis(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, taking the directory's lock.
+    /// Fails if another server holds it or the file is not a readable store.
+    pub fn open(dir: &Path) -> Result<Store, Error> {
+        let lock = lock(dir)?;
+        let path = dir.join(FILE_NAME);
+        let db = open_db(&path).map_err(|source| Error::Unreadable {
+            path: path.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(Store {
+            path,
+            db: Some(db),
+            _lock: lock,
+        })
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads everything the store remembers.
+    pub fn load(&self) -> Result<Loaded, Error> {
+        let unreadable = |source: redb::Error| Error::Unreadable {
+            path: self.path.clone(),
+            source: Box::new(source),
+        };
+        let bad = |what: String| Error::BadRecord {
+            path: self.path.clone(),
+            what,
+        };
+        let Some(db) = &self.db else {
+            return Ok(Loaded::default());
+        };
+        let txn = db.begin_read().map_err(|e| unreadable(e.into()))?;
+        let mut loaded = Loaded::default();
+        match txn.open_table(META) {
+            Ok(meta) => {
+                let get = |key| -> Result<Option<u64>, Error> {
+                    Ok(meta
+                        .get(key)
+                        .map_err(|e| unreadable(e.into()))?
+                        .map(|v| v.value()))
+                };
+                if let Some(version) = get("version")?
+                    && version > FORMAT_VERSION
+                {
+                    return Err(bad(format!(
+                        "format version {version} is newer than this lubdub's {FORMAT_VERSION}"
+                    )));
+                }
+                loaded.alive = get("alive_ms")?.map(from_millis);
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(loaded),
+            Err(e) => return Err(unreadable(e.into())),
+        }
+        match txn.open_table(HOSTS) {
+            Ok(hosts) => {
+                loaded
+                    .hosts
+                    .reserve(hosts.len().map_err(|e| unreadable(e.into()))? as usize);
+                for entry in hosts.iter().map_err(|e| unreadable(e.into()))? {
+                    let (id, value) = entry.map_err(|e| unreadable(e.into()))?;
+                    let id = id.value();
+                    let host = decode_host(id, value.value())
+                        .map_err(|what| bad(format!("host {id:?}: {what}")))?;
+                    loaded.hosts.push(host);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(unreadable(e.into())),
+        }
+        match txn.open_table(EVENTS) {
+            Ok(events) => {
+                for entry in events.iter().map_err(|e| unreadable(e.into()))? {
+                    let (id, value) = entry.map_err(|e| unreadable(e.into()))?;
+                    let id = id.value();
+                    let event = decode_event(id, value.value())
+                        .map_err(|what| bad(format!("event {id}: {what}")))?;
+                    loaded.events.push(event);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(unreadable(e.into())),
+        }
+        Ok(loaded)
+    }
+
+    /// Writes one checkpoint in one transaction, and records `now` as the
+    /// time the server was last alive. On failure nothing of the batch is
+    /// written, and the next call reopens the file and tries again.
+    pub fn write(&mut self, batch: &Batch, now: SystemTime) -> Result<(), Error> {
+        let result = self.try_write(batch, now);
+        if result.is_err() {
+            self.db = None;
+        }
+        result.map_err(|source| Error::Write {
+            path: self.path.clone(),
+            source: Box::new(source),
+        })
+    }
+
+    #[allow(clippy::result_large_err)] // see open_db
+    fn try_write(&mut self, batch: &Batch, now: SystemTime) -> Result<(), redb::Error> {
+        if self.db.is_none() {
+            self.db = Some(open_db(&self.path)?);
+        }
+        let db = self.db.as_ref().expect("opened above");
+        let txn = db.begin_write()?;
+        {
+            let mut hosts = txn.open_table(HOSTS)?;
+            let mut buf = Vec::with_capacity(128);
+            // In key order: consecutive inserts then share B-tree pages, where
+            // the order hosts changed in would touch a random page each.
+            let mut order: Vec<&StoredHost> = batch.hosts.iter().collect();
+            order.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            for host in order {
+                buf.clear();
+                let record = HostRecord {
+                    state: host.state.as_str(),
+                    since_ms: millis(host.since),
+                    addr: host.addr,
+                    last_seen_ms: millis(host.last_seen),
+                    boot_id: host.boot_id,
+                    seq: host.seq,
+                    interval_ms: host.interval_ms,
+                    beats: host.beats,
+                    losses: host.losses,
+                    legacy: host.legacy,
+                };
+                buf = postcard::to_extend(&record, buf).map_err(encode_error)?;
+                hosts.insert(&*host.id, buf.as_slice())?;
+            }
+        }
+        {
+            let mut events = txn.open_table(EVENTS)?;
+            let mut buf = Vec::with_capacity(128);
+            for event in &batch.events {
+                buf.clear();
+                let record = EventRecord {
+                    at_ms: millis(event.at),
+                    kind: event.kind.as_str(),
+                    host: &event.host,
+                    addr: event.addr,
+                    silent_ms: u64::try_from(event.silent_for.as_millis()).unwrap_or(u64::MAX),
+                };
+                buf = postcard::to_extend(&record, buf).map_err(encode_error)?;
+                events.insert(event.id, buf.as_slice())?;
+            }
+            if let Some(last) = batch.events.last() {
+                let keep_from = (last.id + 1).saturating_sub(batch.event_history as u64);
+                events.retain_in(..keep_from, |_, _| false)?;
+            }
+        }
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert("version", FORMAT_VERSION)?;
+            meta.insert("alive_ms", millis(now))?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+/// Encoding to a `Vec` fails only on a serde bug; still, no panic on I/O paths.
+fn encode_error(e: postcard::Error) -> redb::Error {
+    redb::Error::Io(io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn decode_host(id: &str, bytes: &[u8]) -> Result<StoredHost, String> {
+    let record: HostRecord<'_> = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let state = STATES
+        .into_iter()
+        .find(|s| s.as_str() == record.state)
+        .ok_or_else(|| format!("unknown state {:?}", record.state))?;
+    Ok(StoredHost {
+        id: id.into(),
+        state,
+        since: from_millis(record.since_ms),
+        addr: record.addr,
+        last_seen: from_millis(record.last_seen_ms),
+        seq: record.seq,
+        boot_id: record.boot_id,
+        interval_ms: record.interval_ms,
+        beats: record.beats,
+        losses: record.losses,
+        legacy: record.legacy,
+    })
+}
+
+fn decode_event(id: u64, bytes: &[u8]) -> Result<Event, String> {
+    let record: EventRecord<'_> = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let kind = KINDS
+        .into_iter()
+        .find(|k| k.as_str() == record.kind)
+        .ok_or_else(|| format!("unknown event kind {:?}", record.kind))?;
+    Ok(Event {
+        id,
+        at: from_millis(record.at_ms),
+        kind,
+        host: Arc::from(record.host),
+        addr: record.addr,
+        silent_for: Duration::from_millis(record.silent_ms),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(i: u32) -> StoredHost {
+        StoredHost {
+            id: format!("host-{i}").into(),
+            state: STATES[i as usize % STATES.len()],
+            since: from_millis(1_700_000_000_000 + u64::from(i)),
+            addr: SocketAddr::from(([127, 0, 0, 1], 4000 + i as u16)),
+            last_seen: from_millis(1_700_000_001_000),
+            seq: (1_700_000_000u64 << 32) + u64::from(i),
+            boot_id: [i as u8; 16],
+            interval_ms: 10_000,
+            beats: u64::from(i) * 3,
+            losses: 1,
+            legacy: i % 2 == 0,
+        }
+    }
+
+    fn event(id: u64) -> Event {
+        Event {
+            id,
+            at: from_millis(1_700_000_002_000 + id),
+            kind: KINDS[id as usize % KINDS.len()],
+            host: Arc::from(format!("host-{id}")),
+            addr: SocketAddr::from(([10, 0, 0, 1], 1)),
+            silent_for: Duration::from_millis(1500),
+        }
+    }
+
+    #[test]
+    fn round_trips_hosts_events_and_alive_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        assert!(store.load().expect("load").alive.is_none(), "new store");
+        let batch = Batch {
+            hosts: (0..10).map(host).collect(),
+            events: (1..=5).map(event).collect(),
+            event_history: 3,
+        };
+        let now = from_millis(1_700_000_003_000);
+        store.write(&batch, now).expect("write");
+        // A later checkpoint overwrites a host and adds events.
+        let mut changed = host(3);
+        changed.state = HostState::Down;
+        let later = Batch {
+            hosts: vec![changed.clone()],
+            events: vec![event(6)],
+            event_history: 3,
+        };
+        store.write(&later, now).expect("write");
+        drop(store);
+
+        let store = Store::open(dir.path()).expect("reopen");
+        let mut loaded = store.load().expect("load");
+        loaded.hosts.sort_by_key(|h| h.beats);
+        let mut want: Vec<StoredHost> = (0..10).map(host).collect();
+        want[3] = changed;
+        assert_eq!(loaded.hosts, want);
+        assert_eq!(
+            loaded.events,
+            (4..=6).map(event).collect::<Vec<_>>(),
+            "only the newest event_history events are kept"
+        );
+        assert_eq!(loaded.alive, Some(now));
+    }
+
+    #[test]
+    fn a_second_open_of_one_directory_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = Store::open(dir.path()).expect("open");
+        let err = Store::open(dir.path()).err().expect("second open refused");
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
+        assert!(
+            matches!(forget(dir.path()), Err(Error::Locked { .. })),
+            "no forgetting under a running server"
+        );
+    }
+
+    #[test]
+    fn garbage_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE_NAME);
+        let garbage: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + 3) as u8).collect();
+        std::fs::write(&path, &garbage).expect("write");
+        let err = Store::open(dir.path()).err().expect("refused");
+        let message = format!("{err}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert_eq!(std::fs::read(&path).expect("read"), garbage);
+        assert!(
+            forget(dir.path()).expect("forget"),
+            "--forget-all removes it"
+        );
+        Store::open(dir.path()).expect("fresh store after forgetting");
+    }
+
+    #[test]
+    fn an_unknown_state_is_an_error_not_a_guess() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        store
+            .write(&Batch::default(), SystemTime::now())
+            .expect("write");
+        {
+            let db = store.db.as_ref().expect("open");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut hosts = txn.open_table(HOSTS).expect("table");
+                let record = HostRecord {
+                    state: "sleeping",
+                    since_ms: 0,
+                    addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+                    last_seen_ms: 0,
+                    boot_id: [0; 16],
+                    seq: 0,
+                    interval_ms: 0,
+                    beats: 0,
+                    losses: 0,
+                    legacy: false,
+                };
+                let bytes = postcard::to_allocvec(&record).expect("encode");
+                hosts.insert("odd", bytes.as_slice()).expect("insert");
+            }
+            txn.commit().expect("commit");
+        }
+        let err = store.load().expect_err("unknown state");
+        assert!(
+            err.to_string().contains("unknown state \"sleeping\""),
+            "{err}"
+        );
+    }
+}

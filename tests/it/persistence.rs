@@ -1,0 +1,428 @@
+//! Persistence: a restart or a stall of the server is not an outage of the
+//! fleet; a failing disk never stops monitoring; a bad store is refused.
+//! See: issue 4.
+
+use crate::util::{Proc, Server, client, free_udp_port, kinds_since, wait_until};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn beats_of(server: &Server) -> BTreeMap<String, u64> {
+    let hosts = server.get_json("/api/v1/hosts");
+    hosts
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|h| {
+            (
+                h["id"].as_str().expect("id").to_string(),
+                h["beats"].as_u64().expect("beats"),
+            )
+        })
+        .collect()
+}
+
+/// Waits for `n` more checkpoints than have been written so far, so that
+/// everything seen before this call is on disk.
+fn wait_checkpoints(server: &Server, n: f64) {
+    let metric = "lubdub_store_checkpoints_total";
+    let before = server.metric(metric).expect("checkpoint metric");
+    assert!(
+        wait_until(WAIT, || server.metric(metric).unwrap_or(0.0) >= before + n),
+        "checkpoints are written"
+    );
+}
+
+#[test]
+fn kill_9_then_restart_remembers_hosts_and_gives_them_grace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = format!("127.0.0.1:{}", free_udp_port());
+    let args = [
+        "--listen",
+        &listen,
+        "--timeout",
+        "1s",
+        "--checkpoint-interval",
+        "200ms",
+    ];
+    let mut server = Server::start_in(dir.path(), &args);
+    let ids = ["keeps-beating-1", "keeps-beating-2", "stops"];
+    let mut clients: BTreeMap<&str, Proc> = ids
+        .iter()
+        .map(|&id| (id, client(&[server.udp], id, &[])))
+        .collect();
+    assert!(
+        wait_until(WAIT, || beats_of(&server)
+            .values()
+            .filter(|&&b| b >= 5)
+            .count()
+            == 3),
+        "all beating: {:?}",
+        server.events()
+    );
+    let before = beats_of(&server);
+    wait_checkpoints(&server, 2.0);
+
+    server.proc.kill(); // SIGKILL: no chance to flush
+    clients.get_mut("stops").expect("client").kill(); // stops while the server is away
+    let restarted_at = Instant::now();
+    let server = Server::start_in(dir.path(), &args);
+
+    let after = beats_of(&server);
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>(),
+        "every host is remembered"
+    );
+    for (id, beats) in &before {
+        assert!(
+            after[id] >= *beats,
+            "{id}: last-seen checkpoint kept its counters"
+        );
+    }
+    let started = server
+        .events()
+        .into_iter()
+        .find(|e| e.kind == "monitor_started")
+        .expect("a monitor_started event");
+    assert!(
+        started.silent_secs > 0.0,
+        "it says how long the server was away: {started:?}"
+    );
+
+    // The stopped client is declared down once the grace (one timeout from
+    // the server's start) ends, and not before.
+    assert!(
+        server.wait_event("stops", "down", WAIT),
+        "{:?}",
+        server.events()
+    );
+    assert!(restarted_at.elapsed() >= Duration::from_secs(1));
+    assert_eq!(server.kinds_of("stops"), ["late", "down"]);
+    // The clients that kept running never changed state: no late, no down,
+    // not even a `joined`, since the server remembered them.
+    let changed = wait_until(Duration::from_secs(2), || {
+        ids[..2].iter().any(|id| !server.kinds_of(id).is_empty())
+    });
+    assert!(!changed, "running clients untouched: {:?}", server.events());
+    for id in &ids[..2] {
+        assert_eq!(server.state_of(id).as_deref(), Some("up"));
+    }
+}
+
+#[test]
+fn a_stopped_server_does_not_declare_the_fleet_down_when_it_resumes() {
+    // 2 s timeout: the stall is forgiven from the timer's intended wake-up
+    // (at most half a second before it), and a loaded machine may take a
+    // moment to apply the queued beats.
+    let server = Server::start(&["--timeout", "2s"]);
+    let mut stops = client(&[server.udp], "stops", &[]);
+    let _a = client(&[server.udp], "beating-a", &[]);
+    let _b = client(&[server.udp], "beating-b", &[]);
+    for id in ["stops", "beating-a", "beating-b"] {
+        assert!(
+            server.wait_event(id, "joined", WAIT),
+            "{:?}",
+            server.events()
+        );
+    }
+    stops.kill();
+    server.proc.signal(libc::SIGSTOP);
+    // The stall itself: longer than the timeout, while the clients beat on.
+    std::thread::sleep(Duration::from_secs(3));
+    server.proc.signal(libc::SIGCONT);
+    let resumed = server.proc.stdout().len();
+
+    assert!(
+        server.wait_event("stops", "down", WAIT),
+        "detection still works after a stall: {:?}",
+        server.events()
+    );
+    let changed = wait_until(Duration::from_secs(2), || {
+        ["beating-a", "beating-b"]
+            .iter()
+            .any(|id| !kinds_since(&server, resumed, id).is_empty())
+    });
+    assert!(
+        !changed,
+        "no mass down after SIGCONT: {:?}",
+        server.events()
+    );
+    assert!(
+        server.metric("lubdub_detector_stalls_total").unwrap_or(0.0) >= 1.0,
+        "the stall is counted"
+    );
+}
+
+/// A small tmpfs mounted for one test, unmounted on drop (even when the test
+/// fails), so a full or read-only disk can be made for real. Needs root,
+/// which this project's test machines and CI run as.
+struct Tmpfs {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).expect("mkdir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "lubdub-test"])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs needs root: {status}");
+        Tmpfs { path, _dir: dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: the server under test may still hold files open here.
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Writes zeros to `path` until the filesystem is full. Bounded by the
+/// filesystem's size.
+fn fill(path: &Path) {
+    let mut file = std::fs::File::create(path).expect("create filler");
+    for chunk in [1 << 20, 4096, 1] {
+        let buf = vec![0u8; chunk];
+        for _ in 0..100_000 {
+            if file.write_all(&buf).is_err() {
+                break;
+            }
+        }
+    }
+    let _ = file.sync_all();
+}
+
+/// Sends one v1 beat for each of `count` new hosts with long ids, so the
+/// next checkpoint has to grow the store.
+fn beat_new_hosts(server: &Server, prefix: &str, count: usize) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let pad = "x".repeat(180);
+    let mut packet = Vec::new();
+    for i in 0..count {
+        let id = format!("{prefix}-{i:05}-{pad}");
+        let beat = lubdub::protocol::Beat {
+            flags: 0,
+            seq: 1,
+            boot_id: [7; 16],
+            sent_at_micros: 0,
+            interval_ms: 60_000,
+            host_id: &id,
+            tag: None,
+        };
+        packet.clear();
+        lubdub::protocol::encode(&beat, &mut packet).expect("encode");
+        socket.send_to(&packet, server.udp).expect("send");
+        if i % 200 == 199 {
+            // Stay within the receive buffer of a busy server.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn host_count(server: &Server) -> usize {
+    server
+        .get_json("/api/v1/hosts")
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+#[test]
+fn a_full_disk_keeps_monitoring_reports_it_and_recovers() {
+    let tmpfs = Tmpfs::mount("8m");
+    let data = tmpfs.path.join("data");
+    let args = ["--timeout", "1s", "--checkpoint-interval", "200ms"];
+    let mut server = Server::start_in(&data, &args);
+    let mut watched = client(&[server.udp], "watched", &[]);
+    assert!(server.wait_event("watched", "joined", WAIT));
+    assert_eq!(server.get_json("/healthz")["store"]["ok"], true);
+
+    fill(&tmpfs.path.join("filler"));
+    beat_new_hosts(&server, "during", 3000);
+    assert!(
+        wait_until(WAIT, || server
+            .metric("lubdub_store_write_errors_total")
+            .unwrap_or(0.0)
+            >= 1.0),
+        "the write fails on a full disk"
+    );
+    let health = server.get_json("/healthz");
+    assert_eq!(health["status"], "degraded", "{health}");
+    let error = health["store"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("lubdub.redb") && error.contains("No space left"),
+        "{health}"
+    );
+    assert_eq!(server.metric("lubdub_store_healthy"), Some(0.0));
+    // Monitoring goes on in memory: new hosts are known, silence detected.
+    assert!(wait_until(WAIT, || host_count(&server) == 3001));
+    watched.kill();
+    assert!(
+        server.wait_event("watched", "down", WAIT),
+        "{:?}",
+        server.events()
+    );
+    // Logged once, then rate-limited (one line per minute at most).
+    let logged = server
+        .proc
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("cannot write store"))
+        .count();
+    assert_eq!(logged, 1, "{:?}", server.proc.stderr());
+
+    // Space again: the retry writes everything that was kept in memory.
+    std::fs::remove_file(tmpfs.path.join("filler")).expect("remove filler");
+    assert!(
+        wait_until(WAIT, || server.get_json("/healthz")["status"] == "ok"),
+        "the store recovers"
+    );
+    assert_eq!(server.metric("lubdub_store_healthy"), Some(1.0));
+    wait_checkpoints(&server, 1.0);
+    server.proc.kill();
+    let server = Server::start_in(&data, &args);
+    assert_eq!(
+        host_count(&server),
+        3001,
+        "what was kept in memory was written"
+    );
+    assert_eq!(
+        server.state_of("watched").as_deref(),
+        Some("down"),
+        "stays down, no second down"
+    );
+    drop(server);
+}
+
+#[test]
+fn a_corrupt_store_is_refused_with_its_path_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lubdub.redb");
+    let garbage: Vec<u8> = (0..200_000u32).map(|i| (i * 31 + 7) as u8).collect();
+    std::fs::write(&path, &garbage).expect("write");
+    let data = dir.path().to_str().expect("utf-8");
+    let mut proc = Proc::spawn(&[
+        "server",
+        "--data-dir",
+        data,
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    assert!(!proc.wait_exit(WAIT).success());
+    let stderr = proc.stderr();
+    assert_eq!(stderr.len(), 1, "one line: {stderr:?}");
+    assert!(
+        stderr[0].contains(&format!("cannot read store {}", path.display()))
+            && stderr[0].contains("--forget-all"),
+        "{stderr:?}"
+    );
+    assert_eq!(std::fs::read(&path).expect("read"), garbage, "untouched");
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_refuses_to_start() {
+    let first = Server::start(&[]);
+    let data = first.data_dir.to_str().expect("utf-8");
+    let mut second = Proc::spawn(&[
+        "server",
+        "--data-dir",
+        data,
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    assert!(!second.wait_exit(WAIT).success());
+    let stderr = second.stderr().join("\n");
+    assert!(
+        stderr.contains(&format!(
+            "another lubdub server is using data directory {data}"
+        )),
+        "{stderr}"
+    );
+    // Nor can it be wiped from under the running server.
+    let mut forget = Proc::spawn(&["server", "--data-dir", data, "--forget-all"]);
+    assert!(!forget.wait_exit(WAIT).success());
+    assert_eq!(
+        first.get_json("/healthz")["status"],
+        "ok",
+        "the first server is unaffected"
+    );
+}
+
+#[test]
+fn sigterm_flushes_the_store_and_forget_all_starts_afresh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Checkpoints only on events and at shutdown: the shutdown must flush.
+    let args = ["--timeout", "1s", "--checkpoint-interval", "1h"];
+    let mut server = Server::start_in(dir.path(), &args);
+    let _client = client(&[server.udp], "a", &[]);
+    assert!(wait_until(WAIT, || beats_of(&server)
+        .get("a")
+        .is_some_and(|&b| b >= 10)));
+    let seen = beats_of(&server)["a"];
+    server.proc.signal(libc::SIGTERM);
+    assert!(server.proc.wait_exit(WAIT).success(), "exit 0 on SIGTERM");
+
+    let server = Server::start_in(dir.path(), &args);
+    assert!(
+        beats_of(&server)["a"] >= seen,
+        "the last-seen checkpoint was flushed at shutdown"
+    );
+    drop(server);
+
+    let server = Server::start_in(dir.path(), &["--forget-all"]);
+    assert_eq!(
+        server.get_json("/api/v1/hosts"),
+        serde_json::json!([]),
+        "nothing remembered after --forget-all"
+    );
+}
+
+#[test]
+fn default_data_dir_is_systemds_state_directory_else_the_users_data_dir() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("var-lib-lubdub");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    let args = ["server", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+    let cases = [
+        (
+            vec![
+                ("STATE_DIRECTORY", state.to_str().expect("utf-8")),
+                ("HOME", home.to_str().expect("utf-8")),
+            ],
+            state.join("lubdub.redb"),
+        ),
+        (
+            vec![("HOME", home.to_str().expect("utf-8"))],
+            home.join(".local/share/lubdub/lubdub.redb"),
+        ),
+    ];
+    for (env, store) in cases {
+        let mut server = Proc::spawn_env(&args, &env);
+        assert!(
+            server
+                .wait_line(WAIT, |l| l.starts_with("listening "))
+                .is_some(),
+            "{:?}",
+            server.stderr()
+        );
+        assert!(store.exists(), "{env:?}: store at {}", store.display());
+        server.signal(libc::SIGTERM);
+        assert!(server.wait_exit(WAIT).success());
+    }
+}
