@@ -16,9 +16,11 @@
 //! Module map: [`protocol`] (wire format, no I/O), [`config`] (settings and
 //! their documented defaults), [`client`] (beat loop), [`server`] (ingest,
 //! registry, detector, events, HTTP), [`shutdown`] (signals), [`duration`]
-//! (the `500ms` / `10s` / `2m` syntax), [`ratelimit`] (log throttling).
+//! (the `500ms` / `10s` / `2m` syntax), [`ratelimit`] (log throttling),
+//! [`auth`] (keys, signing and verifying beats).
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod duration;
