@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod keygen;
+
 /// Heartbeat monitor: tells you, at each host's own deadline, which of your
 /// computers has stopped working.
 #[derive(Parser)]
@@ -31,6 +33,8 @@ enum Command {
     Server(ServerArgs),
     /// Send beats to one or more servers.
     Client(ClientArgs),
+    /// Write a new random key to a key file (mode 0600), or derive a host's key.
+    Keygen(keygen::KeygenArgs),
 }
 
 #[derive(Args)]
@@ -65,6 +69,21 @@ struct ServerArgs {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Accept only beats signed with a key of this file (see `lubdub keygen`).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// With --key-file: also accept unsigned legacy `Thump!` beats from this
+    /// network (CIDR; repeat for several).
+    #[arg(long, value_name = "CIDR")]
+    legacy_network: Vec<ipnet::IpNet>,
+    /// With --key-file: largest difference between a beat's send time and
+    /// the server's clock [default: 2m].
+    #[arg(long, value_parser = duration::parse, value_name = "DURATION")]
+    max_clock_skew: Option<Duration>,
+    /// Most hosts tracked; beats from further new hosts are dropped
+    /// [default: 2000000].
+    #[arg(long, value_name = "N")]
+    max_hosts: Option<usize>,
 }
 
 impl ServerArgs {
@@ -80,6 +99,12 @@ impl ServerArgs {
         config.late_after = self.late_after.or(config.late_after);
         config.silent_report = self.silent_report.or(config.silent_report);
         config.data_dir = self.data_dir.or(config.data_dir);
+        config.key_file = self.key_file.or(config.key_file);
+        if !self.legacy_network.is_empty() {
+            config.legacy_networks = self.legacy_network;
+        }
+        set(&mut config.max_clock_skew, self.max_clock_skew);
+        set(&mut config.max_hosts, self.max_hosts);
         Ok(config)
     }
 }
@@ -109,6 +134,12 @@ struct ClientArgs {
     /// TOML config file; its `[client]` table sets any of these settings.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Sign every beat with a key from this file (see `lubdub keygen`).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Id of the key to sign with [default: the highest id in the file].
+    #[arg(long, value_name = "ID")]
+    key_id: Option<u32>,
 }
 
 impl ClientArgs {
@@ -122,6 +153,8 @@ impl ClientArgs {
         set(&mut config.interval, self.interval);
         config.host_id = self.host_id.or(config.host_id);
         config.legacy |= self.legacy;
+        config.key_file = self.key_file.or(config.key_file);
+        config.key_id = self.key_id.or(config.key_id);
         Ok(config)
     }
 }
@@ -196,6 +229,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let server = server::Server::bind(config)
                 .await
                 .context("starting the server")?;
+            match server.key_count() {
+                0 => tracing::info!("no key file: unsigned beats are accepted"),
+                keys => tracing::info!(keys, "beats must be signed with a listed key"),
+            }
             println!(
                 "listening udp={} http={}",
                 server.udp_addr(),
@@ -215,6 +252,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             client.run(stop).await;
             Ok(())
         }
+        Command::Keygen(args) => keygen::run(args),
     }
 }
 

@@ -8,11 +8,13 @@
 
 pub mod detector;
 pub mod events;
+pub mod guard;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod recv;
 pub mod registry;
+pub mod replay;
 
 use crate::config::ServerConfig;
 use detector::Detector;
@@ -52,6 +54,9 @@ pub enum Error {
     /// The HTTP server failed while running.
     #[error("http server failed")]
     Http(#[source] io::Error),
+    /// The key file cannot be used.
+    #[error(transparent)]
+    Keys(#[from] crate::auth::Error),
 }
 
 /// State shared by the server's tasks.
@@ -70,12 +75,14 @@ pub struct Server {
     udp: UdpSocket,
     http: TcpListener,
     shared: Arc<Shared>,
+    guard: Arc<guard::Guard>,
 }
 
 impl Server {
     /// Validates `config` and binds the UDP and HTTP sockets.
     pub async fn bind(config: ServerConfig) -> Result<Server, Error> {
         config.validate()?;
+        let guard = Arc::new(guard::Guard::new(&config)?);
         let udp =
             bind_udp(config.listen, config.recv_buffer_bytes).map_err(|source| Error::Bind {
                 what: "udp",
@@ -99,6 +106,7 @@ impl Server {
             udp,
             http,
             shared,
+            guard,
         })
     }
 
@@ -121,6 +129,12 @@ impl Server {
         self.shared.clone()
     }
 
+    /// How many keys the server accepts beats signed with (0: unsigned
+    /// beats are accepted).
+    pub fn key_count(&self) -> usize {
+        self.guard.key_count()
+    }
+
     /// Runs until `shutdown` is cancelled, then stops cleanly.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let Server {
@@ -128,6 +142,7 @@ impl Server {
             udp,
             http,
             shared,
+            guard,
         } = self;
         let wake = Arc::new(Notify::new());
         let console = tokio::spawn(print_events(shared.events.subscribe()));
@@ -140,6 +155,7 @@ impl Server {
                 wake: wake.clone(),
                 events: shared.events.clone(),
                 metrics: shared.metrics.clone(),
+                guard: guard.clone(),
             }
             .run(ingest_stop.clone()),
         );
@@ -162,7 +178,7 @@ impl Server {
         let mut http_server = {
             let stop = http_stop.clone();
             tokio::spawn(
-                axum::serve(http, http::router(shared.clone()))
+                axum::serve(http, guard::limit_http(http::router(shared.clone())))
                     .with_graceful_shutdown(async move { stop.cancelled().await })
                     .into_future(),
             )
