@@ -195,9 +195,12 @@ fn legacy_beats_from_listed_networks_are_still_accepted() {
 
 /// A UDP relay between a client and the server that records every packet
 /// it forwards, as an attacker on the path would.
+/// Packets a relay forwarded, with when.
+type Log = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
+
 struct Relay {
     addr: SocketAddr,
-    captured: Arc<Mutex<Vec<(Instant, Vec<u8>)>>>,
+    captured: Log,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -391,7 +394,7 @@ fn per_host_keys_sign_only_for_their_host() {
     let stolen = KeyRing::parse(&text).expect("parse");
     let forger = Signer::new(stolen.get(1).expect("key 1"), "db-1").expect("signer");
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let run = now_micros() / 1_000_000 << 32;
+    let run = (now_micros() / 1_000_000) << 32;
     for i in 0..5 {
         socket
             .send_to(&framed("db-1", run + i, Some(&forger)), server.udp)
@@ -532,7 +535,7 @@ fn without_keys_max_hosts_holds_under_a_flood_of_made_up_hosts() {
     let _real = client(&[server.udp], "real", &[]);
     assert!(server.wait_event("real", "joined", WAIT));
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let run = now_micros() / 1_000_000 << 32;
+    let run = (now_micros() / 1_000_000) << 32;
     for i in 0..5_000u64 {
         let id = format!("made-up-{i}-{}", random_id(8));
         let _ = socket.send_to(&framed(&id, run, None), server.udp);
