@@ -177,6 +177,11 @@ impl Client {
         &self.host_id
     }
 
+    /// The id of the key beats are signed with; `None` when unsigned.
+    pub fn key_id(&self) -> Option<u32> {
+        self.signer.as_ref().map(Signer::key_id)
+    }
+
     /// Beats until `shutdown`, then sends a goodbye to every server.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut next = Instant::now();

@@ -246,6 +246,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(
                 host_id = client.host_id(),
                 servers = ?config.servers,
+                signed_with_key = ?client.key_id(),
                 interval = %duration::format(config.interval),
                 "beating (port {DEFAULT_PORT} unless given)"
             );
