@@ -105,6 +105,16 @@ fn keygen_writes_private_files_refuses_overwrite_and_rotates() {
             .starts_with(first.lines().next().expect("header"))
     );
 
+    // Without a file, the key file goes to stdout.
+    let printed = Command::new(BIN)
+        .args(["keygen", "--per-host"])
+        .env_clear()
+        .output()
+        .expect("run");
+    assert!(printed.status.success());
+    let ring = KeyRing::parse(&String::from_utf8_lossy(&printed.stdout)).expect("key file");
+    assert_eq!(ring.newest().map(|k| (k.id, k.per_host)), Some((1, true)));
+
     keygen(dir.path(), "keys.toml", &["--force", "--id", "9"]);
     let ids: Vec<u32> = KeyRing::load(&path)
         .expect("load")
@@ -453,13 +463,8 @@ fn flood_of_forged_packets_changes_nothing() {
                     let signer = Signer::new(&unknown, &id).expect("signer");
                     framed(&id, seq, Some(&signer))
                 }
-                _ => {
-                    // Re-sign for this id with the wrong key.
-                    let mut out = framed(&id, seq, Some(&wrong));
-                    let len = out.len();
-                    out[len - 1] ^= 0x5a;
-                    out
-                }
+                // Key id 1, as the server's, but another secret.
+                _ => framed(&id, seq, Some(&wrong)),
             }
         })
         .collect();
