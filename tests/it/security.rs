@@ -148,7 +148,7 @@ fn only_signed_beats_count_when_keys_are_required() {
     let keys = keygen(dir.path(), "keys.toml", &[]);
     let wrong = keygen(dir.path(), "wrong.toml", &[]); // same id 1, other secret
     let unknown = keygen(dir.path(), "unknown.toml", &["--id", "77"]);
-    let server = Server::start(&["--timeout", "1s", "--key-file", path_str(&keys)]);
+    let server = Server::start(&["--timeout", "2s", "--key-file", path_str(&keys)]);
     let _signed = client(&[server.udp], "signed", &["--key-file", path_str(&keys)]);
     let _unsigned = client(&[server.udp], "unsigned", &[]);
     let _wrong = client(
@@ -352,7 +352,7 @@ fn key_rotation_has_no_gap() {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = keygen(dir.path(), "keys.toml", &[]);
     keygen(dir.path(), "keys.toml", &["--add"]);
-    let server = Server::start(&["--timeout", "1s", "--key-file", path_str(&keys)]);
+    let server = Server::start(&["--timeout", "2s", "--key-file", path_str(&keys)]);
     let mut old = client(
         &[server.udp],
         "rotating",
@@ -369,11 +369,18 @@ fn key_rotation_has_no_gap() {
     // Restart the client on the newest key (the default), at once.
     old.kill();
     let beats_before = server.metric("lubdub_beats_total").expect("beats");
-    let _new = client(&[server.udp], "rotating", &["--key-file", path_str(&keys)]);
-    // 1.5 s of beats on key 2: more than the 1 s timeout.
+    let new = client(&[server.udp], "rotating", &["--key-file", path_str(&keys)]);
+    // 2.5 s of beats on key 2: more than the 2 s timeout.
     assert!(wait_until(WAIT, || {
-        server.metric("lubdub_beats_total").expect("beats") >= beats_before + 15.0
+        server.metric("lubdub_beats_total").expect("beats") >= beats_before + 25.0
     }));
+    assert!(
+        new.stderr()
+            .iter()
+            .any(|l| l.contains("signed_with_key=Some(2)")),
+        "{:?}",
+        new.stderr()
+    );
     assert_eq!(server.kinds_of("rotating"), ["joined"], "never late");
     assert_eq!(server.state_of("rotating").as_deref(), Some("up"));
     for reason in ["unsigned", "bad_mac", "unknown_key", "replay", "clock_skew"] {
@@ -390,7 +397,7 @@ fn per_host_keys_sign_only_for_their_host() {
         "web-1.toml",
         &["--for-host", "web-1", "--from", path_str(&master)],
     );
-    let server = Server::start(&["--timeout", "1s", "--key-file", path_str(&master)]);
+    let server = Server::start(&["--timeout", "2s", "--key-file", path_str(&master)]);
     let _web = client(&[server.udp], "web-1", &["--key-file", path_str(&web)]);
     assert!(
         server.wait_event("web-1", "joined", WAIT),
