@@ -444,7 +444,9 @@ fn flood_of_forged_packets_changes_nothing() {
     let wrong = KeyRing::load(&keygen(dir.path(), "wrong.toml", &[])).expect("load");
     let wrong = Signer::new(wrong.get(1).expect("key"), "x").expect("signer");
     let unknown = Key::new(4242, &[9; 32], false, None).expect("key");
-    let server = Server::start(&["--timeout", "2s", "--key-file", path_str(&keys)]);
+    // -v: bad packets are logged (at debug level), so the test sees that
+    // the log is rate-limited rather than silent.
+    let server = Server::start(&["--timeout", "2s", "--key-file", path_str(&keys), "-v"]);
     let real = ["real-0", "real-1", "real-2"];
     let _clients: Vec<Proc> = real
         .iter()
@@ -539,6 +541,18 @@ fn flood_of_forged_packets_changes_nothing() {
         "VmRSS grew from {rss_before} KiB to {rss_after} KiB"
     );
     assert!(answered > 0);
+    // One line per 10 s for bad packets, with a count of those held back:
+    // a flood cannot fill the disk.
+    let logged = server
+        .proc
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("dropped packet"))
+        .count();
+    assert!(
+        (1..=3).contains(&logged),
+        "{logged} lines about dropped packets"
+    );
 }
 
 #[test]
