@@ -2,6 +2,7 @@
 //! goodbye. It survives unreachable servers, DNS failures and network
 //! errors: it logs them (at most once a minute per server) and keeps beating.
 
+use crate::auth::{KeyRing, Signer};
 use crate::config::{ClientConfig, DEFAULT_PORT};
 use crate::protocol::{self, Beat, flags};
 use crate::ratelimit::RateLimit;
@@ -30,6 +31,9 @@ pub enum Error {
     /// A server is not of the form `HOST[:PORT]`.
     #[error("bad server address {0:?}: expected HOST, HOST:PORT or [IPv6]:PORT")]
     BadServer(String),
+    /// The key file cannot be used.
+    #[error(transparent)]
+    Key(#[from] crate::auth::Error),
 }
 
 /// One server to beat to.
@@ -120,6 +124,8 @@ pub struct Client {
     targets: Vec<Target>,
     sockets: Sockets,
     packet: Vec<u8>,
+    /// Signs every beat when a key file is configured.
+    signer: Option<Signer>,
 }
 
 impl Client {
@@ -147,6 +153,10 @@ impl Client {
             })
             .collect::<Result<_, Error>>()?;
         let host_id = config.host_id.clone().unwrap_or_else(default_host_id);
+        let signer = match &config.key_file {
+            Some(path) => Some(signer(path, config.key_id, &host_id)?),
+            None => None,
+        };
         // The high half is the start time, so the sequence keeps rising
         // across restarts of the client (see docs/PROTOCOL.md).
         let start_secs = unix_micros(SystemTime::now()) / 1_000_000;
@@ -157,6 +167,7 @@ impl Client {
             targets,
             sockets: Sockets::default(),
             packet: Vec::with_capacity(protocol::MAX_PACKET_LEN),
+            signer,
             config,
         })
     }
@@ -164,6 +175,11 @@ impl Client {
     /// The host id this client reports.
     pub fn host_id(&self) -> &str {
         &self.host_id
+    }
+
+    /// The id of the key beats are signed with; `None` when unsigned.
+    pub fn key_id(&self) -> Option<u32> {
+        self.signer.as_ref().map(Signer::key_id)
     }
 
     /// Beats until `shutdown`, then sends a goodbye to every server.
@@ -205,7 +221,11 @@ impl Client {
                 host_id: &self.host_id,
                 tag: None,
             };
-            protocol::encode(&beat, &mut self.packet).expect("host id validated at start");
+            match &self.signer {
+                Some(signer) => signer.sign(&beat, &mut self.packet),
+                None => protocol::encode(&beat, &mut self.packet),
+            }
+            .expect("host id validated at start");
             self.seq = self.seq.wrapping_add(1);
             &self.packet
         };
@@ -229,6 +249,19 @@ impl Client {
             }
         }
     }
+}
+
+/// The signer for `host_id` from the key file: key `key_id`, or the newest.
+fn signer(path: &std::path::Path, key_id: Option<u32>, host_id: &str) -> Result<Signer, Error> {
+    let ring = KeyRing::load(path)?;
+    let key = match key_id {
+        Some(id) => ring.get(id).ok_or_else(|| crate::auth::Error::NoSuchKey {
+            path: path.to_path_buf(),
+            id,
+        })?,
+        None => ring.newest().expect("a loaded key file has a key"),
+    };
+    Ok(Signer::new(key, host_id)?)
 }
 
 /// Resolves `target` if needed and sends `payload` to its first address.

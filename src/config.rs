@@ -180,6 +180,31 @@ pub struct ServerConfig {
     /// host that beat since the last one. Default: 5s.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// Key file (written by `lubdub keygen`, see docs/SECURITY.md). Set, the
+    /// server accepts only beats signed with a listed key, checks that each
+    /// host's sequence numbers only move forward and that beats are fresh
+    /// (`max_clock_skew`), and drops legacy `Thump!` beats unless their source
+    /// is in `legacy_networks`. Unset (the default, as in the seed): every
+    /// well-formed beat is accepted, signed or not.
+    pub key_file: Option<PathBuf>,
+    /// Networks (CIDR, e.g. `10.1.0.0/16`, `::1/128`) whose unsigned legacy
+    /// `Thump!` beats a server with `key_file` still accepts, for old
+    /// PyHeartBeat clients that cannot sign. Empty (the default): none. No
+    /// effect without `key_file`, where every legacy beat is accepted.
+    pub legacy_networks: Vec<ipnet::IpNet>,
+    /// With `key_file`: how far a signed beat's send time may lie from the
+    /// server's clock, either way. It bounds how long a captured beat can be
+    /// replayed to a server that has forgotten the host's sequence number
+    /// (e.g. after a restart); lower is safer but needs well-synchronised
+    /// clocks (NTP). Default: 2m.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// Most hosts the server tracks. Beats from further new hosts are
+    /// dropped (counted as `max_hosts` in `lubdub_packets_dropped_total`,
+    /// logged at most once a minute), so a flood of made-up host ids cannot
+    /// exhaust memory; known hosts are unaffected. Default: 2000000 (twice
+    /// the fleet DESIGN.md sizes a server for; a few hundred bytes each).
+    pub max_hosts: usize,
 }
 
 impl Default for ServerConfig {
@@ -195,6 +220,10 @@ impl Default for ServerConfig {
             data_dir: None,
             sinks: Default::default(),
             checkpoint_interval: Duration::from_secs(5),
+            key_file: None,
+            legacy_networks: Vec::new(),
+            max_clock_skew: Duration::from_secs(120),
+            max_hosts: 2_000_000,
         }
     }
 }
@@ -231,6 +260,12 @@ impl ServerConfig {
         if self.checkpoint_interval.is_zero() {
             return Err(invalid("checkpoint_interval", "must be greater than 0"));
         }
+        if self.max_clock_skew.is_zero() {
+            return Err(invalid("max_clock_skew", "must be greater than 0"));
+        }
+        if self.max_hosts == 0 {
+            return Err(invalid("max_hosts", "must be greater than 0"));
+        }
         Ok(())
     }
 
@@ -264,6 +299,12 @@ pub struct ClientConfig {
     /// Send the seed's bare `Thump!` instead of v1 beats, to feed an old
     /// PyHeartBeat server. The server then keys the host by its IP address.
     pub legacy: bool,
+    /// Key file to sign beats with (see `lubdub keygen`). Unset: beats are
+    /// not signed, which a server with a key file drops.
+    pub key_file: Option<PathBuf>,
+    /// Id of the key in `key_file` to sign with. Unset: the highest id (the
+    /// newest, as `lubdub keygen --add` numbers keys upwards).
+    pub key_id: Option<u32>,
 }
 
 impl Default for ClientConfig {
@@ -274,6 +315,8 @@ impl Default for ClientConfig {
             jitter: 0.05,
             host_id: None,
             legacy: false,
+            key_file: None,
+            key_id: None,
         }
     }
 }
@@ -297,6 +340,12 @@ impl ClientConfig {
             && (id.is_empty() || id.len() > crate::protocol::MAX_HOST_ID_LEN)
         {
             return Err(invalid("host_id", "must be 1 to 255 bytes"));
+        }
+        if self.key_id.is_some() && self.key_file.is_none() {
+            return Err(invalid("key_id", "needs key_file"));
+        }
+        if self.legacy && self.key_file.is_some() {
+            return Err(invalid("key_file", "legacy Thump! beats cannot be signed"));
         }
         Ok(())
     }

@@ -18,9 +18,11 @@
 //! registry, detector, events, HTTP, alert sinks), [`shutdown`] (signals),
 //! [`duration`] (the `500ms` / `10s` / `2m` syntax), [`ratelimit`] (log
 //! throttling), [`status`] (`lubdub status`), [`store`] (the registry and
-//! recent events on disk, across restarts).
+//! recent events on disk, across restarts), [`auth`] (keys, signing and
+//! verifying beats).
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod duration;

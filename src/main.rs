@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod keygen;
+
 /// Heartbeat monitor: tells you, at each host's own deadline, which of your
 /// computers has stopped working.
 #[derive(Parser)]
@@ -78,6 +80,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Write a new random key to a key file (mode 0600), or derive a host's key.
+    Keygen(keygen::KeygenArgs),
 }
 
 #[derive(Args)]
@@ -125,6 +129,21 @@ struct ServerArgs {
     /// directory before starting (refused while another server uses it).
     #[arg(long)]
     forget_all: bool,
+    /// Accept only beats signed with a key of this file (see `lubdub keygen`).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// With --key-file: also accept unsigned legacy `Thump!` beats from this
+    /// network (CIDR; repeat for several).
+    #[arg(long, value_name = "CIDR")]
+    legacy_network: Vec<ipnet::IpNet>,
+    /// With --key-file: largest difference between a beat's send time and
+    /// the server's clock [default: 2m].
+    #[arg(long, value_parser = duration::parse, value_name = "DURATION")]
+    max_clock_skew: Option<Duration>,
+    /// Most hosts tracked; beats from further new hosts are dropped
+    /// [default: 2000000].
+    #[arg(long, value_name = "N")]
+    max_hosts: Option<usize>,
 }
 
 impl ServerArgs {
@@ -145,6 +164,12 @@ impl ServerArgs {
         set(&mut config.event_history, self.event_history);
         set(&mut config.recv_buffer_bytes, self.recv_buffer_bytes);
         set(&mut config.checkpoint_interval, self.checkpoint_interval);
+        config.key_file = self.key_file.or(config.key_file);
+        if !self.legacy_network.is_empty() {
+            config.legacy_networks = self.legacy_network;
+        }
+        set(&mut config.max_clock_skew, self.max_clock_skew);
+        set(&mut config.max_hosts, self.max_hosts);
         config.validate()?;
         Ok(config)
     }
@@ -182,6 +207,12 @@ struct ClientArgs {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Sign every beat with a key from this file (see `lubdub keygen`).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Id of the key to sign with [default: the highest id in the file].
+    #[arg(long, value_name = "ID")]
+    key_id: Option<u32>,
 }
 
 impl ClientArgs {
@@ -197,6 +228,8 @@ impl ClientArgs {
         config.host_id = self.host_id.or(config.host_id);
         config.legacy |= self.legacy;
         set(&mut config.jitter, self.jitter);
+        config.key_file = self.key_file.or(config.key_file);
+        config.key_id = self.key_id.or(config.key_id);
         config.validate()?;
         Ok(config)
     }
@@ -389,6 +422,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let server = server::Server::bind(config)
                 .await
                 .context("starting the server")?;
+            match server.key_count() {
+                0 => tracing::info!("no key file: unsigned beats are accepted"),
+                keys => tracing::info!(keys, "beats must be signed with a listed key"),
+            }
             println!(
                 "listening udp={} http={}",
                 server.udp_addr(),
@@ -408,6 +445,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(
                 host_id = client.host_id(),
                 servers = ?config.servers,
+                signed_with_key = ?client.key_id(),
                 interval = %duration::format(config.interval),
                 "beating (port {DEFAULT_PORT} unless given)"
             );
@@ -417,6 +455,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Status(_) | Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled before the runtime starts")
         }
+        Command::Keygen(args) => keygen::run(args),
     }
 }
 

@@ -392,6 +392,17 @@ mod tests {
                 Err(e) => format!("error {}", e.as_str()),
             };
             assert_eq!(got, expect, "vector {name}");
+            if name.starts_with("signed") {
+                // Signed vectors must also verify with the documented test key.
+                let Ok(Packet::V1(beat)) = decode(&bytes) else {
+                    panic!("vector {name} is a v1 beat")
+                };
+                let mut ring = crate::auth::KeyRing::default();
+                let secret: Vec<u8> = (0u8..32).collect();
+                ring.add(crate::auth::Key::new(1, &secret, false, None).expect("test key"))
+                    .expect("one key");
+                assert_eq!(ring.verify(&bytes, &beat), Ok(()), "vector {name} verifies");
+            }
         }
     }
 

@@ -12,6 +12,7 @@
 use super::dirty::DirtySet;
 use super::events::{Event, EventKind};
 use super::registry::{Host, HostState, Registry, Slot};
+use super::replay;
 use super::stall::{StallCounters, StallWatch};
 use crate::config::ServerConfig;
 use std::cmp::Reverse;
@@ -40,6 +41,18 @@ pub struct Observation<'a> {
     pub goodbye: bool,
 }
 
+/// What [`Detector::observe`] did with a beat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// The beat was applied to its host (or added a new one).
+    Applied,
+    /// Refused: its seq was seen before or is below the host's window, and
+    /// the server enforces the window (it has keys). Nothing changed.
+    Replayed,
+    /// Refused: a new host, but `max_hosts` are already tracked.
+    HostLimit,
+}
+
 /// The registry plus the deadline queue and the state machine over them.
 pub struct Detector {
     registry: Registry,
@@ -50,6 +63,10 @@ pub struct Detector {
     dirty: DirtySet,
     /// Where stalls are counted (the metrics' counters, once linked).
     stall_counters: StallCounters,
+    /// Refuse beats whose seq is not new (see `replay`): on with keys, where
+    /// a seq cannot be forged; without keys it would protect nothing.
+    enforce_seq: bool,
+    max_hosts: usize,
 }
 
 /// Seq numbers carry the client's start time (Unix seconds) in their high
@@ -67,6 +84,8 @@ impl Detector {
             late_ratio: config.late_ratio(),
             dirty: DirtySet::default(),
             stall_counters: StallCounters::default(),
+            enforce_seq: config.key_file.is_some(),
+            max_hosts: config.max_hosts,
         }
     }
 
@@ -98,19 +117,29 @@ impl Detector {
     }
 
     /// Records a beat received at `now` (`wall`: the same moment on the wall
-    /// clock) and appends the state changes it causes to `events`.
+    /// clock) and appends the state changes it causes to `events`. A beat
+    /// refused (replayed, or a new host past `max_hosts`) changes nothing.
     pub fn observe(
         &mut self,
         beat: &Observation<'_>,
         now: Instant,
         wall: SystemTime,
         events: &mut Vec<Event>,
-    ) {
+    ) -> Observed {
         let Some(slot) = self.registry.find(beat.host_id) else {
+            if self.registry.len() >= self.max_hosts {
+                return Observed::HostLimit;
+            }
             self.join(beat, now, wall, events);
-            return;
+            return Observed::Applied;
         };
         let host = self.registry.get_mut(slot);
+        let seq_check = beat
+            .seq
+            .map(|seq| replay::check(host.seq, host.recent_seqs, seq));
+        if self.enforce_seq && seq_check.is_some_and(replay::SeqCheck::is_replay) {
+            return Observed::Replayed;
+        }
         let silent_for = now.saturating_duration_since(host.last_seen);
         let mut changes = [None, None];
         if host.addr != beat.addr {
@@ -119,13 +148,30 @@ impl Detector {
         }
         let rebooted =
             beat.boot_id != [0; 16] && host.boot_id != [0; 16] && beat.boot_id != host.boot_id;
-        if let Some(seq) = beat.seq {
+        if let (Some(seq), Some(check)) = (beat.seq, seq_check) {
             let same_run = seq >> SEQ_RUN_SHIFT == host.seq >> SEQ_RUN_SHIFT;
-            if rebooted || !same_run {
-                host.seq = seq;
-            } else if seq > host.seq {
-                host.losses += seq - host.seq - 1;
-                host.seq = seq;
+            let counting = same_run && !rebooted && !host.gap_uncounted;
+            host.gap_uncounted = false;
+            match check {
+                replay::SeqCheck::Newer { ahead } => {
+                    if counting {
+                        host.losses += ahead - 1;
+                    }
+                    replay::record(&mut host.seq, &mut host.recent_seqs, seq);
+                }
+                replay::SeqCheck::Reordered => {
+                    if counting {
+                        // A beat counted lost when a later one overtook it.
+                        host.losses = host.losses.saturating_sub(1);
+                    }
+                    replay::record(&mut host.seq, &mut host.recent_seqs, seq);
+                }
+                // Only reached without enforcement: a new run that numbers
+                // lower (the client's clock went back) starts afresh.
+                _ if rebooted || !same_run => {
+                    replay::restart(&mut host.seq, &mut host.recent_seqs, seq);
+                }
+                _ => {}
             }
         }
         host.boot_id = beat.boot_id;
@@ -156,6 +202,7 @@ impl Detector {
         }
         self.dirty.mark(slot);
         self.reschedule_if_earlier(slot);
+        Observed::Applied
     }
 
     fn join(
@@ -183,6 +230,8 @@ impl Detector {
             losses: 0,
             legacy: beat.seq.is_none(),
             scheduled: None,
+            recent_seqs: u64::from(beat.seq.is_some()),
+            gap_uncounted: false,
         };
         let kind = if beat.goodbye {
             EventKind::Left
@@ -642,7 +691,7 @@ mod tests {
                 seq: Some(run + 3),
                 ..beat("a")
             },
-        ); // late duplicate
+        ); // overtaken by run + 4: arrived after all, so not lost
         let next_run = 1_700_000_100u64 << 32;
         sim.observe(
             4.0,
@@ -653,7 +702,113 @@ mod tests {
         ); // client restarted
         let registry = sim.detector.registry();
         let host = registry.get(registry.find("a").expect("known"));
-        assert_eq!((host.losses, host.seq, host.beats), (2, next_run, 5));
+        assert_eq!((host.losses, host.seq, host.beats), (1, next_run, 5));
+    }
+
+    fn keyed_detector(max_hosts: usize) -> Detector {
+        Detector::new(&ServerConfig {
+            timeout: TIMEOUT,
+            key_file: Some("keys.toml".into()),
+            max_hosts,
+            ..ServerConfig::default()
+        })
+    }
+
+    fn observe_at(d: &mut Detector, at: Instant, seq: u64, goodbye: bool) -> Observed {
+        let mut events = Vec::new();
+        let beat = Observation {
+            seq: Some(seq),
+            goodbye,
+            ..beat("a")
+        };
+        d.observe(&beat, at, SystemTime::now(), &mut events)
+    }
+
+    #[test]
+    fn with_keys_a_replayed_seq_changes_nothing() {
+        let mut d = keyed_detector(10);
+        let t0 = Instant::now();
+        let run = 1_700_000_000u64 << 32;
+        for i in 0..5 {
+            assert_eq!(observe_at(&mut d, t0, run + i, false), Observed::Applied);
+        }
+        let later = t0 + TIMEOUT * 2;
+        let mut events = Vec::new();
+        d.expire(later, SystemTime::now(), &mut events);
+        let state = |d: &Detector| {
+            let host = d.registry().get(d.registry().find("a").expect("known"));
+            (host.state, host.last_seen, host.beats, host.seq)
+        };
+        assert_eq!(state(&d), (HostState::Down, t0, 5, run + 4));
+        // Every captured beat, the latest included, and a goodbye: refused.
+        for i in 0..5 {
+            assert_eq!(
+                observe_at(&mut d, later, run + i, false),
+                Observed::Replayed
+            );
+            assert_eq!(observe_at(&mut d, later, run + i, true), Observed::Replayed);
+        }
+        // An older client run (earlier start time) is a replay too.
+        let older = (1_699_999_000u64 << 32) + 100;
+        assert_eq!(observe_at(&mut d, later, older, false), Observed::Replayed);
+        assert_eq!(state(&d), (HostState::Down, t0, 5, run + 4));
+        // A beat overtaken on the way still counts once; a new run works.
+        assert_eq!(observe_at(&mut d, later, run + 7, false), Observed::Applied);
+        assert_eq!(observe_at(&mut d, later, run + 6, false), Observed::Applied);
+        assert_eq!(
+            observe_at(&mut d, later, run + 6, false),
+            Observed::Replayed
+        );
+        let next_run = 1_700_000_100u64 << 32;
+        assert_eq!(
+            observe_at(&mut d, later, next_run, false),
+            Observed::Applied
+        );
+        let host = d.registry().get(d.registry().find("a").expect("known"));
+        assert_eq!(
+            (host.state, host.seq, host.recent_seqs),
+            (HostState::Up, next_run, 1)
+        );
+    }
+
+    #[test]
+    fn recent_seqs_marks_which_beats_arrived() {
+        let mut d = detector();
+        let t0 = Instant::now();
+        for seq in [10, 11, 13, 16, 12] {
+            observe_at(&mut d, t0, seq, false);
+        }
+        let host = d.registry().get(d.registry().find("a").expect("known"));
+        // seq 16 is bit 0; 13, 12, 11, 10 are bits 3 to 6; 14, 15 are lost.
+        assert_eq!(
+            (host.seq, host.recent_seqs, host.losses),
+            (16, 0b111_1001, 2)
+        );
+        // Without keys a repeated seq is still a beat (the seed's behaviour).
+        assert_eq!(observe_at(&mut d, t0, 16, false), Observed::Applied);
+    }
+
+    #[test]
+    fn max_hosts_caps_new_hosts_only() {
+        let mut d = keyed_detector(3);
+        let t0 = Instant::now();
+        let mut events = Vec::new();
+        let ids = ["h0", "h1", "h2", "h3", "h4"];
+        let got: Vec<Observed> = ids
+            .iter()
+            .map(|id| d.observe(&beat(id), t0, SystemTime::now(), &mut events))
+            .collect();
+        use Observed::{Applied, HostLimit};
+        assert_eq!(got, [Applied, Applied, Applied, HostLimit, HostLimit]);
+        assert_eq!(d.registry().len(), 3);
+        let known = Observation {
+            seq: Some(2),
+            ..beat("h1")
+        };
+        assert_eq!(
+            d.observe(&known, t0, SystemTime::now(), &mut events),
+            Applied
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,10 +4,11 @@
 //! Per packet there is no allocation, no lock and no channel send: a batch
 //! of up to 64 datagrams costs one system call, one clock read and one lock.
 
-use super::detector::{Detector, Observation};
+use super::detector::{Detector, Observation, Observed};
 use super::events::EventLog;
+use super::guard::Guard;
 use super::metrics::Metrics;
-use super::recv::Batch;
+use super::recv::{BATCH, Batch};
 use crate::protocol::{self, DecodeError, Packet};
 use crate::ratelimit::RateLimit;
 use std::io::{self, Write};
@@ -27,17 +28,48 @@ pub enum DropReason {
     Malformed,
     /// A lubdub packet of a version this server does not speak.
     UnsupportedVersion,
+    /// With keys: a beat without a tag.
+    Unsigned,
+    /// With keys: a tag whose MAC does not verify.
+    BadMac,
+    /// With keys: a tag naming a key id the server does not have.
+    UnknownKey,
+    /// With keys: a legacy `Thump!` from outside `legacy_networks`.
+    Legacy,
+    /// With keys: a sequence number seen before or too old (a replay).
+    Replay,
+    /// With keys: a send time further than `max_clock_skew` from ours.
+    ClockSkew,
+    /// A new host while `max_hosts` hosts are tracked.
+    MaxHosts,
 }
 
 impl DropReason {
     /// Every reason, in metric order.
-    pub const ALL: [DropReason; 2] = [DropReason::Malformed, DropReason::UnsupportedVersion];
+    pub const ALL: [DropReason; 9] = [
+        DropReason::Malformed,
+        DropReason::UnsupportedVersion,
+        DropReason::Unsigned,
+        DropReason::BadMac,
+        DropReason::UnknownKey,
+        DropReason::Legacy,
+        DropReason::Replay,
+        DropReason::ClockSkew,
+        DropReason::MaxHosts,
+    ];
 
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::Malformed => "malformed",
             DropReason::UnsupportedVersion => "unsupported_version",
+            DropReason::Unsigned => "unsigned",
+            DropReason::BadMac => "bad_mac",
+            DropReason::UnknownKey => "unknown_key",
+            DropReason::Legacy => "legacy",
+            DropReason::Replay => "replay",
+            DropReason::ClockSkew => "clock_skew",
+            DropReason::MaxHosts => "max_hosts",
         }
     }
 
@@ -68,6 +100,9 @@ pub struct Ingest {
     pub events: Arc<EventLog>,
     /// Where the counts go.
     pub metrics: Arc<Metrics>,
+    /// Admission policy (keys, legacy networks, clock skew), applied before
+    /// the detector lock.
+    pub guard: Arc<Guard>,
 }
 
 impl Ingest {
@@ -76,6 +111,7 @@ impl Ingest {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut batch = Batch::default();
         let mut bad_packet_log = RateLimit::new(Duration::from_secs(10));
+        let mut host_limit_log = RateLimit::new(Duration::from_secs(60));
         let mut error_log = RateLimit::new(Duration::from_secs(60));
         loop {
             tokio::select! {
@@ -90,7 +126,7 @@ impl Ingest {
                 .socket
                 .try_io(Interest::READABLE, || batch.recv(&self.socket))
             {
-                Ok(_) => self.apply(&batch, &mut bad_packet_log),
+                Ok(_) => self.apply(&batch, &mut bad_packet_log, &mut host_limit_log),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     if let Some(suppressed) = error_log.check(std::time::Instant::now()) {
@@ -104,45 +140,80 @@ impl Ingest {
         }
     }
 
-    fn apply(&self, batch: &Batch, bad_packet_log: &mut RateLimit) {
+    fn apply(&self, batch: &Batch, bad_packet_log: &mut RateLimit, host_limit_log: &mut RateLimit) {
         let now = Instant::now();
         let wall = SystemTime::now();
         let mut counts = BatchCounts::default();
         let mut events = Vec::new();
         let mut legacy_id = [0u8; 64];
+        // Decode and verify the whole batch before taking the lock, into a
+        // fixed array on the stack: a forged packet costs no allocation and
+        // no lock, and never reaches the registry.
+        let mut admitted: [Option<(Packet<'_>, SocketAddr)>; BATCH] = [None; BATCH];
+        for (slot, datagram) in admitted.iter_mut().zip(batch.iter()) {
+            let checked = if datagram.truncated {
+                Err(DropReason::Malformed)
+            } else {
+                protocol::decode(datagram.bytes)
+                    .map_err(DropReason::of)
+                    .and_then(|packet| {
+                        self.guard
+                            .check(datagram.bytes, &packet, datagram.from.ip(), wall)
+                            .map(|()| packet)
+                    })
+            };
+            match checked {
+                Ok(packet) => *slot = Some((packet, datagram.from)),
+                Err(reason) => {
+                    counts.dropped[reason as usize] += 1;
+                    if let Some(suppressed) = bad_packet_log.check(std::time::Instant::now()) {
+                        tracing::debug!(from = %datagram.from, suppressed, "dropped packet: {}", reason.as_str());
+                    }
+                }
+            }
+        }
         let woke = {
             let mut detector = self.detector.lock().expect("detector lock");
             let before = detector.next_deadline();
-            for datagram in batch.iter() {
-                let decoded = if datagram.truncated {
-                    Err(DecodeError::LengthMismatch)
-                } else {
-                    protocol::decode(datagram.bytes)
-                };
-                let beat = match decoded {
-                    Ok(Packet::V1(beat)) => Observation {
+            for &(packet, from) in admitted.iter().flatten() {
+                let beat = match packet {
+                    Packet::V1(beat) => Observation {
                         host_id: beat.host_id,
-                        addr: datagram.from,
+                        addr: from,
                         seq: Some(beat.seq),
                         boot_id: beat.boot_id,
                         interval_ms: beat.interval_ms,
                         goodbye: beat.is_goodbye(),
                     },
-                    Ok(Packet::Legacy) => {
-                        counts.legacy_beats += 1;
-                        legacy_observation(datagram.from, &mut legacy_id)
-                    }
-                    Err(error) => {
-                        counts.dropped[DropReason::of(error) as usize] += 1;
-                        if let Some(suppressed) = bad_packet_log.check(std::time::Instant::now()) {
-                            tracing::debug!(from = %datagram.from, suppressed, "dropped packet: {error}");
-                        }
-                        continue;
-                    }
+                    Packet::Legacy => legacy_observation(from, &mut legacy_id),
                 };
                 tracing::trace!(host = beat.host_id, addr = %beat.addr, "beat");
-                detector.observe(&beat, now, wall, &mut events);
-                counts.beats += 1;
+                match detector.observe(&beat, now, wall, &mut events) {
+                    Observed::Applied => {
+                        counts.beats += 1;
+                        if matches!(packet, Packet::Legacy) {
+                            counts.legacy_beats += 1;
+                        }
+                    }
+                    Observed::Replayed => {
+                        counts.dropped[DropReason::Replay as usize] += 1;
+                        if let Some(suppressed) = bad_packet_log.check(std::time::Instant::now()) {
+                            tracing::debug!(from = %from, host = beat.host_id, suppressed, "dropped packet: replay");
+                        }
+                    }
+                    Observed::HostLimit => {
+                        counts.dropped[DropReason::MaxHosts as usize] += 1;
+                        if let Some(suppressed) = host_limit_log.check(std::time::Instant::now()) {
+                            tracing::warn!(
+                                host = beat.host_id,
+                                from = %from,
+                                suppressed,
+                                "host limit reached (max_hosts = {}): beats from new hosts are dropped",
+                                detector.registry().len()
+                            );
+                        }
+                    }
+                }
             }
             earlier(detector.next_deadline(), before)
         };

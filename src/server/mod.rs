@@ -10,12 +10,14 @@
 pub mod detector;
 pub mod dirty;
 pub mod events;
+pub mod guard;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod persist;
 pub mod recv;
 pub mod registry;
+pub mod replay;
 pub mod sinks;
 pub mod stall;
 
@@ -65,6 +67,9 @@ pub enum Error {
     /// The store cannot be opened or read (locked, corrupt, no directory).
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    /// The key file cannot be used.
+    #[error(transparent)]
+    Keys(#[from] crate::auth::Error),
 }
 
 /// State shared by the server's tasks.
@@ -87,12 +92,14 @@ pub struct Server {
     shared: Arc<Shared>,
     store: crate::store::Store,
     restored: persist::Restored,
+    guard: Arc<guard::Guard>,
 }
 
 impl Server {
     /// Validates `config` and binds the UDP and HTTP sockets.
     pub async fn bind(config: ServerConfig) -> Result<Server, Error> {
         config.validate()?;
+        let guard = Arc::new(guard::Guard::new(&config)?);
         let udp =
             bind_udp(config.listen, config.recv_buffer_bytes).map_err(|source| Error::Bind {
                 what: "udp",
@@ -139,6 +146,7 @@ impl Server {
             shared,
             store,
             restored,
+            guard,
         })
     }
 
@@ -161,6 +169,12 @@ impl Server {
         self.shared.clone()
     }
 
+    /// How many keys the server accepts beats signed with (0: unsigned
+    /// beats are accepted).
+    pub fn key_count(&self) -> usize {
+        self.guard.key_count()
+    }
+
     /// Runs until `shutdown` is cancelled, then stops cleanly.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let Server {
@@ -170,6 +184,7 @@ impl Server {
             shared,
             store,
             restored,
+            guard,
         } = self;
         let wake = Arc::new(Notify::new());
         let console = tokio::spawn(print_events(shared.events.subscribe()));
@@ -206,6 +221,7 @@ impl Server {
                 wake: wake.clone(),
                 events: shared.events.clone(),
                 metrics: shared.metrics.clone(),
+                guard: guard.clone(),
             }
             .run(ingest_stop.clone()),
         );
@@ -228,7 +244,7 @@ impl Server {
         let mut http_server = {
             let stop = http_stop.clone();
             tokio::spawn(
-                axum::serve(http, http::router(shared.clone()))
+                axum::serve(http, guard::limit_http(http::router(shared.clone())))
                     .with_graceful_shutdown(async move { stop.cancelled().await })
                     .into_future(),
             )

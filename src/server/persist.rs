@@ -109,9 +109,12 @@ pub fn restore(
             since: stored.since,
             last_seen,
             last_seen_wall: stored.last_seen,
-            // Beats sent while the server was away were not lost by the
-            // network: 0 makes the next beat start a new counting run.
-            seq: 0,
+            // Kept so a beat captured before the restart cannot be replayed
+            // (with keys); the gap to the next beat spans the server's
+            // absence, not network loss, so it is not counted.
+            seq: stored.seq,
+            recent_seqs: 1,
+            gap_uncounted: true,
             boot_id: stored.boot_id,
             interval_ms: stored.interval_ms,
             beats: stored.beats,

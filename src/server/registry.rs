@@ -68,6 +68,13 @@ pub struct Host {
     /// The deadline this host has in the detector's queue, if any. An entry
     /// in the queue whose time differs from this is stale and is skipped.
     pub scheduled: Option<Instant>,
+    /// Which recent sequence numbers arrived: bit `i` is set when seq
+    /// `seq - i` was received (bit 0 is `seq` itself). The replay window of
+    /// signed beats (see `server::replay`), and a chart of recent beats.
+    pub recent_seqs: u64,
+    /// Set for a host restored from the store: its next sequence gap spans
+    /// the server's own absence, so it is not counted as loss.
+    pub gap_uncounted: bool,
 }
 
 /// The host table.
@@ -149,6 +156,8 @@ mod tests {
             losses: 0,
             legacy: false,
             scheduled: None,
+            recent_seqs: 1,
+            gap_uncounted: false,
         }
     }
 

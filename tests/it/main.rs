@@ -5,5 +5,6 @@ mod config;
 mod core;
 mod ops;
 mod persistence;
+mod security;
 mod status;
 mod util;

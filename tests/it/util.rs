@@ -564,3 +564,47 @@ pub fn kinds_since(server: &Server, from: usize, host: &str) -> Vec<String> {
         .map(|e| e.kind)
         .collect()
 }
+
+/// Runs `lubdub keygen DIR/NAME EXTRA…` and returns the key file's path;
+/// panics (with stderr) if it fails.
+pub fn keygen(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let out = Command::new(BIN)
+        .arg("keygen")
+        .arg(&path)
+        .args(extra)
+        .env_clear()
+        .output()
+        .expect("run lubdub keygen");
+    assert!(
+        out.status.success(),
+        "keygen {extra:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS` of /proc/PID/status).
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmRSS line")
+}
+
+/// Sends `request` as raw bytes to `addr` (no client-side URL cleaning)
+/// and returns the whole response as text; bounded by a 5 s timeout.
+pub fn raw_http(addr: SocketAddr, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect http");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.write_all(request.as_bytes()).expect("send request");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response); // ends at close or timeout
+    String::from_utf8_lossy(&response).into_owned()
+}
