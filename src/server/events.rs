@@ -24,6 +24,12 @@ pub enum EventKind {
     Left,
     /// Beats carry a new boot id: the machine restarted.
     Rebooted,
+    /// Paused by an operator: no alarms until resumed (resolves alerts).
+    Paused,
+    /// Resumed by an operator: `up`, with a fresh full timeout.
+    Resumed,
+    /// Forgotten by an operator: removed from the registry (resolves alerts).
+    Forgotten,
 }
 
 impl EventKind {
@@ -36,6 +42,9 @@ impl EventKind {
             EventKind::Recovered => "recovered",
             EventKind::Left => "left",
             EventKind::Rebooted => "rebooted",
+            EventKind::Paused => "paused",
+            EventKind::Resumed => "resumed",
+            EventKind::Forgotten => "forgotten",
         }
     }
 
@@ -46,7 +55,29 @@ impl EventKind {
             EventKind::Down => HostState::Down,
             EventKind::Left => HostState::Left,
             EventKind::Joined | EventKind::Recovered | EventKind::Rebooted => HostState::Up,
+            EventKind::Paused => HostState::Paused,
+            EventKind::Resumed => HostState::Up,
+            // A forgotten host has no state; like `left`, it is no outage.
+            EventKind::Forgotten => HostState::Left,
         }
+    }
+
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 9] = [
+        EventKind::Joined,
+        EventKind::Late,
+        EventKind::Down,
+        EventKind::Recovered,
+        EventKind::Left,
+        EventKind::Rebooted,
+        EventKind::Paused,
+        EventKind::Resumed,
+        EventKind::Forgotten,
+    ];
+
+    /// A dense index into [`EventKind::ALL`], for per-kind counts.
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -93,6 +124,8 @@ struct History {
     next_id: u64,
     capacity: usize,
     recent: VecDeque<Event>,
+    /// Events published, by [`EventKind::index`] (for `/metrics`).
+    by_kind: [u64; EventKind::ALL.len()],
 }
 
 /// How many events a slow subscriber may fall behind before it loses some.
@@ -106,6 +139,7 @@ impl EventLog {
             next_id: 1,
             capacity,
             recent: VecDeque::new(),
+            by_kind: [0; EventKind::ALL.len()],
         };
         Self {
             history: Mutex::new(history),
@@ -119,6 +153,7 @@ impl EventLog {
         for mut event in events {
             event.id = history.next_id;
             history.next_id += 1;
+            history.by_kind[event.kind.index()] += 1;
             if history.capacity > 0 {
                 if history.recent.len() == history.capacity {
                     history.recent.pop_front();
@@ -140,6 +175,43 @@ impl EventLog {
         let history = self.history.lock().expect("event history lock");
         let skip = history.recent.len().saturating_sub(limit);
         history.recent.iter().skip(skip).cloned().collect()
+    }
+
+    /// Up to `limit` events with an id above `cursor`, oldest first. Ids
+    /// are consecutive, so the start is found by arithmetic, not a scan.
+    pub fn since(&self, cursor: u64, limit: usize) -> Vec<Event> {
+        let history = self.history.lock().expect("event history lock");
+        let first = history.recent.front().map_or(history.next_id, |e| e.id);
+        let skip =
+            usize::try_from(cursor.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX);
+        history
+            .recent
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// The latest `limit` events of `host`, oldest first (scans the
+    /// history: for one host's detail page, not for the hot path).
+    pub fn recent_of(&self, host: &str, limit: usize) -> Vec<Event> {
+        let history = self.history.lock().expect("event history lock");
+        let mut found: Vec<Event> = history
+            .recent
+            .iter()
+            .rev()
+            .filter(|e| &*e.host == host)
+            .take(limit)
+            .cloned()
+            .collect();
+        found.reverse();
+        found
+    }
+
+    /// Events published so far, by [`EventKind::index`].
+    pub fn counts_by_kind(&self) -> [u64; EventKind::ALL.len()] {
+        self.history.lock().expect("event history lock").by_kind
     }
 }
 
@@ -179,5 +251,18 @@ mod tests {
         assert_eq!(recent.iter().map(|e| e.id).collect::<Vec<_>>(), [2, 3]);
         assert_eq!(rx.try_recv().map(|e| e.kind), Ok(EventKind::Joined));
         assert_eq!(log.recent(1)[0].kind, EventKind::Down);
+    }
+
+    #[test]
+    fn since_returns_events_after_the_cursor_oldest_first() {
+        let log = EventLog::new(3);
+        log.publish((0..5).map(|_| event(EventKind::Joined)));
+        let ids = |events: Vec<Event>| events.iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(log.since(0, 10)), [3, 4, 5], "older ones fell out");
+        assert_eq!(ids(log.since(3, 10)), [4, 5]);
+        assert_eq!(ids(log.since(3, 1)), [4]);
+        assert_eq!(ids(log.since(5, 10)), Vec::<u64>::new());
+        assert_eq!(ids(log.since(u64::MAX, 10)), Vec::<u64>::new());
+        assert_eq!(log.counts_by_kind()[EventKind::Joined.index()], 5);
     }
 }
