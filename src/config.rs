@@ -130,6 +130,11 @@ pub struct ServerConfig {
     pub recv_buffer_bytes: usize,
     /// Where the server keeps its state. Unset: a per-user data directory.
     pub data_dir: Option<PathBuf>,
+    /// Bearer token required by the API's mutating calls (forget, pause,
+    /// resume) as `Authorization: Bearer <token>`. Reads stay open. Unset
+    /// (the default): no token, so anyone who reaches the HTTP address can
+    /// change hosts; keep `http` on loopback then.
+    pub api_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -143,6 +148,7 @@ impl Default for ServerConfig {
             event_history: 10_000,
             recv_buffer_bytes: 8 << 20,
             data_dir: None,
+            api_token: None,
         }
     }
 }
@@ -174,6 +180,16 @@ impl ServerConfig {
         }
         if self.silent_report.is_some_and(|d| d.is_zero()) {
             return Err(invalid("silent_report", "must be greater than 0"));
+        }
+        if self
+            .api_token
+            .as_deref()
+            .is_some_and(|t| t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(invalid(
+                "api_token",
+                "must be non-empty, without spaces or control characters",
+            ));
         }
         Ok(())
     }
@@ -314,6 +330,13 @@ mod tests {
                     ..ServerConfig::default()
                 },
                 "silent_report",
+            ),
+            (
+                ServerConfig {
+                    api_token: Some("two words".into()),
+                    ..ServerConfig::default()
+                },
+                "api_token",
             ),
         ];
         for (config, field) in cases {

@@ -65,6 +65,9 @@ struct ServerArgs {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Bearer token the API's mutating calls must carry [default: none].
+    #[arg(long, value_name = "TOKEN")]
+    api_token: Option<String>,
 }
 
 impl ServerArgs {
@@ -80,6 +83,7 @@ impl ServerArgs {
         config.late_after = self.late_after.or(config.late_after);
         config.silent_report = self.silent_report.or(config.silent_report);
         config.data_dir = self.data_dir.or(config.data_dir);
+        config.api_token = self.api_token.or(config.api_token);
         Ok(config)
     }
 }

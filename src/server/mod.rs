@@ -6,11 +6,15 @@
 //! (a half-stopped server must not report hosts down), then HTTP, and last
 //! the console, after it has printed every event.
 
+pub mod api;
+pub mod dashboard;
 pub mod detector;
 pub mod events;
+pub mod exposition;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod process;
 pub mod recv;
 pub mod registry;
 
@@ -62,6 +66,10 @@ pub struct Shared {
     pub events: Arc<EventLog>,
     /// Every exported metric.
     pub metrics: Arc<Metrics>,
+    /// Bearer token of the API's mutating calls (`ServerConfig::api_token`).
+    pub api_token: Option<String>,
+    /// Wakes the detector's timer when a deadline may have moved earlier.
+    pub wake: Arc<Notify>,
 }
 
 /// A bound, not yet running, server.
@@ -89,10 +97,15 @@ impl Server {
                 addr: config.http,
                 source,
             })?;
+        let detector = Arc::new(Mutex::new(Detector::new(&config)));
+        let events = Arc::new(EventLog::new(config.event_history));
+        let metrics = Arc::new(Metrics::for_server(detector.clone(), events.clone()));
         let shared = Arc::new(Shared {
-            detector: Arc::new(Mutex::new(Detector::new(&config))),
-            events: Arc::new(EventLog::new(config.event_history)),
-            metrics: Arc::default(),
+            detector,
+            events,
+            metrics,
+            api_token: config.api_token.clone(),
+            wake: Arc::new(Notify::new()),
         });
         Ok(Server {
             config,
@@ -129,7 +142,7 @@ impl Server {
             http,
             shared,
         } = self;
-        let wake = Arc::new(Notify::new());
+        let wake = shared.wake.clone();
         let console = tokio::spawn(print_events(shared.events.subscribe()));
 
         let ingest_stop = CancellationToken::new();
