@@ -156,7 +156,7 @@ impl SortKey {
 
     fn compare(self, detector: &Detector, a: &Host, b: &Host) -> Ordering {
         match self {
-            SortKey::Id => Ordering::Equal,
+            SortKey::Id => a.id.cmp(&b.id),
             // Worst first reads best on a dashboard: down, late, up, …
             SortKey::State => state_rank(a.state).cmp(&state_rank(b.state)),
             SortKey::Addr => a.addr.cmp(&b.addr),
