@@ -2,4 +2,5 @@
 
 mod api;
 mod core;
+mod metrics;
 mod util;
