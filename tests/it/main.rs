@@ -2,5 +2,6 @@
 
 mod api;
 mod core;
+mod dashboard;
 mod metrics;
 mod util;
