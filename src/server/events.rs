@@ -265,4 +265,11 @@ mod tests {
         assert_eq!(ids(log.since(u64::MAX, 10)), Vec::<u64>::new());
         assert_eq!(log.counts_by_kind()[EventKind::Joined.index()], 5);
     }
+
+    #[test]
+    fn kind_indexes_match_the_list() {
+        for (i, kind) in EventKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i, "{}", kind.as_str());
+        }
+    }
 }

@@ -254,4 +254,13 @@ mod tests {
         }
         assert_eq!(registry.len(), 10);
     }
+
+    #[test]
+    fn state_indexes_match_the_list_and_names_parse_back() {
+        for (i, state) in HostState::ALL.into_iter().enumerate() {
+            assert_eq!(state.index(), i);
+            assert_eq!(HostState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(HostState::parse("sleepy"), None);
+    }
 }

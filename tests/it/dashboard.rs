@@ -98,7 +98,8 @@ fn beats_with_gaps(server: &Server, host: &str, last: u64, lost: &[u64]) {
 
 #[test]
 fn dashboard_shows_the_fleet_a_host_going_down_and_beat_gaps() {
-    let server = Server::start(&["--timeout", "1s"]);
+    // 2 s: no host but the killed one may go late while the browser runs.
+    let server = Server::start(&["--timeout", "2s"]);
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut clients: Vec<_> = ["web-1", "web-2", "db-1", "api-1", "cache-1", "queue-1"]
         .iter()
