@@ -302,7 +302,8 @@ struct BeatHistory {
     /// The latest beat counter of the run (the low half of the seq).
     latest: u32,
     /// Beats `latest - received.len() + 1 ..= latest`, oldest first: true
-    /// when it arrived.
+    /// when it arrived. Starts at the oldest beat received among the
+    /// latest 64.
     received: Vec<bool>,
 }
 
@@ -313,7 +314,16 @@ impl BeatHistory {
         }
         let latest = (host.seq & 0xffff_ffff) as u32;
         let run_secs = host.seq >> 32;
+        // The window starts at the oldest beat received in it: an unset bit
+        // older than that may be a loss, or a beat from before the server
+        // knew this run (it joined mid-run); showing it as lost would lie.
         let window = (u64::from(latest) + 1).min(64) as u32;
+        let in_window = if window == 64 {
+            host.recent_seqs
+        } else {
+            host.recent_seqs & ((1 << window) - 1)
+        };
+        let window = 64 - in_window.leading_zeros();
         let received = (0..window)
             .rev()
             .map(|i| host.recent_seqs >> i & 1 == 1)
@@ -534,5 +544,48 @@ mod tests {
         assert!(contains_lowercase("db-web-9", "web-9"));
         assert!(!contains_lowercase("db-1", "web"));
         assert!(contains_lowercase("Ünï-1", "ünï"));
+    }
+
+    fn host_with(seq: u64, recent_seqs: u64) -> Host {
+        Host {
+            id: "h".into(),
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+            state: HostState::Up,
+            since: SystemTime::UNIX_EPOCH,
+            last_seen: Instant::now(),
+            last_seen_wall: SystemTime::UNIX_EPOCH,
+            seq,
+            boot_id: [0; 16],
+            interval_ms: 0,
+            beats: 1,
+            losses: 0,
+            legacy: false,
+            scheduled: None,
+            recent_seqs,
+        }
+    }
+
+    #[test]
+    fn beat_history_covers_the_known_part_of_the_window() {
+        let run = 1_800_000_000u64 << 32;
+        let history = |seq, bits| BeatHistory::of(&host_with(run + seq, bits)).expect("v1 host");
+        // From the start of a run: beats 0..=4, beat 2 lost.
+        let h = history(4, 0b11011);
+        assert_eq!(
+            (h.latest, h.received),
+            (4, vec![true, true, false, true, true])
+        );
+        // Joined mid-run at beat 498: nothing before it is shown as lost.
+        let h = history(500, 0b101);
+        assert_eq!(h.received, [true, false, true]);
+        // A full window.
+        assert_eq!(history(1000, u64::MAX).received.len(), 64);
+        assert_eq!(history(1000, 1 << 63 | 1).received.len(), 64);
+        assert_eq!(h.run_started, "2027-01-15T08:00:00Z");
+        let legacy = Host {
+            legacy: true,
+            ..host_with(0, 0)
+        };
+        assert!(BeatHistory::of(&legacy).is_none());
     }
 }

@@ -1,6 +1,6 @@
-//! HTTP: `/healthz` and the JSON host list. Reads copy what they need under
-//! a short lock and serialise outside it, so a slow client never holds up
-//! ingest.
+//! HTTP: `/healthz`, `/metrics`, the JSON API (`api`) and the dashboard
+//! (`dashboard`) at `/`. Reads copy what they need under a short lock and
+//! serialise outside it, so a slow client never holds up ingest.
 
 use super::Shared;
 use super::detector::Detector;
