@@ -205,6 +205,11 @@ pub struct ServerConfig {
     /// exhaust memory; known hosts are unaffected. Default: 2000000 (twice
     /// the fleet DESIGN.md sizes a server for; a few hundred bytes each).
     pub max_hosts: usize,
+    /// Bearer token required by the API's mutating calls (forget, pause,
+    /// resume) as `Authorization: Bearer <token>`. Reads stay open. Unset
+    /// (the default): no token, so anyone who reaches the HTTP address can
+    /// change hosts; keep `http` on loopback then.
+    pub api_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -224,6 +229,7 @@ impl Default for ServerConfig {
             legacy_networks: Vec::new(),
             max_clock_skew: Duration::from_secs(120),
             max_hosts: 2_000_000,
+            api_token: None,
         }
     }
 }
@@ -265,6 +271,16 @@ impl ServerConfig {
         }
         if self.max_hosts == 0 {
             return Err(invalid("max_hosts", "must be greater than 0"));
+        }
+        if self
+            .api_token
+            .as_deref()
+            .is_some_and(|t| t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(invalid(
+                "api_token",
+                "must be non-empty, without spaces or control characters",
+            ));
         }
         Ok(())
     }
@@ -419,6 +435,13 @@ mod tests {
                     ..ServerConfig::default()
                 },
                 "silent_report",
+            ),
+            (
+                ServerConfig {
+                    api_token: Some("two words".into()),
+                    ..ServerConfig::default()
+                },
+                "api_token",
             ),
         ];
         for (config, field) in cases {

@@ -10,7 +10,7 @@
 //!  client ──UDP beat──▶ ingest ──▶ registry ──▶ detector ──▶ events ──▶ console
 //!                       (socket,   (host id →    (deadlines,   (joined, late,
 //!                        decode)    last seen)    states)       down, …)
-//!                                      └──▶ HTTP: /healthz, /api/v1/hosts
+//!                                      └──▶ HTTP: /healthz, /api/v1, /metrics, dashboard
 //! ```
 //!
 //! Module map: [`protocol`] (wire format, no I/O), [`config`] (settings and

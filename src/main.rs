@@ -144,6 +144,9 @@ struct ServerArgs {
     /// [default: 2000000].
     #[arg(long, value_name = "N")]
     max_hosts: Option<usize>,
+    /// Bearer token the API's mutating calls must carry [default: none].
+    #[arg(long, value_name = "TOKEN")]
+    api_token: Option<String>,
 }
 
 impl ServerArgs {
@@ -170,6 +173,7 @@ impl ServerArgs {
         }
         set(&mut config.max_clock_skew, self.max_clock_skew);
         set(&mut config.max_hosts, self.max_hosts);
+        config.api_token = self.api_token.or(config.api_token);
         config.validate()?;
         Ok(config)
     }

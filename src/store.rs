@@ -46,15 +46,16 @@ const CACHE_BYTES: usize = 256 << 20;
 
 /// Every host state the store can hold. Add new states here (by name, so
 /// old stores stay readable).
-const STATES: [HostState; 4] = [
+const STATES: [HostState; 5] = [
     HostState::Up,
     HostState::Late,
     HostState::Down,
     HostState::Left,
+    HostState::Paused,
 ];
 
 /// Every event kind the store can hold.
-const KINDS: [EventKind; 7] = [
+const KINDS: [EventKind; 10] = [
     EventKind::Joined,
     EventKind::Late,
     EventKind::Down,
@@ -62,6 +63,9 @@ const KINDS: [EventKind; 7] = [
     EventKind::Left,
     EventKind::Rebooted,
     EventKind::MonitorStarted,
+    EventKind::Paused,
+    EventKind::Resumed,
+    EventKind::Forgotten,
 ];
 
 /// Why the store cannot be used. Messages name the path.
@@ -407,6 +411,15 @@ impl Store {
         let txn = db.begin_write()?;
         {
             let mut hosts = txn.open_table(HOSTS)?;
+            // Forgotten hosts go first: one that beat again since is among
+            // the changed hosts below and is written back.
+            for event in batch
+                .events
+                .iter()
+                .filter(|e| e.kind == EventKind::Forgotten)
+            {
+                hosts.remove(&*event.host)?;
+            }
             let mut buf = Vec::with_capacity(128);
             // In key order: consecutive inserts then share B-tree pages, where
             // the order hosts changed in would touch a random page each.

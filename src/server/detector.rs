@@ -15,6 +15,7 @@ use super::registry::{Host, HostState, Registry, Slot};
 use super::replay;
 use super::stall::{StallCounters, StallWatch};
 use crate::config::ServerConfig;
+use prometheus_client::metrics::histogram::Histogram;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
@@ -67,7 +68,16 @@ pub struct Detector {
     /// a seq cannot be forged; without keys it would protect nothing.
     enforce_seq: bool,
     max_hosts: usize,
+    /// Hosts per state, indexed by [`HostState::index`]: kept on every
+    /// transition so a scrape never scans a million hosts.
+    counts: [u64; HostState::ALL.len()],
+    /// How far past its deadline each late/down was declared.
+    lag: Histogram,
 }
+
+/// Buckets of the detector lag histogram, in seconds: from 1 ms (the timer's
+/// resolution) to 10 s (a stalled server).
+const LAG_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0];
 
 /// Seq numbers carry the client's start time (Unix seconds) in their high
 /// 32 bits and a beat counter in the low 32 (see docs/PROTOCOL.md): a gap
@@ -86,6 +96,8 @@ impl Detector {
             stall_counters: StallCounters::default(),
             enforce_seq: config.key_file.is_some(),
             max_hosts: config.max_hosts,
+            counts: [0; HostState::ALL.len()],
+            lag: Histogram::new(LAG_BUCKETS),
         }
     }
 
@@ -106,7 +118,7 @@ impl Detector {
         match host.state {
             HostState::Up => Some(host.last_seen + timeout.mul_f64(self.late_ratio)),
             HostState::Late => Some(host.last_seen + timeout),
-            HostState::Down | HostState::Left => None,
+            HostState::Down | HostState::Left | HostState::Paused => None,
         }
     }
 
@@ -185,6 +197,8 @@ impl Detector {
             HostState::Up
         };
         changes[0] = match (host.state, next_state) {
+            // Paused by an operator: beats are recorded, the state is kept.
+            (HostState::Paused, _) => None,
             (HostState::Left, HostState::Up) => Some(EventKind::Joined),
             (HostState::Late | HostState::Down, HostState::Up) => Some(EventKind::Recovered),
             (state, HostState::Left) if state != HostState::Left => Some(EventKind::Left),
@@ -194,6 +208,7 @@ impl Detector {
             changes[1] = Some(EventKind::Rebooted);
         }
         if changes[0].is_some() {
+            count_move(&mut self.counts, host.state, next_state);
             host.state = next_state;
             host.since = wall;
         }
@@ -233,6 +248,7 @@ impl Detector {
             recent_seqs: u64::from(beat.seq.is_some()),
             gap_uncounted: false,
         };
+        self.counts[host.state.index()] += 1;
         let kind = if beat.goodbye {
             EventKind::Left
         } else {
@@ -285,7 +301,9 @@ impl Detector {
                     EventKind::Down
                 };
                 let silent_for = now.saturating_duration_since(host.last_seen);
+                self.lag.observe((now - due).as_secs_f64());
                 let host = self.registry.get_mut(slot);
+                count_move(&mut self.counts, host.state, kind.state_after());
                 host.state = kind.state_after();
                 host.since = wall;
                 events.push(event(kind, host, wall, silent_for));
@@ -306,12 +324,17 @@ impl Detector {
     /// server's start, so the host gets one full timeout: the server was
     /// away, not the host). Not marked dirty: the store already has it.
     pub fn restore(&mut self, host: Host) -> Slot {
+        let state = host.state;
         let slot = match self.registry.find(&host.id) {
             Some(slot) => {
-                *self.registry.get_mut(slot) = host;
+                let old = std::mem::replace(self.registry.get_mut(slot), host);
+                count_move(&mut self.counts, old.state, state);
                 slot
             }
-            None => self.registry.insert(host),
+            None => {
+                self.counts[state.index()] += 1;
+                self.registry.insert(host)
+            }
         };
         self.registry.get_mut(slot).scheduled = None;
         self.reschedule_if_earlier(slot);
@@ -326,7 +349,7 @@ impl Detector {
 
     /// Marks a host changed again (a checkpoint that failed to write it).
     pub fn mark_dirty(&mut self, slot: Slot) {
-        if (slot as usize) < self.registry.len() {
+        if self.registry.try_get(slot).is_some() {
             self.dirty.mark(slot);
         }
     }
@@ -357,8 +380,10 @@ impl Detector {
         self.stall_counters.stalls.inc();
         self.stall_counters.seconds.inc_by(stall.as_secs_f64());
         self.deadlines.clear();
-        for slot in 0..self.registry.len() as Slot {
-            let host = self.registry.get_mut(slot);
+        for slot in 0..self.registry.slot_end() {
+            let Some(host) = self.registry.try_get_mut(slot) else {
+                continue; // freed by a forget
+            };
             host.scheduled = None;
             if matches!(host.state, HostState::Up | HostState::Late) {
                 host.last_seen = (host.last_seen + stall).min(now);
@@ -366,6 +391,87 @@ impl Detector {
             self.reschedule_if_earlier(slot);
         }
     }
+}
+
+/// Operator actions on one host: pause, resume, forget.
+impl Detector {
+    /// How many hosts are in each state, indexed by [`HostState::index`].
+    pub fn counts(&self) -> [u64; HostState::ALL.len()] {
+        self.counts
+    }
+
+    /// The detector lag histogram (a handle: the metrics export it).
+    pub fn lag_histogram(&self) -> Histogram {
+        self.lag.clone()
+    }
+
+    /// Pauses `id` (maintenance): it raises no late/down until resumed.
+    /// `Err` if unknown; `Ok(None)` if it was already paused.
+    pub fn pause(&mut self, id: &str, wall: SystemTime) -> Result<Option<Event>, UnknownHost> {
+        let slot = self.registry.find(id).ok_or(UnknownHost)?;
+        let host = self.registry.get_mut(slot);
+        if host.state == HostState::Paused {
+            return Ok(None);
+        }
+        count_move(&mut self.counts, host.state, HostState::Paused);
+        host.state = HostState::Paused;
+        host.since = wall;
+        // Its queue entry, if any, is now stale (a paused host has no due).
+        host.scheduled = None;
+        self.dirty.mark(slot);
+        Ok(Some(event(EventKind::Paused, host, wall, Duration::ZERO)))
+    }
+
+    /// Resumes a paused `id` as `up` with a fresh full timeout from `now`
+    /// (its silence during maintenance is not held against it).
+    /// `Err` if unknown; `Ok(None)` if it was not paused.
+    pub fn resume(
+        &mut self,
+        id: &str,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Option<Event>, UnknownHost> {
+        let slot = self.registry.find(id).ok_or(UnknownHost)?;
+        let host = self.registry.get_mut(slot);
+        if host.state != HostState::Paused {
+            return Ok(None);
+        }
+        let silent_for = now.saturating_duration_since(host.last_seen);
+        count_move(&mut self.counts, HostState::Paused, HostState::Up);
+        host.state = HostState::Up;
+        host.since = wall;
+        // Deadlines count from `last_seen`: moving it to now is the grace.
+        host.last_seen = host.last_seen.max(now);
+        let event = event(EventKind::Resumed, host, wall, silent_for);
+        self.dirty.mark(slot);
+        self.reschedule_if_earlier(slot);
+        Ok(Some(event))
+    }
+
+    /// Forgets `id`: removes it from the registry. Its queue entries stay
+    /// behind and are skipped as stale when they surface.
+    pub fn forget(
+        &mut self,
+        id: &str,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Event, UnknownHost> {
+        let slot = self.registry.find(id).ok_or(UnknownHost)?;
+        let host = self.registry.remove(slot).ok_or(UnknownHost)?;
+        self.counts[host.state.index()] -= 1;
+        let silent_for = now.saturating_duration_since(host.last_seen);
+        Ok(event(EventKind::Forgotten, &host, wall, silent_for))
+    }
+}
+
+/// No host has that id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown host")]
+pub struct UnknownHost;
+
+fn count_move(counts: &mut [u64; HostState::ALL.len()], from: HostState, to: HostState) {
+    counts[from.index()] -= 1;
+    counts[to.index()] += 1;
 }
 
 fn event(kind: EventKind, host: &Host, at: SystemTime, silent_for: Duration) -> Event {
@@ -809,6 +915,140 @@ mod tests {
             d.observe(&known, t0, SystemTime::now(), &mut events),
             Applied
         );
+    }
+
+    fn counts_of(sim: &Sim) -> Vec<(&'static str, u64)> {
+        HostState::ALL
+            .iter()
+            .map(|s| (s.as_str(), sim.detector.counts()[s.index()]))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    #[test]
+    fn per_state_counts_follow_every_transition() {
+        let mut sim = Sim::new();
+        sim.observe(0.0, beat("a"));
+        sim.observe(0.0, beat("b"));
+        sim.observe(
+            0.0,
+            Observation {
+                goodbye: true,
+                ..beat("c")
+            },
+        );
+        assert_eq!(counts_of(&sim), [("up", 2), ("left", 1)]);
+        sim.observe(10.0, beat("b"));
+        sim.expire(16.0);
+        assert_eq!(counts_of(&sim), [("up", 1), ("late", 1), ("left", 1)]);
+        sim.expire(31.0);
+        assert_eq!(counts_of(&sim), [("late", 1), ("down", 1), ("left", 1)]);
+        let mut events = Vec::new();
+        sim.detector
+            .observe(&beat("a"), sim.at(32.0), SystemTime::now(), &mut events);
+        sim.detector.pause("b", SystemTime::now()).expect("known");
+        assert_eq!(counts_of(&sim), [("up", 1), ("left", 1), ("paused", 1)]);
+        sim.detector
+            .forget("c", sim.at(33.0), SystemTime::now())
+            .expect("known");
+        assert_eq!(counts_of(&sim), [("up", 1), ("paused", 1)]);
+    }
+
+    #[test]
+    fn a_paused_host_raises_nothing_and_resumes_with_a_full_timeout() {
+        let mut sim = Sim::new();
+        sim.observe(0.0, beat("a"));
+        let paused = sim.detector.pause("a", SystemTime::now()).expect("known");
+        assert_eq!(paused.map(|e| e.kind), Some(EventKind::Paused));
+        assert_eq!(
+            sim.detector.pause("a", SystemTime::now()),
+            Ok(None),
+            "pausing twice changes nothing"
+        );
+        assert_eq!(sim.expire(1000.0), vec![], "silent while paused: no alarm");
+        assert_eq!(
+            sim.observe(1001.0, beat("a")),
+            vec![],
+            "beats keep it paused"
+        );
+        assert_eq!(sim.state("a"), HostState::Paused);
+        let resumed = sim
+            .detector
+            .resume("a", sim.at(2000.0), SystemTime::now())
+            .expect("known");
+        assert_eq!(resumed.map(|e| e.kind), Some(EventKind::Resumed));
+        assert_eq!(sim.state("a"), HostState::Up);
+        assert_eq!(sim.expire(2014.9), vec![], "a full timeout from the resume");
+        assert_eq!(sim.expire(2015.0), one(EventKind::Late, "a"));
+        assert_eq!(
+            sim.detector.resume("a", sim.at(2016.0), SystemTime::now()),
+            Ok(None)
+        );
+        assert_eq!(
+            sim.detector.pause("nope", SystemTime::now()),
+            Err(UnknownHost)
+        );
+    }
+
+    #[test]
+    fn forget_removes_the_host_and_its_stale_deadlines_are_skipped() {
+        let mut sim = Sim::new();
+        sim.observe(0.0, beat("a"));
+        sim.observe(0.0, beat("b"));
+        let event = sim
+            .detector
+            .forget("a", sim.at(1.0), SystemTime::now())
+            .expect("known");
+        assert_eq!(event.kind, EventKind::Forgotten);
+        assert!(sim.detector.registry().find("a").is_none());
+        // The new host reuses a's slot; a's old entry (15 s) must not make it
+        // late early.
+        sim.observe(10.0, beat("c"));
+        assert_eq!(sim.expire(15.0), one(EventKind::Late, "b"));
+        assert_eq!(sim.expire(24.9), vec![]);
+        assert_eq!(sim.expire(25.0), one(EventKind::Late, "c"));
+        assert_eq!(
+            sim.detector.forget("a", sim.at(26.0), SystemTime::now()),
+            Err(UnknownHost)
+        );
+        // A forgotten host that beats again is a new host.
+        assert_eq!(sim.observe(27.0, beat("a")), one(EventKind::Joined, "a"));
+    }
+
+    #[test]
+    fn recent_seqs_marks_exactly_the_beats_received() {
+        let mut sim = Sim::new();
+        let run = 1_700_000_000u64 << 32;
+        let at = |sim: &mut Sim, t: f64, seq: u64| {
+            sim.observe(
+                t,
+                Observation {
+                    seq: Some(run + seq),
+                    ..beat("a")
+                },
+            );
+        };
+        let bits = |sim: &Sim| {
+            let registry = sim.detector.registry();
+            registry.get(registry.find("a").expect("known")).recent_seqs
+        };
+        at(&mut sim, 0.0, 0);
+        assert_eq!(bits(&sim), 0b1);
+        at(&mut sim, 1.0, 1);
+        at(&mut sim, 2.0, 4); // 2 and 3 lost
+        assert_eq!(bits(&sim), 0b11001);
+        at(&mut sim, 3.0, 2); // 2 arrives late
+        assert_eq!(bits(&sim), 0b11101);
+        at(&mut sim, 4.0, 100); // a gap wider than the window
+        assert_eq!(bits(&sim), 0b1);
+        sim.observe(
+            5.0,
+            Observation {
+                seq: Some((run + (1 << 32)) | 7),
+                ..beat("a")
+            },
+        );
+        assert_eq!(bits(&sim), 0b1, "a new client run starts afresh");
     }
 
     #[tokio::test(start_paused = true)]

@@ -28,6 +28,12 @@ pub enum EventKind {
     /// host: its host is [`MONITOR_HOST`], and its silence is how long the
     /// server was away (zero when it has no record of running before).
     MonitorStarted,
+    /// Paused by an operator: no alarms until resumed (resolves alerts).
+    Paused,
+    /// Resumed by an operator: `up`, with a fresh full timeout.
+    Resumed,
+    /// Forgotten by an operator: removed from the registry (resolves alerts).
+    Forgotten,
 }
 
 /// The host name of events about the monitor itself, not a host.
@@ -44,6 +50,9 @@ impl EventKind {
             EventKind::Left => "left",
             EventKind::Rebooted => "rebooted",
             EventKind::MonitorStarted => "monitor_started",
+            EventKind::Paused => "paused",
+            EventKind::Resumed => "resumed",
+            EventKind::Forgotten => "forgotten",
         }
     }
 
@@ -56,7 +65,30 @@ impl EventKind {
             EventKind::Joined | EventKind::Recovered | EventKind::Rebooted => HostState::Up,
             // Changes no host; `up` as in "the monitor is up".
             EventKind::MonitorStarted => HostState::Up,
+            EventKind::Paused => HostState::Paused,
+            EventKind::Resumed => HostState::Up,
+            // A forgotten host has no state; like `left`, it is no outage.
+            EventKind::Forgotten => HostState::Left,
         }
+    }
+
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 10] = [
+        EventKind::Joined,
+        EventKind::Late,
+        EventKind::Down,
+        EventKind::Recovered,
+        EventKind::Left,
+        EventKind::Rebooted,
+        EventKind::MonitorStarted,
+        EventKind::Paused,
+        EventKind::Resumed,
+        EventKind::Forgotten,
+    ];
+
+    /// A dense index into [`EventKind::ALL`], for per-kind counts.
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -96,13 +128,18 @@ impl fmt::Display for Event {
 /// The recent history and the broadcast of events.
 pub struct EventLog {
     history: Mutex<History>,
-    sender: broadcast::Sender<Event>,
 }
 
 struct History {
     next_id: u64,
     capacity: usize,
     recent: VecDeque<Event>,
+    /// Events published, by [`EventKind::index`] (for `/metrics`).
+    by_kind: [u64; EventKind::ALL.len()],
+    /// `None` once closed: subscribers then drain what is queued and end.
+    /// An explicit close, not the last `Arc` dropping, because long-lived
+    /// parts (metrics collectors, sinks) hold the log until the very end.
+    sender: Option<broadcast::Sender<Event>>,
 }
 
 /// How many events a slow subscriber may fall behind before it loses some.
@@ -116,10 +153,11 @@ impl EventLog {
             next_id: 1,
             capacity,
             recent: VecDeque::new(),
+            by_kind: [0; EventKind::ALL.len()],
+            sender: Some(sender),
         };
         Self {
             history: Mutex::new(history),
-            sender,
         }
     }
 
@@ -129,6 +167,7 @@ impl EventLog {
         for mut event in events {
             event.id = history.next_id;
             history.next_id += 1;
+            history.by_kind[event.kind.index()] += 1;
             if history.capacity > 0 {
                 if history.recent.len() == history.capacity {
                     history.recent.pop_front();
@@ -136,7 +175,9 @@ impl EventLog {
                 history.recent.push_back(event.clone());
             }
             // No subscriber is not an error: events are still in the history.
-            let _ = self.sender.send(event);
+            if let Some(sender) = &history.sender {
+                let _ = sender.send(event);
+            }
         }
     }
 
@@ -163,7 +204,16 @@ impl EventLog {
 
     /// A receiver of every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.sender.subscribe()
+        match &self.history.lock().expect("event history lock").sender {
+            Some(sender) => sender.subscribe(),
+            None => broadcast::channel(1).1, // already closed
+        }
+    }
+
+    /// Ends the broadcast: subscribers receive what was published so far,
+    /// then see it closed. Later events still enter the history.
+    pub fn close(&self) {
+        self.history.lock().expect("event history lock").sender = None;
     }
 
     /// The most recent events, oldest first, at most `limit`.
@@ -171,6 +221,43 @@ impl EventLog {
         let history = self.history.lock().expect("event history lock");
         let skip = history.recent.len().saturating_sub(limit);
         history.recent.iter().skip(skip).cloned().collect()
+    }
+
+    /// Up to `limit` events with an id above `cursor`, oldest first. Ids
+    /// are consecutive, so the start is found by arithmetic, not a scan.
+    pub fn since(&self, cursor: u64, limit: usize) -> Vec<Event> {
+        let history = self.history.lock().expect("event history lock");
+        let first = history.recent.front().map_or(history.next_id, |e| e.id);
+        let skip =
+            usize::try_from(cursor.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX);
+        history
+            .recent
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// The latest `limit` events of `host`, oldest first (scans the
+    /// history: for one host's detail page, not for the hot path).
+    pub fn recent_of(&self, host: &str, limit: usize) -> Vec<Event> {
+        let history = self.history.lock().expect("event history lock");
+        let mut found: Vec<Event> = history
+            .recent
+            .iter()
+            .rev()
+            .filter(|e| &*e.host == host)
+            .take(limit)
+            .cloned()
+            .collect();
+        found.reverse();
+        found
+    }
+
+    /// Events published so far, by [`EventKind::index`].
+    pub fn counts_by_kind(&self) -> [u64; EventKind::ALL.len()] {
+        self.history.lock().expect("event history lock").by_kind
     }
 }
 
@@ -210,5 +297,25 @@ mod tests {
         assert_eq!(recent.iter().map(|e| e.id).collect::<Vec<_>>(), [2, 3]);
         assert_eq!(rx.try_recv().map(|e| e.kind), Ok(EventKind::Joined));
         assert_eq!(log.recent(1)[0].kind, EventKind::Down);
+    }
+
+    #[test]
+    fn since_returns_events_after_the_cursor_oldest_first() {
+        let log = EventLog::new(3);
+        log.publish((0..5).map(|_| event(EventKind::Joined)));
+        let ids = |events: Vec<Event>| events.iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(log.since(0, 10)), [3, 4, 5], "older ones fell out");
+        assert_eq!(ids(log.since(3, 10)), [4, 5]);
+        assert_eq!(ids(log.since(3, 1)), [4]);
+        assert_eq!(ids(log.since(5, 10)), Vec::<u64>::new());
+        assert_eq!(ids(log.since(u64::MAX, 10)), Vec::<u64>::new());
+        assert_eq!(log.counts_by_kind()[EventKind::Joined.index()], 5);
+    }
+
+    #[test]
+    fn kind_indexes_match_the_list() {
+        for (i, kind) in EventKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i, "{}", kind.as_str());
+        }
     }
 }

@@ -1,8 +1,10 @@
-//! HTTP: `/healthz` and the JSON host list. Reads copy what they need under
-//! a short lock and serialise outside it, so a slow client never holds up
-//! ingest.
+//! HTTP: `/healthz`, `/metrics`, the JSON API (`api`) and the dashboard
+//! (`dashboard`) at `/`. Reads copy what they need under a short lock and
+//! serialise outside it, so a slow client never holds up ingest.
 
 use super::Shared;
+use super::detector::Detector;
+use super::exposition;
 use super::registry::Host;
 use crate::protocol::BootId;
 use axum::extract::State;
@@ -19,17 +21,32 @@ use tokio::time::Instant;
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/api/v1/hosts", get(hosts))
         .route("/metrics", get(metrics))
+        .merge(super::api::routes())
+        .merge(super::dashboard::routes())
+        .fallback(super::api::no_route)
+        .method_not_allowed_fallback(super::api::bad_method)
         .with_state(shared)
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    (
-        [(header::CONTENT_TYPE, content_type)],
-        shared.metrics.encode(),
-    )
+/// Serves OpenMetrics to clients that ask for it (Prometheus does), and the
+/// classic text format to everyone else (`promtool check metrics`, curl).
+async fn metrics(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if exposition::wants_openmetrics(accept) {
+        (
+            [(header::CONTENT_TYPE, exposition::OPENMETRICS)],
+            shared.metrics.encode(),
+        )
+    } else {
+        (
+            [(header::CONTENT_TYPE, exposition::CLASSIC)],
+            shared.metrics.encode_classic(),
+        )
+    }
 }
 
 #[derive(Serialize)]
@@ -92,30 +109,22 @@ fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
-async fn hosts(State(shared): State<Arc<Shared>>) -> Json<Vec<HostView>> {
-    let now = Instant::now();
-    let mut views: Vec<HostView> = {
-        let detector = shared.detector.lock().expect("detector lock");
-        detector
-            .registry()
-            .iter()
-            .map(|host: &Host| HostView {
-                id: host.id.to_string(),
-                addr: host.addr.to_string(),
-                state: host.state.as_str(),
-                since: rfc3339(host.since),
-                last_seen: rfc3339(host.last_seen_wall),
-                silent_seconds: now.saturating_duration_since(host.last_seen).as_secs_f64(),
-                timeout_seconds: detector.timeout_for(host).as_secs_f64(),
-                interval_seconds: (host.interval_ms > 0)
-                    .then(|| f64::from(host.interval_ms) / 1000.0),
-                beats: host.beats,
-                losses: host.losses,
-                boot_id: (host.boot_id != [0; 16]).then(|| BootId(&host.boot_id).to_string()),
-                legacy: host.legacy,
-            })
-            .collect()
-    };
-    views.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-    Json(views)
+impl HostView {
+    /// The view of `host` at `now`.
+    pub fn new(detector: &Detector, host: &Host, now: Instant) -> Self {
+        HostView {
+            id: host.id.to_string(),
+            addr: host.addr.to_string(),
+            state: host.state.as_str(),
+            since: rfc3339(host.since),
+            last_seen: rfc3339(host.last_seen_wall),
+            silent_seconds: now.saturating_duration_since(host.last_seen).as_secs_f64(),
+            timeout_seconds: detector.timeout_for(host).as_secs_f64(),
+            interval_seconds: (host.interval_ms > 0).then(|| f64::from(host.interval_ms) / 1000.0),
+            beats: host.beats,
+            losses: host.losses,
+            boot_id: (host.boot_id != [0; 16]).then(|| BootId(&host.boot_id).to_string()),
+            legacy: host.legacy,
+        }
+    }
 }

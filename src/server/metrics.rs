@@ -1,13 +1,20 @@
 //! Every metric the server exports, defined in one place. Aggregates only:
 //! a million hosts must never become a million series.
 
+use super::detector::Detector;
+use super::events::{EventKind, EventLog};
 use super::ingest::DropReason;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use super::process::ProcessStats;
+use super::registry::HostState;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::{Arc, Mutex};
 
 /// Label set for packets dropped, by reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -213,5 +220,157 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+impl Metrics {
+    /// The server's metrics: [`Metrics::default`] plus those read from the
+    /// server's state at each scrape (hosts by state, events by kind,
+    /// detector lag, process basics).
+    pub fn for_server(detector: Arc<Mutex<Detector>>, events: Arc<EventLog>) -> Self {
+        let mut metrics = Self::default();
+        let lag = detector.lock().expect("detector lock").lag_histogram();
+        metrics.registry.register_with_unit(
+            "detector_lag",
+            "How far past its deadline a host was declared late or down",
+            Unit::Seconds,
+            lag,
+        );
+        metrics
+            .registry
+            .register_collector(Box::new(StateCollector { detector, events }));
+        metrics
+            .registry
+            .register_collector(Box::new(ProcessCollector));
+        metrics
+    }
+
+    /// Writes every metric in the classic Prometheus text format (0.0.4),
+    /// which `promtool check metrics` and plain scrapers read.
+    pub fn encode_classic(&self) -> String {
+        super::exposition::to_classic(&self.encode())
+    }
+}
+
+/// Label set of hosts by state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+/// Label set of events by kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// Reads the counts the detector and event log keep on every change: a
+/// scrape copies a few numbers under the lock, never scans the hosts.
+struct StateCollector {
+    detector: Arc<Mutex<Detector>>,
+    events: Arc<EventLog>,
+}
+
+impl std::fmt::Debug for StateCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateCollector")
+    }
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts = self.detector.lock().expect("detector lock").counts();
+        let mut hosts = encoder.encode_descriptor(
+            "hosts",
+            "Hosts known, by state",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for state in HostState::ALL {
+            let value = i64::try_from(counts[state.index()]).unwrap_or(i64::MAX);
+            ConstGauge::new(value).encode(hosts.encode_family(&StateLabel {
+                state: state.as_str(),
+            })?)?;
+        }
+        let by_kind = self.events.counts_by_kind();
+        let mut events = encoder.encode_descriptor(
+            "events",
+            "Events (state changes) published, by kind",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for kind in EventKind::ALL {
+            ConstCounter::new(by_kind[kind.index()]).encode(events.encode_family(
+                &KindLabel {
+                    kind: kind.as_str(),
+                },
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The process basics, from `/proc/self` at each scrape.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(stats) = ProcessStats::read() else {
+            return Ok(()); // no /proc: leave them out rather than report zeros
+        };
+        let gauge = |encoder: &mut DescriptorEncoder,
+                     name: &str,
+                     help: &str,
+                     unit: Option<&Unit>,
+                     value: f64|
+         -> Result<(), std::fmt::Error> {
+            let metric = ConstGauge::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+        };
+        gauge(
+            &mut encoder,
+            "process_resident_memory",
+            "Resident memory size",
+            Some(&Unit::Bytes),
+            stats.resident_memory_bytes as f64,
+        )?;
+        gauge(
+            &mut encoder,
+            "process_virtual_memory",
+            "Virtual memory size",
+            Some(&Unit::Bytes),
+            stats.virtual_memory_bytes as f64,
+        )?;
+        gauge(
+            &mut encoder,
+            "process_open_fds",
+            "Open file descriptors",
+            None,
+            stats.open_fds as f64,
+        )?;
+        if let Some(max) = stats.max_fds {
+            gauge(
+                &mut encoder,
+                "process_max_fds",
+                "Limit on open file descriptors",
+                None,
+                max as f64,
+            )?;
+        }
+        gauge(
+            &mut encoder,
+            "process_start_time",
+            "Start time of the process since the Unix epoch",
+            Some(&Unit::Seconds),
+            stats.start_time_seconds,
+        )?;
+        let cpu = ConstCounter::new(stats.cpu_seconds);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu",
+            "User and system CPU time spent",
+            Some(&Unit::Seconds),
+            cpu.metric_type(),
+        )?)
     }
 }

@@ -7,14 +7,18 @@
 //! last checkpoint, then HTTP, and last the console, after it has printed
 //! every event.
 
+pub mod api;
+pub mod dashboard;
 pub mod detector;
 pub mod dirty;
 pub mod events;
+pub mod exposition;
 pub mod guard;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod persist;
+pub mod process;
 pub mod recv;
 pub mod registry;
 pub mod replay;
@@ -82,6 +86,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Whether checkpoints are being written.
     pub store: Arc<persist::StoreHealth>,
+    /// Bearer token of the API's mutating calls (`ServerConfig::api_token`).
+    pub api_token: Option<String>,
+    /// Wakes the detector's timer when a deadline may have moved earlier.
+    pub wake: Arc<Notify>,
 }
 
 /// A bound, not yet running, server.
@@ -117,9 +125,7 @@ impl Server {
         let data_dir = crate::store::resolve_data_dir(config.data_dir.as_deref())?;
         let store = crate::store::Store::open(&data_dir)?;
         let loaded = store.load()?;
-        let metrics = Arc::new(Metrics::default());
         let mut detector = Detector::new(&config);
-        detector.set_stall_counters(metrics.stalls.clone());
         let events = EventLog::new(config.event_history);
         let restored = persist::restore(
             loaded,
@@ -133,11 +139,20 @@ impl Server {
             path = %store.path().display(),
             "store loaded"
         );
+        let detector = Arc::new(Mutex::new(detector));
+        let events = Arc::new(events);
+        let metrics = Arc::new(Metrics::for_server(detector.clone(), events.clone()));
+        detector
+            .lock()
+            .expect("detector lock")
+            .set_stall_counters(metrics.stalls.clone());
         let shared = Arc::new(Shared {
-            detector: Arc::new(Mutex::new(detector)),
-            events: Arc::new(events),
+            detector,
+            events,
             metrics,
             store: Arc::new(persist::StoreHealth::new(store.path().to_path_buf())),
+            api_token: config.api_token.clone(),
+            wake: Arc::new(Notify::new()),
         });
         Ok(Server {
             config,
@@ -186,7 +201,7 @@ impl Server {
             restored,
             guard,
         } = self;
-        let wake = Arc::new(Notify::new());
+        let wake = shared.wake.clone();
         let console = tokio::spawn(print_events(shared.events.subscribe()));
         // Off the detection path: the sinks only read the event broadcast.
         let http_addr = http.local_addr().map_err(Error::Http)?;
@@ -272,8 +287,9 @@ impl Server {
         {
             http_server.abort(); // a client holding a connection open
         }
-        // Dropping the last sender closes the broadcast, so the console
-        // prints what is queued and then ends.
+        // Every publisher has stopped: the console and the sinks print and
+        // deliver what is queued, then end.
+        shared.events.close();
         drop(shared);
         let _ = console.await;
         sinks.finish(SINK_DRAIN).await;
@@ -309,7 +325,7 @@ fn bind_udp(addr: SocketAddr, recv_buffer_bytes: usize) -> io::Result<UdpSocket>
 }
 
 /// The console sink: one line per event on stdout. Ends when the event log
-/// is dropped, after printing everything queued.
+/// is closed, after printing everything queued.
 async fn print_events(mut events: broadcast::Receiver<events::Event>) {
     loop {
         match events.recv().await {

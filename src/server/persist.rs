@@ -177,7 +177,13 @@ pub fn collect_dirty(detector: &Mutex<Detector>) -> (Vec<Slot>, Vec<StoredHost>)
     for chunk in slots.chunks(COPY_CHUNK) {
         let detector = detector.lock().expect("detector lock");
         let registry = detector.registry();
-        hosts.extend(chunk.iter().map(|&slot| snapshot(registry.get(slot))));
+        // A slot freed by a forget since it was marked has nothing to write.
+        hosts.extend(
+            chunk
+                .iter()
+                .filter_map(|&slot| registry.try_get(slot))
+                .map(snapshot),
+        );
     }
     (slots, hosts)
 }

@@ -24,6 +24,8 @@ pub enum HostState {
     Down,
     /// Said goodbye: stopped cleanly, not an outage.
     Left,
+    /// Paused by an operator (maintenance): raises no alarms until resumed.
+    Paused,
 }
 
 impl HostState {
@@ -34,7 +36,27 @@ impl HostState {
             HostState::Late => "late",
             HostState::Down => "down",
             HostState::Left => "left",
+            HostState::Paused => "paused",
         }
+    }
+
+    /// Every state, in the order of [`HostState::index`].
+    pub const ALL: [HostState; 5] = [
+        HostState::Up,
+        HostState::Late,
+        HostState::Down,
+        HostState::Left,
+        HostState::Paused,
+    ];
+
+    /// A dense index (0..[`HostState::ALL`].len()), for per-state counts.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Parses [`HostState::as_str`]'s names back.
+    pub fn parse(name: &str) -> Option<HostState> {
+        HostState::ALL.into_iter().find(|s| s.as_str() == name)
     }
 }
 
@@ -78,11 +100,23 @@ pub struct Host {
 }
 
 /// The host table.
+///
+/// A forgotten host leaves a free slot (`None`), reused by a later insert.
+/// The detector's queue may still hold entries for a freed slot; they stay
+/// harmless because an entry only counts when its time equals the slot's
+/// `Host::scheduled` (a free slot has none, and a reused slot's host keeps
+/// its own deadline, so an equal stale entry would do exactly what the
+/// real one does).
 #[derive(Default)]
 pub struct Registry {
-    hosts: Vec<Host>,
+    hosts: Vec<Option<Host>>,
     index: HashTable<Slot>,
     hasher: hashbrown::DefaultHashBuilder,
+    free: Vec<Slot>,
+}
+
+fn live(host: &Option<Host>) -> &Host {
+    host.as_ref().expect("slot in the index holds a host")
 }
 
 impl Registry {
@@ -90,50 +124,84 @@ impl Registry {
     pub fn find(&self, id: &str) -> Option<Slot> {
         let hash = self.hasher.hash_one(id);
         self.index
-            .find(hash, |&slot| &*self.hosts[slot as usize].id == id)
+            .find(hash, |&slot| &*live(&self.hosts[slot as usize]).id == id)
             .copied()
     }
 
     /// Adds a host not yet in the table and returns its slot.
     pub fn insert(&mut self, host: Host) -> Slot {
         debug_assert!(self.find(&host.id).is_none(), "insert of a known host");
-        let slot = Slot::try_from(self.hosts.len()).expect("fewer than 2^32 hosts");
         let hash = self.hasher.hash_one(&*host.id);
-        self.hosts.push(host);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.hosts[slot as usize] = Some(host);
+                slot
+            }
+            None => {
+                let slot = Slot::try_from(self.hosts.len()).expect("fewer than 2^32 hosts");
+                self.hosts.push(Some(host));
+                slot
+            }
+        };
         let (hosts, hasher) = (&self.hosts, &self.hasher);
-        self.index
-            .insert_unique(hash, slot, |&s| hasher.hash_one(&*hosts[s as usize].id));
+        self.index.insert_unique(hash, slot, |&s| {
+            hasher.hash_one(&*live(&hosts[s as usize]).id)
+        });
         slot
+    }
+
+    /// Removes the host in `slot` (forget) and returns it; the slot is
+    /// reused by a later insert.
+    pub fn remove(&mut self, slot: Slot) -> Option<Host> {
+        let host = self.hosts.get_mut(slot as usize)?.take()?;
+        let hash = self.hasher.hash_one(&*host.id);
+        if let Ok(entry) = self.index.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
+        self.free.push(slot);
+        Some(host)
     }
 
     /// The host in `slot`.
     pub fn get(&self, slot: Slot) -> &Host {
-        &self.hosts[slot as usize]
+        live(&self.hosts[slot as usize])
     }
 
     /// The host in `slot`, to update.
     pub fn get_mut(&mut self, slot: Slot) -> &mut Host {
-        &mut self.hosts[slot as usize]
+        self.hosts[slot as usize]
+            .as_mut()
+            .expect("slot in use holds a host")
     }
 
-    /// The host in `slot`, if the slot exists.
+    /// The host in `slot`, if the slot exists and holds a host.
+    pub fn try_get(&self, slot: Slot) -> Option<&Host> {
+        self.hosts.get(slot as usize)?.as_ref()
+    }
+
+    /// One past the highest slot in use or free: every slot is below it.
+    pub fn slot_end(&self) -> Slot {
+        self.hosts.len() as Slot
+    }
+
+    /// The host in `slot`, if the slot exists and holds a host.
     pub fn try_get_mut(&mut self, slot: Slot) -> Option<&mut Host> {
-        self.hosts.get_mut(slot as usize)
+        self.hosts.get_mut(slot as usize)?.as_mut()
     }
 
     /// Every host, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Host> {
-        self.hosts.iter()
+        self.hosts.iter().flatten()
     }
 
     /// How many hosts are known.
     pub fn len(&self) -> usize {
-        self.hosts.len()
+        self.hosts.len() - self.free.len()
     }
 
     /// True when no host is known yet.
     pub fn is_empty(&self) -> bool {
-        self.hosts.is_empty()
+        self.len() == 0
     }
 }
 
@@ -173,5 +241,40 @@ mod tests {
         assert_eq!(registry.find("h1000"), None);
         assert_eq!(registry.len(), 1000);
         assert_eq!(&*registry.get(42).id, "h42");
+    }
+
+    #[test]
+    fn removed_slots_are_reused_and_the_index_stays_right() {
+        let mut registry = Registry::default();
+        for i in 0..10 {
+            registry.insert(host(&format!("h{i}")));
+        }
+        let slot = registry.find("h3").expect("known");
+        assert_eq!(registry.remove(slot).map(|h| h.id), Some("h3".into()));
+        assert_eq!(
+            registry.remove(slot).map(|h| h.id),
+            None,
+            "twice is a no-op"
+        );
+        assert_eq!(registry.find("h3"), None);
+        assert_eq!(registry.len(), 9);
+        assert_eq!(registry.iter().count(), 9);
+        assert!(registry.try_get_mut(slot).is_none());
+        assert_eq!(registry.insert(host("new")), slot, "free slot reused");
+        assert_eq!(registry.find("new"), Some(slot));
+        for i in (0..10).filter(|&i| i != 3) {
+            let found = registry.find(&format!("h{i}")).expect("still known");
+            assert_eq!(&*registry.get(found).id, format!("h{i}"));
+        }
+        assert_eq!(registry.len(), 10);
+    }
+
+    #[test]
+    fn state_indexes_match_the_list_and_names_parse_back() {
+        for (i, state) in HostState::ALL.into_iter().enumerate() {
+            assert_eq!(state.index(), i);
+            assert_eq!(HostState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(HostState::parse("sleepy"), None);
     }
 }

@@ -1,8 +1,11 @@
 //! Integration tests: the real `lubdub` binary on loopback.
 
 mod alerts;
+mod api;
 mod config;
 mod core;
+mod dashboard;
+mod metrics;
 mod ops;
 mod persistence;
 mod security;

@@ -426,3 +426,47 @@ fn default_data_dir_is_systemds_state_directory_else_the_users_data_dir() {
         assert!(server.wait_exit(WAIT).success());
     }
 }
+
+#[test]
+fn pause_and_forget_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["--timeout", "1s", "--checkpoint-interval", "1h"];
+    let mut server = Server::start_in(dir.path(), &args);
+    let mut clients: Vec<Proc> = ["kept", "paused", "forgotten"]
+        .iter()
+        .map(|id| client(&[server.udp], id, &[]))
+        .collect();
+    assert!(wait_until(WAIT, || beats_of(&server).len() == 3));
+    assert_eq!(
+        server
+            .request("POST", "/api/v1/hosts/paused/pause", None, None)
+            .status,
+        200
+    );
+    clients[2].kill();
+    assert_eq!(
+        server
+            .request("DELETE", "/api/v1/hosts/forgotten", None, None)
+            .status,
+        204
+    );
+    server.proc.signal(libc::SIGTERM);
+    assert!(server.proc.wait_exit(WAIT).success());
+
+    let server = Server::start_in(dir.path(), &args);
+    let hosts = beats_of(&server);
+    assert_eq!(
+        hosts.keys().collect::<Vec<_>>(),
+        ["kept", "paused"],
+        "forget is stored"
+    );
+    assert_eq!(
+        server.state_of("paused").as_deref(),
+        Some("paused"),
+        "pause is stored"
+    );
+    clients[1].kill(); // a paused host may go silent: still no alarm after the restart
+    std::thread::sleep(Duration::from_millis(2500)); // beyond grace and timeout
+    assert_eq!(server.state_of("paused").as_deref(), Some("paused"));
+    assert_eq!(server.kinds_of("paused"), Vec::<String>::new());
+}

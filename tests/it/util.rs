@@ -608,3 +608,95 @@ pub fn raw_http(addr: SocketAddr, request: &str) -> String {
     let _ = stream.read_to_end(&mut response); // ends at close or timeout
     String::from_utf8_lossy(&response).into_owned()
 }
+
+/// An HTTP answer: status, headers of interest and the body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub total_count: Option<usize>,
+    pub www_authenticate: Option<String>,
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// The `error` message of a JSON error body.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message: {:?}", self.body))
+            .to_string()
+    }
+}
+
+impl Server {
+    /// Sends `method path` with optional bearer `token` and `accept`
+    /// header; any status is returned, not turned into an error.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        accept: Option<&str>,
+    ) -> Reply {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path));
+        let request = match token {
+            Some(token) => request.header("Authorization", format!("Bearer {token}")),
+            None => request,
+        };
+        let request = match accept {
+            Some(accept) => request.header("Accept", accept),
+            None => request,
+        };
+        let mut response = agent
+            .run(request.body(()).expect("request"))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        Reply {
+            status: response.status().as_u16(),
+            content_type: header("content-type").unwrap_or_default(),
+            total_count: header("x-total-count").and_then(|v| v.parse().ok()),
+            www_authenticate: header("www-authenticate"),
+            body: response.body_mut().read_to_string().expect("text body"),
+        }
+    }
+
+    /// Host ids of a `/api/v1/hosts…` answer, in order.
+    pub fn ids(&self, path: &str) -> Vec<String> {
+        self.get_json(path)
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|h| h["id"].as_str().expect("id").to_string())
+            .collect()
+    }
+}
+
+/// A free loopback TCP port: bound, then released for a program that cannot
+/// take port 0 (e.g. Prometheus). Another process may grab it in between,
+/// so callers retry on a bind failure.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
