@@ -130,6 +130,23 @@ pub struct ServerConfig {
     pub recv_buffer_bytes: usize,
     /// Where the server keeps its state. Unset: a per-user data directory.
     pub data_dir: Option<PathBuf>,
+    /// Failure detector: `fixed` (the `timeout` above) or `phi` (phi
+    /// accrual over each host's own rhythm and loss rate, `[server.phi]`);
+    /// see docs/DETECTION.md for how they compare. Default: fixed.
+    pub detector: crate::detection::DetectorKind,
+    /// Window of flapping detection: a host that goes `down`
+    /// `flap_threshold` times within it is marked flapping (one event), and
+    /// settles after a whole window without a new `down`. Default: 10m.
+    #[serde(with = "humantime_serde")]
+    pub flap_window: Duration,
+    /// `down`s within `flap_window` that make a host flapping; 0 turns
+    /// flapping detection off. Default: 3.
+    pub flap_threshold: u16,
+    /// Settings of the phi accrual detector.
+    pub phi: crate::detection::PhiConfig,
+    /// Per-host detector overrides, by host-id glob; the first match wins.
+    /// Default: none.
+    pub host_detectors: Vec<crate::detection::HostDetector>,
 }
 
 impl Default for ServerConfig {
@@ -143,6 +160,11 @@ impl Default for ServerConfig {
             event_history: 10_000,
             recv_buffer_bytes: 8 << 20,
             data_dir: None,
+            detector: crate::detection::DetectorKind::Fixed,
+            flap_window: Duration::from_secs(600),
+            flap_threshold: 3,
+            phi: crate::detection::PhiConfig::default(),
+            host_detectors: Vec::new(),
         }
     }
 }
@@ -175,7 +197,16 @@ impl ServerConfig {
         if self.silent_report.is_some_and(|d| d.is_zero()) {
             return Err(invalid("silent_report", "must be greater than 0"));
         }
+        if self.flap_window.is_zero() {
+            return Err(invalid("flap_window", "must be greater than 0"));
+        }
+        self.detector_rules()?;
         Ok(())
+    }
+
+    /// The checked, compiled detector settings (server-wide and per host).
+    pub fn detector_rules(&self) -> Result<crate::detection::Rules, Error> {
+        crate::detection::Rules::new(self.detector, self.timeout, &self.phi, &self.host_detectors)
     }
 
     /// The share of a host's timeout after which it is `late`.

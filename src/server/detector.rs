@@ -11,7 +11,9 @@
 
 use super::events::{Event, EventKind};
 use super::registry::{Host, HostState, Registry, Slot};
+use super::stats::{BeatStats, SeqOutcome, track_seq};
 use crate::config::ServerConfig;
+use crate::detection::{DetectorKind, Rules};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
@@ -36,6 +38,9 @@ pub struct Observation<'a> {
     pub interval_ms: u32,
     /// The client is shutting down cleanly.
     pub goodbye: bool,
+    /// The client's send time, microseconds since the Unix epoch (0:
+    /// unknown, e.g. legacy beats).
+    pub sent_at_micros: u64,
 }
 
 /// The registry plus the deadline queue and the state machine over them.
@@ -44,12 +49,17 @@ pub struct Detector {
     deadlines: BinaryHeap<Reverse<(Instant, Slot)>>,
     timeout: Duration,
     late_ratio: f64,
+    rules: Rules,
+    /// Zero of the millisecond clock of [`FlapState`] (compact per host).
+    epoch: Instant,
+    flap_window: Duration,
+    flap_threshold: u16,
 }
 
-/// Seq numbers carry the client's start time (Unix seconds) in their high
-/// 32 bits and a beat counter in the low 32 (see docs/PROTOCOL.md): a gap
-/// within one client run is loss, a change of the high half is a restart.
-const SEQ_RUN_SHIFT: u32 = 32;
+// Seq numbers carry the client's start time (Unix seconds) in their high
+// 32 bits and a beat counter in the low 32 (see docs/PROTOCOL.md): a gap
+// within one client run is loss, a jump of the high half is a restart
+// (`stats::track_seq`).
 
 impl Detector {
     /// An empty detector with the server's timeout settings.
@@ -59,6 +69,12 @@ impl Detector {
             deadlines: BinaryHeap::new(),
             timeout: config.timeout,
             late_ratio: config.late_ratio(),
+            rules: config
+                .detector_rules()
+                .expect("ServerConfig::validate checks the detector rules"),
+            epoch: Instant::now(),
+            flap_window: config.flap_window,
+            flap_threshold: config.flap_threshold,
         }
     }
 
@@ -67,20 +83,104 @@ impl Detector {
         &self.registry
     }
 
-    /// A host's timeout: the server's, raised to 3 × its declared interval.
+    /// A host's timeout: the silence after which it is `down`. Fixed
+    /// detector: the server's (or its rule's), raised to 3 × its declared
+    /// interval; phi: where phi reaches the threshold, from its statistics.
     pub fn timeout_for(&self, host: &Host) -> Duration {
-        self.timeout
-            .max(Duration::from_millis(u64::from(host.interval_ms)) * 3)
+        let rule = self.rules.get(host.rule);
+        match rule.kind {
+            DetectorKind::Fixed => rule
+                .timeout
+                .max(Duration::from_millis(u64::from(host.interval_ms)) * 3),
+            DetectorKind::Phi => self.phi_silence(host, rule.phi.threshold),
+        }
+    }
+
+    /// Silence after which `host`'s phi reaches `target`.
+    fn phi_silence(&self, host: &Host, target: f64) -> Duration {
+        let rule = self.rules.get(host.rule);
+        let ms = rule.phi.silence_for(
+            target,
+            f64::from(host.stats.interval_mean_ms),
+            f64::from(host.stats.interval_std_ms()),
+            f64::from(host.stats.loss_rate),
+        );
+        // Bounded so a wild estimate cannot overflow an Instant: a year.
+        Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 365.0 * 86_400.0))
+    }
+
+    /// The silence after which `host` becomes `late`.
+    fn late_silence(&self, host: &Host) -> Duration {
+        let rule = self.rules.get(host.rule);
+        match rule.kind {
+            DetectorKind::Fixed => self.timeout_for(host).mul_f64(self.late_ratio),
+            DetectorKind::Phi => self.phi_silence(host, rule.phi.late_threshold),
+        }
+    }
+
+    /// Which detector judges `host`.
+    pub fn detector_kind(&self, host: &Host) -> DetectorKind {
+        self.rules.get(host.rule).kind
+    }
+
+    /// Why `host` is (or is not) suspected at `now`: its phi (phi
+    /// detector only) and a one-line explanation, e.g. "phi 9.1: beat 3.2 σ
+    /// overdue".
+    pub fn explain(&self, host: &Host, now: Instant) -> (Option<f64>, String) {
+        let rule = self.rules.get(host.rule);
+        let silent = now.saturating_duration_since(host.last_seen);
+        let mean = f64::from(host.stats.interval_mean_ms);
+        let std = f64::from(host.stats.interval_std_ms()).max(rule.phi.min_std_ms);
+        match rule.kind {
+            DetectorKind::Fixed => {
+                let timeout = self.timeout_for(host);
+                (
+                    None,
+                    format!(
+                        "silent {:.1}s of a {:.1}s timeout",
+                        silent.as_secs_f64(),
+                        timeout.as_secs_f64()
+                    ),
+                )
+            }
+            DetectorKind::Phi => {
+                let ms = silent.as_secs_f64() * 1000.0;
+                let phi = rule.phi.phi(ms, mean, std, f64::from(host.stats.loss_rate));
+                let overdue = (ms - rule.phi.pause_ms - mean) / std.max(1e-3);
+                let missed = ((ms - rule.phi.pause_ms) / mean.max(1e-3)).floor().max(0.0);
+                (
+                    Some(phi),
+                    format!(
+                        "phi {phi:.1}: beat {overdue:.1} σ overdue ({missed} beats missed at {:.1} % loss; down at phi {})",
+                        f64::from(host.stats.loss_rate.max(rule.phi.min_loss as f32)) * 100.0,
+                        rule.phi.threshold
+                    ),
+                )
+            }
+        }
+    }
+
+    fn millis_since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// When `host` next changes state if it stays silent, if ever.
     fn due(&self, host: &Host) -> Option<Instant> {
-        let timeout = self.timeout_for(host);
         match host.state {
-            HostState::Up => Some(host.last_seen + timeout.mul_f64(self.late_ratio)),
-            HostState::Late => Some(host.last_seen + timeout),
-            HostState::Down | HostState::Left => None,
+            HostState::Up => Some(host.last_seen + self.late_silence(host)),
+            HostState::Late => Some(host.last_seen + self.timeout_for(host)),
+            // A flapping host that stays down settles (and is then alerted
+            // on) after a whole flap window.
+            HostState::Down => host
+                .flap
+                .settles_at(self.flap_window_ms())
+                .map(|ms| self.epoch + Duration::from_millis(ms)),
+            HostState::Left => None,
         }
+    }
+
+    fn flap_window_ms(&self) -> u64 {
+        u64::try_from(self.flap_window.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Earliest pending deadline (possibly a stale or early entry, which only
@@ -104,21 +204,54 @@ impl Detector {
         };
         let host = self.registry.get_mut(slot);
         let silent_for = now.saturating_duration_since(host.last_seen);
-        let mut changes = [None, None];
+        let mut changes = [None, None, None];
         if host.addr != beat.addr {
             tracing::info!(host = %host.id, from = %host.addr, to = %beat.addr, "host address changed");
             host.addr = beat.addr;
         }
         let rebooted =
             beat.boot_id != [0; 16] && host.boot_id != [0; 16] && beat.boot_id != host.boot_id;
+        let alpha = self.rules.get(host.rule).alpha;
+        // Only in-order beats of a host that was beating say anything of
+        // its rhythm: a gap after `down` is an outage, not jitter.
+        let mut rhythm = matches!(host.state, HostState::Up | HostState::Late) && !beat.goodbye;
+        let mut steps = 1;
         if let Some(seq) = beat.seq {
-            let same_run = seq >> SEQ_RUN_SHIFT == host.seq >> SEQ_RUN_SHIFT;
-            if rebooted || !same_run {
+            if rebooted {
                 host.seq = seq;
-            } else if seq > host.seq {
-                host.losses += seq - host.seq - 1;
-                host.seq = seq;
+                host.stats.recent = 0;
+                rhythm = false;
+            } else {
+                match track_seq(&mut host.seq, &mut host.stats.recent, seq) {
+                    SeqOutcome::Next { lost } => {
+                        host.losses += lost;
+                        host.stats.add_losses(lost, alpha);
+                        steps = lost + 1;
+                    }
+                    SeqOutcome::Reordered => {
+                        host.losses = host.losses.saturating_sub(1);
+                        host.stats.reordered = host.stats.reordered.saturating_add(1);
+                        rhythm = false;
+                    }
+                    SeqOutcome::Duplicate => {
+                        host.stats.duplicates = host.stats.duplicates.saturating_add(1);
+                        rhythm = false;
+                    }
+                    SeqOutcome::NewRun => rhythm = false,
+                }
             }
+        }
+        if rhythm {
+            host.stats
+                .add_interval(silent_for.as_secs_f32() * 1000.0, steps, alpha);
+        }
+        if beat.sent_at_micros != 0 {
+            let received = wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            let offset_micros = received as i128 - i128::from(beat.sent_at_micros);
+            host.stats
+                .add_clock_offset(offset_micros as f32 / 1000.0, alpha);
         }
         host.boot_id = beat.boot_id;
         host.interval_ms = beat.interval_ms;
@@ -138,6 +271,12 @@ impl Detector {
         };
         if rebooted {
             changes[1] = Some(EventKind::Rebooted);
+        }
+        let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX);
+        let window_ms = u64::try_from(self.flap_window.as_millis()).unwrap_or(u64::MAX);
+        if host.flap.try_settle(now_ms, window_ms) {
+            changes[2] = Some(EventKind::Settled);
         }
         if changes[0].is_some() {
             host.state = next_state;
@@ -174,6 +313,15 @@ impl Detector {
             losses: 0,
             legacy: beat.seq.is_none(),
             scheduled: None,
+            stats: BeatStats::new(if beat.interval_ms > 0 {
+                beat.interval_ms as f32
+            } else {
+                // Legacy clients declare nothing: assume the seed's three
+                // beats per timeout.
+                self.timeout.as_secs_f32() * 1000.0 / 3.0
+            }),
+            rule: self.rules.index_for(beat.host_id),
+            flap: Default::default(),
         };
         let kind = if beat.goodbye {
             EventKind::Left
@@ -220,16 +368,28 @@ impl Detector {
             let host = self.registry.get(slot);
             let Some(due) = self.due(host) else { continue };
             if due <= now {
-                let kind = if host.state == HostState::Up {
-                    EventKind::Late
-                } else {
-                    EventKind::Down
-                };
                 let silent_for = now.saturating_duration_since(host.last_seen);
+                let now_ms = self.millis_since_epoch(now);
+                let (window_ms, threshold) = (self.flap_window_ms(), self.flap_threshold);
                 let host = self.registry.get_mut(slot);
-                host.state = kind.state_after();
-                host.since = wall;
-                events.push(event(kind, host, wall, silent_for));
+                if host.state == HostState::Down {
+                    // Its only deadline while down: a flapping host settles.
+                    if host.flap.try_settle(now_ms, window_ms) {
+                        events.push(event(EventKind::Settled, host, wall, silent_for));
+                    }
+                } else {
+                    let kind = if host.state == HostState::Up {
+                        EventKind::Late
+                    } else {
+                        EventKind::Down
+                    };
+                    host.state = kind.state_after();
+                    host.since = wall;
+                    events.push(event(kind, host, wall, silent_for));
+                    if kind == EventKind::Down && host.flap.on_down(now_ms, window_ms, threshold) {
+                        events.push(event(EventKind::Flapping, host, wall, silent_for));
+                    }
+                }
             }
             // Queue the next step: the true deadline of an early entry, or
             // `down` after `late` (at once if that is already due).
@@ -303,6 +463,7 @@ mod tests {
             boot_id: [1; 16],
             interval_ms: 10_000,
             goodbye: false,
+            sent_at_micros: 0,
         }
     }
 
@@ -552,7 +713,7 @@ mod tests {
                 seq: Some(run + 3),
                 ..beat("a")
             },
-        ); // late duplicate
+        ); // arrives late: no longer lost
         let next_run = 1_700_000_100u64 << 32;
         sim.observe(
             4.0,
@@ -563,7 +724,8 @@ mod tests {
         ); // client restarted
         let registry = sim.detector.registry();
         let host = registry.get(registry.find("a").expect("known"));
-        assert_eq!((host.losses, host.seq, host.beats), (2, next_run, 5));
+        assert_eq!((host.losses, host.seq, host.beats), (1, next_run, 5));
+        assert_eq!(host.stats.reordered, 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -24,6 +24,13 @@ pub enum EventKind {
     Left,
     /// Beats carry a new boot id: the machine restarted.
     Rebooted,
+    /// Went down repeatedly within the flap window: alert sinks hold back
+    /// its individual alerts until it settles. Comes right after a `down`.
+    Flapping,
+    /// A flapping host had a whole flap window without going down; alerts
+    /// flow again. Does not change the state (up, or down if it stayed
+    /// down).
+    Settled,
 }
 
 impl EventKind {
@@ -36,6 +43,8 @@ impl EventKind {
             EventKind::Recovered => "recovered",
             EventKind::Left => "left",
             EventKind::Rebooted => "rebooted",
+            EventKind::Flapping => "flapping",
+            EventKind::Settled => "settled",
         }
     }
 
@@ -43,9 +52,11 @@ impl EventKind {
     pub fn state_after(self) -> HostState {
         match self {
             EventKind::Late => HostState::Late,
-            EventKind::Down => HostState::Down,
+            EventKind::Down | EventKind::Flapping => HostState::Down,
             EventKind::Left => HostState::Left,
             EventKind::Joined | EventKind::Recovered | EventKind::Rebooted => HostState::Up,
+            // Usually; a host that settles while down stays down.
+            EventKind::Settled => HostState::Up,
         }
     }
 }

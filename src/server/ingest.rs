@@ -124,6 +124,7 @@ impl Ingest {
                         boot_id: beat.boot_id,
                         interval_ms: beat.interval_ms,
                         goodbye: beat.is_goodbye(),
+                        sent_at_micros: beat.sent_at_micros,
                     },
                     Ok(Packet::Legacy) => {
                         counts.legacy_beats += 1;
@@ -182,6 +183,7 @@ fn legacy_observation(from: SocketAddr, buf: &mut [u8; 64]) -> Observation<'_> {
         boot_id: [0; 16],
         interval_ms: 0,
         goodbye: false,
+        sent_at_micros: 0,
     }
 }
 

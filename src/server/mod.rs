@@ -11,8 +11,10 @@ pub mod events;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod phi;
 pub mod recv;
 pub mod registry;
+pub mod stats;
 
 use crate::config::ServerConfig;
 use detector::Detector;

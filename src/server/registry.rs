@@ -68,6 +68,12 @@ pub struct Host {
     /// The deadline this host has in the detector's queue, if any. An entry
     /// in the queue whose time differs from this is stale and is skipped.
     pub scheduled: Option<Instant>,
+    /// Beat statistics: rhythm, loss rate, reordering, clock offset.
+    pub stats: super::stats::BeatStats,
+    /// Which detector rule judges it (see [`crate::detection::Rules`]).
+    pub rule: u8,
+    /// Flapping detection.
+    pub flap: crate::detection::FlapState,
 }
 
 /// The host table.
@@ -149,6 +155,9 @@ mod tests {
             losses: 0,
             legacy: false,
             scheduled: None,
+            stats: crate::server::stats::BeatStats::new(1000.0),
+            rule: 0,
+            flap: Default::default(),
         }
     }
 
