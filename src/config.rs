@@ -147,6 +147,10 @@ pub struct ServerConfig {
     /// Per-host detector overrides, by host-id glob; the first match wins.
     /// Default: none.
     pub host_detectors: Vec<crate::detection::HostDetector>,
+    /// Record every v1 beat's arrival to this file, as a compact trace for
+    /// `lubdub simulate --trace` (to tune the detector on real traffic).
+    /// Unset (the default): no recording.
+    pub record: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -165,6 +169,7 @@ impl Default for ServerConfig {
             flap_threshold: 3,
             phi: crate::detection::PhiConfig::default(),
             host_detectors: Vec::new(),
+            record: None,
         }
     }
 }

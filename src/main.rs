@@ -31,6 +31,9 @@ enum Command {
     Server(ServerArgs),
     /// Send beats to one or more servers.
     Client(ClientArgs),
+    /// Run the detector on simulated time over synthetic or recorded beat
+    /// traces; report detection time and false alarms.
+    Simulate(simulate_cli::SimulateArgs),
 }
 
 #[derive(Args)]
@@ -65,6 +68,12 @@ struct ServerArgs {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Failure detector: fixed timeout or phi accrual [default: fixed].
+    #[arg(long, value_enum)]
+    detector: Option<lubdub::detection::DetectorKind>,
+    /// Record every beat's arrival to FILE, for `lubdub simulate --trace`.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -80,6 +89,8 @@ impl ServerArgs {
         config.late_after = self.late_after.or(config.late_after);
         config.silent_report = self.silent_report.or(config.silent_report);
         config.data_dir = self.data_dir.or(config.data_dir);
+        set(&mut config.detector, self.detector);
+        config.record = self.record.or(config.record);
         Ok(config)
     }
 }
@@ -215,8 +226,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             client.run(stop).await;
             Ok(())
         }
+        Command::Simulate(args) => simulate_cli::run(args),
     }
 }
+
+mod simulate_cli;
 
 #[cfg(test)]
 mod tests {

@@ -54,6 +54,20 @@ pub struct Detector {
     epoch: Instant,
     flap_window: Duration,
     flap_threshold: u16,
+    totals: DetectionTotals,
+}
+
+/// Fleet-wide counts of what the beat statistics saw, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DetectionTotals {
+    /// Beats lost (sequence gaps, less those that arrived late).
+    pub lost: u64,
+    /// Beats received more than once.
+    pub duplicates: u64,
+    /// Beats that arrived after a later one.
+    pub reordered: u64,
+    /// Hosts flapping now.
+    pub flapping: u64,
 }
 
 // Seq numbers carry the client's start time (Unix seconds) in their high
@@ -75,6 +89,7 @@ impl Detector {
             epoch: Instant::now(),
             flap_window: config.flap_window,
             flap_threshold: config.flap_threshold,
+            totals: DetectionTotals::default(),
         }
     }
 
@@ -116,6 +131,11 @@ impl Detector {
             DetectorKind::Fixed => self.timeout_for(host).mul_f64(self.late_ratio),
             DetectorKind::Phi => self.phi_silence(host, rule.phi.late_threshold),
         }
+    }
+
+    /// Fleet-wide counts of losses, duplicates, reordering and flapping.
+    pub fn totals(&self) -> DetectionTotals {
+        self.totals
     }
 
     /// Which detector judges `host`.
@@ -225,16 +245,20 @@ impl Detector {
                 match track_seq(&mut host.seq, &mut host.stats.recent, seq) {
                     SeqOutcome::Next { lost } => {
                         host.losses += lost;
+                        self.totals.lost += lost;
                         host.stats.add_losses(lost, alpha);
                         steps = lost + 1;
                     }
                     SeqOutcome::Reordered => {
                         host.losses = host.losses.saturating_sub(1);
+                        self.totals.lost = self.totals.lost.saturating_sub(1);
+                        self.totals.reordered += 1;
                         host.stats.reordered = host.stats.reordered.saturating_add(1);
                         rhythm = false;
                     }
                     SeqOutcome::Duplicate => {
                         host.stats.duplicates = host.stats.duplicates.saturating_add(1);
+                        self.totals.duplicates += 1;
                         rhythm = false;
                     }
                     SeqOutcome::NewRun => rhythm = false,
@@ -277,6 +301,7 @@ impl Detector {
         let window_ms = u64::try_from(self.flap_window.as_millis()).unwrap_or(u64::MAX);
         if host.flap.try_settle(now_ms, window_ms) {
             changes[2] = Some(EventKind::Settled);
+            self.totals.flapping = self.totals.flapping.saturating_sub(1);
         }
         if changes[0].is_some() {
             host.state = next_state;
@@ -376,6 +401,7 @@ impl Detector {
                     // Its only deadline while down: a flapping host settles.
                     if host.flap.try_settle(now_ms, window_ms) {
                         events.push(event(EventKind::Settled, host, wall, silent_for));
+                        self.totals.flapping = self.totals.flapping.saturating_sub(1);
                     }
                 } else {
                     let kind = if host.state == HostState::Up {
@@ -388,6 +414,7 @@ impl Detector {
                     events.push(event(kind, host, wall, silent_for));
                     if kind == EventKind::Down && host.flap.on_down(now_ms, window_ms, threshold) {
                         events.push(event(EventKind::Flapping, host, wall, silent_for));
+                        self.totals.flapping += 1;
                     }
                 }
             }

@@ -25,6 +25,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    {
+        let detector = shared.detector.lock().expect("detector lock");
+        shared.metrics.sync_detection(&detector.totals());
+    }
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     (
         [(header::CONTENT_TYPE, content_type)],
@@ -69,6 +73,25 @@ pub struct HostView {
     losses: u64,
     boot_id: Option<String>,
     legacy: bool,
+    /// `fixed` or `phi`.
+    detector: &'static str,
+    /// phi now (phi detector only).
+    phi: Option<f64>,
+    /// Why the detector judges the host as it does, in one line.
+    why: String,
+    /// Down repeatedly within the flap window; alerts are held back.
+    flapping: bool,
+    /// Mean time per beat, from arrivals (seconds).
+    interval_mean_seconds: f64,
+    /// Its standard deviation (seconds).
+    interval_std_seconds: f64,
+    /// Recent share of beats lost (0 to 1).
+    loss_rate: f64,
+    duplicates: u32,
+    reordered: u32,
+    /// Receive minus send time (clock offset plus network delay), seconds;
+    /// null until a beat carried a send time.
+    clock_offset_seconds: Option<f64>,
 }
 
 fn rfc3339(at: SystemTime) -> String {
@@ -96,6 +119,16 @@ async fn hosts(State(shared): State<Arc<Shared>>) -> Json<Vec<HostView>> {
                 losses: host.losses,
                 boot_id: (host.boot_id != [0; 16]).then(|| BootId(&host.boot_id).to_string()),
                 legacy: host.legacy,
+                detector: detector.detector_kind(host).as_str(),
+                phi: detector.explain(host, now).0,
+                why: detector.explain(host, now).1,
+                flapping: host.flap.flapping,
+                interval_mean_seconds: f64::from(host.stats.interval_mean_ms) / 1000.0,
+                interval_std_seconds: f64::from(host.stats.interval_std_ms()) / 1000.0,
+                loss_rate: f64::from(host.stats.loss_rate),
+                duplicates: host.stats.duplicates,
+                reordered: host.stats.reordered,
+                clock_offset_seconds: host.stats.clock_offset().map(|ms| f64::from(ms) / 1000.0),
             })
             .collect()
     };

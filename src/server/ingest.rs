@@ -68,6 +68,8 @@ pub struct Ingest {
     pub events: Arc<EventLog>,
     /// Where the counts go.
     pub metrics: Arc<Metrics>,
+    /// Beat trace being recorded (`--record`), if any.
+    pub record: Option<Mutex<crate::simulate::Recorder>>,
 }
 
 impl Ingest {
@@ -80,7 +82,10 @@ impl Ingest {
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    self.stop_recording();
+                    return;
+                }
                 ready = self.socket.readable() => if let Err(e) = ready {
                     tracing::error!("udp socket failed: {e}");
                     return;
@@ -101,12 +106,27 @@ impl Ingest {
         }
     }
 
+    /// Flushes the beat trace; on a write error, reports it and stops
+    /// recording (the server goes on).
+    fn stop_recording(&self) {
+        if let Some(recorder) = &self.record {
+            let mut recorder = recorder.lock().expect("recorder lock");
+            if let Err(e) = recorder.flush() {
+                tracing::error!("beat trace: {e:#}");
+            }
+        }
+    }
+
     fn apply(&self, batch: &Batch, bad_packet_log: &mut RateLimit) {
         let now = Instant::now();
         let wall = SystemTime::now();
         let mut counts = BatchCounts::default();
         let mut events = Vec::new();
         let mut legacy_id = [0u8; 64];
+        let mut recorder = self
+            .record
+            .as_ref()
+            .map(|r| r.lock().expect("recorder lock"));
         let woke = {
             let mut detector = self.detector.lock().expect("detector lock");
             let before = detector.next_deadline();
@@ -141,6 +161,11 @@ impl Ingest {
                 tracing::trace!(host = beat.host_id, addr = %beat.addr, "beat");
                 detector.observe(&beat, now, wall, &mut events);
                 counts.beats += 1;
+                if let Some(r) = recorder.as_mut()
+                    && let Err(e) = r.record(&beat, now)
+                {
+                    tracing::error!("beat trace: {e:#}; recording stopped");
+                }
             }
             earlier(detector.next_deadline(), before)
         };

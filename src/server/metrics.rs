@@ -5,6 +5,7 @@ use super::ingest::DropReason;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// Label set for packets dropped, by reason.
@@ -28,6 +29,14 @@ pub struct Metrics {
     pub batches: Counter,
     /// Datagrams dropped, by reason.
     pub dropped: Family<ReasonLabel, Counter>,
+    /// Beats lost in the network, from sequence gaps (fleet total).
+    pub beats_lost: Counter,
+    /// Beats received more than once (fleet total).
+    pub beats_duplicated: Counter,
+    /// Beats that arrived after a later one (fleet total).
+    pub beats_reordered: Counter,
+    /// Hosts flapping now.
+    pub hosts_flapping: Gauge,
 }
 
 impl Default for Metrics {
@@ -65,8 +74,36 @@ impl Default for Metrics {
                 reason: reason.as_str(),
             }));
         }
+        let beats_lost = Counter::default();
+        registry.register(
+            "beats_lost",
+            "Beats lost in the network, from sequence gaps",
+            beats_lost.clone(),
+        );
+        let beats_duplicated = Counter::default();
+        registry.register(
+            "beats_duplicated",
+            "Beats received more than once",
+            beats_duplicated.clone(),
+        );
+        let beats_reordered = Counter::default();
+        registry.register(
+            "beats_reordered",
+            "Beats that arrived after a later one",
+            beats_reordered.clone(),
+        );
+        let hosts_flapping = Gauge::default();
+        registry.register(
+            "hosts_flapping",
+            "Hosts flapping now (alerts held back)",
+            hosts_flapping.clone(),
+        );
         Self {
             registry,
+            beats_lost,
+            beats_duplicated,
+            beats_reordered,
+            hosts_flapping,
             datagrams,
             beats,
             legacy_beats,
@@ -86,6 +123,21 @@ impl Metrics {
                 })
                 .inc_by(n);
         }
+    }
+
+    /// Brings the detection metrics up to the detector's totals. Call under
+    /// the detector lock, so two scrapes cannot add the same delta twice.
+    pub fn sync_detection(&self, totals: &super::detector::DetectionTotals) {
+        for (counter, total) in [
+            (&self.beats_lost, totals.lost),
+            (&self.beats_duplicated, totals.duplicates),
+            (&self.beats_reordered, totals.reordered),
+        ] {
+            // `lost` can shrink (a late beat); a counter only grows.
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        self.hosts_flapping
+            .set(i64::try_from(totals.flapping).unwrap_or(i64::MAX));
     }
 
     /// Writes every metric in the OpenMetrics text format.

@@ -54,6 +54,15 @@ pub enum Error {
     /// The HTTP server failed while running.
     #[error("http server failed")]
     Http(#[source] io::Error),
+    /// The beat trace (`record`) cannot be created.
+    #[error("cannot create the beat trace {path}")]
+    Record {
+        /// The file asked for.
+        path: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: crate::simulate::TraceError,
+    },
 }
 
 /// State shared by the server's tasks.
@@ -72,6 +81,7 @@ pub struct Server {
     udp: UdpSocket,
     http: TcpListener,
     shared: Arc<Shared>,
+    record: Option<crate::simulate::Recorder>,
 }
 
 impl Server {
@@ -96,11 +106,22 @@ impl Server {
             events: Arc::new(EventLog::new(config.event_history)),
             metrics: Arc::default(),
         });
+        let record =
+            match &config.record {
+                Some(path) => Some(crate::simulate::Recorder::create(path).map_err(|source| {
+                    Error::Record {
+                        path: path.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         Ok(Server {
             config,
             udp,
             http,
             shared,
+            record,
         })
     }
 
@@ -130,6 +151,7 @@ impl Server {
             udp,
             http,
             shared,
+            record,
         } = self;
         let wake = Arc::new(Notify::new());
         let console = tokio::spawn(print_events(shared.events.subscribe()));
@@ -142,6 +164,7 @@ impl Server {
                 wake: wake.clone(),
                 events: shared.events.clone(),
                 metrics: shared.metrics.clone(),
+                record: record.map(Mutex::new),
             }
             .run(ingest_stop.clone()),
         );
