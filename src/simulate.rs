@@ -488,16 +488,16 @@ mod tests {
     #[test]
     fn deterministic_for_a_seed_and_loss_causes_false_alarms_for_a_tight_timeout() {
         let config = ServerConfig {
-            timeout: Duration::from_secs(15),
+            timeout: Duration::from_secs(35),
             ..ServerConfig::default()
         };
         let a = run_synthetic(&config, &fleet(0.2));
         let b = run_synthetic(&config, &fleet(0.2));
         assert_eq!(a, b);
-        // 20 % loss, 1.5 intervals: a received beat followed by a lost one
-        // (16 % of beats) is a false `down`.
+        // 20 % loss, 3.5 intervals: a received beat followed by three or
+        // more lost ones (0.8 · 0.2³ of beats) is a false `down`.
         let sent = a.beats_sent as f64;
-        let expected = sent * 0.8 * 0.2;
+        let expected = sent * 0.8 * 0.2f64.powi(3);
         let got = a.false_downs as f64;
         assert!(
             (got - expected).abs() < expected * 0.2,
