@@ -41,12 +41,15 @@ impl DetectorKind {
 pub struct PhiConfig {
     /// phi at which a host is `down`: a live host reaches it once in
     /// 10^threshold silences. Higher: fewer false alarms, slower detection
-    /// (at 5 % loss each extra 1.3 is one more beat). Default: 12.
+    /// (at 5 % loss each extra 1.3 is one more beat). Default: 10 (see
+    /// docs/DETECTION.md).
     pub threshold: f64,
     /// phi at which a host is `late` (a warning). Default: 3.
     pub late_threshold: f64,
     /// Beats the statistics remember (an EWMA of this centre of mass):
-    /// larger is steadier, smaller adapts faster. Default: 100.
+    /// larger is steadier, smaller adapts faster to a changed network.
+    /// Until a host has sent this many, its estimates are plain means.
+    /// Default: 1000.
     pub window: u32,
     /// Floor of the deviation of the time per beat, so a host beating like
     /// clockwork is not declared down moments after a beat was due.
@@ -66,9 +69,9 @@ pub struct PhiConfig {
 impl Default for PhiConfig {
     fn default() -> Self {
         Self {
-            threshold: 12.0,
+            threshold: 10.0,
             late_threshold: 3.0,
-            window: 100,
+            window: 1000,
             min_deviation: Duration::from_millis(100),
             acceptable_pause: Duration::ZERO,
             min_loss: 0.01,

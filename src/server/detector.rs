@@ -118,7 +118,7 @@ impl Detector {
             target,
             f64::from(host.stats.interval_mean_ms),
             f64::from(host.stats.interval_std_ms()),
-            f64::from(host.stats.loss_rate),
+            host.stats.loss(),
         );
         // Bounded so a wild estimate cannot overflow an Instant: a year.
         Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 365.0 * 86_400.0))
@@ -165,14 +165,15 @@ impl Detector {
             }
             DetectorKind::Phi => {
                 let ms = silent.as_secs_f64() * 1000.0;
-                let phi = rule.phi.phi(ms, mean, std, f64::from(host.stats.loss_rate));
+                let phi = rule.phi.phi(ms, mean, std, host.stats.loss());
                 let overdue = (ms - rule.phi.pause_ms - mean) / std.max(1e-3);
                 let missed = ((ms - rule.phi.pause_ms) / mean.max(1e-3)).floor().max(0.0);
                 (
                     Some(phi),
                     format!(
-                        "phi {phi:.1}: beat {overdue:.1} σ overdue ({missed} beats missed at {:.1} % loss; down at phi {})",
+                        "phi {phi:.1}: beat {overdue:.1} σ overdue ({missed} beats missed; loss {:.1} %, in bursts {:.1} %; down at phi {})",
                         f64::from(host.stats.loss_rate.max(rule.phi.min_loss as f32)) * 100.0,
+                        f64::from(host.stats.burst_loss_rate.max(rule.phi.min_loss as f32)) * 100.0,
                         rule.phi.threshold
                     ),
                 )

@@ -85,8 +85,10 @@ pub struct HostView {
     interval_mean_seconds: f64,
     /// Its standard deviation (seconds).
     interval_std_seconds: f64,
-    /// Recent share of beats lost (0 to 1).
+    /// Recent chance a beat is lost after one arrived (0 to 1).
     loss_rate: f64,
+    /// Recent chance a beat is lost after one was lost (bursts).
+    burst_loss_rate: f64,
     duplicates: u32,
     reordered: u32,
     /// Receive minus send time (clock offset plus network delay), seconds;
@@ -126,6 +128,7 @@ async fn hosts(State(shared): State<Arc<Shared>>) -> Json<Vec<HostView>> {
                 interval_mean_seconds: f64::from(host.stats.interval_mean_ms) / 1000.0,
                 interval_std_seconds: f64::from(host.stats.interval_std_ms()) / 1000.0,
                 loss_rate: f64::from(host.stats.loss_rate),
+                burst_loss_rate: f64::from(host.stats.burst_loss_rate),
                 duplicates: host.stats.duplicates,
                 reordered: host.stats.reordered,
                 clock_offset_seconds: host.stats.clock_offset().map(|ms| f64::from(ms) / 1000.0),

@@ -42,6 +42,24 @@ pub struct PhiParams {
     pub min_loss: f64,
 }
 
+/// A host's loss, as a two-state (Gilbert) chain: losses come in bursts
+/// on real networks, so the chance that a beat is lost depends on whether
+/// the one before it was.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Loss {
+    /// P(a beat is lost | the beat before it arrived).
+    pub first: f64,
+    /// P(a beat is lost | the beat before it was lost too).
+    pub next: f64,
+}
+
+impl Loss {
+    /// Independent loss: every beat lost with probability `p`.
+    pub fn random(p: f64) -> Self {
+        Self { first: p, next: p }
+    }
+}
+
 /// Largest phi reported: past this the number means "certainly dead" and
 /// `f64` precision has run out.
 pub const MAX_PHI: f64 = 300.0;
@@ -112,23 +130,28 @@ impl PhiParams {
         std_ms.max(self.min_std_ms).max(1e-3)
     }
 
-    fn loss(&self, loss_rate: f64) -> f64 {
-        loss_rate.max(self.min_loss).clamp(0.0, 0.999)
+    /// The loss rates with the floor applied, and capped so a host that
+    /// loses nearly everything still gets a finite deadline.
+    fn loss(&self, loss: Loss) -> (f64, f64) {
+        let floor = |p: f64| p.max(self.min_loss).clamp(0.0, 0.9);
+        (floor(loss.first), floor(loss.next))
     }
 
     /// phi after `elapsed_ms` of silence, for a host whose time per beat has
-    /// mean `mean_ms` and deviation `std_ms`, and which loses `loss_rate`
-    /// of its beats.
-    pub fn phi(&self, elapsed_ms: f64, mean_ms: f64, std_ms: f64, loss_rate: f64) -> f64 {
+    /// mean `mean_ms` and deviation `std_ms`, and which loses beats as
+    /// `loss` says (the first overdue beat at `loss.first`, each later one
+    /// at `loss.next`).
+    pub fn phi(&self, elapsed_ms: f64, mean_ms: f64, std_ms: f64, loss: Loss) -> f64 {
         let sigma = self.sigma(std_ms);
-        let p = self.loss(loss_rate);
+        let (first, next) = self.loss(loss);
         let mean = mean_ms.max(1e-3);
         let t = elapsed_ms - self.pause_ms;
         let mut phi = 0.0;
         // Without loss the next beat always comes: only it matters (the
         // classic phi). With loss, every beat due by now may be the lost one.
-        let beats = if p == 0.0 { 1 } else { u64::MAX };
+        let beats = if first == 0.0 { 1 } else { u64::MAX };
         for k in 1..=beats {
+            let p = if k == 1 { first } else { next };
             let y = (t - k as f64 * mean) / sigma;
             if y < -10.0 {
                 break; // this beat and all later ones are not yet due
@@ -148,19 +171,20 @@ impl PhiParams {
     /// Silence (ms) after which phi reaches `target`. Beats before the last
     /// one counted are taken as fully due (σ ≪ μ), which makes this a hair
     /// later than the exact crossing, never earlier by more than that.
-    pub fn silence_for(&self, target: f64, mean_ms: f64, std_ms: f64, loss_rate: f64) -> f64 {
+    pub fn silence_for(&self, target: f64, mean_ms: f64, std_ms: f64, loss: Loss) -> f64 {
         let sigma = self.sigma(std_ms);
-        let p = self.loss(loss_rate);
+        let (first, next) = self.loss(loss);
         let mean = mean_ms.max(1e-3);
         let target = target.min(MAX_PHI);
-        // `whole`: beats that must all be lost; `rest`: phi the next one
-        // must add by being late.
-        let (whole, rest) = if p == 0.0 {
-            (0.0, target)
+        // `whole`: beats that must all be lost (phi L1 for the first, L2 for
+        // each later one); `rest`: phi the next one must add by being late;
+        // `p`: that beat's loss probability.
+        let (l1, l2) = (-first.log10(), -next.log10());
+        let (whole, rest, p) = if first == 0.0 || target <= l1 {
+            (0.0, target, first)
         } else {
-            let per_beat = -p.log10();
-            let whole = ((target / per_beat).ceil() - 1.0).max(0.0);
-            (whole, target - whole * per_beat)
+            let whole = ((target - l1) / l2).ceil().max(1.0);
+            (whole, target - l1 - (whole - 1.0) * l2, next)
         };
         // 1 - (1 - p)·Φ(y) = 10^-rest, solved through the upper tail
         // 1 - Φ(y) = -Φ⁻¹(tail), which keeps precision where Φ(y) ≈ 1.
@@ -213,19 +237,31 @@ mod tests {
         // Hand-computed: at the mean, P(later) = 0.5, phi = log10 2.
         let p = params(0.0);
         assert!(close(
-            p.phi(1000.0, 1000.0, 100.0, 0.0),
+            p.phi(1000.0, 1000.0, 100.0, Loss::random(0.0)),
             2f64.log10(),
             1e-12
         ));
         // 1.2816σ past the mean: P = 0.1, phi = 1.
-        assert!(close(p.phi(1_128.155_16, 1000.0, 100.0, 0.0), 1.0, 1e-6));
+        assert!(close(
+            p.phi(1_128.155_16, 1000.0, 100.0, Loss::random(0.0)),
+            1.0,
+            1e-6
+        ));
         // 2.3263σ: phi = 2; 5.612σ: phi = 8.
-        assert!(close(p.phi(1_232.634_79, 1000.0, 100.0, 0.0), 2.0, 1e-6));
-        assert!(close(p.phi(1_561.200_12, 1000.0, 100.0, 0.0), 8.0, 1e-6));
+        assert!(close(
+            p.phi(1_232.634_79, 1000.0, 100.0, Loss::random(0.0)),
+            2.0,
+            1e-6
+        ));
+        assert!(close(
+            p.phi(1_561.200_12, 1000.0, 100.0, Loss::random(0.0)),
+            8.0,
+            1e-6
+        ));
         // Long before the beat is due there is no suspicion.
-        assert!(p.phi(100.0, 1000.0, 100.0, 0.0) < 1e-9);
+        assert!(p.phi(100.0, 1000.0, 100.0, Loss::random(0.0)) < 1e-9);
         // Silence for ever saturates instead of overflowing.
-        assert_eq!(p.phi(1e9, 1000.0, 100.0, 0.0), MAX_PHI);
+        assert_eq!(p.phi(1e9, 1000.0, 100.0, Loss::random(0.0)), MAX_PHI);
     }
 
     #[test]
@@ -233,26 +269,47 @@ mod tests {
         // 10 % loss, σ ≪ μ. At 2.5 beats two beats are overdue (each lost
         // with p = 0.1) and the third is not yet due: phi = 2.
         let p = params(0.0);
-        assert!(close(p.phi(2500.0, 1000.0, 10.0, 0.1), 2.0, 1e-9));
+        assert!(close(
+            p.phi(2500.0, 1000.0, 10.0, Loss::random(0.1)),
+            2.0,
+            1e-9
+        ));
         // At 1 beat exactly: 1 - 0.9·0.5 = 0.55, phi = -log10 0.55.
         assert!(close(
-            p.phi(1000.0, 1000.0, 10.0, 0.1),
+            p.phi(1000.0, 1000.0, 10.0, Loss::random(0.1)),
             -(0.55f64).log10(),
             1e-9
         ));
         // 5 % loss: 6 missing beats are phi 7.81, the 7th takes it past 8.
         assert!(close(
-            p.phi(6500.0, 1000.0, 10.0, 0.05),
+            p.phi(6500.0, 1000.0, 10.0, Loss::random(0.05)),
             6.0 * 1.30103,
             1e-4
         ));
-        assert!(p.phi(7100.0, 1000.0, 10.0, 0.05) > 8.0);
+        assert!(p.phi(7100.0, 1000.0, 10.0, Loss::random(0.05)) > 8.0);
         // The loss floor applies when no loss was measured.
         assert!(close(
-            params(0.01).phi(3500.0, 1000.0, 10.0, 0.0),
+            params(0.01).phi(3500.0, 1000.0, 10.0, Loss::random(0.0)),
             6.0,
             1e-9
         ));
+    }
+
+    #[test]
+    fn bursty_loss_makes_later_missing_beats_weigh_less() {
+        // Lost after an arrival: 10 %; lost after a loss: 50 %. At 3.5
+        // beats: 1 + 2 × log10 2.
+        let p = params(0.0);
+        let bursty = Loss {
+            first: 0.1,
+            next: 0.5,
+        };
+        let want = 1.0 + 2.0 * 2f64.log10();
+        assert!(close(p.phi(3500.0, 1000.0, 10.0, bursty), want, 1e-9));
+        let t = p.silence_for(8.0, 1000.0, 10.0, bursty);
+        assert!(close(p.phi(t, 1000.0, 10.0, bursty), 8.0, 1e-4), "{t}");
+        // 1 + 23 × 0.301 = 7.92 after 24 beats: the 25th decides.
+        assert!((24_000.0..25_100.0).contains(&t), "{t}");
     }
 
     #[test]
@@ -260,25 +317,25 @@ mod tests {
         let normal = params(0.0);
         // Hand-computed: phi 1 at μ + 1.2816σ; phi 8 at μ + 5.612σ.
         assert!(close(
-            normal.silence_for(1.0, 1000.0, 100.0, 0.0),
+            normal.silence_for(1.0, 1000.0, 100.0, Loss::random(0.0)),
             1128.155,
             1e-3
         ));
         assert!(close(
-            normal.silence_for(8.0, 1000.0, 100.0, 0.0),
+            normal.silence_for(8.0, 1000.0, 100.0, Loss::random(0.0)),
             1561.200,
             1e-3
         ));
         // 1 % loss, phi 4: exactly two lost beats' worth: 2 beats plus
         // 5.612σ (the floor: tail 1e-8 of the last beat).
-        let t = normal.silence_for(4.0, 1000.0, 10.0, 0.01);
+        let t = normal.silence_for(4.0, 1000.0, 10.0, Loss::random(0.01));
         assert!(close(t, 2000.0 + 56.12, 1e-2), "{t}");
         // 10 % loss, phi 2.5: two beats lost (phi 2), the third must be
         // late enough that 1 - 0.9Φ(y) = 10^-0.5.
         let y = -normal_quantile((10f64.powf(-0.5) - 0.1) / 0.9);
         let want = 3000.0 + y * 10.0;
         assert!(close(
-            normal.silence_for(2.5, 1000.0, 10.0, 0.1),
+            normal.silence_for(2.5, 1000.0, 10.0, Loss::random(0.1)),
             want,
             1e-6
         ));
@@ -289,8 +346,8 @@ mod tests {
             (0.01, 12.0),
             (0.3, 3.0),
         ] {
-            let t = normal.silence_for(target, 1000.0, 30.0, loss);
-            let phi = normal.phi(t, 1000.0, 30.0, loss);
+            let t = normal.silence_for(target, 1000.0, 30.0, Loss::random(loss));
+            let phi = normal.phi(t, 1000.0, 30.0, Loss::random(loss));
             assert!(close(phi, target, 1e-3), "loss {loss}: phi({t}) = {phi}");
         }
     }
@@ -303,7 +360,15 @@ mod tests {
             ..params(0.0)
         };
         // σ raised from 10 to 200, then 500 ms more.
-        assert!(close(p.silence_for(1.0, 1000.0, 10.0, 0.0), 1756.31, 1e-2));
-        assert!(close(p.phi(1500.0, 1000.0, 10.0, 0.0), 2f64.log10(), 1e-12));
+        assert!(close(
+            p.silence_for(1.0, 1000.0, 10.0, Loss::random(0.0)),
+            1756.31,
+            1e-2
+        ));
+        assert!(close(
+            p.phi(1500.0, 1000.0, 10.0, Loss::random(0.0)),
+            2f64.log10(),
+            1e-12
+        ));
     }
 }

@@ -76,7 +76,10 @@ pub fn track_seq(highest: &mut u64, recent: &mut u32, seq: u64) -> SeqOutcome {
     }
 }
 
-/// The statistics of one host: 28 bytes.
+/// Weight (in samples) of the independent-loss guess for the burst rate.
+pub const BURST_PRIOR_SAMPLES: f64 = 20.0;
+
+/// The statistics of one host: 40 bytes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BeatStats {
     /// EWMA of the time per beat, in milliseconds: the time between two
@@ -85,7 +88,8 @@ pub struct BeatStats {
     pub interval_mean_ms: f32,
     /// EWMA variance of the time per beat, in ms².
     pub interval_var_ms2: f32,
-    /// EWMA of the share of beats lost (0 to 1), from sequence gaps.
+    /// EWMA of the chance that a beat is lost when the one before arrived
+    /// (0 to 1), from sequence gaps: the loss rate, for independent loss.
     pub loss_rate: f32,
     /// EWMA of receive time minus the client's send time, in milliseconds:
     /// the client's clock offset plus the one-way network delay.
@@ -96,6 +100,14 @@ pub struct BeatStats {
     pub reordered: u32,
     /// Bit `i`: sequence number `highest - 1 - i` has arrived.
     pub recent: u32,
+    /// EWMA of the chance that a beat is lost when the one before was lost
+    /// too: near `loss_rate` for independent loss, far above it in bursts.
+    pub burst_loss_rate: f32,
+    /// Samples taken into the rhythm, the loss rate and the burst loss
+    /// rate (saturating): until a window's worth, each average is the plain
+    /// mean of the samples and the prior, so a new host's estimates settle
+    /// in a few beats instead of a few windows.
+    pub samples: [u16; 3],
 }
 
 impl BeatStats {
@@ -106,11 +118,16 @@ impl BeatStats {
         Self {
             interval_mean_ms: interval_ms,
             interval_var_ms2: (interval_ms / 4.0).powi(2),
-            loss_rate: 0.0,
             clock_offset_ms: f32::NAN,
             duplicates: 0,
             reordered: 0,
             recent: 0,
+            // Uninformed prior: cautious until the host has shown its loss.
+            // The burst rate has none: until bursts are seen, loss() takes
+            // losses as independent.
+            loss_rate: 0.5,
+            burst_loss_rate: 0.0,
+            samples: [0; 3],
         }
     }
 
@@ -122,6 +139,7 @@ impl BeatStats {
     /// Adds one arrival-rhythm sample: `elapsed_ms` since the previous
     /// arrival, spanning `steps` sequence numbers (1 when none was lost).
     pub fn add_interval(&mut self, elapsed_ms: f32, steps: u64, alpha: f32) {
+        let alpha = self.warm(0, alpha);
         let sample = elapsed_ms / steps.max(1) as f32;
         let diff = sample - self.interval_mean_ms;
         self.interval_mean_ms += alpha * diff;
@@ -129,13 +147,55 @@ impl BeatStats {
         self.interval_var_ms2 = (1.0 - alpha) * (self.interval_var_ms2 + alpha * diff * diff);
     }
 
-    /// Adds `lost` lost beats followed by one received beat to the loss
-    /// rate (closed form of `lost` + 1 EWMA steps).
+    /// Adds a run of `lost` lost beats followed by one received beat:
+    /// after the previous arrival, the next beat was lost (or not), and in
+    /// a run of losses, `lost - 1` beats followed a lost one and were lost,
+    /// and the one ending the run followed a lost one and arrived (closed
+    /// form of those EWMA steps).
     pub fn add_losses(&mut self, lost: u64, alpha: f32) {
-        let keep = 1.0 - alpha;
-        let lost = i32::try_from(lost).unwrap_or(i32::MAX);
-        self.loss_rate = 1.0 - (1.0 - self.loss_rate) * keep.powi(lost);
-        self.loss_rate *= keep;
+        let started = if lost > 0 { 1.0 } else { 0.0 };
+        let a = self.warm(1, alpha);
+        self.loss_rate += a * (started - self.loss_rate);
+        if lost > 0 {
+            // Step by step while warming up (few steps), then in closed form.
+            let mut more = lost - 1;
+            while more > 0 && self.samples[2] < u16::MAX {
+                let a = self.warm(2, alpha);
+                self.burst_loss_rate += a * (1.0 - self.burst_loss_rate);
+                more -= 1;
+                if a <= alpha {
+                    break;
+                }
+            }
+            let keep = 1.0 - alpha;
+            let more = i32::try_from(more).unwrap_or(i32::MAX);
+            self.burst_loss_rate = 1.0 - (1.0 - self.burst_loss_rate) * keep.powi(more);
+            let a = self.warm(2, alpha);
+            self.burst_loss_rate *= 1.0 - a;
+        }
+    }
+
+    /// The EWMA weight for estimate `which`, counting one more sample: the
+    /// plain mean of the samples until it falls to `alpha` (the burst
+    /// rate, which has no prior, starts at its first sample).
+    fn warm(&mut self, which: usize, alpha: f32) -> f32 {
+        let n = &mut self.samples[which];
+        *n = n.saturating_add(1);
+        let prior = if which == 2 { 0.0 } else { 1.0 };
+        alpha.max(1.0 / (f32::from(*n) + prior))
+    }
+
+    /// The loss model the phi detector uses. Few burst samples say little,
+    /// so the burst rate is shrunk toward the plain loss rate (independent
+    /// loss) with the weight of [`BURST_PRIOR_SAMPLES`] samples.
+    pub fn loss(&self) -> crate::server::phi::Loss {
+        let n = f64::from(self.samples[2]);
+        let k = BURST_PRIOR_SAMPLES;
+        let first = f64::from(self.loss_rate);
+        crate::server::phi::Loss {
+            first,
+            next: (n * f64::from(self.burst_loss_rate) + k * first) / (n + k),
+        }
     }
 
     /// Adds a clock-offset sample (receive minus send time, ms).
@@ -226,6 +286,9 @@ mod tests {
     #[test]
     fn ewma_interval_and_loss_rate() {
         let mut stats = BeatStats::new(1000.0);
+        stats.samples = [u16::MAX; 3]; // warmed up: plain EWMA from here
+        stats.loss_rate = 0.0;
+        stats.burst_loss_rate = 0.0;
         assert_eq!(stats.interval_std_ms(), 250.0);
         let alpha = alpha_for_window(3); // 0.5
         assert_eq!(alpha, 0.5);
@@ -238,11 +301,41 @@ mod tests {
         assert_eq!(stats.interval_mean_ms, 1100.0);
         assert_eq!(stats.interval_var_ms2, 25_625.0);
 
-        // One lost then one received, alpha 0.5: p = 0.5 (lost), then 0.25.
+        // Arrival, loss, arrival (alpha 0.5): a loss after an arrival (p1 =
+        // 0.5), an arrival after a loss (p2 = 0). Then three lost in a row:
+        // p1 = 0.75; p2 sees lost, lost, arrived: 0.5, 0.75, 0.375.
         stats.add_losses(1, alpha);
-        assert_eq!(stats.loss_rate, 0.25);
+        assert_eq!((stats.loss_rate, stats.burst_loss_rate), (0.5, 0.0));
+        stats.add_losses(3, alpha);
+        assert_eq!((stats.loss_rate, stats.burst_loss_rate), (0.75, 0.375));
         stats.add_losses(0, alpha);
-        assert_eq!(stats.loss_rate, 0.125);
+        assert_eq!((stats.loss_rate, stats.burst_loss_rate), (0.375, 0.375));
+    }
+
+    #[test]
+    fn new_hosts_average_until_a_window_is_full() {
+        let mut stats = BeatStats::new(1000.0);
+        let alpha = alpha_for_window(1000);
+        // Prior 0.5 plus 9 arrivals without loss: 0.5 / 10.
+        for _ in 0..9 {
+            stats.add_losses(0, alpha);
+        }
+        assert!((stats.loss_rate - 0.05).abs() < 1e-6, "{}", stats.loss_rate);
+        // Prior 1000 ms plus 1200 ms: 1100.
+        stats.add_interval(1200.0, 1, alpha);
+        assert_eq!(stats.interval_mean_ms, 1100.0);
+        // Bursts: lost, lost, arrived: mean of 1, 1, 0.
+        assert_eq!(stats.loss().next, stats.loss().first, "no bursts seen");
+        stats.add_losses(3, alpha);
+        assert!(
+            (stats.burst_loss_rate - 2.0 / 3.0).abs() < 1e-6,
+            "{}",
+            stats.burst_loss_rate
+        );
+        // Shrunk toward the loss rate with 20 samples' weight against 3.
+        let loss = stats.loss();
+        let want = (3.0 * 2.0 / 3.0 + 20.0 * loss.first) / 23.0;
+        assert!((loss.next - want).abs() < 1e-6, "{loss:?}");
     }
 
     #[test]
@@ -256,6 +349,6 @@ mod tests {
 
     #[test]
     fn stats_stay_compact() {
-        assert_eq!(std::mem::size_of::<BeatStats>(), 28);
+        assert_eq!(std::mem::size_of::<BeatStats>(), 40);
     }
 }
