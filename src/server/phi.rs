@@ -168,10 +168,37 @@ impl PhiParams {
         phi
     }
 
-    /// Silence (ms) after which phi reaches `target`. Beats before the last
-    /// one counted are taken as fully due (σ ≪ μ), which makes this a hair
-    /// later than the exact crossing, never earlier by more than that.
+    /// Silence (ms) after which phi reaches `target`: in closed form where
+    /// σ ≪ μ (beats before the last one counted are then fully due), and
+    /// refined by bisection on [`PhiParams::phi`] where jitter is wide
+    /// enough for overdue beats to overlap, so a host is declared at the
+    /// phi it is said to have.
     pub fn silence_for(&self, target: f64, mean_ms: f64, std_ms: f64, loss: Loss) -> f64 {
+        let approx = self.silence_closed_form(target, mean_ms, std_ms, loss);
+        let sigma = self.sigma(std_ms);
+        if sigma * 8.0 <= mean_ms || target >= MAX_PHI {
+            return approx;
+        }
+        let below = |t: f64| self.phi(t, mean_ms, std_ms, loss) < target;
+        let (mut lo, mut hi) = (self.pause_ms, approx.max(self.pause_ms + mean_ms));
+        let mut grow = 0;
+        while below(hi) && grow < 60 {
+            (lo, hi) = (hi, hi * 2.0);
+            grow += 1;
+        }
+        // 40 halvings: far below a millisecond for any realistic deadline.
+        for _ in 0..40 {
+            let mid = (lo + hi) / 2.0;
+            if below(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        hi
+    }
+
+    fn silence_closed_form(&self, target: f64, mean_ms: f64, std_ms: f64, loss: Loss) -> f64 {
         let sigma = self.sigma(std_ms);
         let (first, next) = self.loss(loss);
         let mean = mean_ms.max(1e-3);
@@ -349,6 +376,17 @@ mod tests {
             let t = normal.silence_for(target, 1000.0, 30.0, Loss::random(loss));
             let phi = normal.phi(t, 1000.0, 30.0, Loss::random(loss));
             assert!(close(phi, target, 1e-3), "loss {loss}: phi({t}) = {phi}");
+        }
+    }
+
+    #[test]
+    fn wide_jitter_deadlines_are_refined_to_the_exact_crossing() {
+        // σ = μ: overdue beats overlap, the closed form alone would be early.
+        let p = params(0.01);
+        for target in [3.0, 10.0] {
+            let t = p.silence_for(target, 100.0, 100.0, Loss::random(0.025));
+            let phi = p.phi(t, 100.0, 100.0, Loss::random(0.025));
+            assert!(close(phi, target, 1e-6), "phi({t}) = {phi}");
         }
     }
 
