@@ -316,6 +316,48 @@ mod tests {
     }
 
     #[test]
+    fn config_file_sets_detector_phi_and_per_host_overrides() {
+        let text = r#"
+[server]
+detector = "phi"
+[server.phi]
+threshold = 12.0
+acceptable_pause = "2s"
+[[server.host_detectors]]
+hosts = "db-*"
+detector = "fixed"
+timeout = "2m"
+[[server.host_detectors]]
+hosts = "edge-*"
+phi = { threshold = 16.0, window = 200 }
+"#;
+        let config = crate::config::FileConfig::parse(text)
+            .expect("valid")
+            .server;
+        config.validate().expect("valid");
+        let rules = config.detector_rules().expect("rules");
+        let server = rules.get(rules.index_for("web-1"));
+        assert_eq!(
+            (server.kind, server.phi.threshold),
+            (DetectorKind::Phi, 12.0)
+        );
+        assert_eq!(server.phi.pause_ms, 2000.0);
+        let db = rules.get(rules.index_for("db-7"));
+        assert_eq!(
+            (db.kind, db.timeout),
+            (DetectorKind::Fixed, Duration::from_secs(120))
+        );
+        let edge = rules.get(rules.index_for("edge-3"));
+        assert_eq!((edge.kind, edge.phi.threshold), (DetectorKind::Phi, 16.0));
+        assert_eq!(edge.alpha, alpha_for_window(200));
+        // And it prints back as it was read.
+        let printed =
+            toml::to_string(&crate::config::ServerFile { server: &config }).expect("toml");
+        let again = crate::config::FileConfig::parse(&printed).expect("round trip");
+        assert_eq!(again.server, config);
+    }
+
+    #[test]
     fn bad_settings_name_the_field() {
         let phi = PhiConfig {
             late_threshold: 20.0,
