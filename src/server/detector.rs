@@ -236,6 +236,14 @@ impl Detector {
         // Only in-order beats of a host that was beating say anything of
         // its rhythm: a gap after `down` is an outage, not jitter.
         let mut rhythm = matches!(host.state, HostState::Up | HostState::Late) && !beat.goodbye;
+        if beat.interval_ms > 0 && beat.interval_ms != host.interval_ms {
+            // A new declared rhythm: what was learnt of the old one misleads
+            // (a host slowing from 10 s to 60 s beats is not 6 beats late).
+            let (duplicates, reordered) = (host.stats.duplicates, host.stats.reordered);
+            host.stats = BeatStats::new(beat.interval_ms as f32);
+            (host.stats.duplicates, host.stats.reordered) = (duplicates, reordered);
+            rhythm = false;
+        }
         let mut steps = 1;
         if let Some(seq) = beat.seq {
             if rebooted {
@@ -265,6 +273,11 @@ impl Detector {
                     SeqOutcome::NewRun => rhythm = false,
                 }
             }
+        }
+        if rhythm && beat.seq.is_none() {
+            // Legacy beats carry no sequence: loss is invisible, and the
+            // rhythm (gaps included) must carry it, as in classic phi.
+            host.stats.add_losses(0, alpha);
         }
         if rhythm {
             host.stats
@@ -754,6 +767,102 @@ mod tests {
         let host = registry.get(registry.find("a").expect("known"));
         assert_eq!((host.losses, host.seq, host.beats), (1, next_run, 5));
         assert_eq!(host.stats.reordered, 1);
+    }
+
+    fn phi_sim() -> Sim {
+        let config = ServerConfig {
+            detector: DetectorKind::Phi,
+            ..ServerConfig::default()
+        };
+        Sim {
+            detector: Detector::new(&config),
+            start: Instant::now(),
+        }
+    }
+
+    fn phi_beats(sim: &mut Sim, id: &str, from: u64, to: u64, seq_of: impl Fn(u64) -> Option<u64>) {
+        for i in from..to {
+            let t = i as f64 * 10.0;
+            sim.expire(t);
+            sim.observe(
+                t,
+                Observation {
+                    seq: seq_of(i),
+                    ..beat(id)
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn phi_declares_a_silent_host_at_its_deadline_and_explains_it() {
+        let mut sim = phi_sim();
+        let run = 1_700_000_000u64 << 32;
+        phi_beats(&mut sim, "a", 0, 200, |i| Some(run + i));
+        let last = 1990.0;
+        // Loss-free and steady: late, then down, at phi's own deadlines
+        // (an early queue entry may surface first and move to the true one).
+        let next_event = |sim: &mut Sim| loop {
+            let at = sim.detector.next_deadline().expect("scheduled");
+            let mut events = Vec::new();
+            sim.detector.expire(at, SystemTime::now(), &mut events);
+            if !events.is_empty() {
+                return (at.duration_since(sim.start).as_secs_f64(), kinds(events));
+            }
+        };
+        let (late_at, events) = next_event(&mut sim);
+        assert_eq!(events, one(EventKind::Late, "a"));
+        assert!(
+            late_at > last + 10.0 && late_at < last + 30.0,
+            "late at {late_at}"
+        );
+        let (down_at, events) = next_event(&mut sim);
+        assert_eq!(events, one(EventKind::Down, "a"));
+        // phi 10 at the 1 % loss floor: five beats missed, then the sixth.
+        assert!(
+            down_at > last + 50.0 && down_at < last + 70.0,
+            "down at {down_at}"
+        );
+        let registry = sim.detector.registry();
+        let host = registry.get(registry.find("a").expect("known"));
+        let (phi, why) = sim.detector.explain(host, sim.at(down_at));
+        assert!((phi.expect("phi") - 10.0).abs() < 0.01, "{why}");
+        assert!(why.starts_with("phi 10.0: beat "), "{why}");
+    }
+
+    #[test]
+    fn phi_gives_lossy_hosts_more_silence_and_resets_on_a_new_interval() {
+        let mut sim = phi_sim();
+        let run = 1_700_000_000u64 << 32;
+        phi_beats(&mut sim, "clean", 0, 500, |i| Some(run + i));
+        // Every fifth beat lost: 20 % loss.
+        phi_beats(&mut sim, "lossy", 0, 500, |i| {
+            (i % 5 != 0).then_some(run + i)
+        });
+        let registry = sim.detector.registry();
+        let timeout = |id| {
+            let host = registry.get(registry.find(id).expect("known"));
+            sim.detector.timeout_for(host)
+        };
+        assert!(timeout("lossy") > timeout("clean") + Duration::from_secs(20));
+        // Legacy beats carry no sequence: the rhythm alone decides, and the
+        // deadline stays finite and near the rhythm.
+        phi_beats(&mut sim, "legacy", 0, 500, |_| None);
+        let registry = sim.detector.registry();
+        let legacy = registry.get(registry.find("legacy").expect("known"));
+        assert!(sim.detector.timeout_for(legacy) < Duration::from_secs(120));
+        // The client now declares 60 s: the learnt 10 s rhythm is dropped.
+        sim.observe(
+            5000.0,
+            Observation {
+                seq: Some(run + 500),
+                interval_ms: 60_000,
+                ..beat("clean")
+            },
+        );
+        let registry = sim.detector.registry();
+        let host = registry.get(registry.find("clean").expect("known"));
+        assert_eq!(host.stats.interval_mean_ms, 60_000.0);
     }
 
     #[tokio::test(start_paused = true)]
