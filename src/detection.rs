@@ -228,9 +228,10 @@ impl Rules {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlapState {
     /// While not flapping: when the first `down` of the current window
-    /// happened; while flapping: when the latest `down` happened (ms since
-    /// the detector started).
-    pub mark_ms: u64,
+    /// happened; while flapping: when the latest `down` happened. In tenths
+    /// of a second since the detector started (8 bytes per host in all;
+    /// u32 lasts 13 years of uptime, and saturates after).
+    mark_ds: u32,
     /// `down`s in the current window.
     pub downs: u16,
     /// Marked flapping; alert sinks hold back its alerts until it settles.
@@ -238,20 +239,28 @@ pub struct FlapState {
 }
 
 impl FlapState {
+    fn mark_ms(&self) -> u64 {
+        u64::from(self.mark_ds) * 100
+    }
+
+    fn set_mark(&mut self, now_ms: u64) {
+        self.mark_ds = u32::try_from(now_ms / 100).unwrap_or(u32::MAX);
+    }
+
     /// Records a `down` at `now_ms`; true when the host starts flapping.
     pub fn on_down(&mut self, now_ms: u64, window_ms: u64, threshold: u16) -> bool {
         if self.flapping {
-            self.mark_ms = now_ms;
+            self.set_mark(now_ms);
             return false;
         }
-        if self.downs == 0 || now_ms.saturating_sub(self.mark_ms) > window_ms {
-            self.mark_ms = now_ms;
+        if self.downs == 0 || now_ms.saturating_sub(self.mark_ms()) > window_ms {
+            self.set_mark(now_ms);
             self.downs = 0;
         }
         self.downs = self.downs.saturating_add(1);
         if threshold > 0 && self.downs >= threshold {
             self.flapping = true;
-            self.mark_ms = now_ms;
+            self.set_mark(now_ms);
             self.downs = 0;
             return true;
         }
@@ -261,7 +270,7 @@ impl FlapState {
     /// When a flapping host settles if it has no new `down` (ms).
     pub fn settles_at(&self, window_ms: u64) -> Option<u64> {
         self.flapping
-            .then(|| self.mark_ms.saturating_add(window_ms))
+            .then(|| self.mark_ms().saturating_add(window_ms))
     }
 
     /// Ends flapping if a whole window passed without a `down`; true if it
@@ -391,6 +400,7 @@ phi = { threshold = 16.0, window = 200 }
         assert!(!flap.try_settle(18_999, window));
         assert!(flap.try_settle(19_000, window));
         assert!(!flap.flapping);
+        assert_eq!(std::mem::size_of::<FlapState>(), 8);
         // Downs spread wider than the window never flap.
         let mut slow = FlapState::default();
         for i in 0..10 {
