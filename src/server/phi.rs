@@ -150,7 +150,21 @@ impl PhiParams {
         // Without loss the next beat always comes: only it matters (the
         // classic phi). With loss, every beat due by now may be the lost one.
         let beats = if first == 0.0 { 1 } else { u64::MAX };
-        for k in 1..=beats {
+        // Beats more than 9σ overdue have Φ = 1 to f64 precision: each
+        // adds exactly -log10 p, summed at once (a long silence would
+        // otherwise cost a loop step per beat).
+        let mut from = 1;
+        if first > 0.0 {
+            let full = ((t - 9.0 * sigma) / mean).floor();
+            if full >= 1.0 {
+                phi += -first.log10() + (full - 1.0) * -next.log10();
+                if phi >= MAX_PHI {
+                    return MAX_PHI;
+                }
+                from = full as u64 + 1;
+            }
+        }
+        for k in from..=beats {
             let p = if k == 1 { first } else { next };
             let y = (t - k as f64 * mean) / sigma;
             if y < -10.0 {
@@ -170,7 +184,7 @@ impl PhiParams {
 
     /// Silence (ms) after which phi reaches `target`: in closed form where
     /// σ ≪ μ (beats before the last one counted are then fully due), and
-    /// refined by bisection on [`PhiParams::phi`] where jitter is wide
+    /// refined by root finding on [`PhiParams::phi`] where jitter is wide
     /// enough for overdue beats to overlap, so a host is declared at the
     /// phi it is said to have.
     pub fn silence_for(&self, target: f64, mean_ms: f64, std_ms: f64, loss: Loss) -> f64 {
@@ -179,20 +193,48 @@ impl PhiParams {
         if sigma * 8.0 <= mean_ms || target >= MAX_PHI {
             return approx;
         }
-        let below = |t: f64| self.phi(t, mean_ms, std_ms, loss) < target;
+        // phi rises with t: bracket the crossing, then regula falsi with
+        // the Illinois step (superlinear: a handful of phi evaluations).
+        let f = |t: f64| self.phi(t, mean_ms, std_ms, loss) - target;
         let (mut lo, mut hi) = (self.pause_ms, approx.max(self.pause_ms + mean_ms));
+        let (mut f_lo, mut f_hi) = (f(lo), f(hi));
         let mut grow = 0;
-        while below(hi) && grow < 60 {
-            (lo, hi) = (hi, hi * 2.0);
+        while f_hi < 0.0 && grow < 60 {
+            (lo, f_lo) = (hi, f_hi);
+            hi *= 2.0;
+            f_hi = f(hi);
             grow += 1;
         }
-        // 40 halvings: far below a millisecond for any realistic deadline.
-        for _ in 0..40 {
-            let mid = (lo + hi) / 2.0;
-            if below(mid) {
-                lo = mid;
+        if f_lo >= 0.0 {
+            return lo;
+        }
+        let mut side = 0;
+        for _ in 0..60 {
+            if hi - lo <= 0.01 {
+                break;
+            }
+            let mid = (lo * f_hi - hi * f_lo) / (f_hi - f_lo);
+            let mid = if mid > lo && mid < hi {
+                mid
             } else {
-                hi = mid;
+                (lo + hi) / 2.0
+            };
+            let f_mid = f(mid);
+            if f_mid.abs() < 1e-9 {
+                return mid;
+            }
+            if f_mid < 0.0 {
+                (lo, f_lo) = (mid, f_mid);
+                if side == -1 {
+                    f_hi /= 2.0;
+                }
+                side = -1;
+            } else {
+                (hi, f_hi) = (mid, f_mid);
+                if side == 1 {
+                    f_lo /= 2.0;
+                }
+                side = 1;
             }
         }
         hi
