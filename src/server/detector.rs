@@ -172,8 +172,8 @@ impl Detector {
                     Some(phi),
                     format!(
                         "phi {phi:.1}: beat {overdue:.1} σ overdue ({missed} beats missed; loss {:.1} %, in bursts {:.1} %; down at phi {})",
-                        f64::from(host.stats.loss_rate.max(rule.phi.min_loss as f32)) * 100.0,
-                        f64::from(host.stats.burst_loss_rate.max(rule.phi.min_loss as f32)) * 100.0,
+                        host.stats.loss().first.max(rule.phi.min_loss) * 100.0,
+                        host.stats.loss().next.max(rule.phi.min_loss) * 100.0,
                         rule.phi.threshold
                     ),
                 )
