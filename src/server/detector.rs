@@ -865,6 +865,55 @@ mod tests {
         assert_eq!(host.stats.interval_mean_ms, 60_000.0);
     }
 
+    #[test]
+    fn flapping_once_then_settled_at_its_deadline_even_while_down() {
+        let config = ServerConfig {
+            timeout: TIMEOUT,
+            flap_window: Duration::from_secs(60),
+            flap_threshold: 2,
+            ..ServerConfig::default()
+        };
+        let mut sim = Sim {
+            detector: Detector::new(&config),
+            start: Instant::now(),
+        };
+        sim.observe(0.0, beat("a"));
+        assert_eq!(
+            sim.expire(30.0).last(),
+            Some(&(EventKind::Down, "a".into()))
+        );
+        sim.observe(40.0, beat("a"));
+        assert_eq!(
+            sim.expire(70.0),
+            [
+                one(EventKind::Late, "a"),
+                one(EventKind::Down, "a"),
+                one(EventKind::Flapping, "a")
+            ]
+            .concat()
+        );
+        let flapping = |sim: &Sim| {
+            let registry = sim.detector.registry();
+            registry
+                .get(registry.find("a").expect("known"))
+                .flap
+                .flapping
+        };
+        assert!(flapping(&sim));
+        assert_eq!(sim.detector.totals().flapping, 1);
+        // Still down a whole window after its last `down`: settled, and
+        // still down (sinks now alert on it).
+        // (Flap times are kept in tenths of a second.)
+        let settle = sim.detector.next_deadline().expect("settle deadline");
+        assert!(settle > sim.at(129.85) && settle <= sim.at(130.0));
+        assert_eq!(sim.expire(129.8), vec![]);
+        assert_eq!(sim.expire(130.0), one(EventKind::Settled, "a"));
+        assert_eq!(sim.state("a"), HostState::Down);
+        assert!(!flapping(&sim));
+        assert_eq!(sim.detector.totals().flapping, 0);
+        assert_eq!(sim.detector.next_deadline(), None);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn timer_task_reports_at_the_deadline() {
         let detector = Arc::new(Mutex::new(detector()));
