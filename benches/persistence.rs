@@ -186,6 +186,7 @@ fn bench_checkpoint(hosts: u32, beats_per_sec: u32, interval: Duration, periods:
         boot_id: [1; 16],
         interval_ms: 10_000,
         goodbye: false,
+        sent_at_micros: 0,
     };
     // The fleet joins, and the first checkpoint writes all of it.
     {

@@ -210,6 +210,27 @@ pub struct ServerConfig {
     /// (the default): no token, so anyone who reaches the HTTP address can
     /// change hosts; keep `http` on loopback then.
     pub api_token: Option<String>,
+    /// Failure detector: `fixed` (the `timeout` above) or `phi` (phi
+    /// accrual over each host's own rhythm and loss rate, `[server.phi]`);
+    /// see docs/DETECTION.md for how they compare. Default: fixed.
+    pub detector: crate::detection::DetectorKind,
+    /// Window of flapping detection: a host that goes `down`
+    /// `flap_threshold` times within it is marked flapping (one event), and
+    /// settles after a whole window without a new `down`. Default: 10m.
+    #[serde(with = "humantime_serde")]
+    pub flap_window: Duration,
+    /// `down`s within `flap_window` that make a host flapping; 0 turns
+    /// flapping detection off. Default: 3.
+    pub flap_threshold: u16,
+    /// Settings of the phi accrual detector.
+    pub phi: crate::detection::PhiConfig,
+    /// Per-host detector overrides, by host-id glob; the first match wins.
+    /// Default: none.
+    pub host_detectors: Vec<crate::detection::HostDetector>,
+    /// Record every v1 beat's arrival to this file, as a compact trace for
+    /// `lubdub simulate --trace` (to tune the detector on real traffic).
+    /// Unset (the default): no recording.
+    pub record: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -230,6 +251,12 @@ impl Default for ServerConfig {
             max_clock_skew: Duration::from_secs(120),
             max_hosts: 2_000_000,
             api_token: None,
+            detector: crate::detection::DetectorKind::Fixed,
+            flap_window: Duration::from_secs(600),
+            flap_threshold: 3,
+            phi: crate::detection::PhiConfig::default(),
+            host_detectors: Vec::new(),
+            record: None,
         }
     }
 }
@@ -282,7 +309,16 @@ impl ServerConfig {
                 "must be non-empty, without spaces or control characters",
             ));
         }
+        if self.flap_window.is_zero() {
+            return Err(invalid("flap_window", "must be greater than 0"));
+        }
+        self.detector_rules()?;
         Ok(())
+    }
+
+    /// The checked, compiled detector settings (server-wide and per host).
+    pub fn detector_rules(&self) -> Result<crate::detection::Rules, Error> {
+        crate::detection::Rules::new(self.detector, self.timeout, &self.phi, &self.host_detectors)
     }
 
     /// The share of a host's timeout after which it is `late`.

@@ -19,16 +19,19 @@
 //! [`duration`] (the `500ms` / `10s` / `2m` syntax), [`ratelimit`] (log
 //! throttling), [`status`] (`lubdub status`), [`store`] (the registry and
 //! recent events on disk, across restarts), [`auth`] (keys, signing and
-//! verifying beats).
+//! verifying beats), [`detection`] (detector settings), [`simulate`]
+//! (the detector simulator).
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod detection;
 pub mod duration;
 pub mod protocol;
 pub mod ratelimit;
 pub mod server;
 pub mod shutdown;
+pub mod simulate;
 pub mod status;
 pub mod store;

@@ -82,6 +82,9 @@ enum Command {
     },
     /// Write a new random key to a key file (mode 0600), or derive a host's key.
     Keygen(keygen::KeygenArgs),
+    /// Run the detector on simulated time over synthetic or recorded beat
+    /// traces; report detection time and false alarms.
+    Simulate(simulate_cli::SimulateArgs),
 }
 
 #[derive(Args)]
@@ -147,6 +150,12 @@ struct ServerArgs {
     /// Bearer token the API's mutating calls must carry [default: none].
     #[arg(long, value_name = "TOKEN")]
     api_token: Option<String>,
+    /// Failure detector: fixed timeout or phi accrual [default: fixed].
+    #[arg(long, value_enum)]
+    detector: Option<lubdub::detection::DetectorKind>,
+    /// Record every beat's arrival to FILE, for `lubdub simulate --trace`.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -174,6 +183,8 @@ impl ServerArgs {
         set(&mut config.max_clock_skew, self.max_clock_skew);
         set(&mut config.max_hosts, self.max_hosts);
         config.api_token = self.api_token.or(config.api_token);
+        set(&mut config.detector, self.detector);
+        config.record = self.record.or(config.record);
         config.validate()?;
         Ok(config)
     }
@@ -460,8 +471,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             unreachable!("handled before the runtime starts")
         }
         Command::Keygen(args) => keygen::run(args),
+        Command::Simulate(args) => simulate_cli::run(args),
     }
 }
+
+mod simulate_cli;
 
 #[cfg(test)]
 mod tests {

@@ -55,7 +55,7 @@ const STATES: [HostState; 5] = [
 ];
 
 /// Every event kind the store can hold.
-const KINDS: [EventKind; 10] = [
+const KINDS: [EventKind; 12] = [
     EventKind::Joined,
     EventKind::Late,
     EventKind::Down,
@@ -66,6 +66,8 @@ const KINDS: [EventKind; 10] = [
     EventKind::Paused,
     EventKind::Resumed,
     EventKind::Forgotten,
+    EventKind::Flapping,
+    EventKind::Settled,
 ];
 
 /// Why the store cannot be used. Messages name the path.

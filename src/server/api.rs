@@ -563,6 +563,9 @@ mod tests {
             scheduled: None,
             recent_seqs,
             gap_uncounted: false,
+            stats: crate::server::stats::BeatStats::new(1000.0),
+            rule: 0,
+            flap: Default::default(),
         }
     }
 

@@ -14,7 +14,9 @@ use super::events::{Event, EventKind};
 use super::registry::{Host, HostState, Registry, Slot};
 use super::replay;
 use super::stall::{StallCounters, StallWatch};
+use super::stats::{BeatStats, SeqOutcome, track_seq};
 use crate::config::ServerConfig;
+use crate::detection::{DetectorKind, Rules};
 use prometheus_client::metrics::histogram::Histogram;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -40,6 +42,9 @@ pub struct Observation<'a> {
     pub interval_ms: u32,
     /// The client is shutting down cleanly.
     pub goodbye: bool,
+    /// The client's send time, microseconds since the Unix epoch (0:
+    /// unknown, e.g. legacy beats).
+    pub sent_at_micros: u64,
 }
 
 /// What [`Detector::observe`] did with a beat.
@@ -73,6 +78,12 @@ pub struct Detector {
     counts: [u64; HostState::ALL.len()],
     /// How far past its deadline each late/down was declared.
     lag: Histogram,
+    rules: Rules,
+    /// Zero of the millisecond clock of [`FlapState`] (compact per host).
+    epoch: Instant,
+    flap_window: Duration,
+    flap_threshold: u16,
+    totals: DetectionTotals,
 }
 
 /// Buckets of the detector lag histogram, in seconds: from 1 ms (the timer's
@@ -83,6 +94,24 @@ const LAG_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 /// 32 bits and a beat counter in the low 32 (see docs/PROTOCOL.md): a gap
 /// within one client run is loss, a change of the high half is a restart.
 const SEQ_RUN_SHIFT: u32 = 32;
+
+/// Fleet-wide counts of what the beat statistics saw, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DetectionTotals {
+    /// Beats lost (sequence gaps, less those that arrived late).
+    pub lost: u64,
+    /// Beats received more than once.
+    pub duplicates: u64,
+    /// Beats that arrived after a later one.
+    pub reordered: u64,
+    /// Hosts flapping now.
+    pub flapping: u64,
+}
+
+// Seq numbers carry the client's start time (Unix seconds) in their high
+// 32 bits and a beat counter in the low 32 (see docs/PROTOCOL.md): a gap
+// within one client run is loss, a jump of the high half is a restart
+// (`stats::track_seq`).
 
 impl Detector {
     /// An empty detector with the server's timeout settings.
@@ -98,6 +127,13 @@ impl Detector {
             max_hosts: config.max_hosts,
             counts: [0; HostState::ALL.len()],
             lag: Histogram::new(LAG_BUCKETS),
+            rules: config
+                .detector_rules()
+                .expect("ServerConfig::validate checks the detector rules"),
+            epoch: Instant::now(),
+            flap_window: config.flap_window,
+            flap_threshold: config.flap_threshold,
+            totals: DetectionTotals::default(),
         }
     }
 
@@ -106,20 +142,121 @@ impl Detector {
         &self.registry
     }
 
-    /// A host's timeout: the server's, raised to 3 × its declared interval.
+    /// A host's timeout: the silence after which it is `down`. Fixed
+    /// detector: the server's (or its rule's), raised to 3 × its declared
+    /// interval; phi: where phi reaches the threshold, from its statistics.
     pub fn timeout_for(&self, host: &Host) -> Duration {
-        self.timeout
-            .max(Duration::from_millis(u64::from(host.interval_ms)) * 3)
+        let rule = self.rules.get(host.rule);
+        match rule.kind {
+            DetectorKind::Fixed => rule
+                .timeout
+                .max(Duration::from_millis(u64::from(host.interval_ms)) * 3),
+            DetectorKind::Phi => self.phi_silence(host, rule.phi.threshold),
+        }
+    }
+
+    /// Silence after which `host`'s phi reaches `target`.
+    fn phi_silence(&self, host: &Host, target: f64) -> Duration {
+        let rule = self.rules.get(host.rule);
+        let ms = rule.phi.silence_for(
+            target,
+            f64::from(host.stats.interval_mean_ms),
+            f64::from(host.stats.interval_std_ms()),
+            host.stats.loss(),
+        );
+        // Bounded so a wild estimate cannot overflow an Instant: a year.
+        Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 365.0 * 86_400.0))
+    }
+
+    /// The silence after which `host` becomes `late`.
+    fn late_silence(&self, host: &Host) -> Duration {
+        let rule = self.rules.get(host.rule);
+        match rule.kind {
+            DetectorKind::Fixed => self.timeout_for(host).mul_f64(self.late_ratio),
+            DetectorKind::Phi => self.phi_silence(host, rule.phi.late_threshold),
+        }
+    }
+
+    /// Fleet-wide counts of losses, duplicates, reordering and flapping.
+    pub fn totals(&self) -> DetectionTotals {
+        self.totals
+    }
+
+    /// Which detector judges `host`.
+    pub fn detector_kind(&self, host: &Host) -> DetectorKind {
+        self.rules.get(host.rule).kind
+    }
+
+    /// Why `host` is (or is not) suspected at `now`: its phi (phi
+    /// detector only) and a one-line explanation, e.g. "phi 9.1: beat 3.2 σ
+    /// overdue".
+    pub fn explain(&self, host: &Host, now: Instant) -> (Option<f64>, String) {
+        let rule = self.rules.get(host.rule);
+        let silent = now.saturating_duration_since(host.last_seen);
+        let mean = f64::from(host.stats.interval_mean_ms);
+        let std = f64::from(host.stats.interval_std_ms()).max(rule.phi.min_std_ms);
+        match rule.kind {
+            DetectorKind::Fixed => {
+                let timeout = self.timeout_for(host);
+                (
+                    None,
+                    format!(
+                        "silent {:.1}s of a {:.1}s timeout",
+                        silent.as_secs_f64(),
+                        timeout.as_secs_f64()
+                    ),
+                )
+            }
+            DetectorKind::Phi => {
+                let ms = silent.as_secs_f64() * 1000.0;
+                let phi = rule.phi.phi(ms, mean, std, host.stats.loss());
+                let overdue = (ms - rule.phi.pause_ms - mean) / std.max(1e-3);
+                let missed = ((ms - rule.phi.pause_ms) / mean.max(1e-3)).floor().max(0.0);
+                (
+                    Some(phi),
+                    format!(
+                        "phi {phi:.1}: beat {overdue:.1} σ overdue ({missed} beats missed; loss {:.1} %, in bursts {:.1} %; down at phi {})",
+                        host.stats.loss().first.max(rule.phi.min_loss) * 100.0,
+                        host.stats.loss().next.max(rule.phi.min_loss) * 100.0,
+                        rule.phi.threshold
+                    ),
+                )
+            }
+        }
+    }
+
+    fn millis_since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Statistics for a host before its first interval is measured.
+    fn fresh_stats(&self, interval_ms: u32) -> BeatStats {
+        BeatStats::new(if interval_ms > 0 {
+            interval_ms as f32
+        } else {
+            // Legacy clients declare nothing: assume the seed's three beats
+            // per timeout.
+            self.timeout.as_secs_f32() * 1000.0 / 3.0
+        })
     }
 
     /// When `host` next changes state if it stays silent, if ever.
     fn due(&self, host: &Host) -> Option<Instant> {
-        let timeout = self.timeout_for(host);
         match host.state {
-            HostState::Up => Some(host.last_seen + timeout.mul_f64(self.late_ratio)),
-            HostState::Late => Some(host.last_seen + timeout),
-            HostState::Down | HostState::Left | HostState::Paused => None,
+            HostState::Up => Some(host.last_seen + self.late_silence(host)),
+            HostState::Late => Some(host.last_seen + self.timeout_for(host)),
+            // A flapping host that stays down settles (and is then alerted
+            // on) after a whole flap window.
+            HostState::Down => host
+                .flap
+                .settles_at(self.flap_window_ms())
+                .map(|ms| self.epoch + Duration::from_millis(ms)),
+            HostState::Left | HostState::Paused => None,
         }
+    }
+
+    fn flap_window_ms(&self) -> u64 {
+        u64::try_from(self.flap_window.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Earliest pending deadline (possibly a stale or early entry, which only
@@ -153,29 +290,63 @@ impl Detector {
             return Observed::Replayed;
         }
         let silent_for = now.saturating_duration_since(host.last_seen);
-        let mut changes = [None, None];
+        let mut changes = [None, None, None];
         if host.addr != beat.addr {
             tracing::info!(host = %host.id, from = %host.addr, to = %beat.addr, "host address changed");
             host.addr = beat.addr;
         }
         let rebooted =
             beat.boot_id != [0; 16] && host.boot_id != [0; 16] && beat.boot_id != host.boot_id;
+        let alpha = self.rules.get(host.rule).alpha;
+        // Only in-order beats of a host that was beating say anything of
+        // its rhythm: a gap after `down` is an outage, not jitter.
+        let mut rhythm = matches!(host.state, HostState::Up | HostState::Late) && !beat.goodbye;
+        if beat.interval_ms > 0 && beat.interval_ms != host.interval_ms {
+            // A new declared rhythm: what was learnt of the old one misleads
+            // (a host slowing from 10 s to 60 s beats is not 6 beats late).
+            let (duplicates, reordered) = (host.stats.duplicates, host.stats.reordered);
+            host.stats = BeatStats::new(beat.interval_ms as f32);
+            (host.stats.duplicates, host.stats.reordered) = (duplicates, reordered);
+            rhythm = false;
+        }
+        let mut steps = 1;
         if let (Some(seq), Some(check)) = (beat.seq, seq_check) {
-            let same_run = seq >> SEQ_RUN_SHIFT == host.seq >> SEQ_RUN_SHIFT;
-            let counting = same_run && !rebooted && !host.gap_uncounted;
-            host.gap_uncounted = false;
-            match check {
-                replay::SeqCheck::Newer { ahead } => {
-                    if counting {
-                        host.losses += ahead - 1;
+            // The statistics (loss, reordering, duplicates: `stats`) ...
+            if rebooted {
+                host.stats.recent = 0;
+                rhythm = false;
+            } else {
+                let mut latest = host.seq;
+                match track_seq(&mut latest, &mut host.stats.recent, seq) {
+                    // A restored host's first gap spans the server's absence.
+                    SeqOutcome::Next { .. } if host.gap_uncounted => rhythm = false,
+                    SeqOutcome::Next { lost } => {
+                        host.losses += lost;
+                        self.totals.lost += lost;
+                        host.stats.add_losses(lost, alpha);
+                        steps = lost + 1;
                     }
-                    replay::record(&mut host.seq, &mut host.recent_seqs, seq);
-                }
-                replay::SeqCheck::Reordered => {
-                    if counting {
-                        // A beat counted lost when a later one overtook it.
+                    SeqOutcome::Reordered => {
                         host.losses = host.losses.saturating_sub(1);
+                        self.totals.lost = self.totals.lost.saturating_sub(1);
+                        self.totals.reordered += 1;
+                        host.stats.reordered = host.stats.reordered.saturating_add(1);
+                        rhythm = false;
                     }
+                    SeqOutcome::Duplicate => {
+                        host.stats.duplicates = host.stats.duplicates.saturating_add(1);
+                        self.totals.duplicates += 1;
+                        rhythm = false;
+                    }
+                    SeqOutcome::NewRun => rhythm = false,
+                }
+            }
+            host.gap_uncounted = false;
+            // ... and the replay window (`replay`), which also feeds the
+            // API's beat history.
+            let same_run = seq >> SEQ_RUN_SHIFT == host.seq >> SEQ_RUN_SHIFT;
+            match check {
+                replay::SeqCheck::Newer { .. } | replay::SeqCheck::Reordered => {
                     replay::record(&mut host.seq, &mut host.recent_seqs, seq);
                 }
                 // Only reached without enforcement: a new run that numbers
@@ -185,6 +356,23 @@ impl Detector {
                 }
                 _ => {}
             }
+        }
+        if rhythm && beat.seq.is_none() {
+            // Legacy beats carry no sequence: loss is invisible, and the
+            // rhythm (gaps included) must carry it, as in classic phi.
+            host.stats.add_losses(0, alpha);
+        }
+        if rhythm {
+            host.stats
+                .add_interval(silent_for.as_secs_f32() * 1000.0, steps, alpha);
+        }
+        if beat.sent_at_micros != 0 {
+            let received = wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            let offset_micros = received as i128 - i128::from(beat.sent_at_micros);
+            host.stats
+                .add_clock_offset(offset_micros as f32 / 1000.0, alpha);
         }
         host.boot_id = beat.boot_id;
         host.interval_ms = beat.interval_ms;
@@ -206,6 +394,13 @@ impl Detector {
         };
         if rebooted {
             changes[1] = Some(EventKind::Rebooted);
+        }
+        let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX);
+        let window_ms = u64::try_from(self.flap_window.as_millis()).unwrap_or(u64::MAX);
+        if host.flap.try_settle(now_ms, window_ms) {
+            changes[2] = Some(EventKind::Settled);
+            self.totals.flapping = self.totals.flapping.saturating_sub(1);
         }
         if changes[0].is_some() {
             count_move(&mut self.counts, host.state, next_state);
@@ -247,6 +442,9 @@ impl Detector {
             scheduled: None,
             recent_seqs: u64::from(beat.seq.is_some()),
             gap_uncounted: false,
+            stats: self.fresh_stats(beat.interval_ms),
+            rule: self.rules.index_for(beat.host_id),
+            flap: Default::default(),
         };
         self.counts[host.state.index()] += 1;
         let kind = if beat.goodbye {
@@ -295,19 +493,34 @@ impl Detector {
             let host = self.registry.get(slot);
             let Some(due) = self.due(host) else { continue };
             if due <= now {
-                let kind = if host.state == HostState::Up {
-                    EventKind::Late
-                } else {
-                    EventKind::Down
-                };
                 let silent_for = now.saturating_duration_since(host.last_seen);
-                self.lag.observe((now - due).as_secs_f64());
+                let now_ms = self.millis_since_epoch(now);
+                let (window_ms, threshold) = (self.flap_window_ms(), self.flap_threshold);
                 let host = self.registry.get_mut(slot);
-                count_move(&mut self.counts, host.state, kind.state_after());
-                host.state = kind.state_after();
-                host.since = wall;
-                events.push(event(kind, host, wall, silent_for));
-                self.dirty.mark(slot);
+                if host.state == HostState::Down {
+                    // Its only deadline while down: a flapping host settles.
+                    if host.flap.try_settle(now_ms, window_ms) {
+                        events.push(event(EventKind::Settled, host, wall, silent_for));
+                        self.totals.flapping = self.totals.flapping.saturating_sub(1);
+                        self.dirty.mark(slot);
+                    }
+                } else {
+                    let kind = if host.state == HostState::Up {
+                        EventKind::Late
+                    } else {
+                        EventKind::Down
+                    };
+                    self.lag.observe((now - due).as_secs_f64());
+                    count_move(&mut self.counts, host.state, kind.state_after());
+                    host.state = kind.state_after();
+                    host.since = wall;
+                    events.push(event(kind, host, wall, silent_for));
+                    if kind == EventKind::Down && host.flap.on_down(now_ms, window_ms, threshold) {
+                        events.push(event(EventKind::Flapping, host, wall, silent_for));
+                        self.totals.flapping += 1;
+                    }
+                    self.dirty.mark(slot);
+                }
             }
             // Queue the next step: the true deadline of an early entry, or
             // `down` after `late` (at once if that is already due).
@@ -323,7 +536,10 @@ impl Detector {
     /// next deadline from its `last_seen` (the caller sets that to the
     /// server's start, so the host gets one full timeout: the server was
     /// away, not the host). Not marked dirty: the store already has it.
-    pub fn restore(&mut self, host: Host) -> Slot {
+    pub fn restore(&mut self, mut host: Host) -> Slot {
+        // Learnt rhythms are not stored: they are learnt again.
+        host.stats = self.fresh_stats(host.interval_ms);
+        host.rule = self.rules.index_for(&host.id);
         let state = host.state;
         let slot = match self.registry.find(&host.id) {
             Some(slot) => {
@@ -548,6 +764,7 @@ mod tests {
             boot_id: [1; 16],
             interval_ms: 10_000,
             goodbye: false,
+            sent_at_micros: 0,
         }
     }
 
@@ -809,6 +1026,7 @@ mod tests {
         let registry = sim.detector.registry();
         let host = registry.get(registry.find("a").expect("known"));
         assert_eq!((host.losses, host.seq, host.beats), (1, next_run, 5));
+        assert_eq!(host.stats.reordered, 1);
     }
 
     fn keyed_detector(max_hosts: usize) -> Detector {
@@ -1049,6 +1267,151 @@ mod tests {
             },
         );
         assert_eq!(bits(&sim), 0b1, "a new client run starts afresh");
+    }
+
+    fn phi_sim() -> Sim {
+        let config = ServerConfig {
+            detector: DetectorKind::Phi,
+            ..ServerConfig::default()
+        };
+        Sim {
+            detector: Detector::new(&config),
+            start: Instant::now(),
+        }
+    }
+
+    fn phi_beats(sim: &mut Sim, id: &str, from: u64, to: u64, seq_of: impl Fn(u64) -> Option<u64>) {
+        for i in from..to {
+            let t = i as f64 * 10.0;
+            sim.expire(t);
+            sim.observe(
+                t,
+                Observation {
+                    seq: seq_of(i),
+                    ..beat(id)
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn phi_declares_a_silent_host_at_its_deadline_and_explains_it() {
+        let mut sim = phi_sim();
+        let run = 1_700_000_000u64 << 32;
+        phi_beats(&mut sim, "a", 0, 200, |i| Some(run + i));
+        let last = 1990.0;
+        // Loss-free and steady: late, then down, at phi's own deadlines
+        // (an early queue entry may surface first and move to the true one).
+        let next_event = |sim: &mut Sim| loop {
+            let at = sim.detector.next_deadline().expect("scheduled");
+            let mut events = Vec::new();
+            sim.detector.expire(at, SystemTime::now(), &mut events);
+            if !events.is_empty() {
+                return (at.duration_since(sim.start).as_secs_f64(), kinds(events));
+            }
+        };
+        let (late_at, events) = next_event(&mut sim);
+        assert_eq!(events, one(EventKind::Late, "a"));
+        assert!(
+            late_at > last + 10.0 && late_at < last + 30.0,
+            "late at {late_at}"
+        );
+        let (down_at, events) = next_event(&mut sim);
+        assert_eq!(events, one(EventKind::Down, "a"));
+        // phi 10 at the 1 % loss floor: five beats missed, then the sixth.
+        assert!(
+            down_at > last + 50.0 && down_at < last + 70.0,
+            "down at {down_at}"
+        );
+        let registry = sim.detector.registry();
+        let host = registry.get(registry.find("a").expect("known"));
+        let (phi, why) = sim.detector.explain(host, sim.at(down_at));
+        assert!((phi.expect("phi") - 10.0).abs() < 0.01, "{why}");
+        assert!(why.starts_with("phi 10.0: beat "), "{why}");
+    }
+
+    #[test]
+    fn phi_gives_lossy_hosts_more_silence_and_resets_on_a_new_interval() {
+        let mut sim = phi_sim();
+        let run = 1_700_000_000u64 << 32;
+        phi_beats(&mut sim, "clean", 0, 500, |i| Some(run + i));
+        // Every fifth beat lost: 20 % loss.
+        phi_beats(&mut sim, "lossy", 0, 500, |i| {
+            (i % 5 != 0).then_some(run + i)
+        });
+        let registry = sim.detector.registry();
+        let timeout = |id| {
+            let host = registry.get(registry.find(id).expect("known"));
+            sim.detector.timeout_for(host)
+        };
+        assert!(timeout("lossy") > timeout("clean") + Duration::from_secs(20));
+        // Legacy beats carry no sequence: the rhythm alone decides, and the
+        // deadline stays finite and near the rhythm.
+        phi_beats(&mut sim, "legacy", 0, 500, |_| None);
+        let registry = sim.detector.registry();
+        let legacy = registry.get(registry.find("legacy").expect("known"));
+        assert!(sim.detector.timeout_for(legacy) < Duration::from_secs(120));
+        // The client now declares 60 s: the learnt 10 s rhythm is dropped.
+        sim.observe(
+            5000.0,
+            Observation {
+                seq: Some(run + 500),
+                interval_ms: 60_000,
+                ..beat("clean")
+            },
+        );
+        let registry = sim.detector.registry();
+        let host = registry.get(registry.find("clean").expect("known"));
+        assert_eq!(host.stats.interval_mean_ms, 60_000.0);
+    }
+
+    #[test]
+    fn flapping_once_then_settled_at_its_deadline_even_while_down() {
+        let config = ServerConfig {
+            timeout: TIMEOUT,
+            flap_window: Duration::from_secs(60),
+            flap_threshold: 2,
+            ..ServerConfig::default()
+        };
+        let mut sim = Sim {
+            detector: Detector::new(&config),
+            start: Instant::now(),
+        };
+        sim.observe(0.0, beat("a"));
+        assert_eq!(
+            sim.expire(30.0).last(),
+            Some(&(EventKind::Down, "a".into()))
+        );
+        sim.observe(40.0, beat("a"));
+        assert_eq!(
+            sim.expire(70.0),
+            [
+                one(EventKind::Late, "a"),
+                one(EventKind::Down, "a"),
+                one(EventKind::Flapping, "a")
+            ]
+            .concat()
+        );
+        let flapping = |sim: &Sim| {
+            let registry = sim.detector.registry();
+            registry
+                .get(registry.find("a").expect("known"))
+                .flap
+                .flapping
+        };
+        assert!(flapping(&sim));
+        assert_eq!(sim.detector.totals().flapping, 1);
+        // Still down a whole window after its last `down`: settled, and
+        // still down (sinks now alert on it).
+        // (Flap times are kept in tenths of a second.)
+        let settle = sim.detector.next_deadline().expect("settle deadline");
+        assert!(settle > sim.at(129.85) && settle <= sim.at(130.0));
+        assert_eq!(sim.expire(129.8), vec![]);
+        assert_eq!(sim.expire(130.0), one(EventKind::Settled, "a"));
+        assert_eq!(sim.state("a"), HostState::Down);
+        assert!(!flapping(&sim));
+        assert_eq!(sim.detector.totals().flapping, 0);
+        assert_eq!(sim.detector.next_deadline(), None);
     }
 
     #[tokio::test(start_paused = true)]

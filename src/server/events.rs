@@ -34,6 +34,13 @@ pub enum EventKind {
     Resumed,
     /// Forgotten by an operator: removed from the registry (resolves alerts).
     Forgotten,
+    /// Went down repeatedly within the flap window: alert sinks hold back
+    /// its individual alerts until it settles. Comes right after a `down`.
+    Flapping,
+    /// A flapping host had a whole flap window without going down; alerts
+    /// flow again. Does not change the state (up, or down if it stayed
+    /// down).
+    Settled,
 }
 
 /// The host name of events about the monitor itself, not a host.
@@ -53,6 +60,8 @@ impl EventKind {
             EventKind::Paused => "paused",
             EventKind::Resumed => "resumed",
             EventKind::Forgotten => "forgotten",
+            EventKind::Flapping => "flapping",
+            EventKind::Settled => "settled",
         }
     }
 
@@ -60,7 +69,7 @@ impl EventKind {
     pub fn state_after(self) -> HostState {
         match self {
             EventKind::Late => HostState::Late,
-            EventKind::Down => HostState::Down,
+            EventKind::Down | EventKind::Flapping => HostState::Down,
             EventKind::Left => HostState::Left,
             EventKind::Joined | EventKind::Recovered | EventKind::Rebooted => HostState::Up,
             // Changes no host; `up` as in "the monitor is up".
@@ -69,11 +78,13 @@ impl EventKind {
             EventKind::Resumed => HostState::Up,
             // A forgotten host has no state; like `left`, it is no outage.
             EventKind::Forgotten => HostState::Left,
+            // Usually; a host that settles while down stays down.
+            EventKind::Settled => HostState::Up,
         }
     }
 
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Joined,
         EventKind::Late,
         EventKind::Down,
@@ -84,6 +95,8 @@ impl EventKind {
         EventKind::Paused,
         EventKind::Resumed,
         EventKind::Forgotten,
+        EventKind::Flapping,
+        EventKind::Settled,
     ];
 
     /// A dense index into [`EventKind::ALL`], for per-kind counts.

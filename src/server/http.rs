@@ -35,6 +35,10 @@ async fn metrics(
     State(shared): State<Arc<Shared>>,
     headers: axum::http::HeaderMap,
 ) -> impl IntoResponse {
+    {
+        let detector = shared.detector.lock().expect("detector lock");
+        shared.metrics.sync_detection(&detector.totals());
+    }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     if exposition::wants_openmetrics(accept) {
         (
@@ -103,6 +107,27 @@ pub struct HostView {
     losses: u64,
     boot_id: Option<String>,
     legacy: bool,
+    /// `fixed` or `phi`.
+    detector: &'static str,
+    /// phi now (phi detector only).
+    phi: Option<f64>,
+    /// Why the detector judges the host as it does, in one line.
+    why: String,
+    /// Down repeatedly within the flap window; alerts are held back.
+    flapping: bool,
+    /// Mean time per beat, from arrivals (seconds).
+    interval_mean_seconds: f64,
+    /// Its standard deviation (seconds).
+    interval_std_seconds: f64,
+    /// Recent chance a beat is lost after one arrived (0 to 1).
+    loss_rate: f64,
+    /// Recent chance a beat is lost after one was lost (bursts).
+    burst_loss_rate: f64,
+    duplicates: u32,
+    reordered: u32,
+    /// Receive minus send time (clock offset plus network delay), seconds;
+    /// null until a beat carried a send time.
+    clock_offset_seconds: Option<f64>,
 }
 
 fn rfc3339(at: SystemTime) -> String {
@@ -112,6 +137,7 @@ fn rfc3339(at: SystemTime) -> String {
 impl HostView {
     /// The view of `host` at `now`.
     pub fn new(detector: &Detector, host: &Host, now: Instant) -> Self {
+        let (phi, why) = detector.explain(host, now);
         HostView {
             id: host.id.to_string(),
             addr: host.addr.to_string(),
@@ -125,6 +151,17 @@ impl HostView {
             losses: host.losses,
             boot_id: (host.boot_id != [0; 16]).then(|| BootId(&host.boot_id).to_string()),
             legacy: host.legacy,
+            detector: detector.detector_kind(host).as_str(),
+            phi,
+            why,
+            flapping: host.flap.flapping,
+            interval_mean_seconds: f64::from(host.stats.interval_mean_ms) / 1000.0,
+            interval_std_seconds: f64::from(host.stats.interval_std_ms()) / 1000.0,
+            loss_rate: f64::from(host.stats.loss_rate),
+            burst_loss_rate: f64::from(host.stats.burst_loss_rate),
+            duplicates: host.stats.duplicates,
+            reordered: host.stats.reordered,
+            clock_offset_seconds: host.stats.clock_offset().map(|ms| f64::from(ms) / 1000.0),
         }
     }
 }

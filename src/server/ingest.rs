@@ -103,6 +103,8 @@ pub struct Ingest {
     /// Admission policy (keys, legacy networks, clock skew), applied before
     /// the detector lock.
     pub guard: Arc<Guard>,
+    /// Beat trace being recorded (`--record`), if any.
+    pub record: Option<Mutex<crate::simulate::Recorder>>,
 }
 
 impl Ingest {
@@ -116,7 +118,10 @@ impl Ingest {
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    self.stop_recording();
+                    return;
+                }
                 ready = self.socket.readable() => if let Err(e) = ready {
                     tracing::error!("udp socket failed: {e}");
                     return;
@@ -136,6 +141,17 @@ impl Ingest {
                     // WouldBlock: pause briefly instead of spinning.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
+            }
+        }
+    }
+
+    /// Flushes the beat trace; on a write error, reports it and stops
+    /// recording (the server goes on).
+    fn stop_recording(&self) {
+        if let Some(recorder) = &self.record {
+            let mut recorder = recorder.lock().expect("recorder lock");
+            if let Err(e) = recorder.flush() {
+                tracing::error!("beat trace: {e:#}");
             }
         }
     }
@@ -172,6 +188,10 @@ impl Ingest {
                 }
             }
         }
+        let mut recorder = self
+            .record
+            .as_ref()
+            .map(|r| r.lock().expect("recorder lock"));
         let woke = {
             let mut detector = self.detector.lock().expect("detector lock");
             let before = detector.next_deadline();
@@ -184,6 +204,7 @@ impl Ingest {
                         boot_id: beat.boot_id,
                         interval_ms: beat.interval_ms,
                         goodbye: beat.is_goodbye(),
+                        sent_at_micros: beat.sent_at_micros,
                     },
                     Packet::Legacy => legacy_observation(from, &mut legacy_id),
                 };
@@ -193,6 +214,11 @@ impl Ingest {
                         counts.beats += 1;
                         if matches!(packet, Packet::Legacy) {
                             counts.legacy_beats += 1;
+                        }
+                        if let Some(r) = recorder.as_mut()
+                            && let Err(e) = r.record(&beat, now)
+                        {
+                            tracing::error!("beat trace: {e:#}; recording stopped");
                         }
                     }
                     Observed::Replayed => {
@@ -256,6 +282,7 @@ fn legacy_observation(from: SocketAddr, buf: &mut [u8; 64]) -> Observation<'_> {
         boot_id: [0; 16],
         interval_ms: 0,
         goodbye: false,
+        sent_at_micros: 0,
     }
 }
 

@@ -68,6 +68,14 @@ pub struct Metrics {
     pub store_checkpoint_seconds: Histogram,
     /// Stalls of the server itself noticed by the detector, and their length.
     pub stalls: super::stall::StallCounters,
+    /// Beats lost in the network, from sequence gaps (fleet total).
+    pub beats_lost: Counter,
+    /// Beats received more than once (fleet total).
+    pub beats_duplicated: Counter,
+    /// Beats that arrived after a later one (fleet total).
+    pub beats_reordered: Counter,
+    /// Hosts flapping now.
+    pub hosts_flapping: Gauge,
 }
 
 impl Default for Metrics {
@@ -169,8 +177,36 @@ impl Default for Metrics {
             "Total length of those stalls; deadlines were extended by it",
             stalls.seconds.clone(),
         );
+        let beats_lost = Counter::default();
+        registry.register(
+            "beats_lost",
+            "Beats lost in the network, from sequence gaps",
+            beats_lost.clone(),
+        );
+        let beats_duplicated = Counter::default();
+        registry.register(
+            "beats_duplicated",
+            "Beats received more than once",
+            beats_duplicated.clone(),
+        );
+        let beats_reordered = Counter::default();
+        registry.register(
+            "beats_reordered",
+            "Beats that arrived after a later one",
+            beats_reordered.clone(),
+        );
+        let hosts_flapping = Gauge::default();
+        registry.register(
+            "hosts_flapping",
+            "Hosts flapping now (alerts held back)",
+            hosts_flapping.clone(),
+        );
         Self {
             registry,
+            beats_lost,
+            beats_duplicated,
+            beats_reordered,
+            hosts_flapping,
             datagrams,
             beats,
             legacy_beats,
@@ -212,6 +248,21 @@ impl Metrics {
                 })
                 .clone()
         })
+    }
+
+    /// Brings the detection metrics up to the detector's totals. Call under
+    /// the detector lock, so two scrapes cannot add the same delta twice.
+    pub fn sync_detection(&self, totals: &super::detector::DetectionTotals) {
+        for (counter, total) in [
+            (&self.beats_lost, totals.lost),
+            (&self.beats_duplicated, totals.duplicates),
+            (&self.beats_reordered, totals.reordered),
+        ] {
+            // `lost` can shrink (a late beat); a counter only grows.
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        self.hosts_flapping
+            .set(i64::try_from(totals.flapping).unwrap_or(i64::MAX));
     }
 
     /// Writes every metric in the OpenMetrics text format.

@@ -18,12 +18,14 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod persist;
+pub mod phi;
 pub mod process;
 pub mod recv;
 pub mod registry;
 pub mod replay;
 pub mod sinks;
 pub mod stall;
+pub mod stats;
 
 use crate::config::ServerConfig;
 use detector::Detector;
@@ -74,6 +76,15 @@ pub enum Error {
     /// The key file cannot be used.
     #[error(transparent)]
     Keys(#[from] crate::auth::Error),
+    /// The beat trace (`record`) cannot be created.
+    #[error("cannot create the beat trace {path}")]
+    Record {
+        /// The file asked for.
+        path: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: crate::simulate::TraceError,
+    },
 }
 
 /// State shared by the server's tasks.
@@ -101,6 +112,7 @@ pub struct Server {
     store: crate::store::Store,
     restored: persist::Restored,
     guard: Arc<guard::Guard>,
+    record: Option<crate::simulate::Recorder>,
 }
 
 impl Server {
@@ -154,6 +166,16 @@ impl Server {
             api_token: config.api_token.clone(),
             wake: Arc::new(Notify::new()),
         });
+        let record =
+            match &config.record {
+                Some(path) => Some(crate::simulate::Recorder::create(path).map_err(|source| {
+                    Error::Record {
+                        path: path.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         Ok(Server {
             config,
             udp,
@@ -162,6 +184,7 @@ impl Server {
             store,
             restored,
             guard,
+            record,
         })
     }
 
@@ -200,6 +223,7 @@ impl Server {
             store,
             restored,
             guard,
+            record,
         } = self;
         let wake = shared.wake.clone();
         let console = tokio::spawn(print_events(shared.events.subscribe()));
@@ -237,6 +261,7 @@ impl Server {
                 events: shared.events.clone(),
                 metrics: shared.metrics.clone(),
                 guard: guard.clone(),
+                record: record.map(Mutex::new),
             }
             .run(ingest_stop.clone()),
         );

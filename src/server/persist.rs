@@ -115,6 +115,10 @@ pub fn restore(
             seq: stored.seq,
             recent_seqs: 1,
             gap_uncounted: true,
+            // Set by `Detector::restore`, which knows the detector rules.
+            stats: crate::server::stats::BeatStats::new(stored.interval_ms as f32),
+            rule: 0,
+            flap: Default::default(),
             boot_id: stored.boot_id,
             interval_ms: stored.interval_ms,
             beats: stored.beats,

@@ -97,6 +97,12 @@ pub struct Host {
     /// Set for a host restored from the store: its next sequence gap spans
     /// the server's own absence, so it is not counted as loss.
     pub gap_uncounted: bool,
+    /// Beat statistics: rhythm, loss rate, reordering, clock offset.
+    pub stats: super::stats::BeatStats,
+    /// Which detector rule judges it (see [`crate::detection::Rules`]).
+    pub rule: u8,
+    /// Flapping detection.
+    pub flap: crate::detection::FlapState,
 }
 
 /// The host table.
@@ -226,6 +232,9 @@ mod tests {
             scheduled: None,
             recent_seqs: 1,
             gap_uncounted: false,
+            stats: crate::server::stats::BeatStats::new(1000.0),
+            rule: 0,
+            flap: Default::default(),
         }
     }
 

@@ -94,6 +94,7 @@ mod tests {
             boot_id: [1; 16],
             interval_ms: 0,
             goodbye: false,
+            sent_at_micros: 0,
         }
     }
 

@@ -700,3 +700,25 @@ pub fn free_port() -> u16 {
         .expect("bind a free port")
         .port()
 }
+
+/// Spawns `program ARGS` (e.g. `ip netns exec NS lubdub …`) with only PATH
+/// kept from the environment, collecting its output like [`Proc::spawn`].
+pub fn spawn_program(program: &str, args: &[&str]) -> Proc {
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let mut child = Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    let stdout = collect(child.stdout.take().expect("piped stdout"));
+    let stderr = collect(child.stderr.take().expect("piped stderr"));
+    Proc {
+        child,
+        stdout,
+        stderr,
+    }
+}

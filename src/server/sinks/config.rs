@@ -24,12 +24,23 @@ pub const EVENT_KINDS: &[&str] = &[
     "paused",
     "resumed",
     "forgotten",
+    // A host going down and up repeatedly: one `flapping`, then its pages
+    // are held back until `settled`.
+    "flapping",
+    "settled",
 ];
 
 fn default_events() -> Vec<String> {
-    ["down", "recovered", "rebooted", "mass-silence"]
-        .map(String::from)
-        .to_vec()
+    [
+        "down",
+        "recovered",
+        "rebooted",
+        "mass-silence",
+        "flapping",
+        "settled",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {

@@ -20,6 +20,7 @@ pub use config::SinksConfig;
 use super::detector::Detector;
 use super::events::Event;
 use super::metrics::Metrics;
+use super::registry::HostState;
 use crate::config::ServerConfig;
 use crate::ratelimit::RateLimit;
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -361,6 +362,7 @@ async fn dispatch(
     if routes.is_empty() {
         return;
     }
+    let mut flaps = Flaps::default();
     loop {
         let next = gate.next_release();
         let held = async {
@@ -372,6 +374,9 @@ async fn dispatch(
         tokio::select! {
             received = events.recv() => match received {
                 Ok(event) => {
+                    let Some(event) = flaps.pass(event, &detector) else {
+                        continue; // a flapping host's page, held back
+                    };
                     // Only a down needs the fleet size: no lock per joined
                     // host while a large fleet starts.
                     let fleet = if event.kind == super::events::EventKind::Down {
@@ -412,6 +417,49 @@ async fn dispatch(
     // The server is stopping: held pages go out now rather than never.
     for event in gate.drain() {
         deliver(&mut routes, event);
+    }
+}
+
+/// Holds back the pages of flapping hosts: between a host's `flapping` and
+/// `settled` events its downs and recoveries reach no sink (they are still
+/// on stdout and in the API). When it settles while down, the sinks get a
+/// `down`, so the alert fires on the state it settled in.
+#[derive(Default)]
+struct Flaps {
+    flapping: std::collections::HashSet<Arc<str>>,
+}
+
+impl Flaps {
+    fn pass(&mut self, event: Event, detector: &Mutex<Detector>) -> Option<Event> {
+        use super::events::EventKind;
+        match event.kind {
+            EventKind::Flapping => {
+                self.flapping.insert(event.host.clone());
+                Some(event)
+            }
+            EventKind::Settled => {
+                self.flapping.remove(&event.host);
+                let detector = detector.lock().expect("detector lock");
+                let registry = detector.registry();
+                let down = registry
+                    .find(&event.host)
+                    .is_some_and(|slot| registry.get(slot).state == HostState::Down);
+                Some(if down {
+                    Event {
+                        kind: EventKind::Down,
+                        ..event
+                    }
+                } else {
+                    event
+                })
+            }
+            EventKind::Forgotten | EventKind::Left | EventKind::Paused => {
+                self.flapping.remove(&event.host);
+                Some(event)
+            }
+            _ if self.flapping.contains(&event.host) => None,
+            _ => Some(event),
+        }
     }
 }
 
@@ -468,6 +516,63 @@ mod tests {
             addr: SocketAddr::from(([192, 0, 2, 1], 4000)),
             silent_for: Duration::from_millis(1500),
         })
+    }
+
+    #[test]
+    fn a_flapping_hosts_pages_are_held_until_it_settles_in_its_state() {
+        let detector = Mutex::new(Detector::new(&ServerConfig::default()));
+        let now = tokio::time::Instant::now();
+        let beat = super::super::detector::Observation {
+            host_id: "web-1",
+            addr: SocketAddr::from(([192, 0, 2, 1], 4000)),
+            seq: Some(1),
+            boot_id: [1; 16],
+            interval_ms: 10_000,
+            goodbye: false,
+            sent_at_micros: 0,
+        };
+        let mut events = Vec::new();
+        {
+            let mut d = detector.lock().expect("lock");
+            d.observe(&beat, now, SystemTime::now(), &mut events);
+            d.expire(
+                now + Duration::from_secs(60),
+                SystemTime::now(),
+                &mut events,
+            );
+        }
+        let event = |kind| match host_event(kind, "web-1") {
+            SinkEvent::Host(e) => e,
+            SinkEvent::MassSilence(_) => unreachable!("a host event"),
+        };
+        let kinds = |e: Option<Event>| e.map(|e| e.kind);
+        let mut flaps = Flaps::default();
+        assert_eq!(
+            kinds(flaps.pass(event(EventKind::Down), &detector)),
+            Some(EventKind::Down)
+        );
+        assert_eq!(
+            kinds(flaps.pass(event(EventKind::Flapping), &detector)),
+            Some(EventKind::Flapping)
+        );
+        for held in [EventKind::Recovered, EventKind::Down, EventKind::Late] {
+            assert_eq!(kinds(flaps.pass(event(held), &detector)), None, "{held:?}");
+        }
+        assert_eq!(
+            kinds(flaps.pass(event(EventKind::Recovered), &detector)),
+            None,
+            "still flapping: still held"
+        );
+        // web-1 is down in the detector: settling pages it as down.
+        assert_eq!(
+            kinds(flaps.pass(event(EventKind::Settled), &detector)),
+            Some(EventKind::Down)
+        );
+        assert_eq!(
+            kinds(flaps.pass(event(EventKind::Recovered), &detector)),
+            Some(EventKind::Recovered),
+            "after settling, pages flow again"
+        );
     }
 
     #[test]

@@ -1,0 +1,354 @@
+//! Per-host beat statistics, from what the packets already carry: sequence
+//! gaps (loss), late and repeated sequence numbers (reordering, duplicates),
+//! arrival rhythm (mean and deviation of the time per beat) and clock offset
+//! (receive time minus the client's send time).
+//!
+//! Compact on purpose (a million hosts must fit in memory): no sample
+//! window, only exponentially weighted moving averages (EWMA) in `f32` and a
+//! 32-bit bitmap of the sequence numbers just below the highest one seen.
+//! The EWMA weight is `alpha = 2 / (window + 1)`, the usual mapping from a
+//! sample window to an EWMA of the same centre of mass.
+
+/// A sequence number this far (either way) from the highest one seen is a
+/// new client run, not a gap: a restart moves the high half (the start time
+/// in seconds) by at least one, i.e. by ~2^32.
+pub const MAX_RUN_GAP: u64 = 1 << 24;
+
+/// How many sequence numbers below the highest one are remembered, to tell
+/// a reordered beat (first seen now) from a duplicate (seen before).
+pub const REORDER_WINDOW: u64 = 32;
+
+/// What one sequence number says, relative to what was seen before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeqOutcome {
+    /// Above the highest seen: `lost` beats in between never arrived (yet).
+    Next {
+        /// Sequence numbers skipped.
+        lost: u64,
+    },
+    /// Below the highest seen, not seen before: a beat overtaken by a later
+    /// one. It had been counted lost; it is not.
+    Reordered,
+    /// Seen before (the network or a relay repeated it).
+    Duplicate,
+    /// Far from the highest seen: the client restarted.
+    NewRun,
+}
+
+/// Classifies `seq` against the highest sequence number seen (`highest`)
+/// and the bitmap of the [`REORDER_WINDOW`] numbers below it (`recent`, bit
+/// `i`: `highest - 1 - i` arrived), and updates both. Arithmetic wraps, so
+/// the beat counter (low 32 bits) carrying into the start time, or the
+/// whole `u64` wrapping, is a gap like any other.
+pub fn track_seq(highest: &mut u64, recent: &mut u32, seq: u64) -> SeqOutcome {
+    let ahead = seq.wrapping_sub(*highest);
+    let behind = highest.wrapping_sub(seq);
+    if ahead == 0 {
+        SeqOutcome::Duplicate
+    } else if ahead < MAX_RUN_GAP {
+        // The old highest is now `ahead - 1` below the new one.
+        *recent = if ahead > REORDER_WINDOW {
+            0
+        } else {
+            let shifted = u32::try_from((u64::from(*recent) << ahead) & u64::from(u32::MAX))
+                .expect("masked to 32 bits");
+            shifted | (1 << (ahead - 1))
+        };
+        *highest = seq;
+        SeqOutcome::Next { lost: ahead - 1 }
+    } else if behind < MAX_RUN_GAP {
+        if behind > REORDER_WINDOW {
+            // Too old to remember: count it as late rather than repeated,
+            // since repeats come right after the original.
+            return SeqOutcome::Reordered;
+        }
+        let bit = 1u32 << (behind - 1);
+        if *recent & bit != 0 {
+            SeqOutcome::Duplicate
+        } else {
+            *recent |= bit;
+            SeqOutcome::Reordered
+        }
+    } else {
+        *highest = seq;
+        *recent = 0;
+        SeqOutcome::NewRun
+    }
+}
+
+/// Weight (in samples) of the independent-loss guess for the burst rate.
+pub const BURST_PRIOR_SAMPLES: f64 = 20.0;
+
+/// The statistics of one host: 40 bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BeatStats {
+    /// EWMA of the time per beat, in milliseconds: the time between two
+    /// arrivals divided by the sequence steps between them, so lost beats
+    /// do not stretch it.
+    pub interval_mean_ms: f32,
+    /// EWMA variance of the time per beat, in ms².
+    pub interval_var_ms2: f32,
+    /// EWMA of the chance that a beat is lost when the one before arrived
+    /// (0 to 1), from sequence gaps: the loss rate, for independent loss.
+    pub loss_rate: f32,
+    /// EWMA of receive time minus the client's send time, in milliseconds:
+    /// the client's clock offset plus the one-way network delay.
+    pub clock_offset_ms: f32,
+    /// Beats received more than once.
+    pub duplicates: u32,
+    /// Beats that arrived after a later one.
+    pub reordered: u32,
+    /// Bit `i`: sequence number `highest - 1 - i` has arrived.
+    pub recent: u32,
+    /// EWMA of the chance that a beat is lost when the one before was lost
+    /// too: near `loss_rate` for independent loss, far above it in bursts.
+    pub burst_loss_rate: f32,
+    /// Samples taken into the rhythm, the loss rate and the burst loss
+    /// rate (saturating): until a window's worth, each average is the plain
+    /// mean of the samples and the prior, so a new host's estimates settle
+    /// in a few beats instead of a few windows.
+    pub samples: [u16; 3],
+}
+
+impl BeatStats {
+    /// Fresh statistics, assuming the rhythm the client declares (or
+    /// `interval_ms`, whatever the caller best knows) with a deviation of a
+    /// quarter of it, as Akka's phi detector starts out.
+    pub fn new(interval_ms: f32) -> Self {
+        Self {
+            interval_mean_ms: interval_ms,
+            interval_var_ms2: (interval_ms / 4.0).powi(2),
+            clock_offset_ms: f32::NAN,
+            duplicates: 0,
+            reordered: 0,
+            recent: 0,
+            // Uninformed prior: cautious until the host has shown its loss.
+            // The burst rate has none: until bursts are seen, loss() takes
+            // losses as independent.
+            loss_rate: 0.5,
+            burst_loss_rate: 0.0,
+            samples: [0; 3],
+        }
+    }
+
+    /// Standard deviation of the time per beat, in milliseconds.
+    pub fn interval_std_ms(&self) -> f32 {
+        self.interval_var_ms2.max(0.0).sqrt()
+    }
+
+    /// Adds one arrival-rhythm sample: `elapsed_ms` since the previous
+    /// arrival, spanning `steps` sequence numbers (1 when none was lost).
+    pub fn add_interval(&mut self, elapsed_ms: f32, steps: u64, alpha: f32) {
+        let alpha = self.warm(0, alpha);
+        let sample = elapsed_ms / steps.max(1) as f32;
+        let diff = sample - self.interval_mean_ms;
+        self.interval_mean_ms += alpha * diff;
+        // West's incremental EW variance: unbiased for a constant alpha.
+        self.interval_var_ms2 = (1.0 - alpha) * (self.interval_var_ms2 + alpha * diff * diff);
+    }
+
+    /// Adds a run of `lost` lost beats followed by one received beat:
+    /// after the previous arrival, the next beat was lost (or not), and in
+    /// a run of losses, `lost - 1` beats followed a lost one and were lost,
+    /// and the one ending the run followed a lost one and arrived (closed
+    /// form of those EWMA steps).
+    pub fn add_losses(&mut self, lost: u64, alpha: f32) {
+        let started = if lost > 0 { 1.0 } else { 0.0 };
+        let a = self.warm(1, alpha);
+        self.loss_rate += a * (started - self.loss_rate);
+        if lost > 0 {
+            // Step by step while warming up (few steps), then in closed form.
+            let mut more = lost - 1;
+            while more > 0 && self.samples[2] < u16::MAX {
+                let a = self.warm(2, alpha);
+                self.burst_loss_rate += a * (1.0 - self.burst_loss_rate);
+                more -= 1;
+                if a <= alpha {
+                    break;
+                }
+            }
+            let keep = 1.0 - alpha;
+            let more = i32::try_from(more).unwrap_or(i32::MAX);
+            self.burst_loss_rate = 1.0 - (1.0 - self.burst_loss_rate) * keep.powi(more);
+            let a = self.warm(2, alpha);
+            self.burst_loss_rate *= 1.0 - a;
+        }
+    }
+
+    /// The EWMA weight for estimate `which`, counting one more sample: the
+    /// plain mean of the samples until it falls to `alpha` (the burst
+    /// rate, which has no prior, starts at its first sample).
+    fn warm(&mut self, which: usize, alpha: f32) -> f32 {
+        let n = &mut self.samples[which];
+        *n = n.saturating_add(1);
+        let prior = if which == 2 { 0.0 } else { 1.0 };
+        alpha.max(1.0 / (f32::from(*n) + prior))
+    }
+
+    /// The loss model the phi detector uses. Few burst samples say little,
+    /// so the burst rate is shrunk toward the plain loss rate (independent
+    /// loss) with the weight of [`BURST_PRIOR_SAMPLES`] samples.
+    pub fn loss(&self) -> crate::server::phi::Loss {
+        let n = f64::from(self.samples[2]);
+        let k = BURST_PRIOR_SAMPLES;
+        let first = f64::from(self.loss_rate);
+        crate::server::phi::Loss {
+            first,
+            next: (n * f64::from(self.burst_loss_rate) + k * first) / (n + k),
+        }
+    }
+
+    /// Adds a clock-offset sample (receive minus send time, ms).
+    pub fn add_clock_offset(&mut self, offset_ms: f32, alpha: f32) {
+        if self.clock_offset_ms.is_nan() {
+            self.clock_offset_ms = offset_ms;
+        } else {
+            self.clock_offset_ms += alpha * (offset_ms - self.clock_offset_ms);
+        }
+    }
+
+    /// The clock offset, once a beat carried a send time.
+    pub fn clock_offset(&self) -> Option<f32> {
+        (!self.clock_offset_ms.is_nan()).then_some(self.clock_offset_ms)
+    }
+}
+
+/// The EWMA weight for a sample window of `window` beats.
+pub fn alpha_for_window(window: u32) -> f32 {
+    2.0 / (window.max(1) as f32 + 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(seqs: &[u64]) -> Vec<SeqOutcome> {
+        let (mut highest, mut recent) = (seqs[0], 0);
+        seqs[1..]
+            .iter()
+            .map(|&s| track_seq(&mut highest, &mut recent, s))
+            .collect()
+    }
+
+    fn lost(n: u64) -> SeqOutcome {
+        SeqOutcome::Next { lost: n }
+    }
+
+    #[test]
+    fn gaps_are_losses_and_late_arrivals_are_reordering() {
+        use SeqOutcome::*;
+        assert_eq!(
+            run(&[10, 11, 14, 13, 13, 12, 15, 14, 11]),
+            [
+                lost(0),
+                lost(2),
+                Reordered,
+                Duplicate,
+                Reordered,
+                lost(0),
+                Duplicate,
+                Duplicate
+            ]
+        );
+    }
+
+    #[test]
+    fn losses_across_the_counter_wrap_and_the_u64_wrap() {
+        let run_start = 1_700_000_000u64 << 32;
+        // The beat counter carries into the high half: still one run.
+        let before = run_start | 0xffff_fffe;
+        assert_eq!(run(&[before, before + 3]), [lost(2)]);
+        // The whole u64 wraps.
+        assert_eq!(run(&[u64::MAX - 1, u64::MAX, 1]), [lost(0), lost(1)]);
+        // ... and a beat from before the wrap arrives late.
+        assert_eq!(
+            run(&[u64::MAX - 1, 1, u64::MAX]),
+            [lost(2), SeqOutcome::Reordered]
+        );
+    }
+
+    #[test]
+    fn a_restart_is_a_new_run_not_a_gap() {
+        let first = (1_700_000_000u64 << 32) + 500;
+        let restarted = 1_700_000_100u64 << 32;
+        assert_eq!(run(&[first, restarted]), [SeqOutcome::NewRun]);
+        // A restart whose clock went backwards is also a new run.
+        assert_eq!(run(&[restarted, first]), [SeqOutcome::NewRun]);
+    }
+
+    #[test]
+    fn very_late_beats_beyond_the_window_count_as_reordered() {
+        let mut seqs: Vec<u64> = (100..200).collect();
+        seqs.push(101);
+        assert_eq!(run(&seqs).last(), Some(&SeqOutcome::Reordered));
+    }
+
+    #[test]
+    fn ewma_interval_and_loss_rate() {
+        let mut stats = BeatStats::new(1000.0);
+        stats.samples = [u16::MAX; 3]; // warmed up: plain EWMA from here
+        stats.loss_rate = 0.0;
+        stats.burst_loss_rate = 0.0;
+        assert_eq!(stats.interval_std_ms(), 250.0);
+        let alpha = alpha_for_window(3); // 0.5
+        assert_eq!(alpha, 0.5);
+        // 2000 ms over 2 steps is one beat per 1000 ms: mean unchanged.
+        stats.add_interval(2000.0, 2, alpha);
+        assert_eq!(stats.interval_mean_ms, 1000.0);
+        assert_eq!(stats.interval_var_ms2, 0.5 * 62_500.0);
+        // A 1200 ms beat: mean 1100, var = 0.5 * (31250 + 0.5 * 200²) = 25625.
+        stats.add_interval(1200.0, 1, alpha);
+        assert_eq!(stats.interval_mean_ms, 1100.0);
+        assert_eq!(stats.interval_var_ms2, 25_625.0);
+
+        // Arrival, loss, arrival (alpha 0.5): a loss after an arrival (p1 =
+        // 0.5), an arrival after a loss (p2 = 0). Then three lost in a row:
+        // p1 = 0.75; p2 sees lost, lost, arrived: 0.5, 0.75, 0.375.
+        stats.add_losses(1, alpha);
+        assert_eq!((stats.loss_rate, stats.burst_loss_rate), (0.5, 0.0));
+        stats.add_losses(3, alpha);
+        assert_eq!((stats.loss_rate, stats.burst_loss_rate), (0.75, 0.375));
+        stats.add_losses(0, alpha);
+        assert_eq!((stats.loss_rate, stats.burst_loss_rate), (0.375, 0.375));
+    }
+
+    #[test]
+    fn new_hosts_average_until_a_window_is_full() {
+        let mut stats = BeatStats::new(1000.0);
+        let alpha = alpha_for_window(1000);
+        // Prior 0.5 plus 9 arrivals without loss: 0.5 / 10.
+        for _ in 0..9 {
+            stats.add_losses(0, alpha);
+        }
+        assert!((stats.loss_rate - 0.05).abs() < 1e-6, "{}", stats.loss_rate);
+        // Prior 1000 ms plus 1200 ms: 1100.
+        stats.add_interval(1200.0, 1, alpha);
+        assert_eq!(stats.interval_mean_ms, 1100.0);
+        // Bursts: lost, lost, arrived: mean of 1, 1, 0.
+        assert_eq!(stats.loss().next, stats.loss().first, "no bursts seen");
+        stats.add_losses(3, alpha);
+        assert!(
+            (stats.burst_loss_rate - 2.0 / 3.0).abs() < 1e-6,
+            "{}",
+            stats.burst_loss_rate
+        );
+        // Shrunk toward the loss rate with 20 samples' weight against 3.
+        let loss = stats.loss();
+        let want = (3.0 * 2.0 / 3.0 + 20.0 * loss.first) / 23.0;
+        assert!((loss.next - want).abs() < 1e-6, "{loss:?}");
+    }
+
+    #[test]
+    fn clock_offset_starts_at_the_first_sample() {
+        let mut stats = BeatStats::new(1000.0);
+        assert_eq!(stats.clock_offset(), None);
+        stats.add_clock_offset(-40.0, 0.5);
+        stats.add_clock_offset(-20.0, 0.5);
+        assert_eq!(stats.clock_offset(), Some(-30.0));
+    }
+
+    #[test]
+    fn stats_stay_compact() {
+        assert_eq!(std::mem::size_of::<BeatStats>(), 40);
+    }
+}

@@ -1,0 +1,570 @@
+//! `lubdub simulate`: runs the server's real [`Detector`] on simulated time
+//! over synthetic beat traces (interval, client jitter, network delay
+//! jitter, random or bursty loss, a real failure at a known time) or over a
+//! trace recorded from a live server (`lubdub server --record FILE`), and
+//! reports detection time and false alarms for one detector setting.
+//!
+//! Time is simulated, never slept: each host gets its own detector, fed its
+//! arrivals in order, with every deadline expired at its own instant, so a
+//! `down` carries the exact time the live server would have reported it.
+//! Deterministic: each host's random stream is seeded from `--seed` and its
+//! index, so the result does not depend on the number of threads.
+
+use crate::config::ServerConfig;
+use crate::server::detector::{Detector, Observation};
+use crate::server::events::{Event, EventKind};
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// How beats are lost on their way.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossModel {
+    /// Loss probability in the good state (the random loss).
+    pub loss: f64,
+    /// Per beat, probability of entering the bad state (0: no bursts).
+    pub burst_enter: f64,
+    /// Per beat, probability of leaving the bad state.
+    pub burst_exit: f64,
+    /// Loss probability in the bad state.
+    pub burst_loss: f64,
+}
+
+/// A synthetic fleet to simulate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Synthetic {
+    /// Hosts simulated; each fails once, at the end of its run.
+    pub hosts: u32,
+    /// Days each host beats before it fails.
+    pub days: f64,
+    /// The client's beat interval.
+    pub interval: Duration,
+    /// The client's jitter, as a share of the interval (±).
+    pub jitter: f64,
+    /// Network delay of each beat: uniform in [0, this). Beats overtake
+    /// each other when it exceeds the interval's spread.
+    pub delay_jitter: Duration,
+    /// Loss.
+    pub loss: LossModel,
+    /// Seed of all randomness.
+    pub seed: u64,
+}
+
+/// What a simulation measured.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    /// Host-days simulated.
+    pub host_days: f64,
+    /// Beats sent.
+    pub beats_sent: u64,
+    /// Beats lost.
+    pub beats_lost: u64,
+    /// `down` events while the host was alive.
+    pub false_downs: u64,
+    /// `late` events while the host was alive.
+    pub false_lates: u64,
+    /// For each real failure detected: time from the failure to `down`.
+    pub detection: Vec<Duration>,
+    /// Real failures never reported `down` (e.g. flapping hold-off is not
+    /// counted here; only a missing `down`).
+    pub missed: u64,
+    /// Hosts marked flapping.
+    pub flapping: u64,
+}
+
+impl Report {
+    fn merge(&mut self, other: Report) {
+        self.host_days += other.host_days;
+        self.beats_sent += other.beats_sent;
+        self.beats_lost += other.beats_lost;
+        self.false_downs += other.false_downs;
+        self.false_lates += other.false_lates;
+        self.detection.extend(other.detection);
+        self.missed += other.missed;
+        self.flapping += other.flapping;
+    }
+
+    /// The `q` quantile (0 to 1) of the detection times (nearest rank).
+    pub fn detection_quantile(&self, q: f64) -> Option<Duration> {
+        let mut sorted = self.detection.clone();
+        sorted.sort_unstable();
+        let n = sorted.len();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+        Some(sorted[rank - 1])
+    }
+
+    /// False `down`s per 1,000 host-days.
+    pub fn false_downs_per_1000_host_days(&self) -> f64 {
+        if self.host_days > 0.0 {
+            self.false_downs as f64 * 1000.0 / self.host_days
+        } else {
+            0.0
+        }
+    }
+}
+
+fn addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Feeds one host's arrivals (arrival time after start, seq) to a fresh
+/// detector, expiring each deadline at its own instant until `end`, and
+/// returns every event with its time after start.
+fn run_host(
+    config: &ServerConfig,
+    host_id: &str,
+    interval_ms: u32,
+    arrivals: &[(Duration, u64)],
+    end: Duration,
+) -> Vec<(Duration, EventKind)> {
+    let mut detector = Detector::new(config);
+    let start = Instant::now();
+    let wall = |offset: Duration| SystemTime::UNIX_EPOCH + offset;
+    let mut events: Vec<Event> = Vec::new();
+    let mut out = Vec::new();
+    let drain = |events: &mut Vec<Event>, out: &mut Vec<(Duration, EventKind)>| {
+        for e in events.drain(..) {
+            let at =
+                e.at.duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
+            out.push((at, e.kind));
+        }
+    };
+    let expire_until = |detector: &mut Detector, until: Duration, events: &mut Vec<Event>| {
+        while let Some(next) = detector.next_deadline() {
+            let offset = next.saturating_duration_since(start);
+            if offset > until {
+                break;
+            }
+            detector.expire(next, wall(offset), events);
+        }
+    };
+    for &(at, seq) in arrivals {
+        expire_until(&mut detector, at, &mut events);
+        let beat = Observation {
+            host_id,
+            addr: addr(),
+            seq: Some(seq),
+            boot_id: [1; 16],
+            interval_ms,
+            goodbye: false,
+            sent_at_micros: 0,
+        };
+        detector.observe(&beat, start + at, wall(at), &mut events);
+        drain(&mut events, &mut out);
+    }
+    expire_until(&mut detector, end, &mut events);
+    drain(&mut events, &mut out);
+    out
+}
+
+/// Simulates one synthetic host: its beats, the loss, a failure at the end.
+fn simulate_host(config: &ServerConfig, fleet: &Synthetic, index: u32) -> Report {
+    let mut rng = fastrand::Rng::with_seed(
+        fleet
+            .seed
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(u64::from(index)),
+    );
+    let interval = fleet.interval.as_secs_f64();
+    let span = fleet.days * 86_400.0;
+    // Fail at a random phase of the last interval, so detection time
+    // averages over where in the beat cycle the failure falls.
+    let failure = span - rng.f64() * interval;
+    let run = 1_700_000_000u64 << 32;
+    let mut arrivals = Vec::with_capacity((span / interval) as usize + 1);
+    let (mut sent_at, mut seq, mut bad) = (rng.f64() * interval, run, false);
+    let mut report = Report {
+        host_days: failure / 86_400.0,
+        ..Report::default()
+    };
+    while sent_at < failure {
+        report.beats_sent += 1;
+        let m = &fleet.loss;
+        if m.burst_enter > 0.0 {
+            bad = if bad {
+                rng.f64() >= m.burst_exit
+            } else {
+                rng.f64() < m.burst_enter
+            };
+        }
+        let loss = if bad { m.burst_loss } else { m.loss };
+        if rng.f64() < loss {
+            report.beats_lost += 1;
+        } else {
+            let delay = rng.f64() * fleet.delay_jitter.as_secs_f64();
+            arrivals.push((Duration::from_secs_f64(sent_at + delay), seq));
+        }
+        seq += 1;
+        let jitter = fleet.jitter * (2.0 * rng.f64() - 1.0);
+        sent_at += interval * (1.0 + jitter);
+    }
+    arrivals.sort_unstable_by_key(|&(at, _)| at);
+    let interval_ms = u32::try_from(fleet.interval.as_millis()).unwrap_or(u32::MAX);
+    // Long enough after the failure for any setting to declare it.
+    let end = Duration::from_secs_f64(failure) + fleet.interval * 1000 + Duration::from_secs(3600);
+    let failed_at = Duration::from_secs_f64(failure);
+    let mut detected = false;
+    for (at, kind) in run_host(config, "sim", interval_ms, &arrivals, end) {
+        let alive = at < failed_at;
+        match kind {
+            EventKind::Down if alive => report.false_downs += 1,
+            EventKind::Late if alive => report.false_lates += 1,
+            EventKind::Down if !detected => {
+                detected = true;
+                report.detection.push(at - failed_at);
+            }
+            EventKind::Flapping => report.flapping += 1,
+            _ => {}
+        }
+    }
+    report.missed = u64::from(!detected);
+    report
+}
+
+/// Runs the synthetic fleet, spread over the machine's cores.
+pub fn run_synthetic(config: &ServerConfig, fleet: &Synthetic) -> Report {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = u32::try_from(threads)
+        .unwrap_or(1)
+        .clamp(1, fleet.hosts.max(1));
+    let mut total = Report::default();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut report = Report::default();
+                    let mut index = t;
+                    while index < fleet.hosts {
+                        report.merge(simulate_host(config, fleet, index));
+                        index += threads;
+                    }
+                    report
+                })
+            })
+            .collect();
+        for worker in workers {
+            total.merge(worker.join().expect("simulation thread does not panic"));
+        }
+    });
+    total
+}
+
+/// Why a trace could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// Reading or writing failed.
+    #[error("trace i/o")]
+    Io(#[from] std::io::Error),
+    /// A line is not in the trace format.
+    #[error("line {line}: {reason}")]
+    Format {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// Header line of a trace file.
+pub const TRACE_HEADER: &str = "# lubdub trace v1";
+
+/// Writes the beat arrivals of a live server as a compact text trace:
+/// `h INDEX INTERVAL_MS HOST_ID` the first time a host is seen, then
+/// `b MILLIS INDEX SEQ` per beat (milliseconds since recording started).
+pub struct Recorder {
+    out: std::io::BufWriter<std::fs::File>,
+    hosts: HashMap<Box<str>, u32>,
+    start: Instant,
+    failed: bool,
+}
+
+impl Recorder {
+    /// Creates (or truncates) `path` and writes the header.
+    pub fn create(path: &Path) -> Result<Self, TraceError> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        writeln!(out, "{TRACE_HEADER}")?;
+        Ok(Self {
+            out,
+            hosts: HashMap::new(),
+            start: Instant::now(),
+            failed: false,
+        })
+    }
+
+    /// Records one beat (v1 beats only: legacy ones carry no sequence).
+    /// After a write error it records nothing more.
+    pub fn record(&mut self, beat: &Observation<'_>, at: Instant) -> Result<(), TraceError> {
+        if self.failed {
+            return Ok(());
+        }
+        let result = self.write(beat, at);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn write(&mut self, beat: &Observation<'_>, at: Instant) -> Result<(), TraceError> {
+        let Some(seq) = beat.seq else { return Ok(()) };
+        let index = match self.hosts.get(beat.host_id) {
+            Some(&index) => index,
+            None => {
+                let index = u32::try_from(self.hosts.len()).unwrap_or(u32::MAX);
+                self.hosts.insert(beat.host_id.into(), index);
+                // Host ids are printable without spaces (protocol checks).
+                writeln!(self.out, "h {index} {} {}", beat.interval_ms, beat.host_id)?;
+                index
+            }
+        };
+        let ms = at.saturating_duration_since(self.start).as_millis();
+        writeln!(self.out, "b {ms} {index} {seq}")?;
+        Ok(())
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) -> Result<(), TraceError> {
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// What replaying a recorded trace found. There is no ground truth in a
+/// recording: a `down` followed by a beat of the same host was a false
+/// alarm (or a real outage that ended); one at the end of the trace may be
+/// a host that really stopped.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReplayReport {
+    /// Hosts in the trace.
+    pub hosts: usize,
+    /// Beats in the trace.
+    pub beats: u64,
+    /// Host-days covered (first to last beat of each host).
+    pub host_days: f64,
+    /// `down`s the host came back from.
+    pub downs_recovered: u64,
+    /// `late`s the host came back from.
+    pub lates_recovered: u64,
+    /// Hosts `down` at the end of the trace (stopped, or silent too long).
+    pub down_at_end: u64,
+}
+
+/// One host's arrivals in a trace: declared interval, (time, seq) pairs.
+type HostTrace = (u32, Vec<(Duration, u64)>);
+
+/// Reads a trace written by [`Recorder`].
+pub fn read_trace(reader: impl BufRead) -> Result<Vec<(String, HostTrace)>, TraceError> {
+    let mut hosts: Vec<(String, HostTrace)> = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line?;
+        let bad = |reason| TraceError::Format {
+            line: n + 1,
+            reason,
+        };
+        if n == 0 {
+            if line != TRACE_HEADER {
+                return Err(bad("not a lubdub trace (bad header)"));
+            }
+            continue;
+        }
+        let mut words = line.split(' ');
+        match words.next() {
+            Some("h") => {
+                let index: usize = words
+                    .next()
+                    .and_then(|w| w.parse().ok())
+                    .ok_or(bad("bad host index"))?;
+                let interval: u32 = words
+                    .next()
+                    .and_then(|w| w.parse().ok())
+                    .ok_or(bad("bad interval"))?;
+                let id = words.next().ok_or(bad("missing host id"))?;
+                if index != hosts.len() {
+                    return Err(bad("host indexes must count up from 0"));
+                }
+                hosts.push((id.to_string(), (interval, Vec::new())));
+            }
+            Some("b") => {
+                let mut num = || words.next().and_then(|w| w.parse::<u64>().ok());
+                let (Some(ms), Some(index), Some(seq)) = (num(), num(), num()) else {
+                    return Err(bad("a beat is `b MILLIS INDEX SEQ`"));
+                };
+                let host = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| hosts.get_mut(i))
+                    .ok_or(bad("beat of an undeclared host"))?;
+                host.1.1.push((Duration::from_millis(ms), seq));
+            }
+            Some("") | None => {}
+            Some(w) if w.starts_with('#') => {}
+            Some(_) => return Err(bad("lines start with `h` or `b`")),
+        }
+    }
+    Ok(hosts)
+}
+
+/// Replays a recorded trace through the detector.
+pub fn replay(config: &ServerConfig, trace: &[(String, HostTrace)]) -> ReplayReport {
+    let mut report = ReplayReport {
+        hosts: trace.len(),
+        ..ReplayReport::default()
+    };
+    for (id, (interval_ms, arrivals)) in trace {
+        let (Some(first), Some(last)) = (arrivals.first(), arrivals.last()) else {
+            continue;
+        };
+        report.beats += arrivals.len() as u64;
+        report.host_days += (last.0 - first.0).as_secs_f64() / 86_400.0;
+        // Up to the end of the recording, plus nothing: a host silent at
+        // the end is judged only as far as the recording reaches.
+        let end = trace
+            .iter()
+            .filter_map(|(_, (_, a))| a.last().map(|l| l.0))
+            .max()
+            .unwrap_or_default();
+        let mut last_bad = None;
+        for (_, kind) in run_host(config, id, *interval_ms, arrivals, end) {
+            match kind {
+                EventKind::Late => last_bad = last_bad.or(Some(EventKind::Late)),
+                EventKind::Down => last_bad = Some(EventKind::Down),
+                EventKind::Recovered => match last_bad.take() {
+                    Some(EventKind::Down) => report.downs_recovered += 1,
+                    Some(_) => report.lates_recovered += 1,
+                    None => {}
+                },
+                _ => {}
+            }
+        }
+        if last_bad == Some(EventKind::Down) {
+            report.down_at_end += 1;
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detection::DetectorKind;
+
+    fn fleet(loss: f64) -> Synthetic {
+        Synthetic {
+            hosts: 50,
+            days: 1.0,
+            interval: Duration::from_secs(10),
+            jitter: 0.05,
+            delay_jitter: Duration::ZERO,
+            loss: LossModel {
+                loss,
+                burst_enter: 0.0,
+                burst_exit: 1.0,
+                burst_loss: 0.0,
+            },
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn no_loss_fixed_timeout_detects_within_the_timeout_and_never_falsely() {
+        let config = ServerConfig::default(); // fixed 30 s, late at 15 s
+        let report = run_synthetic(&config, &fleet(0.0));
+        assert_eq!(
+            (report.false_downs, report.false_lates, report.missed),
+            (0, 0, 0)
+        );
+        assert_eq!(report.detection.len(), 50);
+        // Down 30 s after the last beat; the failure is 0–10.5 s after it.
+        for d in &report.detection {
+            assert!((19.4..=30.0).contains(&d.as_secs_f64()), "{d:?}");
+        }
+        assert_eq!(report.beats_lost, 0);
+        assert!((report.host_days - 50.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn deterministic_for_a_seed_and_loss_causes_false_alarms_for_a_tight_timeout() {
+        let config = ServerConfig {
+            timeout: Duration::from_secs(35),
+            ..ServerConfig::default()
+        };
+        let a = run_synthetic(&config, &fleet(0.2));
+        let b = run_synthetic(&config, &fleet(0.2));
+        assert_eq!(a, b);
+        // 20 % loss, 3.5 intervals: a received beat followed by three or
+        // more lost ones (0.8 · 0.2³ of beats) is a false `down`.
+        let sent = a.beats_sent as f64;
+        let expected = sent * 0.8 * 0.2f64.powi(3);
+        let got = a.false_downs as f64;
+        assert!(
+            (got - expected).abs() < expected * 0.2,
+            "{got} vs {expected}"
+        );
+        assert!((a.beats_lost as f64 / sent - 0.2).abs() < 0.01);
+    }
+
+    #[test]
+    fn phi_adapts_to_loss() {
+        let config = ServerConfig {
+            detector: DetectorKind::Phi,
+            ..ServerConfig::default()
+        };
+        let clean = run_synthetic(&config, &fleet(0.0));
+        let lossy = run_synthetic(&config, &fleet(0.2));
+        assert_eq!(clean.false_downs, 0);
+        let median = |r: &Report| r.detection_quantile(0.5).expect("detections");
+        assert!(
+            median(&lossy) > median(&clean),
+            "lossy hosts get more slack"
+        );
+    }
+
+    #[test]
+    fn trace_round_trip_and_replay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("trace");
+        let mut recorder = Recorder::create(&path).expect("create");
+        let start = recorder.start;
+        for i in 0..50u64 {
+            for host in ["a", "b"] {
+                if host == "b" && (20..30).contains(&i) {
+                    continue; // b is silent for 10 beats, then back
+                }
+                let beat = Observation {
+                    host_id: host,
+                    addr: addr(),
+                    seq: Some(i),
+                    boot_id: [1; 16],
+                    interval_ms: 1000,
+                    goodbye: false,
+                    sent_at_micros: 0,
+                };
+                recorder
+                    .record(&beat, start + Duration::from_secs(i))
+                    .expect("record");
+            }
+        }
+        recorder.flush().expect("flush");
+        let file = std::fs::File::open(&path).expect("open");
+        let trace = read_trace(std::io::BufReader::new(file)).expect("parse");
+        assert_eq!(trace.len(), 2);
+        assert_eq!(trace[1].1.1.len(), 40);
+        let config = ServerConfig {
+            timeout: Duration::from_secs(3),
+            ..ServerConfig::default()
+        };
+        let report = replay(&config, &trace);
+        assert_eq!(report.downs_recovered, 1, "{report:?}");
+        assert_eq!((report.hosts, report.beats, report.down_at_end), (2, 90, 0));
+
+        let bad = read_trace(std::io::Cursor::new("# lubdub trace v1\nb 1 0 1\n"));
+        assert!(
+            bad.expect_err("undeclared")
+                .to_string()
+                .starts_with("line 2:")
+        );
+    }
+}
