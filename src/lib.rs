@@ -16,12 +16,14 @@
 //! Module map: [`protocol`] (wire format, no I/O), [`config`] (settings and
 //! their documented defaults), [`client`] (beat loop), [`server`] (ingest,
 //! registry, detector, events, HTTP), [`shutdown`] (signals), [`duration`]
-//! (the `500ms` / `10s` / `2m` syntax), [`ratelimit`] (log throttling).
+//! (the `500ms` / `10s` / `2m` syntax), [`ratelimit`] (log throttling),
+//! [`loadgen`] (a simulated fleet, for benchmarks).
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod config;
 pub mod duration;
+pub mod loadgen;
 pub mod protocol;
 pub mod ratelimit;
 pub mod server;

@@ -3,12 +3,15 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use lubdub::config::{ClientConfig, DEFAULT_PORT, FileConfig, ServerConfig, ServerFile};
-use lubdub::{client, duration, server, shutdown};
+use lubdub::{client, duration, loadgen, server, shutdown};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Heartbeat monitor: tells you, at each host's own deadline, which of your
 /// computers has stopped working.
@@ -31,6 +34,8 @@ enum Command {
     Server(ServerArgs),
     /// Send beats to one or more servers.
     Client(ClientArgs),
+    /// Simulate a fleet of hosts beating to a server, to measure it.
+    Loadgen(LoadgenArgs),
 }
 
 #[derive(Args)]
@@ -141,6 +146,107 @@ fn seed_client_form(servers: Vec<String>) -> Vec<String> {
     }
 }
 
+#[derive(Args)]
+struct LoadgenArgs {
+    /// Server to load, as ADDR:PORT (loopback only unless --allow-remote).
+    #[arg(value_name = "TARGET")]
+    target: SocketAddr,
+    /// Simulated hosts [default: 1000].
+    #[arg(long)]
+    hosts: Option<u32>,
+    /// Each host's beat interval [default: 10s].
+    #[arg(long, value_parser = duration::parse)]
+    interval: Option<Duration>,
+    /// How long to run [default: 10s].
+    #[arg(long, value_parser = duration::parse)]
+    duration: Option<Duration>,
+    /// Stop after this many packets, if before --duration.
+    #[arg(long, value_name = "COUNT")]
+    beats: Option<u64>,
+    /// Source addresses (127.x.y.z sockets) to spread hosts over [default: 256].
+    #[arg(long)]
+    sources: Option<u32>,
+    /// Host id prefix; ids are the prefix plus a padded number [default: host-].
+    #[arg(long)]
+    id_prefix: Option<String>,
+    /// Digits of the host number [default: 7, so ids are 12 characters].
+    #[arg(long)]
+    id_digits: Option<usize>,
+    /// Hosts (chosen evenly over the fleet) that stop beating at --stop-after.
+    #[arg(long, value_name = "K")]
+    stop_count: Option<u32>,
+    /// When the --stop-count hosts fall silent [default: 0s].
+    #[arg(long, value_parser = duration::parse, value_name = "DURATION")]
+    stop_after: Option<Duration>,
+    /// Permit a non-loopback target (never in tests or CI).
+    #[arg(long)]
+    allow_remote: bool,
+}
+
+impl LoadgenArgs {
+    fn into_config(self) -> loadgen::LoadgenConfig {
+        let mut config = loadgen::LoadgenConfig {
+            target: self.target,
+            allow_remote: self.allow_remote,
+            max_packets: self.beats,
+            ..loadgen::LoadgenConfig::default()
+        };
+        set(&mut config.hosts, self.hosts);
+        set(&mut config.interval, self.interval);
+        set(&mut config.duration, self.duration);
+        set(&mut config.sources, self.sources);
+        set(&mut config.id_prefix, self.id_prefix);
+        set(&mut config.id_digits, self.id_digits);
+        set(&mut config.stop_count, self.stop_count);
+        set(&mut config.stop_after, self.stop_after);
+        config
+    }
+}
+
+/// Runs the load generator on a blocking thread; a signal ends it early,
+/// and it still reports what it sent.
+async fn run_loadgen(config: loadgen::LoadgenConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    loadgen::validate(&config)?;
+    println!(
+        "loadgen target={} hosts={} interval={} duration={} sources={}",
+        config.target,
+        config.hosts,
+        duration::format(config.interval),
+        duration::format(config.duration),
+        config.sources,
+    );
+    let flag = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let flag = flag.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            flag.store(true, Ordering::Relaxed);
+        })
+    };
+    let report = tokio::task::spawn_blocking(move || loadgen::run(&config, None, &flag))
+        .await
+        .context("load generator thread")??;
+    watcher.abort();
+    for stopped in &report.stopped {
+        let last = stopped.last_beat.map_or("never".to_string(), |at| {
+            humantime::format_rfc3339_micros(at).to_string()
+        });
+        println!("stopped {} last_beat={last}", stopped.id);
+    }
+    println!(
+        "sent packets={} bytes={} errors={} seconds={:.3} rate={:.0}/s",
+        report.packets,
+        report.bytes,
+        report.errors,
+        report.elapsed.as_secs_f64(),
+        report.rate()
+    );
+    if let Some(error) = &report.last_error {
+        eprintln!("lubdub: last send error: {error}");
+    }
+    Ok(())
+}
+
 fn set<T>(field: &mut T, value: Option<T>) {
     if let Some(value) = value {
         *field = value;
@@ -215,6 +321,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             client.run(stop).await;
             Ok(())
         }
+        Command::Loadgen(args) => run_loadgen(args.into_config(), stop).await,
     }
 }
 

@@ -1,0 +1,254 @@
+//! Ingest capacity against the machine's own limit, measured side by side.
+//!
+//! On loopback one sender is slower than one receiver, so receive capacity
+//! is measured by filling a large socket receive buffer while nothing reads
+//! and timing how fast it drains. Each round fills the same socket with the
+//! same kind of traffic (real v1 beats from `lubdub loadgen`'s fleet, many
+//! 127.x.y.z sources) three times and drains it with:
+//!
+//! 1. **raw**: `recvmmsg` batches that are only counted (the baseline);
+//! 2. **lubdub**: the server's real ingest path, [`Ingest::apply`] (decode,
+//!    registry lookup, `Detector::observe`, one lock per batch), with a
+//!    million hosts already in the registry;
+//! 3. **seed**: `bench/seed_server.py`, the seed's Python receive path, on
+//!    the same socket (inherited as a file descriptor).
+//!
+//! Run: `cargo bench --bench ingest_drain`. Settings through the environment:
+//! `DRAIN_DATAGRAMS` (per fill, default 300000), `DRAIN_ROUNDS` (default 5),
+//! `DRAIN_HOSTS` (registry size, default 1000000), `DRAIN_BUFFER_BYTES`
+//! (default 1 GiB).
+
+use lubdub::config::ServerConfig;
+use lubdub::loadgen::{Fleet, Sender};
+use lubdub::ratelimit::RateLimit;
+use lubdub::server::detector::{Detector, Observation};
+use lubdub::server::events::EventLog;
+use lubdub::server::ingest::Ingest;
+use lubdub::server::recv::Batch;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Sets the receive buffer to `bytes`: `SO_RCVBUFFORCE` (root) can pass
+/// the `rmem_max` limit; without it, `SO_RCVBUF` is capped by that limit.
+fn grow_receive_buffer(socket: &socket2::Socket, bytes: usize) -> (usize, &'static str) {
+    let value = libc::c_int::try_from(bytes / 2).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads one c_int from a live local.
+    let forced = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    let how = if forced {
+        "SO_RCVBUFFORCE"
+    } else {
+        let _ = socket.set_recv_buffer_size(bytes / 2);
+        "SO_RCVBUF (no SO_RCVBUFFORCE: not root?), capped by net.core.rmem_max"
+    };
+    (socket.recv_buffer_size().unwrap_or(0), how)
+}
+
+/// Drains the socket with `step`, which receives one batch and returns how
+/// many datagrams it took (0 when the socket is empty).
+fn drain(expected: u64, mut step: impl FnMut() -> usize) -> (u64, Duration) {
+    let start = Instant::now();
+    let mut received = 0u64;
+    let mut idle_since: Option<Instant> = None;
+    while received < expected {
+        let n = step();
+        if n == 0 {
+            // Filled before we started, so empty means done; allow a moment
+            // for datagrams still in flight through loopback.
+            let idle = *idle_since.get_or_insert_with(Instant::now);
+            if idle.elapsed() > Duration::from_millis(200) {
+                return (received, idle - start);
+            }
+            continue;
+        }
+        idle_since = None;
+        received += n as u64;
+    }
+    (received, start.elapsed())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+/// Runs the seed's Python receive path on the socket; `None` if python3
+/// cannot run (said on stderr, never silently).
+fn seed_drain(fd: i32, count: u64) -> Option<(u64, f64)> {
+    // SAFETY: dup(2) of our own open socket; the copy (without
+    // FD_CLOEXEC) is inherited by the child and closed below.
+    let child_fd = unsafe { libc::dup(fd) };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/seed_server.py");
+    let output = Command::new("python3")
+        .args([script, "--fd", &child_fd.to_string(), "--count", &count.to_string()])
+        .output();
+    // SAFETY: closing the descriptor dup'ed above, used by no one else.
+    unsafe { libc::close(child_fd) };
+    let output = match output {
+        Ok(output) if output.status.success() => output,
+        Ok(output) => {
+            eprintln!(
+                "seed baseline failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            return None;
+        }
+        Err(e) => {
+            eprintln!("seed baseline not run: python3: {e}");
+            return None;
+        }
+    };
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    Some((result["received"].as_u64()?, result["rate"].as_f64()?))
+}
+
+fn main() {
+    let datagrams: u64 = env_or("DRAIN_DATAGRAMS", 300_000);
+    let rounds: usize = env_or("DRAIN_ROUNDS", 5);
+    let hosts: u32 = env_or("DRAIN_HOSTS", 1_000_000);
+    let buffer_bytes: usize = env_or("DRAIN_BUFFER_BYTES", 1 << 30);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _entered = runtime.enter();
+
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+        .expect("udp socket");
+    let (buffer, how) = grow_receive_buffer(&socket, buffer_bytes);
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind 127.0.0.1:0");
+    socket.set_nonblocking(true).expect("non-blocking");
+    let std_socket: std::net::UdpSocket = socket.into();
+    let target = std_socket.local_addr().expect("local addr");
+
+    // A million hosts in the registry, with the ids the traffic carries.
+    let mut fleet = Fleet::new(hosts, "host-", 7, Duration::from_secs(10));
+    let config = ServerConfig::default();
+    let mut detector = Detector::new(&config);
+    let fill_start = Instant::now();
+    {
+        let (now, wall) = (tokio::time::Instant::now(), SystemTime::now());
+        let mut events = Vec::new();
+        for i in 0..hosts {
+            let id = fleet.host_id(i);
+            let beat = Observation {
+                host_id: &id,
+                addr: SocketAddr::from(([127, 1, 1, 1], 40000)),
+                seq: Some(1),
+                boot_id: [1; 16],
+                interval_ms: 10_000,
+                goodbye: false,
+            };
+            detector.observe(&beat, now, wall, &mut events);
+            events.clear();
+        }
+    }
+    eprintln!(
+        "registry filled with {hosts} hosts in {:.2}s",
+        fill_start.elapsed().as_secs_f64()
+    );
+    let ingest = Ingest {
+        socket: tokio::net::UdpSocket::from_std(std_socket).expect("tokio socket"),
+        detector: Arc::new(Mutex::new(detector)),
+        wake: Arc::default(),
+        events: Arc::new(EventLog::new(1000)),
+        metrics: Arc::default(),
+    };
+    let fd = ingest.socket.as_raw_fd();
+    let mut sender = Sender::bind(target, 256).expect("bind 127.x.y.z sources");
+    let mut batch = Batch::default();
+    let mut log = RateLimit::new(Duration::from_secs(3600));
+    let mut next_packet = 0u64;
+    let mut fill = |sender: &mut Sender| {
+        let before = sender.report().packets;
+        let report = sender.flood(&mut fleet, next_packet, datagrams);
+        next_packet += datagrams;
+        report.packets - before
+    };
+
+    println!(
+        "ingest drain: {datagrams} datagrams per fill, {rounds} rounds, {hosts} hosts in the registry"
+    );
+    println!("receive buffer: {buffer} bytes via {how}");
+    println!(
+        "{:>5} {:>12} {:>12} {:>12} {:>11} {:>12}",
+        "round", "raw/s", "lubdub/s", "seed/s", "lubdub÷raw", "lubdub÷seed"
+    );
+    let (mut raws, mut ours, mut seeds) = (Vec::new(), Vec::new(), Vec::new());
+    let mut short = false;
+    for round in 1..=rounds {
+        // Whatever the last drain left (nothing, unless it fell short).
+        while batch.recv(&ingest.socket).unwrap_or(0) > 0 {}
+
+        let sent = fill(&mut sender);
+        let (got, took) = drain(sent, || batch.recv(&ingest.socket).unwrap_or(0));
+        let raw = got as f64 / took.as_secs_f64();
+        short |= got != sent;
+
+        let sent_ours = fill(&mut sender);
+        let (got_ours, took) = drain(sent_ours, || match batch.recv(&ingest.socket) {
+            Ok(n) => {
+                ingest.apply(&batch, &mut log);
+                n
+            }
+            Err(_) => 0,
+        });
+        let our = got_ours as f64 / took.as_secs_f64();
+        short |= got_ours != sent_ours;
+
+        let sent_seed = fill(&mut sender);
+        let seed = seed_drain(fd, sent_seed).map(|(got, rate)| {
+            short |= got != sent_seed;
+            rate
+        });
+        if got != sent || got_ours != sent_ours {
+            eprintln!(
+                "round {round}: sent {sent}/{sent_ours}, drained raw {got}, lubdub {got_ours}: \
+                 the kernel dropped datagrams (buffer too small?)"
+            );
+        }
+        raws.push(raw);
+        ours.push(our);
+        if let Some(seed) = seed {
+            seeds.push(seed);
+        }
+        println!(
+            "{round:>5} {raw:>12.0} {our:>12.0} {:>12} {:>11.2} {:>12}",
+            seed.map_or("-".into(), |s| format!("{s:.0}")),
+            our / raw,
+            seed.map_or("-".into(), |s| format!("{:.2}", our / s)),
+        );
+    }
+    let (raw, our, seed) = (median(raws), median(ours), median(seeds));
+    println!(
+        "{:>5} {raw:>12.0} {our:>12.0} {seed:>12.0} {:>11.2} {:>12.2}",
+        "median",
+        our / raw,
+        our / seed
+    );
+    let beats = ingest.metrics.beats.get();
+    println!("lubdub applied {beats} beats; send errors: {}", sender.report().errors);
+    if short {
+        println!("WARNING: some drains received fewer datagrams than were sent");
+    }
+}
