@@ -106,7 +106,7 @@ fn main() {
         per(beaten)
     );
     println!(
-        "after {late} late:  {expired:>12} bytes  {:>7.1} bytes/host",
+        "after {late} late: {expired:>11} bytes  {:>7.1} bytes/host",
         per(expired)
     );
     println!(
