@@ -95,7 +95,7 @@ def main():
     ap.add_argument("--hosts", type=int, default=1_000_000)
     ap.add_argument("--interval", type=float, default=10.0, help="seconds")
     ap.add_argument("--timeout", type=float, default=30.0, help="server timeout, seconds")
-    ap.add_argument("--seconds", type=float, default=50.0, help="loadgen run time")
+    ap.add_argument("--max-seconds", type=float, default=600.0, help="bound on loadgen's run")
     ap.add_argument("--stop-count", type=int, default=1000)
     ap.add_argument("--stop-after", type=float, default=15.0)
     ap.add_argument("--window", type=float, default=30.0, help="CPU window, seconds")
@@ -122,43 +122,62 @@ def main():
         procs.append(client)
 
         start = time.monotonic()
+        # Runs until told to stop (SIGINT, after the phases below); the
+        # duration is only a bound in case this script dies.
         loadgen = subprocess.Popen(
             [args.bin, "loadgen", udp, "--hosts", str(args.hosts),
-             "--interval", f"{args.interval}s", "--duration", f"{args.seconds}s",
+             "--interval", f"{args.interval}s", "--duration", f"{args.max_seconds}s",
              "--stop-count", str(args.stop_count), "--stop-after", f"{args.stop_after}s"],
             stdout=open(loadgen_out, "w"), stderr=subprocess.STDOUT)
         procs.append(loadgen)
 
-        # The first interval registers the fleet (one `joined` line each).
-        warm = args.interval + 2
-        time.sleep(max(0.0, start + warm - time.monotonic()))
+        def known():
+            return json.loads(get(f"http://{http}/healthz")[1])["hosts"]
+
+        # Phase 1: the fleet joins (one `joined` line each); the CPU window
+        # starts once every host is known, so joins do not count in it.
+        deadline = start + 6 * args.interval + 30
+        while known() < args.hosts and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(1)
         rss_fleet = rss_bytes(server.pid)
-        hosts_known = json.loads(get(f"http://{http}/healthz")[1])["hosts"]
+        hosts_known = known()
+        joined_after = time.monotonic() - start
+
+        # Phase 2: steady beating. CPU share over the window; /healthz often.
         cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
         received0 = metric(http, "lubdub_datagrams_received_total") or 0
-
-        # HTTP during the window: /healthz often, the fleet listing a few times.
-        summary_path = "/api/v1/summary"
-        try:
-            get(f"http://{http}{summary_path}")
-        except Exception:
-            summary_path = "/api/v1/hosts"
-        health, listing = [], []
-        window_end = t0 + args.window
-        # Listing calls are spaced out: a million-host JSON list is heavy.
-        next_listing = t0 + args.window / 4
-        while time.monotonic() < window_end:
+        health = []
+        while time.monotonic() < t0 + args.window:
             health.append(get(f"http://{http}/healthz")[0])
-            if time.monotonic() >= next_listing and len(listing) < 3:
-                dt, body = get(f"http://{http}{summary_path}", timeout=60)
-                listing.append((dt, len(body)))
-                next_listing += args.window / 4
             time.sleep(0.5)
         t1 = time.monotonic()
         cpu1 = cpu_seconds(server.pid)
         received1 = metric(http, "lubdub_datagrams_received_total") or 0
 
-        loadgen.wait(timeout=args.seconds + 60)
+        # Phase 3: the stopped hosts go late, then down.
+        def downs():
+            with open(server_out) as f:
+                return sum(1 for line in f if " down " in line)
+        deadline = start + args.stop_after + args.timeout + 2 * args.interval + 30
+        while downs() < args.stop_count and time.monotonic() < deadline:
+            time.sleep(1)
+
+        # Phase 4: the fleet listing, while the fleet still beats (a summary
+        # endpoint when the server has one; the full list otherwise).
+        summary_path = "/api/v1/summary"
+        try:
+            get(f"http://{http}{summary_path}")
+        except Exception:
+            summary_path = "/api/v1/hosts"
+        listing = []
+        for _ in range(3):
+            dt, body = get(f"http://{http}{summary_path}", timeout=120)
+            listing.append((dt, len(body)))
+            time.sleep(2)
+
+        loadgen.send_signal(signal.SIGINT)
+        loadgen.wait(timeout=60)
         time.sleep(1)
         received_total = metric(http, "lubdub_datagrams_received_total") or 0
         client_cpu = cpu_seconds(client.pid)
@@ -200,6 +219,7 @@ def main():
     result = {
         "hosts": args.hosts,
         "hosts_known": hosts_known,
+        "all_joined_after_seconds": joined_after,
         "beats_per_second_in_window": (received1 - received0) / window,
         "server_cpu_share": (cpu1 - cpu0) / window,
         "server_rss_before_bytes": rss_before,
@@ -231,7 +251,8 @@ def main():
         ("server CPU share (of one core)", f"{result['server_cpu_share']*100:.1f} %",
          f"at {result['beats_per_second_in_window']:.0f} beats/s received"),
         ("server RSS per host", f"{result['server_rss_per_host_bytes']:.0f} B",
-         f"{rss_before>>20} MiB before, {rss_fleet>>20} MiB with {hosts_known} hosts"),
+         f"{rss_before>>20} MiB before, {rss_fleet>>20} MiB with {hosts_known} hosts "
+         f"(all known after {joined_after:.0f} s)"),
         ("GET /healthz", f"p50 {result['healthz_ms_p50']:.1f} ms", f"max {result['healthz_ms_max']:.1f} ms"),
         (f"GET {summary_path}", ", ".join(f"{x:.0f} ms" for x in result["listing_ms"]),
          ", ".join(f"{n>>20} MiB" for n in result["listing_bytes"])),

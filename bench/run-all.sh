@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 if [ -n "${QUICK:-}" ]; then
   export DRAIN_DATAGRAMS=50000 DRAIN_ROUNDS=1 DRAIN_HOSTS=100000 MEMORY_HOSTS=100000
-  live=(--hosts 20000 --interval 1 --timeout 3 --seconds 12 --stop-count 50 --stop-after 3 --window 5)
+  live=(--hosts 20000 --interval 1 --timeout 3 --stop-count 50 --stop-after 3 --window 5)
   scan=100000
 else
   live=()
@@ -38,4 +38,4 @@ echo "== live server under loadgen (CPU, RSS, HTTP, detection, client)"
 python3 bench/live.py --bin target/release/lubdub "${live[@]}"
 echo
 echo "== per-beat path and detector (criterion; full output in target/criterion)"
-cargo bench --quiet --bench beat_path 2>&1 | grep -E '^(beat|detector)/|time:' || true
+cargo bench --quiet --bench beat_path 2>&1 | grep -E '^(beat|detector)/|time:' | grep -v '%' || true

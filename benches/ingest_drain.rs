@@ -61,27 +61,56 @@ fn grow_receive_buffer(socket: &socket2::Socket, bytes: usize) -> (usize, &'stat
     (socket.recv_buffer_size().unwrap_or(0), how)
 }
 
+/// CPU time this thread has used (user + system: the kernel's receive
+/// work is charged here too). Unlike wall time, it does not count the time
+/// other processes on a shared machine take the core away.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into a live local.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// How one drain went.
+struct Drained {
+    received: u64,
+    wall: Duration,
+    cpu: Duration,
+}
+
 /// Drains the socket with `step`, which receives one batch and returns how
 /// many datagrams it took (0 when the socket is empty).
-fn drain(expected: u64, mut step: impl FnMut() -> usize) -> (u64, Duration) {
-    let start = Instant::now();
+fn drain(expected: u64, mut step: impl FnMut() -> usize) -> Drained {
+    let (start, cpu_start) = (Instant::now(), thread_cpu());
     let mut received = 0u64;
-    let mut idle_since: Option<Instant> = None;
+    let mut idle_since: Option<(Instant, Duration)> = None;
     while received < expected {
         let n = step();
         if n == 0 {
             // Filled before we started, so empty means done; allow a moment
             // for datagrams still in flight through loopback.
-            let idle = *idle_since.get_or_insert_with(Instant::now);
+            let (idle, idle_cpu) =
+                *idle_since.get_or_insert_with(|| (Instant::now(), thread_cpu()));
             if idle.elapsed() > Duration::from_millis(200) {
-                return (received, idle - start);
+                return Drained {
+                    received,
+                    wall: idle - start,
+                    cpu: idle_cpu - cpu_start,
+                };
             }
             continue;
         }
         idle_since = None;
         received += n as u64;
     }
-    (received, start.elapsed())
+    Drained {
+        received,
+        wall: start.elapsed(),
+        cpu: thread_cpu() - cpu_start,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -91,13 +120,19 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs the seed's Python receive path on the socket; `None` if python3
 /// cannot run (said on stderr, never silently).
-fn seed_drain(fd: i32, count: u64) -> Option<(u64, f64)> {
+fn seed_drain(fd: i32, count: u64) -> Option<(u64, f64, f64)> {
     // SAFETY: dup(2) of our own open socket; the copy (without
     // FD_CLOEXEC) is inherited by the child and closed below.
     let child_fd = unsafe { libc::dup(fd) };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/seed_server.py");
     let output = Command::new("python3")
-        .args([script, "--fd", &child_fd.to_string(), "--count", &count.to_string()])
+        .args([
+            script,
+            "--fd",
+            &child_fd.to_string(),
+            "--count",
+            &count.to_string(),
+        ])
         .output();
     // SAFETY: closing the descriptor dup'ed above, used by no one else.
     unsafe { libc::close(child_fd) };
@@ -116,7 +151,11 @@ fn seed_drain(fd: i32, count: u64) -> Option<(u64, f64)> {
         }
     };
     let result: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-    Some((result["received"].as_u64()?, result["rate"].as_f64()?))
+    Some((
+        result["received"].as_u64()?,
+        result["rate"].as_f64()?,
+        result["cpu_rate"].as_f64()?,
+    ))
 }
 
 fn main() {
@@ -191,63 +230,71 @@ fn main() {
     );
     println!("receive buffer: {buffer} bytes via {how}");
     println!(
-        "{:>5} {:>12} {:>12} {:>12} {:>11} {:>12}",
+        "rates in datagrams per second of the draining thread's CPU time (wall-clock rates in brackets)"
+    );
+    println!(
+        "{:>6} {:>20} {:>20} {:>20} {:>11} {:>12}",
         "round", "raw/s", "lubdub/s", "seed/s", "lubdub÷raw", "lubdub÷seed"
     );
     let (mut raws, mut ours, mut seeds) = (Vec::new(), Vec::new(), Vec::new());
     let mut short = false;
+    let both = |cpu: f64, wall: f64| format!("{cpu:.0} ({wall:.0})");
     for round in 1..=rounds {
         // Whatever the last drain left (nothing, unless it fell short).
         while batch.recv(&ingest.socket).unwrap_or(0) > 0 {}
 
         let sent = fill(&mut sender);
-        let (got, took) = drain(sent, || batch.recv(&ingest.socket).unwrap_or(0));
-        let raw = got as f64 / took.as_secs_f64();
-        short |= got != sent;
-
+        let raw = drain(sent, || batch.recv(&ingest.socket).unwrap_or(0));
         let sent_ours = fill(&mut sender);
-        let (got_ours, took) = drain(sent_ours, || match batch.recv(&ingest.socket) {
+        let our = drain(sent_ours, || match batch.recv(&ingest.socket) {
             Ok(n) => {
                 ingest.apply(&batch, &mut log);
                 n
             }
             Err(_) => 0,
         });
-        let our = got_ours as f64 / took.as_secs_f64();
-        short |= got_ours != sent_ours;
-
         let sent_seed = fill(&mut sender);
-        let seed = seed_drain(fd, sent_seed).map(|(got, rate)| {
+        let seed = seed_drain(fd, sent_seed);
+        if let Some((got, _, _)) = seed {
             short |= got != sent_seed;
-            rate
-        });
-        if got != sent || got_ours != sent_ours {
+        }
+        if raw.received != sent || our.received != sent_ours {
+            short = true;
             eprintln!(
-                "round {round}: sent {sent}/{sent_ours}, drained raw {got}, lubdub {got_ours}: \
-                 the kernel dropped datagrams (buffer too small?)"
+                "round {round}: sent {sent}/{sent_ours}, drained raw {}, lubdub {}: \
+                 the kernel dropped datagrams (buffer too small?)",
+                raw.received, our.received
             );
         }
-        raws.push(raw);
-        ours.push(our);
-        if let Some(seed) = seed {
-            seeds.push(seed);
+        let rate = |d: &Drained, t: Duration| d.received as f64 / t.as_secs_f64();
+        let (raw_cpu, raw_wall) = (rate(&raw, raw.cpu), rate(&raw, raw.wall));
+        let (our_cpu, our_wall) = (rate(&our, our.cpu), rate(&our, our.wall));
+        raws.push(raw_cpu);
+        ours.push(our_cpu);
+        if let Some((_, _, seed_cpu)) = seed {
+            seeds.push(seed_cpu);
         }
         println!(
-            "{round:>5} {raw:>12.0} {our:>12.0} {:>12} {:>11.2} {:>12}",
-            seed.map_or("-".into(), |s| format!("{s:.0}")),
-            our / raw,
-            seed.map_or("-".into(), |s| format!("{:.2}", our / s)),
+            "{round:>6} {:>20} {:>20} {:>20} {:>11.2} {:>12}",
+            both(raw_cpu, raw_wall),
+            both(our_cpu, our_wall),
+            seed.map_or("-".into(), |(_, wall, cpu)| both(cpu, wall)),
+            our_cpu / raw_cpu,
+            seed.map_or("-".into(), |(_, _, cpu)| format!("{:.2}", our_cpu / cpu)),
         );
     }
     let (raw, our, seed) = (median(raws), median(ours), median(seeds));
     println!(
-        "{:>5} {raw:>12.0} {our:>12.0} {seed:>12.0} {:>11.2} {:>12.2}",
+        "{:>6} {raw:>20.0} {our:>20.0} {seed:>20.0} {:>11.2} {:>12.2}",
         "median",
         our / raw,
         our / seed
     );
     let beats = ingest.metrics.beats.get();
-    println!("lubdub applied {beats} beats; send errors: {}", sender.report().errors);
+    println!(
+        "lubdub applied {beats} beats; send errors: {}",
+        sender.report().errors
+    );
     if short {
         println!("WARNING: some drains received fewer datagrams than were sent");
     }

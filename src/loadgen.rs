@@ -415,7 +415,10 @@ pub fn validate(config: &LoadgenConfig) -> Result<(), Error> {
     if id_len > protocol::MAX_HOST_ID_LEN {
         return Err(invalid(
             "id-prefix",
-            &format!("host ids would be {id_len} bytes, over {}", protocol::MAX_HOST_ID_LEN),
+            &format!(
+                "host ids would be {id_len} bytes, over {}",
+                protocol::MAX_HOST_ID_LEN
+            ),
         ));
     }
     Ok(())
@@ -537,7 +540,12 @@ mod tests {
             };
             assert!(validate(&allowed).is_ok());
         }
-        for target in ["127.0.0.1:1", "127.9.9.9:1", "[::1]:1", "[::ffff:127.0.0.1]:1"] {
+        for target in [
+            "127.0.0.1:1",
+            "127.9.9.9:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
             let config = LoadgenConfig {
                 target: target.parse().expect("addr"),
                 ..LoadgenConfig::default()

@@ -7,9 +7,9 @@ use lubdub::{client, duration, loadgen, server, shutdown};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -205,7 +205,10 @@ impl LoadgenArgs {
 
 /// Runs the load generator on a blocking thread; a signal ends it early,
 /// and it still reports what it sent.
-async fn run_loadgen(config: loadgen::LoadgenConfig, stop: CancellationToken) -> anyhow::Result<()> {
+async fn run_loadgen(
+    config: loadgen::LoadgenConfig,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     loadgen::validate(&config)?;
     println!(
         "loadgen target={} hosts={} interval={} duration={} sources={}",

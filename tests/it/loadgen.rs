@@ -71,7 +71,10 @@ fn fleet_comes_up_and_the_stopped_hosts_go_down() {
         })
         .collect();
     assert_eq!(stopped, down, "the hosts loadgen stopped are the ones down");
-    assert!(up.iter().all(|id| id.len() == 12 && id.starts_with("host-")));
+    assert!(
+        up.iter()
+            .all(|id| id.len() == 12 && id.starts_with("host-"))
+    );
     let sent = out
         .iter()
         .find(|l| l.starts_with("sent "))
@@ -86,13 +89,17 @@ fn fleet_comes_up_and_the_stopped_hosts_go_down() {
     // the full schedule.
     assert!((200..=200 * 81).contains(&packets), "{sent}");
     assert!(
-        wait_until(Duration::from_secs(5), || server.metric("lubdub_beats_total")
+        wait_until(Duration::from_secs(5), || server
+            .metric("lubdub_beats_total")
             == Some(packets as f64)),
         "every beat sent was applied: {:?} of {packets}",
         server.metric("lubdub_beats_total")
     );
     for id in &stopped {
-        assert!(server.wait_event(id, "down", Duration::from_secs(5)), "{id} down event");
+        assert!(
+            server.wait_event(id, "down", Duration::from_secs(5)),
+            "{id} down event"
+        );
     }
 }
 
