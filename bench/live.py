@@ -194,12 +194,14 @@ def main():
                 p.kill()
 
     # Loadgen report and stopped hosts' last beats.
-    stopped, sent = {}, None
+    stopped, sent, never = {}, None, 0
     for line in open(loadgen_out):
         if line.startswith("stopped "):
             host, last = line.split()[1], line.split("last_beat=")[1].strip()
             if last != "never":
                 stopped[host] = parse_time(last)
+            else:
+                never += 1
         elif line.startswith("sent "):
             sent = dict(w.split("=", 1) for w in line.split()[1:])
     # Event lines: TIME KIND HOST addr=... silent=...
@@ -233,6 +235,8 @@ def main():
         "loadgen_sent": int(sent["packets"]) if sent else None,
         "loadgen_rate": sent["rate"] if sent else None,
         "loadgen_errors": int(sent["errors"]) if sent else None,
+        "loadgen_max_lag": sent.get("max_lag") if sent else None,
+        "stopped_never_beat": never,
         "server_received": int(received_total),
         "stopped_hosts": len(stopped),
         "late_events": len(late),
@@ -261,7 +265,8 @@ def main():
         ("down latency p50/p99/max", f"{result['down_ms_p50']:.1f}/{result['down_ms_p99']:.1f}/{result['down_ms_max'] or float('nan'):.1f} ms",
          f"{len(down)} of {len(stopped)} stopped hosts"),
         ("loadgen sent / server received", f"{result['loadgen_sent']} / {result['server_received']}",
-         f"rate {result['loadgen_rate']}, errors {result['loadgen_errors']}"),
+         f"rate {result['loadgen_rate']}, errors {result['loadgen_errors']}, "
+         f"sender max lag {result['loadgen_max_lag']}"),
         ("client RSS", f"{client_rss/1e6:.2f} MB", "beat 10s"),
         ("client CPU", f"{client_cpu:.2f} s", f"over {client_seconds:.0f} s ({client_cpu/client_seconds*100:.3f} %)"),
     ]

@@ -129,6 +129,10 @@ pub struct Report {
     pub elapsed: Duration,
     /// The stopped hosts, in fleet order.
     pub stopped: Vec<Stopped>,
+    /// How far behind its schedule the sender fell at worst: when this is
+    /// more than a small part of the interval, the machine could not offer
+    /// the load asked for, and hosts beat less often than simulated.
+    pub max_lag: Duration,
 }
 
 impl Report {
@@ -453,6 +457,7 @@ pub fn run(
     let mut packets: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(128)).collect();
     let (start, wall_start) = (Instant::now(), SystemTime::now());
     let mut k = 0u64; // next packet: round k / hosts, host k % hosts
+    let mut max_lag = Duration::ZERO;
     while k < limit && !stop.load(Ordering::Relaxed) {
         let elapsed = start.elapsed();
         if elapsed >= config.duration {
@@ -471,6 +476,8 @@ pub fn run(
         let block_end = (u64::from(first) / BATCH as u64 + 1) * BATCH as u64;
         let n = (due - k).min(block_end.min(hosts) - u64::from(first)) as usize;
         let wall = wall_start + elapsed;
+        let scheduled = Duration::from_secs_f64(k as f64 * per_packet);
+        max_lag = max_lag.max(elapsed.saturating_sub(scheduled));
         let silenced = elapsed >= config.stop_after;
         let mut m = 0;
         for index in first..first + n as u32 {
@@ -489,6 +496,7 @@ pub fn run(
     }
     let mut report = sender.report().clone();
     report.elapsed = start.elapsed();
+    report.max_lag = max_lag;
     report.stopped = last_beats
         .into_iter()
         .enumerate()

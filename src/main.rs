@@ -218,6 +218,7 @@ async fn run_loadgen(
         duration::format(config.duration),
         config.sources,
     );
+    let config_interval = config.interval;
     let flag = Arc::new(AtomicBool::new(false));
     let watcher = {
         let flag = flag.clone();
@@ -237,13 +238,20 @@ async fn run_loadgen(
         println!("stopped {} last_beat={last}", stopped.id);
     }
     println!(
-        "sent packets={} bytes={} errors={} seconds={:.3} rate={:.0}/s",
+        "sent packets={} bytes={} errors={} seconds={:.3} rate={:.0}/s max_lag={:.3}s",
         report.packets,
         report.bytes,
         report.errors,
         report.elapsed.as_secs_f64(),
-        report.rate()
+        report.rate(),
+        report.max_lag.as_secs_f64()
     );
+    if report.max_lag > config_interval / 10 {
+        eprintln!(
+            "lubdub: the sender fell up to {:.1}s behind schedule: the machine could not offer this load",
+            report.max_lag.as_secs_f64()
+        );
+    }
     if let Some(error) = &report.last_error {
         eprintln!("lubdub: last send error: {error}");
     }
