@@ -445,11 +445,7 @@ pub fn run(
         config.interval,
     );
     let hosts = u64::from(config.hosts);
-    let stride = if config.stop_count == 0 {
-        0
-    } else {
-        config.hosts / config.stop_count
-    };
+    let stride = config.hosts.checked_div(config.stop_count).unwrap_or(0);
     let stopping = |i: u32| stride > 0 && i % stride == 0 && i / stride < config.stop_count;
     let mut last_beats: Vec<Option<SystemTime>> = vec![None; config.stop_count as usize];
     let per_packet = config.interval.as_secs_f64() / hosts as f64;
