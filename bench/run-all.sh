@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every performance measurement of issue 7 and prints the figures for
-# docs/BENCHMARKS.md. Loopback only; takes about 5 minutes on 2 cores.
+# docs/BENCHMARKS.md. Loopback only; takes about 8 minutes on 2 cores.
 #
 #   bench/run-all.sh            # everything
 #   QUICK=1 bench/run-all.sh    # smaller runs (a smoke check of the scripts)
