@@ -20,7 +20,8 @@
 //! throttling), [`status`] (`lubdub status`), [`store`] (the registry and
 //! recent events on disk, across restarts), [`auth`] (keys, signing and
 //! verifying beats), [`detection`] (detector settings), [`simulate`]
-//! (the detector simulator).
+//! (the detector simulator), [`loadgen`] (a simulated fleet, for
+//! benchmarks).
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -28,6 +29,7 @@ pub mod client;
 pub mod config;
 pub mod detection;
 pub mod duration;
+pub mod loadgen;
 pub mod protocol;
 pub mod ratelimit;
 pub mod server;

@@ -3,13 +3,16 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use lubdub::config::{ClientConfig, DEFAULT_PORT, FileConfig, ServerConfig, ServerFile};
-use lubdub::{client, duration, server, shutdown, store};
+use lubdub::{client, duration, loadgen, server, shutdown, store};
 use lubdub::{config, status};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 mod keygen;
 
@@ -85,6 +88,8 @@ enum Command {
     /// Run the detector on simulated time over synthetic or recorded beat
     /// traces; report detection time and false alarms.
     Simulate(simulate_cli::SimulateArgs),
+    /// Simulate a fleet of hosts beating to a server, to measure it.
+    Loadgen(LoadgenArgs),
 }
 
 #[derive(Args)]
@@ -339,6 +344,146 @@ fn seed_client_form(servers: Vec<String>) -> Vec<String> {
     }
 }
 
+#[derive(Args)]
+struct LoadgenArgs {
+    /// Server to load, as ADDR:PORT (loopback only unless --allow-remote).
+    #[arg(value_name = "TARGET")]
+    target: SocketAddr,
+    /// Simulated hosts [default: 1000].
+    #[arg(long)]
+    hosts: Option<u32>,
+    /// Each host's beat interval [default: 10s].
+    #[arg(long, value_parser = duration::parse)]
+    interval: Option<Duration>,
+    /// How long to run [default: 10s].
+    #[arg(long, value_parser = duration::parse)]
+    duration: Option<Duration>,
+    /// Stop after this many packets, if before --duration.
+    #[arg(long, value_name = "COUNT")]
+    beats: Option<u64>,
+    /// Source addresses (127.x.y.z sockets) to spread hosts over [default: 256].
+    #[arg(long)]
+    sources: Option<u32>,
+    /// Host id prefix; ids are the prefix plus a padded number [default: host-].
+    #[arg(long)]
+    id_prefix: Option<String>,
+    /// Digits of the host number [default: 7, so ids are 12 characters].
+    #[arg(long)]
+    id_digits: Option<usize>,
+    /// Hosts (chosen evenly over the fleet) that stop beating at --stop-after.
+    #[arg(long, value_name = "K")]
+    stop_count: Option<u32>,
+    /// When the --stop-count hosts fall silent [default: 0s].
+    #[arg(long, value_parser = duration::parse, value_name = "DURATION")]
+    stop_after: Option<Duration>,
+    /// Permit a non-loopback target (never in tests or CI).
+    #[arg(long)]
+    allow_remote: bool,
+    /// Sign every beat with this key file's key (a shared key, not a
+    /// per-host master), as signed clients do.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Id of the key to sign with [default: the highest id in the file].
+    #[arg(long, value_name = "ID", requires = "key_file")]
+    key_id: Option<u32>,
+}
+
+impl LoadgenArgs {
+    /// The signer for `--key-file`, if given.
+    fn signer(&self) -> anyhow::Result<Option<lubdub::auth::Signer>> {
+        let Some(path) = &self.key_file else {
+            return Ok(None);
+        };
+        let ring = lubdub::auth::KeyRing::load(path)?;
+        let key = match self.key_id {
+            Some(id) => ring.get(id),
+            None => ring.newest(),
+        }
+        .with_context(|| format!("{}: no such key", path.display()))?;
+        anyhow::ensure!(
+            !key.per_host && key.host.is_none(),
+            "{}: key {} is a per-host key; the load generator signs with a shared key",
+            path.display(),
+            key.id
+        );
+        Ok(Some(lubdub::auth::Signer::new(key, "")?))
+    }
+
+    fn into_config(self) -> loadgen::LoadgenConfig {
+        let mut config = loadgen::LoadgenConfig {
+            target: self.target,
+            allow_remote: self.allow_remote,
+            max_packets: self.beats,
+            ..loadgen::LoadgenConfig::default()
+        };
+        set(&mut config.hosts, self.hosts);
+        set(&mut config.interval, self.interval);
+        set(&mut config.duration, self.duration);
+        set(&mut config.sources, self.sources);
+        set(&mut config.id_prefix, self.id_prefix);
+        set(&mut config.id_digits, self.id_digits);
+        set(&mut config.stop_count, self.stop_count);
+        set(&mut config.stop_after, self.stop_after);
+        config
+    }
+}
+
+/// Runs the load generator on a blocking thread; a signal ends it early,
+/// and it still reports what it sent.
+async fn run_loadgen(
+    config: loadgen::LoadgenConfig,
+    signer: Option<lubdub::auth::Signer>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    loadgen::validate(&config)?;
+    println!(
+        "loadgen target={} hosts={} interval={} duration={} sources={}",
+        config.target,
+        config.hosts,
+        duration::format(config.interval),
+        duration::format(config.duration),
+        config.sources,
+    );
+    let config_interval = config.interval;
+    let flag = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let flag = flag.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            flag.store(true, Ordering::Relaxed);
+        })
+    };
+    let report = tokio::task::spawn_blocking(move || loadgen::run(&config, signer.as_ref(), &flag))
+        .await
+        .context("load generator thread")??;
+    watcher.abort();
+    for stopped in &report.stopped {
+        let last = stopped.last_beat.map_or("never".to_string(), |at| {
+            humantime::format_rfc3339_micros(at).to_string()
+        });
+        println!("stopped {} last_beat={last}", stopped.id);
+    }
+    println!(
+        "sent packets={} bytes={} errors={} seconds={:.3} rate={:.0}/s max_lag={:.3}s",
+        report.packets,
+        report.bytes,
+        report.errors,
+        report.elapsed.as_secs_f64(),
+        report.rate(),
+        report.max_lag.as_secs_f64()
+    );
+    if report.max_lag > config_interval / 10 {
+        eprintln!(
+            "lubdub: the sender fell up to {:.1}s behind schedule: the machine could not offer this load",
+            report.max_lag.as_secs_f64()
+        );
+    }
+    if let Some(error) = &report.last_error {
+        eprintln!("lubdub: last send error: {error}");
+    }
+    Ok(())
+}
+
 fn set<T>(field: &mut T, value: Option<T>) {
     if let Some(value) = value {
         *field = value;
@@ -472,6 +617,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Keygen(args) => keygen::run(args),
         Command::Simulate(args) => simulate_cli::run(args),
+        Command::Loadgen(args) => {
+            let signer = args.signer()?;
+            run_loadgen(args.into_config(), signer, stop).await
+        }
     }
 }
 

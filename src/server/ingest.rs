@@ -156,7 +156,14 @@ impl Ingest {
         }
     }
 
-    fn apply(&self, batch: &Batch, bad_packet_log: &mut RateLimit, host_limit_log: &mut RateLimit) {
+    /// Applies one received batch to the detector under one lock. Public so
+    /// that the drain benchmark measures this very path.
+    pub fn apply(
+        &self,
+        batch: &Batch,
+        bad_packet_log: &mut RateLimit,
+        host_limit_log: &mut RateLimit,
+    ) {
         let now = Instant::now();
         let wall = SystemTime::now();
         let mut counts = BatchCounts::default();

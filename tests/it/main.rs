@@ -6,6 +6,7 @@ mod config;
 mod core;
 mod dashboard;
 mod detection;
+mod loadgen;
 mod metrics;
 mod netns;
 mod ops;

@@ -1,0 +1,155 @@
+//! The per-beat path and the detector, with a million hosts in the table,
+//! so that regressions show: `cargo bench --bench beat_path`.
+//!
+//! - `beat/decode`: `protocol::decode` of one 12-character-id v1 packet;
+//! - `beat/decode+observe`: decode, registry lookup, `Detector::observe`
+//!   (the deadline move included), cycling over a million known hosts in a
+//!   scattered order so the lookups miss the cache as real traffic does;
+//! - `detector/expire_1000_due`: one `expire` call that finds 1000 hosts
+//!   due (they go late), among a million;
+//! - `detector/next_deadline`: the timer task's peek.
+//!
+//! Verification of signed beats joins the path when the auth layer lands.
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use lubdub::config::ServerConfig;
+use lubdub::loadgen::Fleet;
+use lubdub::protocol::{self, Packet};
+use lubdub::server::detector::{Detector, Observation};
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+const HOSTS: u32 = 1_000_000;
+const INTERVAL: Duration = Duration::from_secs(10);
+
+/// Every host's second beat, encoded, in a scattered order.
+fn packets(fleet: &mut Fleet) -> Vec<Vec<u8>> {
+    let wall = SystemTime::now();
+    // A multiplicative step coprime with HOSTS visits every host once.
+    (0..HOSTS)
+        .map(|n| {
+            let index = ((u64::from(n) * 700_001) % u64::from(HOSTS)) as u32;
+            let mut out = Vec::with_capacity(64);
+            fleet.encode(index, 1, wall, None, &mut out);
+            out
+        })
+        .collect()
+}
+
+fn observation<'a>(packet: &'a [u8], addr: SocketAddr) -> Observation<'a> {
+    match protocol::decode(packet) {
+        Ok(Packet::V1(beat)) => Observation {
+            host_id: beat.host_id,
+            addr,
+            seq: Some(beat.seq),
+            boot_id: beat.boot_id,
+            interval_ms: beat.interval_ms,
+            goodbye: beat.is_goodbye(),
+            sent_at_micros: beat.sent_at_micros,
+        },
+        other => panic!("benchmark packet does not decode: {other:?}"),
+    }
+}
+
+/// A detector with every host of `fleet` joined at `at`, host `i` `i`
+/// microseconds later than host `i - 1` (so deadlines are spread out).
+fn full_detector(fleet: &mut Fleet, at: tokio::time::Instant) -> Detector {
+    let mut detector = Detector::new(&ServerConfig::default());
+    let (wall, addr) = (SystemTime::now(), SocketAddr::from(([127, 1, 1, 1], 40000)));
+    let mut events = Vec::new();
+    let mut out = Vec::new();
+    for i in 0..fleet.len() {
+        fleet.encode(i, 0, wall, None, &mut out);
+        let now = at + Duration::from_micros(u64::from(i));
+        detector.observe(&observation(&out, addr), now, wall, &mut events);
+        events.clear();
+    }
+    detector
+}
+
+fn beat_path(c: &mut Criterion) {
+    let mut fleet = Fleet::new(HOSTS, "host-", 7, INTERVAL);
+    let packets = packets(&mut fleet);
+    let start = tokio::time::Instant::now();
+    let mut detector = full_detector(&mut fleet, start);
+    let addr = SocketAddr::from(([127, 1, 1, 1], 40000));
+    let wall = SystemTime::now();
+
+    let mut group = c.benchmark_group("beat");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("decode", |b| {
+        let mut n = 0;
+        b.iter(|| {
+            n = (n + 1) % packets.len();
+            black_box(protocol::decode(black_box(&packets[n])).is_ok())
+        })
+    });
+    group.bench_function("decode+observe", |b| {
+        let mut n = 0;
+        let mut events = Vec::new();
+        let now = start + INTERVAL;
+        b.iter(|| {
+            n = (n + 1) % packets.len();
+            let beat = observation(black_box(&packets[n]), addr);
+            detector.observe(&beat, now, wall, &mut events);
+            events.clear();
+        })
+    });
+    group.finish();
+}
+
+fn detector_bench(c: &mut Criterion) {
+    let mut fleet = Fleet::new(HOSTS, "host-", 7, INTERVAL);
+    let start = tokio::time::Instant::now();
+    let mut detector = full_detector(&mut fleet, start);
+    let late_at = INTERVAL * 3 / 2; // 15 s: half the default 30 s timeout
+    let wall = SystemTime::now();
+    let mut group = c.benchmark_group("detector");
+    group.bench_function("next_deadline", |b| {
+        b.iter(|| black_box(detector.next_deadline()))
+    });
+    group.bench_function("expire_none_due", |b| {
+        let mut events = Vec::new();
+        b.iter_batched(
+            || start,
+            |now| detector.expire(now, wall, &mut events),
+            BatchSize::SmallInput,
+        )
+    });
+    const DUE: u64 = 1000;
+    let mut done = 0u64;
+    group.throughput(Throughput::Elements(DUE));
+    group.bench_function("expire_1000_due", |b| {
+        // Host i is due at start + 15 s + i µs: each call moves `now` on by
+        // 1000 µs, so exactly 1000 hosts go late. A fresh detector is built
+        // (untimed) when every host has gone late.
+        // (`done` lives outside: criterion calls this closure more than once.)
+        let mut events = Vec::with_capacity(DUE as usize);
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                if done + DUE > u64::from(HOSTS) {
+                    detector = full_detector(&mut fleet, start);
+                    done = 0;
+                }
+                done += DUE;
+                let now = start + late_at + Duration::from_micros(done - 1);
+                let t = Instant::now();
+                detector.expire(now, wall, &mut events);
+                total += t.elapsed();
+                assert_eq!(events.len() as u64, DUE, "hosts due in the step to {done}");
+                events.clear();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(Duration::from_secs(3));
+    targets = beat_path, detector_bench
+}
+criterion_main!(benches);

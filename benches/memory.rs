@@ -1,0 +1,123 @@
+//! Bytes per tracked host, everything included.
+//!
+//! A counting global allocator measures the heap the detector (registry
+//! slab, id index, host ids, deadline heap) holds for a million hosts with
+//! 12-character ids, after each host has joined and then beaten again (so
+//! the deadline queue is in its steady state), and after every host has
+//! gone late (so the queue has been rescheduled once).
+//!
+//! Run: `cargo bench --bench memory` (`MEMORY_HOSTS` to change the count).
+
+use lubdub::config::ServerConfig;
+use lubdub::loadgen::Fleet;
+use lubdub::server::detector::{Detector, Observation};
+use lubdub::server::registry::Host;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// The system allocator, counting live and peak bytes.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only adds counting.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(p, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let q = unsafe { System.realloc(p, layout, new_size) };
+        if !q.is_null() {
+            let live = LIVE.fetch_add(new_size, Ordering::Relaxed) + new_size;
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn main() {
+    // `cargo test --all-targets` runs this without `--bench`: a small run.
+    let full = std::env::args().any(|a| a == "--bench");
+    let hosts: u32 = std::env::var("MEMORY_HOSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 1_000_000 } else { 10_000 });
+    let fleet = Fleet::new(hosts, "host-", 7, Duration::from_secs(10));
+    let ids: Vec<String> = (0..hosts).map(|i| fleet.host_id(i)).collect();
+    let config = ServerConfig::default();
+    let start = tokio::time::Instant::now();
+    let wall = SystemTime::now();
+    let mut events = Vec::new();
+
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let mut detector = Detector::new(&config);
+    let beat = |i: u32, seq: u64| Observation {
+        host_id: &ids[i as usize],
+        addr: SocketAddr::from(([127, 1, (i >> 8) as u8, i as u8], 40000)),
+        seq: Some(seq),
+        boot_id: [1; 16],
+        interval_ms: 10_000,
+        goodbye: false,
+        sent_at_micros: 0,
+    };
+    for i in 0..hosts {
+        detector.observe(&beat(i, 1), start, wall, &mut events);
+        events.clear();
+    }
+    let joined = LIVE.load(Ordering::Relaxed) - base;
+    let later = start + Duration::from_secs(10);
+    for i in 0..hosts {
+        detector.observe(&beat(i, 2), later, wall, &mut events);
+    }
+    let beaten = LIVE.load(Ordering::Relaxed) - base;
+    // Everyone silent past the late point: every queue entry surfaces.
+    detector.expire(later + Duration::from_secs(16), wall, &mut events);
+    let late = events.len();
+    assert_eq!(late, hosts as usize, "every host went late");
+    events = Vec::new();
+    let expired = LIVE.load(Ordering::Relaxed) - base;
+    let peak = PEAK.load(Ordering::Relaxed) - base;
+
+    let per = |bytes: usize| bytes as f64 / f64::from(hosts);
+    println!("memory: {hosts} hosts, 12-character ids (heap bytes held by the detector)");
+    println!("size_of::<Host>() = {} bytes", std::mem::size_of::<Host>());
+    println!(
+        "after join:        {joined:>12} bytes  {:>7.1} bytes/host",
+        per(joined)
+    );
+    println!(
+        "after a 2nd beat:  {beaten:>12} bytes  {:>7.1} bytes/host",
+        per(beaten)
+    );
+    println!(
+        "after {late} late: {expired:>11} bytes  {:>7.1} bytes/host",
+        per(expired)
+    );
+    println!(
+        "peak while filling: {peak:>11} bytes  {:>7.1} bytes/host (growth doubles the slab and table)",
+        per(peak)
+    );
+    println!("target: <= 128 bytes/host all-in");
+    drop(events);
+    drop(detector);
+}
