@@ -44,31 +44,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// cache smaller than that makes redb flush in the middle of it.
 const CACHE_BYTES: usize = 256 << 20;
 
-/// Every host state the store can hold. Add new states here (by name, so
-/// old stores stay readable).
-const STATES: [HostState; 5] = [
-    HostState::Up,
-    HostState::Late,
-    HostState::Down,
-    HostState::Left,
-    HostState::Paused,
-];
-
-/// Every event kind the store can hold.
-const KINDS: [EventKind; 12] = [
-    EventKind::Joined,
-    EventKind::Late,
-    EventKind::Down,
-    EventKind::Recovered,
-    EventKind::Left,
-    EventKind::Rebooted,
-    EventKind::MonitorStarted,
-    EventKind::Paused,
-    EventKind::Resumed,
-    EventKind::Forgotten,
-    EventKind::Flapping,
-    EventKind::Settled,
-];
+// States and kinds are stored by name (`as_str`) and read back through
+// `HostState::ALL` / `EventKind::ALL`, so a new one needs no change here and
+// old stores stay readable.
 
 /// Why the store cannot be used. Messages name the path.
 #[derive(Debug, thiserror::Error)]
@@ -482,7 +460,7 @@ fn encode_error(e: postcard::Error) -> redb::Error {
 
 fn decode_host(id: &str, bytes: &[u8]) -> Result<StoredHost, String> {
     let record: HostRecord<'_> = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
-    let state = STATES
+    let state = HostState::ALL
         .into_iter()
         .find(|s| s.as_str() == record.state)
         .ok_or_else(|| format!("unknown state {:?}", record.state))?;
@@ -503,7 +481,7 @@ fn decode_host(id: &str, bytes: &[u8]) -> Result<StoredHost, String> {
 
 fn decode_event(id: u64, bytes: &[u8]) -> Result<Event, String> {
     let record: EventRecord<'_> = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
-    let kind = KINDS
+    let kind = EventKind::ALL
         .into_iter()
         .find(|k| k.as_str() == record.kind)
         .ok_or_else(|| format!("unknown event kind {:?}", record.kind))?;
@@ -524,7 +502,7 @@ mod tests {
     fn host(i: u32) -> StoredHost {
         StoredHost {
             id: format!("host-{i}").into(),
-            state: STATES[i as usize % STATES.len()],
+            state: HostState::ALL[i as usize % HostState::ALL.len()],
             since: from_millis(1_700_000_000_000 + u64::from(i)),
             addr: SocketAddr::from(([127, 0, 0, 1], 4000 + i as u16)),
             last_seen: from_millis(1_700_000_001_000),
@@ -541,7 +519,7 @@ mod tests {
         Event {
             id,
             at: from_millis(1_700_000_002_000 + id),
-            kind: KINDS[id as usize % KINDS.len()],
+            kind: EventKind::ALL[id as usize % EventKind::ALL.len()],
             host: Arc::from(format!("host-{id}")),
             addr: SocketAddr::from(([10, 0, 0, 1], 1)),
             silent_for: Duration::from_millis(1500),
