@@ -33,6 +33,12 @@ impl Default for Batch {
     }
 }
 
+/// An IPv4 sender on a dual-stack socket shows up as `::ffff:a.b.c.d`;
+/// it is shown, keyed and matched against networks as plain IPv4.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// One received datagram.
 pub struct Datagram<'a> {
     /// Its bytes (cut at [`BUF_LEN`] if it was longer).
@@ -111,9 +117,10 @@ impl Batch {
                     hdr.msg_hdr.msg_namelen,
                 )
             };
-            self.addrs[i] = addr
-                .as_socket()
-                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            self.addrs[i] = canonical(
+                addr.as_socket()
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+            );
         }
         Ok(self.count)
     }
@@ -129,7 +136,7 @@ impl Batch {
                 Ok((len, from)) => {
                     self.lens[i] = len;
                     self.truncated[i] = false;
-                    self.addrs[i] = from;
+                    self.addrs[i] = canonical(from);
                     self.count += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.count > 0 => break,
@@ -168,5 +175,34 @@ mod tests {
         assert_eq!(datagrams[0], (b"one".to_vec(), from, false));
         assert_eq!(datagrams[1], (b"two".to_vec(), from, false));
         assert!(datagrams[2].2, "oversized datagram is flagged");
+    }
+
+    #[test]
+    fn ipv4_senders_on_a_dual_stack_socket_are_plain_ipv4() {
+        let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)
+            .expect("ipv6 socket");
+        socket.set_only_v6(false).expect("dual-stack");
+        socket
+            .bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)).into())
+            .expect("bind [::]:0");
+        socket.set_nonblocking(true).expect("nonblocking");
+        let rx: std::net::UdpSocket = socket.into();
+        let port = rx.local_addr().expect("addr").port();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        tx.send_to(b"Thump!", ("127.0.0.1", port)).expect("send");
+        let mut batch = Batch::default();
+        let mut received = 0;
+        for _ in 0..200 {
+            match batch.recv(&rx) {
+                Ok(n) => {
+                    received = n;
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        assert_eq!(received, 1);
+        let from = batch.iter().next().expect("one datagram").from;
+        assert_eq!(from, tx.local_addr().expect("addr"), "not ::ffff:127.0.0.1");
     }
 }
