@@ -94,6 +94,7 @@ fn bench_load(hosts: u32) {
                     .collect(),
                 events: Vec::new(),
                 event_history: 10_000,
+                forgotten: Vec::new(),
             };
             store.write(&batch, SystemTime::now()).expect("write");
         }
@@ -203,6 +204,7 @@ fn bench_checkpoint(hosts: u32, beats_per_sec: u32, interval: Duration, periods:
                 hosts: all,
                 events: Vec::new(),
                 event_history: 10_000,
+                forgotten: Vec::new(),
             },
             SystemTime::now(),
         )
@@ -252,6 +254,7 @@ fn bench_checkpoint(hosts: u32, beats_per_sec: u32, interval: Duration, periods:
                     hosts: dirty,
                     events: Vec::new(),
                     event_history: 10_000,
+                    forgotten: Vec::new(),
                 },
                 SystemTime::now(),
             )

@@ -138,6 +138,9 @@ pub struct Batch {
     pub hosts: Vec<StoredHost>,
     /// Events published since the last checkpoint, oldest first.
     pub events: Vec<Event>,
+    /// Hosts forgotten since the last checkpoint (deleted before the
+    /// changed hosts are written, so one that beat again is kept).
+    pub forgotten: Vec<Box<str>>,
     /// How many events the store keeps; older ones are removed.
     pub event_history: usize,
 }
@@ -393,12 +396,8 @@ impl Store {
             let mut hosts = txn.open_table(HOSTS)?;
             // Forgotten hosts go first: one that beat again since is among
             // the changed hosts below and is written back.
-            for event in batch
-                .events
-                .iter()
-                .filter(|e| e.kind == EventKind::Forgotten)
-            {
-                hosts.remove(&*event.host)?;
+            for id in &batch.forgotten {
+                hosts.remove(&**id)?;
             }
             let mut buf = Vec::with_capacity(128);
             // In key order: consecutive inserts then share B-tree pages, where
@@ -535,6 +534,7 @@ mod tests {
             hosts: (0..10).map(host).collect(),
             events: (1..=5).map(event).collect(),
             event_history: 3,
+            forgotten: Vec::new(),
         };
         let now = from_millis(1_700_000_003_000);
         store.write(&batch, now).expect("write");
@@ -545,6 +545,7 @@ mod tests {
             hosts: vec![changed.clone()],
             events: vec![event(6)],
             event_history: 3,
+            forgotten: Vec::new(),
         };
         store.write(&later, now).expect("write");
         drop(store);

@@ -478,13 +478,13 @@ async fn pause(
     headers: HeaderMap,
 ) -> Result<Json<HostView>, ApiError> {
     authorize(&shared, &headers)?;
-    let event = shared
-        .detector
-        .lock()
-        .expect("detector lock")
-        .pause(&id, SystemTime::now())
-        .map_err(|UnknownHost| ApiError::unknown_host(&id))?;
-    publish(&shared, event);
+    {
+        let mut detector = shared.detector.lock().expect("detector lock");
+        let event = detector
+            .pause(&id, SystemTime::now())
+            .map_err(|UnknownHost| ApiError::unknown_host(&id))?;
+        publish(&shared, event); // under the lock: events stay in order
+    }
     view_of(&shared, &id).map(Json)
 }
 
@@ -495,15 +495,15 @@ async fn resume(
     headers: HeaderMap,
 ) -> Result<Json<HostView>, ApiError> {
     authorize(&shared, &headers)?;
-    let event = shared
-        .detector
-        .lock()
-        .expect("detector lock")
-        .resume(&id, Instant::now(), SystemTime::now())
-        .map_err(|UnknownHost| ApiError::unknown_host(&id))?;
+    {
+        let mut detector = shared.detector.lock().expect("detector lock");
+        let event = detector
+            .resume(&id, Instant::now(), SystemTime::now())
+            .map_err(|UnknownHost| ApiError::unknown_host(&id))?;
+        publish(&shared, event); // under the lock: events stay in order
+    }
     // The resumed host's deadline may now be the earliest: wake the timer.
     shared.wake.notify_one();
-    publish(&shared, event);
     view_of(&shared, &id).map(Json)
 }
 
@@ -514,13 +514,13 @@ async fn forget(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     authorize(&shared, &headers)?;
-    let event = shared
-        .detector
-        .lock()
-        .expect("detector lock")
-        .forget(&id, Instant::now(), SystemTime::now())
-        .map_err(|UnknownHost| ApiError::unknown_host(&id))?;
-    publish(&shared, Some(event));
+    {
+        let mut detector = shared.detector.lock().expect("detector lock");
+        let event = detector
+            .forget(&id, Instant::now(), SystemTime::now())
+            .map_err(|UnknownHost| ApiError::unknown_host(&id))?;
+        publish(&shared, Some(event)); // under the lock: events stay in order
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

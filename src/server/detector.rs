@@ -84,6 +84,8 @@ pub struct Detector {
     flap_window: Duration,
     flap_threshold: u16,
     totals: DetectionTotals,
+    /// Ids forgotten since the store's last checkpoint, to delete there.
+    forgotten: Vec<Box<str>>,
 }
 
 /// Buckets of the detector lag histogram, in seconds: from 1 ms (the timer's
@@ -134,6 +136,7 @@ impl Detector {
             flap_window: config.flap_window,
             flap_threshold: config.flap_threshold,
             totals: DetectionTotals::default(),
+            forgotten: Vec::new(),
         }
     }
 
@@ -545,6 +548,9 @@ impl Detector {
             Some(slot) => {
                 let old = std::mem::replace(self.registry.get_mut(slot), host);
                 count_move(&mut self.counts, old.state, state);
+                if old.flap.flapping {
+                    self.totals.flapping = self.totals.flapping.saturating_sub(1);
+                }
                 slot
             }
             None => {
@@ -561,6 +567,16 @@ impl Detector {
     /// clean from now on (a host that changes again is marked again).
     pub fn take_dirty(&mut self) -> Vec<Slot> {
         self.dirty.take()
+    }
+
+    /// The ids forgotten since the last call, for the store to delete.
+    pub fn take_forgotten(&mut self) -> Vec<Box<str>> {
+        std::mem::take(&mut self.forgotten)
+    }
+
+    /// Puts back ids a failed checkpoint did not delete.
+    pub fn unforget(&mut self, ids: Vec<Box<str>>) {
+        self.forgotten.extend(ids);
     }
 
     /// Marks a host changed again (a checkpoint that failed to write it).
@@ -675,6 +691,10 @@ impl Detector {
         let slot = self.registry.find(id).ok_or(UnknownHost)?;
         let host = self.registry.remove(slot).ok_or(UnknownHost)?;
         self.counts[host.state.index()] -= 1;
+        if host.flap.flapping {
+            self.totals.flapping = self.totals.flapping.saturating_sub(1);
+        }
+        self.forgotten.push(host.id.clone());
         let silent_for = now.saturating_duration_since(host.last_seen);
         Ok(event(EventKind::Forgotten, &host, wall, silent_for))
     }
@@ -726,11 +746,12 @@ pub async fn run_timer(
                 detector.absorb_stall(stall, now);
             }
             detector.expire(now, SystemTime::now(), &mut events);
+            // Under the lock: see `Ingest::apply`.
+            if !events.is_empty() {
+                publish(std::mem::take(&mut events));
+            }
             detector.next_deadline()
         };
-        if !events.is_empty() {
-            publish(events);
-        }
         // Wake at least every tick even with no deadline near, so a stall is
         // seen as a late wake-up of this loop.
         let target = watch.next_wake(Instant::now(), next);

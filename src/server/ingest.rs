@@ -248,13 +248,16 @@ impl Ingest {
                     }
                 }
             }
+            // Published under the lock, so that events reach the sinks in
+            // the order the detector made them (a `down` from the timer
+            // never after the `recovered` that followed it).
+            if !events.is_empty() {
+                self.events.publish(events);
+            }
             earlier(detector.next_deadline(), before)
         };
         if woke {
             self.wake.notify_one();
-        }
-        if !events.is_empty() {
-            self.events.publish(events);
         }
         let m = &self.metrics;
         m.batches.inc();

@@ -2,10 +2,11 @@
 //!
 //! [`Server::bind`] binds the sockets (so the caller learns the real
 //! addresses, e.g. for port 0), and [`Server::run`] runs until the shutdown
-//! token is cancelled, then stops in order: ingest first, then the detector
-//! (a half-stopped server must not report hosts down), then the store's
-//! last checkpoint, then HTTP, and last the console, after it has printed
-//! every event.
+//! token is cancelled, then stops in order: ingest and the detector together
+//! (a half-stopped server must not report hosts down), then HTTP (whose
+//! pause/forget must reach the store), then the store's last checkpoint,
+//! and last the console and the sinks, after they have printed and
+//! delivered every event.
 
 pub mod api;
 pub mod dashboard;
@@ -294,16 +295,16 @@ impl Server {
             _ = shutdown.cancelled() => None,
             result = &mut http_server => Some(result),
         };
+        // Ingest and the detector stop together: a detector left running
+        // without beats would report hosts down that are not.
         ingest_stop.cancel();
-        let _ = ingest.await;
         timer_stop.cancel();
+        let _ = ingest.await;
         let _ = timer.await;
         if let Some(report) = report {
             let _ = report.await;
         }
-        // The detector has stopped: the last checkpoint holds the final state.
-        checkpoint_stop.cancel();
-        let _ = checkpointer.await;
+        // HTTP next: a pause or forget it still serves must reach the store.
         http_stop.cancel();
         if http_result.is_none()
             && tokio::time::timeout(HTTP_DRAIN, &mut http_server)
@@ -312,6 +313,10 @@ impl Server {
         {
             http_server.abort(); // a client holding a connection open
         }
+        // Nothing changes the registry any more: the last checkpoint holds
+        // the final state.
+        checkpoint_stop.cancel();
+        let _ = checkpointer.await;
         // Every publisher has stopped: the console and the sinks print and
         // deliver what is queued, then end.
         shared.events.close();

@@ -113,7 +113,9 @@ pub fn restore(
             // (with keys); the gap to the next beat spans the server's
             // absence, not network loss, so it is not counted.
             seq: stored.seq,
-            recent_seqs: 1,
+            // Unknown which of the last 64 arrived: all count as seen, so
+            // none of them can be replayed either.
+            recent_seqs: u64::MAX,
             gap_uncounted: true,
             // Set by `Detector::restore`, which knows the detector rules.
             stats: crate::server::stats::BeatStats::new(stored.interval_ms as f32),
@@ -177,6 +179,10 @@ const COPY_CHUNK: usize = 4096;
 /// if this one copied it too early.
 pub fn collect_dirty(detector: &Mutex<Detector>) -> (Vec<Slot>, Vec<StoredHost>) {
     let slots = detector.lock().expect("detector lock").take_dirty();
+    collect(detector, slots)
+}
+
+fn collect(detector: &Mutex<Detector>, slots: Vec<Slot>) -> (Vec<Slot>, Vec<StoredHost>) {
     let mut hosts = Vec::with_capacity(slots.len());
     for chunk in slots.chunks(COPY_CHUNK) {
         let detector = detector.lock().expect("detector lock");
@@ -287,10 +293,15 @@ async fn checkpoint(
     event_history: usize,
     error_log: &mut RateLimit,
 ) {
-    let (slots, hosts) = collect_dirty(&shared.detector);
+    let (slots, forgotten) = {
+        let mut detector = shared.detector.lock().expect("detector lock");
+        (detector.take_dirty(), detector.take_forgotten())
+    };
+    let (slots, hosts) = collect(&shared.detector, slots);
     let batch = Batch {
         hosts,
         events: pending.iter().cloned().collect(),
+        forgotten,
         event_history,
     };
     let started = std::time::Instant::now();
@@ -321,11 +332,12 @@ async fn checkpoint(
             }
             shared.store.set(None);
         }
-        Ok((_, Err(error))) => {
+        Ok((batch, Err(error))) => {
             let mut detector = shared.detector.lock().expect("detector lock");
             for slot in slots {
                 detector.mark_dirty(slot);
             }
+            detector.unforget(batch.forgotten);
             drop(detector);
             metrics.store_write_errors.inc();
             metrics.store_healthy.set(0);
@@ -370,6 +382,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use crate::config::ServerConfig;
+    use crate::server::detector::{Observation, Observed};
 
     const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -451,5 +464,58 @@ mod tests {
             Duration::from_secs(100),
             "a down host's silence is its true one, from the wall clock"
         );
+    }
+
+    #[test]
+    fn a_restored_host_refuses_replays_of_beats_from_before_the_restart() {
+        let keyed = ServerConfig {
+            key_file: Some("keys.toml".into()),
+            ..ServerConfig::default()
+        };
+        let mut detector = Detector::new(&keyed);
+        let now = Instant::now();
+        let run = 1_700_000_000u64 << 32;
+        let beat = |seq| Observation {
+            host_id: "a",
+            addr: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            seq: Some(run + seq),
+            boot_id: [1; 16],
+            interval_ms: 10_000,
+            goodbye: false,
+            sent_at_micros: 0,
+        };
+        let mut events = Vec::new();
+        for seq in 100..=110 {
+            detector.observe(&beat(seq), now, SystemTime::now(), &mut events);
+        }
+        let registry = detector.registry();
+        let saved = snapshot(registry.get(registry.find("a").expect("known")));
+        let loaded = Loaded {
+            hosts: vec![saved],
+            events: Vec::new(),
+            alive: None,
+        };
+        let mut after = Detector::new(&keyed);
+        restore(
+            loaded,
+            &mut after,
+            &EventLog::new(10),
+            now,
+            SystemTime::now(),
+        );
+        for old in [105, 110, 47] {
+            assert_eq!(
+                after.observe(&beat(old), now, SystemTime::now(), &mut events),
+                Observed::Replayed,
+                "seq {old} was sent before the restart"
+            );
+        }
+        assert_eq!(
+            after.observe(&beat(111), now, SystemTime::now(), &mut events),
+            Observed::Applied
+        );
+        let registry = after.registry();
+        let host = registry.get(registry.find("a").expect("known"));
+        assert_eq!(host.losses, 0, "the gap over the restart is not loss");
     }
 }

@@ -199,15 +199,33 @@ impl Alertmanager {
     /// Turns events from `queue` into alerts until it closes. Firing alerts
     /// are left to expire at their lease: a server that stops must not
     /// resolve what another server still sees down.
-    pub async fn run(mut self, mut queue: mpsc::Receiver<SinkEvent>) {
+    /// `already_down`: `down` events of hosts that were down before this
+    /// server started; their alerts are (re)sent at once and renewed.
+    pub async fn run(mut self, mut queue: mpsc::Receiver<SinkEvent>, already_down: Vec<Event>) {
         let mut firing: HashMap<Arc<str>, Firing> = HashMap::new();
         let mut mass: Option<MassFiring> = None;
+        let resend_now = !already_down.is_empty();
+        for event in already_down {
+            let (mut alerts, mut resolving) = (Vec::new(), Vec::new());
+            let now = SystemTime::now();
+            let event = SinkEvent::Host(event);
+            self.apply(
+                event,
+                now,
+                &mut firing,
+                &mut mass,
+                &mut alerts,
+                &mut resolving,
+            );
+        }
         // Resolutions not yet accepted by every Alertmanager, until their
         // alert's lease would have ended anyway.
         let mut unresolved: Vec<(Alert, SystemTime)> = Vec::new();
         let mut tick = tokio::time::interval(self.resend);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
+        if !resend_now {
+            tick.tick().await; // the first tick is immediate: nothing to send yet
+        }
         loop {
             let mut alerts = Vec::new();
             let mut resolving = Vec::new();

@@ -310,14 +310,43 @@ impl Sinks {
             let webhook = webhook::Webhook::new(name, sink, outcomes)?;
             workers.push(tokio::spawn(webhook.run(rx)));
         }
+        // Hosts already down when the server starts (restored from the store,
+        // which does not repeat their `down`): Alertmanager must go on
+        // renewing their alerts, or they would expire while still down.
+        let down_at_start: Vec<Event> = if sinks.alertmanager.is_empty() {
+            Vec::new()
+        } else {
+            let detector = detector.lock().expect("detector lock");
+            detector
+                .registry()
+                .iter()
+                .filter(|host| host.state == HostState::Down)
+                .map(|host| Event {
+                    id: 0,
+                    at: host.since,
+                    kind: super::events::EventKind::Down,
+                    host: Arc::from(&*host.id),
+                    addr: host.addr,
+                    silent_for: host
+                        .since
+                        .duration_since(host.last_seen_wall)
+                        .unwrap_or_default(),
+                })
+                .collect()
+        };
         for sink in &sinks.alertmanager {
             let name = names.next().expect("one name per sink");
             // Alertmanager tracks each host's latest event, so it takes
             // every kind; only the host filter applies.
             let filter = Filter::new(None, &sink.hosts);
+            let already_down = down_at_start
+                .iter()
+                .filter(|e| filter.matches(&SinkEvent::Host((*e).clone())))
+                .cloned()
+                .collect();
             let (rx, outcomes) = route(name.clone(), filter, sink.queue);
             let am = alertmanager::Alertmanager::new(name, sink, http_addr, outcomes)?;
-            workers.push(tokio::spawn(am.run(rx)));
+            workers.push(tokio::spawn(am.run(rx, already_down)));
         }
         let mass = &sinks.mass_silence;
         let gate = mass::Gate::new(mass::Settings {
@@ -453,10 +482,13 @@ impl Flaps {
                     event
                 })
             }
-            EventKind::Forgotten | EventKind::Left | EventKind::Paused => {
+            EventKind::Forgotten => {
                 self.flapping.remove(&event.host);
                 Some(event)
             }
+            // Still flapping to the detector: the resolution goes out, and
+            // its pages stay held until it settles.
+            EventKind::Left | EventKind::Paused => Some(event),
             _ if self.flapping.contains(&event.host) => None,
             _ => Some(event),
         }
