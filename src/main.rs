@@ -546,7 +546,17 @@ fn main() -> ExitCode {
         }
         command => command,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The client sends one small datagram every few seconds: one thread is
+    // plenty, and a worker per core would only add memory (DESIGN.md: a
+    // few MB). The server's tasks (ingest, timer, HTTP, sinks) get them.
+    let runtime = if matches!(command, Command::Client(_)) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("lubdub: cannot start the runtime: {e}");
