@@ -317,12 +317,18 @@ impl Detector {
             // The statistics (loss, reordering, duplicates: `stats`) ...
             if rebooted {
                 host.stats.recent = 0;
+                host.gap_uncounted = false;
                 rhythm = false;
             } else {
                 let mut latest = host.seq;
                 match track_seq(&mut latest, &mut host.stats.recent, seq) {
-                    // A restored host's first gap spans the server's absence.
-                    SeqOutcome::Next { .. } if host.gap_uncounted => rhythm = false,
+                    // A restored host's first gap spans the server's absence
+                    // (a beat overtaken on the way does not end that).
+                    SeqOutcome::Next { .. } if host.gap_uncounted => {
+                        host.gap_uncounted = false;
+                        rhythm = false;
+                    }
+                    SeqOutcome::Reordered if host.gap_uncounted => rhythm = false,
                     SeqOutcome::Next { lost } => {
                         host.losses += lost;
                         self.totals.lost += lost;
@@ -341,10 +347,12 @@ impl Detector {
                         self.totals.duplicates += 1;
                         rhythm = false;
                     }
-                    SeqOutcome::NewRun => rhythm = false,
+                    SeqOutcome::NewRun => {
+                        host.gap_uncounted = false;
+                        rhythm = false;
+                    }
                 }
             }
-            host.gap_uncounted = false;
             // ... and the replay window (`replay`), which also feeds the
             // API's beat history.
             let same_run = seq >> SEQ_RUN_SHIFT == host.seq >> SEQ_RUN_SHIFT;

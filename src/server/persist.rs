@@ -518,4 +518,49 @@ mod tests {
         let host = registry.get(registry.find("a").expect("known"));
         assert_eq!(host.losses, 0, "the gap over the restart is not loss");
     }
+
+    #[test]
+    fn the_gap_over_a_restart_is_not_loss_even_after_a_late_beat() {
+        let config = ServerConfig::default();
+        let mut detector = Detector::new(&config);
+        let now = Instant::now();
+        let run = 1_700_000_000u64 << 32;
+        let beat = |seq| Observation {
+            host_id: "a",
+            addr: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            seq: Some(run + seq),
+            boot_id: [1; 16],
+            interval_ms: 10_000,
+            goodbye: false,
+            sent_at_micros: 0,
+        };
+        let mut events = Vec::new();
+        detector.observe(&beat(110), now, SystemTime::now(), &mut events);
+        let registry = detector.registry();
+        let saved = snapshot(registry.get(registry.find("a").expect("known")));
+        let loaded = Loaded {
+            hosts: vec![saved],
+            events: Vec::new(),
+            alive: None,
+        };
+        let mut after = Detector::new(&config);
+        restore(
+            loaded,
+            &mut after,
+            &EventLog::new(10),
+            now,
+            SystemTime::now(),
+        );
+        // Without keys a late beat from before the restart still counts...
+        after.observe(&beat(105), now, SystemTime::now(), &mut events);
+        // ...but the gap up to the first new beat is the server's absence.
+        after.observe(&beat(120), now, SystemTime::now(), &mut events);
+        let registry = after.registry();
+        let host = registry.get(registry.find("a").expect("known"));
+        assert_eq!(host.losses, 0);
+        after.observe(&beat(122), now, SystemTime::now(), &mut events);
+        let registry = after.registry();
+        let host = registry.get(registry.find("a").expect("known"));
+        assert_eq!(host.losses, 1, "gaps after that are loss again");
+    }
 }
