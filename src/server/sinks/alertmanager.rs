@@ -99,14 +99,7 @@ impl Alertmanager {
             Some(url) => reqwest::Url::parse(url).expect("validated url"),
             None => reqwest::Url::parse(&format!("http://{http_addr}/")).expect("valid url"),
         };
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .user_agent(concat!("lubdub/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| Error::Client {
-                sink: name.clone(),
-                source,
-            })?;
+        let client = super::http_client(&name, config.timeout, Default::default())?;
         Ok(Self {
             name,
             endpoints,

@@ -495,6 +495,24 @@ impl Flaps {
     }
 }
 
+/// The HTTP client of a webhook or Alertmanager sink: its timeout, our
+/// user agent, and `headers` on every request.
+fn http_client(
+    sink: &str,
+    timeout: Duration,
+    headers: reqwest::header::HeaderMap,
+) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .default_headers(headers)
+        .user_agent(concat!("lubdub/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|source| Error::Client {
+            sink: sink.to_string(),
+            source,
+        })
+}
+
 fn deliver(routes: &mut [Route], event: SinkEvent) {
     if let SinkEvent::MassSilence(m) = &event {
         let networks: Vec<String> = m

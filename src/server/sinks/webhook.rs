@@ -41,15 +41,7 @@ impl Webhook {
                 HeaderValue::from_str(value).expect("validated header value"),
             );
         }
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .default_headers(headers)
-            .user_agent(concat!("lubdub/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| Error::Client {
-                sink: name.clone(),
-                source,
-            })?;
+        let client = super::http_client(&name, config.timeout, headers)?;
         Ok(Self {
             name,
             url: reqwest::Url::parse(&config.url).expect("validated url"),
