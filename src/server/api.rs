@@ -471,6 +471,19 @@ fn view_of(shared: &Shared, id: &str) -> Result<HostView, ApiError> {
     Ok(HostView::new(&detector, registry.get(slot), Instant::now()))
 }
 
+/// Applies an operator action to host `id` and publishes its event, under
+/// the detector lock so that events stay in the order the detector made them.
+fn act(
+    shared: &Shared,
+    id: &str,
+    action: impl FnOnce(&mut Detector) -> Result<Option<Event>, UnknownHost>,
+) -> Result<(), ApiError> {
+    let mut detector = shared.detector.lock().expect("detector lock");
+    let event = action(&mut detector).map_err(|UnknownHost| ApiError::unknown_host(id))?;
+    publish(shared, event);
+    Ok(())
+}
+
 /// `POST /api/v1/hosts/{id}/pause`: maintenance; no alarms until resumed.
 async fn pause(
     State(shared): State<Arc<Shared>>,
@@ -478,13 +491,7 @@ async fn pause(
     headers: HeaderMap,
 ) -> Result<Json<HostView>, ApiError> {
     authorize(&shared, &headers)?;
-    {
-        let mut detector = shared.detector.lock().expect("detector lock");
-        let event = detector
-            .pause(&id, SystemTime::now())
-            .map_err(|UnknownHost| ApiError::unknown_host(&id))?;
-        publish(&shared, event); // under the lock: events stay in order
-    }
+    act(&shared, &id, |d| d.pause(&id, SystemTime::now()))?;
     view_of(&shared, &id).map(Json)
 }
 
@@ -495,13 +502,9 @@ async fn resume(
     headers: HeaderMap,
 ) -> Result<Json<HostView>, ApiError> {
     authorize(&shared, &headers)?;
-    {
-        let mut detector = shared.detector.lock().expect("detector lock");
-        let event = detector
-            .resume(&id, Instant::now(), SystemTime::now())
-            .map_err(|UnknownHost| ApiError::unknown_host(&id))?;
-        publish(&shared, event); // under the lock: events stay in order
-    }
+    act(&shared, &id, |d| {
+        d.resume(&id, Instant::now(), SystemTime::now())
+    })?;
     // The resumed host's deadline may now be the earliest: wake the timer.
     shared.wake.notify_one();
     view_of(&shared, &id).map(Json)
@@ -514,13 +517,9 @@ async fn forget(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     authorize(&shared, &headers)?;
-    {
-        let mut detector = shared.detector.lock().expect("detector lock");
-        let event = detector
-            .forget(&id, Instant::now(), SystemTime::now())
-            .map_err(|UnknownHost| ApiError::unknown_host(&id))?;
-        publish(&shared, Some(event)); // under the lock: events stay in order
-    }
+    act(&shared, &id, |d| {
+        d.forget(&id, Instant::now(), SystemTime::now()).map(Some)
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
