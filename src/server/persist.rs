@@ -466,101 +466,82 @@ mod tests {
         );
     }
 
+    /// A beat of host "a" in one client run, with sequence number `run + seq`.
+    fn run_beat(seq: u64) -> Observation<'static> {
+        Observation {
+            host_id: "a",
+            addr: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            seq: Some((1_700_000_000u64 << 32) + seq),
+            boot_id: [1; 16],
+            interval_ms: 10_000,
+            goodbye: false,
+            sent_at_micros: 0,
+        }
+    }
+
+    /// Applies `seqs` to a fresh detector, stores host "a" and restores it
+    /// into another fresh detector, as a restart would.
+    fn restarted(config: &ServerConfig, seqs: impl IntoIterator<Item = u64>) -> Detector {
+        let mut detector = Detector::new(config);
+        let now = Instant::now();
+        let mut events = Vec::new();
+        for seq in seqs {
+            detector.observe(&run_beat(seq), now, SystemTime::now(), &mut events);
+        }
+        let registry = detector.registry();
+        let loaded = Loaded {
+            hosts: vec![snapshot(registry.get(registry.find("a").expect("known")))],
+            events: Vec::new(),
+            alive: None,
+        };
+        let mut after = Detector::new(config);
+        restore(
+            loaded,
+            &mut after,
+            &EventLog::new(10),
+            now,
+            SystemTime::now(),
+        );
+        after
+    }
+
+    fn observe(detector: &mut Detector, seq: u64) -> Observed {
+        let beat = run_beat(seq);
+        detector.observe(&beat, Instant::now(), SystemTime::now(), &mut Vec::new())
+    }
+
+    fn losses(detector: &Detector) -> u64 {
+        let registry = detector.registry();
+        registry.get(registry.find("a").expect("known")).losses
+    }
+
     #[test]
     fn a_restored_host_refuses_replays_of_beats_from_before_the_restart() {
         let keyed = ServerConfig {
             key_file: Some("keys.toml".into()),
             ..ServerConfig::default()
         };
-        let mut detector = Detector::new(&keyed);
-        let now = Instant::now();
-        let run = 1_700_000_000u64 << 32;
-        let beat = |seq| Observation {
-            host_id: "a",
-            addr: SocketAddr::from(([127, 0, 0, 1], 4000)),
-            seq: Some(run + seq),
-            boot_id: [1; 16],
-            interval_ms: 10_000,
-            goodbye: false,
-            sent_at_micros: 0,
-        };
-        let mut events = Vec::new();
-        for seq in 100..=110 {
-            detector.observe(&beat(seq), now, SystemTime::now(), &mut events);
-        }
-        let registry = detector.registry();
-        let saved = snapshot(registry.get(registry.find("a").expect("known")));
-        let loaded = Loaded {
-            hosts: vec![saved],
-            events: Vec::new(),
-            alive: None,
-        };
-        let mut after = Detector::new(&keyed);
-        restore(
-            loaded,
-            &mut after,
-            &EventLog::new(10),
-            now,
-            SystemTime::now(),
-        );
+        let mut after = restarted(&keyed, 100..=110);
         for old in [105, 110, 47] {
             assert_eq!(
-                after.observe(&beat(old), now, SystemTime::now(), &mut events),
+                observe(&mut after, old),
                 Observed::Replayed,
                 "seq {old} was sent before the restart"
             );
         }
-        assert_eq!(
-            after.observe(&beat(111), now, SystemTime::now(), &mut events),
-            Observed::Applied
-        );
-        let registry = after.registry();
-        let host = registry.get(registry.find("a").expect("known"));
-        assert_eq!(host.losses, 0, "the gap over the restart is not loss");
+        assert_eq!(observe(&mut after, 111), Observed::Applied);
+        assert_eq!(losses(&after), 0, "the gap over the restart is not loss");
     }
 
     #[test]
     fn the_gap_over_a_restart_is_not_loss_even_after_a_late_beat() {
-        let config = ServerConfig::default();
-        let mut detector = Detector::new(&config);
-        let now = Instant::now();
-        let run = 1_700_000_000u64 << 32;
-        let beat = |seq| Observation {
-            host_id: "a",
-            addr: SocketAddr::from(([127, 0, 0, 1], 4000)),
-            seq: Some(run + seq),
-            boot_id: [1; 16],
-            interval_ms: 10_000,
-            goodbye: false,
-            sent_at_micros: 0,
-        };
-        let mut events = Vec::new();
-        detector.observe(&beat(110), now, SystemTime::now(), &mut events);
-        let registry = detector.registry();
-        let saved = snapshot(registry.get(registry.find("a").expect("known")));
-        let loaded = Loaded {
-            hosts: vec![saved],
-            events: Vec::new(),
-            alive: None,
-        };
-        let mut after = Detector::new(&config);
-        restore(
-            loaded,
-            &mut after,
-            &EventLog::new(10),
-            now,
-            SystemTime::now(),
-        );
+        let mut after = restarted(&ServerConfig::default(), [110]);
         // Without keys a late beat from before the restart still counts...
-        after.observe(&beat(105), now, SystemTime::now(), &mut events);
+        observe(&mut after, 105);
         // ...but the gap up to the first new beat is the server's absence.
-        after.observe(&beat(120), now, SystemTime::now(), &mut events);
-        let registry = after.registry();
-        let host = registry.get(registry.find("a").expect("known"));
-        assert_eq!(host.losses, 0);
-        after.observe(&beat(122), now, SystemTime::now(), &mut events);
-        let registry = after.registry();
-        let host = registry.get(registry.find("a").expect("known"));
-        assert_eq!(host.losses, 1, "gaps after that are loss again");
+        observe(&mut after, 120);
+        assert_eq!(losses(&after), 0);
+        observe(&mut after, 122);
+        assert_eq!(losses(&after), 1, "gaps after that are loss again");
     }
 }
