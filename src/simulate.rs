@@ -124,7 +124,9 @@ fn run_host(
     end: Duration,
 ) -> Vec<(Duration, EventKind)> {
     let mut detector = Detector::new(config);
-    let start = Instant::now();
+    // On the detector clock's millisecond grid, so that a run does not
+    // depend on where within a millisecond it started.
+    let start = detector.started_at();
     let wall = |offset: Duration| SystemTime::UNIX_EPOCH + offset;
     let mut events: Vec<Event> = Vec::new();
     let mut out = Vec::new();

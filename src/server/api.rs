@@ -11,7 +11,7 @@ use super::Shared;
 use super::detector::{Detector, UnknownHost};
 use super::events::Event;
 use super::http::HostView;
-use super::registry::{Host, HostState};
+use super::registry::{Host, HostState, Slot};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -154,14 +154,15 @@ impl SortKey {
             .map(|&(_, key)| key)
     }
 
-    fn compare(self, detector: &Detector, a: &Host, b: &Host) -> Ordering {
+    fn compare(self, detector: &Detector, (sa, a): (Slot, &Host), (sb, b): (Slot, &Host)) -> Ordering {
+        let registry = detector.registry();
         match self {
-            SortKey::Id => a.id.cmp(&b.id),
+            SortKey::Id => registry.id(sa).cmp(registry.id(sb)),
             // Worst first reads best on a dashboard: down, late, up, …
             SortKey::State => state_rank(a.state).cmp(&state_rank(b.state)),
-            SortKey::Addr => a.addr.cmp(&b.addr),
+            SortKey::Addr => registry.addr(sa).cmp(&registry.addr(sb)),
             SortKey::LastSeen => a.last_seen.cmp(&b.last_seen),
-            SortKey::Since => a.since.cmp(&b.since),
+            SortKey::Since => a.since_secs.cmp(&b.since_secs),
             SortKey::Beats => a.beats.cmp(&b.beats),
             SortKey::Losses => a.losses.cmp(&b.losses),
             SortKey::Timeout => detector.timeout_for(a).cmp(&detector.timeout_for(b)),
@@ -226,25 +227,27 @@ async fn list_hosts(
     let now = Instant::now();
     let (total, page) = {
         let detector = shared.detector.lock().expect("detector lock");
-        let mut matches: Vec<&Host> = detector
-            .registry()
+        let registry = detector.registry();
+        let mut matches: Vec<(Slot, &Host)> = registry
             .iter()
-            .filter(|h| keep.is_none_or(|keep| keep[h.state.index()]))
-            .filter(|h| needle.is_empty() || contains_lowercase(&h.id, &needle))
+            .filter(|(_, h)| keep.is_none_or(|keep| keep[h.state.index()]))
+            .filter(|&(slot, _)| {
+                needle.is_empty() || contains_lowercase(registry.id(slot), &needle)
+            })
             .collect();
-        matches.sort_unstable_by(|a, b| {
+        matches.sort_unstable_by(|&a, &b| {
             let by_key = key.compare(&detector, a, b);
             let by_key = if descending { by_key.reverse() } else { by_key };
             // Ids are unique: the tie-break makes every order total and
             // stable across calls, which paging needs.
-            by_key.then_with(|| a.id.cmp(&b.id))
+            by_key.then_with(|| registry.id(a.0).cmp(registry.id(b.0)))
         });
         let total = matches.len();
         let page: Vec<HostView> = matches
             .into_iter()
             .skip(offset)
             .take(query.limit.unwrap_or(usize::MAX))
-            .map(|host| HostView::new(&detector, host, now))
+            .map(|(slot, _)| HostView::new(&detector, slot, now))
             .collect();
         (total, page)
     };
@@ -309,7 +312,7 @@ struct BeatHistory {
 
 impl BeatHistory {
     fn of(host: &Host) -> Option<BeatHistory> {
-        if host.legacy {
+        if host.legacy() {
             return None; // the seed's beats carry no sequence number
         }
         let latest = (host.seq & 0xffff_ffff) as u32;
@@ -362,8 +365,10 @@ async fn one_host(
         let slot = registry
             .find(&id)
             .ok_or_else(|| ApiError::unknown_host(&id))?;
-        let host = registry.get(slot);
-        (HostView::new(&detector, host, now), BeatHistory::of(host))
+        (
+            HostView::new(&detector, slot, now),
+            BeatHistory::of(registry.get(slot)),
+        )
     };
     let recent_events = shared
         .events
@@ -468,7 +473,7 @@ fn view_of(shared: &Shared, id: &str) -> Result<HostView, ApiError> {
     let slot = registry
         .find(id)
         .ok_or_else(|| ApiError::unknown_host(id))?;
-    Ok(HostView::new(&detector, registry.get(slot), Instant::now()))
+    Ok(HostView::new(&detector, slot, Instant::now()))
 }
 
 /// Applies an operator action to host `id` and publishes its event, under
@@ -546,26 +551,10 @@ mod tests {
     }
 
     fn host_with(seq: u64, recent_seqs: u64) -> Host {
-        Host {
-            id: "h".into(),
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
-            state: HostState::Up,
-            since: SystemTime::UNIX_EPOCH,
-            last_seen: Instant::now(),
-            last_seen_wall: SystemTime::UNIX_EPOCH,
-            seq,
-            boot_id: [0; 16],
-            interval_ms: 0,
-            beats: 1,
-            losses: 0,
-            legacy: false,
-            scheduled: None,
-            recent_seqs,
-            gap_uncounted: false,
-            stats: crate::server::stats::BeatStats::new(1000.0),
-            rule: 0,
-            flap: Default::default(),
-        }
+        let stats = crate::server::stats::BeatStats::new(1000.0);
+        let mut host = Host::new(HostState::Up, SystemTime::UNIX_EPOCH, 0, stats);
+        (host.seq, host.recent_seqs) = (seq, recent_seqs);
+        host
     }
 
     #[test]
@@ -585,10 +574,8 @@ mod tests {
         assert_eq!(history(1000, u64::MAX).received.len(), 64);
         assert_eq!(history(1000, 1 << 63 | 1).received.len(), 64);
         assert_eq!(h.run_started, "2027-01-15T08:00:00Z");
-        let legacy = Host {
-            legacy: true,
-            ..host_with(0, 0)
-        };
+        let mut legacy = host_with(0, 0);
+        legacy.set_legacy(true);
         assert!(BeatHistory::of(&legacy).is_none());
     }
 }

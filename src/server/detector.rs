@@ -11,7 +11,7 @@
 
 use super::dirty::DirtySet;
 use super::events::{Event, EventKind};
-use super::registry::{Host, HostState, Registry, Slot};
+use super::registry::{Clock, Host, HostState, Registry, Slot, boot_prefix};
 use super::replay;
 use super::stall::{StallCounters, StallWatch};
 use super::stats::{BeatStats, SeqOutcome, track_seq};
@@ -62,7 +62,19 @@ pub enum Observed {
 /// The registry plus the deadline queue and the state machine over them.
 pub struct Detector {
     registry: Registry,
-    deadlines: BinaryHeap<Reverse<(Instant, Slot)>>,
+    /// Queue entries: the deadline in queue ticks (milliseconds after
+    /// `queue_base`) in the high 32 bits, the slot in the low 32, so an
+    /// entry is 8 bytes.
+    deadlines: BinaryHeap<Reverse<u64>>,
+    /// The clock host times are kept in.
+    clock: Clock,
+    /// Clock time of queue tick 0; moved forward (and the queue rebuilt)
+    /// before ticks could overflow, about every 24 days.
+    queue_base: u64,
+    /// Clock time of the latest restore from the store: a remembered host's
+    /// silence counts from no earlier than this (the server was away, not
+    /// the host).
+    restored_at: u64,
     timeout: Duration,
     late_ratio: f64,
     /// Hosts changed since the store's last checkpoint.
@@ -118,9 +130,14 @@ pub struct DetectionTotals {
 impl Detector {
     /// An empty detector with the server's timeout settings.
     pub fn new(config: &ServerConfig) -> Self {
+        let epoch = Instant::now();
+        let clock = Clock::new(epoch, SystemTime::now());
         Self {
             registry: Registry::default(),
             deadlines: BinaryHeap::new(),
+            clock,
+            queue_base: clock.ms(epoch).saturating_sub(1),
+            restored_at: 0,
             timeout: config.timeout,
             late_ratio: config.late_ratio(),
             dirty: DirtySet::default(),
@@ -132,7 +149,7 @@ impl Detector {
             rules: config
                 .detector_rules()
                 .expect("ServerConfig::validate checks the detector rules"),
-            epoch: Instant::now(),
+            epoch,
             flap_window: config.flap_window,
             flap_threshold: config.flap_threshold,
             totals: DetectionTotals::default(),
@@ -153,7 +170,7 @@ impl Detector {
         match rule.kind {
             DetectorKind::Fixed => rule
                 .timeout
-                .max(Duration::from_millis(u64::from(host.interval_ms)) * 3),
+                .max(Duration::from_millis(u64::from(host.interval_ms())) * 3),
             DetectorKind::Phi => self.phi_silence(host, rule.phi.threshold),
         }
     }
@@ -195,7 +212,7 @@ impl Detector {
     /// overdue".
     pub fn explain(&self, host: &Host, now: Instant) -> (Option<f64>, String) {
         let rule = self.rules.get(host.rule);
-        let silent = now.saturating_duration_since(host.last_seen);
+        let silent = self.silent_for(host, now);
         let mean = f64::from(host.stats.interval_mean_ms);
         let std = f64::from(host.stats.interval_std_ms()).max(rule.phi.min_std_ms);
         match rule.kind {
@@ -228,6 +245,22 @@ impl Detector {
         }
     }
 
+    /// How long `host` has been silent at `now`.
+    pub fn silent_for(&self, host: &Host, now: Instant) -> Duration {
+        Duration::from_millis(self.clock.ms(now).saturating_sub(host.last_seen))
+    }
+
+    /// When the detector (and its clock) started: instants whole
+    /// milliseconds after it are exact on the clock.
+    pub fn started_at(&self) -> Instant {
+        self.epoch
+    }
+
+    /// The clock host times are kept in.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
     fn millis_since_epoch(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
@@ -243,19 +276,38 @@ impl Detector {
         })
     }
 
-    /// When `host` next changes state if it stays silent, if ever.
-    fn due(&self, host: &Host) -> Option<Instant> {
+    /// When `host` next changes state if it stays silent, if ever (clock
+    /// milliseconds, rounded up).
+    fn due(&self, host: &Host) -> Option<u64> {
+        // A remembered host's silence counts from the restore at the
+        // earliest: one full timeout of grace.
+        let from = host.last_seen.max(self.restored_at);
+        let after = |silence: Duration| {
+            from.saturating_add(u64::try_from(silence.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX))
+        };
         match host.state {
-            HostState::Up => Some(host.last_seen + self.late_silence(host)),
-            HostState::Late => Some(host.last_seen + self.timeout_for(host)),
+            HostState::Up => Some(after(self.late_silence(host))),
+            HostState::Late => Some(after(self.timeout_for(host))),
             // A flapping host that stays down settles (and is then alerted
             // on) after a whole flap window.
             HostState::Down => host
                 .flap
                 .settles_at(self.flap_window_ms())
-                .map(|ms| self.epoch + Duration::from_millis(ms)),
+                .map(|ms| self.clock.ms_ceil(self.epoch + Duration::from_millis(ms))),
             HostState::Left | HostState::Paused => None,
         }
+    }
+
+    /// The queue tick of clock time `ms`, clamped into the tick range: a
+    /// clamped entry only surfaces early, and is then moved to its true
+    /// deadline like any early entry.
+    fn tick(&self, ms: u64) -> u32 {
+        u32::try_from(ms.saturating_sub(self.queue_base).max(1)).unwrap_or(u32::MAX)
+    }
+
+    fn push_deadline(&mut self, tick: u32, slot: Slot) {
+        self.deadlines
+            .push(Reverse((u64::from(tick) << 32) | u64::from(slot)));
     }
 
     fn flap_window_ms(&self) -> u64 {
@@ -265,7 +317,9 @@ impl Detector {
     /// Earliest pending deadline (possibly a stale or early entry, which only
     /// costs a spurious wake-up); the timer task sleeps until it.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|Reverse((at, _))| *at)
+        self.deadlines
+            .peek()
+            .map(|Reverse(entry)| self.clock.instant(self.queue_base + (entry >> 32)))
     }
 
     /// Records a beat received at `now` (`wall`: the same moment on the wall
@@ -285,26 +339,29 @@ impl Detector {
             self.join(beat, now, wall, events);
             return Observed::Applied;
         };
-        let host = self.registry.get_mut(slot);
+        // Rounded up: deadlines count from it and must never come early.
+        let now_ms = self.clock.ms_ceil(now);
+        let host = self.registry.get(slot);
         let seq_check = beat
             .seq
             .map(|seq| replay::check(host.seq, host.recent_seqs, seq));
         if self.enforce_seq && seq_check.is_some_and(replay::SeqCheck::is_replay) {
             return Observed::Replayed;
         }
-        let silent_for = now.saturating_duration_since(host.last_seen);
-        let mut changes = [None, None, None];
-        if host.addr != beat.addr {
-            tracing::info!(host = %host.id, from = %host.addr, to = %beat.addr, "host address changed");
-            host.addr = beat.addr;
+        if !self.registry.addr_is(slot, beat.addr) {
+            tracing::info!(host = beat.host_id, from = %self.registry.addr(slot), to = %beat.addr, "host address changed");
+            self.registry.set_addr(slot, beat.addr);
         }
-        let rebooted =
-            beat.boot_id != [0; 16] && host.boot_id != [0; 16] && beat.boot_id != host.boot_id;
+        let host = self.registry.get_mut(slot);
+        let silent_for = Duration::from_millis(now_ms.saturating_sub(host.last_seen));
+        let mut changes = [None, None, None];
+        let boot = boot_prefix(&beat.boot_id);
+        let rebooted = boot != 0 && host.boot != 0 && boot != host.boot;
         let alpha = self.rules.get(host.rule).alpha;
         // Only in-order beats of a host that was beating say anything of
         // its rhythm: a gap after `down` is an outage, not jitter.
         let mut rhythm = matches!(host.state, HostState::Up | HostState::Late) && !beat.goodbye;
-        if beat.interval_ms > 0 && beat.interval_ms != host.interval_ms {
+        if beat.interval_ms > 0 && !host.declares(beat.interval_ms) {
             // A new declared rhythm: what was learnt of the old one misleads
             // (a host slowing from 10 s to 60 s beats is not 6 beats late).
             let (duplicates, reordered) = (host.stats.duplicates, host.stats.reordered);
@@ -316,21 +373,24 @@ impl Detector {
         if let (Some(seq), Some(check)) = (beat.seq, seq_check) {
             // The statistics (loss, reordering, duplicates: `stats`) ...
             if rebooted {
-                host.stats.recent = 0;
-                host.gap_uncounted = false;
+                host.set_gap_uncounted(false);
                 rhythm = false;
             } else {
-                let mut latest = host.seq;
-                match track_seq(&mut latest, &mut host.stats.recent, seq) {
+                // The statistics' reordering window is the replay window
+                // below the highest seq (one bitmap serves both).
+                let (mut latest, mut below) = (host.seq, (host.recent_seqs >> 1) as u32);
+                match track_seq(&mut latest, &mut below, seq) {
                     // A restored host's first gap spans the server's absence
                     // (a beat overtaken on the way does not end that).
-                    SeqOutcome::Next { .. } if host.gap_uncounted => {
-                        host.gap_uncounted = false;
+                    SeqOutcome::Next { .. } if host.gap_uncounted() => {
+                        host.set_gap_uncounted(false);
                         rhythm = false;
                     }
-                    SeqOutcome::Reordered if host.gap_uncounted => rhythm = false,
+                    SeqOutcome::Reordered if host.gap_uncounted() => rhythm = false,
                     SeqOutcome::Next { lost } => {
-                        host.losses += lost;
+                        host.losses = host
+                            .losses
+                            .saturating_add(u32::try_from(lost).unwrap_or(u32::MAX));
                         self.totals.lost += lost;
                         host.stats.add_losses(lost, alpha);
                         steps = lost + 1;
@@ -348,7 +408,7 @@ impl Detector {
                         rhythm = false;
                     }
                     SeqOutcome::NewRun => {
-                        host.gap_uncounted = false;
+                        host.set_gap_uncounted(false);
                         rhythm = false;
                     }
                 }
@@ -385,11 +445,10 @@ impl Detector {
             host.stats
                 .add_clock_offset(offset_micros as f32 / 1000.0, alpha);
         }
-        host.boot_id = beat.boot_id;
-        host.interval_ms = beat.interval_ms;
-        host.last_seen = now;
-        host.last_seen_wall = wall;
-        host.beats += 1;
+        host.boot = boot;
+        host.set_interval_ms(beat.interval_ms);
+        host.last_seen = host.last_seen.max(now_ms);
+        host.beats = host.beats.saturating_add(1);
         let next_state = if beat.goodbye {
             HostState::Left
         } else {
@@ -406,20 +465,20 @@ impl Detector {
         if rebooted {
             changes[1] = Some(EventKind::Rebooted);
         }
-        let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+        let flap_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
             .unwrap_or(u64::MAX);
         let window_ms = u64::try_from(self.flap_window.as_millis()).unwrap_or(u64::MAX);
-        if host.flap.try_settle(now_ms, window_ms) {
+        if host.flap.try_settle(flap_ms, window_ms) {
             changes[2] = Some(EventKind::Settled);
             self.totals.flapping = self.totals.flapping.saturating_sub(1);
         }
         if changes[0].is_some() {
             count_move(&mut self.counts, host.state, next_state);
             host.state = next_state;
-            host.since = wall;
+            host.set_since(wall);
         }
         for kind in changes.into_iter().flatten() {
-            events.push(event(kind, host, wall, silent_for));
+            events.push(self.event(kind, slot, wall, silent_for));
         }
         self.dirty.mark(slot);
         self.reschedule_if_earlier(slot);
@@ -433,55 +492,60 @@ impl Detector {
         wall: SystemTime,
         events: &mut Vec<Event>,
     ) {
-        let host = Host {
-            id: beat.host_id.into(),
-            addr: beat.addr,
-            state: if beat.goodbye {
-                HostState::Left
-            } else {
-                HostState::Up
-            },
-            since: wall,
-            last_seen: now,
-            last_seen_wall: wall,
-            seq: beat.seq.unwrap_or(0),
-            boot_id: beat.boot_id,
-            interval_ms: beat.interval_ms,
-            beats: 1,
-            losses: 0,
-            legacy: beat.seq.is_none(),
-            scheduled: None,
-            recent_seqs: u64::from(beat.seq.is_some()),
-            gap_uncounted: false,
-            stats: self.fresh_stats(beat.interval_ms),
-            rule: self.rules.index_for(beat.host_id),
-            flap: Default::default(),
+        let state = if beat.goodbye {
+            HostState::Left
+        } else {
+            HostState::Up
         };
-        self.counts[host.state.index()] += 1;
+        let mut host = Host::new(
+            state,
+            wall,
+            self.clock.ms_ceil(now),
+            self.fresh_stats(beat.interval_ms),
+        );
+        host.seq = beat.seq.unwrap_or(0);
+        host.recent_seqs = u64::from(beat.seq.is_some());
+        host.boot = boot_prefix(&beat.boot_id);
+        host.set_interval_ms(beat.interval_ms);
+        host.beats = 1;
+        host.set_legacy(beat.seq.is_none());
+        host.rule = self.rules.index_for(beat.host_id);
+        self.counts[state.index()] += 1;
+        let slot = self.registry.insert(host, beat.host_id, beat.addr);
         let kind = if beat.goodbye {
             EventKind::Left
         } else {
             EventKind::Joined
         };
-        events.push(event(kind, &host, wall, Duration::ZERO));
-        let slot = self.registry.insert(host);
+        events.push(self.event(kind, slot, wall, Duration::ZERO));
         self.dirty.mark(slot);
         self.reschedule_if_earlier(slot);
+    }
+
+    /// An event about the host in `slot`.
+    fn event(&self, kind: EventKind, slot: Slot, at: SystemTime, silent_for: Duration) -> Event {
+        Event {
+            id: 0,
+            at,
+            kind,
+            host: Arc::from(self.registry.id(slot)),
+            addr: self.registry.addr(slot),
+            silent_for,
+        }
     }
 
     /// Queues the host's deadline if it has none queued or its true deadline
     /// is now earlier than the queued one; a later one is left to surface.
     fn reschedule_if_earlier(&mut self, slot: Slot) {
-        let host = self.registry.get(slot);
-        let due = self.due(host);
+        let due = self.due(self.registry.get(slot)).map(|ms| self.tick(ms));
         let host = self.registry.get_mut(slot);
-        match (due, host.scheduled) {
-            (Some(due), Some(scheduled)) if due >= scheduled => {}
-            (Some(due), _) => {
-                host.scheduled = Some(due);
-                self.deadlines.push(Reverse((due, slot)));
+        match due {
+            Some(due) if host.scheduled != 0 && due >= host.scheduled => {}
+            Some(due) => {
+                host.scheduled = due;
+                self.push_deadline(due, slot);
             }
-            (None, _) => host.scheduled = None,
+            None => host.scheduled = 0,
         }
     }
 
@@ -489,31 +553,36 @@ impl Detector {
     /// warning time become `late`, past their timeout `down`. Appends the
     /// events to `events`.
     pub fn expire(&mut self, now: Instant, wall: SystemTime, events: &mut Vec<Event>) {
-        while let Some(&Reverse((at, slot))) = self.deadlines.peek() {
-            if at > now {
+        let now_ms = self.clock.ms(now);
+        if now_ms.saturating_sub(self.queue_base) >= 1 << 31 {
+            self.rebuild_queue(now_ms);
+        }
+        while let Some(&Reverse(entry)) = self.deadlines.peek() {
+            let (at, slot) = ((entry >> 32) as u32, entry as u32);
+            if self.queue_base + u64::from(at) > now_ms {
                 break;
             }
             self.deadlines.pop();
             let Some(host) = self.registry.try_get_mut(slot) else {
                 continue;
             };
-            if host.scheduled != Some(at) {
+            if host.scheduled != at {
                 continue; // stale: superseded by an earlier entry
             }
-            host.scheduled = None;
+            host.scheduled = 0;
             let host = self.registry.get(slot);
             let Some(due) = self.due(host) else { continue };
-            if due <= now {
-                let silent_for = now.saturating_duration_since(host.last_seen);
-                let now_ms = self.millis_since_epoch(now);
+            if due <= now_ms {
+                let silent_for = self.silent_for(host, now);
+                let flap_ms = self.millis_since_epoch(now);
                 let (window_ms, threshold) = (self.flap_window_ms(), self.flap_threshold);
                 let host = self.registry.get_mut(slot);
                 if host.state == HostState::Down {
                     // Its only deadline while down: a flapping host settles.
-                    if host.flap.try_settle(now_ms, window_ms) {
-                        events.push(event(EventKind::Settled, host, wall, silent_for));
+                    if host.flap.try_settle(flap_ms, window_ms) {
                         self.totals.flapping = self.totals.flapping.saturating_sub(1);
                         self.dirty.mark(slot);
+                        events.push(self.event(EventKind::Settled, slot, wall, silent_for));
                     }
                 } else {
                     let kind = if host.state == HostState::Up {
@@ -521,13 +590,17 @@ impl Detector {
                     } else {
                         EventKind::Down
                     };
-                    self.lag.observe((now - due).as_secs_f64());
                     count_move(&mut self.counts, host.state, kind.state_after());
                     host.state = kind.state_after();
-                    host.since = wall;
-                    events.push(event(kind, host, wall, silent_for));
-                    if kind == EventKind::Down && host.flap.on_down(now_ms, window_ms, threshold) {
-                        events.push(event(EventKind::Flapping, host, wall, silent_for));
+                    host.set_since(wall);
+                    let flapping =
+                        kind == EventKind::Down && host.flap.on_down(flap_ms, window_ms, threshold);
+                    let due_at = self.clock.instant(due);
+                    self.lag
+                        .observe(now.saturating_duration_since(due_at).as_secs_f64());
+                    events.push(self.event(kind, slot, wall, silent_for));
+                    if flapping {
+                        events.push(self.event(EventKind::Flapping, slot, wall, silent_for));
                         self.totals.flapping += 1;
                     }
                     self.dirty.mark(slot);
@@ -538,23 +611,39 @@ impl Detector {
             self.reschedule_if_earlier(slot);
         }
     }
+
+    /// Requeues every host's deadline with tick 0 just before `now_ms`: for
+    /// a stall, and before queue ticks could overflow. O(hosts), and rare.
+    fn rebuild_queue(&mut self, now_ms: u64) {
+        self.deadlines.clear();
+        self.queue_base = now_ms.saturating_sub(1);
+        for slot in 0..self.registry.slot_end() {
+            let Some(host) = self.registry.try_get_mut(slot) else {
+                continue; // freed by a forget
+            };
+            host.scheduled = 0;
+            self.reschedule_if_earlier(slot);
+        }
+    }
 }
 
 /// Persistence and stall handling: restoring remembered hosts, handing
 /// changed hosts to the store, and forgiving the detector's own stalls.
 impl Detector {
-    /// Adds a host remembered by the store, as it was, and schedules its
-    /// next deadline from its `last_seen` (the caller sets that to the
-    /// server's start, so the host gets one full timeout: the server was
-    /// away, not the host). Not marked dirty: the store already has it.
-    pub fn restore(&mut self, mut host: Host) -> Slot {
+    /// Adds a host remembered by the store, as it was, restored at `now`,
+    /// and schedules its next deadline: its silence counts from `now` at the
+    /// earliest, so an `up` or `late` host gets one full timeout (the server
+    /// was away, not the host). Not marked dirty: the store already has it.
+    pub fn restore(&mut self, mut host: Host, id: &str, addr: SocketAddr, now: Instant) -> Slot {
+        self.restored_at = self.restored_at.max(self.clock.ms(now));
         // Learnt rhythms are not stored: they are learnt again.
-        host.stats = self.fresh_stats(host.interval_ms);
-        host.rule = self.rules.index_for(&host.id);
+        host.stats = self.fresh_stats(host.interval_ms());
+        host.rule = self.rules.index_for(id);
+        host.scheduled = 0;
         let state = host.state;
-        let slot = match self.registry.find(&host.id) {
+        let slot = match self.registry.find(id) {
             Some(slot) => {
-                let old = std::mem::replace(self.registry.get_mut(slot), host);
+                let old = self.registry.replace(slot, host, addr);
                 count_move(&mut self.counts, old.state, state);
                 if old.flap.flapping {
                     self.totals.flapping = self.totals.flapping.saturating_sub(1);
@@ -563,10 +652,9 @@ impl Detector {
             }
             None => {
                 self.counts[state.index()] += 1;
-                self.registry.insert(host)
+                self.registry.insert(host, id, addr)
             }
         };
-        self.registry.get_mut(slot).scheduled = None;
         self.reschedule_if_earlier(slot);
         slot
     }
@@ -619,17 +707,18 @@ impl Detector {
     pub fn absorb_stall(&mut self, stall: Duration, now: Instant) {
         self.stall_counters.stalls.inc();
         self.stall_counters.seconds.inc_by(stall.as_secs_f64());
-        self.deadlines.clear();
+        let now_ms = self.clock.ms(now);
+        let stall_ms = u64::try_from(stall.as_millis()).unwrap_or(u64::MAX);
         for slot in 0..self.registry.slot_end() {
             let Some(host) = self.registry.try_get_mut(slot) else {
                 continue; // freed by a forget
             };
-            host.scheduled = None;
             if matches!(host.state, HostState::Up | HostState::Late) {
-                host.last_seen = (host.last_seen + stall).min(now);
+                host.last_seen = host.last_seen.saturating_add(stall_ms).min(now_ms);
             }
-            self.reschedule_if_earlier(slot);
         }
+        self.restored_at = self.restored_at.saturating_add(stall_ms).min(now_ms);
+        self.rebuild_queue(now_ms);
     }
 }
 
@@ -655,11 +744,11 @@ impl Detector {
         }
         count_move(&mut self.counts, host.state, HostState::Paused);
         host.state = HostState::Paused;
-        host.since = wall;
+        host.set_since(wall);
         // Its queue entry, if any, is now stale (a paused host has no due).
-        host.scheduled = None;
+        host.scheduled = 0;
         self.dirty.mark(slot);
-        Ok(Some(event(EventKind::Paused, host, wall, Duration::ZERO)))
+        Ok(Some(self.event(EventKind::Paused, slot, wall, Duration::ZERO)))
     }
 
     /// Resumes a paused `id` as `up` with a fresh full timeout from `now`
@@ -672,17 +761,18 @@ impl Detector {
         wall: SystemTime,
     ) -> Result<Option<Event>, UnknownHost> {
         let slot = self.registry.find(id).ok_or(UnknownHost)?;
-        let host = self.registry.get_mut(slot);
-        if host.state != HostState::Paused {
+        if self.registry.get(slot).state != HostState::Paused {
             return Ok(None);
         }
-        let silent_for = now.saturating_duration_since(host.last_seen);
+        let silent_for = self.silent_for(self.registry.get(slot), now);
+        let now_ms = self.clock.ms(now);
+        let host = self.registry.get_mut(slot);
         count_move(&mut self.counts, HostState::Paused, HostState::Up);
         host.state = HostState::Up;
-        host.since = wall;
+        host.set_since(wall);
         // Deadlines count from `last_seen`: moving it to now is the grace.
-        host.last_seen = host.last_seen.max(now);
-        let event = event(EventKind::Resumed, host, wall, silent_for);
+        host.last_seen = host.last_seen.max(now_ms);
+        let event = self.event(EventKind::Resumed, slot, wall, silent_for);
         self.dirty.mark(slot);
         self.reschedule_if_earlier(slot);
         Ok(Some(event))
@@ -697,14 +787,15 @@ impl Detector {
         wall: SystemTime,
     ) -> Result<Event, UnknownHost> {
         let slot = self.registry.find(id).ok_or(UnknownHost)?;
+        let silent_for = self.silent_for(self.registry.get(slot), now);
+        let event = self.event(EventKind::Forgotten, slot, wall, silent_for);
         let host = self.registry.remove(slot).ok_or(UnknownHost)?;
         self.counts[host.state.index()] -= 1;
         if host.flap.flapping {
             self.totals.flapping = self.totals.flapping.saturating_sub(1);
         }
-        self.forgotten.push(host.id.clone());
-        let silent_for = now.saturating_duration_since(host.last_seen);
-        Ok(event(EventKind::Forgotten, &host, wall, silent_for))
+        self.forgotten.push(id.into());
+        Ok(event)
     }
 }
 
@@ -716,17 +807,6 @@ pub struct UnknownHost;
 fn count_move(counts: &mut [u64; HostState::ALL.len()], from: HostState, to: HostState) {
     counts[from.index()] -= 1;
     counts[to.index()] += 1;
-}
-
-fn event(kind: EventKind, host: &Host, at: SystemTime, silent_for: Duration) -> Event {
-    Event {
-        id: 0,
-        at,
-        kind,
-        host: Arc::from(&*host.id),
-        addr: host.addr,
-        silent_for,
-    }
 }
 
 /// Runs the detector's clock until `shutdown`: sleeps until the earliest
@@ -805,9 +885,10 @@ mod tests {
 
     impl Sim {
         fn new() -> Self {
+            let detector = detector();
             Self {
-                detector: detector(),
-                start: Instant::now(),
+                start: detector.started_at(),
+                detector,
             }
         }
         fn at(&self, secs: f64) -> Instant {
@@ -1080,7 +1161,7 @@ mod tests {
     #[test]
     fn with_keys_a_replayed_seq_changes_nothing() {
         let mut d = keyed_detector(10);
-        let t0 = Instant::now();
+        let t0 = d.started_at();
         let run = 1_700_000_000u64 << 32;
         for i in 0..5 {
             assert_eq!(observe_at(&mut d, t0, run + i, false), Observed::Applied);
@@ -1092,7 +1173,8 @@ mod tests {
             let host = d.registry().get(d.registry().find("a").expect("known"));
             (host.state, host.last_seen, host.beats, host.seq)
         };
-        assert_eq!(state(&d), (HostState::Down, t0, 5, run + 4));
+        let t0_ms = d.clock().ms(t0);
+        assert_eq!(state(&d), (HostState::Down, t0_ms, 5, run + 4));
         // Every captured beat, the latest included, and a goodbye: refused.
         for i in 0..5 {
             assert_eq!(
@@ -1104,7 +1186,7 @@ mod tests {
         // An older client run (earlier start time) is a replay too.
         let older = (1_699_999_000u64 << 32) + 100;
         assert_eq!(observe_at(&mut d, later, older, false), Observed::Replayed);
-        assert_eq!(state(&d), (HostState::Down, t0, 5, run + 4));
+        assert_eq!(state(&d), (HostState::Down, t0_ms, 5, run + 4));
         // A beat overtaken on the way still counts once; a new run works.
         assert_eq!(observe_at(&mut d, later, run + 7, false), Observed::Applied);
         assert_eq!(observe_at(&mut d, later, run + 6, false), Observed::Applied);
@@ -1391,7 +1473,7 @@ mod tests {
         );
         let registry = sim.detector.registry();
         let host = registry.get(registry.find("clean").expect("known"));
-        assert_eq!(host.stats.interval_mean_ms, 60_000.0);
+        assert_eq!({ host.stats.interval_mean_ms }, 60_000.0);
     }
 
     #[test]
@@ -1402,9 +1484,10 @@ mod tests {
             flap_threshold: 2,
             ..ServerConfig::default()
         };
+        let detector = Detector::new(&config);
         let mut sim = Sim {
-            detector: Detector::new(&config),
-            start: Instant::now(),
+            start: detector.started_at(),
+            detector,
         };
         sim.observe(0.0, beat("a"));
         assert_eq!(

@@ -5,8 +5,7 @@
 use super::Shared;
 use super::detector::Detector;
 use super::exposition;
-use super::registry::Host;
-use crate::protocol::BootId;
+use super::registry::Slot;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -123,8 +122,8 @@ pub struct HostView {
     loss_rate: f64,
     /// Recent chance a beat is lost after one was lost (bursts).
     burst_loss_rate: f64,
-    duplicates: u32,
-    reordered: u32,
+    duplicates: u16,
+    reordered: u16,
     /// Receive minus send time (clock offset plus network delay), seconds;
     /// null until a beat carried a send time.
     clock_offset_seconds: Option<f64>,
@@ -135,22 +134,25 @@ fn rfc3339(at: SystemTime) -> String {
 }
 
 impl HostView {
-    /// The view of `host` at `now`.
-    pub fn new(detector: &Detector, host: &Host, now: Instant) -> Self {
+    /// The view of the host in `slot` at `now`.
+    pub fn new(detector: &Detector, slot: Slot, now: Instant) -> Self {
+        let registry = detector.registry();
+        let host = registry.get(slot);
         let (phi, why) = detector.explain(host, now);
+        let interval_ms = host.interval_ms();
         HostView {
-            id: host.id.to_string(),
-            addr: host.addr.to_string(),
+            id: registry.id(slot).to_string(),
+            addr: registry.addr(slot).to_string(),
             state: host.state.as_str(),
-            since: rfc3339(host.since),
-            last_seen: rfc3339(host.last_seen_wall),
-            silent_seconds: now.saturating_duration_since(host.last_seen).as_secs_f64(),
+            since: rfc3339(host.since()),
+            last_seen: rfc3339(host.last_seen_wall()),
+            silent_seconds: detector.silent_for(host, now).as_secs_f64(),
             timeout_seconds: detector.timeout_for(host).as_secs_f64(),
-            interval_seconds: (host.interval_ms > 0).then(|| f64::from(host.interval_ms) / 1000.0),
-            beats: host.beats,
-            losses: host.losses,
-            boot_id: (host.boot_id != [0; 16]).then(|| BootId(&host.boot_id).to_string()),
-            legacy: host.legacy,
+            interval_seconds: (interval_ms > 0).then(|| f64::from(interval_ms) / 1000.0),
+            beats: u64::from(host.beats),
+            losses: u64::from(host.losses),
+            boot_id: (host.boot != 0).then(|| format!("{:08x}", host.boot)),
+            legacy: host.legacy(),
             detector: detector.detector_kind(host).as_str(),
             phi,
             why,

@@ -390,14 +390,14 @@ async fn report_silent(
         let now = Instant::now();
         let mut silent: Vec<(String, f64)> = {
             let detector = detector.lock().expect("detector lock");
-            detector
-                .registry()
+            let registry = detector.registry();
+            registry
                 .iter()
-                .filter(|h| matches!(h.state, HostState::Late | HostState::Down))
-                .map(|h| {
+                .filter(|(_, h)| matches!(h.state, HostState::Late | HostState::Down))
+                .map(|(slot, h)| {
                     (
-                        h.id.to_string(),
-                        now.saturating_duration_since(h.last_seen).as_secs_f64(),
+                        registry.id(slot).to_string(),
+                        detector.silent_for(h, now).as_secs_f64(),
                     )
                 })
                 .collect()

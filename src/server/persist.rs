@@ -18,7 +18,7 @@ use super::Shared;
 use super::detector::Detector;
 use super::events::{Event, EventKind, EventLog, MONITOR_HOST};
 use super::metrics::Metrics;
-use super::registry::{Host, HostState, Slot};
+use super::registry::{Host, Registry, Slot, boot_prefix};
 use crate::ratelimit::RateLimit;
 use crate::store::{Batch, Loaded, Store, StoredHost};
 use std::collections::VecDeque;
@@ -93,41 +93,32 @@ pub fn restore(
     wall: SystemTime,
 ) -> Restored {
     let hosts = loaded.hosts.len();
+    let clock = detector.clock();
+    // The clock reads as the wall clock did when the server started; a
+    // stored wall time maps onto it by its distance from now.
+    let to_clock = |at: SystemTime| match wall.duration_since(at) {
+        Ok(ago) => clock.ms(now).saturating_sub(u64::try_from(ago.as_millis()).unwrap_or(u64::MAX)),
+        Err(ahead) => clock.ms(now).saturating_add(u64::try_from(ahead.duration().as_millis()).unwrap_or(u64::MAX)),
+    };
     for stored in loaded.hosts {
-        let last_seen = if matches!(stored.state, HostState::Up | HostState::Late) {
-            now
-        } else {
-            // No deadline hangs on a down or left host's last beat: show its
-            // true silence (the wall clock is all that survives a restart).
-            let silent = wall.duration_since(stored.last_seen).unwrap_or_default();
-            now.checked_sub(silent).unwrap_or(now)
-        };
-        detector.restore(Host {
-            id: stored.id,
-            addr: stored.addr,
-            state: stored.state,
-            since: stored.since,
-            last_seen,
-            last_seen_wall: stored.last_seen,
-            // Kept so a beat captured before the restart cannot be replayed
-            // (with keys); the gap to the next beat spans the server's
-            // absence, not network loss, so it is not counted.
-            seq: stored.seq,
-            // Unknown which of the last 64 arrived: all count as seen, so
-            // none of them can be replayed either.
-            recent_seqs: u64::MAX,
-            gap_uncounted: true,
-            // Set by `Detector::restore`, which knows the detector rules.
-            stats: crate::server::stats::BeatStats::new(stored.interval_ms as f32),
-            rule: 0,
-            flap: Default::default(),
-            boot_id: stored.boot_id,
-            interval_ms: stored.interval_ms,
-            beats: stored.beats,
-            losses: stored.losses,
-            legacy: stored.legacy,
-            scheduled: None,
-        });
+        // Learnt rhythms are not stored (`Detector::restore` starts them
+        // afresh, and picks the detector rule).
+        let stats = crate::server::stats::BeatStats::new(stored.interval_ms as f32);
+        let mut host = Host::new(stored.state, stored.since, to_clock(stored.last_seen), stats);
+        // Kept so a beat captured before the restart cannot be replayed
+        // (with keys); the gap to the next beat spans the server's absence,
+        // not network loss, so it is not counted.
+        host.seq = stored.seq;
+        // Unknown which of the last 64 arrived: all count as seen, so none
+        // of them can be replayed either.
+        host.recent_seqs = u64::MAX;
+        host.set_gap_uncounted(true);
+        host.boot = boot_prefix(&stored.boot_id);
+        host.set_interval_ms(stored.interval_ms);
+        host.beats = u32::try_from(stored.beats).unwrap_or(u32::MAX);
+        host.losses = u32::try_from(stored.losses).unwrap_or(u32::MAX);
+        host.set_legacy(stored.legacy);
+        detector.restore(host, &stored.id, stored.addr, now);
     }
     events.restore(loaded.events);
     Restored {
@@ -151,20 +142,23 @@ pub fn monitor_started(addr: SocketAddr, away: Option<Duration>, wall: SystemTim
     }
 }
 
-/// Copies the registry's view of a host for the store.
-pub fn snapshot(host: &Host) -> StoredHost {
+/// Copies the registry's view of the host in `slot` for the store.
+pub fn snapshot(registry: &Registry, slot: Slot) -> StoredHost {
+    let host = registry.get(slot);
+    let mut boot_id = [0; 16];
+    boot_id[..4].copy_from_slice(&host.boot.to_be_bytes());
     StoredHost {
-        id: host.id.clone(),
+        id: registry.id(slot).into(),
         state: host.state,
-        since: host.since,
-        addr: host.addr,
-        last_seen: host.last_seen_wall,
+        since: host.since(),
+        addr: registry.addr(slot),
+        last_seen: host.last_seen_wall(),
         seq: host.seq,
-        boot_id: host.boot_id,
-        interval_ms: host.interval_ms,
-        beats: host.beats,
-        losses: host.losses,
-        legacy: host.legacy,
+        boot_id,
+        interval_ms: host.interval_ms(),
+        beats: u64::from(host.beats),
+        losses: u64::from(host.losses),
+        legacy: host.legacy(),
     }
 }
 
@@ -191,8 +185,8 @@ fn collect(detector: &Mutex<Detector>, slots: Vec<Slot>) -> (Vec<Slot>, Vec<Stor
         hosts.extend(
             chunk
                 .iter()
-                .filter_map(|&slot| registry.try_get(slot))
-                .map(snapshot),
+                .filter(|&&slot| registry.try_get(slot).is_some())
+                .map(|&slot| snapshot(registry, slot)),
         );
     }
     (slots, hosts)
@@ -383,6 +377,7 @@ mod tests {
     use super::*;
     use crate::config::ServerConfig;
     use crate::server::detector::{Observation, Observed};
+    use crate::server::registry::HostState;
 
     const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -460,7 +455,7 @@ mod tests {
         let host = registry.get(registry.find("down").expect("remembered"));
         assert_eq!((host.beats, host.losses), (42, 1));
         assert_eq!(
-            now.saturating_duration_since(host.last_seen),
+            detector.silent_for(host, now),
             Duration::from_secs(100),
             "a down host's silence is its true one, from the wall clock"
         );
@@ -490,7 +485,7 @@ mod tests {
         }
         let registry = detector.registry();
         let loaded = Loaded {
-            hosts: vec![snapshot(registry.get(registry.find("a").expect("known")))],
+            hosts: vec![snapshot(registry, registry.find("a").expect("known"))],
             events: Vec::new(),
             alive: None,
         };
@@ -512,7 +507,7 @@ mod tests {
 
     fn losses(detector: &Detector) -> u64 {
         let registry = detector.registry();
-        registry.get(registry.find("a").expect("known")).losses
+        u64::from(registry.get(registry.find("a").expect("known")).losses)
     }
 
     #[test]

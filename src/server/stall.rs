@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn a_forgiven_stall_delays_deadlines_but_keeps_down_hosts_down() {
         let mut d = detector();
-        let t0 = Instant::now();
+        let t0 = d.started_at();
         let at = |secs: u64| t0 + Duration::from_secs(secs);
         let mut events = Vec::new();
         d.observe(&beat("dead"), t0, SystemTime::now(), &mut events);

@@ -317,19 +317,19 @@ impl Sinks {
             Vec::new()
         } else {
             let detector = detector.lock().expect("detector lock");
-            detector
-                .registry()
+            let registry = detector.registry();
+            registry
                 .iter()
-                .filter(|host| host.state == HostState::Down)
-                .map(|host| Event {
+                .filter(|(_, host)| host.state == HostState::Down)
+                .map(|(slot, host)| Event {
                     id: 0,
-                    at: host.since,
+                    at: host.since(),
                     kind: super::events::EventKind::Down,
-                    host: Arc::from(&*host.id),
-                    addr: host.addr,
+                    host: Arc::from(registry.id(slot)),
+                    addr: registry.addr(slot),
                     silent_for: host
-                        .since
-                        .duration_since(host.last_seen_wall)
+                        .since()
+                        .duration_since(host.last_seen_wall())
                         .unwrap_or_default(),
                 })
                 .collect()
