@@ -1,16 +1,18 @@
 //! The set of hosts changed since the store's last checkpoint.
 //!
-//! Marking is on the ingest hot path (once per beat), so it is a bit test and
-//! at most one push: no hashing, no allocation once the set has grown to the
-//! fleet's size. Taking the set hands back each changed slot once.
+//! Marking is on the ingest hot path (once per beat), so it is one bit set:
+//! no hashing, no allocation once the set has grown to the fleet's size.
+//! One bit per host and no list: a list of changed slots would cost 4 bytes
+//! per host at a checkpoint of the whole fleet, a scan of the bits at a
+//! checkpoint costs well under a millisecond for a million hosts.
 
 use super::registry::Slot;
 
-/// Slots changed since the last [`DirtySet::take`], each listed once.
+/// Slots changed since the last [`DirtySet::take`].
 #[derive(Default)]
 pub struct DirtySet {
     bits: Vec<u64>,
-    list: Vec<Slot>,
+    len: usize,
 }
 
 impl DirtySet {
@@ -22,26 +24,33 @@ impl DirtySet {
         }
         if self.bits[word] & bit == 0 {
             self.bits[word] |= bit;
-            self.list.push(slot);
+            self.len += 1;
         }
     }
 
-    /// The changed slots, in the order first marked; the set is empty after.
+    /// The changed slots, in slot order; the set is empty after.
     pub fn take(&mut self) -> Vec<Slot> {
-        for &slot in &self.list {
-            self.bits[slot as usize / 64] &= !(1u64 << (slot % 64));
+        let mut slots = Vec::with_capacity(self.len);
+        for (word, bits) in self.bits.iter_mut().enumerate() {
+            let mut rest = std::mem::take(bits);
+            while rest != 0 {
+                let bit = rest.trailing_zeros();
+                slots.push((word * 64) as Slot + bit);
+                rest &= rest - 1;
+            }
         }
-        std::mem::take(&mut self.list)
+        self.len = 0;
+        slots
     }
 
     /// How many slots are marked.
     pub fn len(&self) -> usize {
-        self.list.len()
+        self.len
     }
 
-    /// True when nothing changed.
+    /// True when nothing is marked.
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.len == 0
     }
 }
 
@@ -56,7 +65,7 @@ mod tests {
             set.mark(slot);
         }
         assert_eq!(set.len(), 4);
-        assert_eq!(set.take(), [3, 200, 64, 0]);
+        assert_eq!(set.take(), [0, 3, 64, 200]);
         assert!(set.is_empty());
         set.mark(200);
         assert_eq!(set.take(), [200], "a taken slot can be marked again");
