@@ -24,6 +24,7 @@
 use lubdub::auth::{Key, KeyRing, Signer};
 use lubdub::config::ServerConfig;
 use lubdub::loadgen::{Fleet, Sender};
+use lubdub::protocol::{self, Packet};
 use lubdub::ratelimit::RateLimit;
 use lubdub::server::detector::{Detector, Observation};
 use lubdub::server::events::EventLog;
@@ -207,21 +208,29 @@ fn main() {
     } else {
         (ServerConfig::default(), None)
     };
+    let mut sender = Sender::bind(target, 256).expect("bind 127.x.y.z sources");
     let mut detector = Detector::new(&config);
     let fill_start = Instant::now();
     {
+        // Each host as the server knows it just before the drained traffic:
+        // same source address, boot id and run, one beat earlier. So the
+        // drain measures steady beating, not a reboot or a move per host.
         let (now, wall) = (tokio::time::Instant::now(), SystemTime::now());
         let mut events = Vec::new();
+        let mut packet = Vec::new();
         for i in 0..hosts {
-            let id = fleet.host_id(i);
+            fleet.encode(i, 0, wall, None, &mut packet);
+            let Ok(Packet::V1(first)) = protocol::decode(&packet) else {
+                panic!("the fleet encodes v1 beats");
+            };
             let beat = Observation {
-                host_id: &id,
-                addr: SocketAddr::from(([127, 1, 1, 1], 40000)),
-                seq: Some(1),
-                boot_id: [1; 16],
-                interval_ms: 10_000,
+                host_id: first.host_id,
+                addr: sender.source_local_addr(sender.source_of(i)),
+                seq: Some(first.seq - 1),
+                boot_id: first.boot_id,
+                interval_ms: first.interval_ms,
                 goodbye: false,
-                sent_at_micros: 0,
+                sent_at_micros: first.sent_at_micros,
             };
             detector.observe(&beat, now, wall, &mut events);
             events.clear();
@@ -241,7 +250,6 @@ fn main() {
         record: None,
     };
     let fd = ingest.socket.as_raw_fd();
-    let mut sender = Sender::bind(target, 256).expect("bind 127.x.y.z sources");
     let mut batch = Batch::default();
     let mut log = RateLimit::new(Duration::from_secs(3600));
     let mut host_limit_log = RateLimit::new(Duration::from_secs(3600));

@@ -273,6 +273,13 @@ impl Sender {
         self.sockets.len()
     }
 
+    /// The address source socket `source` sends from.
+    pub fn source_local_addr(&self, source: usize) -> SocketAddr {
+        self.sockets[source]
+            .local_addr()
+            .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+    }
+
     /// The source socket for host `index`: blocks of [`BATCH`] consecutive
     /// hosts share one, so a batch is one system call.
     pub fn source_of(&self, index: u32) -> usize {
