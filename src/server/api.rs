@@ -154,7 +154,12 @@ impl SortKey {
             .map(|&(_, key)| key)
     }
 
-    fn compare(self, detector: &Detector, (sa, a): (Slot, &Host), (sb, b): (Slot, &Host)) -> Ordering {
+    fn compare(
+        self,
+        detector: &Detector,
+        (sa, a): (Slot, &Host),
+        (sb, b): (Slot, &Host),
+    ) -> Ordering {
         let registry = detector.registry();
         match self {
             SortKey::Id => registry.id(sa).cmp(registry.id(sb)),

@@ -11,7 +11,7 @@
 
 use super::dirty::DirtySet;
 use super::events::{Event, EventKind};
-use super::registry::{Clock, Host, HostState, Registry, Slot, boot_prefix};
+use super::registry::{Clock, Host, HostState, Registry, Slot, boot_prefix, millis};
 use super::replay;
 use super::stall::{StallCounters, StallWatch};
 use super::stats::{BeatStats, SeqOutcome, track_seq};
@@ -282,9 +282,7 @@ impl Detector {
         // A remembered host's silence counts from the restore at the
         // earliest: one full timeout of grace.
         let from = host.last_seen.max(self.restored_at);
-        let after = |silence: Duration| {
-            from.saturating_add(u64::try_from(silence.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX))
-        };
+        let after = |silence: Duration| from.saturating_add(millis(silence, true));
         match host.state {
             HostState::Up => Some(after(self.late_silence(host))),
             HostState::Late => Some(after(self.timeout_for(host))),
@@ -332,7 +330,25 @@ impl Detector {
         wall: SystemTime,
         events: &mut Vec<Event>,
     ) -> Observed {
-        let Some(slot) = self.registry.find(beat.host_id) else {
+        let slot = self.registry.find(beat.host_id);
+        self.observe_found(slot, beat, now, wall, events)
+    }
+
+    /// [`Detector::observe`] for a beat whose host was already looked up
+    /// (`found`: `registry().find(beat.host_id)`, or `None` when unknown
+    /// then, which is looked up again: an earlier beat may have added it).
+    /// Ingest looks up a whole batch first: the lookups' cache misses then
+    /// overlap instead of queueing behind each beat's update.
+    pub fn observe_found(
+        &mut self,
+        found: Option<Slot>,
+        beat: &Observation<'_>,
+        now: Instant,
+        wall: SystemTime,
+        events: &mut Vec<Event>,
+    ) -> Observed {
+        debug_assert!(found.is_none_or(|slot| self.registry.find(beat.host_id) == Some(slot)));
+        let Some(slot) = found.or_else(|| self.registry.find(beat.host_id)) else {
             if self.registry.len() >= self.max_hosts {
                 return Observed::HostLimit;
             }
@@ -438,12 +454,13 @@ impl Detector {
                 .add_interval(silent_for.as_secs_f32() * 1000.0, steps, alpha);
         }
         if beat.sent_at_micros != 0 {
-            let received = wall
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros());
-            let offset_micros = received as i128 - i128::from(beat.sent_at_micros);
-            host.stats
-                .add_clock_offset(offset_micros as f32 / 1000.0, alpha);
+            let received = wall.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| {
+                d.as_secs() * 1_000_000 + u64::from(d.subsec_micros())
+            });
+            // In f64: exact for any plausible pair of times, and no 128-bit
+            // arithmetic on the per-beat path.
+            let offset_ms = (received as f64 - beat.sent_at_micros as f64) / 1000.0;
+            host.stats.add_clock_offset(offset_ms as f32, alpha);
         }
         host.boot = boot;
         host.set_interval_ms(beat.interval_ms);
@@ -748,7 +765,12 @@ impl Detector {
         // Its queue entry, if any, is now stale (a paused host has no due).
         host.scheduled = 0;
         self.dirty.mark(slot);
-        Ok(Some(self.event(EventKind::Paused, slot, wall, Duration::ZERO)))
+        Ok(Some(self.event(
+            EventKind::Paused,
+            slot,
+            wall,
+            Duration::ZERO,
+        )))
     }
 
     /// Resumes a paused `id` as `up` with a fresh full timeout from `now`

@@ -202,7 +202,13 @@ impl Ingest {
         let woke = {
             let mut detector = self.detector.lock().expect("detector lock");
             let before = detector.next_deadline();
-            for &(packet, from) in admitted.iter().flatten() {
+            let mut found = [None; BATCH];
+            for (slot, (packet, _)) in found.iter_mut().zip(admitted.iter().flatten()) {
+                if let Packet::V1(beat) = packet {
+                    *slot = detector.registry().find(beat.host_id);
+                }
+            }
+            for (&(packet, from), &found) in admitted.iter().flatten().zip(&found) {
                 let beat = match packet {
                     Packet::V1(beat) => Observation {
                         host_id: beat.host_id,
@@ -216,7 +222,7 @@ impl Ingest {
                     Packet::Legacy => legacy_observation(from, &mut legacy_id),
                 };
                 tracing::trace!(host = beat.host_id, addr = %beat.addr, "beat");
-                match detector.observe(&beat, now, wall, &mut events) {
+                match detector.observe_found(found, &beat, now, wall, &mut events) {
                     Observed::Applied => {
                         counts.beats += 1;
                         if matches!(packet, Packet::Legacy) {

@@ -97,14 +97,23 @@ pub fn restore(
     // The clock reads as the wall clock did when the server started; a
     // stored wall time maps onto it by its distance from now.
     let to_clock = |at: SystemTime| match wall.duration_since(at) {
-        Ok(ago) => clock.ms(now).saturating_sub(u64::try_from(ago.as_millis()).unwrap_or(u64::MAX)),
-        Err(ahead) => clock.ms(now).saturating_add(u64::try_from(ahead.duration().as_millis()).unwrap_or(u64::MAX)),
+        Ok(ago) => clock
+            .ms(now)
+            .saturating_sub(u64::try_from(ago.as_millis()).unwrap_or(u64::MAX)),
+        Err(ahead) => clock
+            .ms(now)
+            .saturating_add(u64::try_from(ahead.duration().as_millis()).unwrap_or(u64::MAX)),
     };
     for stored in loaded.hosts {
         // Learnt rhythms are not stored (`Detector::restore` starts them
         // afresh, and picks the detector rule).
         let stats = crate::server::stats::BeatStats::new(stored.interval_ms as f32);
-        let mut host = Host::new(stored.state, stored.since, to_clock(stored.last_seen), stats);
+        let mut host = Host::new(
+            stored.state,
+            stored.since,
+            to_clock(stored.last_seen),
+            stats,
+        );
         // Kept so a beat captured before the restart cannot be replayed
         // (with keys); the gap to the next beat spans the server's absence,
         // not network loss, so it is not counted.

@@ -261,23 +261,19 @@ impl Clock {
     /// `at` in milliseconds, rounded down.
     pub fn ms(&self, at: tokio::time::Instant) -> u64 {
         if at >= self.epoch {
-            let ms = u64::try_from((at - self.epoch).as_millis()).unwrap_or(u64::MAX);
-            self.epoch_ms.saturating_add(ms)
+            self.epoch_ms.saturating_add(millis(at - self.epoch, false))
         } else {
-            let back = (self.epoch - at).as_nanos().div_ceil(1_000_000);
-            self.epoch_ms
-                .saturating_sub(u64::try_from(back).unwrap_or(u64::MAX))
+            self.epoch_ms.saturating_sub(millis(self.epoch - at, true))
         }
     }
 
     /// `at` in milliseconds, rounded up: for deadlines, which must never
     /// come early.
     pub fn ms_ceil(&self, at: tokio::time::Instant) -> u64 {
-        let floor = self.ms(at);
-        if self.instant(floor) < at {
-            floor + 1
+        if at >= self.epoch {
+            self.epoch_ms.saturating_add(millis(at - self.epoch, true))
         } else {
-            floor
+            self.epoch_ms.saturating_sub(millis(self.epoch - at, false))
         }
     }
 
@@ -290,6 +286,18 @@ impl Clock {
             self.epoch.checked_sub(back).unwrap_or(self.epoch)
         }
     }
+}
+
+/// `d` in whole milliseconds, rounded up or down; in 64-bit arithmetic
+/// (the per-beat path calls this, and 128-bit division is slow).
+pub fn millis(d: Duration, round_up: bool) -> u64 {
+    let nanos = u64::from(d.subsec_nanos());
+    let part = if round_up {
+        nanos.div_ceil(1_000_000)
+    } else {
+        nanos / 1_000_000
+    };
+    d.as_secs().saturating_mul(1000).saturating_add(part)
 }
 
 /// Hosts per chunk of the record table.
@@ -354,7 +362,9 @@ pub struct Registry {
 impl Registry {
     fn entry(&self, slot: Slot) -> Option<&Option<Host>> {
         let slot = slot as usize;
-        self.chunks.get(slot / HOST_CHUNK).map(|c| &c[slot % HOST_CHUNK])
+        self.chunks
+            .get(slot / HOST_CHUNK)
+            .map(|c| &c[slot % HOST_CHUNK])
     }
 
     fn entry_mut(&mut self, slot: Slot) -> Option<&mut Option<Host>> {
@@ -387,8 +397,7 @@ impl Registry {
             Some(slot) => slot,
             None => {
                 if self.end as usize == self.chunks.len() * HOST_CHUNK {
-                    self.chunks
-                        .push((0..HOST_CHUNK).map(|_| None).collect());
+                    self.chunks.push((0..HOST_CHUNK).map(|_| None).collect());
                 }
                 self.end = self.end.checked_add(1).expect("fewer than 2^32 hosts");
                 self.end - 1
@@ -597,7 +606,11 @@ mod tests {
         assert_eq!(registry.len(), 9);
         assert_eq!(registry.iter().count(), 9);
         assert!(registry.try_get_mut(slot).is_none());
-        assert_eq!(registry.insert(host(), "new", v4(1)), slot, "free slot reused");
+        assert_eq!(
+            registry.insert(host(), "new", v4(1)),
+            slot,
+            "free slot reused"
+        );
         assert_eq!(registry.find("new"), Some(slot));
         assert_eq!(registry.id(slot), "new");
         for i in (0..10).filter(|&i| i != 3) {
@@ -612,7 +625,9 @@ mod tests {
     fn ids_of_every_length_round_trip_across_arena_chunks() {
         let mut registry = Registry::default();
         let long = "x".repeat(255);
-        let ids: Vec<String> = (0..3000).map(|i| format!("{i}-{long}")[..255].to_string()).collect();
+        let ids: Vec<String> = (0..3000)
+            .map(|i| format!("{i}-{long}")[..255].to_string())
+            .collect();
         for id in &ids {
             registry.insert(host(), id, v4(1));
         }
@@ -621,7 +636,11 @@ mod tests {
             assert_eq!(registry.id(slot), id);
         }
         let cut = registry.insert(host(), &"é".repeat(200), v4(1));
-        assert_eq!(registry.id(cut), "é".repeat(127), "cut at a character boundary");
+        assert_eq!(
+            registry.id(cut),
+            "é".repeat(127),
+            "cut at a character boundary"
+        );
     }
 
     #[test]
@@ -655,9 +674,18 @@ mod tests {
         let clock = Clock::new(now, wall);
         assert_eq!(clock.ms(now), 1_700_000_000_123);
         let later = now + Duration::from_micros(2_500);
-        assert_eq!((clock.ms(later), clock.ms_ceil(later)), (1_700_000_000_125, 1_700_000_000_126));
-        assert_eq!(clock.instant(1_700_000_000_125), now + Duration::from_millis(2));
-        assert_eq!(clock.ms(clock.instant(1_700_000_000_000)), 1_700_000_000_000);
+        assert_eq!(
+            (clock.ms(later), clock.ms_ceil(later)),
+            (1_700_000_000_125, 1_700_000_000_126)
+        );
+        assert_eq!(
+            clock.instant(1_700_000_000_125),
+            now + Duration::from_millis(2)
+        );
+        assert_eq!(
+            clock.ms(clock.instant(1_700_000_000_000)),
+            1_700_000_000_000
+        );
     }
 
     #[test]

@@ -306,9 +306,15 @@ mod tests {
         stats.add_losses(1, alpha);
         assert_eq!(({ stats.loss_rate }, { stats.burst_loss_rate }), (0.5, 0.0));
         stats.add_losses(3, alpha);
-        assert_eq!(({ stats.loss_rate }, { stats.burst_loss_rate }), (0.75, 0.375));
+        assert_eq!(
+            ({ stats.loss_rate }, { stats.burst_loss_rate }),
+            (0.75, 0.375)
+        );
         stats.add_losses(0, alpha);
-        assert_eq!(({ stats.loss_rate }, { stats.burst_loss_rate }), (0.375, 0.375));
+        assert_eq!(
+            ({ stats.loss_rate }, { stats.burst_loss_rate }),
+            (0.375, 0.375)
+        );
     }
 
     #[test]
