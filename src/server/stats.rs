@@ -4,8 +4,8 @@
 //! (receive time minus the client's send time).
 //!
 //! Compact on purpose (a million hosts must fit in memory): no sample
-//! window, only exponentially weighted moving averages (EWMA) in `f32` and a
-//! 32-bit bitmap of the sequence numbers just below the highest one seen.
+//! window, only exponentially weighted moving averages (EWMA) in `f32`; the
+//! reordering window is the host's replay bitmap (32 of its 64 bits).
 //! The EWMA weight is `alpha = 2 / (window + 1)`, the usual mapping from a
 //! sample window to an EWMA of the same centre of mass.
 
