@@ -202,12 +202,19 @@ impl Ingest {
         let woke = {
             let mut detector = self.detector.lock().expect("detector lock");
             let before = detector.next_deadline();
-            let mut found = [None; BATCH];
-            for (slot, (packet, _)) in found.iter_mut().zip(admitted.iter().flatten()) {
+            // All lookups first (see `Registry::find_many`); legacy beats,
+            // keyed by their address, are looked up as they are applied.
+            let mut ids = [""; BATCH];
+            for (id, (packet, _)) in ids.iter_mut().zip(admitted.iter().flatten()) {
                 if let Packet::V1(beat) = packet {
-                    *slot = detector.registry().find(beat.host_id);
+                    *id = beat.host_id;
                 }
             }
+            let mut found = [None; BATCH];
+            let count = admitted.iter().flatten().count();
+            detector
+                .registry()
+                .find_many(&ids[..count], &mut found[..count]);
             for (&(packet, from), &found) in admitted.iter().flatten().zip(&found) {
                 let beat = match packet {
                     Packet::V1(beat) => Observation {
