@@ -377,7 +377,11 @@ impl Detector {
         // Only in-order beats of a host that was beating say anything of
         // its rhythm: a gap after `down` is an outage, not jitter.
         let mut rhythm = matches!(host.state, HostState::Up | HostState::Late) && !beat.goodbye;
+        // Whether the deadline may have moved earlier (see the end).
+        let mut may_hasten =
+            host.scheduled == 0 || self.rules.get(host.rule).kind != DetectorKind::Fixed;
         if beat.interval_ms > 0 && !host.declares(beat.interval_ms) {
+            may_hasten = true;
             // A new declared rhythm: what was learnt of the old one misleads
             // (a host slowing from 10 s to 60 s beats is not 6 beats late).
             let (duplicates, reordered) = (host.stats.duplicates, host.stats.reordered);
@@ -493,12 +497,19 @@ impl Detector {
             count_move(&mut self.counts, host.state, next_state);
             host.state = next_state;
             host.set_since(wall);
+            may_hasten = true;
         }
         for kind in changes.into_iter().flatten() {
             events.push(self.event(kind, slot, wall, silent_for));
         }
         self.dirty.mark(slot);
-        self.reschedule_if_earlier(slot);
+        // The common beat (same state, same declared interval, fixed
+        // timeout) only moves the deadline later: the queued entry stays,
+        // early, and is moved when it surfaces. Skipping the computation
+        // keeps the beat cheap.
+        if may_hasten {
+            self.reschedule_if_earlier(slot);
+        }
         Observed::Applied
     }
 
