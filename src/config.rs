@@ -174,10 +174,14 @@ pub struct ServerConfig {
     /// (`[server.sinks.mass_silence]`); see docs/ALERTS.md. Default: no
     /// sinks, only the console.
     pub sinks: crate::server::sinks::SinksConfig,
-    /// How often the hosts' last-seen times are written to the store (state
-    /// changes are written at once, and everything at shutdown). Shorter
-    /// loses less on a `kill -9` or power cut; each checkpoint writes every
-    /// host that beat since the last one. Default: 5s.
+    /// How often the last-seen times (and sequence numbers) of hosts that
+    /// only beat are written to the store; new hosts and state changes are
+    /// written at once, and everything at shutdown. After a `kill -9` or a
+    /// power cut, last-seen times are up to this stale; that costs little,
+    /// since every remembered `up` host gets a full timeout of grace on
+    /// restart anyway. Each checkpoint writes every host that beat since
+    /// the last one (about 2.4 µs of CPU per host), so shorter costs more:
+    /// at a million hosts, 24 % of a core at 5s, 4 % at 60s. Default: 60s.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
     /// Key file (written by `lubdub keygen`, see docs/SECURITY.md). Set, the
@@ -245,7 +249,7 @@ impl Default for ServerConfig {
             recv_buffer_bytes: 8 << 20,
             data_dir: None,
             sinks: Default::default(),
-            checkpoint_interval: Duration::from_secs(5),
+            checkpoint_interval: Duration::from_secs(60),
             key_file: None,
             legacy_networks: Vec::new(),
             max_clock_skew: Duration::from_secs(120),

@@ -77,8 +77,13 @@ pub struct Detector {
     restored_at: u64,
     timeout: Duration,
     late_ratio: f64,
-    /// Hosts changed since the store's last checkpoint.
+    /// Hosts changed since the store's last checkpoint: joined, changed
+    /// state, paused... written at the next checkpoint, which events
+    /// trigger at once.
     dirty: DirtySet,
+    /// Hosts that only beat since the store's last full checkpoint (new
+    /// last-seen time, seq and counters): written at the periodic ones.
+    beaten: DirtySet,
     /// Where stalls are counted (the metrics' counters, once linked).
     stall_counters: StallCounters,
     /// Refuse beats whose seq is not new (see `replay`): on with keys, where
@@ -141,6 +146,7 @@ impl Detector {
             timeout: config.timeout,
             late_ratio: config.late_ratio(),
             dirty: DirtySet::default(),
+            beaten: DirtySet::default(),
             stall_counters: StallCounters::default(),
             enforce_seq: config.key_file.is_some(),
             max_hosts: config.max_hosts,
@@ -499,10 +505,14 @@ impl Detector {
             host.set_since(wall);
             may_hasten = true;
         }
+        if changes.iter().any(Option::is_some) {
+            self.dirty.mark(slot);
+        } else {
+            self.beaten.mark(slot);
+        }
         for kind in changes.into_iter().flatten() {
             events.push(self.event(kind, slot, wall, silent_for));
         }
-        self.dirty.mark(slot);
         // The common beat (same state, same declared interval, fixed
         // timeout) only moves the deadline later: the queued entry stays,
         // early, and is moved when it surfaces. Skipping the computation
@@ -687,10 +697,19 @@ impl Detector {
         slot
     }
 
-    /// The hosts changed since the last call, each once; they count as
-    /// clean from now on (a host that changes again is marked again).
-    pub fn take_dirty(&mut self) -> Vec<Slot> {
-        self.dirty.take()
+    /// The hosts changed since the last call, each once, and with `beats`
+    /// also those that only beat; they count as clean from now on (a host
+    /// that changes or beats again is marked again).
+    pub fn take_dirty(&mut self, beats: bool) -> Vec<Slot> {
+        let mut slots = self.dirty.take();
+        // A changed host is written whole: its beats are written with it.
+        for &slot in &slots {
+            self.beaten.unmark(slot);
+        }
+        if beats {
+            slots.extend(self.beaten.take());
+        }
+        slots
     }
 
     /// The ids forgotten since the last call, for the store to delete.
@@ -715,9 +734,10 @@ impl Detector {
         self.stall_counters = counters;
     }
 
-    /// How many hosts are waiting for a checkpoint.
+    /// How many hosts are waiting for a checkpoint (a host that both beat
+    /// and changed may count twice).
     pub fn dirty_len(&self) -> usize {
-        self.dirty.len()
+        self.dirty.len() + self.beaten.len()
     }
 
     /// How far behind its own timer the detector may run before that counts
@@ -954,6 +974,43 @@ mod tests {
 
     fn one(kind: EventKind, host: &str) -> Vec<(EventKind, String)> {
         vec![(kind, host.to_string())]
+    }
+
+    #[test]
+    fn changes_are_written_at_every_checkpoint_plain_beats_at_full_ones() {
+        let mut sim = Sim::new();
+        sim.observe(0.0, beat("a"));
+        sim.observe(0.0, beat("b"));
+        assert_eq!(sim.detector.take_dirty(false), [0, 1], "joins");
+        sim.observe(
+            1.0,
+            Observation {
+                seq: Some(2),
+                ..beat("a")
+            },
+        );
+        assert!(
+            sim.detector.take_dirty(false).is_empty(),
+            "a plain beat waits"
+        );
+        sim.expire(15.0);
+        assert_eq!(sim.detector.take_dirty(false), [1], "b went late");
+        assert_eq!(sim.detector.take_dirty(true), [0], "a's beat, once");
+        assert!(sim.detector.take_dirty(true).is_empty());
+        let a = Observation {
+            seq: Some(3),
+            ..beat("a")
+        };
+        sim.observe(16.0, a);
+        sim.observe(
+            16.0,
+            Observation {
+                seq: Some(2),
+                ..beat("b")
+            },
+        );
+        assert_eq!(sim.detector.take_dirty(false), [1], "b recovered");
+        assert_eq!(sim.detector.take_dirty(true), [0]);
     }
 
     #[test]

@@ -43,6 +43,17 @@ impl DirtySet {
         slots
     }
 
+    /// Unmarks `slot` (written by other means).
+    pub fn unmark(&mut self, slot: Slot) {
+        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
+        if let Some(bits) = self.bits.get_mut(word)
+            && *bits & bit != 0
+        {
+            *bits &= !bit;
+            self.len -= 1;
+        }
+    }
+
     /// How many slots are marked.
     pub fn len(&self) -> usize {
         self.len
@@ -69,5 +80,10 @@ mod tests {
         assert!(set.is_empty());
         set.mark(200);
         assert_eq!(set.take(), [200], "a taken slot can be marked again");
+        set.mark(5);
+        set.mark(7);
+        set.unmark(5);
+        set.unmark(9);
+        assert_eq!((set.len(), set.take()), (1, vec![7]));
     }
 }

@@ -181,7 +181,7 @@ const COPY_CHUNK: usize = 4096;
 /// under way is marked dirty again, so it is written at the next checkpoint
 /// if this one copied it too early.
 pub fn collect_dirty(detector: &Mutex<Detector>) -> (Vec<Slot>, Vec<StoredHost>) {
-    let slots = detector.lock().expect("detector lock").take_dirty();
+    let slots = detector.lock().expect("detector lock").take_dirty(true);
     collect(detector, slots)
 }
 
@@ -262,7 +262,18 @@ impl Checkpointer {
             while pending.len() > event_history {
                 pending.pop_front(); // the store keeps no more than that anyway
             }
-            checkpoint(&store, &shared, &mut pending, event_history, &mut error_log).await;
+            // Events write the hosts that changed; last-seen times of hosts
+            // that only beat wait for the ticker (and the final checkpoint).
+            let full = ticked || stopping;
+            checkpoint(
+                &store,
+                &shared,
+                &mut pending,
+                full,
+                event_history,
+                &mut error_log,
+            )
+            .await;
             if stopping {
                 return;
             }
@@ -287,18 +298,20 @@ fn take(
     }
 }
 
-/// One checkpoint: copy under the lock, write outside it on a blocking
-/// thread, and on failure keep everything for the next try.
+/// One checkpoint (`full`: with the hosts that only beat): copy under the
+/// lock, write outside it on a blocking thread, and on failure keep
+/// everything for the next try.
 async fn checkpoint(
     store: &Arc<Mutex<Store>>,
     shared: &Arc<Shared>,
     pending: &mut VecDeque<Event>,
+    full: bool,
     event_history: usize,
     error_log: &mut RateLimit,
 ) {
     let (slots, forgotten) = {
         let mut detector = shared.detector.lock().expect("detector lock");
-        (detector.take_dirty(), detector.take_forgotten())
+        (detector.take_dirty(full), detector.take_forgotten())
     };
     let (slots, hosts) = collect(&shared.detector, slots);
     let batch = Batch {
