@@ -5,13 +5,14 @@
 //! - `beat/decode+observe`: decode, registry lookup, `Detector::observe`
 //!   (the deadline move included), cycling over a million known hosts in a
 //!   scattered order so the lookups miss the cache as real traffic does;
+//! - `beat/decode+verify+observe`: the same for signed beats, with the
+//!   HMAC-SHA256 check of a shared key: the whole per-beat path;
 //! - `detector/expire_1000_due`: one `expire` call that finds 1000 hosts
 //!   due (they go late), among a million;
 //! - `detector/next_deadline`: the timer task's peek.
-//!
-//! Verification of signed beats joins the path when the auth layer lands.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use lubdub::auth::{Key, KeyRing, Signer};
 use lubdub::config::ServerConfig;
 use lubdub::loadgen::Fleet;
 use lubdub::protocol::{self, Packet};
@@ -23,15 +24,16 @@ use std::time::{Duration, Instant, SystemTime};
 const HOSTS: u32 = 1_000_000;
 const INTERVAL: Duration = Duration::from_secs(10);
 
-/// Every host's second beat, encoded, in a scattered order.
-fn packets(fleet: &mut Fleet) -> Vec<Vec<u8>> {
+/// Every host's second beat, encoded (and signed by `signer`, if given),
+/// in a scattered order.
+fn encode_all(fleet: &mut Fleet, signer: Option<&Signer>) -> Vec<Vec<u8>> {
     let wall = SystemTime::now();
     // A multiplicative step coprime with HOSTS visits every host once.
     (0..HOSTS)
         .map(|n| {
             let index = ((u64::from(n) * 700_001) % u64::from(HOSTS)) as u32;
             let mut out = Vec::with_capacity(64);
-            fleet.encode(index, 1, wall, None, &mut out);
+            fleet.encode(index, 1, wall, signer, &mut out);
             out
         })
         .collect()
@@ -70,7 +72,12 @@ fn full_detector(fleet: &mut Fleet, at: tokio::time::Instant) -> Detector {
 
 fn beat_path(c: &mut Criterion) {
     let mut fleet = Fleet::new(HOSTS, "host-", 7, INTERVAL);
-    let packets = packets(&mut fleet);
+    let packets = encode_all(&mut fleet, None);
+    let key = Key::new(1, &[7; 32], false, None).expect("key");
+    let mut ring = KeyRing::default();
+    ring.add(key.clone()).expect("add key");
+    let signer = Signer::new(&key, "").expect("signer");
+    let signed = encode_all(&mut fleet, Some(&signer));
     let start = tokio::time::Instant::now();
     let mut detector = full_detector(&mut fleet, start);
     let addr = SocketAddr::from(([127, 1, 1, 1], 40000));
@@ -93,6 +100,22 @@ fn beat_path(c: &mut Criterion) {
             n = (n + 1) % packets.len();
             let beat = observation(black_box(&packets[n]), addr);
             detector.observe(&beat, now, wall, &mut events);
+            events.clear();
+        })
+    });
+    group.bench_function("decode+verify+observe", |b| {
+        let mut n = 0;
+        let mut events = Vec::new();
+        let now = start + INTERVAL;
+        b.iter(|| {
+            n = (n + 1) % signed.len();
+            let packet = black_box(&signed[n]);
+            let Ok(Packet::V1(decoded)) = protocol::decode(packet) else {
+                panic!("benchmark packet does not decode");
+            };
+            ring.verify(packet, &decoded)
+                .expect("a signed beat verifies");
+            detector.observe(&observation(packet, addr), now, wall, &mut events);
             events.clear();
         })
     });
