@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 use subtle::ConstantTimeEq;
@@ -154,26 +153,42 @@ impl SortKey {
             .map(|&(_, key)| key)
     }
 
-    fn compare(
-        self,
-        detector: &Detector,
-        (sa, a): (Slot, &Host),
-        (sb, b): (Slot, &Host),
-    ) -> Ordering {
-        let registry = detector.registry();
+    /// The value of this key for the host in `slot` (ids are compared
+    /// separately).
+    fn value(self, detector: &Detector, slot: Slot, host: &Host) -> SortValue {
         match self {
-            SortKey::Id => registry.id(sa).cmp(registry.id(sb)),
-            // Worst first reads best on a dashboard: down, late, up, …
-            SortKey::State => state_rank(a.state).cmp(&state_rank(b.state)),
-            SortKey::Addr => registry.addr(sa).cmp(&registry.addr(sb)),
-            SortKey::LastSeen => a.last_seen.cmp(&b.last_seen),
-            SortKey::Since => a.since_secs.cmp(&b.since_secs),
-            SortKey::Beats => a.beats.cmp(&b.beats),
-            SortKey::Losses => a.losses.cmp(&b.losses),
-            SortKey::Timeout => detector.timeout_for(a).cmp(&detector.timeout_for(b)),
+            SortKey::Id => SortValue::Number(0),
+            SortKey::State => SortValue::Number(u64::from(state_rank(host.state))),
+            SortKey::Addr => SortValue::Addr(detector.registry().addr(slot)),
+            SortKey::LastSeen => SortValue::Number(host.last_seen),
+            SortKey::Since => SortValue::Number(u64::from(host.since_secs)),
+            SortKey::Beats => SortValue::Number(u64::from(host.beats)),
+            SortKey::Losses => SortValue::Number(u64::from(host.losses)),
+            SortKey::Timeout => SortValue::Number(
+                u64::try_from(detector.timeout_for(host).as_millis()).unwrap_or(u64::MAX),
+            ),
         }
     }
 }
+
+/// A host's value for the sort key: all keys but the address are numbers.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum SortValue {
+    Number(u64),
+    Addr(std::net::SocketAddr),
+}
+
+/// A host that matched the filter: what sorting and paging need.
+struct Candidate {
+    value: SortValue,
+    id: Box<str>,
+    slot: Slot,
+}
+
+/// Hosts per hold of the detector lock while listing: a full list of a
+/// million hosts is picked and built in chunks, so ingest gets the lock
+/// between them instead of waiting seconds.
+const LIST_CHUNK: usize = 8192;
 
 fn state_rank(state: HostState) -> u8 {
     match state {
@@ -229,33 +244,69 @@ async fn list_hosts(
     };
     let needle = query.q.as_deref().unwrap_or("").to_lowercase();
     let offset = query.offset.unwrap_or(0);
-    let now = Instant::now();
-    let (total, page) = {
+    let limit = query.limit.unwrap_or(usize::MAX);
+    // 1. The matching hosts, a chunk of slots per hold of the lock.
+    let mut matches = Vec::new();
+    let mut from: Slot = 0;
+    loop {
         let detector = shared.detector.lock().expect("detector lock");
         let registry = detector.registry();
-        let mut matches: Vec<(Slot, &Host)> = registry
-            .iter()
-            .filter(|(_, h)| keep.is_none_or(|keep| keep[h.state.index()]))
-            .filter(|&(slot, _)| {
-                needle.is_empty() || contains_lowercase(registry.id(slot), &needle)
-            })
-            .collect();
-        matches.sort_unstable_by(|&a, &b| {
-            let by_key = key.compare(&detector, a, b);
-            let by_key = if descending { by_key.reverse() } else { by_key };
-            // Ids are unique: the tie-break makes every order total and
-            // stable across calls, which paging needs.
-            by_key.then_with(|| registry.id(a.0).cmp(registry.id(b.0)))
-        });
-        let total = matches.len();
-        let page: Vec<HostView> = matches
-            .into_iter()
-            .skip(offset)
-            .take(query.limit.unwrap_or(usize::MAX))
-            .map(|(slot, _)| HostView::new(&detector, slot, now))
-            .collect();
-        (total, page)
+        let to = registry
+            .slot_end()
+            .min(from.saturating_add(LIST_CHUNK as Slot));
+        for slot in from..to {
+            let Some(host) = registry.try_get(slot) else {
+                continue;
+            };
+            let id = registry.id(slot);
+            if keep.is_none_or(|keep| keep[host.state.index()])
+                && (needle.is_empty() || contains_lowercase(id, &needle))
+            {
+                let value = key.value(&detector, slot, host);
+                matches.push(Candidate {
+                    value,
+                    id: id.into(),
+                    slot,
+                });
+            }
+        }
+        if to >= registry.slot_end() {
+            break;
+        }
+        from = to;
+    }
+    // 2. The page, off the lock. Ids are unique: the tie-break makes every
+    // order total and stable across calls, which paging needs.
+    let order = |a: &Candidate, b: &Candidate| {
+        let by_key = match key {
+            SortKey::Id => a.id.cmp(&b.id),
+            _ => a.value.cmp(&b.value),
+        };
+        let by_key = if descending { by_key.reverse() } else { by_key };
+        by_key.then_with(|| a.id.cmp(&b.id))
     };
+    let total = matches.len();
+    let end = offset.saturating_add(limit).min(total);
+    if end < total {
+        matches.select_nth_unstable_by(end, order);
+        matches.truncate(end);
+    }
+    matches.sort_unstable_by(order);
+    let picked = matches.get(offset..).unwrap_or_default();
+    // 3. Their views, again a chunk per hold of the lock. A host forgotten
+    // since step 1 (its slot now empty or another host's) is left out.
+    let mut page = Vec::with_capacity(picked.len());
+    for chunk in picked.chunks(LIST_CHUNK) {
+        let detector = shared.detector.lock().expect("detector lock");
+        let registry = detector.registry();
+        let now = Instant::now();
+        page.extend(
+            chunk
+                .iter()
+                .filter(|c| registry.try_get(c.slot).is_some() && registry.id(c.slot) == &*c.id)
+                .map(|c| HostView::new(&detector, c.slot, now)),
+        );
+    }
     let mut response = Json(page).into_response();
     response
         .headers_mut()
