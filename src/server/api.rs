@@ -178,10 +178,12 @@ enum SortValue {
     Addr(std::net::SocketAddr),
 }
 
-/// A host that matched the filter: what sorting and paging need.
+/// A host that matched the filter: what sorting and paging need. Its id
+/// is `ids[id]` of the listing's one buffer of ids (one allocation per
+/// listing, not one per host).
 struct Candidate {
     value: SortValue,
-    id: Box<str>,
+    id: std::ops::Range<usize>,
     slot: Slot,
 }
 
@@ -247,6 +249,7 @@ async fn list_hosts(
     let limit = query.limit.unwrap_or(usize::MAX);
     // 1. The matching hosts, a chunk of slots per hold of the lock.
     let mut matches = Vec::new();
+    let mut ids = String::new();
     let mut from: Slot = 0;
     loop {
         let detector = shared.detector.lock().expect("detector lock");
@@ -263,9 +266,11 @@ async fn list_hosts(
                 && (needle.is_empty() || contains_lowercase(id, &needle))
             {
                 let value = key.value(&detector, slot, host);
+                let start = ids.len();
+                ids.push_str(id);
                 matches.push(Candidate {
                     value,
-                    id: id.into(),
+                    id: start..ids.len(),
                     slot,
                 });
             }
@@ -277,13 +282,14 @@ async fn list_hosts(
     }
     // 2. The page, off the lock. Ids are unique: the tie-break makes every
     // order total and stable across calls, which paging needs.
+    let id = |c: &Candidate| &ids[c.id.clone()];
     let order = |a: &Candidate, b: &Candidate| {
         let by_key = match key {
-            SortKey::Id => a.id.cmp(&b.id),
+            SortKey::Id => id(a).cmp(id(b)),
             _ => a.value.cmp(&b.value),
         };
         let by_key = if descending { by_key.reverse() } else { by_key };
-        by_key.then_with(|| a.id.cmp(&b.id))
+        by_key.then_with(|| id(a).cmp(id(b)))
     };
     let total = matches.len();
     let end = offset.saturating_add(limit).min(total);
@@ -303,7 +309,7 @@ async fn list_hosts(
         page.extend(
             chunk
                 .iter()
-                .filter(|c| registry.try_get(c.slot).is_some() && registry.id(c.slot) == &*c.id)
+                .filter(|c| registry.try_get(c.slot).is_some() && registry.id(c.slot) == id(c))
                 .map(|c| HostView::new(&detector, c.slot, now)),
         );
     }
