@@ -300,7 +300,9 @@ async fn list_hosts(
     matches.sort_unstable_by(order);
     let picked = matches.get(offset..).unwrap_or_default();
     // 3. Their views, again a chunk per hold of the lock. A host forgotten
-    // since step 1 (its slot now empty or another host's) is left out.
+    // since step 1 (its slot now empty or another host's) is left out; one
+    // forgotten and back in a slot not yet scanned was picked twice, so
+    // `total` counts it twice, and only its current slot gets a view.
     let mut page = Vec::with_capacity(picked.len());
     for chunk in picked.chunks(LIST_CHUNK) {
         let detector = shared.detector.lock().expect("detector lock");

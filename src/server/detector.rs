@@ -218,7 +218,10 @@ impl Detector {
     /// overdue".
     pub fn explain(&self, host: &Host, now: Instant) -> (Option<f64>, String) {
         let rule = self.rules.get(host.rule);
-        let silent = self.silent_for(host, now);
+        // The silence the detector holds against it: a remembered host's
+        // counts from the restore at the earliest, as its deadline does.
+        let from = host.last_seen.max(self.restored_at);
+        let silent = Duration::from_millis(self.clock.ms(now).saturating_sub(from));
         let mean = f64::from(host.stats.interval_mean_ms);
         let std = f64::from(host.stats.interval_std_ms()).max(rule.phi.min_std_ms);
         match rule.kind {
@@ -384,10 +387,17 @@ impl Detector {
         // its rhythm: a gap after `down` is an outage, not jitter.
         let mut rhythm = matches!(host.state, HostState::Up | HostState::Late) && !beat.goodbye;
         // Whether the deadline may have moved earlier (see the end).
-        let mut may_hasten =
-            host.scheduled == 0 || self.rules.get(host.rule).kind != DetectorKind::Fixed;
+        // A changed declared interval (to 0 too) changes the timeout.
+        let mut may_hasten = host.scheduled == 0
+            || self.rules.get(host.rule).kind != DetectorKind::Fixed
+            || !host.declares(beat.interval_ms);
+        if beat.seq.is_none() && host.gap_uncounted() {
+            // A restored legacy host: its first silence spans the server's
+            // absence, not its rhythm (v1 hosts: see the seq below).
+            host.set_gap_uncounted(false);
+            rhythm = false;
+        }
         if beat.interval_ms > 0 && !host.declares(beat.interval_ms) {
-            may_hasten = true;
             // A new declared rhythm: what was learnt of the old one misleads
             // (a host slowing from 10 s to 60 s beats is not 6 beats late).
             let (duplicates, reordered) = (host.stats.duplicates, host.stats.reordered);
@@ -755,8 +765,9 @@ impl Detector {
     pub fn absorb_stall(&mut self, stall: Duration, now: Instant) {
         self.stall_counters.stalls.inc();
         self.stall_counters.seconds.inc_by(stall.as_secs_f64());
-        let now_ms = self.clock.ms(now);
-        let stall_ms = u64::try_from(stall.as_millis()).unwrap_or(u64::MAX);
+        // Rounded up: moved silence clocks must not make deadlines early.
+        let now_ms = self.clock.ms_ceil(now);
+        let stall_ms = millis(stall, true);
         for slot in 0..self.registry.slot_end() {
             let Some(host) = self.registry.try_get_mut(slot) else {
                 continue; // freed by a forget
@@ -818,7 +829,7 @@ impl Detector {
             return Ok(None);
         }
         let silent_for = self.silent_for(self.registry.get(slot), now);
-        let now_ms = self.clock.ms(now);
+        let now_ms = self.clock.ms_ceil(now);
         let host = self.registry.get_mut(slot);
         count_move(&mut self.counts, HostState::Paused, HostState::Up);
         host.state = HostState::Up;
@@ -1011,6 +1022,37 @@ mod tests {
         );
         assert_eq!(sim.detector.take_dirty(false), [1], "b recovered");
         assert_eq!(sim.detector.take_dirty(true), [0]);
+    }
+
+    #[test]
+    fn a_declared_interval_dropping_to_unknown_brings_the_deadline_forward() {
+        let mut sim = Sim::new();
+        let slow = Observation {
+            interval_ms: 600_000,
+            ..beat("a")
+        };
+        sim.observe(0.0, slow); // a 1800 s timeout: late at 900 s
+        let unknown = Observation {
+            interval_ms: 0,
+            seq: Some(2),
+            ..beat("a")
+        };
+        assert_eq!(sim.observe(600.0, unknown), vec![]);
+        // The server's 30 s timeout again: late at 615 s, not 900 s.
+        assert_eq!(sim.expire(614.9), vec![]);
+        assert_eq!(sim.expire(615.0), one(EventKind::Late, "a"));
+    }
+
+    #[test]
+    fn a_one_day_interval_gets_its_three_day_timeout() {
+        let mut sim = Sim::new();
+        let daily = Observation {
+            interval_ms: 86_400_000,
+            ..beat("a")
+        };
+        sim.observe(0.0, daily);
+        assert_eq!(sim.expire(3.0 * 86_400.0 / 2.0 - 1.0), vec![]);
+        assert_eq!(sim.expire(3.0 * 86_400.0 / 2.0), one(EventKind::Late, "a"));
     }
 
     #[test]

@@ -215,6 +215,11 @@ impl Ingest {
             detector
                 .registry()
                 .find_many(&ids[..count], &mut found[..count]);
+            for (found, (packet, _)) in found.iter_mut().zip(admitted.iter().flatten()) {
+                if matches!(packet, Packet::Legacy) {
+                    *found = None;
+                }
+            }
             for (&(packet, from), &found) in admitted.iter().flatten().zip(&found) {
                 let beat = match packet {
                     Packet::V1(beat) => Observation {

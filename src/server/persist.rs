@@ -105,6 +105,12 @@ pub fn restore(
             .saturating_add(u64::try_from(ahead.duration().as_millis()).unwrap_or(u64::MAX)),
     };
     for stored in loaded.hosts {
+        if !(1..=usize::from(u8::MAX)).contains(&stored.id.len()) {
+            // Not an id the wire allows: a damaged store. Keeping it would
+            // store it cut short, and add it again at every restart.
+            tracing::warn!(id = %stored.id, "store: skipped a host id of {} bytes (ids are 1 to 255)", stored.id.len());
+            continue;
+        }
         // Learnt rhythms are not stored (`Detector::restore` starts them
         // afresh, and picks the detector rule).
         let stats = crate::server::stats::BeatStats::new(stored.interval_ms as f32);
@@ -418,6 +424,48 @@ mod tests {
             losses: 1,
             legacy: false,
         }
+    }
+
+    #[test]
+    fn a_restored_legacy_hosts_first_beat_is_not_a_beat_interval() {
+        let mut detector = Detector::new(&ServerConfig {
+            timeout: TIMEOUT,
+            detector: crate::detection::DetectorKind::Phi,
+            ..ServerConfig::default()
+        });
+        let now = Instant::now();
+        // The server was away an hour after the host's last beat.
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_003_600);
+        let legacy = StoredHost {
+            legacy: true,
+            seq: 0,
+            boot_id: [0; 16],
+            ..stored("127.0.0.1", HostState::Up)
+        };
+        let loaded = Loaded {
+            hosts: vec![legacy],
+            events: Vec::new(),
+            alive: None,
+        };
+        restore(loaded, &mut detector, &EventLog::new(10), now, wall);
+        let beat = Observation {
+            host_id: "127.0.0.1",
+            addr: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            seq: None,
+            boot_id: [0; 16],
+            interval_ms: 0,
+            goodbye: false,
+            sent_at_micros: 0,
+        };
+        let later = now + Duration::from_secs(10);
+        detector.observe(&beat, later, wall, &mut Vec::new());
+        let registry = detector.registry();
+        let host = registry.get(registry.find("127.0.0.1").expect("restored"));
+        let mean = host.stats.interval_mean_ms;
+        assert!(
+            mean < 20_000.0,
+            "the hour away is not its rhythm: {mean} ms"
+        );
     }
 
     #[test]

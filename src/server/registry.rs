@@ -123,22 +123,27 @@ const LEGACY: u8 = 1;
 const GAP_UNCOUNTED: u8 = 2;
 const IPV6: u8 = 4;
 
-/// A declared interval in 16 bits: milliseconds up to 32.767 s, whole
-/// seconds (rounded) above, up to 9 hours.
+/// Units of [`encode_interval`]'s codes, in milliseconds, by the code's
+/// top two bits.
+const INTERVAL_UNITS: [u32; 4] = [1, 1000, 60_000, 3_600_000];
+
+/// A declared interval in 16 bits: a 14-bit count of milliseconds (up to
+/// 16 s), seconds (4.5 h), minutes (11 days) or hours (the finest unit
+/// that holds it), rounded up, so a timeout derived from it is never
+/// shorter than the declared rhythm asks. Covers every u32 of ms.
 fn encode_interval(ms: u32) -> u16 {
-    if ms < 0x8000 {
-        ms as u16
-    } else {
-        0x8000 | u16::try_from((ms.saturating_add(500) / 1000).min(0x7fff)).expect("clamped")
+    const MAX: u32 = (1 << 14) - 1;
+    for (index, unit) in INTERVAL_UNITS.into_iter().enumerate() {
+        let count = ms.div_ceil(unit);
+        if count <= MAX {
+            return (index as u16) << 14 | count as u16;
+        }
     }
+    unreachable!("u32::MAX ms is under 16,383 hours")
 }
 
 fn decode_interval(code: u16) -> u32 {
-    if code & 0x8000 == 0 {
-        u32::from(code)
-    } else {
-        u32::from(code & 0x7fff) * 1000
-    }
+    u32::from(code & 0x3fff).saturating_mul(INTERVAL_UNITS[usize::from(code >> 14)])
 }
 
 /// The first 4 bytes of a boot id: what a host record keeps of it.
@@ -696,13 +701,17 @@ mod tests {
     }
 
     #[test]
-    fn intervals_keep_milliseconds_then_seconds() {
-        for ms in [0, 1, 100, 10_000, 32_767] {
+    fn intervals_keep_milliseconds_then_round_up_in_coarser_units() {
+        for ms in [0, 1, 100, 10_000, 16_383, 30_000, 3_600_000, 86_400_000] {
             assert_eq!(decode_interval(encode_interval(ms)), ms);
         }
-        assert_eq!(decode_interval(encode_interval(60_000)), 60_000);
-        assert_eq!(decode_interval(encode_interval(90_400)), 90_000);
-        assert_eq!(decode_interval(encode_interval(u32::MAX)), 32_767_000);
+        assert_eq!(decode_interval(encode_interval(16_384)), 17_000);
+        assert_eq!(decode_interval(encode_interval(90_400)), 91_000);
+        assert_eq!(decode_interval(encode_interval(20_000_001)), 20_040_000);
+        assert!(decode_interval(encode_interval(u32::MAX)) >= u32::MAX - 3_600_000);
+        for ms in [5, 16_384, 90_400, 20_000_001, u32::MAX] {
+            assert!(decode_interval(encode_interval(ms)) >= ms.min(u32::MAX - 3_600_000));
+        }
     }
 
     #[test]
