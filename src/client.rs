@@ -143,8 +143,11 @@ pub struct Client {
     /// Signs every beat when a key file is configured.
     signer: Option<Signer>,
     /// Jitter source, owned rather than the thread-local one, so a beat
-    /// runs less code (see [`release_startup_memory`]).
+    /// runs less code (see [`release_unused_memory`]).
     rng: fastrand::Rng,
+    /// Code off the steady beat path ran since memory was last released:
+    /// start-up, a DNS lookup, a send error or recovery (and its log line).
+    off_path: bool,
 }
 
 impl Client {
@@ -190,6 +193,7 @@ impl Client {
             packet: Vec::with_capacity(protocol::MAX_PACKET_LEN),
             signer,
             rng: fastrand::Rng::new(),
+            off_path: true,
             config,
         })
     }
@@ -210,11 +214,10 @@ impl Client {
     /// should stop (see [`StopSignals::wait`]; tests pass their own).
     pub fn run(mut self, mut wait: impl FnMut(Duration) -> bool) {
         let mut next = Instant::now();
-        let mut first = true;
         loop {
             self.beat(false);
-            if std::mem::take(&mut first) {
-                release_startup_memory();
+            if std::mem::take(&mut self.off_path) {
+                release_unused_memory();
             }
             next += self.jittered_interval();
             let now = Instant::now();
@@ -228,6 +231,12 @@ impl Client {
         if !self.config.legacy {
             self.beat(true);
         }
+    }
+
+    /// [`Client::run`] until SIGINT or SIGTERM.
+    #[cfg(unix)]
+    pub fn run_until_signal(self, signals: &StopSignals) {
+        self.run(|timeout| signals.wait(timeout));
     }
 
     fn jittered_interval(&mut self) -> Duration {
@@ -258,16 +267,20 @@ impl Client {
             &self.packet
         };
         for target in &mut self.targets {
+            let resolved_at = target.resolved_at;
             let result = send(target, &mut self.sockets, payload);
+            self.off_path |= target.resolved_at != resolved_at;
             match result {
                 Ok(to) => {
                     tracing::debug!(server = %to, goodbye, "beat sent");
                     if std::mem::take(&mut target.failing) {
+                        self.off_path = true;
                         tracing::info!(server = %target.host, "sending to server works again");
                         target.error_log.reset();
                     }
                 }
                 Err(e) => {
+                    self.off_path = true;
                     target.failing = true;
                     target.addrs.clear(); // resolve again next time
                     if let Some(suppressed) = target.error_log.check(Instant::now()) {
@@ -326,6 +339,17 @@ fn send(target: &mut Target, sockets: &mut Sockets, payload: &[u8]) -> io::Resul
 /// of its own, which is left to finish (and picked up next time) when it
 /// takes longer.
 fn lookup(target: &mut Target) -> io::Result<Vec<SocketAddr>> {
+    lookup_with(target, RESOLVE_TIMEOUT, |name| {
+        name.to_socket_addrs().map(Iterator::collect)
+    })
+}
+
+/// [`lookup`] with the wait and the resolver as parameters, for tests.
+fn lookup_with(
+    target: &mut Target,
+    timeout: Duration,
+    resolve: impl FnOnce((String, u16)) -> io::Result<Vec<SocketAddr>> + Send + 'static,
+) -> io::Result<Vec<SocketAddr>> {
     let answer = match target.lookup.take() {
         Some(pending) => pending,
         None => {
@@ -335,12 +359,12 @@ fn lookup(target: &mut Target) -> io::Result<Vec<SocketAddr>> {
                 .name("lubdub-resolve".into())
                 .spawn(move || {
                     // The receiver may be gone (shutdown): nothing to tell.
-                    let _ = tx.send(name.to_socket_addrs().map(Iterator::collect));
+                    let _ = tx.send(resolve(name));
                 })?;
             rx
         }
     };
-    match answer.recv_timeout(RESOLVE_TIMEOUT) {
+    match answer.recv_timeout(timeout) {
         Ok(result) => result,
         Err(mpsc::RecvTimeoutError::Timeout) => {
             target.lookup = Some(answer);
@@ -355,9 +379,11 @@ fn lookup(target: &mut Target) -> io::Result<Vec<SocketAddr>> {
     }
 }
 
-/// Gives back what start-up used and the beat loop does not: the heap's
-/// free memory, and the pages of the executable mapped by start-up (argument
-/// parsing, logging set-up, config, key loading) and by the first beat.
+/// Gives back what the steady beat loop does not use: the heap's free
+/// memory, and the pages of the executable that start-up (argument parsing,
+/// logging set-up, config, key loading) or a rare path (a DNS lookup, an
+/// error) mapped. Called after the first beat and after any beat that left
+/// the steady path.
 ///
 /// The one `lubdub` binary holds the server too, and the kernel maps a
 /// binary's code 64 KiB around each page touched, so start-up alone leaves
@@ -367,9 +393,11 @@ fn lookup(target: &mut Target) -> io::Result<Vec<SocketAddr>> {
 /// page cache, where the kernel may now reclaim the rest. Only read-only
 /// file mappings that were never written are unmapped: such a page reads
 /// back exactly as it was. A relocated (copied-on-write) mapping would lose
-/// its changes and is left alone. Best effort: any failure leaves all as is.
+/// its changes and is left alone. The shared libraries are left alone too:
+/// their pages are the same in every process. Best effort: any failure
+/// leaves all as is.
 #[cfg(target_os = "linux")]
-fn release_startup_memory() {
+fn release_unused_memory() {
     // SAFETY: malloc_trim only returns free heap memory to the kernel.
     unsafe { libc::malloc_trim(0) };
     let ranges = {
@@ -390,7 +418,7 @@ fn release_startup_memory() {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn release_startup_memory() {}
+fn release_unused_memory() {}
 
 /// Most mappings of the executable [`clean_file_mappings`] reports; a
 /// binary has four or five (headers, code, read-only data, relocated and
@@ -558,7 +586,7 @@ Anonymous:             8 kB
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn releasing_startup_memory_keeps_the_code_running() {
+    fn releasing_unused_memory_keeps_the_code_running() {
         // The real smaps of this test binary: its code is found...
         let exe = std::fs::read_link("/proc/self/exe").expect("exe");
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
@@ -568,8 +596,87 @@ Anonymous:             8 kB
             (start..end).contains(&code)
         }));
         // ...and dropping its pages leaves it running: they fault back in.
-        release_startup_memory();
+        release_unused_memory();
         assert_eq!(parse_server("h:1"), Some(("h".to_string(), 1)));
+    }
+
+    fn target(host: &str) -> Target {
+        Target {
+            host: host.into(),
+            port: 9,
+            literal: None,
+            addrs: Vec::new(),
+            resolved_at: None,
+            error_log: RateLimit::new(ERROR_LOG_PERIOD),
+            failing: false,
+            lookup: None,
+        }
+    }
+
+    #[test]
+    fn a_slow_lookup_is_waited_for_once_then_picked_up_later() {
+        let mut target = target("slow.example");
+        let (release, hold) = mpsc::channel::<()>();
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let started = Instant::now();
+        let error = lookup_with(
+            &mut target,
+            Duration::from_millis(50),
+            move |(host, port)| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = hold.recv_timeout(Duration::from_secs(10)); // a hung resolver
+                assert_eq!((host.as_str(), port), ("slow.example", 9));
+                Ok(vec![SocketAddr::from(([127, 0, 0, 1], 9))])
+            },
+        )
+        .expect_err("gave up waiting");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(target.lookup.is_some(), "the lookup is kept");
+        // The next beat waits for the same lookup instead of starting one.
+        release.send(()).expect("resolver waits");
+        let addrs = lookup_with(&mut target, Duration::from_secs(10), |_| {
+            panic!("no second lookup while one is pending")
+        })
+        .expect("answer of the first lookup");
+        assert_eq!(addrs, [SocketAddr::from(([127, 0, 0, 1], 9))]);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(target.lookup.is_none());
+    }
+
+    #[test]
+    fn beats_then_a_goodbye_when_told_to_stop() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let config = ClientConfig {
+            servers: vec![receiver.local_addr().expect("addr").to_string()],
+            interval: Duration::from_millis(10),
+            host_id: Some("unit".into()),
+            ..ClientConfig::default()
+        };
+        let mut waits = 0;
+        Client::new(config).expect("valid").run(|timeout| {
+            // At most the interval plus 5 % jitter after each beat.
+            assert!(timeout <= Duration::from_micros(10_500), "{timeout:?}");
+            std::thread::sleep(timeout);
+            waits += 1;
+            waits == 3 // three beats, then stop
+        });
+        let mut buf = [0; protocol::MAX_PACKET_LEN];
+        let mut seqs = Vec::new();
+        for goodbye in [false, false, false, true] {
+            let len = receiver.recv(&mut buf).expect("a beat arrives");
+            let Ok(protocol::Packet::V1(beat)) = protocol::decode(&buf[..len]) else {
+                panic!("not a v1 beat: {:?}", &buf[..len]);
+            };
+            assert_eq!(beat.host_id, "unit");
+            assert_eq!(beat.flags & flags::GOODBYE != 0, goodbye);
+            seqs.push(beat.seq);
+        }
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     }
 
     #[test]

@@ -342,7 +342,7 @@ fn run_client(args: ClientArgs) -> anyhow::Result<()> {
         interval = %duration::format(config.interval),
         "beating (port {DEFAULT_PORT} unless given)"
     );
-    client.run(|timeout| signals.wait(timeout));
+    client.run_until_signal(&signals);
     Ok(())
 }
 
