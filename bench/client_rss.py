@@ -13,15 +13,21 @@ its own loopback UDP receiver opened here:
   * /bin/sleep, for reference: what any dynamically linked program costs
     here (the C library and the loader mapped), the floor under the others
 
-For each it samples /proc/PID/status every second and reports VmRSS (with
-its RssAnon and RssFile parts) 2 s after start and at the end, the largest
-VmRSS seen, CPU time (utime+stime, 10 ms ticks) over the whole run and over
-the steady part (from 2 s on), and the datagrams its receiver got. Then it
-stops each client with SIGTERM (lubdub sends a goodbye) and checks that
-every client beat. Loopback only; every wait is bounded. Prints a table and
-one JSON line.
+Each runs as --instances processes (default 3): where the kernel maps code
+in 64 KiB blocks depends on each process's random load address, so the
+resident size varies by a few 64 KiB blocks from one process to the next.
+It samples /proc/PID/status every second and reports, per row, the median
+and the largest VmRSS (with the median's RssAnon and RssFile parts) 2 s
+after start and at the end, the largest VmRSS seen at any sample, the
+median's Pss at the end (/proc/PID/smaps_rollup: shared library pages
+divided among the processes mapping them), the most
+CPU time (utime+stime, 10 ms ticks) any instance used over the whole run
+and over the steady part (from 2 s on), and the fewest datagrams any
+instance's receiver got. Then it stops every process with SIGTERM (lubdub
+sends a goodbye) and checks that every client beat and every lubdub exited
+0. Loopback only; every wait is bounded. Prints a table and one JSON line.
 
-Usage: bench/client_rss.py [--bin target/release/lubdub] [--seconds 65]
+Usage: bench/client_rss.py [--bin target/release/lubdub] [--seconds 65] [--instances 3]
 """
 
 import argparse
@@ -30,6 +36,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,12 +54,18 @@ def cpu_seconds(pid):
 
 
 def memory_kib(pid):
-    """VmRSS, RssAnon and RssFile in KiB."""
+    """VmRSS, RssAnon and RssFile, and Pss (shared pages divided among the
+    processes that map them), in KiB."""
     found = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, value = line.partition(":")
             if key in ("VmRSS", "RssAnon", "RssFile"):
+                found[key] = int(value.split()[0])
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key == "Pss":
                 found[key] = int(value.split()[0])
     return found
 
@@ -72,6 +85,8 @@ def main():
     parser.add_argument("--bin", default="target/release/lubdub")
     parser.add_argument("--seconds", type=float, default=65.0,
                         help="how long the clients run (default 65: six or seven beats)")
+    parser.add_argument("--instances", type=int, default=3,
+                        help="processes per row (default 3)")
     args = parser.parse_args()
     if not os.access(args.bin, os.X_OK):
         sys.exit(f"{args.bin}: no such binary; run `cargo build --release` first")
@@ -97,12 +112,13 @@ def main():
         ("seed client (Python 3)", lambda p: [python, "-O", os.path.join(HERE, "seed_client.py"), "127.0.0.1", str(p)]),
         ("/bin/sleep (floor)", None),
     ]:
-        sock, port = receiver()
-        argv = command(port) if command else [sleep, str(int(args.seconds) + 30)]
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, env={"PATH": os.environ.get("PATH", "")})
-        rows.append({"name": name, "proc": proc, "sock": sock if command else None,
-                     "datagrams": 0, "max_rss": 0})
+        for _ in range(args.instances):
+            sock, port = receiver()
+            argv = command(port) if command else [sleep, str(int(args.seconds) + 30)]
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, env={"PATH": os.environ.get("PATH", "")})
+            rows.append({"name": name, "proc": proc, "sock": sock if command else None,
+                         "datagrams": 0, "max_rss": 0})
 
     load_start = open("/proc/loadavg").read().split()[:3]
     start = time.monotonic()
@@ -147,28 +163,36 @@ def main():
 
     print(f"nproc {os.cpu_count()}; load average {' '.join(load_start)} at start, "
           f"{' '.join(load_end)} at end; {seconds:.0f} s run, beat 10 s")
-    header = ("", "VmRSS 2s", "anon+file", "VmRSS end", "anon+file", "max", "CPU all", "CPU 2s-end", "datagrams")
-    print("{:26s} {:>9s} {:>11s} {:>9s} {:>11s} {:>7s} {:>8s} {:>10s} {:>9s}".format(*header))
-    out = {"seconds": seconds, "load_start": load_start, "load_end": load_end, "clients": []}
+    header = ("", "VmRSS 2s", "max", "VmRSS end", "anon+file", "max", "max seen",
+              "Pss end", "CPU all", "CPU 2s-end", "datagrams")
+    print("{:26s} {:>9s} {:>6s} {:>9s} {:>11s} {:>6s} {:>8s} {:>7s} {:>8s} {:>10s} {:>9s}".format(*header))
+    out = {"seconds": seconds, "instances": args.instances, "load_start": load_start,
+           "load_end": load_end, "clients": []}
     failed = False
-    for row in rows:
-        s, e = row["start"], row["end"]
-        steady = row["cpu"] - row["cpu_at_2s"]
-        print("{:26s} {:>6d} kB {:>4d}+{:<6d} {:>6d} kB {:>4d}+{:<6d} {:>7d} {:>7.2f}s {:>9.2f}s {:>9s}".format(
-            row["name"], s["VmRSS"], s["RssAnon"], s["RssFile"], e["VmRSS"], e["RssAnon"],
-            e["RssFile"], row["max_rss"], row["cpu"], steady,
-            str(row["datagrams"]) if row["sock"] is not None else "-"))
+    for name in dict.fromkeys(row["name"] for row in rows):
+        group = [row for row in rows if row["name"] == name]
+        start_rss = [row["start"]["VmRSS"] for row in group]
+        end_rss = [row["end"]["VmRSS"] for row in group]
+        median = sorted(group, key=lambda row: row["end"]["VmRSS"])[len(group) // 2]["end"]
+        cpu = max(row["cpu"] for row in group)
+        steady = max(row["cpu"] - row["cpu_at_2s"] for row in group)
+        sending = group[0]["sock"] is not None
+        datagrams = min(row["datagrams"] for row in group) if sending else None
+        print("{:26s} {:>6d} kB {:>6d} {:>6d} kB {:>4d}+{:<6d} {:>6d} {:>8d} {:>7d} {:>7.2f}s {:>9.2f}s {:>9s}".format(
+            name, int(statistics.median(start_rss)), max(start_rss), int(statistics.median(end_rss)),
+            median["RssAnon"], median["RssFile"], max(end_rss), max(row["max_rss"] for row in group),
+            median["Pss"], cpu, steady, "-" if datagrams is None else str(datagrams)))
         out["clients"].append({
-            "name": row["name"], "rss_kib_2s": s, "rss_kib_end": e, "max_rss_kib": row["max_rss"],
-            "cpu_seconds": row["cpu"], "cpu_seconds_steady": steady,
-            "datagrams": row["datagrams"] if row["sock"] is not None else None,
-            "exit": row["status"],
+            "name": name, "vmrss_kib_2s": start_rss, "vmrss_kib_end": end_rss,
+            "median_end": median, "max_rss_kib": max(row["max_rss"] for row in group),
+            "cpu_seconds": cpu, "cpu_seconds_steady": steady, "datagrams": datagrams,
+            "exits": [row["status"] for row in group],
         })
-        if row["sock"] is not None and row["datagrams"] < int(seconds // 10):
-            print(f"  {row['name']}: only {row['datagrams']} datagrams in {seconds:.0f} s", file=sys.stderr)
+        if sending and datagrams < int(seconds // 10):
+            print(f"  {name}: only {datagrams} datagrams in {seconds:.0f} s", file=sys.stderr)
             failed = True
-        if row["name"].startswith("lubdub") and row["status"] != 0:
-            print(f"  {row['name']}: exit {row['status']} on SIGTERM", file=sys.stderr)
+        if name.startswith("lubdub") and any(row["status"] != 0 for row in group):
+            print(f"  {name}: exit {[row['status'] for row in group]} on SIGTERM", file=sys.stderr)
             failed = True
     print(json.dumps(out))
     sys.exit(1 if failed else 0)
