@@ -95,7 +95,8 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="lubdub-client-rss-")
     keys = os.path.join(tmp, "keys")
-    subprocess.run([args.bin, "keygen", keys], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([args.bin, "keygen", keys], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
 
     def receiver():
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
