@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every performance measurement of issue 7 and prints the figures for
-# docs/BENCHMARKS.md. Loopback only; takes about 8 minutes on 2 cores.
+# docs/BENCHMARKS.md. Loopback only; takes about 9 minutes on 2 cores.
 #
 #   bench/run-all.sh            # everything
 #   QUICK=1 bench/run-all.sh    # smaller runs (a smoke check of the scripts)
@@ -36,6 +36,13 @@ python3 bench/seed_server.py --memory "$scan"
 echo
 echo "== live server under loadgen (CPU, RSS, HTTP, detection, client)"
 python3 bench/live.py --bin target/release/lubdub "${live[@]}"
+echo
+echo "== client footprint (lubdub client beside the seed's client, 10 s beat)"
+if [ -n "${QUICK:-}" ]; then
+  python3 bench/client_rss.py --seconds 15 --instances 1
+else
+  python3 bench/client_rss.py
+fi
 echo
 echo "== per-beat path and detector (criterion; full output in target/criterion)"
 cargo bench --quiet --bench beat_path 2>&1 | grep -E '^(beat|detector)/|time:' | grep -v '%' || true

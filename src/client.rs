@@ -1,17 +1,23 @@
 //! The client: beats to every configured server until shutdown, then says
 //! goodbye. It survives unreachable servers, DNS failures and network
 //! errors: it logs them (at most once a minute per server) and keeps beating.
+//!
+//! It runs on plain threads and blocking sockets, not on an async runtime:
+//! it sends one small datagram every few seconds, and every host runs one,
+//! so its footprint matters more than its concurrency (issue 7: at most
+//! 3 MB resident; docs/BENCHMARKS.md, "Client footprint"). Between beats the
+//! one thread sleeps in the kernel until the next beat or a signal.
 
 use crate::auth::{KeyRing, Signer};
 use crate::config::{ClientConfig, DEFAULT_PORT};
 use crate::protocol::{self, Beat, flags};
 use crate::ratelimit::RateLimit;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, SystemTime};
-use tokio::net::UdpSocket;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::mpsc;
+// No async runtime, so no paused tokio clock to honour: std's monotonic
+// clock is the right one here.
+use std::time::{Duration, Instant, SystemTime};
 
 /// How often a failing server is logged about.
 const ERROR_LOG_PERIOD: Duration = Duration::from_secs(60);
@@ -21,6 +27,8 @@ const RESOLVE_EVERY: Duration = Duration::from_secs(300);
 /// Longest wait for one DNS lookup, so a dead resolver cannot stall the beat
 /// to the other servers for long.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a send may block (a full socket buffer), for the same reason.
+const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why the client could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,11 +49,17 @@ pub enum Error {
 struct Target {
     host: String,
     port: u16,
+    /// `host` when it is an IP address: never resolved.
+    literal: Option<IpAddr>,
     /// Resolved addresses; beats go to the first, and a failure rotates.
     addrs: Vec<SocketAddr>,
     resolved_at: Option<Instant>,
     error_log: RateLimit,
     failing: bool,
+    /// A lookup that outlived [`RESOLVE_TIMEOUT`]: its answer is awaited
+    /// again next time instead of starting another, so a hung resolver
+    /// costs at most one thread per server.
+    lookup: Option<mpsc::Receiver<io::Result<Vec<SocketAddr>>>>,
 }
 
 /// Splits `HOST`, `HOST:PORT`, `IPv6`, `[IPv6]` or `[IPv6]:PORT`.
@@ -103,13 +117,15 @@ struct Sockets {
 }
 
 impl Sockets {
-    async fn for_addr(&mut self, to: SocketAddr) -> io::Result<&UdpSocket> {
+    fn for_addr(&mut self, to: SocketAddr) -> io::Result<&UdpSocket> {
         let (slot, local) = match to {
             SocketAddr::V4(_) => (&mut self.v4, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
             SocketAddr::V6(_) => (&mut self.v6, SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))),
         };
         if slot.is_none() {
-            *slot = Some(UdpSocket::bind(local).await?);
+            let socket = UdpSocket::bind(local)?;
+            socket.set_write_timeout(Some(SEND_TIMEOUT))?;
+            *slot = Some(socket);
         }
         Ok(slot.as_ref().expect("just opened"))
     }
@@ -126,6 +142,12 @@ pub struct Client {
     packet: Vec<u8>,
     /// Signs every beat when a key file is configured.
     signer: Option<Signer>,
+    /// Jitter source, owned rather than the thread-local one, so a beat
+    /// runs less code (see [`release_unused_memory`]).
+    rng: fastrand::Rng,
+    /// Code off the steady beat path ran since memory was last released:
+    /// start-up, a DNS lookup, a send error or recovery (and its log line).
+    off_path: bool,
 }
 
 impl Client {
@@ -138,17 +160,19 @@ impl Client {
             .map(|spec| {
                 let (host, port) =
                     parse_server(spec).ok_or_else(|| Error::BadServer(spec.clone()))?;
-                let addrs = host
-                    .parse::<IpAddr>()
+                let literal = host.parse::<IpAddr>().ok();
+                let addrs = literal
                     .map(|ip| vec![SocketAddr::new(ip, port)])
                     .unwrap_or_default();
                 Ok(Target {
                     host,
                     port,
+                    literal,
                     addrs,
                     resolved_at: None,
                     error_log: RateLimit::new(ERROR_LOG_PERIOD),
                     failing: false,
+                    lookup: None,
                 })
             })
             .collect::<Result<_, Error>>()?;
@@ -168,6 +192,8 @@ impl Client {
             sockets: Sockets::default(),
             packet: Vec::with_capacity(protocol::MAX_PACKET_LEN),
             signer,
+            rng: fastrand::Rng::new(),
+            off_path: true,
             config,
         })
     }
@@ -182,33 +208,44 @@ impl Client {
         self.signer.as_ref().map(Signer::key_id)
     }
 
-    /// Beats until `shutdown`, then sends a goodbye to every server.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Beats until `wait` says to stop, then sends a goodbye to every
+    /// server. Between beats it calls `wait(time until the next beat)`,
+    /// which sleeps up to that long and returns `true` when the client
+    /// should stop (see [`StopSignals::wait`]; tests pass their own).
+    pub fn run(mut self, mut wait: impl FnMut(Duration) -> bool) {
         let mut next = Instant::now();
         loop {
-            self.beat(false).await;
+            self.beat(false);
+            if std::mem::take(&mut self.off_path) {
+                release_unused_memory();
+            }
             next += self.jittered_interval();
             let now = Instant::now();
             if next < now {
                 next = now; // suspended or overloaded: do not burst to catch up
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep_until(next) => {}
+            if wait(next - now) {
+                break;
             }
         }
         if !self.config.legacy {
-            self.beat(true).await;
+            self.beat(true);
         }
     }
 
-    fn jittered_interval(&self) -> Duration {
-        let spread = self.config.jitter * (2.0 * fastrand::f64() - 1.0);
+    /// [`Client::run`] until SIGINT or SIGTERM.
+    #[cfg(unix)]
+    pub fn run_until_signal(self, signals: &StopSignals) {
+        self.run(|timeout| signals.wait(timeout));
+    }
+
+    fn jittered_interval(&mut self) -> Duration {
+        let spread = self.config.jitter * (2.0 * self.rng.f64() - 1.0);
         self.config.interval.mul_f64(1.0 + spread)
     }
 
     /// Sends one beat (or the goodbye) to every server.
-    async fn beat(&mut self, goodbye: bool) {
+    fn beat(&mut self, goodbye: bool) {
         let payload: &[u8] = if self.config.legacy {
             protocol::LEGACY_THUMP
         } else {
@@ -230,19 +267,23 @@ impl Client {
             &self.packet
         };
         for target in &mut self.targets {
-            let result = send(target, &mut self.sockets, payload).await;
+            let resolved_at = target.resolved_at;
+            let result = send(target, &mut self.sockets, payload);
+            self.off_path |= target.resolved_at != resolved_at;
             match result {
                 Ok(to) => {
                     tracing::debug!(server = %to, goodbye, "beat sent");
                     if std::mem::take(&mut target.failing) {
+                        self.off_path = true;
                         tracing::info!(server = %target.host, "sending to server works again");
                         target.error_log.reset();
                     }
                 }
                 Err(e) => {
+                    self.off_path = true;
                     target.failing = true;
                     target.addrs.clear(); // resolve again next time
-                    if let Some(suppressed) = target.error_log.check(std::time::Instant::now()) {
+                    if let Some(suppressed) = target.error_log.check(Instant::now()) {
                         tracing::warn!(server = %target.host, port = target.port, suppressed, "cannot send beat: {e}");
                     }
                 }
@@ -265,21 +306,13 @@ fn signer(path: &std::path::Path, key_id: Option<u32>, host_id: &str) -> Result<
 }
 
 /// Resolves `target` if needed and sends `payload` to its first address.
-async fn send(
-    target: &mut Target,
-    sockets: &mut Sockets,
-    payload: &[u8],
-) -> io::Result<SocketAddr> {
-    let literal = target.host.parse::<IpAddr>().ok();
+fn send(target: &mut Target, sockets: &mut Sockets, payload: &[u8]) -> io::Result<SocketAddr> {
+    let literal = target.literal;
     let stale = target
         .resolved_at
         .is_none_or(|at| at.elapsed() > RESOLVE_EVERY);
     if literal.is_none() && (target.addrs.is_empty() || stale) {
-        let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
-        let addrs: Vec<SocketAddr> = tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "DNS lookup timed out"))??
-            .collect();
+        let addrs = lookup(target)?;
         if addrs.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -294,11 +327,207 @@ async fn send(
         target.addrs = vec![SocketAddr::new(ip, target.port)];
     }
     let to = target.addrs[0];
-    let result = async { sockets.for_addr(to).await?.send_to(payload, to).await }.await;
+    let result = sockets.for_addr(to).and_then(|s| s.send_to(payload, to));
     if result.is_err() && target.addrs.len() > 1 {
         target.addrs.rotate_left(1); // try the next address next time
     }
     result.map(|_| to)
+}
+
+/// Resolves `target`'s name, waiting at most [`RESOLVE_TIMEOUT`].
+/// `getaddrinfo` itself cannot be given a deadline, so it runs on a thread
+/// of its own, which is left to finish (and picked up next time) when it
+/// takes longer.
+fn lookup(target: &mut Target) -> io::Result<Vec<SocketAddr>> {
+    lookup_with(target, RESOLVE_TIMEOUT, |name| {
+        name.to_socket_addrs().map(Iterator::collect)
+    })
+}
+
+/// [`lookup`] with the wait and the resolver as parameters, for tests.
+fn lookup_with(
+    target: &mut Target,
+    timeout: Duration,
+    resolve: impl FnOnce((String, u16)) -> io::Result<Vec<SocketAddr>> + Send + 'static,
+) -> io::Result<Vec<SocketAddr>> {
+    let answer = match target.lookup.take() {
+        Some(pending) => pending,
+        None => {
+            let (tx, rx) = mpsc::sync_channel(1);
+            let name = (target.host.clone(), target.port);
+            std::thread::Builder::new()
+                .name("lubdub-resolve".into())
+                .spawn(move || {
+                    // The receiver may be gone (shutdown): nothing to tell.
+                    let _ = tx.send(resolve(name));
+                })?;
+            rx
+        }
+    };
+    match answer.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            target.lookup = Some(answer);
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "DNS lookup timed out",
+            ))
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Err(io::Error::other("DNS lookup ended without an answer"))
+        }
+    }
+}
+
+/// Gives back what the steady beat loop does not use: the heap's free
+/// memory, and the pages of the executable that start-up (argument parsing,
+/// logging set-up, config, key loading) or a rare path (a DNS lookup, an
+/// error) mapped. Called after the first beat and after any beat that left
+/// the steady path.
+///
+/// The one `lubdub` binary holds the server too, and the kernel maps a
+/// binary's code 64 KiB around each page touched, so start-up alone leaves
+/// about 3 MB of it mapped, nearly all of it never run again. Unmapping
+/// costs nothing but a page fault for each part the loop needs again (a few
+/// hundred KiB, faulted back in by the next beat); the code stays in the
+/// page cache, where the kernel may now reclaim the rest. Only read-only
+/// file mappings that were never written are unmapped: such a page reads
+/// back exactly as it was. A relocated (copied-on-write) mapping would lose
+/// its changes and is left alone. The shared libraries are left alone too:
+/// their pages are the same in every process. Best effort: any failure
+/// leaves all as is.
+#[cfg(target_os = "linux")]
+fn release_unused_memory() {
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe { libc::malloc_trim(0) };
+    let ranges = {
+        let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+            return;
+        };
+        let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+            return;
+        };
+        clean_file_mappings(&smaps, &exe.to_string_lossy())
+    }; // the text is freed first, so no allocator code runs after the unmap
+    for &(start, end) in ranges.iter().flatten() {
+        // SAFETY: [start, end) is a whole read-only, private mapping of the
+        // executable file with no private (written) pages: dropping its
+        // pages only makes the next access read them from the file again.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn release_unused_memory() {}
+
+/// Most mappings of the executable [`clean_file_mappings`] reports; a
+/// binary has four or five (headers, code, read-only data, relocated and
+/// writable data).
+const MAX_MAPPINGS: usize = 8;
+
+/// The address ranges in `smaps` (the text of `/proc/self/smaps`) that map
+/// `path` read-only and private with no anonymous (written) pages. A fixed
+/// array, not a `Vec`: freeing it would run allocator code just unmapped.
+fn clean_file_mappings(smaps: &str, path: &str) -> [Option<(usize, usize)>; MAX_MAPPINGS] {
+    let mut found = [None; MAX_MAPPINGS];
+    let mut slots = found.iter_mut();
+    let mut current = None;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or_default();
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
+        {
+            // A mapping's header: range perms offset dev inode path.
+            let perms = fields.next().unwrap_or_default();
+            let mapped = fields.nth(3).unwrap_or_default();
+            let wanted = perms.starts_with('r') && !perms.contains('w') && perms.ends_with('p');
+            current = (wanted && mapped == path).then_some((start, end));
+        } else if first == "Anonymous:"
+            && let Some(range) = current.take()
+            && fields.next() == Some("0")
+            && let Some(slot) = slots.next()
+        {
+            *slot = Some(range);
+        }
+    }
+    found
+}
+
+/// SIGINT and SIGTERM, taken synchronously: the client's one thread sleeps
+/// in `sigtimedwait` between beats, so a signal ends the sleep at once,
+/// with no handler, self-pipe or runtime thread to keep resident.
+#[cfg(unix)]
+pub struct StopSignals {
+    set: libc::sigset_t,
+}
+
+#[cfg(unix)]
+impl StopSignals {
+    /// Blocks SIGINT and SIGTERM in this thread, and so in every thread it
+    /// starts afterwards: call it before starting any. From then on they
+    /// wait, pending, for [`StopSignals::wait`].
+    pub fn block() -> io::Result<Self> {
+        // SAFETY: plain libc calls on a local, initialized sigset_t.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            Ok(Self { set })
+        }
+    }
+
+    /// Sleeps up to `timeout`; returns `true` when SIGINT or SIGTERM came.
+    /// Then a second one ends the process at once with status 130, for when
+    /// the goodbye itself hangs (e.g. on DNS).
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ts = libc::timespec {
+                tv_sec: left.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+                tv_nsec: left.subsec_nanos().into(),
+            };
+            // SAFETY: `set` was initialized in `block`; a null siginfo is allowed.
+            let signal = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
+            if signal > 0 {
+                tracing::info!("shutting down (signal again to exit at once)");
+                self.exit_on_next();
+                return true;
+            }
+            // EAGAIN: the time is up. EINTR (another signal, a stop and
+            // continue): sleep on until the deadline.
+            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return false;
+            }
+        }
+    }
+
+    /// Makes the next SIGINT/SIGTERM exit the process with status 130.
+    fn exit_on_next(&self) {
+        extern "C" fn exit_now(_: libc::c_int) {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(130) }
+        }
+        // SAFETY: installs a handler that only calls _exit, then unblocks.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = exit_now as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            for signal in [libc::SIGINT, libc::SIGTERM] {
+                libc::sigaction(signal, &action, std::ptr::null_mut());
+            }
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.set, std::ptr::null_mut());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -332,6 +561,125 @@ mod tests {
     }
 
     #[test]
+    fn only_clean_read_only_mappings_of_the_binary_are_released() {
+        let smaps = "\
+55d0-55e0 r--p 00000000 fe:00 42 /usr/bin/lubdub
+Rss:                  64 kB
+Anonymous:             0 kB
+55e0-5600 r-xp 00010000 fe:00 42 /usr/bin/lubdub
+Anonymous:             0 kB
+5600-5610 r--p 00030000 fe:00 42 /usr/bin/lubdub
+Anonymous:            16 kB
+5610-5620 rw-p 00040000 fe:00 42 /usr/bin/lubdub
+Anonymous:             4 kB
+7f00-7f10 r-xp 00000000 fe:00 43 /usr/lib/libc.so.6
+Anonymous:             0 kB
+7f10-7f20 rw-p 00000000 00:00 0
+Anonymous:             8 kB
+";
+        let found: Vec<_> = clean_file_mappings(smaps, "/usr/bin/lubdub")
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(found, [(0x55d0, 0x55e0), (0x55e0, 0x5600)]);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn releasing_unused_memory_keeps_the_code_running() {
+        // The real smaps of this test binary: its code is found...
+        let exe = std::fs::read_link("/proc/self/exe").expect("exe");
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let found = clean_file_mappings(&smaps, &exe.to_string_lossy());
+        assert!(found.iter().flatten().any(|&(start, end)| {
+            let code = parse_server as fn(&str) -> Option<(String, u16)> as usize;
+            (start..end).contains(&code)
+        }));
+        // ...and dropping its pages leaves it running: they fault back in.
+        release_unused_memory();
+        assert_eq!(parse_server("h:1"), Some(("h".to_string(), 1)));
+    }
+
+    fn target(host: &str) -> Target {
+        Target {
+            host: host.into(),
+            port: 9,
+            literal: None,
+            addrs: Vec::new(),
+            resolved_at: None,
+            error_log: RateLimit::new(ERROR_LOG_PERIOD),
+            failing: false,
+            lookup: None,
+        }
+    }
+
+    #[test]
+    fn a_slow_lookup_is_waited_for_once_then_picked_up_later() {
+        let mut target = target("slow.example");
+        let (release, hold) = mpsc::channel::<()>();
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let started = Instant::now();
+        let error = lookup_with(
+            &mut target,
+            Duration::from_millis(50),
+            move |(host, port)| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = hold.recv_timeout(Duration::from_secs(10)); // a hung resolver
+                assert_eq!((host.as_str(), port), ("slow.example", 9));
+                Ok(vec![SocketAddr::from(([127, 0, 0, 1], 9))])
+            },
+        )
+        .expect_err("gave up waiting");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(target.lookup.is_some(), "the lookup is kept");
+        // The next beat waits for the same lookup instead of starting one.
+        release.send(()).expect("resolver waits");
+        let addrs = lookup_with(&mut target, Duration::from_secs(10), |_| {
+            panic!("no second lookup while one is pending")
+        })
+        .expect("answer of the first lookup");
+        assert_eq!(addrs, [SocketAddr::from(([127, 0, 0, 1], 9))]);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(target.lookup.is_none());
+    }
+
+    #[test]
+    fn beats_then_a_goodbye_when_told_to_stop() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let config = ClientConfig {
+            servers: vec![receiver.local_addr().expect("addr").to_string()],
+            interval: Duration::from_millis(10),
+            host_id: Some("unit".into()),
+            ..ClientConfig::default()
+        };
+        let mut waits = 0;
+        Client::new(config).expect("valid").run(|timeout| {
+            // At most the interval plus 5 % jitter after each beat.
+            assert!(timeout <= Duration::from_micros(10_500), "{timeout:?}");
+            std::thread::sleep(timeout);
+            waits += 1;
+            waits == 3 // three beats, then stop
+        });
+        let mut buf = [0; protocol::MAX_PACKET_LEN];
+        let mut seqs = Vec::new();
+        for goodbye in [false, false, false, true] {
+            let len = receiver.recv(&mut buf).expect("a beat arrives");
+            let Ok(protocol::Packet::V1(beat)) = protocol::decode(&buf[..len]) else {
+                panic!("not a v1 beat: {:?}", &buf[..len]);
+            };
+            assert_eq!(beat.host_id, "unit");
+            assert_eq!(beat.flags & flags::GOODBYE != 0, goodbye);
+            seqs.push(beat.seq);
+        }
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    }
+
+    #[test]
     fn hostname_default_fits_the_protocol() {
         let id = default_host_id();
         assert!(!id.is_empty() && id.len() <= protocol::MAX_HOST_ID_LEN);
@@ -349,7 +697,7 @@ mod tests {
             servers: vec!["127.0.0.1".into()],
             ..ClientConfig::default()
         };
-        let client = Client::new(config).expect("valid");
+        let mut client = Client::new(config).expect("valid");
         let now_secs = unix_micros(SystemTime::now()) / 1_000_000;
         assert!(now_secs - (client.seq >> 32) < 5);
         for _ in 0..100 {

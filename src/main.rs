@@ -311,6 +311,41 @@ fn status_command(args: StatusArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `lubdub client`: runs without the async runtime, on one thread that
+/// sleeps between beats, so an idle client stays within a few MB (issue 7).
+fn client_command(args: ClientArgs) -> ExitCode {
+    match run_client(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lubdub: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_client(args: ClientArgs) -> anyhow::Result<()> {
+    let print_config = args.print_config;
+    let config = args.into_config()?;
+    if print_config {
+        let file = config::ClientFile { client: &config };
+        print!("{}", toml::to_string(&file).context("printing the config")?);
+        return Ok(());
+    }
+    // Before any thread starts (DNS lookups), so that every thread inherits
+    // the blocked signals and they wait for the beat loop.
+    let signals = client::StopSignals::block().context("blocking SIGINT and SIGTERM")?;
+    let client = client::Client::new(config.clone()).context("starting the client")?;
+    tracing::info!(
+        host_id = client.host_id(),
+        servers = ?config.servers,
+        signed_with_key = ?client.key_id(),
+        interval = %duration::format(config.interval),
+        "beating (port {DEFAULT_PORT} unless given)"
+    );
+    client.run_until_signal(&signals);
+    Ok(())
+}
+
 /// `lubdub man [--dir DIR]`: the man pages, from the CLI definition.
 fn man_command(dir: Option<PathBuf>) -> anyhow::Result<()> {
     use clap::CommandFactory;
@@ -514,8 +549,48 @@ fn init_logging(quiet: bool, verbose: u8, format: LogFormat) {
         .init();
 }
 
+/// The CLI cut down to `lubdub [-q|-v] [--log-format F] client …`: parsing
+/// it builds only the client's flags, not every subcommand's, so the code
+/// that builds the others never becomes resident in an idle client
+/// (issue 7). Its global flags repeat [`Cli`]'s; anything it cannot parse
+/// (help, errors, other commands) goes to [`Cli`], which words the output.
+#[derive(Parser)]
+#[command(name = "lubdub")]
+struct ClientCli {
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: ClientOnly,
+}
+
+#[derive(Subcommand)]
+enum ClientOnly {
+    Client(ClientArgs),
+}
+
+impl ClientCli {
+    /// `Some` when the arguments are a valid client command line.
+    fn parse_client() -> Option<Cli> {
+        if !std::env::args_os().any(|arg| arg == "client") {
+            return None;
+        }
+        let cli = ClientCli::try_parse().ok()?;
+        let ClientOnly::Client(args) = cli.command;
+        Some(Cli {
+            quiet: cli.quiet,
+            verbose: cli.verbose,
+            log_format: cli.log_format,
+            command: Command::Client(args),
+        })
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = ClientCli::parse_client().unwrap_or_else(Cli::parse);
     let log_format = match LogFormat::choose(cli.log_format) {
         Ok(format) => format,
         Err(e) => {
@@ -544,19 +619,10 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::Client(args) => return client_command(args),
         command => command,
     };
-    // The client sends one small datagram every few seconds: one thread is
-    // plenty, and a worker per core would only add memory (DESIGN.md: a
-    // few MB). The server's tasks (ingest, timer, HTTP, sinks) get them.
-    let runtime = if matches!(command, Command::Client(_)) {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Runtime::new()
-    };
-    let runtime = match runtime {
+    let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("lubdub: cannot start the runtime: {e}");
@@ -603,26 +669,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             server.run(stop).await.context("running the server")
         }
-        Command::Client(args) => {
-            let print_config = args.print_config;
-            let config = args.into_config()?;
-            if print_config {
-                let file = config::ClientFile { client: &config };
-                print!("{}", toml::to_string(&file).context("printing the config")?);
-                return Ok(());
-            }
-            let client = client::Client::new(config.clone()).context("starting the client")?;
-            tracing::info!(
-                host_id = client.host_id(),
-                servers = ?config.servers,
-                signed_with_key = ?client.key_id(),
-                interval = %duration::format(config.interval),
-                "beating (port {DEFAULT_PORT} unless given)"
-            );
-            client.run(stop).await;
-            Ok(())
-        }
-        Command::Status(_) | Command::Completions { .. } | Command::Man { .. } => {
+        Command::Status(_)
+        | Command::Completions { .. }
+        | Command::Man { .. }
+        | Command::Client(_) => {
             unreachable!("handled before the runtime starts")
         }
         Command::Keygen(args) => keygen::run(args),

@@ -36,7 +36,7 @@ pub fn fields<T: DeserializeOwned>() -> &'static [&'static str] {
 /// Overlays the process environment on `config`.
 pub fn overlay_process<T>(config: &T) -> Result<T, Error>
 where
-    T: Serialize + DeserializeOwned,
+    T: Clone + Serialize + DeserializeOwned,
 {
     overlay(config, |name| std::env::var_os(name))
 }
@@ -46,8 +46,14 @@ where
 /// the variable and says what is wrong with its value.
 pub fn overlay<T>(config: &T, lookup: impl Fn(&str) -> Option<OsString>) -> Result<T, Error>
 where
-    T: Serialize + DeserializeOwned,
+    T: Clone + Serialize + DeserializeOwned,
 {
+    // Nothing set, nothing to check: skip the TOML round trip, whose code
+    // would otherwise stay resident in every idle client (issue 7).
+    let set = |field: &&str| lookup(&var_name(field)).is_some_and(|v| !v.is_empty());
+    if !fields::<T>().iter().any(set) {
+        return Ok(config.clone());
+    }
     // Round-trip through a TOML table so each value is checked by exactly
     // the serde rules the config file uses (humantime durations, addresses,
     // ranges): one set of parsers for both layers.
@@ -152,15 +158,20 @@ where
     T: DeserializeOwned,
     U: DeserializeOwned,
 {
+    let ours: Vec<String> = names
+        .into_iter()
+        .filter_map(|name| name.into_string().ok())
+        .filter(|name| name.starts_with(PREFIX))
+        .collect();
+    if ours.is_empty() {
+        return ours; // the usual case: skip introspecting the settings
+    }
     let known: Vec<String> = fields::<T>()
         .iter()
         .chain(fields::<U>())
         .map(|f| var_name(f))
         .collect();
-    names
-        .into_iter()
-        .filter_map(|name| name.into_string().ok())
-        .filter(|name| name.starts_with(PREFIX))
+    ours.into_iter()
         .filter(|name| !known.contains(name) && !OTHER_VARS.contains(&name.as_str()))
         .collect()
 }

@@ -2,6 +2,7 @@
 
 mod alerts;
 mod api;
+mod client;
 mod config;
 mod core;
 mod dashboard;
