@@ -38,7 +38,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use tokio::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -349,9 +350,9 @@ fn bind_udp(addr: SocketAddr, recv_buffer_bytes: usize) -> io::Result<UdpSocket>
     if let Err(e) = socket.set_recv_buffer_size(recv_buffer_bytes) {
         tracing::warn!("cannot set UDP receive buffer to {recv_buffer_bytes} bytes: {e}");
     }
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    // Blocking: the ingest thread waits in the kernel (see `ingest`).
+    Ok(socket.into())
 }
 
 /// The console sink: one line per event on stdout. Ends when the event log

@@ -73,6 +73,24 @@ impl Batch {
     /// waiting; `WouldBlock` when none is queued.
     #[cfg(target_os = "linux")]
     pub fn recv(&mut self, socket: &impl std::os::fd::AsRawFd) -> io::Result<usize> {
+        self.recvmmsg(socket.as_raw_fd(), libc::MSG_DONTWAIT)
+    }
+
+    /// Waits for a datagram on a blocking socket (at most its read timeout,
+    /// then `WouldBlock` or `TimedOut`), then takes what else is already
+    /// queued, up to [`BATCH`], without waiting for more. Once the socket's
+    /// reading side is shut down it returns at once, with an empty
+    /// "datagram" (the end-of-file read) or none: the caller checks its
+    /// stop flag before using the batch.
+    #[cfg(target_os = "linux")]
+    pub fn recv_wait(&mut self, socket: &std::net::UdpSocket) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        self.recvmmsg(socket.as_raw_fd(), libc::MSG_WAITFORONE)
+    }
+
+    /// One `recvmmsg(2)` into the batch with the given flags.
+    #[cfg(target_os = "linux")]
+    fn recvmmsg(&mut self, fd: std::os::fd::RawFd, flags: libc::c_int) -> io::Result<usize> {
         use std::mem::{MaybeUninit, zeroed};
         let mut names: [socket2::SockAddrStorage; BATCH] =
             std::array::from_fn(|_| socket2::SockAddrStorage::zeroed());
@@ -94,10 +112,10 @@ impl Batch {
         // until the call returns; the kernel writes at most the given lengths.
         let received = unsafe {
             libc::recvmmsg(
-                socket.as_raw_fd(),
+                fd,
                 headers.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                flags,
                 std::ptr::null_mut(),
             )
         };
@@ -145,6 +163,42 @@ impl Batch {
         }
         Ok(self.count)
     }
+
+    /// Waits for a datagram on a blocking socket (at most its read timeout),
+    /// then takes what else is already queued, up to [`BATCH`]. Without
+    /// `recvmmsg`, the rest is read with the socket made non-blocking for a
+    /// moment: two more system calls a batch.
+    #[cfg(not(target_os = "linux"))]
+    pub fn recv_wait(&mut self, socket: &std::net::UdpSocket) -> io::Result<usize> {
+        self.count = 0;
+        let (len, from) = socket.recv_from(&mut self.bufs[0])?;
+        self.lens[0] = len;
+        self.truncated[0] = false;
+        self.addrs[0] = canonical(from);
+        self.count = 1;
+        socket.set_nonblocking(true)?;
+        self.recv_more(socket);
+        socket.set_nonblocking(false)?;
+        Ok(self.count)
+    }
+
+    /// Takes queued datagrams until none is left or the batch is full. An
+    /// error ends the batch early; the next receive reports it.
+    #[cfg(not(target_os = "linux"))]
+    fn recv_more(&mut self, socket: &std::net::UdpSocket) {
+        while self.count < BATCH {
+            let i = self.count;
+            match socket.recv_from(&mut self.bufs[i]) {
+                Ok((len, from)) => {
+                    self.lens[i] = len;
+                    self.truncated[i] = false;
+                    self.addrs[i] = canonical(from);
+                    self.count += 1;
+                }
+                Err(_) => break,
+            }
+        }
+    }
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -175,6 +229,38 @@ mod tests {
         assert_eq!(datagrams[0], (b"one".to_vec(), from, false));
         assert_eq!(datagrams[1], (b"two".to_vec(), from, false));
         assert!(datagrams[2].2, "oversized datagram is flagged");
+    }
+
+    #[test]
+    fn blocking_receive_takes_what_is_queued_and_ends_on_shutdown() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        // Long enough that a timeout cannot pass for the shutdown's wake-up.
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("timeout");
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let to = rx.local_addr().expect("addr");
+        for payload in [&b"one"[..], b"two", b"three"] {
+            tx.send_to(payload, to).expect("send");
+        }
+        let mut batch = Batch::default();
+        // Loopback delivers before send_to returns: all three are queued.
+        assert_eq!(batch.recv_wait(&rx).expect("receive"), 3);
+        let bytes: Vec<&[u8]> = batch.iter().map(|d| d.bytes).collect();
+        assert_eq!(bytes, [&b"one"[..], b"two", b"three"]);
+
+        let interrupt = rx.try_clone().expect("clone");
+        let waiter = std::thread::spawn(move || {
+            let mut batch = Batch::default();
+            batch.recv_wait(&rx).map_err(|e| e.kind())
+        });
+        // Whether the waiter is already blocked or not yet, it sees the
+        // shutdown: the receive returns at once (an end-of-file read, no
+        // datagram), not with the timeout's `WouldBlock` 30 s later.
+        socket2::SockRef::from(&interrupt)
+            .shutdown(std::net::Shutdown::Read)
+            .ok();
+        let woken = waiter.join().expect("waiter");
+        assert!(matches!(woken, Ok(0 | 1)), "{woken:?}");
     }
 
     #[test]
