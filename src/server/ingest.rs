@@ -135,8 +135,7 @@ impl Ingest {
     /// Receives until `shutdown`. A bad packet or a receive error never ends
     /// the loop; it is counted and logged at a limited rate.
     ///
-    /// The receiving runs on a thread of its own (from tokio's blocking
-    /// pool), in blocking `recvmmsg` calls, not as a task woken by the
+    /// The receiving runs on a thread of its own (`lubdub-recv`), in blocking `recvmmsg` calls, not as a task woken by the
     /// reactor: at 100,000 beats/s a readiness-driven task is woken for
     /// nearly every datagram, and the wake-up (epoll, task switch, a
     /// second receive that finds nothing) costs far more than the beat.
@@ -145,10 +144,22 @@ impl Ingest {
         let stop = Arc::new(AtomicBool::new(false));
         // Another handle on the same socket, to interrupt a blocked receive.
         let interrupt = self.socket.try_clone();
-        let receiver = {
-            let stop = stop.clone();
-            tokio::task::spawn_blocking(move || self.receive(&stop))
+        let ingest = Arc::new(self);
+        let finished = CancellationToken::new();
+        let body = || {
+            let (ingest, stop, finished) = (ingest.clone(), stop.clone(), finished.clone());
+            move || {
+                // Cancelled however the loop ends, a panic included.
+                let _finished = finished.drop_guard();
+                ingest.receive(&stop);
+            }
         };
+        // A named thread, so that `top -H` and perf show the receive path.
+        let thread = std::thread::Builder::new().name("lubdub-recv".into());
+        if let Err(e) = thread.spawn(body()) {
+            tracing::warn!("cannot start the receive thread ({e}); using tokio's blocking pool");
+            drop(tokio::task::spawn_blocking(body()));
+        }
         shutdown.cancelled().await;
         stop.store(true, Ordering::Release);
         // On Linux, shutting down the reading side wakes a blocked
@@ -156,13 +167,11 @@ impl Ingest {
         if let Ok(socket) = &interrupt {
             let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read);
         }
-        if let Err(e) = receiver.await {
-            tracing::error!("the receive thread failed: {e}");
-        }
+        finished.cancelled().await;
     }
 
     /// The receive thread's loop: blocking batched receives until `stop`.
-    fn receive(self, stop: &AtomicBool) {
+    fn receive(&self, stop: &AtomicBool) {
         let mut batch = Batch::default();
         let mut bad_packet_log = RateLimit::new(Duration::from_secs(10));
         let mut host_limit_log = RateLimit::new(Duration::from_secs(60));
