@@ -11,7 +11,7 @@ use super::detector::{Detector, Observation, Observed};
 use super::events::EventLog;
 use super::guard::Guard;
 use super::metrics::Metrics;
-use super::recv::{BATCH, Batch};
+use super::recv::{self, BATCH, Batch};
 use crate::protocol::{self, DecodeError, Packet};
 use crate::ratelimit::RateLimit;
 use std::io::{self, Write};
@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -89,10 +89,12 @@ impl DropReason {
 /// takes many at once: at 100,000 beats/s, about 100 arrive meanwhile,
 /// where without the pause nearly every wake-up would take one or two. The
 /// cost is latency: a beat waits at most this long (plus the thread's
-/// wake-up) before it is stamped and applied, so a host's deadline lies at
-/// most that much later than its beat, far inside the detector's 10 ms
-/// budget. On an idle server the thread blocks in the kernel instead and
-/// costs nothing.
+/// wake-up) before it is applied. Its time is the kernel's arrival stamp
+/// of the batch's newest datagram ([`Batch::arrival`]), so a host's
+/// deadline lies at most the batch's spread (about this pause) later than
+/// its beat, far inside the detector's 10 ms budget; without kernel stamps,
+/// the wait counts too. On an idle server the thread blocks in the kernel
+/// instead and costs nothing.
 pub const GATHER_PAUSE: Duration = Duration::from_millis(1);
 
 /// How long a blocking receive waits before the thread looks at the stop
@@ -185,6 +187,9 @@ impl Ingest {
             // pauses), only with more wake-ups.
             tracing::warn!("cannot make the UDP socket blocking: {e}");
         }
+        if let Err(e) = recv::stamp_arrivals(&self.socket) {
+            tracing::debug!("no kernel arrival stamps ({e}): beats are stamped when received");
+        }
         loop {
             let received = batch.recv_wait(&self.socket);
             // Before using the batch: a receive interrupted by the shutdown
@@ -244,8 +249,7 @@ impl Ingest {
         bad_packet_log: &mut RateLimit,
         host_limit_log: &mut RateLimit,
     ) {
-        let now = Instant::now();
-        let wall = SystemTime::now();
+        let (now, wall) = batch.arrival();
         let mut counts = BatchCounts::default();
         let mut events = Vec::new();
         let mut legacy_id = [0u8; 64];

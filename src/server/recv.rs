@@ -1,9 +1,16 @@
 //! Batched datagram receive: one `recvmmsg(2)` system call returns up to
 //! [`BATCH`] datagrams on Linux; elsewhere a loop of `recv_from` fills the
 //! same batch. The buffers are allocated once and reused forever.
+//!
+//! On Linux the kernel can also stamp each datagram with the time it
+//! reached the socket (`SO_TIMESTAMPNS`, see [`stamp_arrivals`]), so that a
+//! beat's time does not include how long it waited in the socket while the
+//! receive thread paused, was descheduled or waited for the lock.
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 
 /// Datagrams per receive call. 64 amortises the system call well; more
 /// mostly adds cache pressure.
@@ -11,6 +18,17 @@ pub const BATCH: usize = 64;
 /// Receive buffer per datagram: larger than any valid packet, so a longer
 /// datagram shows up as truncated and is rejected.
 pub const BUF_LEN: usize = 512;
+/// A kernel arrival stamp older than this is not trusted (the wall clock
+/// was stepped between the arrival and its reading): the batch is stamped
+/// with the clock instead.
+const MAX_STAMP_AGE: Duration = Duration::from_secs(1);
+
+/// Room for one datagram's control messages: its arrival stamp (32 bytes
+/// with the header), aligned as `cmsghdr` needs.
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Control([u8; 64]);
 
 /// Reusable buffers for one batch of datagrams.
 pub struct Batch {
@@ -19,6 +37,10 @@ pub struct Batch {
     truncated: [bool; BATCH],
     addrs: [SocketAddr; BATCH],
     count: usize,
+    /// The newest kernel arrival stamp of the last receive, if any.
+    arrived: Option<SystemTime>,
+    #[cfg(target_os = "linux")]
+    control: Box<[Control; BATCH]>,
 }
 
 impl Default for Batch {
@@ -29,6 +51,9 @@ impl Default for Batch {
             truncated: [false; BATCH],
             addrs: [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH],
             count: 0,
+            arrived: None,
+            #[cfg(target_os = "linux")]
+            control: Box::new([Control([0; 64]); BATCH]),
         }
     }
 }
@@ -69,6 +94,23 @@ impl Batch {
         self.count == 0
     }
 
+    /// When the last batch arrived, as (monotonic, wall-clock) time: the
+    /// kernel's stamp of its newest datagram when the socket has them
+    /// ([`stamp_arrivals`]), else the clock now. The newest, so that no
+    /// beat of the batch is stamped before it arrived: a deadline computed
+    /// from it is never early, and late by at most the batch's spread.
+    pub fn arrival(&self) -> (Instant, SystemTime) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let age = self
+            .arrived
+            .and_then(|at| wall.duration_since(at).ok())
+            .filter(|age| *age <= MAX_STAMP_AGE);
+        match age.and_then(|age| Some((now.checked_sub(age)?, wall.checked_sub(age)?))) {
+            Some(stamped) => stamped,
+            None => (now, wall),
+        }
+    }
+
     /// Receives up to [`BATCH`] datagrams from a non-blocking socket without
     /// waiting; `WouldBlock` when none is queued.
     #[cfg(target_os = "linux")]
@@ -107,6 +149,8 @@ impl Batch {
             hdr.msg_namelen = names[i].size_of();
             hdr.msg_iov = iov;
             hdr.msg_iovlen = 1;
+            hdr.msg_control = self.control[i].0.as_mut_ptr().cast();
+            hdr.msg_controllen = std::mem::size_of::<Control>() as _;
         }
         // SAFETY: every header points at a buffer, name and iovec that live
         // until the call returns; the kernel writes at most the given lengths.
@@ -119,6 +163,7 @@ impl Batch {
                 std::ptr::null_mut(),
             )
         };
+        self.arrived = None;
         if received < 0 {
             self.count = 0;
             return Err(io::Error::last_os_error());
@@ -126,6 +171,7 @@ impl Batch {
         self.count = received as usize;
         for i in 0..self.count {
             let hdr = &headers[i];
+            self.arrived = self.arrived.max(arrival_stamp(&hdr.msg_hdr));
             self.lens[i] = hdr.msg_len as usize;
             self.truncated[i] = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             // SAFETY: the kernel filled `names[i]` with `msg_namelen` bytes.
@@ -201,6 +247,58 @@ impl Batch {
     }
 }
 
+/// Asks the kernel to stamp every datagram with the time it reached
+/// `socket` (`SO_TIMESTAMPNS`); [`Batch::arrival`] then uses those stamps.
+/// Without them (an error, or not Linux) batches are stamped when received.
+#[cfg(target_os = "linux")]
+pub fn stamp_arrivals(socket: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int from a live local.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Without `SO_TIMESTAMPNS`, batches are stamped when received.
+#[cfg(not(target_os = "linux"))]
+pub fn stamp_arrivals<T>(_socket: &T) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// The `SCM_TIMESTAMPNS` arrival stamp among a received message's control
+/// messages, if there is one.
+#[cfg(target_os = "linux")]
+fn arrival_stamp(hdr: &libc::msghdr) -> Option<SystemTime> {
+    // SAFETY: the kernel wrote `msg_controllen` bytes of well-formed control
+    // messages into the buffer `hdr` points at; the CMSG_* functions stay
+    // within that length, and the payload is read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                let secs = u64::try_from(ts.tv_sec).ok()?;
+                let nanos = u32::try_from(ts.tv_nsec).ok()?;
+                return SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos));
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    None
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
@@ -261,6 +359,35 @@ mod tests {
             .ok();
         let woken = waiter.join().expect("waiter");
         assert!(matches!(woken, Ok(0 | 1)), "{woken:?}");
+    }
+
+    #[test]
+    fn a_batch_is_stamped_when_it_arrived_not_when_it_was_read() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        stamp_arrivals(&rx).expect("SO_TIMESTAMPNS");
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut batch = Batch::default();
+        assert!(batch.arrival().1 <= SystemTime::now(), "nothing received: now");
+        let before = SystemTime::now();
+        tx.send_to(b"beat", rx.local_addr().expect("addr"))
+            .expect("send");
+        // The datagram waits in the socket (delivered before send_to
+        // returned); its stamp must not include the wait.
+        let wait = Duration::from_millis(50);
+        std::thread::sleep(wait);
+        assert_eq!(batch.recv_wait(&rx).expect("receive"), 1);
+        let (at, wall) = batch.arrival();
+        assert!(wall >= before, "not before it was sent");
+        assert!(wall <= SystemTime::now() - wait, "the wait is not counted");
+        assert!(at <= Instant::now() - wait, "monotonic time agrees");
+        // A plain socket has no stamps: the clock stands in.
+        let plain = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        tx.send_to(b"beat", plain.local_addr().expect("addr"))
+            .expect("send");
+        std::thread::sleep(wait);
+        let read = SystemTime::now();
+        assert_eq!(batch.recv_wait(&plain).expect("receive"), 1);
+        assert!(batch.arrival().1 >= read);
     }
 
     #[test]
