@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod dedicated;
 pub mod detector;
 pub mod dirty;
 pub mod events;
@@ -36,9 +37,9 @@ use metrics::Metrics;
 use registry::HostState;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, Write};
+use std::net::UdpSocket;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::net::UdpSocket;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
@@ -269,12 +270,16 @@ impl Server {
         );
         let timer_stop = CancellationToken::new();
         let events = shared.events.clone();
-        let timer = tokio::spawn(detector::run_timer(
-            shared.detector.clone(),
-            wake,
-            move |batch| events.publish(batch),
-            timer_stop.clone(),
-        ));
+        // On a thread of its own: see `dedicated`.
+        let timer = dedicated::spawn(
+            "timer",
+            detector::run_timer(
+                shared.detector.clone(),
+                wake,
+                move |batch| events.publish(batch),
+                timer_stop.clone(),
+            ),
+        );
         let report = config.silent_report.map(|every| {
             tokio::spawn(report_silent(
                 shared.detector.clone(),

@@ -406,7 +406,10 @@ mod tests {
         stamp_arrivals(&rx).expect("SO_TIMESTAMPNS");
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let mut batch = Batch::default();
-        assert!(batch.arrival().1 <= SystemTime::now(), "nothing received: now");
+        assert!(
+            batch.arrival().1 <= SystemTime::now(),
+            "nothing received: now"
+        );
         let before = SystemTime::now();
         tx.send_to(b"beat", rx.local_addr().expect("addr"))
             .expect("send");
