@@ -136,6 +136,8 @@ def main():
     ap.add_argument("--stop-count", type=int, default=1000)
     ap.add_argument("--stop-after", type=float, default=15.0)
     ap.add_argument("--window", type=float, default=30.0, help="CPU window, seconds")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="extra server argument, e.g. --server-arg=--checkpoint-interval=30s")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="lubdub-live-")
@@ -145,7 +147,7 @@ def main():
     try:
         server = subprocess.Popen(
             [args.bin, "server", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-             "--timeout", f"{args.timeout}s", "--data-dir", tmp, "-q"],
+             "--timeout", f"{args.timeout}s", "--data-dir", tmp, "-q", *args.server_arg],
             stdout=open(server_out, "w"), stderr=subprocess.DEVNULL)
         procs.append(server)
         m = wait_line(server_out, r"listening udp=(\S+) http=(\S+)", 10)
@@ -309,7 +311,8 @@ def main():
         "client_seconds": client_seconds,
     }
     print(f"live: {args.hosts} hosts at {args.interval}s, server timeout {args.timeout}s, "
-          f"window {window:.1f}s; output in {tmp}")
+          f"window {window:.1f}s; output in {tmp}"
+          + (f"; server args {' '.join(args.server_arg)}" if args.server_arg else ""))
     rows = [
         ("server CPU share (of one core)", f"{result['server_cpu_share']*100:.1f} %",
          f"at {result['beats_per_second_in_window']:.0f} beats/s received"),
