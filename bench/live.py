@@ -136,6 +136,9 @@ def main():
     ap.add_argument("--stop-count", type=int, default=1000)
     ap.add_argument("--stop-after", type=float, default=15.0)
     ap.add_argument("--window", type=float, default=30.0, help="CPU window, seconds")
+    ap.add_argument("--settle", type=float, default=0.0,
+                    help="seconds to wait after the fleet joined before the CPU window "
+                         "(the join's checkpoints run on for a while)")
     ap.add_argument("--server-arg", action="append", default=[],
                     help="extra server argument, e.g. --server-arg=--checkpoint-interval=30s")
     args = ap.parse_args()
@@ -160,7 +163,7 @@ def main():
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(client)
 
-        start = time.monotonic()
+        start, wall_start = time.monotonic(), time.time()
         # Runs until told to stop (SIGINT, after the phases below); the
         # duration is only a bound in case this script dies.
         loadgen = subprocess.Popen(
@@ -178,7 +181,7 @@ def main():
         deadline = start + 6 * args.interval + 30
         while known() < args.hosts and time.monotonic() < deadline:
             time.sleep(0.5)
-        time.sleep(1)
+        time.sleep(1 + args.settle)
         rss_fleet = rss_bytes(server.pid)
         hosts_known = known()
         joined_after = time.monotonic() - start
@@ -256,7 +259,11 @@ def main():
         elif line.startswith("sent "):
             sent = dict(w.split("=", 1) for w in line.split()[1:])
     # Event lines: TIME KIND HOST addr=... silent=...
+    # Hosts whose last beat came in the first round (while the fleet
+    # joined and the registry grew) are also reported apart.
+    steady_after = wall_start + args.interval
     late, down, fleet_late = [], [], 0
+    late_steady, down_steady = [], []
     for line in open(server_out):
         words = line.split()
         fleet_late += len(words) >= 2 and words[1] == "late"
@@ -265,8 +272,12 @@ def main():
             last = stopped[words[2]]
             if words[1] == "late":
                 late.append(at - (last + args.timeout / 2))
+                if last >= steady_after:
+                    late_steady.append(late[-1])
             else:
                 down.append(at - (last + args.timeout))
+                if last >= steady_after:
+                    down_steady.append(down[-1])
 
     ms = lambda s: s * 1000
     window = t1 - t0
@@ -306,6 +317,12 @@ def main():
         "late_ms_max": ms(max(late)) if late else None,
         "down_ms_p50": ms(pct(down, 50)), "down_ms_p99": ms(pct(down, 99)),
         "down_ms_max": ms(max(down)) if down else None,
+        "steady_late_ms_p50": ms(pct(late_steady, 50)),
+        "steady_late_ms_p99": ms(pct(late_steady, 99)),
+        "steady_late_ms_max": ms(max(late_steady)) if late_steady else None,
+        "steady_down_ms_p50": ms(pct(down_steady, 50)),
+        "steady_down_ms_p99": ms(pct(down_steady, 99)),
+        "steady_down_ms_max": ms(max(down_steady)) if down_steady else None,
         "client_rss_bytes": client_rss,
         "client_cpu_seconds": client_cpu,
         "client_seconds": client_seconds,
@@ -331,6 +348,10 @@ def main():
          f"{len(late)} of {len(stopped)} stopped hosts"),
         ("down latency p50/p99/max", f"{result['down_ms_p50']:.1f}/{result['down_ms_p99']:.1f}/{result['down_ms_max'] or float('nan'):.1f} ms",
          f"{len(down)} of {len(stopped)} stopped hosts"),
+        ("  last beat after the first round", f"late {result['steady_late_ms_p50']:.1f}/{result['steady_late_ms_p99']:.1f}/"
+         f"{result['steady_late_ms_max'] or float('nan'):.1f}, down {result['steady_down_ms_p50']:.1f}/"
+         f"{result['steady_down_ms_p99']:.1f}/{result['steady_down_ms_max'] or float('nan'):.1f} ms",
+         f"{len(late_steady)} hosts (the others' last beat came while the fleet joined)"),
         ("loadgen sent / server received", f"{result['loadgen_sent']} / {result['server_received']}",
          f"rate {result['loadgen_rate']}, errors {result['loadgen_errors']}, "
          f"sender max lag {result['loadgen_max_lag']}"),
