@@ -201,6 +201,7 @@ def main():
         recv0 = thread_cpu_seconds(server.pid, "lubdub-recv")
         cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
         received0 = metric(http, "lubdub_datagrams_received_total") or 0
+        batches0 = metric(http, "lubdub_ingest_batches_total") or 0
         health, summaries = [], []
         while time.monotonic() < t0 + args.window:
             health.append(get(f"http://{http}/healthz")[0])
@@ -210,6 +211,7 @@ def main():
         cpu1 = cpu_seconds(server.pid)
         recv1 = thread_cpu_seconds(server.pid, "lubdub-recv")
         received1 = metric(http, "lubdub_datagrams_received_total") or 0
+        batches1 = metric(http, "lubdub_ingest_batches_total") or 0
         drops1 = socket_drops(port)
         load1 = os.getloadavg()[0]
 
@@ -287,6 +289,7 @@ def main():
         "all_joined_after_seconds": joined_after,
         "beats_per_second_in_window": (received1 - received0) / window,
         "server_cpu_share": (cpu1 - cpu0) / window,
+        "receive_batches_per_second": (batches1 - batches0) / window,
         "receive_thread_cpu_share": (recv1 - recv0) / window,
         "server_rss_before_bytes": rss_before,
         "server_rss_fleet_bytes": rss_fleet,
@@ -333,6 +336,8 @@ def main():
     rows = [
         ("server CPU share (of one core)", f"{result['server_cpu_share']*100:.1f} %",
          f"at {result['beats_per_second_in_window']:.0f} beats/s received"),
+        ("receive batches (recvmmsg calls)", f"{result['receive_batches_per_second']:.0f}/s",
+         f"{(received1 - received0) / max(1, batches1 - batches0):.1f} datagrams each"),
         ("  of which the receive thread", f"{result['receive_thread_cpu_share']*100:.1f} %",
          "lubdub-recv: recvmmsg, decode, verify, registry, deadline"),
         ("server RSS per host", f"{result['server_rss_per_host_bytes']:.0f} B",
