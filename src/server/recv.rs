@@ -280,7 +280,9 @@ pub fn set_receive_buffer(socket: &socket2::Socket, bytes: usize) -> io::Result<
 
 /// Asks the kernel to stamp every datagram with the time it reached
 /// `socket` (`SO_TIMESTAMPNS`); [`Batch::arrival`] then uses those stamps.
-/// Without them (an error, or not Linux) batches are stamped when received.
+/// Without them (an error, or not Linux) batches are stamped when received;
+/// so are the first datagrams after this call, until the kernel has
+/// switched stamping on (it does so lazily).
 #[cfg(target_os = "linux")]
 pub fn stamp_arrivals(socket: &impl std::os::fd::AsRawFd) -> io::Result<()> {
     let on: libc::c_int = 1;
@@ -410,18 +412,28 @@ mod tests {
             batch.arrival().1 <= SystemTime::now(),
             "nothing received: now"
         );
-        let before = SystemTime::now();
-        tx.send_to(b"beat", rx.local_addr().expect("addr"))
-            .expect("send");
-        // The datagram waits in the socket (delivered before send_to
-        // returned); its stamp must not include the wait.
         let wait = Duration::from_millis(50);
-        std::thread::sleep(wait);
-        assert_eq!(batch.recv_wait(&rx).expect("receive"), 1);
-        let (at, wall) = batch.arrival();
-        assert!(wall >= before, "not before it was sent");
-        assert!(wall <= SystemTime::now() - wait, "the wait is not counted");
-        assert!(at <= Instant::now() - wait, "monotonic time agrees");
+        // The kernel switches receive stamping on lazily (a deferred static
+        // key), and until then stamps a datagram when it is read: a few
+        // tries, bounded, until one carries its arrival time.
+        let mut stamped = false;
+        for _ in 0..20 {
+            let before = SystemTime::now();
+            tx.send_to(b"beat", rx.local_addr().expect("addr"))
+                .expect("send");
+            // The datagram waits in the socket (delivered before send_to
+            // returned); its stamp must not include the wait.
+            std::thread::sleep(wait);
+            assert_eq!(batch.recv_wait(&rx).expect("receive"), 1);
+            let (at, wall) = batch.arrival();
+            assert!(wall >= before, "not before it was sent");
+            if wall <= SystemTime::now() - wait {
+                assert!(at <= Instant::now() - wait, "monotonic time agrees");
+                stamped = true;
+                break;
+            }
+        }
+        assert!(stamped, "the wait in the socket is not counted");
         // A plain socket has no stamps: the clock stands in.
         let plain = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         tx.send_to(b"beat", plain.local_addr().expect("addr"))
