@@ -137,9 +137,10 @@ impl Ingest {
     /// Receives until `shutdown`. A bad packet or a receive error never ends
     /// the loop; it is counted and logged at a limited rate.
     ///
-    /// The receiving runs on a thread of its own (`lubdub-recv`), in blocking `recvmmsg` calls, not as a task woken by the
-    /// reactor: at 100,000 beats/s a readiness-driven task is woken for
-    /// nearly every datagram, and the wake-up (epoll, task switch, a
+    /// The receiving runs on a thread of its own (`lubdub-recv`), in
+    /// blocking `recvmmsg` calls, not as a task woken by the reactor: at
+    /// 100,000 beats/s a readiness-driven task is woken for nearly every
+    /// datagram, and the wake-up (epoll, task switch, a
     /// second receive that finds nothing) costs far more than the beat.
     /// See [`GATHER_PAUSE`] for how the thread keeps its batches large.
     pub async fn run(self, shutdown: CancellationToken) {
