@@ -241,7 +241,7 @@ fn main() {
         fill_start.elapsed().as_secs_f64()
     );
     let ingest = Ingest {
-        socket: tokio::net::UdpSocket::from_std(std_socket).expect("tokio socket"),
+        socket: std_socket,
         detector: Arc::new(Mutex::new(detector)),
         wake: Arc::default(),
         events: Arc::new(EventLog::new(1000)),

@@ -127,7 +127,7 @@ struct ServerArgs {
     /// How many recent events to keep for the API [default: 10000].
     #[arg(long, value_name = "N")]
     event_history: Option<usize>,
-    /// Kernel receive buffer of the UDP socket, in bytes [default: 8 MiB].
+    /// Kernel receive buffer of the UDP socket, in bytes [default: 32 MiB].
     #[arg(long, value_name = "BYTES")]
     recv_buffer_bytes: Option<usize>,
     /// How often last-seen times are written to the store [default: 5s].

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod dedicated;
 pub mod detector;
 pub mod dirty;
 pub mod events;
@@ -36,9 +37,9 @@ use metrics::Metrics;
 use registry::HostState;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, Write};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -268,12 +269,16 @@ impl Server {
         );
         let timer_stop = CancellationToken::new();
         let events = shared.events.clone();
-        let timer = tokio::spawn(detector::run_timer(
-            shared.detector.clone(),
-            wake,
-            move |batch| events.publish(batch),
-            timer_stop.clone(),
-        ));
+        // On a thread of its own: see `dedicated`.
+        let timer = dedicated::spawn(
+            "timer",
+            detector::run_timer(
+                shared.detector.clone(),
+                wake,
+                move |batch| events.publish(batch),
+                timer_stop.clone(),
+            ),
+        );
         let report = config.silent_report.map(|every| {
             tokio::spawn(report_silent(
                 shared.detector.clone(),
@@ -346,31 +351,72 @@ fn bind_udp(addr: SocketAddr, recv_buffer_bytes: usize) -> io::Result<UdpSocket>
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         socket.set_only_v6(false)?;
     }
-    if let Err(e) = socket.set_recv_buffer_size(recv_buffer_bytes) {
-        tracing::warn!("cannot set UDP receive buffer to {recv_buffer_bytes} bytes: {e}");
+    match recv::set_receive_buffer(&socket, recv_buffer_bytes) {
+        Ok(granted) if granted < recv_buffer_bytes => tracing::warn!(
+            "UDP receive buffer is {granted} bytes, not {recv_buffer_bytes}: raise \
+             net.core.rmem_max (or run with CAP_NET_ADMIN) to absorb longer bursts"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!("cannot set UDP receive buffer to {recv_buffer_bytes} bytes: {e}")
+        }
     }
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    // Blocking: the ingest thread waits in the kernel (see `ingest`).
+    Ok(socket.into())
 }
 
 /// The console sink: one line per event on stdout. Ends when the event log
 /// is closed, after printing everything queued.
-async fn print_events(mut events: broadcast::Receiver<events::Event>) {
+///
+/// On a thread of its own, writing each burst of events in large blocks: a
+/// slow stdout (a pipe read slowly, a terminal) then blocks only this
+/// thread, never the detector's timer or HTTP on the runtime's workers, and
+/// a million `joined` lines at start cost a few hundred writes, not a
+/// million.
+async fn print_events(events: broadcast::Receiver<events::Event>) {
+    if let Err(e) = tokio::task::spawn_blocking(move || print_event_bursts(events)).await {
+        tracing::error!("the console printer failed: {e}");
+    }
+}
+
+/// Events written under one hold of stdout at most, so that other output
+/// (the silent-host report) is not held off for long.
+const CONSOLE_BURST: usize = 4096;
+
+fn print_event_bursts(mut events: broadcast::Receiver<events::Event>) {
+    use broadcast::error::{RecvError, TryRecvError};
     loop {
-        match events.recv().await {
-            Ok(event) => {
+        let mut next = events.blocking_recv();
+        let mut out = io::BufWriter::new(io::stdout().lock());
+        for written in 1.. {
+            match next {
                 // A closed stdout must not crash the server: drop the line.
-                let _ = writeln!(io::stdout().lock(), "{event}");
+                Ok(event) => {
+                    let _ = writeln!(out, "{event}");
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "console fell behind; events missed on stdout (still in the API)"
+                    );
+                }
+                Err(RecvError::Closed) => {
+                    let _ = out.flush();
+                    return;
+                }
             }
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(
-                    missed,
-                    "console fell behind; events missed on stdout (still in the API)"
-                );
+            if written == CONSOLE_BURST {
+                break;
             }
-            Err(broadcast::error::RecvError::Closed) => return,
+            next = match events.try_recv() {
+                Ok(event) => Ok(event),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+            };
         }
+        let _ = out.flush();
     }
 }
 
