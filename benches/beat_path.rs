@@ -54,20 +54,22 @@ fn observation<'a>(packet: &'a [u8], addr: SocketAddr) -> Observation<'a> {
     }
 }
 
-/// A detector with every host of `fleet` joined at `at`, host `i` `i`
-/// microseconds later than host `i - 1` (so deadlines are spread out).
-fn full_detector(fleet: &mut Fleet, at: tokio::time::Instant) -> Detector {
+/// A detector with every host of `fleet` joined, and when it started:
+/// hosts join 1000 per millisecond of the detector's clock (host `i` at
+/// `i / 1000` ms), so deadlines are spread out.
+fn full_detector(fleet: &mut Fleet) -> (Detector, tokio::time::Instant) {
     let mut detector = Detector::new(&ServerConfig::default());
+    let at = detector.started_at();
     let (wall, addr) = (SystemTime::now(), SocketAddr::from(([127, 1, 1, 1], 40000)));
     let mut events = Vec::new();
     let mut out = Vec::new();
     for i in 0..fleet.len() {
         fleet.encode(i, 0, wall, None, &mut out);
-        let now = at + Duration::from_micros(u64::from(i));
+        let now = at + Duration::from_millis(u64::from(i / 1000));
         detector.observe(&observation(&out, addr), now, wall, &mut events);
         events.clear();
     }
-    detector
+    (detector, at)
 }
 
 fn beat_path(c: &mut Criterion) {
@@ -78,8 +80,7 @@ fn beat_path(c: &mut Criterion) {
     ring.add(key.clone()).expect("add key");
     let signer = Signer::new(&key, "").expect("signer");
     let signed = encode_all(&mut fleet, Some(&signer));
-    let start = tokio::time::Instant::now();
-    let mut detector = full_detector(&mut fleet, start);
+    let (mut detector, start) = full_detector(&mut fleet);
     let addr = SocketAddr::from(([127, 1, 1, 1], 40000));
     let wall = SystemTime::now();
 
@@ -124,8 +125,7 @@ fn beat_path(c: &mut Criterion) {
 
 fn detector_bench(c: &mut Criterion) {
     let mut fleet = Fleet::new(HOSTS, "host-", 7, INTERVAL);
-    let start = tokio::time::Instant::now();
-    let mut detector = full_detector(&mut fleet, start);
+    let (mut detector, mut start) = full_detector(&mut fleet);
     let late_at = INTERVAL * 3 / 2; // 15 s: half the default 30 s timeout
     let wall = SystemTime::now();
     let mut group = c.benchmark_group("detector");
@@ -144,8 +144,8 @@ fn detector_bench(c: &mut Criterion) {
     let mut done = 0u64;
     group.throughput(Throughput::Elements(DUE));
     group.bench_function("expire_1000_due", |b| {
-        // Host i is due at start + 15 s + i µs: each call moves `now` on by
-        // 1000 µs, so exactly 1000 hosts go late. A fresh detector is built
+        // Host i is due at start + 15 s + i / 1000 ms: each call moves
+        // `now` on by 1 ms, so exactly 1000 hosts go late. A fresh detector is built
         // (untimed) when every host has gone late.
         // (`done` lives outside: criterion calls this closure more than once.)
         let mut events = Vec::with_capacity(DUE as usize);
@@ -153,11 +153,11 @@ fn detector_bench(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 if done + DUE > u64::from(HOSTS) {
-                    detector = full_detector(&mut fleet, start);
+                    (detector, start) = full_detector(&mut fleet);
                     done = 0;
                 }
                 done += DUE;
-                let now = start + late_at + Duration::from_micros(done - 1);
+                let now = start + late_at + Duration::from_millis(done / DUE - 1);
                 let t = Instant::now();
                 detector.expire(now, wall, &mut events);
                 total += t.elapsed();
