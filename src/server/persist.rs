@@ -188,10 +188,11 @@ const COPY_CHUNK: usize = 4096;
 /// if this one copied it too early.
 pub fn collect_dirty(detector: &Mutex<Detector>) -> (Vec<Slot>, Vec<StoredHost>) {
     let slots = detector.lock().expect("detector lock").take_dirty(true);
-    collect(detector, slots)
+    let hosts = collect(detector, &slots);
+    (slots, hosts)
 }
 
-fn collect(detector: &Mutex<Detector>, slots: Vec<Slot>) -> (Vec<Slot>, Vec<StoredHost>) {
+fn collect(detector: &Mutex<Detector>, slots: &[Slot]) -> Vec<StoredHost> {
     let mut hosts = Vec::with_capacity(slots.len());
     for chunk in slots.chunks(COPY_CHUNK) {
         let detector = detector.lock().expect("detector lock");
@@ -204,7 +205,7 @@ fn collect(detector: &Mutex<Detector>, slots: Vec<Slot>) -> (Vec<Slot>, Vec<Stor
                 .map(|&slot| snapshot(registry, slot)),
         );
     }
-    (slots, hosts)
+    hosts
 }
 
 /// The checkpoint task.
@@ -304,9 +305,15 @@ fn take(
     }
 }
 
+/// Hosts per store transaction: a checkpoint of a whole large fleet is
+/// written in parts, so that its copies never hold more than this many
+/// hosts in memory at once (a million at once took over 100 MB).
+const WRITE_CHUNK: usize = 65_536;
+
 /// One checkpoint (`full`: with the hosts that only beat): copy under the
-/// lock, write outside it on a blocking thread, and on failure keep
-/// everything for the next try.
+/// lock, write outside it on a blocking thread, in parts of
+/// [`WRITE_CHUNK`] hosts (the events and deletions go with the first), and
+/// on failure keep everything not yet written for the next try.
 async fn checkpoint(
     store: &Arc<Mutex<Store>>,
     shared: &Arc<Shared>,
@@ -315,55 +322,57 @@ async fn checkpoint(
     event_history: usize,
     error_log: &mut RateLimit,
 ) {
-    let (slots, forgotten) = {
+    let (slots, mut forgotten) = {
         let mut detector = shared.detector.lock().expect("detector lock");
         (detector.take_dirty(full), detector.take_forgotten())
     };
-    let (slots, hosts) = collect(&shared.detector, slots);
-    let batch = Batch {
-        hosts,
-        events: pending.iter().cloned().collect(),
-        forgotten,
-        event_history,
-    };
-    let started = std::time::Instant::now();
-    let written = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = store
-                .lock()
-                .expect("store lock")
-                .write(&batch, SystemTime::now());
-            (batch, result)
-        })
-        .await
-    };
+    let mut events: Vec<Event> = pending.iter().cloned().collect();
     let metrics: &Metrics = &shared.metrics;
-    match written {
-        Ok((batch, Ok(()))) => {
-            metrics
-                .store_checkpoint_seconds
-                .observe(started.elapsed().as_secs_f64());
-            metrics.store_checkpoints.inc();
-            metrics.store_hosts_written.inc_by(batch.hosts.len() as u64);
-            metrics.store_healthy.set(1);
-            pending.drain(..batch.events.len());
-            if !shared.store.is_ok() {
-                tracing::info!(path = %shared.store.path().display(), "store writable again");
-                error_log.reset();
+    let mut rest: &[Slot] = &slots;
+    loop {
+        let (part, after) = rest.split_at(rest.len().min(WRITE_CHUNK));
+        rest = after;
+        let batch = Batch {
+            hosts: collect(&shared.detector, part),
+            events: std::mem::take(&mut events),
+            forgotten: std::mem::take(&mut forgotten),
+            event_history,
+        };
+        let started = std::time::Instant::now();
+        let written = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = store
+                    .lock()
+                    .expect("store lock")
+                    .write(&batch, SystemTime::now());
+                (batch, result)
+            })
+            .await
+        };
+        let failure = match written {
+            Ok((batch, Ok(()))) => {
+                metrics
+                    .store_checkpoint_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                metrics.store_checkpoints.inc();
+                metrics.store_hosts_written.inc_by(batch.hosts.len() as u64);
+                pending.drain(..batch.events.len());
+                None
             }
-            shared.store.set(None);
-        }
-        Ok((batch, Err(error))) => {
+            Ok((batch, Err(error))) => Some((batch.forgotten, chain(&error))),
+            // A panic in redb must not take monitoring down; retry later.
+            Err(join) => Some((Vec::new(), format!("store writer failed: {join}"))),
+        };
+        if let Some((unwritten, message)) = failure {
             let mut detector = shared.detector.lock().expect("detector lock");
-            for slot in slots {
+            for &slot in part.iter().chain(rest) {
                 detector.mark_dirty(slot);
             }
-            detector.unforget(batch.forgotten);
+            detector.unforget(unwritten);
             drop(detector);
             metrics.store_write_errors.inc();
             metrics.store_healthy.set(0);
-            let message = chain(&error);
             if let Some(suppressed) = error_log.check(std::time::Instant::now()) {
                 tracing::error!(
                     suppressed,
@@ -371,21 +380,18 @@ async fn checkpoint(
                 );
             }
             shared.store.set(Some(message));
+            return;
         }
-        Err(join) => {
-            // A panic in redb must not take monitoring down; retry later.
-            let mut detector = shared.detector.lock().expect("detector lock");
-            for slot in slots {
-                detector.mark_dirty(slot);
-            }
-            drop(detector);
-            metrics.store_write_errors.inc();
-            metrics.store_healthy.set(0);
-            shared
-                .store
-                .set(Some(format!("store writer failed: {join}")));
+        if rest.is_empty() {
+            break;
         }
     }
+    metrics.store_healthy.set(1);
+    if !shared.store.is_ok() {
+        tracing::info!(path = %shared.store.path().display(), "store writable again");
+        error_log.reset();
+    }
+    shared.store.set(None);
 }
 
 /// An error and its causes on one line, `outer: inner: root`.
