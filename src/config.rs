@@ -182,9 +182,11 @@ pub struct ServerConfig {
     /// written at once, and everything at shutdown. After a `kill -9` or a
     /// power cut, last-seen times are up to this stale; that costs little,
     /// since every remembered `up` host gets a full timeout of grace on
-    /// restart anyway. Each checkpoint writes every host that beat since
-    /// the last one (about 2.4 µs of CPU per host), so shorter costs more:
-    /// at a million hosts, 24 % of a core at 5s, 4 % at 60s. Default: 60s.
+    /// restart anyway, and with keys a stale seq lets only beats still
+    /// within `max_clock_skew` be replayed. Each checkpoint writes every host
+    /// that beat since the last one (about 2.4 µs of CPU per host), so
+    /// shorter costs more: at a million hosts, 24 % of a core at 5s, 4 % at
+    /// 1m, under 1 % at 5m (docs/BENCHMARKS.md). Default: 5m.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
     /// Key file (written by `lubdub keygen`, see docs/SECURITY.md). Set, the
@@ -252,7 +254,7 @@ impl Default for ServerConfig {
             recv_buffer_bytes: 32 << 20,
             data_dir: None,
             sinks: Default::default(),
-            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_interval: Duration::from_secs(300),
             key_file: None,
             legacy_networks: Vec::new(),
             max_clock_skew: Duration::from_secs(120),
