@@ -44,29 +44,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// Sets the receive buffer to `bytes`: `SO_RCVBUFFORCE` (root) can pass
-/// the `rmem_max` limit; without it, `SO_RCVBUF` is capped by that limit.
-fn grow_receive_buffer(socket: &socket2::Socket, bytes: usize) -> (usize, &'static str) {
-    let value = libc::c_int::try_from(bytes / 2).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt reads one c_int from a live local.
-    let forced = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&raw const value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    } == 0;
-    let how = if forced {
-        "SO_RCVBUFFORCE"
-    } else {
-        let _ = socket.set_recv_buffer_size(bytes / 2);
-        "SO_RCVBUF (no SO_RCVBUFFORCE: not root?), capped by net.core.rmem_max"
-    };
-    (socket.recv_buffer_size().unwrap_or(0), how)
-}
-
 /// CPU time this thread has used (user + system: the kernel's receive
 /// work is charged here too). Unlike wall time, it does not count the time
 /// other processes on a shared machine take the core away.
@@ -182,7 +159,14 @@ fn main() {
 
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
         .expect("udp socket");
-    let (buffer, how) = grow_receive_buffer(&socket, buffer_bytes);
+    // The server's own setting: SO_RCVBUFFORCE as root, else capped by
+    // net.core.rmem_max (the bench then fills less per round, and says so).
+    let buffer = lubdub::server::recv::set_receive_buffer(&socket, buffer_bytes).unwrap_or(0);
+    let how = if buffer >= buffer_bytes {
+        "SO_RCVBUFFORCE"
+    } else {
+        "SO_RCVBUF, capped by net.core.rmem_max (no SO_RCVBUFFORCE: not root?)"
+    };
     socket
         .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
         .expect("bind 127.0.0.1:0");
