@@ -186,7 +186,7 @@ pub struct ServerConfig {
     /// within `max_clock_skew` be replayed. Each checkpoint writes every host
     /// that beat since the last one (about 2.4 µs of CPU per host), so
     /// shorter costs more: at a million hosts, 24 % of a core at 5s, 4 % at
-    /// 1m, under 1 % at 5m (docs/BENCHMARKS.md). Default: 5m.
+    /// 1m, under 1 % at 5m (computed from docs/BENCHMARKS.md). Default: 5m.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
     /// Key file (written by `lubdub keygen`, see docs/SECURITY.md). Set, the

@@ -218,10 +218,8 @@ impl Detector {
     /// overdue".
     pub fn explain(&self, host: &Host, now: Instant) -> (Option<f64>, String) {
         let rule = self.rules.get(host.rule);
-        // The silence the detector holds against it: a remembered host's
-        // counts from the restore at the earliest, as its deadline does.
-        let from = host.last_seen.max(self.restored_at);
-        let silent = Duration::from_millis(self.clock.ms(now).saturating_sub(from));
+        let silent =
+            Duration::from_millis(self.clock.ms(now).saturating_sub(self.counted_from(host)));
         let mean = f64::from(host.stats.interval_mean_ms);
         let std = f64::from(host.stats.interval_std_ms()).max(rule.phi.min_std_ms);
         match rule.kind {
@@ -285,12 +283,17 @@ impl Detector {
         })
     }
 
+    /// Where the silence the detector holds against `host` starts (clock
+    /// ms): its last beat, but for a remembered host the restore at the
+    /// earliest (one full timeout of grace: the server was away, not it).
+    fn counted_from(&self, host: &Host) -> u64 {
+        host.last_seen.max(self.restored_at)
+    }
+
     /// When `host` next changes state if it stays silent, if ever (clock
     /// milliseconds, rounded up).
     fn due(&self, host: &Host) -> Option<u64> {
-        // A remembered host's silence counts from the restore at the
-        // earliest: one full timeout of grace.
-        let from = host.last_seen.max(self.restored_at);
+        let from = self.counted_from(host);
         let after = |silence: Duration| from.saturating_add(millis(silence, true));
         match host.state {
             HostState::Up => Some(after(self.late_silence(host))),
