@@ -42,6 +42,30 @@ pub enum Error {
     /// The key file cannot be used.
     #[error(transparent)]
     Key(#[from] crate::auth::Error),
+    /// A reload changed a setting that needs a restart.
+    #[error(
+        "host_id, legacy and boot_id_file change only at a restart (another id is another host)"
+    )]
+    NeedsRestart,
+    /// The boot id file cannot be read or holds no boot id.
+    #[error("boot id file {path}: {reason}")]
+    BootId {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What ends a wait between beats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Time for the next beat.
+    Beat,
+    /// Stop (SIGINT, SIGTERM): send the goodbye and end.
+    Stop,
+    /// Read the configuration again (SIGHUP).
+    Reload,
 }
 
 /// One server to beat to.
@@ -88,6 +112,17 @@ pub fn boot_id() -> [u8; 16] {
         .ok()
         .and_then(|text| protocol::parse_boot_id(&text))
         .unwrap_or([0; 16])
+}
+
+/// The boot id written in `path` (a UUID, as the kernel's).
+pub fn boot_id_from(path: &std::path::Path) -> Result<[u8; 16], Error> {
+    let error = |reason: String| Error::BootId {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    protocol::parse_boot_id(&text)
+        .ok_or_else(|| error("expected a UUID such as 0f5ad3c2-6a1e-4b0c-9d7e-2f4a8c1b3e5d".into()))
 }
 
 /// This machine's hostname, cut to the protocol's host id limit.
@@ -184,9 +219,13 @@ impl Client {
         // The high half is the start time, so the sequence keeps rising
         // across restarts of the client (see docs/PROTOCOL.md).
         let start_secs = unix_micros(SystemTime::now()) / 1_000_000;
+        let boot_id = match &config.boot_id_file {
+            Some(path) => boot_id_from(path)?,
+            None => boot_id(),
+        };
         Ok(Self {
             host_id,
-            boot_id: boot_id(),
+            boot_id,
             seq: (start_secs & 0xffff_ffff) << 32,
             targets,
             sockets: Sockets::default(),
@@ -208,24 +247,76 @@ impl Client {
         self.signer.as_ref().map(Signer::key_id)
     }
 
+    /// Logs the start line: who it is, where it beats, how it signs.
+    pub fn log_start(&self) {
+        tracing::info!(
+            host_id = self.host_id,
+            servers = ?self.config.servers,
+            signed_with_key = %self.key_label(),
+            interval = %crate::duration::format(self.config.interval),
+            "beating (port {DEFAULT_PORT} unless given)"
+        );
+    }
+
+    /// The key id beats are signed with, or `none`, for the log.
+    fn key_label(&self) -> String {
+        self.key_id()
+            .map_or_else(|| "none".into(), |id| id.to_string())
+    }
+
     /// Beats until `wait` says to stop, then sends a goodbye to every
     /// server. Between beats it calls `wait(time until the next beat)`,
     /// which sleeps up to that long and returns `true` when the client
-    /// should stop (see [`StopSignals::wait`]; tests pass their own).
-    pub fn run(mut self, mut wait: impl FnMut(Duration) -> bool) {
+    /// should stop (tests pass their own; see [`Client::run_with`]).
+    pub fn run(self, mut wait: impl FnMut(Duration) -> bool) {
+        self.run_with(
+            |timeout| {
+                if wait(timeout) {
+                    Wake::Stop
+                } else {
+                    Wake::Beat
+                }
+            },
+            || None,
+        );
+    }
+
+    /// [`Client::run`], where `wait` may also ask for a reload: `reload`
+    /// then gives the configuration read again (`None`: it could not be,
+    /// and said why), which [`Client::apply`] puts in force before the next
+    /// beat, keeping the beat's schedule.
+    pub fn run_with(
+        mut self,
+        mut wait: impl FnMut(Duration) -> Wake,
+        mut reload: impl FnMut() -> Option<ClientConfig>,
+    ) {
         let mut next = Instant::now();
-        loop {
+        'beats: loop {
             self.beat(false);
             if std::mem::take(&mut self.off_path) {
                 release_unused_memory();
             }
             next += self.jittered_interval();
-            let now = Instant::now();
-            if next < now {
-                next = now; // suspended or overloaded: do not burst to catch up
-            }
-            if wait(next - now) {
-                break;
+            loop {
+                let now = Instant::now();
+                if next < now {
+                    next = now; // suspended or overloaded: do not burst to catch up
+                }
+                match wait(next - now) {
+                    Wake::Beat => break,
+                    Wake::Stop => break 'beats,
+                    Wake::Reload => {
+                        if let Some(config) = reload() {
+                            match self.apply(config) {
+                                Ok(()) => self.log_reloaded(),
+                                Err(e) => tracing::error!(
+                                    "reload refused, still running on the previous config: {e}"
+                                ),
+                            }
+                        }
+                        self.off_path = true;
+                    }
+                }
             }
         }
         if !self.config.legacy {
@@ -233,10 +324,58 @@ impl Client {
         }
     }
 
-    /// [`Client::run`] until SIGINT or SIGTERM.
+    /// Puts a configuration read again in force: servers, interval,
+    /// jitter and the key (read again from the key file). The host id,
+    /// the legacy mode and the boot id file need a restart (another id is
+    /// another host to the server); a change to them refuses the reload.
+    pub fn apply(&mut self, config: ClientConfig) -> Result<(), Error> {
+        let fresh = Client::new(config)?;
+        if fresh.host_id != self.host_id
+            || fresh.config.legacy != self.config.legacy
+            || fresh.config.boot_id_file != self.config.boot_id_file
+        {
+            return Err(Error::NeedsRestart);
+        }
+        // The sequence, boot id and sockets go on: the server sees the same
+        // host, beating on.
+        self.targets = fresh.targets;
+        self.signer = fresh.signer;
+        self.config = fresh.config;
+        Ok(())
+    }
+
+    fn log_reloaded(&self) {
+        tracing::info!(
+            servers = ?self.config.servers,
+            signed_with_key = %self.key_label(),
+            interval = %crate::duration::format(self.config.interval),
+            "reloaded"
+        );
+    }
+
+    /// [`Client::run`] until SIGINT or SIGTERM; SIGHUP reloads, reading
+    /// the configuration again with `load` (as at start: file, environment,
+    /// flags).
     #[cfg(unix)]
-    pub fn run_until_signal(self, signals: &StopSignals) {
-        self.run(|timeout| signals.wait(timeout));
+    pub fn run_until_signal<E: std::fmt::Display>(
+        self,
+        signals: &StopSignals,
+        mut load: impl FnMut() -> Result<ClientConfig, E>,
+    ) {
+        self.run_with(
+            |timeout| signals.wait(timeout),
+            || {
+                tracing::info!("SIGHUP: reloading the config and the key file");
+                // `{:#}`: an anyhow error with its causes, on one line.
+                load()
+                    .map_err(|e| {
+                        tracing::error!(
+                            "reload refused, still running on the previous config: {e:#}"
+                        )
+                    })
+                    .ok()
+            },
+        );
     }
 
     fn jittered_interval(&mut self) -> Duration {
@@ -477,6 +616,9 @@ impl StopSignals {
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGINT);
             libc::sigaddset(&mut set, libc::SIGTERM);
+            // A reload, not an end: a closed terminal must not stop the
+            // beats (nor end them without a goodbye).
+            libc::sigaddset(&mut set, libc::SIGHUP);
             let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
             if rc != 0 {
                 return Err(io::Error::from_raw_os_error(rc));
@@ -485,10 +627,11 @@ impl StopSignals {
         }
     }
 
-    /// Sleeps up to `timeout`; returns `true` when SIGINT or SIGTERM came.
-    /// Then a second one ends the process at once with status 130, for when
-    /// the goodbye itself hangs (e.g. on DNS).
-    pub fn wait(&self, timeout: Duration) -> bool {
+    /// Sleeps up to `timeout`: [`Wake::Stop`] when SIGINT or SIGTERM came
+    /// (then a second one ends the process at once with status 130, for
+    /// when the goodbye itself hangs, e.g. on DNS), [`Wake::Reload`] on
+    /// SIGHUP, else [`Wake::Beat`].
+    pub fn wait(&self, timeout: Duration) -> Wake {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -498,15 +641,18 @@ impl StopSignals {
             };
             // SAFETY: `set` was initialized in `block`; a null siginfo is allowed.
             let signal = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
+            if signal == libc::SIGHUP {
+                return Wake::Reload;
+            }
             if signal > 0 {
                 tracing::info!("shutting down (signal again to exit at once)");
                 self.exit_on_next();
-                return true;
+                return Wake::Stop;
             }
             // EAGAIN: the time is up. EINTR (another signal, a stop and
             // continue): sleep on until the deadline.
             if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                return false;
+                return Wake::Beat;
             }
         }
     }
@@ -518,14 +664,19 @@ impl StopSignals {
             unsafe { libc::_exit(130) }
         }
         // SAFETY: installs a handler that only calls _exit, then unblocks.
+        // SIGHUP stays blocked: a closed terminal must not cut the goodbye.
         unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = exit_now as extern "C" fn(libc::c_int) as libc::sighandler_t;
             libc::sigemptyset(&mut action.sa_mask);
             for signal in [libc::SIGINT, libc::SIGTERM] {
                 libc::sigaction(signal, &action, std::ptr::null_mut());
             }
-            libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.set, std::ptr::null_mut());
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
         }
     }
 }

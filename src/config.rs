@@ -404,6 +404,13 @@ pub struct ClientConfig {
     /// Id of the key in `key_file` to sign with. Unset: the highest id (the
     /// newest, as `lubdub keygen --add` numbers keys upwards).
     pub key_id: Option<u32>,
+    /// File holding this host's boot id, a UUID (as in
+    /// `/proc/sys/kernel/random/boot_id`). A new boot id tells the server
+    /// the host restarted (`rebooted`). Unset: the kernel's, which a
+    /// container shares with its host, so a container's restarts go
+    /// unnoticed; give it one written at each container start, e.g. `cat
+    /// /proc/sys/kernel/random/uuid > /run/lubdub/boot_id`.
+    pub boot_id_file: Option<PathBuf>,
 }
 
 impl Default for ClientConfig {
@@ -416,6 +423,7 @@ impl Default for ClientConfig {
             legacy: false,
             key_file: None,
             key_id: None,
+            boot_id_file: None,
         }
     }
 }

@@ -2,9 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use lubdub::config::{
-    ClientConfig, DEFAULT_PORT, FileConfig, ServerConfig, ServerFile, ValidServerConfig,
-};
+use lubdub::config::{ClientConfig, FileConfig, ServerConfig, ServerFile, ValidServerConfig};
 use lubdub::tools::loadgen;
 use lubdub::{client, duration, server, shutdown, store};
 use lubdub::{config, status};
@@ -95,7 +93,7 @@ enum Command {
     Loadgen(LoadgenArgs),
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct ServerArgs {
     /// Seed form: timeout (seconds, or a duration like 30s).
     #[arg(value_name = "TIMEOUT", value_parser = duration::parse_seconds_or_duration, conflicts_with = "timeout")]
@@ -204,7 +202,7 @@ fn load_file(path: Option<&std::path::Path>) -> anyhow::Result<FileConfig> {
     })
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct ClientArgs {
     /// Servers: HOST, HOST:PORT or [IPv6]:PORT (port 43278 unless given).
     /// The seed form `SERVERIP PORT` also works.
@@ -235,6 +233,10 @@ struct ClientArgs {
     /// Id of the key to sign with [default: the highest id in the file].
     #[arg(long, value_name = "ID")]
     key_id: Option<u32>,
+    /// File holding this host's boot id (a UUID) [default: the kernel's;
+    /// give a container its own].
+    #[arg(long, value_name = "FILE")]
+    boot_id_file: Option<PathBuf>,
 }
 
 impl ClientArgs {
@@ -252,6 +254,7 @@ impl ClientArgs {
         set(&mut config.jitter, self.jitter);
         config.key_file = self.key_file.or(config.key_file);
         config.key_id = self.key_id.or(config.key_id);
+        config.boot_id_file = self.boot_id_file.or(config.boot_id_file);
         config.validate()?;
         Ok(config)
     }
@@ -327,6 +330,7 @@ fn client_command(args: ClientArgs) -> ExitCode {
 
 fn run_client(args: ClientArgs) -> anyhow::Result<()> {
     let print_config = args.print_config;
+    let again = args.clone(); // SIGHUP reads the config as at start
     let config = args.into_config()?;
     if print_config {
         let file = config::ClientFile { client: &config };
@@ -337,14 +341,8 @@ fn run_client(args: ClientArgs) -> anyhow::Result<()> {
     // the blocked signals and they wait for the beat loop.
     let signals = client::StopSignals::block().context("blocking SIGINT and SIGTERM")?;
     let client = client::Client::new(config.clone()).context("starting the client")?;
-    tracing::info!(
-        host_id = client.host_id(),
-        servers = ?config.servers,
-        signed_with_key = ?client.key_id(),
-        interval = %duration::format(config.interval),
-        "beating (port {DEFAULT_PORT} unless given)"
-    );
-    client.run_until_signal(&signals);
+    client.log_start();
+    client.run_until_signal(&signals, move || again.clone().into_config());
     Ok(())
 }
 
@@ -645,6 +643,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Server(args) => {
             let (print_config, forget_all) = (args.print_config, args.forget_all);
+            let again = args.clone(); // SIGHUP reads the config as at start
             let config = args.into_config()?;
             if print_config {
                 let file = ServerFile { server: &config };
@@ -659,7 +658,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             let server = server::Server::bind(config)
                 .await
-                .context("starting the server")?;
+                .context("starting the server")?
+                .reload_with(move || again.clone().into_config());
             match server.key_count() {
                 0 => tracing::info!("no key file: unsigned beats are accepted"),
                 keys => tracing::info!(keys, "beats must be signed with a listed key"),

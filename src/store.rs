@@ -153,7 +153,8 @@ pub struct Loaded {
     pub hosts: Vec<StoredHost>,
     /// The recent events, oldest first.
     pub events: Vec<Event>,
-    /// When the server that wrote the store last checkpointed (about when it
+    /// When the server that wrote the store was last known alive: its last
+    /// checkpoint or its later alive mark (within [`ALIVE_EVERY`] of when it
     /// stopped); `None` for a new store.
     pub alive: Option<SystemTime>,
 }
@@ -245,10 +246,34 @@ fn lock(dir: &Path) -> Result<File, Error> {
     Ok(file)
 }
 
+/// The alive mark beside the store: the wall time (Unix milliseconds, as
+/// text) the server last said it was running, rewritten every
+/// [`ALIVE_EVERY`]. Much cheaper than a checkpoint, so that after a
+/// `kill -9` the outage is known to within that, not to within the
+/// checkpoint interval.
+pub const ALIVE_NAME: &str = "lubdub.alive";
+
+/// How often the running server rewrites its alive mark.
+pub const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Writes the alive mark in `dir`: the server is running at `now`.
+pub fn mark_alive(dir: &Path, now: SystemTime) -> io::Result<()> {
+    // Not atomic, and need not be: a torn mark reads as none, and the
+    // store's own last write stands in for it.
+    std::fs::write(dir.join(ALIVE_NAME), millis(now).to_string())
+}
+
+/// The alive mark in `dir`, if there is a readable one.
+fn read_alive(dir: &Path) -> Option<SystemTime> {
+    let text = std::fs::read_to_string(dir.join(ALIVE_NAME)).ok()?;
+    text.trim().parse().ok().map(from_millis)
+}
+
 /// Removes the store in `dir` (under the lock, so never under a running
 /// server), for `lubdub server --forget-all`. Returns whether there was one.
 pub fn forget(dir: &Path) -> Result<bool, Error> {
     let _lock = lock(dir)?;
+    let _ = std::fs::remove_file(dir.join(ALIVE_NAME));
     let path = dir.join(FILE_NAME);
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(true),
@@ -307,6 +332,21 @@ impl Store {
 
     /// Reads everything the store remembers.
     pub fn load(&self) -> Result<Loaded, Error> {
+        let Some(db) = &self.db else {
+            return Ok(Loaded::default());
+        };
+        let mut loaded = self.load_db(db)?;
+        // The later of the last checkpoint and the last alive mark; a mark
+        // without a store (a new or forgotten one) means nothing.
+        if let Some(checkpoint) = loaded.alive
+            && let Some(mark) = self.path.parent().and_then(read_alive)
+        {
+            loaded.alive = Some(checkpoint.max(mark));
+        }
+        Ok(loaded)
+    }
+
+    fn load_db(&self, db: &Database) -> Result<Loaded, Error> {
         let unreadable = |source: redb::Error| Error::Unreadable {
             path: self.path.clone(),
             source: Box::new(source),
@@ -314,9 +354,6 @@ impl Store {
         let bad = |what: String| Error::BadRecord {
             path: self.path.clone(),
             what,
-        };
-        let Some(db) = &self.db else {
-            return Ok(Loaded::default());
         };
         let txn = db.begin_read().map_err(|e| unreadable(e.into()))?;
         let mut loaded = Loaded::default();

@@ -119,6 +119,23 @@ pub struct Settings {
 }
 
 impl Monitor {
+    /// Judges by `settings` from `now` on (a reload): every host's rule is
+    /// chosen again and every deadline recomputed, so a shorter timeout
+    /// applies to hosts already silent, not only after their next beat.
+    /// O(hosts), and rare.
+    pub fn replace_settings(&mut self, settings: Settings, now: Instant) {
+        self.settings = settings;
+        for slot in 0..self.registry.slot_end() {
+            let Some(host) = self.registry.try_get(slot) else {
+                continue; // freed by a forget
+            };
+            let rule = self.settings.rules.index_for(self.registry.id_of(host));
+            self.registry.get_mut(slot).rule = rule;
+        }
+        // Rounded up, as a stall's: a recomputed deadline is never early.
+        self.rebuild_queue(self.clock.ms_ceil(now));
+    }
+
     /// A host's timeout: the silence after which it is `down`. Fixed
     /// detector: the server's (or its rule's), raised to 3 × its declared
     /// interval; phi: where phi reaches the threshold, from its statistics.

@@ -59,6 +59,44 @@ impl DropReason {
         }
     }
 
+    /// True for the refusals of a server with keys that a misconfigured
+    /// client causes (no key, a wrong or retired key, a legacy beat from
+    /// outside `legacy_networks`, a wrong clock): worth a warning, where a
+    /// malformed packet is noise.
+    pub fn is_refused_key(self) -> bool {
+        matches!(
+            self,
+            DropReason::Unsigned
+                | DropReason::BadMac
+                | DropReason::UnknownKey
+                | DropReason::Legacy
+                | DropReason::ClockSkew
+        )
+    }
+
+    /// What an operator should check, for the log.
+    pub fn explain(self) -> &'static str {
+        match self {
+            DropReason::Unsigned => {
+                "unsigned, and this server requires a key (client without key_file?)"
+            }
+            DropReason::BadMac => {
+                "signature does not verify (client key differs from the server's key of that id)"
+            }
+            DropReason::UnknownKey => {
+                "signed with a key id this server does not have (a removed or new key?)"
+            }
+            DropReason::Legacy => "legacy Thump! from outside legacy_networks",
+            DropReason::ClockSkew => {
+                "send time further than max_clock_skew from the server's clock"
+            }
+            DropReason::Malformed => "not a lubdub beat",
+            DropReason::UnsupportedVersion => "a protocol version this server does not speak",
+            DropReason::Replay => "a sequence number seen before (a replay)",
+            DropReason::MaxHosts => "a new host beyond max_hosts",
+        }
+    }
+
     /// Why a datagram that did not decode is dropped.
     pub fn of(error: DecodeError) -> Self {
         match error {

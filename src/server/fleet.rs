@@ -159,6 +159,23 @@ impl Fleet {
         })
     }
 
+    /// Judges by `settings` from `now` on (a reload; see
+    /// [`Monitor::replace_settings`]). The timer is woken: a deadline may
+    /// now be earlier.
+    pub fn replace_settings(&self, settings: crate::monitor::Settings, now: Instant) {
+        self.lock().replace_settings(settings, now);
+        self.wake.notify_one();
+    }
+
+    /// A new subscription to the events and the id of the first event it
+    /// will receive, taken together under the lock (events are published
+    /// only under it): a sink replaced by a reload hands over at exactly
+    /// that event, with none lost or sent twice.
+    pub fn subscribe_at(&self) -> (tokio::sync::broadcast::Receiver<Event>, u64) {
+        let _monitor = self.lock();
+        (self.events.subscribe(), self.events.next_id())
+    }
+
     /// Publishes events that are not about a change the monitor made (the
     /// server's own `monitor_started`), in order with the monitor's.
     pub fn announce(&self, events: Vec<Event>) {

@@ -12,11 +12,19 @@ use crate::config::ServerConfig;
 use crate::protocol::Packet;
 use ipnet::IpNet;
 use std::net::IpAddr;
+use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
-/// The server's admission policy.
+/// The server's admission policy, replaceable while the server runs (a
+/// reload rotates keys). Ingest reads it once per receive batch.
 #[derive(Debug, Default)]
 pub struct Guard {
+    policy: RwLock<Policy>,
+}
+
+/// One admission policy: the keys and the rules of the config it came from.
+#[derive(Debug, Default)]
+pub struct Policy {
     keys: Option<KeyRing>,
     legacy_networks: Vec<IpNet>,
     max_clock_skew: Duration,
@@ -25,11 +33,48 @@ pub struct Guard {
 impl Guard {
     /// The policy of `config`, reading its key file if it names one.
     pub fn new(config: &ServerConfig) -> Result<Guard, crate::auth::Error> {
+        Ok(Guard {
+            policy: RwLock::new(Policy::new(config)?),
+        })
+    }
+
+    /// The policy in force, for a batch of checks.
+    pub fn read(&self) -> RwLockReadGuard<'_, Policy> {
+        // A policy is replaced whole, never left half-written: a poisoned
+        // lock still holds a whole one.
+        self.policy.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts `policy` in force (a reload).
+    pub fn replace(&self, policy: Policy) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+    }
+
+    /// How many keys the server accepts (0: beats need no signature).
+    pub fn key_count(&self) -> usize {
+        self.read().key_count()
+    }
+
+    /// [`Policy::check`] under the policy in force.
+    pub fn check(
+        &self,
+        datagram: &[u8],
+        packet: &Packet<'_>,
+        from: IpAddr,
+        wall: SystemTime,
+    ) -> Result<(), DropReason> {
+        self.read().check(datagram, packet, from, wall)
+    }
+}
+
+impl Policy {
+    /// The policy of `config`, reading its key file if it names one.
+    pub fn new(config: &ServerConfig) -> Result<Policy, crate::auth::Error> {
         let keys = match &config.key_file {
             Some(path) => Some(KeyRing::load(path)?),
             None => None,
         };
-        Ok(Guard {
+        Ok(Policy {
             keys,
             legacy_networks: config.legacy_networks.clone(),
             max_clock_skew: config.max_clock_skew,
@@ -39,6 +84,17 @@ impl Guard {
     /// How many keys the server accepts (0: beats need no signature).
     pub fn key_count(&self) -> usize {
         self.keys.as_ref().map_or(0, |k| k.keys().len())
+    }
+
+    /// The ids of the keys accepted, ascending (for the reload's log).
+    pub fn key_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .keys
+            .as_ref()
+            .map(|k| k.keys().iter().map(|key| key.id).collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
     }
 
     /// Admits or refuses one decoded datagram from `from`, received at
@@ -109,11 +165,13 @@ mod tests {
         let mut keys = KeyRing::default();
         keys.add(Key::new(1, &[1; 32], false, None).expect("key"))
             .expect("add");
-        Guard {
+        let guard = Guard::default();
+        guard.replace(Policy {
             keys: Some(keys),
             legacy_networks: vec!["10.0.0.0/8".parse().expect("net")],
             max_clock_skew: Duration::from_secs(120),
-        }
+        });
+        guard
     }
 
     fn check(guard: &Guard, bytes: &[u8], from: &str, wall: SystemTime) -> Result<(), DropReason> {

@@ -193,6 +193,8 @@ impl Ingest {
         // fixed array on the stack: a forged packet costs no allocation and
         // no lock, and never reaches the registry.
         let mut admitted: [Option<(Packet<'_>, SocketAddr)>; BATCH] = [None; BATCH];
+        // Once per batch: a reload may replace the policy in between.
+        let policy = self.guard.read();
         for (slot, datagram) in admitted.iter_mut().zip(batch.iter()) {
             let checked = if datagram.truncated {
                 Err(DropReason::Malformed)
@@ -200,7 +202,7 @@ impl Ingest {
                 protocol::decode(datagram.bytes)
                     .map_err(DropReason::of)
                     .and_then(|packet| {
-                        self.guard
+                        policy
                             .check(datagram.bytes, &packet, datagram.from.ip(), wall)
                             .map(|()| packet)
                     })
@@ -210,11 +212,19 @@ impl Ingest {
                 Err(reason) => {
                     counts.dropped[reason as usize] += 1;
                     if let Some(suppressed) = bad_packet_log.check(std::time::Instant::now()) {
-                        tracing::debug!(from = %datagram.from, suppressed, "dropped packet: {}", reason.as_str());
+                        if reason.is_refused_key() {
+                            // A client with the wrong (or no) key looks, to
+                            // its operator, like a host that is down: say
+                            // where it is and why, at most once a period.
+                            tracing::warn!(from = %datagram.from, reason = %reason.as_str(), suppressed, "dropped beat: {}", reason.explain());
+                        } else {
+                            tracing::debug!(from = %datagram.from, suppressed, "dropped packet: {}", reason.as_str());
+                        }
                     }
                 }
             }
         }
+        drop(policy);
         // Legacy beats are keyed by their address, written as text: one
         // buffer of all of them, so that a batch without any (the common
         // case) allocates nothing.

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod persist;
 pub mod process;
 pub mod recv;
+pub mod reload;
 pub mod sinks;
 pub mod timer;
 
@@ -96,6 +97,7 @@ pub struct Server {
     restored: persist::Restored,
     guard: Arc<guard::Guard>,
     record: Option<crate::trace::Recorder>,
+    reload: Option<reload::Loader>,
 }
 
 impl Server {
@@ -154,7 +156,20 @@ impl Server {
             restored,
             guard,
             record,
+            reload: None,
         })
+    }
+
+    /// Reloads on SIGHUP, reading the configuration again with `load` (the
+    /// file, the environment and the flags, as at start); see [`reload`].
+    /// Without it SIGHUP keeps its default (it ends the process).
+    pub fn reload_with<E: std::fmt::Display>(
+        mut self,
+        mut load: impl FnMut() -> Result<ValidServerConfig, E> + Send + 'static,
+    ) -> Self {
+        // `{:#}`: an anyhow error with its causes, on one line.
+        self.reload = Some(Box::new(move || load().map_err(|e| format!("{e:#}"))));
+        self
     }
 
     /// The UDP address actually bound.
@@ -193,6 +208,7 @@ impl Server {
             restored,
             guard,
             record,
+            reload,
         } = self;
         let fleet = shared.fleet.clone();
         let console = tokio::spawn(print_events(fleet.events().subscribe()));
@@ -205,7 +221,18 @@ impl Server {
             fleet.read(Monitor::down_events),
             fleet.events().subscribe(),
             shared.metrics.clone(),
+            None,
         )?;
+        let reload_stop = CancellationToken::new();
+        let reloader = reload.map(|load| reload::Reloader {
+            load,
+            started: config.clone(),
+            fleet: fleet.clone(),
+            guard: guard.clone(),
+            metrics: shared.metrics.clone(),
+            http_addr,
+        });
+        let sinks = tokio::spawn(reload::run(reloader, sinks, reload_stop.clone()));
         let checkpoint_stop = CancellationToken::new();
         let checkpointer = tokio::spawn(
             persist::Checkpointer {
@@ -266,6 +293,7 @@ impl Server {
         // without beats would report hosts down that are not.
         ingest_stop.cancel();
         timer_stop.cancel();
+        reload_stop.cancel();
         let _ = ingest.await;
         let _ = timer.await;
         if let Some(report) = report {
@@ -290,7 +318,9 @@ impl Server {
         drop(shared);
         drop(fleet);
         let _ = console.await;
-        sinks.finish(SINK_DRAIN).await;
+        if let Ok(sinks) = sinks.await {
+            sinks.finish(SINK_DRAIN).await;
+        }
         match http_result {
             Some(Ok(Err(e))) => Err(Error::Http(e)),
             _ => Ok(()),
@@ -411,11 +441,12 @@ async fn report_silent(fleet: Arc<Fleet>, every: std::time::Duration, stop: Canc
             .iter()
             .map(|(id, secs)| format!("{id} ({secs:.1}s)"))
             .collect();
-        let _ = writeln!(
-            io::stdout().lock(),
-            "silent hosts ({}): {}",
-            list.len(),
-            list.join(", ")
-        );
+        // One line per report, never an empty list.
+        let line = if list.is_empty() {
+            "silent hosts: none".to_string()
+        } else {
+            format!("silent hosts ({}): {}", list.len(), list.join(", "))
+        };
+        let _ = writeln!(io::stdout().lock(), "{line}");
     }
 }

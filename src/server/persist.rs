@@ -76,7 +76,8 @@ impl StoreHealth {
 pub struct Restored {
     /// Hosts remembered.
     pub hosts: usize,
-    /// How long the server was away: from its last checkpoint to `wall`.
+    /// How long the server was away: from when it was last known alive
+    /// (its last checkpoint or alive mark) to `wall`.
     /// `None` for a new store.
     pub away: Option<Duration>,
 }
@@ -248,11 +249,23 @@ impl Checkpointer {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut error_log = RateLimit::new(ERROR_LOG_PERIOD);
+        let mut alive_log = RateLimit::new(ERROR_LOG_PERIOD);
+        let mut alive = tokio::time::interval(crate::store::ALIVE_EVERY);
+        alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let dir = shared
+            .health
+            .path()
+            .parent()
+            .map(std::path::Path::to_path_buf);
         let mut open = true;
         loop {
             let (stopping, ticked) = tokio::select! {
                 biased;
                 _ = stop.cancelled() => (true, false),
+                _ = alive.tick(), if dir.is_some() => {
+                    mark_alive(dir.clone(), &mut alive_log).await;
+                    continue;
+                }
                 _ = ticker.tick() => (false, true),
                 received = events.recv(), if open => {
                     take(received, &mut pending, &mut open);
@@ -295,6 +308,21 @@ impl Checkpointer {
                 return;
             }
         }
+    }
+}
+
+/// Rewrites the alive mark in `dir` (see `store::ALIVE_NAME`), off the
+/// runtime's workers; a failure is logged at a limited rate (the store's
+/// own errors are reported by its checkpoints and `/healthz`).
+async fn mark_alive(dir: Option<std::path::PathBuf>, log: &mut RateLimit) {
+    let Some(dir) = dir else { return };
+    let written =
+        tokio::task::spawn_blocking(move || crate::store::mark_alive(&dir, SystemTime::now()))
+            .await;
+    if let Ok(Err(e)) = written
+        && let Some(suppressed) = log.check(std::time::Instant::now())
+    {
+        tracing::warn!(suppressed, "cannot write the alive mark: {e}");
     }
 }
 

@@ -35,7 +35,9 @@ pub struct HostView {
     interval_mean_seconds: f64,
     /// Its standard deviation (seconds).
     interval_std_seconds: f64,
-    /// Recent chance a beat is lost after one arrived (0 to 1).
+    /// Share of its beats lost, as measured: `losses / (beats + losses)`
+    /// (0 to 1; 0 for a host that has lost none). The detector's own
+    /// estimate, which starts from a prior, stays internal.
     loss_rate: f64,
     /// Recent chance a beat is lost after one was lost (bursts).
     burst_loss_rate: f64,
@@ -44,6 +46,16 @@ pub struct HostView {
     /// Receive minus send time (clock offset plus network delay), seconds;
     /// null until a beat carried a send time.
     clock_offset_seconds: Option<f64>,
+}
+
+/// The share of beats lost among those sent: `losses / (beats + losses)`.
+fn measured_loss(beats: u32, losses: u32) -> f64 {
+    let sent = f64::from(beats) + f64::from(losses);
+    if sent == 0.0 {
+        0.0
+    } else {
+        f64::from(losses) / sent
+    }
 }
 
 fn rfc3339(at: SystemTime) -> String {
@@ -76,7 +88,7 @@ impl HostView {
             flapping: host.flap.flapping,
             interval_mean_seconds: f64::from(host.stats.interval_mean_ms) / 1000.0,
             interval_std_seconds: f64::from(host.stats.interval_std_ms()) / 1000.0,
-            loss_rate: f64::from(host.stats.loss_rate),
+            loss_rate: measured_loss(host.beats, host.losses),
             burst_loss_rate: f64::from(host.stats.burst_loss_rate),
             duplicates: host.stats.duplicates,
             reordered: host.stats.reordered,

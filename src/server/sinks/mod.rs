@@ -12,6 +12,7 @@
 pub mod alertmanager;
 pub mod exec;
 pub mod mass;
+pub mod truth;
 pub mod webhook;
 
 /// The sinks' settings live with the rest of the config (`config::sinks`):
@@ -29,7 +30,7 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -193,6 +194,11 @@ impl Filter {
         }
     }
 
+    /// True when the sink takes events of host `id` (its host globs only).
+    pub fn matches_host(&self, id: &str) -> bool {
+        self.hosts.as_ref().is_none_or(|hosts| hosts.is_match(id))
+    }
+
     /// True when the sink wants `event`. A mass silence matches if any of
     /// its hosts does.
     pub fn matches(&self, event: &SinkEvent) -> bool {
@@ -262,12 +268,23 @@ struct Route {
     queue: mpsc::Sender<SinkEvent>,
     outcomes: Outcomes,
     full_log: RateLimit,
+    told: truth::Told,
 }
 
 /// The running sinks.
 pub struct Sinks {
-    dispatcher: JoinHandle<()>,
+    dispatcher: JoinHandle<Carry>,
     workers: Vec<JoinHandle<()>>,
+    /// Stops the dispatcher at an event id (a reload hands over there).
+    stop: oneshot::Sender<u64>,
+}
+
+/// What the dispatcher knows that the sinks of a reload must go on from:
+/// which hosts are flapping, and what each sink (by name) was told.
+#[derive(Default)]
+pub struct Carry {
+    flaps: Flaps,
+    told: std::collections::HashMap<String, truth::Told>,
 }
 
 impl Sinks {
@@ -282,6 +299,7 @@ impl Sinks {
         down_at_start: Vec<Event>,
         events: broadcast::Receiver<Event>,
         metrics: Arc<Metrics>,
+        handover: Option<oneshot::Receiver<Carry>>,
     ) -> Result<Sinks, Error> {
         let sinks = &config.sinks;
         let mut names = sinks.names().into_iter();
@@ -296,6 +314,7 @@ impl Sinks {
                 queue: tx,
                 outcomes: outcomes.clone(),
                 full_log: RateLimit::new(Duration::from_secs(10)),
+                told: truth::Told::default(),
             });
             (rx, outcomes)
         };
@@ -337,26 +356,49 @@ impl Sinks {
             window: mass.window.unwrap_or(config.timeout),
             hold: mass.hold,
         });
-        let dispatcher = tokio::spawn(dispatch(events, gate, routes, metrics));
+        let (stop, stop_at) = oneshot::channel();
+        let dispatcher = tokio::spawn(dispatch(events, gate, routes, metrics, handover, stop_at));
         Ok(Sinks {
             dispatcher,
             workers,
+            stop,
         })
+    }
+
+    /// Stops these sinks for a reload: they deliver every event numbered
+    /// below `boundary` (the first one the new sinks receive, see
+    /// `Fleet::subscribe_at`), then end within `drain`; `carry_tx` gets
+    /// what the new sinks go on from.
+    pub fn hand_over(self, boundary: u64, drain: Duration, carry_tx: oneshot::Sender<Carry>) {
+        let _ = self.stop.send(boundary);
+        let dispatcher = self.dispatcher;
+        let workers = self.workers;
+        tokio::spawn(async move {
+            let carry = dispatcher.await.unwrap_or_default();
+            let _ = carry_tx.send(carry);
+            finish_workers(workers, Instant::now() + drain).await;
+        });
     }
 
     /// Waits, at most `drain`, for the sinks to deliver what they hold once
     /// the event stream has closed; then stops them.
     pub async fn finish(self, drain: Duration) {
         let deadline = Instant::now() + drain;
+        // Dropped, not sent: the dispatcher runs until the stream closes.
+        drop(self.stop);
         let _ = tokio::time::timeout_at(deadline, self.dispatcher).await;
-        for mut worker in self.workers {
-            if tokio::time::timeout_at(deadline, &mut worker)
-                .await
-                .is_err()
-            {
-                tracing::warn!("a sink did not finish delivering in time; stopping it");
-                worker.abort();
-            }
+        finish_workers(self.workers, deadline).await;
+    }
+}
+
+async fn finish_workers(workers: Vec<JoinHandle<()>>, deadline: Instant) {
+    for mut worker in workers {
+        if tokio::time::timeout_at(deadline, &mut worker)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a sink did not finish delivering in time; stopping it");
+            worker.abort();
         }
     }
 }
@@ -366,12 +408,37 @@ async fn dispatch(
     mut gate: mass::Gate,
     mut routes: Vec<Route>,
     metrics: Arc<Metrics>,
-) {
-    if routes.is_empty() {
-        return;
+    handover: Option<oneshot::Receiver<Carry>>,
+    mut stop_at: oneshot::Receiver<u64>,
+) -> Carry {
+    // The sinks this reload replaced deliver up to where this one begins:
+    // their flapping hosts and what each sink was told go on from there.
+    let Carry {
+        mut flaps,
+        mut told,
+    } = match handover {
+        Some(carry) => carry.await.unwrap_or_default(),
+        None => Carry::default(),
+    };
+    for route in &mut routes {
+        route.told = told.remove(&route.name).unwrap_or_default();
     }
-    let mut flaps = Flaps::default();
+    let (mut boundary, mut stop_done) = (None, false);
     loop {
+        if routes.is_empty() {
+            // Nothing to deliver to: wait only for the end or a hand-over.
+            tokio::select! {
+                at = &mut stop_at, if !stop_done => match at {
+                    Ok(_) => break,
+                    Err(_) => stop_done = true,
+                },
+                received = events.recv() => match received {
+                    Err(broadcast::error::RecvError::Closed) => break,
+                    _ => continue,
+                },
+            }
+            continue;
+        }
         let next = gate.next_release();
         let held = async {
             match next {
@@ -379,8 +446,30 @@ async fn dispatch(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            received = events.recv() => match received {
+        let received = if let Some(boundary) = boundary {
+            // Handing over: only what is already queued, below the boundary.
+            match events.try_recv() {
+                Ok(event) if event.id < boundary => Some(Ok(event)),
+                Ok(_) | Err(broadcast::error::TryRecvError::Empty) => break,
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    Some(Err(broadcast::error::RecvError::Lagged(n)))
+                }
+                Err(broadcast::error::TryRecvError::Closed) => break,
+            }
+        } else {
+            tokio::select! {
+                received = events.recv() => Some(received),
+                at = &mut stop_at, if !stop_done => {
+                    // Dropped rather than sent: run until the stream closes.
+                    stop_done = true;
+                    boundary = at.ok();
+                    None
+                }
+                _ = held => None,
+            }
+        };
+        if let Some(received) = received {
+            match received {
                 Ok(event) => {
                     let Some(event) = flaps.pass(event) else {
                         continue; // a flapping host's page, held back
@@ -410,17 +499,19 @@ async fn dispatch(
                     tracing::warn!(missed, "sinks fell behind the event stream; events dropped");
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
-            },
-            _ = held => {}
+            }
         }
         for event in gate.release(Instant::now()) {
             deliver(&mut routes, event);
         }
     }
-    // The server is stopping: held pages go out now rather than never.
+    // The server is stopping (or handing over): held pages go out now
+    // rather than never.
     for event in gate.drain() {
         deliver(&mut routes, event);
     }
+    let told = routes.into_iter().map(|r| (r.name, r.told)).collect();
+    Carry { flaps, told }
 }
 
 /// Holds back the pages of flapping hosts: between a host's `flapping` and
@@ -499,24 +590,38 @@ fn deliver(routes: &mut [Route], event: SinkEvent) {
         );
     }
     for route in routes.iter_mut() {
-        if !route.filter.matches(&event) {
-            continue;
+        // A settle corrects a sink left believing the host down, whatever
+        // kinds it asked for (see `truth`).
+        if let SinkEvent::Host(e) = &event
+            && route.filter.matches_host(&e.host)
+            && let Some(fix) = route.told.correction(&event)
+        {
+            send(route, fix);
         }
-        match route.queue.try_send(event.clone()) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                route.outcomes.add(Delivery::Dropped, 1);
-                if let Some(suppressed) = route.full_log.check(std::time::Instant::now()) {
-                    tracing::warn!(
-                        sink = %route.name,
-                        suppressed,
-                        "sink queue full: event dropped for this sink"
-                    );
-                }
+        if route.filter.matches(&event) {
+            send(route, event.clone());
+        }
+    }
+}
+
+/// Queues `event` for one sink without waiting (a full queue drops it).
+fn send(route: &mut Route, event: SinkEvent) {
+    // Only what the sink was given counts as told (a dropped `recovered`
+    // leaves it believing down, for the next settle to correct).
+    match route.queue.try_send(event.clone()) {
+        Ok(()) => route.told.delivered(&event),
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            route.outcomes.add(Delivery::Dropped, 1);
+            if let Some(suppressed) = route.full_log.check(std::time::Instant::now()) {
+                tracing::warn!(
+                    sink = %route.name,
+                    suppressed,
+                    "sink queue full: event dropped for this sink"
+                );
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                route.outcomes.add(Delivery::Dropped, 1);
-            }
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            route.outcomes.add(Delivery::Dropped, 1);
         }
     }
 }

@@ -1,0 +1,264 @@
+//! Reloading on SIGHUP, as daemons do: the config file and the key file are
+//! read again and what can change while running is applied (keys, sinks,
+//! timeouts and detector settings); a config that does not load or check
+//! is refused with one error line, and the server goes on with the one it
+//! has. Settings bound at start (addresses, data directory, ...) are
+//! reported as needing a restart. See docs/RELOAD.md.
+
+use super::fleet::Fleet;
+use super::guard::{Guard, Policy};
+use super::metrics::Metrics;
+use super::sinks::Sinks;
+use crate::config::{ServerConfig, ValidServerConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Reads the configuration again, as at start (file, environment, flags),
+/// checked; the error is the one line to log.
+pub type Loader = Box<dyn FnMut() -> Result<ValidServerConfig, String> + Send>;
+
+/// Settings applied while running. Every other setting is bound at start.
+pub const LIVE: &[&str] = &[
+    "timeout",
+    "late_after",
+    "sinks",
+    "key_file",
+    "legacy_networks",
+    "max_clock_skew",
+    "max_hosts",
+    "detector",
+    "flap_window",
+    "flap_threshold",
+    "phi",
+    "host_detectors",
+];
+
+/// Settings the monitor judges by (a change rebuilds its deadlines).
+const DETECTION: &[&str] = &[
+    "timeout",
+    "late_after",
+    "key_file",
+    "max_hosts",
+    "detector",
+    "flap_window",
+    "flap_threshold",
+    "phi",
+    "host_detectors",
+];
+
+/// How long replaced sinks may take to deliver what they hold.
+const SINK_DRAIN: Duration = Duration::from_secs(5);
+
+/// The reload task's state: what it reads with and what it replaces.
+pub struct Reloader {
+    /// Reads the configuration again.
+    pub load: Loader,
+    /// The configuration the server started with (for settings that need
+    /// a restart).
+    pub started: ValidServerConfig,
+    /// The monitor whose settings are replaced.
+    pub fleet: Arc<Fleet>,
+    /// The admission policy whose keys are replaced.
+    pub guard: Arc<Guard>,
+    /// Where the new sinks count their deliveries.
+    pub metrics: Arc<Metrics>,
+    /// The server's HTTP address (the Alertmanager sink's link).
+    pub http_addr: SocketAddr,
+}
+
+/// Reloads on every SIGHUP until `stop`, and returns the sinks then
+/// running (the server drains them at its end). Without a reloader it only
+/// waits: the sinks stay as they are (and SIGHUP keeps its default).
+pub async fn run(reloader: Option<Reloader>, mut sinks: Sinks, stop: CancellationToken) -> Sinks {
+    {
+        let Some(mut reloader) = reloader else {
+            stop.cancelled().await;
+            return sinks;
+        };
+        let mut hangups =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(hangups) => hangups,
+                Err(e) => {
+                    tracing::warn!("cannot take SIGHUP ({e}): no reload");
+                    stop.cancelled().await;
+                    return sinks;
+                }
+            };
+        let mut current = reloader.started.clone();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return sinks,
+                _ = hangups.recv() => {}
+            }
+            tracing::info!("SIGHUP: reloading the config and the key file");
+            match reloader.reload(&current, sinks) {
+                (Ok(config), now) => {
+                    current = config;
+                    sinks = now;
+                }
+                (Err(e), now) => {
+                    tracing::error!("reload refused, still running on the previous config: {e}");
+                    sinks = now;
+                }
+            }
+        }
+    }
+}
+
+impl Reloader {
+    /// One reload against the `current` config; returns the config now in
+    /// force (or why the new one was refused) and the sinks now running.
+    fn reload(
+        &mut self,
+        current: &ValidServerConfig,
+        sinks: Sinks,
+    ) -> (Result<ValidServerConfig, String>, Sinks) {
+        let new = match (self.load)() {
+            Ok(new) => new,
+            Err(e) => return (Err(e), sinks),
+        };
+        let policy = match Policy::new(&new) {
+            Ok(policy) => policy,
+            Err(e) => return (Err(chain(&e)), sinks),
+        };
+        let changed = changed_keys(current, &new);
+        let live: Vec<&str> = changed
+            .iter()
+            .copied()
+            .filter(|k| LIVE.contains(k))
+            .collect();
+        // Sinks first: the only part that can still fail (an HTTP client
+        // that does not build), and then nothing is applied.
+        let sinks = if live.iter().any(|k| *k == "sinks" || *k == "timeout") {
+            let (events, boundary) = self.fleet.subscribe_at();
+            let (carry_tx, carry_rx) = tokio::sync::oneshot::channel();
+            let down = self.fleet.read(crate::monitor::Monitor::down_events);
+            match Sinks::spawn(
+                &new,
+                self.http_addr,
+                down,
+                events,
+                self.metrics.clone(),
+                Some(carry_rx),
+            ) {
+                Ok(fresh) => {
+                    sinks.hand_over(boundary, SINK_DRAIN, carry_tx);
+                    fresh
+                }
+                Err(e) => return (Err(chain(&e)), sinks),
+            }
+        } else {
+            sinks
+        };
+        let old_keys = self.guard.read().key_ids();
+        let new_keys = policy.key_ids();
+        self.guard.replace(policy);
+        if live.iter().any(|k| DETECTION.contains(k)) {
+            self.fleet
+                .replace_settings(new.monitor().clone(), super::timer::now());
+        }
+        if old_keys != new_keys {
+            tracing::info!(before = ?old_keys, now = ?new_keys, "keys reloaded");
+        }
+        if live.is_empty() {
+            tracing::info!("reloaded: no setting that applies live changed");
+        } else {
+            tracing::info!(changed = %live.join(", "), "reloaded");
+        }
+        for key in changed_keys(&self.started, &new) {
+            if !LIVE.contains(&key) {
+                tracing::warn!("{key} changed in the config, but takes effect only at a restart");
+            }
+        }
+        (Ok(new), sinks)
+    }
+}
+
+/// The top-level settings whose values differ between `a` and `b`.
+pub fn changed_keys(a: &ServerConfig, b: &ServerConfig) -> Vec<&'static str> {
+    let (Ok(toml::Value::Table(a)), Ok(toml::Value::Table(b))) =
+        (toml::Value::try_from(a), toml::Value::try_from(b))
+    else {
+        return Vec::new();
+    };
+    FIELDS
+        .iter()
+        .copied()
+        .filter(|key| a.get(*key) != b.get(*key))
+        .collect()
+}
+
+/// Every top-level setting of `[server]`.
+const FIELDS: &[&str] = &[
+    "listen",
+    "http",
+    "timeout",
+    "late_after",
+    "silent_report",
+    "event_history",
+    "recv_buffer_bytes",
+    "data_dir",
+    "sinks",
+    "checkpoint_interval",
+    "key_file",
+    "legacy_networks",
+    "max_clock_skew",
+    "max_hosts",
+    "api_token",
+    "detector",
+    "flap_window",
+    "flap_threshold",
+    "phi",
+    "host_detectors",
+    "record",
+];
+
+/// An error and its causes on one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_is_compared_and_changes_are_named() {
+        let config = ServerConfig::default();
+        let toml::Value::Table(table) = toml::Value::try_from(&config).expect("toml") else {
+            panic!("a table");
+        };
+        // Unset options are left out of the TOML; set them all to see them.
+        let mut all: Vec<&str> = table.keys().map(String::as_str).collect();
+        for optional in [
+            "late_after",
+            "silent_report",
+            "data_dir",
+            "key_file",
+            "api_token",
+            "record",
+        ] {
+            all.push(optional);
+        }
+        all.sort_unstable();
+        let mut fields = FIELDS.to_vec();
+        fields.sort_unstable();
+        assert_eq!(fields, all, "FIELDS lists every setting of [server]");
+        let changed = ServerConfig {
+            timeout: Duration::from_secs(9),
+            http: "127.0.0.1:1".parse().expect("addr"),
+            ..config.clone()
+        };
+        assert_eq!(changed_keys(&config, &changed), ["http", "timeout"]);
+        assert!(changed_keys(&config, &config).is_empty());
+    }
+}
