@@ -13,7 +13,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// Runs headless Chromium on `url` with `args` (e.g. `--dump-dom`) and
 /// returns its stdout. Bounded: killed after 90 s.
-fn chromium(profile: &Path, url: &str, args: &[&str]) -> String {
+pub(crate) fn chromium(profile: &Path, url: &str, args: &[&str]) -> String {
     let out_path = profile.with_extension("out");
     let mut child = Command::new("chromium")
         .args([

@@ -258,3 +258,60 @@ fn after_kill_9_the_reported_outage_is_the_real_one() {
         killed - started
     );
 }
+
+/// The text of every element of `dom` opened by `open` (up to `close`).
+fn texts_after<'a>(dom: &'a str, open: &str, close: &str) -> Vec<&'a str> {
+    dom.match_indices(open)
+        .filter_map(|(at, _)| {
+            let rest = &dom[at + open.len()..];
+            rest.find(close).map(|end| &rest[..end])
+        })
+        .collect()
+}
+
+/// `HH:MM:SS`, or `YYYY-MM-DD HH:MM:SS`: the dashboard's one time format.
+fn is_dashboard_time(text: &str) -> bool {
+    let digits = |s: &str, seps: &[(usize, u8)]| {
+        s.bytes().enumerate().all(|(i, b)| {
+            seps.iter()
+                .find(|(at, _)| *at == i)
+                .map_or(b.is_ascii_digit(), |&(_, c)| b == c)
+        })
+    };
+    match text.len() {
+        8 => digits(text, &[(2, b':'), (5, b':')]),
+        19 => digits(
+            text,
+            &[(4, b'-'), (7, b'-'), (10, b' '), (13, b':'), (16, b':')],
+        ),
+        _ => false,
+    }
+}
+
+#[test]
+fn the_dashboard_shows_every_time_in_one_format() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&["--timeout", "1s"]);
+    let _web = client(&[server.udp], "web", &[]);
+    assert!(server.wait_event("web", "joined", WAIT));
+    let page = format!("http://{}/#host=web", server.http);
+    let dump = crate::dashboard::chromium(&tmp.path().join("profile"), &page, &["--dump-dom"]);
+    // The page as built, without the script's own text.
+    let dom = dump.split("<script").next().unwrap_or_default();
+    let mut times: Vec<&str> = texts_after(dom, r#"<span class="t">"#, "</span>");
+    for field in ["since", "last seen"] {
+        times.extend(texts_after(dom, &format!("<dt>{field}</dt><dd>"), "</dd>"));
+    }
+    assert!(times.len() >= 4, "event times, since, last seen: {times:?}");
+    let status = texts_after(dom, r#"id="status""#, "</").join("");
+    let updated = status
+        .split("updated ")
+        .nth(1)
+        .and_then(|s| s.split(" · ").next())
+        .unwrap_or_default();
+    times.push(updated);
+    for time in &times {
+        assert!(is_dashboard_time(time), "{time:?} of {times:?}");
+    }
+    assert!(status.contains("times in UTC"), "{status}");
+}
