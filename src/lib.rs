@@ -37,3 +37,6 @@ pub mod status;
 pub mod store;
 pub mod tools;
 pub mod trace;
+
+#[cfg(test)]
+mod arrows;
