@@ -2,9 +2,7 @@
 //! live server and the test reads the DOM it built, and takes a screenshot.
 //! See: issue 3.
 
-use crate::util::{Server, client, wait_until};
-use lubdub::protocol::{Beat, encode};
-use std::net::UdpSocket;
+use crate::util::{Server, beat, client, packet, send_packets, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,26 +72,14 @@ fn text_of<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
 /// Sends v1 beats for `host` with counters `0..=last` except `lost`, as
 /// one client run: the server counts exactly those gaps.
 fn beats_with_gaps(server: &Server, host: &str, last: u64, lost: &[u64]) {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let run = 1_800_000_000u64 << 32;
-    let mut buf = Vec::new();
-    for counter in (0..=last).filter(|c| !lost.contains(c)) {
-        let beat = Beat {
-            flags: 0,
-            seq: run + counter,
-            boot_id: [7; 16],
-            sent_at_micros: 0,
-            interval_ms: 100,
-            host_id: host,
-            tag: None,
-        };
-        buf.clear();
-        encode(&beat, &mut buf).expect("encode");
-        socket.send_to(&buf, server.udp).expect("send");
-        // Spaced out so no datagram is lost in a burst: a loss would be
-        // counted and spoil the exact expectation below.
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let packets: Vec<Vec<u8>> = (0..=last)
+        .filter(|c| !lost.contains(c))
+        .map(|counter| packet(&beat(host, run + counter), None))
+        .collect();
+    // Spaced out so no datagram is lost in a burst: a loss would be
+    // counted and spoil the exact expectation below.
+    send_packets(server.udp, &packets, 1);
 }
 
 #[test]

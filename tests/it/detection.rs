@@ -2,10 +2,9 @@
 //! the phi detector explaining itself, flapping, and a recorded trace
 //! replayed by `lubdub simulate`. See: issue 8.
 
-use crate::util::{Proc, Server, client, wait_until};
-use lubdub::protocol::{Beat, encode};
-use std::net::UdpSocket;
-use std::time::{Duration, SystemTime};
+use crate::util::{Proc, Server, beat, client, packet, send_packets, wait_until};
+use lubdub::protocol::Beat;
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -15,27 +14,20 @@ fn host<'a>(hosts: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Va
 
 /// Sends v1 beats of `id` with the given sequence numbers, in this order.
 fn send_seqs(server: &Server, id: &str, seqs: &[u64]) {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let sent_at_micros = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_micros() as u64;
-    for &seq in seqs {
-        let beat = Beat {
-            flags: 0,
-            seq,
-            boot_id: [7; 16],
-            sent_at_micros,
-            interval_ms: 10_000,
-            host_id: id,
-            tag: None,
-        };
-        let mut out = Vec::new();
-        encode(&beat, &mut out).expect("encode");
-        socket.send_to(&out, server.udp).expect("send");
-        // Keep the order on the wire: one datagram at a time.
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let packets: Vec<Vec<u8>> = seqs
+        .iter()
+        .map(|&seq| {
+            packet(
+                &Beat {
+                    interval_ms: 10_000,
+                    ..beat(id, seq)
+                },
+                None,
+            )
+        })
+        .collect();
+    // One datagram at a time: the order on the wire is the test.
+    send_packets(server.udp, &packets, 1);
 }
 
 #[test]
