@@ -2,6 +2,7 @@
 //! Alertmanager, both on loopback.
 
 use super::{wait_until, write_file};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -31,15 +32,25 @@ impl Recorder {
     /// Answers the n-th request to each path with `statuses[n]`, and 200
     /// once they run out.
     pub fn start(statuses: &[u16]) -> Recorder {
-        Self::spawn(statuses.to_vec(), false)
+        Self::spawn(statuses.to_vec(), HashMap::new(), false)
+    }
+
+    /// Like [`Recorder::start`], with a script of statuses per path (the
+    /// paths not listed get 200).
+    pub fn scripted(scripts: &[(&str, &[u16])]) -> Recorder {
+        let scripts = scripts
+            .iter()
+            .map(|(path, statuses)| (path.to_string(), statuses.to_vec()))
+            .collect();
+        Self::spawn(Vec::new(), scripts, false)
     }
 
     /// Records each request and then never answers.
     pub fn hanging() -> Recorder {
-        Self::spawn(Vec::new(), true)
+        Self::spawn(Vec::new(), HashMap::new(), true)
     }
 
-    fn spawn(statuses: Vec<u16>, hang: bool) -> Recorder {
+    fn spawn(statuses: Vec<u16>, scripts: HashMap<String, Vec<u16>>, hang: bool) -> Recorder {
         use axum::body::Bytes;
         use axum::http::{HeaderMap, StatusCode, Uri};
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -49,7 +60,7 @@ impl Recorder {
             .expect("runtime");
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let seen = requests.clone();
-        let statuses = Arc::new(statuses);
+        let statuses = Arc::new((statuses, scripts));
         let handler = move |uri: Uri, headers: HeaderMap, body: Bytes| {
             let (seen, statuses) = (seen.clone(), statuses.clone());
             async move {
@@ -72,7 +83,9 @@ impl Recorder {
                     // Bounded: the runtime is dropped with the test.
                     tokio::time::sleep(Duration::from_secs(600)).await;
                 }
-                let status = statuses.get(n).copied().unwrap_or(200);
+                let (all, scripts) = &*statuses;
+                let script = scripts.get(uri.path()).unwrap_or(all);
+                let status = script.get(n).copied().unwrap_or(200);
                 StatusCode::from_u16(status).expect("valid status")
             }
         };
