@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_lubdub");
@@ -200,6 +200,8 @@ fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Output> {
 /// One event line of the server's stdout: `TIME KIND HOST addr=… silent=…s`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventLine {
+    /// When the server says it happened.
+    pub at: SystemTime,
     pub kind: String,
     pub host: String,
     pub addr: String,
@@ -209,7 +211,7 @@ pub struct EventLine {
 /// Parses an event line; `None` for other lines.
 pub fn parse_event(line: &str) -> Option<EventLine> {
     let mut words = line.split_whitespace();
-    let _time = words.next()?;
+    let at = humantime::parse_rfc3339(words.next()?).ok()?;
     let kind = words.next()?.to_string();
     let host = words.next()?.to_string();
     let addr = words.next()?.strip_prefix("addr=")?.to_string();
@@ -220,6 +222,7 @@ pub fn parse_event(line: &str) -> Option<EventLine> {
         .parse()
         .ok()?;
     Some(EventLine {
+        at,
         kind,
         host,
         addr,
