@@ -29,7 +29,7 @@ fn chromium(profile: &Path, url: &str, args: &[&str]) -> String {
         .arg(format!("--user-data-dir={}", profile.display()))
         // Page timers run on virtual time: the page polls the API a few
         // times, then Chromium dumps what it shows.
-        .arg("--virtual-time-budget=3000")
+        .arg("--virtual-time-budget=5000")
         .args(args)
         .arg(url)
         .stdin(Stdio::null())
@@ -152,7 +152,23 @@ fn dashboard_shows_the_fleet_a_host_going_down_and_beat_gaps() {
     assert_eq!(paused.status, 200);
     clients[0].signal(libc::SIGTERM);
     assert!(server.wait_event("web-1", "left", WAIT));
-    let shot = screenshot(&server, &tmp.path().join("p5"), "#host=lossy");
+    assert!(server.wait_event("db-1", "paused", WAIT));
+    let states = chromium(&tmp.path().join("p5"), &home, &["--dump-dom"]);
+    for (host, state) in [("db-1", "paused"), ("web-1", "left"), ("api-1", "up")] {
+        let row = row_of(&states, host).unwrap_or_else(|| panic!("{host} row in {states}"));
+        assert!(row.contains(&format!("data-state=\"{state}\"")), "{row}");
+    }
+    assert_eq!(text_of(&states, "n-paused"), Some("1"));
+    assert_eq!(text_of(&states, "n-left"), Some("1"));
+    // web-2, and lossy, whose beats stopped.
+    assert_eq!(text_of(&states, "n-down"), Some("2"));
+    for kind in ["paused", "left"] {
+        assert!(
+            states.contains(&format!("class=\"k-{kind}\">{kind}<")),
+            "{kind} in the event list"
+        );
+    }
+    let shot = screenshot(&server, &tmp.path().join("p6"), "#host=lossy");
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(
         png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 20_000,
