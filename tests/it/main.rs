@@ -3,6 +3,7 @@
 mod alerts;
 mod api;
 mod client;
+mod commands;
 mod config;
 mod core;
 mod dashboard;

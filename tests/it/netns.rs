@@ -10,65 +10,14 @@
 //! missing the test fails (we run as root here and in CI). `ip`
 //! (iproute2) and `nft` (nftables) are installed by scripts/test.
 
-use crate::util::{BIN, Proc, parse_event, path_str, wait_until};
+use crate::util::{BIN, Namespaces, Proc, ip, must_run, parse_event, path_str, wait_until};
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(15);
 const CLIENTS: usize = 3;
 /// The UDP port of servers inside the namespaces (nothing else is there).
 const PORT: u16 = 43278;
-
-/// Runs `program ARGS` and fails the test with its error text unless it
-/// succeeds: a missing program or kernel feature fails, never skips.
-fn must(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} must be installed (scripts/test does): {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {} (needs root and this kernel feature): {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ip(args: &[&str]) {
-    must("ip", args);
-}
-
-/// Network namespaces with names unique to this test run, deleted when
-/// dropped, even if the test fails.
-struct Namespaces(Vec<String>);
-
-impl Namespaces {
-    /// Creates `count` namespaces, each with its loopback up.
-    fn new(count: usize) -> Namespaces {
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let tag = format!("lubdub-it-{}-{nanos}", std::process::id());
-        let mut made = Namespaces(Vec::new());
-        for i in 0..count {
-            let ns = format!("{tag}-{i}");
-            ip(&["netns", "add", &ns]);
-            made.0.push(ns.clone());
-            ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        }
-        made
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
 
 /// Starts `lubdub server` inside `ns` on UDP `listen`, with its data in
 /// `data`, and waits until it is ready (its HTTP API is on the
@@ -129,11 +78,11 @@ fn random_loss(ns: &str, hook: &str, dev: &str, percent: u32) {
         "oifname"
     };
     let rule = format!("{which} \"{dev}\" numgen random mod 100 < {percent} counter drop");
-    must(
+    must_run(
         "ip",
         &["netns", "exec", ns, "nft", "add", "table", "inet", &table],
     );
-    must(
+    must_run(
         "ip",
         &[
             "netns", "exec", ns, "nft", "add", "chain", "inet", &table, "c", &chain,
@@ -143,13 +92,13 @@ fn random_loss(ns: &str, hook: &str, dev: &str, percent: u32) {
         "netns", "exec", ns, "nft", "add", "rule", "inet", &table, "c",
     ];
     args.extend(rule.split(' '));
-    must("ip", &args);
+    must_run("ip", &args);
 }
 
 /// Packets dropped so far by the [`random_loss`] rule of `hook` in `ns`.
 fn lost(ns: &str, hook: &str) -> u64 {
     let table = format!("loss_{hook}");
-    let listed = must(
+    let listed = must_run(
         "ip",
         &["netns", "exec", ns, "nft", "list", "table", "inet", &table],
     );

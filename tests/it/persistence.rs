@@ -3,8 +3,8 @@
 //! See: issue 4.
 
 use crate::util::{
-    Proc, Server, beat, client, free_udp_port, kinds_since, packet, path_str, send_packets,
-    wait_until,
+    Proc, Server, beat, client, free_udp_port, kinds_since, must_run, packet, path_str,
+    send_packets, wait_until,
 };
 use lubdub::protocol::Beat;
 use std::collections::BTreeMap;
@@ -226,20 +226,6 @@ impl Drop for Disk {
         // Lazy: the server under test may still hold files open here.
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
-}
-
-/// Runs `program ARGS` and fails the test (with its stderr) unless it
-/// succeeds: a missing program or kernel feature is a failure, not a skip.
-fn must_run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is installed by scripts/test: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} (needs root): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Writes zeros to `path` until the filesystem is full. Bounded by the

@@ -4,9 +4,11 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 mod beats;
+mod netns;
 mod sinks;
 
 pub use beats::*;
+pub use netns::*;
 pub use sinks::*;
 
 use std::io::{BufRead, BufReader};
