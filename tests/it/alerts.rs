@@ -17,9 +17,8 @@ const WAIT: Duration = Duration::from_secs(15);
 const RESOLVED_WITHIN: Duration = Duration::from_secs(2);
 
 /// Starts a server with a 1 s timeout and `sinks` as its config file.
-fn server_with(dir: &Path, sinks: &str) -> Server {
-    let config = write_file(dir, "lubdub.toml", sinks);
-    Server::start(&["--timeout", "1s", "--config", &config])
+fn server_with(sinks: &str) -> Server {
+    Server::with_config(sinks, &["--timeout", "1s"])
 }
 
 /// An exec hook that writes its `LUBDUB_*` environment and its stdin to
@@ -83,11 +82,7 @@ lease = "{lease}"
 /// Two servers with the same `sinks`, and a client `host` beating to both;
 /// returns once both have seen it join.
 fn two_servers(sinks: &str, host: &str) -> (Server, Server, Proc) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (a, b) = (
-        server_with(tmp.path(), sinks),
-        server_with(tmp.path(), sinks),
-    );
+    let (a, b) = (server_with(sinks), server_with(sinks));
     let beating = client(&[a.udp, b.udp], host, &[]);
     assert!(a.wait_event(host, "joined", WAIT) && b.wait_event(host, "joined", WAIT));
     (a, b, beating)
@@ -125,11 +120,8 @@ fn alertmanager_fires_with_stable_labels_and_resolves_on_recovery() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = server_with(
-        tmp.path(),
-        &format!(
-            r#"
+    let server = server_with(&format!(
+        r#"
 [[server.sinks.alertmanager]]
 urls = ["{}", "http://{dead}"]
 labels = {{ severity = "page", team = "ops" }}
@@ -140,9 +132,8 @@ lease = "10m"
 [server.sinks.mass_silence]
 enabled = false
 "#,
-            am.url
-        ),
-    );
+        am.url
+    ));
     let mut down = client(&[server.udp], "am-down", &[]);
     let _stays = client(&[server.udp], "am-stays", &[]);
     assert!(server.wait_event("am-down", "joined", WAIT));
@@ -166,28 +157,17 @@ enabled = false
         "https://lubdub.example.com/#host=am-down"
     );
     let annotations = &alert["annotations"];
-    assert!(
-        annotations["address"]
-            .as_str()
-            .is_some_and(|a| a.starts_with("127.0.0.1:")),
-        "{annotations}"
-    );
-    assert!(
-        annotations["last_seen"]
-            .as_str()
-            .is_some_and(|t| t.ends_with('Z'))
-    );
-    assert!(
-        annotations["summary"]
-            .as_str()
-            .is_some_and(|s| s.contains("am-down")),
-        "{annotations}"
-    );
-    assert!(
-        annotations["silence"]
-            .as_str()
-            .is_some_and(|s| s.ends_with('s'))
-    );
+    type Check = fn(&str) -> bool;
+    let expected: [(&str, Check); 4] = [
+        ("address", |a| a.starts_with("127.0.0.1:")),
+        ("last_seen", |t| t.ends_with('Z')),
+        ("summary", |s| s.contains("am-down")),
+        ("silence", |s| s.ends_with('s')),
+    ];
+    for (name, holds) in expected {
+        let value = annotations[name].as_str();
+        assert!(value.is_some_and(holds), "{name}: {annotations}");
+    }
     assert!(am.alerts_for("am-stays").is_empty(), "{:?}", am.alerts());
 
     // The client comes back (from a new port): the alert is resolved (its
@@ -254,10 +234,8 @@ fn two_servers_one_alert_and_either_can_die() {
 fn exec_hook_gets_the_event_in_its_environment_and_stdin() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let hook = hook_script(tmp.path());
-    let server = server_with(
-        tmp.path(),
-        &format!(
-            r#"
+    let server = server_with(&format!(
+        r#"
 [[server.sinks.exec]]
 {hook}
 events = ["joined", "down"]
@@ -267,8 +245,7 @@ timeout = "5s"
 [server.sinks.mass_silence]
 enabled = false
 "#
-        ),
-    );
+    ));
     let mut watched = client(&[server.udp], "exec-1", &[]);
     let mut other = client(&[server.udp], "other-1", &[]);
     assert!(
@@ -317,11 +294,7 @@ enabled = false
     );
     // The hook's output is in the server's log.
     assert!(
-        wait_until(WAIT, || server
-            .proc
-            .stderr()
-            .iter()
-            .any(|l| l.contains("hook: hook ran for exec-1"))),
+        server.proc.wait_stderr(WAIT, "hook: hook ran for exec-1"),
         "{:?}",
         server.proc.stderr()
     );
@@ -350,18 +323,15 @@ fn exec_hook_that_hangs_is_killed_and_counted_failed() {
             pid_file.display()
         ),
     );
-    let server = server_with(
-        tmp.path(),
-        &format!(
-            r#"
+    let server = server_with(&format!(
+        r#"
 [[server.sinks.exec]]
 name = "sleepy"
 command = ["/bin/sh", "{script}"]
 events = ["joined"]
 timeout = "300ms"
 "#
-        ),
-    );
+    ));
     let _c = client(&[server.udp], "hang-1", &[]);
     assert!(
         wait_until(WAIT, || server.metric(
@@ -394,11 +364,8 @@ fn webhook_posts_json_retries_after_failures_and_authenticates() {
     // Two failures, then success.
     let recorder = Recorder::start(&[500, 503]);
     let plain = Recorder::start(&[]);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = server_with(
-        tmp.path(),
-        &format!(
-            r#"
+    let server = server_with(&format!(
+        r#"
 [[server.sinks.webhook]]
 name = "bearer"
 url = "{}"
@@ -420,10 +387,9 @@ max_batch = 10
 [server.sinks.mass_silence]
 enabled = false
 "#,
-            recorder.url("/bearer"),
-            plain.url("/basic"),
-        ),
-    );
+        recorder.url("/bearer"),
+        plain.url("/basic"),
+    ));
     let mut c = client(&[server.udp], "hook-1", &[]);
     assert!(server.wait_event("hook-1", "joined", WAIT));
     c.kill();
@@ -524,10 +490,8 @@ max_backoff = "800ms"
         sink("offline", &offline, 2),
     ]
     .concat();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let config = write_file(tmp.path(), "lubdub.toml", &config);
     // -v: the retries are logged too (at debug level).
-    let server = Server::start(&["--timeout", "1s", "--config", &config, "-v"]);
+    let server = Server::with_config(&config, &["--timeout", "1s", "-v"]);
     let mut c = client(&[server.udp], "wh-1", &[]);
     assert!(server.wait_event("wh-1", "joined", WAIT));
     c.kill();
@@ -596,10 +560,8 @@ fn a_hanging_webhook_delays_no_other_down() {
     let stuck = Recorder::hanging();
     let tmp = tempfile::tempdir().expect("tempdir");
     let hook = hook_script(tmp.path());
-    let mut server = server_with(
-        tmp.path(),
-        &format!(
-            r#"
+    let mut server = server_with(&format!(
+        r#"
 [[server.sinks.webhook]]
 name = "stuck"
 url = "{}"
@@ -614,9 +576,8 @@ queue = 1
 {hook}
 events = ["down"]
 "#,
-            stuck.url("/")
-        ),
-    );
+        stuck.url("/")
+    ));
     // Four joins: the first request hangs, one waits in the queue, the rest
     // are dropped.
     let slow: Vec<Proc> = (0..4)
@@ -679,10 +640,8 @@ fn mass_silence_is_one_page_not_twenty() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let hook = hook_script(tmp.path());
     let hold = Duration::from_millis(1500);
-    let server = server_with(
-        tmp.path(),
-        &format!(
-            r#"
+    let server = server_with(&format!(
+        r#"
 [[server.sinks.webhook]]
 url = "{}"
 
@@ -695,9 +654,8 @@ min_hosts = 10
 window = "3s"
 hold = "1500ms"
 "#,
-            recorder.url("/")
-        ),
-    );
+        recorder.url("/")
+    ));
     let ids: Vec<String> = (0..30).map(|i| format!("m-{i:02}")).collect();
     let mut clients: Vec<Proc> = ids
         .iter()

@@ -2,27 +2,10 @@
 //! error cases, the bearer token, pause/resume and forget.
 //! See: issue 3.
 
-use crate::util::{Proc, Server, client, wait_until};
+use crate::util::{Proc, Server, client, fleet, wait_until};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Starts one client per id and waits until the server lists them all `up`.
-fn fleet(server: &Server, ids: &[&str]) -> Vec<Proc> {
-    let clients = ids
-        .iter()
-        .map(|id| client(&[server.udp], id, &[]))
-        .collect();
-    assert!(
-        wait_until(WAIT, || {
-            ids.iter()
-                .all(|id| server.state_of(id).as_deref() == Some("up"))
-        }),
-        "all up: {:?}",
-        server.events()
-    );
-    clients
-}
 
 #[test]
 fn hosts_list_filters_sorts_pages_and_refuses_bad_queries() {

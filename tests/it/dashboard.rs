@@ -2,7 +2,7 @@
 //! live server and the test reads the DOM it built, and takes a screenshot.
 //! See: issue 3.
 
-use crate::util::{Server, beat, client, packet, send_packets, wait_until};
+use crate::util::{Server, beat, fleet, packet, send_packets, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -87,14 +87,10 @@ fn dashboard_shows_the_fleet_a_host_going_down_and_beat_gaps() {
     // 2 s: no host but the killed one may go late while the browser runs.
     let server = Server::start(&["--timeout", "2s"]);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut clients: Vec<_> = ["web-1", "web-2", "db-1", "api-1", "cache-1", "queue-1"]
-        .iter()
-        .map(|id| client(&[server.udp], id, &[]))
-        .collect();
-    assert!(wait_until(
-        WAIT,
-        || server.get_json("/api/v1/summary")["up"] == 6
-    ));
+    let mut clients = fleet(
+        &server,
+        &["web-1", "web-2", "db-1", "api-1", "cache-1", "queue-1"],
+    );
     let home = server.url("/");
 
     let before = chromium(&tmp.path().join("p1"), &home, &["--dump-dom"]);

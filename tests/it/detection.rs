@@ -3,7 +3,7 @@
 //! replayed by `lubdub simulate`. See: issue 8.
 
 use crate::util::{
-    Proc, Recorder, Server, beat, client, packet, run_seq, send_packets, wait_until, write_file,
+    Proc, Recorder, Server, beat, client, packet, run_seq, send_packets, wait_until,
 };
 use lubdub::protocol::Beat;
 use std::time::Duration;
@@ -107,13 +107,9 @@ fn phi_detector_learns_the_rhythm_and_explains_a_down_host() {
 /// A server with a 1 s timeout that calls a host flapping at its second
 /// `down` within `window`.
 fn flapping_server(window: &str) -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_file(
-        dir.path(),
-        "lubdub.toml",
-        &format!("[server]\ntimeout = \"1s\"\nflap_window = \"{window}\"\nflap_threshold = 2\n"),
-    );
-    Server::start(&["--config", &config])
+    let config =
+        format!("[server]\ntimeout = \"1s\"\nflap_window = \"{window}\"\nflap_threshold = 2\n");
+    Server::with_config(&config, &[])
 }
 
 /// Round `round` of a flapping host `id`: it beats until it is up, then
@@ -212,21 +208,17 @@ fn a_flapping_host_settles_after_a_quiet_window() {
 #[test]
 fn a_new_boot_id_is_a_reboot_in_events_api_and_sinks() {
     let recorder = Recorder::start(&[]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_file(
-        dir.path(),
-        "lubdub.toml",
-        &format!(
-            "[[server.sinks.webhook]]\nurl = \"{}\"\nevents = [\"rebooted\"]\n",
-            recorder.url("/")
-        ),
+    let config = format!(
+        "[[server.sinks.webhook]]\nurl = \"{}\"\nevents = [\"rebooted\"]\n",
+        recorder.url("/")
     );
-    let server = Server::start(&["--timeout", "30s", "--config", &config]);
+    let server = Server::with_config(&config, &["--timeout", "30s"]);
     let before_boot = run_seq();
     let first: Vec<Vec<u8>> = (1..=3)
         .map(|i| packet(&beat("rb-1", before_boot + i), None))
         .collect();
     send_packets(server.udp, &first, 1);
+    assert!(server.wait_event("rb-1", "joined", WAIT));
     assert!(wait_until(
         WAIT,
         || server.get_json("/api/v1/hosts/rb-1")["beats"] == 3

@@ -42,13 +42,7 @@ fn server_in(ns: &str, listen: &str, data: &Path) -> Proc {
             path_str(data),
         ],
     );
-    assert!(
-        server
-            .wait_line(WAIT, |l| l.starts_with("listening "))
-            .is_some(),
-        "server did not start: {:?}",
-        server.stderr()
-    );
+    server.wait_listening();
     server
 }
 

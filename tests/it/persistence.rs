@@ -306,12 +306,7 @@ fn monitors_on_a_failing_disk(server: &Server, error_text: &str, fault: impl FnO
         "retried: {}",
         write_errors()
     );
-    let logged = server
-        .proc
-        .stderr()
-        .iter()
-        .filter(|l| l.contains("cannot write store"))
-        .count();
+    let logged = server.proc.stderr_count("cannot write store");
     assert_eq!(logged, 1, "{:?}", server.proc.stderr());
 }
 
@@ -505,13 +500,7 @@ fn default_data_dir_is_systemds_state_directory_else_the_users_data_dir() {
     ];
     for (env, store) in cases {
         let mut server = Proc::spawn_env(&args, &env);
-        assert!(
-            server
-                .wait_line(WAIT, |l| l.starts_with("listening "))
-                .is_some(),
-            "{:?}",
-            server.stderr()
-        );
+        server.wait_listening();
         assert!(store.exists(), "{env:?}: store at {}", store.display());
         server.signal(libc::SIGTERM);
         assert!(server.wait_exit(WAIT).success());

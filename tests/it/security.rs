@@ -3,7 +3,7 @@
 
 use crate::util::{
     Proc, Server, beat, client, keygen, packet, path_str, raw_http, run, run_seq, send_packets,
-    vm_rss_kib, wait_until,
+    thump, vm_rss_kib, wait_until,
 };
 use lubdub::auth::{Key, KeyRing, Signer};
 use std::net::UdpSocket;
@@ -134,13 +134,7 @@ fn legacy_beats_from_listed_networks_are_still_accepted() {
         "--legacy-network",
         "127.0.0.0/8",
     ]);
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket.send_to(b"Thump!", server.udp).expect("send");
-    assert!(
-        server.wait_event("127.0.0.1", "joined", WAIT),
-        "{:?}",
-        server.events()
-    );
+    thump(&server);
     assert_eq!(dropped(&server, "legacy"), 0.0);
 }
 
@@ -281,12 +275,7 @@ fn flood_of_forged_packets_changes_nothing() {
     assert!(answered > 0);
     // One line per 10 s for bad packets, with a count of those held back:
     // a flood cannot fill the disk.
-    let logged = server
-        .proc
-        .stderr()
-        .iter()
-        .filter(|l| l.contains("dropped packet"))
-        .count();
+    let logged = server.proc.stderr_count("dropped packet");
     assert!(
         (1..=3).contains(&logged),
         "{logged} lines about dropped packets"

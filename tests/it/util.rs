@@ -94,6 +94,23 @@ impl Proc {
         self.stderr.lines()
     }
 
+    /// Waits for the `listening udp=… http=…` line a server prints once
+    /// ready, and returns it; fails the test (with stderr) without it.
+    pub fn wait_listening(&self) -> String {
+        let ready = self.wait_line(Duration::from_secs(10), |l| l.starts_with("listening "));
+        ready.unwrap_or_else(|| panic!("server did not get ready; stderr: {:?}", self.stderr()))
+    }
+
+    /// Waits for a stderr line containing `text`.
+    pub fn wait_stderr(&self, timeout: Duration, text: &str) -> bool {
+        wait_until(timeout, || self.stderr().iter().any(|l| l.contains(text)))
+    }
+
+    /// How many stderr lines contain `text`.
+    pub fn stderr_count(&self, text: &str) -> usize {
+        self.stderr().iter().filter(|l| l.contains(text)).count()
+    }
+
     /// Waits for a stdout line matching `pred`.
     pub fn wait_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
         let mut found = None;
@@ -251,6 +268,18 @@ impl Server {
         server
     }
 
+    /// Starts a server like [`Server::start`], with `config` as its
+    /// config file (e.g. `[[server.sinks.webhook]] …`).
+    pub fn with_config(config: &str, extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = write_file(tmp.path(), "lubdub.toml", config);
+        let mut args = vec!["--config", &path];
+        args.extend(extra);
+        let mut server = Self::start_in(&tmp.path().join("data"), &args);
+        server._tmp = Some(tmp);
+        server
+    }
+
     /// Starts a server using `data_dir`, which the caller keeps.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
         let dir = data_dir.to_str().expect("utf-8 path");
@@ -263,10 +292,7 @@ impl Server {
         }
         args.extend(extra);
         let proc = Proc::spawn(&args);
-        let ready = proc.wait_line(Duration::from_secs(10), |l| l.starts_with("listening "));
-        let Some(ready) = ready else {
-            panic!("server did not get ready; stderr: {:?}", proc.stderr());
-        };
+        let ready = proc.wait_listening();
         let addr = |key: &str| -> SocketAddr {
             ready
                 .split_whitespace()
@@ -313,12 +339,8 @@ impl Server {
 
     /// GETs `path` and parses the JSON body.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
-        ureq::get(&self.url(path))
-            .call()
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
-            .body_mut()
-            .read_json()
-            .expect("json body")
+        let body = self.get_text(path);
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }
 
     /// GETs `path` and returns the body as text.
@@ -364,6 +386,36 @@ impl Server {
             .and_then(|h| h["state"].as_str())
             .map(String::from)
     }
+}
+
+/// Starts one client per id and waits until the server lists them all `up`.
+pub fn fleet(server: &Server, ids: &[&str]) -> Vec<Proc> {
+    let clients = ids
+        .iter()
+        .map(|id| client(&[server.udp], id, &[]))
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            ids.iter()
+                .all(|id| server.state_of(id).as_deref() == Some("up"))
+        }),
+        "all up: {:?}",
+        server.events()
+    );
+    clients
+}
+
+/// Sends the seed's `Thump!` to `server` and waits for the legacy host
+/// (keyed by its IP, 127.0.0.1) to join; returns the socket it came from.
+pub fn thump(server: &Server) -> std::net::UdpSocket {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.send_to(b"Thump!", server.udp).expect("send");
+    assert!(
+        server.wait_event("127.0.0.1", "joined", Duration::from_secs(10)),
+        "{:?}",
+        server.events()
+    );
+    socket
 }
 
 /// Starts `lubdub client` beating every 100 ms as `host_id` to `servers`.
