@@ -329,7 +329,9 @@ fn exec_hook_that_hangs_is_killed_and_counted_failed() {
 name = "sleepy"
 command = ["/bin/sh", "{script}"]
 events = ["joined"]
-timeout = "300ms"
+# Long enough for a busy machine to start the shell and its sleep (the
+# pid file below), far short of the 600 s hang.
+timeout = "2s"
 "#
     ));
     let _c = client(&[server.udp], "hang-1", &[]);
