@@ -1,7 +1,7 @@
 //! The core: beats, per-host deadlines and state changes, end to end.
 //! See: issue 2.
 
-use crate::util::{Proc, Server, client, wait_until};
+use crate::util::{Proc, Server, client, free_udp_port, thump, wait_until};
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -105,13 +105,7 @@ fn fleet_of_twenty_exact_failures_recovery_and_goodbye() {
 #[test]
 fn seed_thump_is_a_host_keyed_by_ip() {
     let server = Server::start(&["--timeout", "1s"]);
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket.send_to(b"Thump!", server.udp).expect("send");
-    assert!(
-        server.wait_event("127.0.0.1", "joined", WAIT),
-        "{:?}",
-        server.events()
-    );
+    let socket = thump(&server);
     let hosts = server.get_json("/api/v1/hosts");
     let host = &hosts[0];
     assert_eq!(
@@ -161,11 +155,7 @@ fn legacy_client_feeds_a_seed_style_listener() {
 
 #[test]
 fn client_started_before_its_server_is_picked_up() {
-    let port = {
-        let probe = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        probe.local_addr().expect("addr").port()
-    };
-    let udp = format!("127.0.0.1:{port}");
+    let udp = format!("127.0.0.1:{}", free_udp_port());
     let _client = Proc::spawn(&["client", &udp, "--interval", "100ms", "--host-id", "early"]);
     std::thread::sleep(Duration::from_millis(300)); // beats into the void first
     let server = Server::start(&["--listen", &udp, "--timeout", "1s"]);
