@@ -17,7 +17,7 @@
 //! their documented defaults), [`client`] (beat loop), [`server`] (ingest,
 //! registry, detector, events, HTTP, alert sinks), [`shutdown`] (signals),
 //! [`duration`] (the `500ms` / `10s` / `2m` syntax), [`ratelimit`] (log
-//! throttling), [`status`] (`lubdub status`), [`store`] (the registry and
+//! throttling), [`store`] (the registry and
 //! recent events on disk, across restarts), [`auth`] (keys, signing and
 //! verifying beats), [`detection`] (detector settings), [`simulate`]
 //! (the detector simulator), [`loadgen`] (a simulated fleet, for
@@ -35,5 +35,4 @@ pub mod ratelimit;
 pub mod server;
 pub mod shutdown;
 pub mod simulate;
-pub mod status;
 pub mod store;
