@@ -4,18 +4,12 @@
 //! agreeing with the settings' `Default`.
 //! See: issues 3, 12.
 
-use crate::util::{Proc, Ran, run, wait_until};
+use crate::util::{Proc, Ran, run, wait_until, write_file};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write config");
-    path
-}
 
 /// The value of `key` in printed TOML (`key = value`).
 fn value<'a>(printed: &'a str, key: &str) -> Option<&'a str> {
@@ -32,12 +26,11 @@ fn printed(ran: &Ran) -> &str {
 #[test]
 fn server_precedence_defaults_file_env_flags() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write(
+    let file = &write_file(
         tmp.path(),
         "lubdub.toml",
         "[server]\ntimeout = \"1m\"\nevent_history = 5\nlate_after = \"20s\"\n",
     );
-    let file = file.to_str().expect("utf-8");
 
     let defaults = run(&["server", "--print-config"], &[]);
     let defaults = printed(&defaults);
@@ -86,11 +79,8 @@ fn server_precedence_defaults_file_env_flags() {
 
     // LUBDUB_CONFIG names the file; the printed config is itself a valid
     // config file that gives the same result.
-    let again = write(tmp.path(), "printed.toml", from_flags);
-    let via_env = run(
-        &["server", "--print-config"],
-        &[("LUBDUB_CONFIG", again.to_str().expect("utf-8"))],
-    );
+    let again = write_file(tmp.path(), "printed.toml", from_flags);
+    let via_env = run(&["server", "--print-config"], &[("LUBDUB_CONFIG", &again)]);
     assert_eq!(printed(&via_env), from_flags);
 }
 
@@ -149,12 +139,11 @@ fn environment_reaches_the_running_server_and_client() {
 #[test]
 fn client_precedence_and_print_config() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write(
+    let file = &write_file(
         tmp.path(),
         "c.toml",
         "[client]\nservers = [\"a\"]\ninterval = \"5s\"\njitter = 0.1\n",
     );
-    let file = file.to_str().expect("utf-8");
     let base = ["client", "--config", file, "--print-config"];
     let from_file = run(&base, &[]);
     let from_file = printed(&from_file);
@@ -228,9 +217,8 @@ fn every_config_error_is_one_line_naming_the_culprit() {
         ),
     ];
     for (name, text, words) in cases {
-        let path = write(dir, name, text);
-        let path = path.to_str().expect("utf-8");
-        let error = refused(&["server", "--config", path, "--print-config"], &[]);
+        let path = write_file(dir, name, text);
+        let error = refused(&["server", "--config", &path, "--print-config"], &[]);
         assert!(error.starts_with("lubdub: "), "{error}");
         for word in *words {
             assert!(error.contains(word), "{name}: {error:?} lacks {word:?}");

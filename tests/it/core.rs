@@ -207,7 +207,13 @@ fn bad_flags_exit_non_zero_with_one_line() {
     // (arguments, environment, exit code, words the one line must hold).
     // Clap's usage errors and a bad LUBDUB_LOG_FORMAT exit 2 (clap's
     // convention); settings that parse but are refused exit 1.
-    let cases: &[(&[&str], &[(&str, &str)], i32, &[&str])] = &[
+    type Case = (
+        &'static [&'static str],
+        &'static [(&'static str, &'static str)],
+        i32,
+        &'static [&'static str],
+    );
+    let cases: &[Case] = &[
         (
             &["server", "--timeout", "soon"],
             &[],
