@@ -292,4 +292,23 @@ fn api_doc_lists_every_event_kind_and_the_true_limits() {
         .find(|l| l.starts_with("| `limit=N` |"))
         .expect("the hosts' limit row");
     assert!(hosts_limit.contains("any N is accepted"), "{hosts_limit}");
+
+    // The defaults it names are the server's.
+    let printed = run(&["server", "--print-config"], &[]).stdout;
+    let default = |key: &str| {
+        printed
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(" = "))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_else(|| panic!("{key}: {printed}"))
+    };
+    for claim in [
+        format!("(`--http`, default `{}`)", default("http")),
+        format!(
+            "`event_history` events (default {})",
+            default("event_history")
+        ),
+    ] {
+        assert!(doc.contains(&claim), "docs/API.md lacks {claim:?}");
+    }
 }
