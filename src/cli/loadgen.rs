@@ -3,7 +3,7 @@
 
 use lubdub::auth::{KeyRing, Signer};
 use lubdub::duration;
-use lubdub::loadgen::{self, LoadgenConfig};
+use lubdub::tools::loadgen::{self, LoadgenConfig};
 
 use anyhow::Context;
 use clap::Args;

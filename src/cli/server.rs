@@ -1,11 +1,11 @@
-//! `lubdub server`: flags → [`ServerConfig`] → a running server.
+//! `lubdub server`: flags → `ServerConfig` → a running server.
 //!
 //! A flag is an `Option` with no clap default, so that an absent flag
 //! leaves the value of the file or the environment alone; its help shows
 //! the default from `ServerConfig::default()` (see `defaults.rs`).
 
-use lubdub::config::{ServerConfig, ServerFile};
-use lubdub::detection::DetectorKind;
+use lubdub::config::{ServerFile, ValidServerConfig};
+use lubdub::monitor::DetectorKind;
 use lubdub::{duration, server, store};
 
 use anyhow::Context;
@@ -90,7 +90,7 @@ pub struct ServerArgs {
 impl ServerArgs {
     /// Defaults, then the config file, then `LUBDUB_…` variables, then
     /// flags; validated.
-    fn into_config(self) -> anyhow::Result<ServerConfig> {
+    fn into_config(self) -> anyhow::Result<ValidServerConfig> {
         let mut config = super::file_and_env(self.config.as_deref(), |file| file.server)?;
         if let Some(port) = self.seed_port {
             config.listen.set_port(port);
@@ -113,8 +113,7 @@ impl ServerArgs {
         config.api_token = self.api_token.or(config.api_token);
         super::set(&mut config.detector, self.detector);
         config.record = self.record.or(config.record);
-        config.validate()?;
-        Ok(config)
+        Ok(config.validate()?)
     }
 }
 

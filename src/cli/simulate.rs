@@ -1,9 +1,9 @@
-//! `lubdub simulate`: flags and report printing over [`lubdub::simulate`].
+//! `lubdub simulate`: flags and report printing over [`lubdub::tools::simulate`].
 
-use lubdub::config::{ClientConfig, FileConfig, ServerConfig};
-use lubdub::detection::DetectorKind;
+use lubdub::config::{ClientConfig, FileConfig, ServerConfig, ValidServerConfig};
 use lubdub::duration;
-use lubdub::simulate::{self, LossModel, Synthetic};
+use lubdub::monitor::DetectorKind;
+use lubdub::tools::simulate::{self, LossModel, Synthetic};
 
 use anyhow::Context;
 use clap::Args;
@@ -87,7 +87,7 @@ pub struct SimulateArgs {
 }
 
 impl SimulateArgs {
-    fn config(&self) -> anyhow::Result<ServerConfig> {
+    fn config(&self) -> anyhow::Result<ValidServerConfig> {
         let mut config = match &self.config {
             Some(path) => FileConfig::load(path)?.server,
             None => ServerConfig::default(),
@@ -102,8 +102,7 @@ impl SimulateArgs {
         phi.min_deviation = self.phi_min_deviation.unwrap_or(phi.min_deviation);
         phi.acceptable_pause = self.phi_acceptable_pause.unwrap_or(phi.acceptable_pause);
         phi.min_loss = self.phi_min_loss.unwrap_or(phi.min_loss);
-        config.validate()?;
-        Ok(config)
+        Ok(config.validate()?)
     }
 
     fn fleet(&self) -> anyhow::Result<Synthetic> {
