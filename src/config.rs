@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod env;
+pub mod redact;
 
 /// The UDP port beats go to, as in the seed.
 pub const DEFAULT_PORT: u16 = 43278;

@@ -645,7 +645,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let (print_config, forget_all) = (args.print_config, args.forget_all);
             let config = args.into_config()?;
             if print_config {
-                let file = ServerFile { server: &config };
+                let file = ServerFile {
+                    server: &config.redacted(),
+                };
                 print!("{}", toml::to_string(&file).context("printing the config")?);
                 return Ok(());
             }

@@ -3,7 +3,7 @@
 //! secrets. Each test reproduces one attack on the real binary on loopback.
 //! See: issue 13.
 
-use crate::util::{Server, run, wait_until};
+use crate::util::{Proc, Server, closed_port, keygen, run, wait_until, write_file};
 use lubdub::protocol::{self, Beat};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -133,4 +133,196 @@ fn data_dir_and_store_are_created_private() {
     assert_eq!(mode(&dir.join("lubdub.redb")), 0o600, "store");
     assert_eq!(mode(&dir.join("lubdub.lock")), 0o600, "lock file");
     drop(server);
+}
+
+/// `--print-config` shows that secrets are set, never their values: the
+/// API token (from the file or `LUBDUB_API_TOKEN`), bearer tokens,
+/// basic-auth passwords, credential headers and `user:password@` URLs.
+#[test]
+fn print_config_redacts_every_secret() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = write_file(
+        tmp.path(),
+        "lubdub.toml",
+        r#"[server]
+api_token = "file-token-1"
+[[server.sinks.webhook]]
+url = "https://hook:hookpass-2@chat.example/hook"
+bearer_token = "bearer-3"
+headers = { X-Api-Key = "apikey-4", X-Team = "web" }
+[[server.sinks.webhook]]
+url = "https://chat.example/other"
+basic_auth = { username = "u", password = "basicpass-5" }
+[[server.sinks.alertmanager]]
+urls = ["http://am:ampass-6@127.0.0.1:9093"]
+"#,
+    );
+    for env in [&[][..], &[("LUBDUB_API_TOKEN", "env-token-7")][..]] {
+        let ran = run(&["server", "--config", &config, "--print-config"], env);
+        assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+        for secret in [
+            "file-token-1",
+            "hookpass-2",
+            "bearer-3",
+            "apikey-4",
+            "basicpass-5",
+            "ampass-6",
+            "env-token-7",
+        ] {
+            assert!(
+                !ran.stdout.contains(secret),
+                "{secret} printed:\n{}",
+                ran.stdout
+            );
+        }
+        for shown in [
+            "api_token = \"redacted\"",
+            "hook:redacted@chat.example",
+            "am:redacted@127.0.0.1",
+            "X-Team = \"web\"",
+        ] {
+            assert!(
+                ran.stdout.contains(shown),
+                "{shown} missing:\n{}",
+                ran.stdout
+            );
+        }
+    }
+}
+
+/// A failing Alertmanager is logged without the password of its URL, and
+/// an exec hook does not inherit the server's `LUBDUB_*` settings (the API
+/// token among them).
+#[test]
+fn sinks_leak_no_secrets() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let env_file = tmp.path().join("hook-env");
+    let config = write_file(
+        tmp.path(),
+        "lubdub.toml",
+        &format!(
+            r#"[[server.sinks.alertmanager]]
+urls = ["http://am:ampass-1@{}"]
+timeout = "500ms"
+[[server.sinks.exec]]
+command = ["/bin/sh", "-c", "env > {}"]
+events = ["down"]
+"#,
+            closed_port(),
+            env_file.display()
+        ),
+    );
+    let data = tempfile::tempdir().expect("tempdir");
+    let proc = Proc::spawn_env(
+        &[
+            "server",
+            "--data-dir",
+            data.path().to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--timeout",
+            "400ms",
+            "--config",
+            &config,
+        ],
+        &[
+            ("LUBDUB_API_TOKEN", "api-token-2"),
+            ("LUBDUB_LOG", "info"),
+            ("PATH", "/usr/bin:/bin"),
+        ],
+    );
+    let ready = proc
+        .wait_line(WAIT, |l| l.starts_with("listening "))
+        .expect("server ready");
+    let udp_addr: SocketAddr = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("udp="))
+        .and_then(|a| a.parse().ok())
+        .expect("udp address");
+    // One beat, then silence: the host goes down, both sinks fire.
+    send_beat(&udp(), udp_addr, "web-1", 1);
+    assert!(
+        wait_until(WAIT, || std::fs::read_to_string(&env_file)
+            .is_ok_and(|t| t.contains("LUBDUB_EVENT=down"))),
+        "the hook ran for the down; stderr {:?}",
+        proc.stderr()
+    );
+    let hook_env = std::fs::read_to_string(&env_file).expect("hook env");
+    assert!(hook_env.contains("LUBDUB_HOST=web-1"), "{hook_env}");
+    assert!(
+        !hook_env.contains("api-token-2"),
+        "token inherited: {hook_env}"
+    );
+    assert!(
+        wait_until(WAIT, || proc
+            .stderr()
+            .iter()
+            .any(|l| l.contains("alertmanager http://am:redacted@"))),
+        "failure logged: {:?}",
+        proc.stderr()
+    );
+    let stderr = proc.stderr().join("\n");
+    assert!(!stderr.contains("ampass-1"), "password logged: {stderr}");
+}
+
+/// Key files others can read are refused by server and client alike.
+#[test]
+fn exposed_key_files_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let keys = keygen(tmp.path(), "keys.toml", &[]);
+    let key_arg = keys.to_str().expect("utf-8");
+    let chmod = |mode| {
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    let server = |key: &str| {
+        run(
+            &[
+                "server",
+                "--data-dir",
+                tmp.path().join("data").to_str().expect("utf-8"),
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--key-file",
+                key,
+            ],
+            &[],
+        )
+    };
+    // Fails on the key before it sends anything.
+    let client = |key: &str| run(&["client", "--key-file", key, "127.0.0.1:9"], &[]);
+    for mode in [0o644, 0o604] {
+        chmod(mode);
+        for ran in [server(key_arg), client(key_arg)] {
+            let lines: Vec<&str> = ran.stderr.lines().collect();
+            assert_eq!(ran.code, Some(1), "mode {mode:o}: {lines:?}");
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(lines[0].contains("accessible by other users"), "{lines:?}");
+        }
+    }
+    // Group-readable: refused unless root owns the file.
+    chmod(0o640);
+    std::os::unix::fs::chown(&keys, Some(65534), None).expect("chown (tests run as root)");
+    let ran = client(key_arg);
+    assert!(
+        ran.stderr.contains("accessible by its group"),
+        "{}",
+        ran.stderr
+    );
+    std::os::unix::fs::chown(&keys, Some(0), None).expect("chown back");
+    chmod(0o600);
+    let server = Server::start(&["--key-file", key_arg]);
+    assert!(
+        wait_until(WAIT, || server
+            .proc
+            .stderr()
+            .iter()
+            .any(|l| l.contains("beats must be signed"))),
+        "the key is used: {:?}",
+        server.proc.stderr()
+    );
 }
