@@ -403,6 +403,11 @@ impl ClientConfig {
         {
             return Err(invalid("host_id", "must be 1 to 255 bytes"));
         }
+        if let Some(id) = &self.host_id
+            && let Err(e) = crate::protocol::check_host_id(id)
+        {
+            return Err(invalid("host_id", e.to_string()));
+        }
         if self.key_id.is_some() && self.key_file.is_none() {
             return Err(invalid("key_id", "needs key_file"));
         }

@@ -45,11 +45,14 @@ pub enum DropReason {
     ClockSkew,
     /// A new host while `max_hosts` hosts are tracked.
     MaxHosts,
+    /// A host id with a control, bidirectional or invisible character
+    /// (see [`protocol::forbidden_in_host_id`]).
+    BadHostId,
 }
 
 impl DropReason {
     /// Every reason, in metric order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Malformed,
         DropReason::UnsupportedVersion,
         DropReason::Unsigned,
@@ -59,6 +62,7 @@ impl DropReason {
         DropReason::Replay,
         DropReason::ClockSkew,
         DropReason::MaxHosts,
+        DropReason::BadHostId,
     ];
 
     /// The metric label.
@@ -73,12 +77,14 @@ impl DropReason {
             DropReason::Replay => "replay",
             DropReason::ClockSkew => "clock_skew",
             DropReason::MaxHosts => "max_hosts",
+            DropReason::BadHostId => "bad_host_id",
         }
     }
 
     fn of(error: DecodeError) -> Self {
         match error {
             DecodeError::UnsupportedVersion(_) => DropReason::UnsupportedVersion,
+            DecodeError::HostIdForbiddenChar => DropReason::BadHostId,
             _ => DropReason::Malformed,
         }
     }

@@ -393,7 +393,7 @@ fn print_event_bursts(mut events: broadcast::Receiver<events::Event>) {
             match next {
                 // A closed stdout must not crash the server: drop the line.
                 Ok(event) => {
-                    let _ = writeln!(out, "{event}");
+                    let _ = writeln!(out, "{}", crate::protocol::Printable(&event));
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(
@@ -457,7 +457,7 @@ async fn report_silent(
             io::stdout().lock(),
             "silent hosts ({}): {}",
             list.len(),
-            list.join(", ")
+            crate::protocol::Printable(list.join(", "))
         );
     }
 }

@@ -30,7 +30,19 @@ fn send_beat(socket: &UdpSocket, to: SocketAddr, host_id: &str, seq: u64) {
         tag: None,
     };
     let mut out = Vec::new();
-    protocol::encode(&beat, &mut out).expect("valid beat");
+    // Encoded with a stand-in id of the same length, then the id's bytes
+    // put in: the encoder refuses the hostile ids the tests send.
+    let stand_in = "x".repeat(host_id.len());
+    protocol::encode(
+        &Beat {
+            host_id: &stand_in,
+            ..beat
+        },
+        &mut out,
+    )
+    .expect("valid beat");
+    let at = protocol::HEADER_LEN;
+    out[at..at + host_id.len()].copy_from_slice(host_id.as_bytes());
     socket.send_to(&out, to).expect("send beat");
 }
 
@@ -325,4 +337,41 @@ fn exposed_key_files_are_refused() {
         "the key is used: {:?}",
         server.proc.stderr()
     );
+}
+
+/// Host ids with a NUL (which broke the exec sink), a newline (which forged
+/// console lines), an ANSI escape or a bidirectional override are refused
+/// by the decoder and counted; the client refuses to send them.
+#[test]
+fn hostile_host_ids_are_dropped_and_counted() {
+    let server = Server::start(&[]);
+    let socket = udp();
+    let hostile = [
+        "web\0-1",
+        "web-2\n2030-01-01T00:00:00.000Z down      db-1 addr=10.0.0.1:1 silent=30.000s",
+        "\x1b[2J\x1b[31mweb-3",
+        "\u{202e}4-bew",
+    ];
+    for (i, id) in hostile.iter().enumerate() {
+        send_beat(&socket, server.udp, id, i as u64 + 1);
+    }
+    send_beat(&socket, server.udp, "web-5", 1);
+    let reason = "lubdub_packets_dropped_total{reason=\"bad_host_id\"}";
+    assert!(
+        wait_until(WAIT, || server.metric(reason) == Some(4.0)),
+        "counted: {:?}",
+        server.metric(reason)
+    );
+    assert!(wait_until(WAIT, || tracked(&server) == 1), "only web-5");
+    assert_eq!(server.kinds_of("web-5"), ["joined"]);
+    let stdout = server.proc.stdout();
+    assert!(
+        stdout
+            .iter()
+            .all(|l| !l.contains("db-1") && !l.contains('\x1b') && !l.contains('\u{202e}')),
+        "{stdout:?}"
+    );
+    let ran = run(&["client", "--host-id", "web\n1", "127.0.0.1:9"], &[]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("host_id"), "{}", ran.stderr);
 }
