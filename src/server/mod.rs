@@ -25,7 +25,9 @@ pub mod process;
 pub mod recv;
 pub mod registry;
 pub mod replay;
+pub mod serve;
 pub mod sinks;
+pub mod site;
 pub mod stall;
 pub mod stats;
 
@@ -289,11 +291,9 @@ impl Server {
         let http_stop = CancellationToken::new();
         let mut http_server = {
             let stop = http_stop.clone();
-            tokio::spawn(
-                axum::serve(http, guard::limit_http(http::router(shared.clone())))
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .into_future(),
-            )
+            let app = guard::limit_http(http::router(shared.clone()));
+            let config = config.clone();
+            tokio::spawn(async move { serve::serve(http, app, &config, stop).await })
         };
 
         let http_result = tokio::select! {

@@ -3,9 +3,12 @@
 //! secrets. Each test reproduces one attack on the real binary on loopback.
 //! See: issue 13.
 
-use crate::util::{Proc, Server, closed_port, keygen, run, wait_until, write_file};
+use crate::util::{
+    Proc, Server, closed_port, keygen, raw_http, run, spawn_program, wait_until, write_file,
+};
 use lubdub::protocol::{self, Beat};
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -82,19 +85,26 @@ fn a_corrupt_store_is_one_line_error_and_stays_untouched() {
     let good = tmp.path().join("good");
     write_store(&good, 50);
     let original = std::fs::read(good.join("lubdub.redb")).expect("store");
-    let flip = |at: usize| {
+    // Flips 16 bytes at each offset. redb's header holds two commit slots
+    // (at 64 and 192; the newest commit picks one), so both are hit alike.
+    let flip = |offsets: &[usize]| {
         let mut bytes = original.clone();
-        for b in &mut bytes[at..at + 16] {
-            *b ^= 0xff;
+        for &at in offsets {
+            for b in &mut bytes[at..at + 16] {
+                *b ^= 0xff;
+            }
         }
         bytes
     };
-    // Each of these crashed the server (a redb assertion: exit 101; an
-    // allocation of terabytes: abort) or was taken as a new, empty store.
-    let cases: [(&str, Vec<u8>); 4] = [
+    // Each of these crashed the server before: a redb assertion (exit 101),
+    // an abort on a terabyte allocation (at start, or at the first
+    // checkpoint after a clean start), or it was taken as a new, empty
+    // store.
+    let cases: [(&str, Vec<u8>); 5] = [
         ("truncated", original[..original.len() / 2].to_vec()),
-        ("flipped header", flip(200)),
-        ("flipped region", flip(4096)),
+        ("flipped commit slots", flip(&[72, 200])),
+        ("flipped allocator state", flip(&[128, 256])),
+        ("flipped region", flip(&[4096])),
         ("zero-length", Vec::new()),
     ];
     for (name, bytes) in cases {
@@ -374,4 +384,269 @@ fn hostile_host_ids_are_dropped_and_counted() {
     let ran = run(&["client", "--host-id", "web\n1", "127.0.0.1:9"], &[]);
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     assert!(ran.stderr.contains("host_id"), "{}", ran.stderr);
+}
+
+/// Sends `request` on a fresh connection and returns the status code of the
+/// answer (0 when there is none within 5 s).
+fn status_of(addr: SocketAddr, request: &str) -> u16 {
+    let response = raw_http(addr, request);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A page from another site can make the operator's browser send a
+/// `POST` or `DELETE` to the loopback API (a form, or `fetch` with
+/// `no-cors`); a DNS-rebinding page can even read the answers. Both are
+/// refused, with or without an API token.
+#[test]
+fn cross_site_and_rebinding_requests_are_refused() {
+    for token in [None, Some("tok-1")] {
+        let mut extra = vec![];
+        if let Some(token) = token {
+            extra.extend(["--api-token", token]);
+        }
+        let server = Server::start(&extra);
+        send_beat(&udp(), server.udp, "web-1", 1);
+        assert!(wait_until(WAIT, || tracked(&server) == 1), "web-1 joined");
+        let host = server.http.to_string();
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let post = |path: &str, headers: &str| {
+            status_of(
+                server.http,
+                &format!(
+                    "POST {path} HTTP/1.1\r\nHost: {host}\r\n{auth}{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+                ),
+            )
+        };
+        let pause = "/api/v1/hosts/web-1/pause";
+        // What a cross-site form or no-cors fetch sends.
+        for headers in [
+            "Origin: https://evil.example\r\nContent-Type: application/x-www-form-urlencoded\r\n",
+            "Origin: https://evil.example\r\n",
+            "Origin: null\r\n",
+            "Origin: http://127.0.0.1:1\r\n",
+            "Content-Type: text/plain;charset=UTF-8\r\n",
+            "Sec-Fetch-Site: cross-site\r\n",
+        ] {
+            assert_eq!(post(pause, headers), 403, "{token:?} {headers:?}");
+        }
+        let delete = format!(
+            "DELETE /api/v1/hosts/web-1 HTTP/1.1\r\nHost: {host}\r\n{auth}Origin: https://evil.example\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(status_of(server.http, &delete), 403);
+        // A rebinding page: the browser sends the page's own name as Host.
+        let forged = format!("rebind.evil.example:{}", server.http.port());
+        for request in [
+            format!("GET /api/v1/hosts HTTP/1.1\r\nHost: {forged}\r\nConnection: close\r\n\r\n"),
+            format!(
+                "POST {pause} HTTP/1.1\r\nHost: {forged}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        ] {
+            assert_eq!(status_of(server.http, &request), 421, "{request:?}");
+        }
+        assert_eq!(
+            server.state_of("web-1").as_deref(),
+            Some("up"),
+            "nothing changed"
+        );
+        // Programs (no Origin) and the server's own pages still work.
+        assert_eq!(post(pause, ""), 200);
+        assert_eq!(server.state_of("web-1").as_deref(), Some("paused"));
+        let same_origin = format!("Origin: http://{host}\r\nContent-Type: application/json\r\n");
+        assert_eq!(post("/api/v1/hosts/web-1/resume", &same_origin), 200);
+        let local = format!(
+            "GET /healthz HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+            server.http.port()
+        );
+        assert_eq!(status_of(server.http, &local), 200);
+    }
+}
+
+/// A name listed in `http_hosts` is served; others are not.
+#[test]
+fn http_hosts_lists_extra_names() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = write_file(
+        tmp.path(),
+        "lubdub.toml",
+        "[server]\nhttp_hosts = [\"lubdub.example.org\"]\n",
+    );
+    let server = Server::start(&["--config", &config]);
+    let get = |name: &str| {
+        status_of(
+            server.http,
+            &format!("GET /healthz HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    assert_eq!(get("LUBDUB.example.org:43278"), 200);
+    assert_eq!(get("other.example.org"), 421);
+}
+
+/// The server's open descriptors (its `/proc/PID/fd` entries).
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .count()
+}
+
+/// `n` TCP connections to `addr` that never send a byte.
+fn idle_connections(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect (queued)")
+        })
+        .collect()
+}
+
+/// GET /healthz answered 200 within 5 s.
+fn healthy(addr: SocketAddr) -> bool {
+    status_of(
+        addr,
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    ) == 200
+}
+
+/// Three hundred idle connections to a server started under a soft limit of
+/// 128 descriptors: it raises the limit, `/healthz` still answers, and an
+/// exec hook still runs for a real `down`.
+#[test]
+fn idle_connections_exhaust_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let marker = tmp.path().join("hook-ran");
+    let config = write_file(
+        tmp.path(),
+        "lubdub.toml",
+        &format!(
+            "[[server.sinks.exec]]\ncommand = [\"/bin/sh\", \"-c\", \"echo $LUBDUB_HOST > {}\"]\nevents = [\"down\"]\n",
+            marker.display()
+        ),
+    );
+    let data = tmp.path().join("data");
+    let proc = spawn_program(
+        "prlimit",
+        &[
+            "--nofile=128:4096",
+            crate::util::BIN,
+            "server",
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--timeout",
+            "500ms",
+            "--config",
+            &config,
+        ],
+    );
+    let ready = proc
+        .wait_line(WAIT, |l| l.starts_with("listening "))
+        .unwrap_or_else(|| panic!("not ready: {:?}", proc.stderr()));
+    let addr = |key: &str| -> SocketAddr {
+        ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|a| a.parse().ok())
+            .expect("address")
+    };
+    let (udp_addr, http) = (addr("udp="), addr("http="));
+    let _idle = idle_connections(http, 300);
+    assert!(healthy(http), "healthz; stderr {:?}", proc.stderr());
+    send_beat(&udp(), udp_addr, "web-1", 1);
+    assert!(
+        wait_until(WAIT, || std::fs::read_to_string(&marker)
+            .is_ok_and(|t| t.trim() == "web-1")),
+        "the hook ran for web-1's down; stderr {:?}",
+        proc.stderr()
+    );
+}
+
+/// With `http_max_connections = 20`, a hundred idle connections hold at
+/// most twenty descriptors, and are closed after `http_header_timeout`,
+/// so `/healthz` gets its turn.
+#[test]
+fn connections_are_capped_and_idle_ones_closed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = write_file(
+        tmp.path(),
+        "lubdub.toml",
+        "[server]\nhttp_max_connections = 20\nhttp_header_timeout = \"300ms\"\n",
+    );
+    let server = Server::start(&["--config", &config]);
+    let pid = server.proc.pid();
+    let before = open_fds(pid);
+    let idle = idle_connections(server.http, 100);
+    // Give the server time to accept all it will accept.
+    assert!(
+        wait_until(Duration::from_secs(2), || open_fds(pid) >= before + 20),
+        "accepts up to the cap: {} then {}",
+        before,
+        open_fds(pid)
+    );
+    let most = (0..20).map(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        open_fds(pid)
+    });
+    let most = most.max().expect("samples");
+    assert!(
+        most <= before + 22,
+        "{before} fds before, {most} with 100 idle clients"
+    );
+    assert!(
+        healthy(server.http),
+        "healthz answered once idle ones closed"
+    );
+    drop(idle);
+}
+
+/// A client that sends its headers a byte at a time (slowloris) is
+/// disconnected after `http_header_timeout`, however long it keeps going.
+#[test]
+fn slow_headers_are_cut_off() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = write_file(
+        tmp.path(),
+        "lubdub.toml",
+        "[server]\nhttp_header_timeout = \"500ms\"\n",
+    );
+    let server = Server::start(&["--config", &config]);
+    let mut stream = TcpStream::connect(server.http).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .expect("start");
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    // Bounded: 100 rounds of 50 ms at most.
+    for _ in 0..100 {
+        if stream.write_all(b"X-Slow: 1\r\n").is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {} // an error answer (408) before the close
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "still open after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
