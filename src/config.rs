@@ -215,6 +215,16 @@ pub struct ServerConfig {
     /// exhaust memory; known hosts are unaffected. Default: 2000000 (twice
     /// the fleet DESIGN.md sizes a server for; a few hundred bytes each).
     pub max_hosts: usize,
+    /// Most hosts the server does not know that may join per second (a
+    /// token bucket holding one second's worth). Beats of further new
+    /// hosts are dropped (counted as `join_rate` in
+    /// `lubdub_packets_dropped_total`, logged at most once a minute) and
+    /// join with a later beat; known hosts are never limited. Without keys
+    /// anyone can make up host ids: this bounds how fast a flood of them
+    /// fills memory and the store, below `max_hosts`. A fresh server with
+    /// no store takes N / rate seconds to learn a fleet of N hosts. 0: no
+    /// limit. Default: 10000.
+    pub join_rate: u32,
     /// Bearer token required by the API's mutating calls (forget, pause,
     /// resume) as `Authorization: Bearer <token>`. Reads stay open. Unset
     /// (the default): no token, so anyone who reaches the HTTP address can
@@ -281,6 +291,7 @@ impl Default for ServerConfig {
             legacy_networks: Vec::new(),
             max_clock_skew: Duration::from_secs(120),
             max_hosts: 2_000_000,
+            join_rate: 10_000,
             api_token: None,
             http_hosts: Vec::new(),
             http_max_connections: 512,

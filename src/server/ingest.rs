@@ -48,11 +48,13 @@ pub enum DropReason {
     /// A host id with a control, bidirectional or invisible character
     /// (see [`protocol::forbidden_in_host_id`]).
     BadHostId,
+    /// A new host beyond `join_rate` joins a second.
+    JoinRate,
 }
 
 impl DropReason {
     /// Every reason, in metric order.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Malformed,
         DropReason::UnsupportedVersion,
         DropReason::Unsigned,
@@ -63,6 +65,7 @@ impl DropReason {
         DropReason::ClockSkew,
         DropReason::MaxHosts,
         DropReason::BadHostId,
+        DropReason::JoinRate,
     ];
 
     /// The metric label.
@@ -78,6 +81,7 @@ impl DropReason {
             DropReason::ClockSkew => "clock_skew",
             DropReason::MaxHosts => "max_hosts",
             DropReason::BadHostId => "bad_host_id",
+            DropReason::JoinRate => "join_rate",
         }
     }
 
@@ -312,6 +316,20 @@ impl Ingest {
                 }
             }
             for (&(packet, from), &found) in admitted.iter().flatten().zip(&found) {
+                // A host the registry does not know joins within the rate
+                // (legacy hosts are looked up later: they are not limited).
+                if found.is_none() && matches!(packet, Packet::V1(_)) && !self.guard.admit_join(now)
+                {
+                    counts.dropped[DropReason::JoinRate as usize] += 1;
+                    if let Some(suppressed) = host_limit_log.check(std::time::Instant::now()) {
+                        tracing::warn!(
+                            from = %from,
+                            suppressed,
+                            "new hosts are joining faster than join_rate: beats of further new hosts are dropped"
+                        );
+                    }
+                    continue;
+                }
                 let beat = match packet {
                     Packet::V1(beat) => Observation {
                         host_id: beat.host_id,

@@ -650,3 +650,46 @@ fn slow_headers_are_cut_off() {
         started.elapsed()
     );
 }
+
+/// A flood of made-up host ids (no keys needed) joins at `join_rate`, not
+/// at line rate; the rest is dropped and counted, known hosts beat on, and
+/// a new host joins once the flood is over.
+#[test]
+fn made_up_hosts_join_at_the_join_rate() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = write_file(tmp.path(), "lubdub.toml", "[server]\njoin_rate = 100\n");
+    let server = Server::start(&["--config", &config, "--timeout", "5s"]);
+    let socket = udp();
+    send_beat(&socket, server.udp, "real", 1);
+    assert!(wait_until(WAIT, || tracked(&server) == 1), "real joined");
+    let started = std::time::Instant::now();
+    for i in 0..2_000u64 {
+        send_beat(&socket, server.udp, &format!("made-up-{i}"), 1);
+        send_beat(&socket, server.udp, "real", i + 2);
+    }
+    let reason = "lubdub_packets_dropped_total{reason=\"join_rate\"}";
+    assert!(
+        wait_until(WAIT, || server.metric(reason).unwrap_or(0.0) > 0.0),
+        "joins beyond the rate are counted"
+    );
+    // A second's worth at once, then 100 a second while the flood lasts.
+    let allowed = 1 + 100 + (started.elapsed().as_secs_f64() * 100.0).ceil() as u64;
+    let joined = tracked(&server);
+    assert!(
+        joined <= allowed,
+        "{joined} hosts, at most {allowed} allowed"
+    );
+    let dropped = server.metric(reason).expect("counted") as u64;
+    assert!(
+        joined - 1 + dropped >= 2_000 - 50,
+        "each made-up beat joined or was dropped (some may be lost): {joined} {dropped}"
+    );
+    assert_eq!(server.kinds_of("real"), ["joined"], "real never held back");
+    assert!(
+        wait_until(WAIT, || {
+            send_beat(&socket, server.udp, "late-comer", 1);
+            server.state_of("late-comer").is_some()
+        }),
+        "a new host joins once the flood is over"
+    );
+}
