@@ -6,15 +6,15 @@
 //! The per-host part of replay protection (the sequence window) needs the
 //! host's state, so the detector does it under the lock (see `replay`).
 
-use super::ingest::DropReason;
+use super::dropped::DropReason;
 use crate::auth::{KeyRing, VerifyError};
 use crate::config::ServerConfig;
 use crate::protocol::Packet;
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::time::Instant;
 use std::time::{Duration, SystemTime};
-use tokio::time::Instant;
 
 /// The server's admission policy.
 #[derive(Debug, Default)]
@@ -82,6 +82,11 @@ impl Guard {
             max_clock_skew: config.max_clock_skew,
             joins: Mutex::new(JoinLimit::new(config.join_rate)),
         })
+    }
+
+    /// True when new hosts are rate-limited (`join_rate` is not 0).
+    pub fn limits_joins(&self) -> bool {
+        self.joins.lock().expect("join limit lock").rate != 0
     }
 
     /// Whether a host the registry does not know may join at `now` (see

@@ -3,9 +3,7 @@
 //! secrets. Each test reproduces one attack on the real binary on loopback.
 //! See: issue 13.
 
-use crate::util::{
-    Proc, Server, closed_port, keygen, raw_http, run, spawn_program, wait_until, write_file,
-};
+use crate::util::{Proc, Server, closed_port, keygen, raw_http, run, wait_until, write_file};
 use lubdub::protocol::{self, Beat};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -525,7 +523,7 @@ fn idle_connections_exhaust_nothing() {
         ),
     );
     let data = tmp.path().join("data");
-    let proc = spawn_program(
+    let proc = Proc::spawn_program(
         "prlimit",
         &[
             "--nofile=128:4096",

@@ -1,93 +1,12 @@
-//! HTTP: `/healthz`, `/metrics`, the JSON API (`api`) and the dashboard
-//! (`dashboard`) at `/`. Reads copy what they need under a short lock and
-//! serialise outside it, so a slow client never holds up ingest.
+//! The JSON shapes the API answers with, copied from the monitor under the
+//! fleet's lock and serialised after.
 
 use super::Shared;
-use super::detector::Detector;
-use super::exposition;
-use super::registry::Slot;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use crate::monitor::{Monitor, Slot};
 use serde::Serialize;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::SystemTime;
-use tokio::time::Instant;
-
-/// The routes, over the server's shared state.
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .merge(super::api::routes())
-        .merge(super::dashboard::routes())
-        .fallback(super::api::no_route)
-        .method_not_allowed_fallback(super::api::bad_method)
-        .with_state(shared)
-}
-
-/// Serves OpenMetrics to clients that ask for it (Prometheus does), and the
-/// classic text format to everyone else (`promtool check metrics`, curl).
-async fn metrics(
-    State(shared): State<Arc<Shared>>,
-    headers: axum::http::HeaderMap,
-) -> impl IntoResponse {
-    {
-        let detector = shared.detector.lock().expect("detector lock");
-        shared.metrics.sync_detection(&detector.totals());
-    }
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    if exposition::wants_openmetrics(accept) {
-        (
-            [(header::CONTENT_TYPE, exposition::OPENMETRICS)],
-            shared.metrics.encode(),
-        )
-    } else {
-        (
-            [(header::CONTENT_TYPE, exposition::CLASSIC)],
-            shared.metrics.encode_classic(),
-        )
-    }
-}
-
-#[derive(Serialize)]
-struct Health {
-    /// `ok`, or `degraded` while the server monitors but cannot persist.
-    status: &'static str,
-    hosts: usize,
-    store: StoreView,
-}
-
-#[derive(Serialize)]
-struct StoreView {
-    /// True while checkpoints are written.
-    ok: bool,
-    path: String,
-    /// Why writes fail (full or read-only disk), while they do.
-    error: Option<String>,
-}
-
-async fn healthz(State(shared): State<Arc<Shared>>) -> Json<Health> {
-    let hosts = shared
-        .detector
-        .lock()
-        .expect("detector lock")
-        .registry()
-        .len();
-    let store = StoreView {
-        ok: shared.store.is_ok(),
-        path: shared.store.path().display().to_string(),
-        error: shared.store.error(),
-    };
-    Json(Health {
-        status: if store.ok { "ok" } else { "degraded" },
-        hosts,
-        store,
-    })
-}
+use std::time::{Instant, SystemTime};
 
 /// One host as the API shows it.
 #[derive(Serialize)]
@@ -136,10 +55,10 @@ fn rfc3339(at: SystemTime) -> String {
 
 impl HostView {
     /// The view of the host in `slot` at `now`.
-    pub fn new(detector: &Detector, slot: Slot, now: Instant) -> Self {
-        let registry = detector.registry();
+    pub fn new(monitor: &Monitor, slot: Slot, now: Instant) -> Self {
+        let registry = monitor.registry();
         let host = registry.get(slot);
-        let (phi, why) = detector.explain(host, now);
+        let (phi, why) = monitor.explain(host, now);
         let interval_ms = host.interval_ms();
         HostView {
             id: registry.id(slot).to_string(),
@@ -147,14 +66,14 @@ impl HostView {
             state: host.state.as_str(),
             since: rfc3339(host.since()),
             last_seen: rfc3339(host.last_seen_wall()),
-            silent_seconds: detector.silent_for(host, now).as_secs_f64(),
-            timeout_seconds: detector.timeout_for(host).as_secs_f64(),
+            silent_seconds: monitor.silent_for(host, now).as_secs_f64(),
+            timeout_seconds: monitor.timeout_for(host).as_secs_f64(),
             interval_seconds: (interval_ms > 0).then(|| f64::from(interval_ms) / 1000.0),
             beats: u64::from(host.beats),
             losses: u64::from(host.losses),
             boot_id: (host.boot != 0).then(|| format!("{:08x}", host.boot)),
             legacy: host.legacy(),
-            detector: detector.detector_kind(host).as_str(),
+            detector: monitor.detector_kind(host).as_str(),
             phi,
             why,
             flapping: host.flap.flapping,
@@ -169,7 +88,7 @@ impl HostView {
     }
 }
 
-/// Hosts per hold of the detector lock while a listing is written.
+/// Hosts per hold of the fleet's lock while a listing is written.
 const STREAM_CHUNK: usize = 1024;
 
 /// The JSON array of the views of `picked` (each a slot and the range of
@@ -192,19 +111,20 @@ pub fn stream_views(
         if start == 0 {
             out.push(b'[');
         }
-        let detector = shared.detector.lock().expect("detector lock");
-        let registry = detector.registry();
-        let now = Instant::now();
-        for (slot, id) in &picked[start..(start + STREAM_CHUNK).min(picked.len())] {
-            if registry.try_get(*slot).is_none() || registry.id(*slot) != &ids[id.clone()] {
-                continue;
+        shared.fleet.read(|monitor| {
+            let registry = monitor.registry();
+            let now = crate::server::timer::now();
+            for (slot, id) in &picked[start..(start + STREAM_CHUNK).min(picked.len())] {
+                if registry.try_get(*slot).is_none() || registry.id(*slot) != &ids[id.clone()] {
+                    continue;
+                }
+                if !std::mem::take(&mut first) {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut out, &HostView::new(monitor, *slot, now))
+                    .expect("a host view serialises");
             }
-            if !std::mem::take(&mut first) {
-                out.push(b',');
-            }
-            serde_json::to_writer(&mut out, &HostView::new(&detector, *slot, now))
-                .expect("a host view serialises");
-        }
+        });
         Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(out))
     });
     let head = stream::iter(empty.then(|| Ok(axum::body::Bytes::from_static(b"["))));
