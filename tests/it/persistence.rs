@@ -398,7 +398,7 @@ fn a_corrupt_store_is_refused_with_its_path_and_left_untouched() {
     refuses_store(dir.path(), &garbage);
 }
 
-// See: issue 14 (item 16). It made redb panic before issue 13 item 9.
+// See: issue 14 (item 16) and issue 13 (item 9).
 #[test]
 fn a_truncated_store_is_refused_with_its_path_and_left_untouched() {
     let dir = tempfile::tempdir().expect("tempdir");
