@@ -31,8 +31,9 @@
 //! - [`store`]: the registry and recent events on disk, across restarts;
 //! - [`server`]: ingest, the fleet (the one owner of the monitor's lock),
 //!   timer, events, persistence, HTTP, metrics, alert sinks;
-//! - [`client`] (beat loop), [`status`] (`lubdub status`), [`tools`] (the
-//!   detector simulator, the load generator): at the top, with the binary.
+//! - [`client`] (beat loop), [`tools`] (the detector simulator, the load
+//!   generator): at the top, under the binary (`src/main.rs`, `src/cli/`:
+//!   one file per subcommand, `lubdub status` among them).
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -44,7 +45,6 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod server;
 pub mod shutdown;
-pub mod status;
 pub mod store;
 pub mod tools;
 pub mod trace;

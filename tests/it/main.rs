@@ -3,10 +3,13 @@
 mod alerts;
 mod api;
 mod client;
+mod commands;
 mod config;
 mod core;
 mod dashboard;
 mod detection;
+mod hardening;
+mod keys;
 mod loadgen;
 mod metrics;
 mod netns;
