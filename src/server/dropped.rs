@@ -28,11 +28,16 @@ pub enum DropReason {
     ClockSkew,
     /// A new host while `max_hosts` hosts are tracked.
     MaxHosts,
+    /// A host id with a control, bidirectional or invisible character
+    /// (see [`crate::protocol::forbidden_in_host_id`]).
+    BadHostId,
+    /// A new host beyond `join_rate` joins a second.
+    JoinRate,
 }
 
 impl DropReason {
     /// Every reason, in metric order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Malformed,
         DropReason::UnsupportedVersion,
         DropReason::Unsigned,
@@ -42,6 +47,8 @@ impl DropReason {
         DropReason::Replay,
         DropReason::ClockSkew,
         DropReason::MaxHosts,
+        DropReason::BadHostId,
+        DropReason::JoinRate,
     ];
 
     /// The metric label.
@@ -56,6 +63,8 @@ impl DropReason {
             DropReason::Replay => "replay",
             DropReason::ClockSkew => "clock_skew",
             DropReason::MaxHosts => "max_hosts",
+            DropReason::BadHostId => "bad_host_id",
+            DropReason::JoinRate => "join_rate",
         }
     }
 
@@ -94,6 +103,8 @@ impl DropReason {
             DropReason::UnsupportedVersion => "a protocol version this server does not speak",
             DropReason::Replay => "a sequence number seen before (a replay)",
             DropReason::MaxHosts => "a new host beyond max_hosts",
+            DropReason::BadHostId => "a host id that is not printable text",
+            DropReason::JoinRate => "a new host beyond join_rate",
         }
     }
 
@@ -101,6 +112,7 @@ impl DropReason {
     pub fn of(error: DecodeError) -> Self {
         match error {
             DecodeError::UnsupportedVersion(_) => DropReason::UnsupportedVersion,
+            DecodeError::HostIdForbiddenChar => DropReason::BadHostId,
             _ => DropReason::Malformed,
         }
     }

@@ -12,7 +12,8 @@ use crate::config::ServerConfig;
 use crate::protocol::Packet;
 use ipnet::IpNet;
 use std::net::IpAddr;
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::time::Instant;
 use std::time::{Duration, SystemTime};
 
 /// The server's admission policy, replaceable while the server runs (a
@@ -28,6 +29,51 @@ pub struct Policy {
     keys: Option<KeyRing>,
     legacy_networks: Vec<IpNet>,
     max_clock_skew: Duration,
+    joins: Mutex<JoinLimit>,
+}
+
+/// How fast hosts the server does not know may join: a token bucket of
+/// `rate` tokens a second holding at most one second's worth. Without
+/// keys anyone can make up host ids; with it, a flood of them grows the
+/// registry and the store at this rate, not at line rate, while beats of
+/// known hosts are never held back. A refused host is not lost: its next
+/// beat tries again.
+#[derive(Debug, Default)]
+pub struct JoinLimit {
+    /// Joins a second; 0: unlimited.
+    rate: u32,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl JoinLimit {
+    /// A bucket of `rate` joins a second (0: unlimited), full at start.
+    pub fn new(rate: u32) -> JoinLimit {
+        JoinLimit {
+            rate,
+            tokens: f64::from(rate),
+            last: None,
+        }
+    }
+
+    /// Takes one join at `now`; false when the rate is exceeded.
+    pub fn admit(&mut self, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let rate = f64::from(self.rate);
+        if let Some(last) = self.last {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * rate;
+            self.tokens = (self.tokens + refill).min(rate);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Guard {
@@ -55,6 +101,16 @@ impl Guard {
         self.read().key_count()
     }
 
+    /// [`Policy::limits_joins`] under the policy in force.
+    pub fn limits_joins(&self) -> bool {
+        self.read().limits_joins()
+    }
+
+    /// [`Policy::admit_join`] under the policy in force.
+    pub fn admit_join(&self, now: Instant) -> bool {
+        self.read().admit_join(now)
+    }
+
     /// [`Policy::check`] under the policy in force.
     pub fn check(
         &self,
@@ -78,7 +134,19 @@ impl Policy {
             keys,
             legacy_networks: config.legacy_networks.clone(),
             max_clock_skew: config.max_clock_skew,
+            joins: Mutex::new(JoinLimit::new(config.join_rate)),
         })
+    }
+
+    /// True when new hosts are rate-limited (`join_rate` is not 0).
+    pub fn limits_joins(&self) -> bool {
+        self.joins.lock().expect("join limit lock").rate != 0
+    }
+
+    /// Whether a host the registry does not know may join at `now` (see
+    /// [`JoinLimit`]).
+    pub fn admit_join(&self, now: Instant) -> bool {
+        self.joins.lock().expect("join limit lock").admit(now)
     }
 
     /// How many keys the server accepts (0: beats need no signature).
@@ -170,6 +238,7 @@ mod tests {
             keys: Some(keys),
             legacy_networks: vec!["10.0.0.0/8".parse().expect("net")],
             max_clock_skew: Duration::from_secs(120),
+            joins: Mutex::default(),
         });
         guard
     }
@@ -177,6 +246,21 @@ mod tests {
     fn check(guard: &Guard, bytes: &[u8], from: &str, wall: SystemTime) -> Result<(), DropReason> {
         let packet = protocol::decode(bytes).expect("decodes");
         guard.check(bytes, &packet, from.parse().expect("ip"), wall)
+    }
+
+    #[test]
+    fn joins_are_limited_to_the_rate_with_one_second_of_burst() {
+        let t = Instant::now();
+        let mut limit = JoinLimit::new(100);
+        let burst = (0..150).filter(|_| limit.admit(t)).count();
+        assert_eq!(burst, 100, "one second's worth at once");
+        assert!(!limit.admit(t + Duration::from_millis(5)));
+        assert!(limit.admit(t + Duration::from_millis(20)), "2 tokens back");
+        let later = t + Duration::from_secs(60);
+        let refilled = (0..500).filter(|_| limit.admit(later)).count();
+        assert_eq!(refilled, 100, "never more than a second's worth");
+        let mut open = JoinLimit::new(0);
+        assert!((0..10_000).all(|_| open.admit(t)), "0: unlimited");
     }
 
     #[test]

@@ -27,7 +27,9 @@ pub mod persist;
 pub mod process;
 pub mod recv;
 pub mod reload;
+pub mod serve;
 pub mod sinks;
+pub mod site;
 pub mod timer;
 
 use crate::config::ValidServerConfig;
@@ -278,11 +280,9 @@ impl Server {
         let http_stop = CancellationToken::new();
         let mut http_server = {
             let stop = http_stop.clone();
-            tokio::spawn(
-                axum::serve(http, guard::limit_http(http::router(shared.clone())))
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .into_future(),
-            )
+            let app = guard::limit_http(http::router(shared.clone()));
+            let config = config.clone();
+            tokio::spawn(async move { serve::serve(http, app, &config, stop).await })
         };
 
         let http_result = tokio::select! {
@@ -386,7 +386,7 @@ fn print_event_bursts(mut events: broadcast::Receiver<crate::monitor::Event>) {
             match next {
                 // A closed stdout must not crash the server: drop the line.
                 Ok(event) => {
-                    let _ = writeln!(out, "{event}");
+                    let _ = writeln!(out, "{}", crate::protocol::Printable(&event));
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(
@@ -445,7 +445,11 @@ async fn report_silent(fleet: Arc<Fleet>, every: std::time::Duration, stop: Canc
         let line = if list.is_empty() {
             "silent hosts: none".to_string()
         } else {
-            format!("silent hosts ({}): {}", list.len(), list.join(", "))
+            format!(
+                "silent hosts ({}): {}",
+                list.len(),
+                crate::protocol::Printable(list.join(", "))
+            )
         };
         let _ = writeln!(io::stdout().lock(), "{line}");
     }

@@ -8,6 +8,7 @@ mod config;
 mod core;
 mod dashboard;
 mod detection;
+mod hardening;
 mod keys;
 mod loadgen;
 mod metrics;
