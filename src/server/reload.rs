@@ -195,6 +195,9 @@ pub fn changed_keys(a: &ServerConfig, b: &ServerConfig) -> Vec<&'static str> {
 const FIELDS: &[&str] = &[
     "listen",
     "http",
+    "http_hosts",
+    "http_header_timeout",
+    "http_max_connections",
     "timeout",
     "late_after",
     "silent_report",
