@@ -240,6 +240,11 @@ pub struct ServerConfig {
     /// `lubdub simulate --trace` (to tune the detector on real traffic).
     /// Unset (the default): no recording.
     pub record: Option<PathBuf>,
+    /// Who watches this server (`[server.watchdog]`): beats to other lubdub
+    /// servers and a dead man's switch URL; see docs/OPERATIONS.md.
+    /// Default: nothing.
+    #[serde(default)]
+    pub watchdog: crate::server::watchdog::WatchdogConfig,
 }
 
 impl Default for ServerConfig {
@@ -266,6 +271,7 @@ impl Default for ServerConfig {
             phi: crate::detection::PhiConfig::default(),
             host_detectors: Vec::new(),
             record: None,
+            watchdog: Default::default(),
         }
     }
 }
@@ -322,6 +328,7 @@ impl ServerConfig {
             return Err(invalid("flap_window", "must be greater than 0"));
         }
         self.detector_rules()?;
+        self.watchdog.validate()?;
         Ok(())
     }
 

@@ -28,6 +28,7 @@ pub mod replay;
 pub mod sinks;
 pub mod stall;
 pub mod stats;
+pub mod watchdog;
 
 use crate::config::ServerConfig;
 use detector::Detector;
@@ -227,6 +228,8 @@ impl Server {
             guard,
             record,
         } = self;
+        // First: a bad watchdog key file stops the server before anything runs.
+        let watchdog = watchdog::Watchdog::start(&config.watchdog, shared.clone())?;
         let wake = shared.wake.clone();
         let console = tokio::spawn(print_events(shared.events.subscribe()));
         // Off the detection path: the sinks only read the event broadcast.
@@ -306,6 +309,7 @@ impl Server {
         timer_stop.cancel();
         let _ = ingest.await;
         let _ = timer.await;
+        watchdog.stop().await; // says goodbye to the servers it beats to
         if let Some(report) = report {
             let _ = report.await;
         }
