@@ -108,9 +108,7 @@ impl WatchdogConfig {
         }
         if !self.servers.is_empty() {
             self.client_config().validate().map_err(|e| match e {
-                ConfigError::Invalid { field, reason } => {
-                    invalid(watchdog_field(field), reason)
-                }
+                ConfigError::Invalid { field, reason } => invalid(watchdog_field(field), reason),
                 other => other,
             })?;
         } else if self.key_file.is_some() || self.host_id.is_some() {
@@ -233,7 +231,10 @@ fn spawn_beats(client: Client, stop: CancellationToken) -> tokio::task::JoinHand
     });
     tokio::task::spawn_blocking(move || {
         client.run(|timeout| {
-            !matches!(rx.recv_timeout(timeout), Err(mpsc::RecvTimeoutError::Timeout))
+            !matches!(
+                rx.recv_timeout(timeout),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            )
         })
     })
 }

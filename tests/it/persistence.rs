@@ -162,13 +162,13 @@ fn a_stopped_server_does_not_declare_the_fleet_down_when_it_resumes() {
 /// A small tmpfs mounted for one test, unmounted on drop (even when the test
 /// fails), so a full or read-only disk can be made for real. Needs root,
 /// which this project's test machines and CI run as.
-struct Tmpfs {
-    path: PathBuf,
+pub struct Tmpfs {
+    pub path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
+    pub fn mount(size: &str) -> Tmpfs {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("mnt");
         std::fs::create_dir(&path).expect("mkdir");
@@ -191,7 +191,7 @@ impl Drop for Tmpfs {
 
 /// Writes zeros to `path` until the filesystem is full. Bounded by the
 /// filesystem's size.
-fn fill(path: &Path) {
+pub fn fill(path: &Path) {
     let mut file = std::fs::File::create(path).expect("create filler");
     for chunk in [1 << 20, 4096, 1] {
         let buf = vec![0u8; chunk];
@@ -206,7 +206,7 @@ fn fill(path: &Path) {
 
 /// Sends one v1 beat for each of `count` new hosts with long ids, so the
 /// next checkpoint has to grow the store.
-fn beat_new_hosts(server: &Server, prefix: &str, count: usize) {
+pub fn beat_new_hosts(server: &Server, prefix: &str, count: usize) {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let pad = "x".repeat(180);
     let mut packet = Vec::new();

@@ -364,6 +364,8 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
 /// One request a [`Recorder`] received.
 #[derive(Clone, Debug)]
 pub struct Recorded {
+    /// `GET`, `POST`, ...
+    pub method: String,
     pub path: String,
     /// Header names in lower case.
     pub headers: std::collections::BTreeMap<String, String>,
@@ -393,7 +395,7 @@ impl Recorder {
 
     fn spawn(statuses: Vec<u16>, hang: bool) -> Recorder {
         use axum::body::Bytes;
-        use axum::http::{HeaderMap, StatusCode, Uri};
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -402,12 +404,13 @@ impl Recorder {
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let seen = requests.clone();
         let statuses = Arc::new(statuses);
-        let handler = move |uri: Uri, headers: HeaderMap, body: Bytes| {
+        let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let (seen, statuses) = (seen.clone(), statuses.clone());
             async move {
                 let n = {
                     let mut seen = seen.lock().expect("requests");
                     seen.push(Recorded {
+                        method: method.to_string(),
                         path: uri.path().to_string(),
                         headers: headers
                             .iter()
