@@ -188,14 +188,7 @@ impl Watchdog {
             None
         } else {
             let client = Client::new(config.client_config())
-                .map_err(|e| match e {
-                    crate::client::Error::Key(e) => super::Error::Keys(e),
-                    crate::client::Error::Config(e) => super::Error::Config(e),
-                    // validate() has parsed every server already.
-                    e @ crate::client::Error::BadServer(_) => {
-                        super::Error::Config(invalid("watchdog.servers", e.to_string()))
-                    }
-                })?
+                .map_err(super::Error::Watchdog)?
                 .embedded();
             tracing::info!(
                 host_id = client.host_id(),

@@ -4,7 +4,7 @@
 //! `[server.sinks.mass_silence]`. `Default` is the documented default; see
 //! docs/ALERTS.md for examples.
 
-use crate::config::Error;
+use super::{Error, invalid};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -41,13 +41,6 @@ fn default_events() -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
-}
-
-fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
-    Error::Invalid {
-        field,
-        reason: reason.into(),
-    }
 }
 
 /// Every alert sink, plus mass-silence detection in front of them.
