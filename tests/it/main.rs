@@ -3,10 +3,12 @@
 mod alerts;
 mod api;
 mod client;
+mod commands;
 mod config;
 mod core;
 mod dashboard;
 mod detection;
+mod keys;
 mod loadgen;
 mod metrics;
 mod mixin;

@@ -8,7 +8,7 @@
 //! One test, because the steps share one machine-wide install. It builds
 //! the release binary once (minutes; see docs/OPERATIONS.md for the time).
 
-use crate::util::{Server, spawn_program, wait_until};
+use crate::util::{Proc, Server, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -321,7 +321,7 @@ fn cloud_init_installs_and_starts_a_signing_client(deb: &str) {
     env.push("LUBDUB_KEY_FILE=/etc/lubdub/client.key".into());
     env.extend(exec.split_whitespace().map(String::from));
     let args: Vec<&str> = env.iter().map(String::as_str).collect();
-    let mut client = spawn_program("env", &args);
+    let mut client = Proc::spawn_program("env", &args);
     assert!(
         server.wait_event("web-042", "joined", WAIT),
         "{:?} {:?}",
