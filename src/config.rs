@@ -9,6 +9,7 @@ use std::time::Duration;
 pub mod detection;
 pub mod env;
 pub mod sinks;
+pub mod watchdog;
 
 /// The UDP port beats go to, as in the seed.
 pub const DEFAULT_PORT: u16 = 43278;
@@ -248,7 +249,7 @@ pub struct ServerConfig {
     /// servers and a dead man's switch URL; see docs/OPERATIONS.md.
     /// Default: nothing.
     #[serde(default)]
-    pub watchdog: crate::server::watchdog::WatchdogConfig,
+    pub watchdog: watchdog::WatchdogConfig,
 }
 
 impl Default for ServerConfig {
