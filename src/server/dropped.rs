@@ -20,7 +20,8 @@ pub enum DropReason {
     BadMac,
     /// With keys: a tag naming a key id the server does not have.
     UnknownKey,
-    /// With keys: a legacy `Thump!` from outside `legacy_networks`.
+    /// With keys: a legacy `Thump!` from outside `legacy_networks`, or for
+    /// a host that signs its beats.
     Legacy,
     /// With keys: a sequence number seen before or too old (a replay).
     Replay,
@@ -28,11 +29,14 @@ pub enum DropReason {
     ClockSkew,
     /// A new host while `max_hosts` hosts are tracked.
     MaxHosts,
+    /// With keys: a seq whose run start (its high 32 bits, Unix seconds)
+    /// lies past the beat's send time plus `max_clock_skew`.
+    FutureRun,
 }
 
 impl DropReason {
     /// Every reason, in metric order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Malformed,
         DropReason::UnsupportedVersion,
         DropReason::Unsigned,
@@ -42,6 +46,7 @@ impl DropReason {
         DropReason::Replay,
         DropReason::ClockSkew,
         DropReason::MaxHosts,
+        DropReason::FutureRun,
     ];
 
     /// The metric label.
@@ -56,6 +61,7 @@ impl DropReason {
             DropReason::Replay => "replay",
             DropReason::ClockSkew => "clock_skew",
             DropReason::MaxHosts => "max_hosts",
+            DropReason::FutureRun => "future_run",
         }
     }
 

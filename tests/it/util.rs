@@ -722,3 +722,62 @@ pub fn spawn_program(program: &str, args: &[&str]) -> Proc {
         stderr,
     }
 }
+
+/// Unix time now in microseconds: a beat's send time.
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_micros() as u64
+}
+
+/// The seq of beat `n` of a client run that started at Unix second
+/// `run_secs` (docs/PROTOCOL.md: the run's start in the high 32 bits).
+pub fn seq_of(run_secs: u64, n: u32) -> u64 {
+    (run_secs << 32) | u64::from(n)
+}
+
+/// A v1 beat of `host_id` numbered `seq`, sent now, declaring the 100 ms
+/// interval of the harness's clients; change fields with `..beat(..)`.
+pub fn beat(host_id: &str, seq: u64) -> lubdub::protocol::Beat<'_> {
+    lubdub::protocol::Beat {
+        flags: 0,
+        seq,
+        boot_id: [7; 16],
+        sent_at_micros: now_micros(),
+        interval_ms: 100,
+        host_id,
+        tag: None,
+    }
+}
+
+/// `beat` as sent on the wire: signed by `signer`, or unsigned.
+pub fn encode_beat(
+    beat: &lubdub::protocol::Beat<'_>,
+    signer: Option<&lubdub::auth::Signer>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    match signer {
+        Some(signer) => signer.sign(beat, &mut out),
+        None => lubdub::protocol::encode(beat, &mut out),
+    }
+    .expect("valid beat");
+    out
+}
+
+/// A signer for `host_id` with the newest key of the key file at `path`.
+pub fn signer(path: &Path, host_id: &str) -> lubdub::auth::Signer {
+    let ring = lubdub::auth::KeyRing::load(path).expect("key file");
+    let key = ring.newest().expect("a key");
+    lubdub::auth::Signer::new(key, host_id).expect("signer")
+}
+
+impl Server {
+    /// `lubdub_packets_dropped_total` for `reason` (0 when not exported yet).
+    pub fn dropped(&self, reason: &str) -> f64 {
+        self.metric(&format!(
+            "lubdub_packets_dropped_total{{reason=\"{reason}\"}}"
+        ))
+        .unwrap_or(0.0)
+    }
+}
