@@ -4,8 +4,7 @@
 //! See: issue 13 (items 1, 3, 4, 5).
 
 use crate::util::{
-    Proc, Recorder, Server, beat, client, encode_beat, keygen, seq_of, signer, wait_until,
-    write_file,
+    Proc, Recorder, Server, beat, client, keygen, packet, path_str, seq_of, signer, wait_until,
 };
 use lubdub::protocol::flags;
 use std::net::UdpSocket;
@@ -15,10 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
 
 fn unix_secs() -> u64 {
     SystemTime::now()
@@ -56,7 +51,7 @@ fn a_beat_withheld_past_its_goodbye_does_not_revive_the_host() {
                 flags: goodbye,
                 ..beat("victim", seq_of(run, n))
             };
-            encode_beat(&b, Some(&signer))
+            packet(&b, Some(&signer))
         })
         .collect();
     for (i, packet) in packets.iter().enumerate() {
@@ -93,7 +88,7 @@ fn withheld_beats_released_one_by_one_keep_no_dead_host_up() {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let mut held = Vec::new();
     for n in 1..=21 {
-        let packet = encode_beat(&beat("victim", seq_of(run, n)), Some(&signer));
+        let packet = packet(&beat("victim", seq_of(run, n)), Some(&signer));
         if n % 2 == 0 {
             held.push(packet);
         } else {
@@ -147,7 +142,7 @@ fn a_seq_from_a_future_run_does_not_lock_the_client_out() {
         server.events()
     );
     let future = unix_secs() + 10 * 365 * 86_400;
-    let forged = encode_beat(
+    let forged = packet(
         &beat("victim", seq_of(future, 1)),
         Some(&signer(&keys, "victim")),
     );
@@ -216,12 +211,8 @@ fn a_legacy_beat_never_feeds_a_signed_host() {
 #[test]
 fn a_trickle_of_downs_after_a_mass_silence_hides_no_real_down() {
     let recorder = Recorder::start(&[]);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let config = write_file(
-        tmp.path(),
-        "lubdub.toml",
-        &format!(
-            r#"
+    let config = format!(
+        r#"
 [[server.sinks.webhook]]
 url = "{}"
 
@@ -231,10 +222,9 @@ min_hosts = 4
 window = "2s"
 hold = "500ms"
 "#,
-            recorder.url("/")
-        ),
+        recorder.url("/")
     );
-    let server = Server::start(&["--timeout", "1s", "--config", &config]);
+    let server = Server::with_config(&config, &["--timeout", "1s"]);
     let ids = ["rack-1", "rack-2", "rack-3", "rack-4", "victim"];
     let mut clients: Vec<Proc> = ids
         .iter()
@@ -274,7 +264,7 @@ hold = "500ms"
         let mut n = 0u32;
         while flag.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(20) {
             let id = format!("forged-{n}");
-            let packet = encode_beat(&beat(&id, 1), None);
+            let packet = packet(&beat(&id, 1), None);
             let _ = socket.send_to(&packet, to);
             n += 1;
             std::thread::sleep(Duration::from_millis(600));
