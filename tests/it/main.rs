@@ -2,6 +2,7 @@
 
 mod alerts;
 mod api;
+mod beat_attacks;
 mod client;
 mod commands;
 mod config;
