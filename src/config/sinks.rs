@@ -307,7 +307,10 @@ fn check_http_url(field: &'static str, name: &str, url: &str) -> Result<(), Erro
                 u.scheme()
             ),
         )),
-        Err(e) => Err(invalid(field, format!("sink {name:?}: {url:?}: {e}"))),
+        Err(e) => Err(invalid(
+            field,
+            format!("sink {name:?}: {:?}: {e}", crate::config::redact::url(url)),
+        )),
     }
 }
 

@@ -2,12 +2,14 @@
 
 mod alerts;
 mod api;
+mod beat_attacks;
 mod client;
 mod commands;
 mod config;
 mod core;
 mod dashboard;
 mod detection;
+mod hardening;
 mod keys;
 mod loadgen;
 mod metrics;
