@@ -185,6 +185,10 @@ fn main() {
         ring.add(key.clone()).expect("one key");
         let path = key_dir.path().join("keys.toml");
         std::fs::write(&path, ring.to_toml()).expect("write key file");
+        // Keys readable by the owner only, as the server requires.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .expect("key file mode");
         let config = ServerConfig {
             key_file: Some(path),
             ..ServerConfig::default()
