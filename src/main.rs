@@ -90,6 +90,8 @@ enum Command {
     Simulate(simulate_cli::SimulateArgs),
     /// Simulate a fleet of hosts beating to a server, to measure it.
     Loadgen(LoadgenArgs),
+    /// Send a test alert through a running server's sinks; print each outcome.
+    TestAlert(server::sinks::test_alert::TestAlertArgs),
 }
 
 #[derive(Args)]
@@ -620,6 +622,7 @@ fn main() -> ExitCode {
             };
         }
         Command::Client(args) => return client_command(args),
+        Command::TestAlert(args) => return server::sinks::test_alert::run(args),
         command => command,
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -672,6 +675,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Status(_)
         | Command::Completions { .. }
         | Command::Man { .. }
+        | Command::TestAlert(_)
         | Command::Client(_) => {
             unreachable!("handled before the runtime starts")
         }

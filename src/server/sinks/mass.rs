@@ -262,6 +262,7 @@ mod tests {
             .map(|e| match e {
                 SinkEvent::Host(e) => format!("{} {}", e.kind.as_str(), e.host),
                 SinkEvent::MassSilence(m) => format!("mass-silence {}", m.count),
+                other => other.kind().to_string(),
             })
             .collect()
     }
