@@ -290,9 +290,12 @@ impl Server {
         let mut http_server = {
             let stop = http_stop.clone();
             tokio::spawn(
-                axum::serve(http, guard::limit_http(http::router(shared.clone()).merge(sinks.routes())))
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .into_future(),
+                axum::serve(
+                    http,
+                    guard::limit_http(http::router(shared.clone()).merge(sinks.routes())),
+                )
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .into_future(),
             )
         };
 

@@ -124,7 +124,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 /// The same check as the API's other mutating calls.
-fn authorized(board: &Board, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(board: &Board, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
     let Some(token) = board.api_token.as_deref() else {
         return Ok(());
     };
@@ -135,8 +135,8 @@ fn authorized(board: &Board, headers: &HeaderMap) -> Result<(), Response> {
     match given {
         // Constant time: the comparison must not tell how much matched.
         Some(given) if bool::from(given.ct_eq(token.as_bytes())) => Ok(()),
-        Some(_) => Err(error(StatusCode::UNAUTHORIZED, "wrong token")),
-        None => Err(error(
+        Some(_) => Err((StatusCode::UNAUTHORIZED, "wrong token")),
+        None => Err((
             StatusCode::UNAUTHORIZED,
             "missing token: send Authorization: Bearer <token>",
         )),
@@ -148,8 +148,8 @@ async fn test_alert(
     query: Result<Query<TestQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = authorized(&board, &headers) {
-        return response;
+    if let Err((status, message)) = authorized(&board, &headers) {
+        return error(status, message);
     }
     let Ok(Query(query)) = query else {
         return error(StatusCode::BAD_REQUEST, "the only parameter is sink=NAME");

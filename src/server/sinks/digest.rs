@@ -85,7 +85,9 @@ impl Shaper {
                     break;
                 }
                 due.pop_first();
-                let Some(down) = downs.get_mut(&host) else { continue };
+                let Some(down) = downs.get_mut(&host) else {
+                    continue;
+                };
                 let repeat = self.repeat.expect("reminders only with repeat");
                 down.due = now + repeat;
                 due.insert((down.due, host.clone()));
@@ -165,7 +167,9 @@ mod tests {
             super::super::template::summary(&digest),
             "3 hosts down: a, b, c"
         );
-        tx.send(event(EventKind::Recovered, "a")).await.expect("send");
+        tx.send(event(EventKind::Recovered, "a"))
+            .await
+            .expect("send");
         drop(tx);
         assert_eq!(out.recv().await.map(|e| e.kind()), Some("recovered"));
         assert!(out.recv().await.is_none());
@@ -189,7 +193,9 @@ mod tests {
             assert!(matches!(reminder, SinkEvent::Reminder(_)), "{reminder:?}");
         }
         // Recovered is not sent (the sink takes only down) but ends them.
-        tx.send(event(EventKind::Recovered, "a")).await.expect("send");
+        tx.send(event(EventKind::Recovered, "a"))
+            .await
+            .expect("send");
         drop(tx);
         assert!(out.recv().await.is_none(), "no reminder after recovery");
     }

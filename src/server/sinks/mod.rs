@@ -530,7 +530,8 @@ impl Sinks {
                 .filter(|e| filter.matches(&SinkEvent::Host((*e).clone())))
                 .cloned()
                 .collect();
-            let (rx, outcomes) = route(name.clone(), "alertmanager", None, filter, sink.queue, None);
+            let (rx, outcomes) =
+                route(name.clone(), "alertmanager", None, filter, sink.queue, None);
             let am = alertmanager::Alertmanager::new(name, sink, http_addr, outcomes)?;
             workers.push(tokio::spawn(am.run(rx, already_down)));
         }

@@ -232,9 +232,13 @@ pub fn requests(s: &Settings, event: &SinkEvent, title: &str, text: &str) -> Vec
                     "custom_details": { "text": text, "event": event.payload() },
                 },
             });
-            let resolve = json!({ "routing_key": token, "event_action": "resolve", "dedup_key": key });
+            let resolve =
+                json!({ "routing_key": token, "event_action": "resolve", "dedup_key": key });
             match event {
-                SinkEvent::Test(_) => vec![post(url.clone(), vec![], trigger), post(url, vec![], resolve)],
+                SinkEvent::Test(_) => vec![
+                    post(url.clone(), vec![], trigger),
+                    post(url, vec![], resolve),
+                ],
                 _ if down => vec![post(url, vec![], trigger)],
                 _ => vec![post(url, vec![], resolve)],
             }

@@ -93,13 +93,19 @@ pub fn context(event: &SinkEvent, external_url: Option<&str>) -> Value {
         .map(|e| serde_json::to_value(e.payload()).unwrap_or_default())
         .collect();
     let dashboard = external_url.map(|base| match event.host() {
-        Some(host) => format!("{}#host={host}", base.trim_end_matches('/').to_owned() + "/"),
+        Some(host) => format!(
+            "{}#host={host}",
+            base.trim_end_matches('/').to_owned() + "/"
+        ),
         None => base.to_string(),
     });
     map.insert("summary".into(), summary(event).into());
     map.insert("text".into(), text(event, dashboard.as_deref()).into());
     map.insert("events".into(), documents.into());
-    map.insert("digest".into(), matches!(event, SinkEvent::Digest(_)).into());
+    map.insert(
+        "digest".into(),
+        matches!(event, SinkEvent::Digest(_)).into(),
+    );
     map.insert("test".into(), matches!(event, SinkEvent::Test(_)).into());
     map.insert(
         "reminder".into(),
@@ -274,11 +280,13 @@ mod tests {
             "web-1 down: host web-1 is down: silent for 31.2s"
         );
         // A mass silence has no host: refused when the sink takes it.
-        let err = t.check(&["down", "mass-silence"], &[]).expect_err("no host");
+        let err = t
+            .check(&["down", "mass-silence"], &[])
+            .expect_err("no host");
         assert!(err.contains("mass-silence"), "{err}");
         assert!(Templates::compile(&[("body", "{{ host ")]).is_err());
-        let json = Templates::compile(&[("body", "{\"text\": {{ summary|tojson }}}")])
-            .expect("compiles");
+        let json =
+            Templates::compile(&[("body", "{\"text\": {{ summary|tojson }}}")]).expect("compiles");
         json.check(&["down", "mass-silence", "test", "digest"], &["body"])
             .expect("valid JSON for every kind");
         let bad = Templates::compile(&[("body", "{\"text\": {{ summary }}}")]).expect("compiles");

@@ -33,11 +33,11 @@ pub struct Compiled {
 
 /// The kinds a sink's templates are checked on: its events, a test, and a
 /// digest or a reminder when it sends them.
-pub fn sample_kinds<'a>(
-    events: &'a [String],
+pub fn sample_kinds(
+    events: &[String],
     group_wait: Option<Duration>,
     repeat: Option<Duration>,
-) -> Vec<&'a str> {
+) -> Vec<&str> {
     let mut kinds: Vec<&str> = events.iter().map(String::as_str).collect();
     kinds.push("test");
     if group_wait.is_some() {
@@ -160,7 +160,11 @@ impl Compiled {
         let templates = Templates::compile(&pairs)
             .and_then(|t| {
                 let kinds = sample_kinds(&config.events, config.group_wait, config.repeat);
-                let json: &[&str] = if has_content_type(config) { &[] } else { &["body"] };
+                let json: &[&str] = if has_content_type(config) {
+                    &[]
+                } else {
+                    &["body"]
+                };
                 t.check(&kinds, json)?;
                 Ok(t)
             })
