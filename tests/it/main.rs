@@ -10,6 +10,7 @@ mod detection;
 mod loadgen;
 mod metrics;
 mod netns;
+mod notify;
 mod ops;
 mod persistence;
 mod security;

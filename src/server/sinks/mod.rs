@@ -106,6 +106,10 @@ pub enum SinkEvent {
     Reminder(Event),
 }
 
+/// The host of a test alert's document: no real host id (ids of real hosts
+/// are what their clients send; this one is reserved by convention).
+pub const TEST_HOST: &str = "lubdub-test";
+
 /// A test alert, with the channel its sink answers on.
 pub struct TestAlert {
     /// The sink it was sent to.
@@ -202,7 +206,9 @@ impl SinkEvent {
             message: None,
         };
         match self {
+            // A host, so that templates written for host events work on it.
             SinkEvent::Test(t) => Payload {
+                host: Some(TEST_HOST.to_string()),
                 message: Some(template::summary(self)),
                 ..empty("test", rfc3339(t.at))
             },

@@ -147,7 +147,7 @@ impl Compiled {
             let Ok(header) = HeaderName::from_bytes(key.as_bytes()) else {
                 return bad("sinks.webhook.headers", &format!("invalid header {key:?}"));
             };
-            sources.push((format!("header {key}"), value.clone()));
+            sources.push((format!("header {header}"), value.clone()));
             headers.push(header);
         }
         for (key, value) in &config.query {
@@ -189,8 +189,10 @@ impl Compiled {
         };
         // Header values must be valid on every sample, too.
         for kind in sample_kinds(&config.events, config.group_wait, config.repeat) {
+            let sample = [template::sample(kind)];
             compiled
-                .requests(&[template::sample(kind)])
+                .requests(&sample)
+                .and_then(|_| compiled.headers(&sample[0]))
                 .map_err(|e| invalid("sinks.webhook.headers", format!("sink {name:?}: {e}")))?;
         }
         Ok(compiled)
