@@ -7,6 +7,7 @@ mod config;
 mod core;
 mod dashboard;
 mod detection;
+mod email;
 mod loadgen;
 mod metrics;
 mod netns;

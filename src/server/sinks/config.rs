@@ -33,7 +33,7 @@ pub const EVENT_KINDS: &[&str] = &[
     "settled",
 ];
 
-fn default_events() -> Vec<String> {
+pub(super) fn default_events() -> Vec<String> {
     [
         "down",
         "recovered",
@@ -64,6 +64,9 @@ pub struct SinksConfig {
     /// Prometheus Alertmanagers (v2 API): a down host is a firing
     /// `HostDown` alert until its next event. Default: none.
     pub alertmanager: Vec<AlertmanagerConfig>,
+    /// SMTP servers that get each event as a plain-text e-mail. Default:
+    /// none.
+    pub email: Vec<super::email::EmailConfig>,
     /// Turns many hosts going down together into one `mass-silence` page.
     pub mass_silence: MassSilenceConfig,
 }
@@ -395,7 +398,7 @@ fn is_label_name(name: &str) -> bool {
 
 impl SinksConfig {
     /// The names of the sinks, in the order they are started: exec, webhook,
-    /// alertmanager, each in file order.
+    /// alertmanager, email, each in file order.
     pub fn names(&self) -> Vec<String> {
         let name = |given: &Option<String>, kind: &str, i: usize| {
             given.clone().unwrap_or_else(|| format!("{kind}{i}"))
@@ -403,9 +406,11 @@ impl SinksConfig {
         let exec = self.exec.iter().enumerate();
         let webhook = self.webhook.iter().enumerate();
         let am = self.alertmanager.iter().enumerate();
+        let email = self.email.iter().enumerate();
         exec.map(|(i, s)| name(&s.name, "exec", i))
             .chain(webhook.map(|(i, s)| name(&s.name, "webhook", i)))
             .chain(am.map(|(i, s)| name(&s.name, "alertmanager", i)))
+            .chain(email.map(|(i, s)| name(&s.name, "email", i)))
             .collect()
     }
 
@@ -490,6 +495,10 @@ impl SinksConfig {
                     format!("sink {name:?}: must be greater than 0"),
                 ));
             }
+        }
+        for sink in &self.email {
+            let name = names_iter.next().expect("one name per sink");
+            super::email::Email::new(name, sink)?;
         }
         let mut sorted = names.clone();
         sorted.sort();

@@ -13,6 +13,7 @@ pub mod alertmanager;
 pub mod api;
 pub mod config;
 pub mod digest;
+pub mod email;
 pub mod exec;
 pub mod mass;
 pub mod presets;
@@ -540,6 +541,16 @@ impl Sinks {
                 route(name.clone(), "alertmanager", None, filter, sink.queue, None);
             let am = alertmanager::Alertmanager::new(name, sink, http_addr, outcomes)?;
             workers.push(tokio::spawn(am.run(rx, already_down)));
+        }
+        for sink in &sinks.email {
+            let name = names.next().expect("one name per sink");
+            let (filter, shaper) = shaped(&sink.events, &sink.hosts, sink.group_wait, sink.repeat);
+            let (rx, outcomes) = route(name.clone(), "email", None, filter, sink.queue, shaper);
+            let email = email::Email::new(&name, sink).map_err(|source| Error::Config {
+                sink: name.clone(),
+                source,
+            })?;
+            workers.push(tokio::spawn(email.with_outcomes(outcomes).run(rx)));
         }
         let mass = &sinks.mass_silence;
         let gate = mass::Gate::new(mass::Settings {
