@@ -28,6 +28,8 @@ pub struct Compiled {
     query: Vec<String>,
     has_body: bool,
     has_message: bool,
+    /// `max_batch > 1`: the body is always an array.
+    batched: bool,
     external_url: Option<String>,
 }
 
@@ -185,6 +187,7 @@ impl Compiled {
             query: config.query.keys().cloned().collect(),
             has_body: config.body.is_some(),
             has_message: config.message.is_some(),
+            batched: config.max_batch > 1,
             external_url: config.external_url.clone(),
         };
         // Header values must be valid on every sample, too.
@@ -222,7 +225,7 @@ impl Compiled {
                 let body = if self.has_body {
                     let text = self.templates.render("body", &context)?;
                     serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
-                } else if batch.len() == 1 && !matches!(first, SinkEvent::Digest(_)) {
+                } else if !self.batched && !matches!(first, SinkEvent::Digest(_)) {
                     serde_json::to_value(first.payload()).map_err(|e| e.to_string())?
                 } else {
                     let events = match first {
