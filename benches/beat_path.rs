@@ -2,7 +2,7 @@
 //! so that regressions show: `cargo bench --bench beat_path`.
 //!
 //! - `beat/decode`: `protocol::decode` of one 12-character-id v1 packet;
-//! - `beat/decode+observe`: decode, registry lookup, `Detector::observe`
+//! - `beat/decode+observe`: decode, registry lookup, `Monitor::observe`
 //!   (the deadline move included), cycling over a million known hosts in a
 //!   scattered order so the lookups miss the cache as real traffic does;
 //! - `beat/decode+verify+observe`: the same for signed beats, with the
@@ -14,9 +14,9 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use lubdub::auth::{Key, KeyRing, Signer};
 use lubdub::config::ServerConfig;
-use lubdub::loadgen::Fleet;
+use lubdub::monitor::{Monitor, Observation, Outcome};
 use lubdub::protocol::{self, Packet};
-use lubdub::server::detector::{Detector, Observation};
+use lubdub::tools::loadgen::Fleet;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -41,27 +41,24 @@ fn encode_all(fleet: &mut Fleet, signer: Option<&Signer>) -> Vec<Vec<u8>> {
 
 fn observation<'a>(packet: &'a [u8], addr: SocketAddr) -> Observation<'a> {
     match protocol::decode(packet) {
-        Ok(Packet::V1(beat)) => Observation {
-            host_id: beat.host_id,
-            addr,
-            seq: Some(beat.seq),
-            boot_id: beat.boot_id,
-            interval_ms: beat.interval_ms,
-            goodbye: beat.is_goodbye(),
-            sent_at_micros: beat.sent_at_micros,
-        },
+        Ok(Packet::V1(beat)) => Observation::v1(&beat, addr),
         other => panic!("benchmark packet does not decode: {other:?}"),
     }
 }
 
-/// A detector with every host of `fleet` joined, and when it started:
-/// hosts join 1000 per millisecond of the detector's clock (host `i` at
+/// A monitor with every host of `fleet` joined, and when it started:
+/// hosts join 1000 per millisecond of the monitor's clock (host `i` at
 /// `i / 1000` ms), so deadlines are spread out.
-fn full_detector(fleet: &mut Fleet) -> (Detector, tokio::time::Instant) {
-    let mut detector = Detector::new(&ServerConfig::default());
+fn full_detector(fleet: &mut Fleet) -> (Monitor, Instant) {
+    let settings = ServerConfig::default().validate().expect("valid");
+    let mut detector = Monitor::new(
+        settings.monitor().clone(),
+        Instant::now(),
+        SystemTime::now(),
+    );
     let at = detector.started_at();
     let (wall, addr) = (SystemTime::now(), SocketAddr::from(([127, 1, 1, 1], 40000)));
-    let mut events = Vec::new();
+    let mut events = Outcome::default();
     let mut out = Vec::new();
     for i in 0..fleet.len() {
         fleet.encode(i, 0, wall, None, &mut out);
@@ -95,7 +92,7 @@ fn beat_path(c: &mut Criterion) {
     });
     group.bench_function("decode+observe", |b| {
         let mut n = 0;
-        let mut events = Vec::new();
+        let mut events = Outcome::default();
         let now = start + INTERVAL;
         b.iter(|| {
             n = (n + 1) % packets.len();
@@ -106,7 +103,7 @@ fn beat_path(c: &mut Criterion) {
     });
     group.bench_function("decode+verify+observe", |b| {
         let mut n = 0;
-        let mut events = Vec::new();
+        let mut events = Outcome::default();
         let now = start + INTERVAL;
         b.iter(|| {
             n = (n + 1) % signed.len();
@@ -133,7 +130,7 @@ fn detector_bench(c: &mut Criterion) {
         b.iter(|| black_box(detector.next_deadline()))
     });
     group.bench_function("expire_none_due", |b| {
-        let mut events = Vec::new();
+        let mut events = Outcome::default();
         b.iter_batched(
             || start,
             |now| detector.expire(now, wall, &mut events),
@@ -148,7 +145,7 @@ fn detector_bench(c: &mut Criterion) {
         // `now` on by 1 ms, so exactly 1000 hosts go late. A fresh detector is built
         // (untimed) when every host has gone late.
         // (`done` lives outside: criterion calls this closure more than once.)
-        let mut events = Vec::with_capacity(DUE as usize);
+        let mut events = Outcome::default();
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
@@ -161,7 +158,11 @@ fn detector_bench(c: &mut Criterion) {
                 let t = Instant::now();
                 detector.expire(now, wall, &mut events);
                 total += t.elapsed();
-                assert_eq!(events.len() as u64, DUE, "hosts due in the step to {done}");
+                assert_eq!(
+                    events.events.len() as u64,
+                    DUE,
+                    "hosts due in the step to {done}"
+                );
                 events.clear();
             }
             total

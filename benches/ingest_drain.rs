@@ -8,7 +8,7 @@
 //!
 //! 1. **raw**: `recvmmsg` batches that are only counted (the baseline);
 //! 2. **lubdub**: the server's real ingest path, [`Ingest::apply`] (decode,
-//!    registry lookup, `Detector::observe`, one lock per batch), with a
+//!    registry lookup, `Monitor::observe`, one lock per batch), with a
 //!    million hosts already in the registry;
 //! 3. **seed**: `bench/seed_server.py`, the seed's Python receive path, on
 //!    the same socket (inherited as a file descriptor).
@@ -23,18 +23,19 @@
 
 use lubdub::auth::{Key, KeyRing, Signer};
 use lubdub::config::ServerConfig;
-use lubdub::loadgen::{Fleet, Sender};
+use lubdub::monitor::{Monitor, Observation, Outcome};
 use lubdub::protocol::{self, Packet};
 use lubdub::ratelimit::RateLimit;
-use lubdub::server::detector::{Detector, Observation};
 use lubdub::server::events::EventLog;
+use lubdub::server::fleet::Fleet as Monitored;
 use lubdub::server::guard::Guard;
 use lubdub::server::ingest::Ingest;
 use lubdub::server::recv::Batch;
+use lubdub::tools::loadgen::{Fleet, Sender};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -193,14 +194,15 @@ fn main() {
         (ServerConfig::default(), None)
     };
     let mut sender = Sender::bind(target, 256).expect("bind 127.x.y.z sources");
-    let mut detector = Detector::new(&config);
+    let config = config.validate().expect("valid");
+    let mut detector = Monitor::new(config.monitor().clone(), Instant::now(), SystemTime::now());
     let fill_start = Instant::now();
     {
         // Each host as the server knows it just before the drained traffic:
         // same source address, boot id and run, one beat earlier. So the
         // drain measures steady beating, not a reboot or a move per host.
-        let (now, wall) = (tokio::time::Instant::now(), SystemTime::now());
-        let mut events = Vec::new();
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let mut events = Outcome::default();
         let mut packet = Vec::new();
         for i in 0..hosts {
             fleet.encode(i, 0, wall, None, &mut packet);
@@ -208,13 +210,8 @@ fn main() {
                 panic!("the fleet encodes v1 beats");
             };
             let beat = Observation {
-                host_id: first.host_id,
-                addr: sender.source_local_addr(sender.source_of(i)),
                 seq: Some(first.seq - 1),
-                boot_id: first.boot_id,
-                interval_ms: first.interval_ms,
-                goodbye: false,
-                sent_at_micros: first.sent_at_micros,
+                ..Observation::v1(&first, sender.source_local_addr(sender.source_of(i)))
             };
             detector.observe(&beat, now, wall, &mut events);
             events.clear();
@@ -226,9 +223,7 @@ fn main() {
     );
     let ingest = Ingest {
         socket: std_socket,
-        detector: Arc::new(Mutex::new(detector)),
-        wake: Arc::default(),
-        events: Arc::new(EventLog::new(1000)),
+        fleet: Arc::new(Monitored::new(detector, Arc::new(EventLog::new(1000)))),
         metrics: Arc::default(),
         guard: Arc::new(Guard::new(&config).expect("key file")),
         record: None,

@@ -9,9 +9,9 @@
 //! Run: `cargo bench --bench memory` (`MEMORY_HOSTS` to change the count).
 
 use lubdub::config::ServerConfig;
-use lubdub::loadgen::Fleet;
-use lubdub::server::detector::{Detector, Observation};
-use lubdub::server::registry::Host;
+use lubdub::monitor::Host;
+use lubdub::monitor::{Monitor, Observation, Outcome};
+use lubdub::tools::loadgen::Fleet;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,22 +63,22 @@ fn main() {
         .unwrap_or(if full { 1_000_000 } else { 10_000 });
     let fleet = Fleet::new(hosts, "host-", 7, Duration::from_secs(10));
     let ids: Vec<String> = (0..hosts).map(|i| fleet.host_id(i)).collect();
-    let config = ServerConfig::default();
-    let start = tokio::time::Instant::now();
+    let config = ServerConfig::default().validate().expect("valid");
+    let start = std::time::Instant::now();
     let wall = SystemTime::now();
-    let mut events = Vec::new();
+    let mut events = Outcome::default();
 
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
-    let mut detector = Detector::new(&config);
+    let mut detector = Monitor::new(config.monitor().clone(), start, wall);
     let beat = |i: u32, seq: u64| Observation {
-        host_id: &ids[i as usize],
-        addr: SocketAddr::from(([127, 1, (i >> 8) as u8, i as u8], 40000)),
         seq: Some(seq),
         boot_id: [1; 16],
         interval_ms: 10_000,
-        goodbye: false,
-        sent_at_micros: 0,
+        ..Observation::legacy(
+            &ids[i as usize],
+            SocketAddr::from(([127, 1, (i >> 8) as u8, i as u8], 40000)),
+        )
     };
     for i in 0..hosts {
         detector.observe(&beat(i, 1), start, wall, &mut events);
@@ -95,9 +95,9 @@ fn main() {
     let beaten = LIVE.load(Ordering::Relaxed) - base;
     // Everyone silent past the late point: every queue entry surfaces.
     detector.expire(later + Duration::from_secs(16), wall, &mut events);
-    let late = events.len();
+    let late = events.events.len();
     assert_eq!(late, hosts as usize, "every host went late");
-    events = Vec::new();
+    events = Outcome::default();
     let expired = LIVE.load(Ordering::Relaxed) - base;
 
     let per = |bytes: usize| bytes as f64 / f64::from(hosts);

@@ -14,13 +14,13 @@
 //!   applying the beats that changed them.
 
 use lubdub::config::ServerConfig;
-use lubdub::server::detector::{Detector, Observation};
+use lubdub::monitor::{HostState, Monitor, Observation, Observed, Outcome};
 use lubdub::server::events::EventLog;
+use lubdub::server::fleet::Fleet;
 use lubdub::server::persist;
-use lubdub::server::registry::HostState;
 use lubdub::store::{Batch, Loaded, Store, StoredHost};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 const REPEATS: usize = 3;
@@ -49,11 +49,15 @@ fn stored(i: u32) -> StoredHost {
     }
 }
 
-fn config() -> ServerConfig {
-    ServerConfig {
+/// A fresh monitor with a 30 s timeout.
+fn monitor() -> Monitor {
+    let config = ServerConfig {
         timeout: Duration::from_secs(30),
         ..ServerConfig::default()
     }
+    .validate()
+    .expect("valid");
+    Monitor::new(config.monitor().clone(), Instant::now(), SystemTime::now())
 }
 
 fn secs(d: Duration) -> String {
@@ -115,14 +119,14 @@ fn bench_load(hosts: u32) {
         let loaded = store.load().expect("load");
         let read = started.elapsed();
         let copy: Vec<StoredHost> = loaded.hosts.clone();
-        let mut detector = Detector::new(&config());
+        let mut detector = monitor();
         let events = EventLog::new(10_000);
         let restore_started = Instant::now();
         persist::restore(
             loaded,
             &mut detector,
             &events,
-            tokio::time::Instant::now(),
+            Instant::now(),
             SystemTime::now(),
         );
         let restore = restore_started.elapsed();
@@ -132,7 +136,7 @@ fn bench_load(hosts: u32) {
         drop(store);
 
         // Baseline: the same hosts into a fresh detector from memory.
-        let mut detector = Detector::new(&config());
+        let mut detector = monitor();
         let baseline_started = Instant::now();
         persist::restore(
             Loaded {
@@ -141,7 +145,7 @@ fn bench_load(hosts: u32) {
             },
             &mut detector,
             &events,
-            tokio::time::Instant::now(),
+            Instant::now(),
             SystemTime::now(),
         );
         restores.push(baseline_started.elapsed());
@@ -177,24 +181,26 @@ fn bench_load(hosts: u32) {
 fn bench_checkpoint(hosts: u32, beats_per_sec: u32, interval: Duration, periods: u32) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = Store::open(dir.path()).expect("open");
-    let detector = Mutex::new(Detector::new(&config()));
+    let detector = Fleet::new(monitor(), Arc::new(EventLog::new(10_000)));
     let ids: Vec<String> = (0..hosts).map(host_id).collect();
-    let t0 = tokio::time::Instant::now();
+    let t0 = Instant::now();
     let beat = |i: u32, seq: u64| Observation {
-        host_id: &ids[i as usize],
-        addr: SocketAddr::from(([10, 0, 0, 1], 40000)),
         seq: Some((1_700_000_000u64 << 32) + seq),
         boot_id: [1; 16],
         interval_ms: 10_000,
-        goodbye: false,
-        sent_at_micros: 0,
+        ..Observation::legacy(&ids[i as usize], SocketAddr::from(([10, 0, 0, 1], 40000)))
+    };
+    // Applies `beats` as ingest does: one hold of the lock per batch.
+    let apply = |beats: &[Observation<'_>], now: Instant, out: &mut Outcome| {
+        let mut results = [Observed::Applied; 64];
+        detector.observe_batch(beats, now, SystemTime::now(), &mut results, out);
     };
     // The fleet joins, and the first checkpoint writes all of it.
     {
-        let mut d = detector.lock().expect("lock");
-        let mut events = Vec::new();
-        for i in 0..hosts {
-            d.observe(&beat(i, 0), t0, SystemTime::now(), &mut events);
+        let mut out = Outcome::default();
+        let all: Vec<_> = (0..hosts).map(|i| beat(i, 0)).collect();
+        for batch in all.chunks(64) {
+            apply(batch, t0, &mut out);
         }
     }
     let (_, all) = persist::collect_dirty(&detector);
@@ -225,19 +231,21 @@ fn bench_checkpoint(hosts: u32, beats_per_sec: u32, interval: Duration, periods:
         let now = t0 + interval * (period + 1);
         let started = Instant::now();
         let cpu = thread_cpu();
-        let mut events = Vec::new();
+        let mut out = Outcome::default();
         let mut left = per_period;
+        let mut beats = Vec::with_capacity(64);
         while left > 0 {
             let n = left.min(64);
-            let mut d = detector.lock().expect("lock");
+            beats.clear();
             for _ in 0..n {
-                d.observe(&beat(next, seq), now, SystemTime::now(), &mut events);
+                beats.push(beat(next, seq));
                 next += 1;
                 if next == hosts {
                     next = 0;
                     seq += 1;
                 }
             }
+            apply(&beats, now, &mut out);
             left -= n;
         }
         let apply = started.elapsed();

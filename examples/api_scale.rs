@@ -23,7 +23,7 @@ fn main() -> anyhow::Result<()> {
         timeout: Duration::from_secs(3600), // all stay up while measured
         ..ServerConfig::for_tests()
     };
-    let server = runtime.block_on(Server::bind(config))?;
+    let server = runtime.block_on(Server::bind(config.validate()?))?;
     let (udp, http) = (server.udp_addr(), server.http_addr());
     let shutdown = CancellationToken::new();
     let running = runtime.spawn(server.run(shutdown.clone()));

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod detection;
 pub mod env;
+pub mod sinks;
 
 /// The UDP port beats go to, as in the seed.
 pub const DEFAULT_PORT: u16 = 43278;
@@ -51,7 +53,9 @@ pub enum Error {
     },
 }
 
-fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+/// The error of a field holding a value outside its allowed range: the one
+/// way every settings check in this module and its children says so.
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     Error::Invalid {
         field,
         reason: reason.into(),
@@ -176,7 +180,7 @@ pub struct ServerConfig {
     /// `[[server.sinks.alertmanager]]`) and mass-silence detection
     /// (`[server.sinks.mass_silence]`); see docs/ALERTS.md. Default: no
     /// sinks, only the console.
-    pub sinks: crate::server::sinks::SinksConfig,
+    pub sinks: sinks::SinksConfig,
     /// How often the last-seen times (and sequence numbers) of hosts that
     /// only beat are written to the store; new hosts and state changes are
     /// written at once, and everything at shutdown. After a `kill -9` or a
@@ -222,7 +226,7 @@ pub struct ServerConfig {
     /// Failure detector: `fixed` (the `timeout` above) or `phi` (phi
     /// accrual over each host's own rhythm and loss rate, `[server.phi]`);
     /// see docs/DETECTION.md for how they compare. Default: fixed.
-    pub detector: crate::detection::DetectorKind,
+    pub detector: detection::DetectorKind,
     /// Window of flapping detection: a host that goes `down`
     /// `flap_threshold` times within it is marked flapping (one event), and
     /// settles after a whole window without a new `down`. Default: 10m.
@@ -232,10 +236,10 @@ pub struct ServerConfig {
     /// flapping detection off. Default: 3.
     pub flap_threshold: u16,
     /// Settings of the phi accrual detector.
-    pub phi: crate::detection::PhiConfig,
+    pub phi: detection::PhiConfig,
     /// Per-host detector overrides, by host-id glob; the first match wins.
     /// Default: none.
-    pub host_detectors: Vec<crate::detection::HostDetector>,
+    pub host_detectors: Vec<detection::HostDetector>,
     /// Record every v1 beat's arrival to this file, as a compact trace for
     /// `lubdub simulate --trace` (to tune the detector on real traffic).
     /// Unset (the default): no recording.
@@ -260,10 +264,10 @@ impl Default for ServerConfig {
             max_clock_skew: Duration::from_secs(120),
             max_hosts: 2_000_000,
             api_token: None,
-            detector: crate::detection::DetectorKind::Fixed,
+            detector: detection::DetectorKind::Fixed,
             flap_window: Duration::from_secs(600),
             flap_threshold: 3,
-            phi: crate::detection::PhiConfig::default(),
+            phi: detection::PhiConfig::default(),
             host_detectors: Vec::new(),
             record: None,
         }
@@ -282,8 +286,10 @@ impl ServerConfig {
         }
     }
 
-    /// Checks the settings that parse but make no sense together.
-    pub fn validate(&self) -> Result<(), Error> {
+    /// Checks the settings that parse but make no sense together, and
+    /// returns them checked: the one type the server (and the simulator)
+    /// take, so nothing downstream checks again.
+    pub fn validate(&self) -> Result<ValidServerConfig, Error> {
         if self.timeout.is_zero() {
             return Err(invalid("timeout", "must be greater than 0"));
         }
@@ -321,13 +327,21 @@ impl ServerConfig {
         if self.flap_window.is_zero() {
             return Err(invalid("flap_window", "must be greater than 0"));
         }
-        self.detector_rules()?;
-        Ok(())
-    }
-
-    /// The checked, compiled detector settings (server-wide and per host).
-    pub fn detector_rules(&self) -> Result<crate::detection::Rules, Error> {
-        crate::detection::Rules::new(self.detector, self.timeout, &self.phi, &self.host_detectors)
+        let rules =
+            detection::compile(self.detector, self.timeout, &self.phi, &self.host_detectors)?;
+        let monitor = crate::monitor::Settings {
+            timeout: self.timeout,
+            late_ratio: self.late_ratio(),
+            rules,
+            flap_window: self.flap_window,
+            flap_threshold: self.flap_threshold,
+            max_hosts: self.max_hosts,
+            enforce_seq: self.key_file.is_some(),
+        };
+        Ok(ValidServerConfig {
+            config: self.clone(),
+            monitor,
+        })
     }
 
     /// The share of a host's timeout after which it is `late`.
@@ -336,6 +350,30 @@ impl ServerConfig {
             Some(late) => late.as_secs_f64() / self.timeout.as_secs_f64(),
             None => 0.5,
         }
+    }
+}
+
+/// Server settings that passed [`ServerConfig::validate`], with the
+/// monitor's settings compiled from them. Reads as the [`ServerConfig`] it
+/// was made from.
+#[derive(Clone, Debug)]
+pub struct ValidServerConfig {
+    config: ServerConfig,
+    monitor: crate::monitor::Settings,
+}
+
+impl ValidServerConfig {
+    /// What the monitoring core judges by.
+    pub fn monitor(&self) -> &crate::monitor::Settings {
+        &self.monitor
+    }
+}
+
+impl std::ops::Deref for ValidServerConfig {
+    type Target = ServerConfig;
+
+    fn deref(&self) -> &ServerConfig {
+        &self.config
     }
 }
 

@@ -27,13 +27,13 @@
 pub mod auth;
 pub mod client;
 pub mod config;
-pub mod detection;
 pub mod duration;
-pub mod loadgen;
+pub mod monitor;
 pub mod protocol;
 pub mod ratelimit;
 pub mod server;
 pub mod shutdown;
-pub mod simulate;
 pub mod status;
 pub mod store;
+pub mod tools;
+pub mod trace;

@@ -2,8 +2,11 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use lubdub::config::{ClientConfig, DEFAULT_PORT, FileConfig, ServerConfig, ServerFile};
-use lubdub::{client, duration, loadgen, server, shutdown, store};
+use lubdub::config::{
+    ClientConfig, DEFAULT_PORT, FileConfig, ServerConfig, ServerFile, ValidServerConfig,
+};
+use lubdub::tools::loadgen;
+use lubdub::{client, duration, server, shutdown, store};
 use lubdub::{config, status};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -159,7 +162,7 @@ struct ServerArgs {
     api_token: Option<String>,
     /// Failure detector: fixed timeout or phi accrual [default: fixed].
     #[arg(long, value_enum)]
-    detector: Option<lubdub::detection::DetectorKind>,
+    detector: Option<lubdub::monitor::DetectorKind>,
     /// Record every beat's arrival to FILE, for `lubdub simulate --trace`.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
@@ -168,7 +171,7 @@ struct ServerArgs {
 impl ServerArgs {
     /// Defaults, then the config file, then `LUBDUB_…` variables, then
     /// flags; validated.
-    fn into_config(self) -> anyhow::Result<ServerConfig> {
+    fn into_config(self) -> anyhow::Result<ValidServerConfig> {
         let mut config = load_file(self.config.as_deref())?.server;
         config = config::env::overlay_process(&config)?;
         if let Some(port) = self.seed_port {
@@ -192,8 +195,7 @@ impl ServerArgs {
         config.api_token = self.api_token.or(config.api_token);
         set(&mut config.detector, self.detector);
         config.record = self.record.or(config.record);
-        config.validate()?;
-        Ok(config)
+        Ok(config.validate()?)
     }
 }
 

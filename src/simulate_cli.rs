@@ -2,10 +2,10 @@
 
 use anyhow::Context;
 use clap::Args;
-use lubdub::config::{FileConfig, ServerConfig};
-use lubdub::detection::DetectorKind;
+use lubdub::config::{FileConfig, ServerConfig, ValidServerConfig};
 use lubdub::duration;
-use lubdub::simulate::{self, LossModel, Synthetic};
+use lubdub::monitor::DetectorKind;
+use lubdub::tools::simulate::{self, LossModel, Synthetic};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -84,7 +84,7 @@ pub struct SimulateArgs {
 }
 
 impl SimulateArgs {
-    fn config(&self) -> anyhow::Result<ServerConfig> {
+    fn config(&self) -> anyhow::Result<ValidServerConfig> {
         let mut config = match &self.config {
             Some(path) => FileConfig::load(path)?.server,
             None => ServerConfig::default(),
@@ -99,8 +99,7 @@ impl SimulateArgs {
         phi.min_deviation = self.phi_min_deviation.unwrap_or(phi.min_deviation);
         phi.acceptable_pause = self.phi_acceptable_pause.unwrap_or(phi.acceptable_pause);
         phi.min_loss = self.phi_min_loss.unwrap_or(phi.min_loss);
-        config.validate()?;
-        Ok(config)
+        Ok(config.validate()?)
     }
 
     fn fleet(&self) -> anyhow::Result<Synthetic> {

@@ -16,8 +16,7 @@
 //! [`Store::load`] fail with its path; it is never rewritten or wiped
 //! (only `lubdub server --forget-all`, through [`forget`], removes it).
 
-use crate::server::events::{Event, EventKind};
-use crate::server::registry::HostState;
+use crate::monitor::{Event, EventKind, HostState};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -493,6 +492,11 @@ fn decode_event(id: u64, bytes: &[u8]) -> Result<Event, String> {
         host: Arc::from(record.host),
         addr: record.addr,
         silent_for: Duration::from_millis(record.silent_ms),
+        // Not stored: a remembered event is history for the API, never
+        // sent to a sink again, so what only sinks read is left plain.
+        state: kind.state_after(),
+        flapping: false,
+        fleet: 0,
     })
 }
 
@@ -517,13 +521,13 @@ mod tests {
     }
 
     fn event(id: u64) -> Event {
+        let kind = EventKind::ALL[id as usize % EventKind::ALL.len()];
         Event {
             id,
             at: from_millis(1_700_000_002_000 + id),
-            kind: EventKind::ALL[id as usize % EventKind::ALL.len()],
-            host: Arc::from(format!("host-{id}")),
             addr: SocketAddr::from(([10, 0, 0, 1], 1)),
-            silent_for: Duration::from_millis(1500),
+            fleet: 0,
+            ..crate::monitor::testing::event(kind, &format!("host-{id}"))
         }
     }
 

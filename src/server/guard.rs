@@ -6,7 +6,7 @@
 //! The per-host part of replay protection (the sequence window) needs the
 //! host's state, so the detector does it under the lock (see `replay`).
 
-use super::ingest::DropReason;
+use super::dropped::DropReason;
 use crate::auth::{KeyRing, VerifyError};
 use crate::config::ServerConfig;
 use crate::protocol::Packet;

@@ -1,5 +1,6 @@
 //! The UDP receive loop: take datagrams in batches, stamp them once, decode,
-//! and apply the whole batch to the detector under one lock.
+//! admit ([`Guard`]), and apply the whole batch through the [`Fleet`] under
+//! one hold of its lock.
 //!
 //! Per packet there is no allocation, no lock and no channel send: a batch
 //! of up to 64 datagrams costs one system call, one clock read and one lock.
@@ -7,82 +8,21 @@
 //! [`GATHER_PAUSE`] after a short batch so that a busy server receives in
 //! large batches instead of being woken for every datagram.
 
-use super::detector::{Detector, Observation, Observed};
-use super::events::EventLog;
+use super::dropped::DropReason;
+use super::fleet::Fleet;
 use super::guard::Guard;
 use super::metrics::Metrics;
 use super::recv::{self, BATCH, Batch};
-use crate::protocol::{self, DecodeError, Packet};
+use crate::monitor::{Observation, Observed, Outcome};
+use crate::protocol::{self, Packet};
 use crate::ratelimit::RateLimit;
-use std::io::{self, Write};
+use std::io;
 use std::net::UdpSocket;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Notify;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// Why a datagram was dropped, as counted in the metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DropReason {
-    /// Not a lubdub beat: bad magic, wrong length, bad host id, oversized.
-    Malformed,
-    /// A lubdub packet of a version this server does not speak.
-    UnsupportedVersion,
-    /// With keys: a beat without a tag.
-    Unsigned,
-    /// With keys: a tag whose MAC does not verify.
-    BadMac,
-    /// With keys: a tag naming a key id the server does not have.
-    UnknownKey,
-    /// With keys: a legacy `Thump!` from outside `legacy_networks`.
-    Legacy,
-    /// With keys: a sequence number seen before or too old (a replay).
-    Replay,
-    /// With keys: a send time further than `max_clock_skew` from ours.
-    ClockSkew,
-    /// A new host while `max_hosts` hosts are tracked.
-    MaxHosts,
-}
-
-impl DropReason {
-    /// Every reason, in metric order.
-    pub const ALL: [DropReason; 9] = [
-        DropReason::Malformed,
-        DropReason::UnsupportedVersion,
-        DropReason::Unsigned,
-        DropReason::BadMac,
-        DropReason::UnknownKey,
-        DropReason::Legacy,
-        DropReason::Replay,
-        DropReason::ClockSkew,
-        DropReason::MaxHosts,
-    ];
-
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Malformed => "malformed",
-            DropReason::UnsupportedVersion => "unsupported_version",
-            DropReason::Unsigned => "unsigned",
-            DropReason::BadMac => "bad_mac",
-            DropReason::UnknownKey => "unknown_key",
-            DropReason::Legacy => "legacy",
-            DropReason::Replay => "replay",
-            DropReason::ClockSkew => "clock_skew",
-            DropReason::MaxHosts => "max_hosts",
-        }
-    }
-
-    fn of(error: DecodeError) -> Self {
-        match error {
-            DecodeError::UnsupportedVersion(_) => DropReason::UnsupportedVersion,
-            _ => DropReason::Malformed,
-        }
-    }
-}
 
 /// How long the receive thread pauses after a receive that did not fill its
 /// batch, so that datagrams accumulate in the socket and the next receive
@@ -118,19 +58,15 @@ pub struct Ingest {
     /// The bound UDP socket; [`Ingest::run`] makes it blocking, with a
     /// read timeout.
     pub socket: UdpSocket,
-    /// The detector the beats are applied to.
-    pub detector: Arc<Mutex<Detector>>,
-    /// Wakes the detector's timer when a beat queues an earlier deadline.
-    pub wake: Arc<Notify>,
-    /// Where state changes go.
-    pub events: Arc<EventLog>,
+    /// The monitor the beats are applied to (it publishes the events).
+    pub fleet: Arc<Fleet>,
     /// Where the counts go.
     pub metrics: Arc<Metrics>,
     /// Admission policy (keys, legacy networks, clock skew), applied before
-    /// the detector lock.
+    /// the fleet's lock.
     pub guard: Arc<Guard>,
     /// Beat trace being recorded (`--record`), if any.
-    pub record: Option<Mutex<crate::simulate::Recorder>>,
+    pub record: Option<Mutex<crate::trace::Recorder>>,
 }
 
 impl Ingest {
@@ -242,8 +178,8 @@ impl Ingest {
         }
     }
 
-    /// Applies one received batch to the detector under one lock. Public so
-    /// that the drain benchmark measures this very path.
+    /// Applies one received batch through the fleet, under one hold of its
+    /// lock. Public so that the drain benchmark measures this very path.
     pub fn apply(
         &self,
         batch: &Batch,
@@ -251,9 +187,8 @@ impl Ingest {
         host_limit_log: &mut RateLimit,
     ) {
         let (now, wall) = batch.arrival();
+        let now = now.into_std();
         let mut counts = BatchCounts::default();
-        let mut events = Vec::new();
-        let mut legacy_id = [0u8; 64];
         // Decode and verify the whole batch before taking the lock, into a
         // fixed array on the stack: a forged packet costs no allocation and
         // no lock, and never reaches the registry.
@@ -280,87 +215,76 @@ impl Ingest {
                 }
             }
         }
+        // Legacy beats are keyed by their address, written as text: one
+        // buffer of all of them, so that a batch without any (the common
+        // case) allocates nothing.
+        let mut legacy_ids = String::new();
+        let mut legacy_ends = [0usize; BATCH];
+        for ((packet, from), end) in admitted.iter().flatten().zip(&mut legacy_ends) {
+            if matches!(packet, Packet::Legacy) {
+                push_ip(from.ip().to_canonical(), &mut legacy_ids);
+            }
+            *end = legacy_ids.len();
+        }
+        let placeholder = Observation::legacy("", SocketAddr::from(([0, 0, 0, 0], 0)));
+        let mut beats = [placeholder; BATCH];
+        let mut count = 0;
+        let mut start = 0;
+        for ((&(packet, from), &end), beat) in
+            admitted.iter().flatten().zip(&legacy_ends).zip(&mut beats)
+        {
+            *beat = match packet {
+                Packet::V1(beat) => Observation::v1(&beat, from),
+                Packet::Legacy => legacy_observation(&legacy_ids[start..end], from),
+            };
+            start = end;
+            count += 1;
+        }
+        let beats = &beats[..count];
+        let mut results = [Observed::Applied; BATCH];
+        let mut out = Outcome::default();
+        self.fleet
+            .observe_batch(beats, now, wall, &mut results[..count], &mut out);
         let mut recorder = self
             .record
             .as_ref()
             .map(|r| r.lock().expect("recorder lock"));
-        let woke = {
-            let mut detector = self.detector.lock().expect("detector lock");
-            let before = detector.next_deadline();
-            // All lookups first (see `Registry::find_many`); legacy beats,
-            // keyed by their address, are looked up as they are applied.
-            let mut ids = [""; BATCH];
-            for (id, (packet, _)) in ids.iter_mut().zip(admitted.iter().flatten()) {
-                if let Packet::V1(beat) = packet {
-                    *id = beat.host_id;
-                }
-            }
-            let mut found = [None; BATCH];
-            let count = admitted.iter().flatten().count();
-            detector
-                .registry()
-                .find_many(&ids[..count], &mut found[..count]);
-            for (found, (packet, _)) in found.iter_mut().zip(admitted.iter().flatten()) {
-                if matches!(packet, Packet::Legacy) {
-                    *found = None;
-                }
-            }
-            for (&(packet, from), &found) in admitted.iter().flatten().zip(&found) {
-                let beat = match packet {
-                    Packet::V1(beat) => Observation {
-                        host_id: beat.host_id,
-                        addr: from,
-                        seq: Some(beat.seq),
-                        boot_id: beat.boot_id,
-                        interval_ms: beat.interval_ms,
-                        goodbye: beat.is_goodbye(),
-                        sent_at_micros: beat.sent_at_micros,
-                    },
-                    Packet::Legacy => legacy_observation(from, &mut legacy_id),
-                };
-                tracing::trace!(host = beat.host_id, addr = %beat.addr, "beat");
-                match detector.observe_found(found, &beat, now, wall, &mut events) {
-                    Observed::Applied => {
-                        counts.beats += 1;
-                        if matches!(packet, Packet::Legacy) {
-                            counts.legacy_beats += 1;
-                        }
-                        if let Some(r) = recorder.as_mut()
-                            && let Err(e) = r.record(&beat, now)
-                        {
-                            tracing::error!("beat trace: {e:#}; recording stopped");
-                        }
+        for (beat, result) in beats.iter().zip(&results) {
+            tracing::trace!(host = beat.host_id, addr = %beat.addr, "beat");
+            match result {
+                Observed::Applied => {
+                    counts.beats += 1;
+                    if beat.seq.is_none() {
+                        counts.legacy_beats += 1;
                     }
-                    Observed::Replayed => {
-                        counts.dropped[DropReason::Replay as usize] += 1;
-                        if let Some(suppressed) = bad_packet_log.check(std::time::Instant::now()) {
-                            tracing::debug!(from = %from, host = beat.host_id, suppressed, "dropped packet: replay");
-                        }
+                    if let Some(r) = recorder.as_mut()
+                        && let Err(e) = r.record(beat, now)
+                    {
+                        tracing::error!("beat trace: {e:#}; recording stopped");
                     }
-                    Observed::HostLimit => {
-                        counts.dropped[DropReason::MaxHosts as usize] += 1;
-                        if let Some(suppressed) = host_limit_log.check(std::time::Instant::now()) {
-                            tracing::warn!(
-                                host = beat.host_id,
-                                from = %from,
-                                suppressed,
-                                "host limit reached (max_hosts = {}): beats from new hosts are dropped",
-                                detector.registry().len()
-                            );
-                        }
+                }
+                Observed::Replayed => {
+                    counts.dropped[DropReason::Replay as usize] += 1;
+                    if let Some(suppressed) = bad_packet_log.check(std::time::Instant::now()) {
+                        tracing::debug!(from = %beat.addr, host = beat.host_id, suppressed, "dropped packet: replay");
+                    }
+                }
+                Observed::HostLimit => {
+                    counts.dropped[DropReason::MaxHosts as usize] += 1;
+                    if let Some(suppressed) = host_limit_log.check(std::time::Instant::now()) {
+                        tracing::warn!(
+                            host = beat.host_id,
+                            from = %beat.addr,
+                            suppressed,
+                            "host limit reached (max_hosts = {}): beats from new hosts are dropped",
+                            self.fleet.len()
+                        );
                     }
                 }
             }
-            // Published under the lock, so that events reach the sinks in
-            // the order the detector made them (a `down` from the timer
-            // never after the `recovered` that followed it).
-            if !events.is_empty() {
-                self.events.publish(events);
-            }
-            earlier(detector.next_deadline(), before)
-        };
-        if woke {
-            self.wake.notify_one();
+        }
+        for moved in &out.moved {
+            tracing::info!(host = %moved.host, from = %moved.from, to = %moved.to, "host address changed");
         }
         let m = &self.metrics;
         m.batches.inc();
@@ -373,36 +297,17 @@ impl Ingest {
     }
 }
 
-/// True when `after` is a deadline earlier than `before` (or the first one).
-fn earlier(after: Option<Instant>, before: Option<Instant>) -> bool {
-    match (after, before) {
-        (Some(after), Some(before)) => after < before,
-        (Some(_), None) => true,
-        (None, _) => false,
-    }
+/// A legacy beat is keyed by its source IP, as the seed did (`id`: that IP
+/// as text, see [`push_ip`]); IPv4-mapped IPv6 is shown as plain IPv4.
+fn legacy_observation(id: &str, from: SocketAddr) -> Observation<'_> {
+    let addr = SocketAddr::new(from.ip().to_canonical(), from.port());
+    Observation::legacy(id, addr)
 }
 
-/// A legacy beat is keyed by its source IP, as the seed did: written as
-/// text into `buf` (no allocation), IPv4-mapped IPv6 shown as plain IPv4.
-fn legacy_observation(from: SocketAddr, buf: &mut [u8; 64]) -> Observation<'_> {
-    let ip = from.ip().to_canonical();
-    let addr = SocketAddr::new(ip, from.port());
-    let len = format_ip(ip, buf);
-    Observation {
-        host_id: std::str::from_utf8(&buf[..len]).expect("an IP address is ASCII"),
-        addr,
-        seq: None,
-        boot_id: [0; 16],
-        interval_ms: 0,
-        goodbye: false,
-        sent_at_micros: 0,
-    }
-}
-
-fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> usize {
-    let mut cursor = io::Cursor::new(&mut buf[..]);
-    write!(cursor, "{ip}").expect("an IP address fits 64 bytes");
-    cursor.position() as usize
+/// Appends `ip` as text to `out`.
+fn push_ip(ip: IpAddr, out: &mut String) {
+    use std::fmt::Write as _;
+    write!(out, "{ip}").expect("writing to a String cannot fail");
 }
 
 #[cfg(test)]
@@ -411,24 +316,18 @@ mod tests {
 
     #[test]
     fn legacy_hosts_are_keyed_by_canonical_ip() {
-        let mut buf = [0; 64];
+        let key = |from: SocketAddr| {
+            let mut id = String::new();
+            push_ip(from.ip().to_canonical(), &mut id);
+            let beat = legacy_observation(&id, from);
+            (beat.host_id.to_string(), beat.addr.to_string(), beat.seq)
+        };
         let mapped: SocketAddr = "[::ffff:192.0.2.7]:4000".parse().expect("addr");
-        let beat = legacy_observation(mapped, &mut buf);
         assert_eq!(
-            (beat.host_id, beat.addr.to_string()),
-            ("192.0.2.7", "192.0.2.7:4000".to_string())
+            key(mapped),
+            ("192.0.2.7".to_string(), "192.0.2.7:4000".to_string(), None)
         );
         let v6: SocketAddr = "[2001:db8::1]:4000".parse().expect("addr");
-        assert_eq!(legacy_observation(v6, &mut buf).host_id, "2001:db8::1");
-    }
-
-    #[test]
-    fn earlier_deadline_detection() {
-        let t = Instant::now();
-        let later = t + Duration::from_secs(1);
-        assert!(earlier(Some(t), None));
-        assert!(earlier(Some(t), Some(later)));
-        assert!(!earlier(Some(later), Some(t)));
-        assert!(!earlier(None, Some(t)));
+        assert_eq!(key(v6).0, "2001:db8::1");
     }
 }

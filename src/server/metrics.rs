@@ -1,11 +1,11 @@
 //! Every metric the server exports, defined in one place. Aggregates only:
 //! a million hosts must never become a million series.
 
-use super::detector::Detector;
-use super::events::{EventKind, EventLog};
-use super::ingest::DropReason;
+use super::dropped::DropReason;
+use super::fleet::Fleet;
 use super::process::ProcessStats;
-use super::registry::HostState;
+use super::timer::TimerMetrics;
+use crate::monitor::{DetectionTotals, EventKind, HostState, Monitor};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Label set for packets dropped, by reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,8 +66,9 @@ pub struct Metrics {
     pub store_hosts_written: Counter,
     /// Time to write one checkpoint (outside the registry lock).
     pub store_checkpoint_seconds: Histogram,
-    /// Stalls of the server itself noticed by the detector, and their length.
-    pub stalls: super::stall::StallCounters,
+    /// What the timer counts: the detector lag, and stalls of the server
+    /// itself with their length.
+    pub timer: TimerMetrics,
     /// Beats lost in the network, from sequence gaps (fleet total).
     pub beats_lost: Counter,
     /// Beats received more than once (fleet total).
@@ -166,16 +167,16 @@ impl Default for Metrics {
             "Time to write one checkpoint",
             store_checkpoint_seconds.clone(),
         );
-        let stalls = super::stall::StallCounters::default();
+        let timer = TimerMetrics::default();
         registry.register(
             "detector_stalls",
             "Stalls of the server itself (suspended, starved) forgiven by the detector",
-            stalls.stalls.clone(),
+            timer.stalls.clone(),
         );
         registry.register(
             "detector_stalled_seconds",
             "Total length of those stalls; deadlines were extended by it",
-            stalls.seconds.clone(),
+            timer.stall_seconds.clone(),
         );
         let beats_lost = Counter::default();
         registry.register(
@@ -220,7 +221,7 @@ impl Default for Metrics {
             store_write_errors,
             store_hosts_written,
             store_checkpoint_seconds,
-            stalls,
+            timer,
         }
     }
 }
@@ -250,9 +251,10 @@ impl Metrics {
         })
     }
 
-    /// Brings the detection metrics up to the detector's totals. Call under
-    /// the detector lock, so two scrapes cannot add the same delta twice.
-    pub fn sync_detection(&self, totals: &super::detector::DetectionTotals) {
+    /// Brings the detection metrics up to the monitor's totals. Call under
+    /// the fleet's lock (`Fleet::read`), so two scrapes cannot add the same
+    /// delta twice.
+    pub fn sync_detection(&self, totals: &DetectionTotals) {
         for (counter, total) in [
             (&self.beats_lost, totals.lost),
             (&self.beats_duplicated, totals.duplicates),
@@ -278,18 +280,17 @@ impl Metrics {
     /// The server's metrics: [`Metrics::default`] plus those read from the
     /// server's state at each scrape (hosts by state, events by kind,
     /// detector lag, process basics).
-    pub fn for_server(detector: Arc<Mutex<Detector>>, events: Arc<EventLog>) -> Self {
+    pub fn for_server(fleet: Arc<Fleet>) -> Self {
         let mut metrics = Self::default();
-        let lag = detector.lock().expect("detector lock").lag_histogram();
         metrics.registry.register_with_unit(
             "detector_lag",
             "How far past its deadline a host was declared late or down",
             Unit::Seconds,
-            lag,
+            metrics.timer.lag.clone(),
         );
         metrics
             .registry
-            .register_collector(Box::new(StateCollector { detector, events }));
+            .register_collector(Box::new(StateCollector { fleet }));
         metrics
             .registry
             .register_collector(Box::new(ProcessCollector));
@@ -315,11 +316,10 @@ struct KindLabel {
     kind: &'static str,
 }
 
-/// Reads the counts the detector and event log keep on every change: a
+/// Reads the counts the monitor and event log keep on every change: a
 /// scrape copies a few numbers under the lock, never scans the hosts.
 struct StateCollector {
-    detector: Arc<Mutex<Detector>>,
-    events: Arc<EventLog>,
+    fleet: Arc<Fleet>,
 }
 
 impl std::fmt::Debug for StateCollector {
@@ -330,7 +330,7 @@ impl std::fmt::Debug for StateCollector {
 
 impl Collector for StateCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counts = self.detector.lock().expect("detector lock").counts();
+        let counts = self.fleet.read(Monitor::counts);
         let mut hosts = encoder.encode_descriptor(
             "hosts",
             "Hosts known, by state",
@@ -343,7 +343,7 @@ impl Collector for StateCollector {
                 state: state.as_str(),
             })?)?;
         }
-        let by_kind = self.events.counts_by_kind();
+        let by_kind = self.fleet.events().counts_by_kind();
         let mut events = encoder.encode_descriptor(
             "events",
             "Events (state changes) published, by kind",

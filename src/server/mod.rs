@@ -1,47 +1,47 @@
-//! The server: ingest → registry → detector → events, plus HTTP.
+//! The server: the I/O around the pure [`monitor`](crate::monitor) core.
+//!
+//! A beat goes socket → [`recv`] (batched receive) → [`ingest`] (decode,
+//! [`guard`] admission) → [`fleet`] (the one owner of the monitor's lock,
+//! which publishes the events) → [`events`] (history and broadcast) → the
+//! console, [`persist`] and [`sinks`]. The [`timer`] expires deadlines
+//! through the fleet; [`http`] reads it; [`metrics`] count outcomes.
 //!
 //! [`Server::bind`] binds the sockets (so the caller learns the real
 //! addresses, e.g. for port 0), and [`Server::run`] runs until the shutdown
-//! token is cancelled, then stops in order: ingest and the detector together
+//! token is cancelled, then stops in order: ingest and the timer together
 //! (a half-stopped server must not report hosts down), then HTTP (whose
 //! pause/forget must reach the store), then the store's last checkpoint,
 //! and last the console and the sinks, after they have printed and
 //! delivered every event.
 
-pub mod api;
-pub mod dashboard;
 pub mod dedicated;
-pub mod detector;
-pub mod dirty;
+pub mod dropped;
 pub mod events;
 pub mod exposition;
+pub mod fleet;
 pub mod guard;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod persist;
-pub mod phi;
 pub mod process;
 pub mod recv;
-pub mod registry;
-pub mod replay;
 pub mod sinks;
-pub mod stall;
-pub mod stats;
+pub mod timer;
 
-use crate::config::ServerConfig;
-use detector::Detector;
+use crate::config::ValidServerConfig;
+use crate::monitor::{HostState, Monitor};
 use events::EventLog;
+use fleet::Fleet;
+use http::Shared;
 use ingest::Ingest;
 use metrics::Metrics;
-use registry::HostState;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, broadcast};
-use tokio::time::Instant;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 /// How long a stopping server waits for open HTTP requests.
@@ -52,9 +52,6 @@ const SINK_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] crate::config::Error),
     /// A socket could not be bound.
     #[error("cannot bind {what} on {addr}")]
     Bind {
@@ -85,42 +82,25 @@ pub enum Error {
         path: std::path::PathBuf,
         /// What failed.
         #[source]
-        source: crate::simulate::TraceError,
+        source: crate::trace::TraceError,
     },
-}
-
-/// State shared by the server's tasks.
-pub struct Shared {
-    /// Registry, deadlines and state machine.
-    pub detector: Arc<Mutex<Detector>>,
-    /// Recent events and their broadcast.
-    pub events: Arc<EventLog>,
-    /// Every exported metric.
-    pub metrics: Arc<Metrics>,
-    /// Whether checkpoints are being written.
-    pub store: Arc<persist::StoreHealth>,
-    /// Bearer token of the API's mutating calls (`ServerConfig::api_token`).
-    pub api_token: Option<String>,
-    /// Wakes the detector's timer when a deadline may have moved earlier.
-    pub wake: Arc<Notify>,
 }
 
 /// A bound, not yet running, server.
 pub struct Server {
-    config: ServerConfig,
+    config: ValidServerConfig,
     udp: UdpSocket,
     http: TcpListener,
     shared: Arc<Shared>,
     store: crate::store::Store,
     restored: persist::Restored,
     guard: Arc<guard::Guard>,
-    record: Option<crate::simulate::Recorder>,
+    record: Option<crate::trace::Recorder>,
 }
 
 impl Server {
-    /// Validates `config` and binds the UDP and HTTP sockets.
-    pub async fn bind(config: ServerConfig) -> Result<Server, Error> {
-        config.validate()?;
+    /// Binds the UDP and HTTP sockets and loads the store.
+    pub async fn bind(config: ValidServerConfig) -> Result<Server, Error> {
         let guard = Arc::new(guard::Guard::new(&config)?);
         let udp =
             bind_udp(config.listen, config.recv_buffer_bytes).map_err(|source| Error::Bind {
@@ -139,45 +119,32 @@ impl Server {
         let data_dir = crate::store::resolve_data_dir(config.data_dir.as_deref())?;
         let store = crate::store::Store::open(&data_dir)?;
         let loaded = store.load()?;
-        let mut detector = Detector::new(&config);
+        let (now, wall) = (timer::now(), std::time::SystemTime::now());
+        let mut monitor = Monitor::new(config.monitor().clone(), now, wall);
         let events = EventLog::new(config.event_history);
-        let restored = persist::restore(
-            loaded,
-            &mut detector,
-            &events,
-            Instant::now(),
-            std::time::SystemTime::now(),
-        );
+        let restored = persist::restore(loaded, &mut monitor, &events, now, wall);
         tracing::info!(
             hosts = restored.hosts,
             path = %store.path().display(),
             "store loaded"
         );
-        let detector = Arc::new(Mutex::new(detector));
-        let events = Arc::new(events);
-        let metrics = Arc::new(Metrics::for_server(detector.clone(), events.clone()));
-        detector
-            .lock()
-            .expect("detector lock")
-            .set_stall_counters(metrics.stalls.clone());
+        let fleet = Arc::new(Fleet::new(monitor, Arc::new(events)));
+        let metrics = Arc::new(Metrics::for_server(fleet.clone()));
         let shared = Arc::new(Shared {
-            detector,
-            events,
+            fleet,
             metrics,
             store: Arc::new(persist::StoreHealth::new(store.path().to_path_buf())),
             api_token: config.api_token.clone(),
-            wake: Arc::new(Notify::new()),
         });
-        let record =
-            match &config.record {
-                Some(path) => Some(crate::simulate::Recorder::create(path).map_err(|source| {
-                    Error::Record {
-                        path: path.clone(),
-                        source,
-                    }
-                })?),
-                None => None,
-            };
+        let record = match &config.record {
+            Some(path) => Some(crate::trace::Recorder::create(path, timer::now()).map_err(
+                |source| Error::Record {
+                    path: path.clone(),
+                    source,
+                },
+            )?),
+            None => None,
+        };
         Ok(Server {
             config,
             udp,
@@ -227,28 +194,31 @@ impl Server {
             guard,
             record,
         } = self;
-        let wake = shared.wake.clone();
-        let console = tokio::spawn(print_events(shared.events.subscribe()));
-        // Off the detection path: the sinks only read the event broadcast.
+        let fleet = shared.fleet.clone();
+        let console = tokio::spawn(print_events(fleet.events().subscribe()));
+        // Off the detection path: the sinks only read the event broadcast
+        // (and, once, the hosts already down).
         let http_addr = http.local_addr().map_err(Error::Http)?;
         let sinks = sinks::Sinks::spawn(
             &config,
             http_addr,
-            shared.detector.clone(),
-            shared.events.subscribe(),
+            fleet.read(Monitor::down_events),
+            fleet.events().subscribe(),
             shared.metrics.clone(),
         )?;
         let checkpoint_stop = CancellationToken::new();
         let checkpointer = tokio::spawn(
             persist::Checkpointer {
                 store,
-                shared: shared.clone(),
+                fleet: fleet.clone(),
+                metrics: shared.metrics.clone(),
+                health: shared.store.clone(),
                 interval: config.checkpoint_interval,
                 event_history: config.event_history,
             }
-            .run(shared.events.subscribe(), checkpoint_stop.clone()),
+            .run(fleet.events().subscribe(), checkpoint_stop.clone()),
         );
-        shared.events.publish([persist::monitor_started(
+        fleet.announce(vec![persist::monitor_started(
             udp.local_addr().unwrap_or(config.listen),
             restored.away,
             std::time::SystemTime::now(),
@@ -258,9 +228,7 @@ impl Server {
         let ingest = tokio::spawn(
             Ingest {
                 socket: udp,
-                detector: shared.detector.clone(),
-                wake: wake.clone(),
-                events: shared.events.clone(),
+                fleet: fleet.clone(),
                 metrics: shared.metrics.clone(),
                 guard: guard.clone(),
                 record: record.map(Mutex::new),
@@ -268,24 +236,18 @@ impl Server {
             .run(ingest_stop.clone()),
         );
         let timer_stop = CancellationToken::new();
-        let events = shared.events.clone();
         // On a thread of its own: see `dedicated`.
         let timer = dedicated::spawn(
             "timer",
-            detector::run_timer(
-                shared.detector.clone(),
-                wake,
-                move |batch| events.publish(batch),
+            timer::run_timer(
+                fleet.clone(),
+                shared.metrics.timer.clone(),
                 timer_stop.clone(),
             ),
         );
-        let report = config.silent_report.map(|every| {
-            tokio::spawn(report_silent(
-                shared.detector.clone(),
-                every,
-                timer_stop.clone(),
-            ))
-        });
+        let report = config
+            .silent_report
+            .map(|every| tokio::spawn(report_silent(fleet.clone(), every, timer_stop.clone())));
         let http_stop = CancellationToken::new();
         let mut http_server = {
             let stop = http_stop.clone();
@@ -327,8 +289,9 @@ impl Server {
         let _ = checkpointer.await;
         // Every publisher has stopped: the console and the sinks print and
         // deliver what is queued, then end.
-        shared.events.close();
+        fleet.events().close();
         drop(shared);
+        drop(fleet);
         let _ = console.await;
         sinks.finish(SINK_DRAIN).await;
         match http_result {
@@ -377,7 +340,7 @@ fn bind_udp(addr: SocketAddr, recv_buffer_bytes: usize) -> io::Result<UdpSocket>
 /// thread, never the detector's timer or HTTP on the runtime's workers, and
 /// a million `joined` lines at start cost a few hundred writes, not a
 /// million.
-async fn print_events(events: broadcast::Receiver<events::Event>) {
+async fn print_events(events: broadcast::Receiver<crate::monitor::Event>) {
     if let Err(e) = tokio::task::spawn_blocking(move || print_event_bursts(events)).await {
         tracing::error!("the console printer failed: {e}");
     }
@@ -387,7 +350,7 @@ async fn print_events(events: broadcast::Receiver<events::Event>) {
 /// (the silent-host report) is not held off for long.
 const CONSOLE_BURST: usize = 4096;
 
-fn print_event_bursts(mut events: broadcast::Receiver<events::Event>) {
+fn print_event_bursts(mut events: broadcast::Receiver<crate::monitor::Event>) {
     use broadcast::error::{RecvError, TryRecvError};
     loop {
         let mut next = events.blocking_recv();
@@ -424,11 +387,7 @@ fn print_event_bursts(mut events: broadcast::Receiver<events::Event>) {
 }
 
 /// The seed's periodic list of silent hosts, kept as an option.
-async fn report_silent(
-    detector: Arc<Mutex<Detector>>,
-    every: std::time::Duration,
-    stop: CancellationToken,
-) {
+async fn report_silent(fleet: Arc<Fleet>, every: std::time::Duration, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
     loop {
@@ -436,21 +395,20 @@ async fn report_silent(
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let now = Instant::now();
-        let mut silent: Vec<(String, f64)> = {
-            let detector = detector.lock().expect("detector lock");
-            let registry = detector.registry();
+        let now = timer::now();
+        let mut silent: Vec<(String, f64)> = fleet.read(|monitor| {
+            let registry = monitor.registry();
             registry
                 .iter()
                 .filter(|(_, h)| matches!(h.state, HostState::Late | HostState::Down))
                 .map(|(slot, h)| {
                     (
                         registry.id(slot).to_string(),
-                        detector.silent_for(h, now).as_secs_f64(),
+                        monitor.silent_for(h, now).as_secs_f64(),
                     )
                 })
                 .collect()
-        };
+        });
         silent.sort_by(|a, b| a.0.cmp(&b.0));
         let list: Vec<String> = silent
             .iter()

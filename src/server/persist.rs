@@ -1,5 +1,5 @@
 //! Drives the [`store`](crate::store): puts what it remembers back into the
-//! detector on start, and checkpoints changes while the server runs.
+//! monitor on start, and checkpoints changes while the server runs.
 //!
 //! The ingest hot path does no I/O: a beat only marks its host dirty (a bit
 //! test). The checkpoint task copies the dirty hosts under one short lock and
@@ -14,11 +14,12 @@
 //! and then at a limited rate, shown in `/healthz` and `/metrics`, and the
 //! write retried every interval.
 
-use super::Shared;
-use super::detector::Detector;
-use super::events::{Event, EventKind, EventLog, MONITOR_HOST};
+use super::events::EventLog;
+use super::fleet::Fleet;
 use super::metrics::Metrics;
-use super::registry::{Host, Registry, Slot, boot_prefix};
+use crate::monitor::registry::boot_prefix;
+use crate::monitor::stats::BeatStats;
+use crate::monitor::{Event, EventKind, Host, HostState, MONITOR_HOST, Monitor, Registry, Slot};
 use crate::ratelimit::RateLimit;
 use crate::store::{Batch, Loaded, Store, StoredHost};
 use std::collections::VecDeque;
@@ -26,9 +27,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 /// Whether the store is being written, for `/healthz`.
@@ -80,20 +81,20 @@ pub struct Restored {
     pub away: Option<Duration>,
 }
 
-/// Puts what the store remembered into the detector and the event log.
+/// Puts what the store remembered into the monitor and the event log.
 /// Every remembered host counts its silence from `now` (the server's
 /// start), so an `up` or `late` host gets one full timeout before it can be
 /// declared down (the server was away, not the fleet), and a `down` host
 /// stays down without a second `down` event.
 pub fn restore(
     loaded: Loaded,
-    detector: &mut Detector,
+    monitor: &mut Monitor,
     events: &EventLog,
     now: Instant,
     wall: SystemTime,
 ) -> Restored {
     let hosts = loaded.hosts.len();
-    let clock = detector.clock();
+    let clock = monitor.clock();
     // The clock reads as the wall clock did when the server started; a
     // stored wall time maps onto it by its distance from now.
     let to_clock = |at: SystemTime| match wall.duration_since(at) {
@@ -111,9 +112,9 @@ pub fn restore(
             tracing::warn!(id = %stored.id, "store: skipped a host id of {} bytes (ids are 1 to 255)", stored.id.len());
             continue;
         }
-        // Learnt rhythms are not stored (`Detector::restore` starts them
+        // Learnt rhythms are not stored (`Monitor::restore` starts them
         // afresh, and picks the detector rule).
-        let stats = crate::server::stats::BeatStats::new(stored.interval_ms as f32);
+        let stats = BeatStats::new(stored.interval_ms as f32);
         let mut host = Host::new(
             stored.state,
             stored.since,
@@ -133,7 +134,7 @@ pub fn restore(
         host.beats = u32::try_from(stored.beats).unwrap_or(u32::MAX);
         host.losses = u32::try_from(stored.losses).unwrap_or(u32::MAX);
         host.set_legacy(stored.legacy);
-        detector.restore(host, &stored.id, stored.addr, now);
+        monitor.restore(host, &stored.id, stored.addr, now);
     }
     events.restore(loaded.events);
     Restored {
@@ -154,6 +155,9 @@ pub fn monitor_started(addr: SocketAddr, away: Option<Duration>, wall: SystemTim
         host: Arc::from(MONITOR_HOST),
         addr,
         silent_for: away.unwrap_or(Duration::ZERO),
+        state: HostState::Up,
+        flapping: false,
+        fleet: 0,
     }
 }
 
@@ -177,47 +181,46 @@ pub fn snapshot(registry: &Registry, slot: Slot) -> StoredHost {
     }
 }
 
-/// How many hosts a checkpoint copies per hold of the detector's lock: a
+/// How many hosts a checkpoint copies per hold of the fleet's lock: a
 /// million dirty hosts copied in one hold would stall ingest for a large
 /// fraction of a second; in chunks, ingest gets the lock in between.
 const COPY_CHUNK: usize = 4096;
 
-/// Takes the dirty hosts out of the detector: the only work done under its
+/// Takes the dirty hosts out of the monitor: the only work done under its
 /// lock (copies, no I/O), in chunks. A host that changes while the copy is
 /// under way is marked dirty again, so it is written at the next checkpoint
 /// if this one copied it too early.
-pub fn collect_dirty(detector: &Mutex<Detector>) -> (Vec<Slot>, Vec<StoredHost>) {
-    let slots = detector.lock().expect("detector lock").take_dirty(true);
-    let hosts = collect(detector, &slots);
+pub fn collect_dirty(fleet: &Fleet) -> (Vec<Slot>, Vec<StoredHost>) {
+    let slots = fleet.take_dirty(true);
+    let hosts = collect(fleet, &slots);
     (slots, hosts)
 }
 
-fn collect(detector: &Mutex<Detector>, slots: &[Slot]) -> Vec<StoredHost> {
-    let mut hosts = Vec::with_capacity(slots.len());
-    for chunk in slots.chunks(COPY_CHUNK) {
-        let detector = detector.lock().expect("detector lock");
-        let registry = detector.registry();
-        // A slot freed by a forget since it was marked has nothing to write.
-        hosts.extend(
-            chunk
-                .iter()
-                .filter(|&&slot| registry.try_get(slot).is_some())
-                .map(|&slot| snapshot(registry, slot)),
-        );
-    }
-    hosts
+fn collect(fleet: &Fleet, slots: &[Slot]) -> Vec<StoredHost> {
+    fleet.copy_hosts(slots, COPY_CHUNK, snapshot)
 }
 
 /// The checkpoint task.
 pub struct Checkpointer {
     /// The open store.
     pub store: Store,
-    /// The server's state.
-    pub shared: Arc<Shared>,
+    /// The monitor whose changes are written.
+    pub fleet: Arc<Fleet>,
+    /// Where the checkpoints are counted.
+    pub metrics: Arc<Metrics>,
+    /// Where the store's health is shown (`/healthz`).
+    pub health: Arc<StoreHealth>,
     /// Time between checkpoints of last-seen times.
     pub interval: Duration,
     /// How many events the store keeps.
     pub event_history: usize,
+}
+
+/// What a checkpoint reads from and reports to.
+struct Parts {
+    fleet: Arc<Fleet>,
+    metrics: Arc<Metrics>,
+    health: Arc<StoreHealth>,
 }
 
 /// How long a failing store stays quiet in the log between reports.
@@ -225,14 +228,21 @@ const ERROR_LOG_PERIOD: Duration = Duration::from_secs(60);
 
 impl Checkpointer {
     /// Checkpoints until `stop`, then writes a last checkpoint (after the
-    /// detector has stopped, so it holds the final state).
+    /// timer has stopped, so it holds the final state).
     pub async fn run(self, mut events: broadcast::Receiver<Event>, stop: CancellationToken) {
         let Checkpointer {
             store,
-            shared,
+            fleet,
+            metrics,
+            health,
             interval,
             event_history,
         } = self;
+        let shared = Parts {
+            fleet,
+            metrics,
+            health,
+        };
         let store = Arc::new(Mutex::new(store));
         let mut pending: VecDeque<Event> = VecDeque::new();
         let mut ticker = tokio::time::interval(interval);
@@ -263,7 +273,7 @@ impl Checkpointer {
                 take(received, &mut pending, &mut open);
             }
             // A failing store is retried on the ticker only, not on every event.
-            if !stopping && !ticked && !shared.store.is_ok() {
+            if !stopping && !ticked && !shared.health.is_ok() {
                 continue;
             }
             while pending.len() > event_history {
@@ -316,16 +326,13 @@ const WRITE_CHUNK: usize = 65_536;
 /// on failure keep everything not yet written for the next try.
 async fn checkpoint(
     store: &Arc<Mutex<Store>>,
-    shared: &Arc<Shared>,
+    shared: &Parts,
     pending: &mut VecDeque<Event>,
     full: bool,
     event_history: usize,
     error_log: &mut RateLimit,
 ) {
-    let (slots, mut forgotten) = {
-        let mut detector = shared.detector.lock().expect("detector lock");
-        (detector.take_dirty(full), detector.take_forgotten())
-    };
+    let (slots, mut forgotten) = shared.fleet.take_changes(full);
     let mut events: Vec<Event> = pending.iter().cloned().collect();
     let metrics: &Metrics = &shared.metrics;
     let mut rest: &[Slot] = &slots;
@@ -333,7 +340,7 @@ async fn checkpoint(
         let (part, after) = rest.split_at(rest.len().min(WRITE_CHUNK));
         rest = after;
         let batch = Batch {
-            hosts: collect(&shared.detector, part),
+            hosts: collect(&shared.fleet, part),
             events: std::mem::take(&mut events),
             forgotten: std::mem::take(&mut forgotten),
             event_history,
@@ -365,12 +372,8 @@ async fn checkpoint(
             Err(join) => Some((Vec::new(), format!("store writer failed: {join}"))),
         };
         if let Some((unwritten, message)) = failure {
-            let mut detector = shared.detector.lock().expect("detector lock");
-            for &slot in part.iter().chain(rest) {
-                detector.mark_dirty(slot);
-            }
-            detector.unforget(unwritten);
-            drop(detector);
+            let unwritten_slots: Vec<Slot> = part.iter().chain(rest).copied().collect();
+            shared.fleet.untake_changes(&unwritten_slots, unwritten);
             metrics.store_write_errors.inc();
             metrics.store_healthy.set(0);
             if let Some(suppressed) = error_log.check(std::time::Instant::now()) {
@@ -379,7 +382,7 @@ async fn checkpoint(
                     "{message}; monitoring goes on in memory, retrying"
                 );
             }
-            shared.store.set(Some(message));
+            shared.health.set(Some(message));
             return;
         }
         if rest.is_empty() {
@@ -387,11 +390,11 @@ async fn checkpoint(
         }
     }
     metrics.store_healthy.set(1);
-    if !shared.store.is_ok() {
-        tracing::info!(path = %shared.store.path().display(), "store writable again");
+    if !shared.health.is_ok() {
+        tracing::info!(path = %shared.health.path().display(), "store writable again");
         error_log.reset();
     }
-    shared.store.set(None);
+    shared.health.set(None);
 }
 
 /// An error and its causes on one line, `outer: inner: root`.
@@ -409,11 +412,13 @@ fn chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ServerConfig;
-    use crate::server::detector::{Observation, Observed};
-    use crate::server::registry::HostState;
+    use crate::monitor::testing::{TIMEOUT, beat, settings, settings_of};
+    use crate::monitor::{DetectorKind, Observation, Observed, Outcome, Settings};
 
-    const TIMEOUT: Duration = Duration::from_secs(30);
+    /// A fresh monitor started now.
+    fn monitor(settings: Settings) -> Monitor {
+        Monitor::new(settings, Instant::now(), SystemTime::now())
+    }
 
     fn stored(id: &str, state: HostState) -> StoredHost {
         StoredHost {
@@ -434,11 +439,7 @@ mod tests {
 
     #[test]
     fn a_restored_legacy_hosts_first_beat_is_not_a_beat_interval() {
-        let mut detector = Detector::new(&ServerConfig {
-            timeout: TIMEOUT,
-            detector: crate::detection::DetectorKind::Phi,
-            ..ServerConfig::default()
-        });
+        let mut core = monitor(settings_of(DetectorKind::Phi));
         let now = Instant::now();
         // The server was away an hour after the host's last beat.
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_003_600);
@@ -453,19 +454,11 @@ mod tests {
             events: Vec::new(),
             alive: None,
         };
-        restore(loaded, &mut detector, &EventLog::new(10), now, wall);
-        let beat = Observation {
-            host_id: "127.0.0.1",
-            addr: SocketAddr::from(([127, 0, 0, 1], 4000)),
-            seq: None,
-            boot_id: [0; 16],
-            interval_ms: 0,
-            goodbye: false,
-            sent_at_micros: 0,
-        };
+        restore(loaded, &mut core, &EventLog::new(10), now, wall);
+        let beat = Observation::legacy("127.0.0.1", SocketAddr::from(([127, 0, 0, 1], 4000)));
         let later = now + Duration::from_secs(10);
-        detector.observe(&beat, later, wall, &mut Vec::new());
-        let registry = detector.registry();
+        core.observe(&beat, later, wall, &mut Outcome::default());
+        let registry = core.registry();
         let host = registry.get(registry.find("127.0.0.1").expect("restored"));
         let mean = host.stats.interval_mean_ms;
         assert!(
@@ -476,10 +469,7 @@ mod tests {
 
     #[test]
     fn restored_hosts_get_one_full_timeout_and_down_stays_down() {
-        let mut detector = Detector::new(&ServerConfig {
-            timeout: TIMEOUT,
-            ..ServerConfig::default()
-        });
+        let mut core = monitor(settings());
         let log = EventLog::new(100);
         let now = Instant::now();
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
@@ -503,7 +493,7 @@ mod tests {
             .collect(),
             alive: Some(wall - Duration::from_secs(90)),
         };
-        let restored = restore(loaded, &mut detector, &log, now, wall);
+        let restored = restore(loaded, &mut core, &log, now, wall);
         assert_eq!(
             restored,
             Restored {
@@ -512,26 +502,30 @@ mod tests {
             }
         );
         assert_eq!(log.next_id(), 42, "event ids go on after the stored ones");
-        assert_eq!(detector.dirty_len(), 0, "nothing to write back");
-        let mut events = Vec::new();
-        detector.expire(now + TIMEOUT / 2, wall, &mut events);
-        let kinds: Vec<_> = events.iter().map(|e| (e.kind, &*e.host)).collect();
+        assert_eq!(core.dirty_len(), 0, "nothing to write back");
+        let mut out = Outcome::default();
+        core.expire(now + TIMEOUT / 2, wall, &mut out);
+        let kinds: Vec<_> = out.events.iter().map(|e| (e.kind, &*e.host)).collect();
         assert_eq!(kinds, [(EventKind::Late, "up")], "late at half, no down");
-        events.clear();
-        detector.expire(now + TIMEOUT - Duration::from_millis(1), wall, &mut events);
-        assert_eq!(events, [], "no down within the grace");
-        detector.expire(now + TIMEOUT, wall, &mut events);
-        let mut kinds: Vec<_> = events.iter().map(|e| (e.kind.as_str(), &*e.host)).collect();
+        out.clear();
+        core.expire(now + TIMEOUT - Duration::from_millis(1), wall, &mut out);
+        assert_eq!(out.events, [], "no down within the grace");
+        core.expire(now + TIMEOUT, wall, &mut out);
+        let mut kinds: Vec<_> = out
+            .events
+            .iter()
+            .map(|e| (e.kind.as_str(), &*e.host))
+            .collect();
         kinds.sort();
         assert_eq!(kinds, [("down", "late"), ("down", "up")]);
-        events.clear();
-        detector.expire(now + TIMEOUT * 10, wall, &mut events);
-        assert_eq!(events, [], "a host already down gets no second down");
-        let registry = detector.registry();
+        out.clear();
+        core.expire(now + TIMEOUT * 10, wall, &mut out);
+        assert_eq!(out.events, [], "a host already down gets no second down");
+        let registry = core.registry();
         let host = registry.get(registry.find("down").expect("remembered"));
         assert_eq!((host.beats, host.losses), (42, 1));
         assert_eq!(
-            detector.silent_for(host, now),
+            core.silent_for(host, now),
             Duration::from_secs(100),
             "a down host's silence is its true one, from the wall clock"
         );
@@ -540,32 +534,27 @@ mod tests {
     /// A beat of host "a" in one client run, with sequence number `run + seq`.
     fn run_beat(seq: u64) -> Observation<'static> {
         Observation {
-            host_id: "a",
-            addr: SocketAddr::from(([127, 0, 0, 1], 4000)),
             seq: Some((1_700_000_000u64 << 32) + seq),
-            boot_id: [1; 16],
-            interval_ms: 10_000,
-            goodbye: false,
-            sent_at_micros: 0,
+            ..beat("a")
         }
     }
 
-    /// Applies `seqs` to a fresh detector, stores host "a" and restores it
-    /// into another fresh detector, as a restart would.
-    fn restarted(config: &ServerConfig, seqs: impl IntoIterator<Item = u64>) -> Detector {
-        let mut detector = Detector::new(config);
+    /// Applies `seqs` to a fresh monitor, stores host "a" and restores it
+    /// into another fresh monitor, as a restart would.
+    fn restarted(settings: &Settings, seqs: impl IntoIterator<Item = u64>) -> Monitor {
+        let mut core = monitor(settings.clone());
         let now = Instant::now();
-        let mut events = Vec::new();
+        let mut out = Outcome::default();
         for seq in seqs {
-            detector.observe(&run_beat(seq), now, SystemTime::now(), &mut events);
+            core.observe(&run_beat(seq), now, SystemTime::now(), &mut out);
         }
-        let registry = detector.registry();
+        let registry = core.registry();
         let loaded = Loaded {
             hosts: vec![snapshot(registry, registry.find("a").expect("known"))],
             events: Vec::new(),
             alive: None,
         };
-        let mut after = Detector::new(config);
+        let mut after = monitor(settings.clone());
         restore(
             loaded,
             &mut after,
@@ -576,21 +565,26 @@ mod tests {
         after
     }
 
-    fn observe(detector: &mut Detector, seq: u64) -> Observed {
+    fn observe(core: &mut Monitor, seq: u64) -> Observed {
         let beat = run_beat(seq);
-        detector.observe(&beat, Instant::now(), SystemTime::now(), &mut Vec::new())
+        core.observe(
+            &beat,
+            Instant::now(),
+            SystemTime::now(),
+            &mut Outcome::default(),
+        )
     }
 
-    fn losses(detector: &Detector) -> u64 {
-        let registry = detector.registry();
+    fn losses(core: &Monitor) -> u64 {
+        let registry = core.registry();
         u64::from(registry.get(registry.find("a").expect("known")).losses)
     }
 
     #[test]
     fn a_restored_host_refuses_replays_of_beats_from_before_the_restart() {
-        let keyed = ServerConfig {
-            key_file: Some("keys.toml".into()),
-            ..ServerConfig::default()
+        let keyed = Settings {
+            enforce_seq: true,
+            ..settings()
         };
         let mut after = restarted(&keyed, 100..=110);
         for old in [105, 110, 47] {
@@ -606,7 +600,7 @@ mod tests {
 
     #[test]
     fn the_gap_over_a_restart_is_not_loss_even_after_a_late_beat() {
-        let mut after = restarted(&ServerConfig::default(), [110]);
+        let mut after = restarted(&settings(), [110]);
         // Without keys a late beat from before the restart still counts...
         observe(&mut after, 105);
         // ...but the gap up to the first new beat is the server's absence.

@@ -14,8 +14,8 @@
 
 use super::config::AlertmanagerConfig;
 use super::{Delivery, Error, MassSilence, Outcomes, SinkEvent};
+use crate::monitor::{Event, EventKind};
 use crate::ratelimit::RateLimit;
-use crate::server::events::{Event, EventKind};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;

@@ -9,7 +9,7 @@
 //! kind filter itself. Test alerts pass straight through.
 
 use super::{Filter, SinkEvent};
-use crate::server::events::{Event, EventKind};
+use crate::monitor::{Event, EventKind};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

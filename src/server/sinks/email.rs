@@ -3,12 +3,13 @@
 //! recipients, templated subject and body, and retries with backoff like
 //! the webhook's.
 
-use super::config::{check_common, invalid};
+use super::config::check_common;
 use super::secret::{Secret, resolve};
 use super::template::{self, Templates};
 use super::webhook::sample_kinds;
 use super::{Delivery, Outcomes, SinkEvent, backoff, report_tests};
 use crate::config::Error as ConfigError;
+use crate::config::invalid;
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};

@@ -9,7 +9,7 @@
 //! the sinks in order.
 
 use super::{MassSilence, Network, SinkEvent};
-use crate::server::events::{Event, EventKind};
+use crate::monitor::{Event, EventKind};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -250,10 +250,9 @@ mod tests {
         Event {
             id,
             at: SystemTime::UNIX_EPOCH,
-            kind,
-            host: host.into(),
             addr: SocketAddr::from((ip, 4000)),
             silent_for: Duration::from_secs(30),
+            ..crate::monitor::testing::event(kind, host)
         }
     }
 

@@ -11,7 +11,6 @@
 
 pub mod alertmanager;
 pub mod api;
-pub mod config;
 pub mod digest;
 pub mod email;
 pub mod exec;
@@ -22,13 +21,14 @@ pub mod template;
 pub mod test_alert;
 pub mod webhook;
 
+/// The sinks' settings live with the rest of the config (`config::sinks`):
+/// the config is below the server, never the other way round.
+pub use crate::config::sinks as config;
 pub use config::SinksConfig;
 
-use super::detector::Detector;
-use super::events::Event;
 use super::metrics::Metrics;
-use super::registry::HostState;
 use crate::config::ServerConfig;
+use crate::monitor::{Event, EventKind, HostState};
 use crate::ratelimit::RateLimit;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use prometheus_client::metrics::counter::Counter;
@@ -448,11 +448,13 @@ pub struct Sinks {
 impl Sinks {
     /// Starts every configured sink and the dispatcher that feeds them from
     /// `events`. `http_addr` is the server's API address (default
-    /// `generatorURL` base).
+    /// `generatorURL` base); `down_at_start` are the hosts already down
+    /// when the server starts (restored from the store, which does not
+    /// repeat their `down`), as their `down` events.
     pub fn spawn(
         config: &ServerConfig,
         http_addr: SocketAddr,
-        detector: Arc<Mutex<Detector>>,
+        down_at_start: Vec<Event>,
         events: broadcast::Receiver<Event>,
         metrics: Arc<Metrics>,
     ) -> Result<Sinks, Error> {
@@ -503,30 +505,8 @@ impl Sinks {
             let webhook = webhook::Webhook::new(name, sink, outcomes)?;
             workers.push(tokio::spawn(webhook.run(rx)));
         }
-        // Hosts already down when the server starts (restored from the store,
-        // which does not repeat their `down`): Alertmanager must go on
-        // renewing their alerts, or they would expire while still down.
-        let down_at_start: Vec<Event> = if sinks.alertmanager.is_empty() {
-            Vec::new()
-        } else {
-            let detector = detector.lock().expect("detector lock");
-            let registry = detector.registry();
-            registry
-                .iter()
-                .filter(|(_, host)| host.state == HostState::Down)
-                .map(|(slot, host)| Event {
-                    id: 0,
-                    at: host.since(),
-                    kind: super::events::EventKind::Down,
-                    host: Arc::from(registry.id(slot)),
-                    addr: registry.addr(slot),
-                    silent_for: host
-                        .since()
-                        .duration_since(host.last_seen_wall())
-                        .unwrap_or_default(),
-                })
-                .collect()
-        };
+        // Alertmanager must go on renewing the alerts of hosts already down
+        // at start, or they would expire while still down.
         for sink in &sinks.alertmanager {
             let name = names.next().expect("one name per sink");
             // Alertmanager tracks each host's latest event, so it takes
@@ -574,7 +554,7 @@ impl Sinks {
                 .collect(),
             api_token: config.api_token.clone(),
         });
-        let dispatcher = tokio::spawn(dispatch(events, gate, routes, detector, metrics));
+        let dispatcher = tokio::spawn(dispatch(events, gate, routes, metrics));
         Ok(Sinks {
             dispatcher,
             workers,
@@ -612,7 +592,6 @@ async fn dispatch(
     mut events: broadcast::Receiver<Event>,
     mut gate: mass::Gate,
     mut routes: Vec<Route>,
-    detector: Arc<Mutex<Detector>>,
     metrics: Arc<Metrics>,
 ) {
     if routes.is_empty() {
@@ -630,16 +609,11 @@ async fn dispatch(
         tokio::select! {
             received = events.recv() => match received {
                 Ok(event) => {
-                    let Some(event) = flaps.pass(event, &detector) else {
+                    let Some(event) = flaps.pass(event) else {
                         continue; // a flapping host's page, held back
                     };
-                    // Only a down needs the fleet size: no lock per joined
-                    // host while a large fleet starts.
-                    let fleet = if event.kind == super::events::EventKind::Down {
-                        detector.lock().expect("detector lock").registry().len()
-                    } else {
-                        0
-                    };
+                    // The fleet's size when it happened: the event says.
+                    let fleet = event.fleet;
                     let host = event.host.clone();
                     match gate.push(event, Instant::now(), fleet) {
                         mass::Outcome::Queued => {}
@@ -686,8 +660,7 @@ struct Flaps {
 }
 
 impl Flaps {
-    fn pass(&mut self, event: Event, detector: &Mutex<Detector>) -> Option<Event> {
-        use super::events::EventKind;
+    fn pass(&mut self, event: Event) -> Option<Event> {
         match event.kind {
             EventKind::Flapping => {
                 self.flapping.insert(event.host.clone());
@@ -695,12 +668,8 @@ impl Flaps {
             }
             EventKind::Settled => {
                 self.flapping.remove(&event.host);
-                let detector = detector.lock().expect("detector lock");
-                let registry = detector.registry();
-                let down = registry
-                    .find(&event.host)
-                    .is_some_and(|slot| registry.get(slot).state == HostState::Down);
-                Some(if down {
+                // The state it settled in, as the event carries it.
+                Some(if event.state == HostState::Down {
                     Event {
                         kind: EventKind::Down,
                         ..event
@@ -807,73 +776,60 @@ fn deliver(routes: &mut [Route], event: SinkEvent) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::events::EventKind;
 
     fn host_event(kind: EventKind, host: &str) -> SinkEvent {
         SinkEvent::Host(Event {
             id: 7,
             at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            kind,
-            host: host.into(),
             addr: SocketAddr::from(([192, 0, 2, 1], 4000)),
             silent_for: Duration::from_millis(1500),
+            ..crate::monitor::testing::event(kind, host)
         })
     }
 
     #[test]
     fn a_flapping_hosts_pages_are_held_until_it_settles_in_its_state() {
-        let detector = Mutex::new(Detector::new(&ServerConfig::default()));
-        let now = tokio::time::Instant::now();
-        let beat = super::super::detector::Observation {
-            host_id: "web-1",
-            addr: SocketAddr::from(([192, 0, 2, 1], 4000)),
-            seq: Some(1),
-            boot_id: [1; 16],
-            interval_ms: 10_000,
-            goodbye: false,
-            sent_at_micros: 0,
-        };
-        let mut events = Vec::new();
-        {
-            let mut d = detector.lock().expect("lock");
-            d.observe(&beat, now, SystemTime::now(), &mut events);
-            d.expire(
-                now + Duration::from_secs(60),
-                SystemTime::now(),
-                &mut events,
-            );
-        }
         let event = |kind| match host_event(kind, "web-1") {
             SinkEvent::Host(e) => e,
             _ => unreachable!("a host event"),
         };
         let kinds = |e: Option<Event>| e.map(|e| e.kind);
+        let in_state = |kind, state| Event {
+            state,
+            ..event(kind)
+        };
         let mut flaps = Flaps::default();
         assert_eq!(
-            kinds(flaps.pass(event(EventKind::Down), &detector)),
+            kinds(flaps.pass(event(EventKind::Down))),
             Some(EventKind::Down)
         );
         assert_eq!(
-            kinds(flaps.pass(event(EventKind::Flapping), &detector)),
+            kinds(flaps.pass(event(EventKind::Flapping))),
             Some(EventKind::Flapping)
         );
         for held in [EventKind::Recovered, EventKind::Down, EventKind::Late] {
-            assert_eq!(kinds(flaps.pass(event(held), &detector)), None, "{held:?}");
+            assert_eq!(kinds(flaps.pass(event(held))), None, "{held:?}");
         }
         assert_eq!(
-            kinds(flaps.pass(event(EventKind::Recovered), &detector)),
+            kinds(flaps.pass(event(EventKind::Recovered))),
             None,
             "still flapping: still held"
         );
-        // web-1 is down in the detector: settling pages it as down.
+        // web-1 settled while down: settling pages it as down.
         assert_eq!(
-            kinds(flaps.pass(event(EventKind::Settled), &detector)),
+            kinds(flaps.pass(in_state(EventKind::Settled, HostState::Down))),
             Some(EventKind::Down)
         );
         assert_eq!(
-            kinds(flaps.pass(event(EventKind::Recovered), &detector)),
+            kinds(flaps.pass(event(EventKind::Recovered))),
             Some(EventKind::Recovered),
             "after settling, pages flow again"
+        );
+        // Settled while up: the sinks get the `settled` itself.
+        flaps.pass(event(EventKind::Flapping));
+        assert_eq!(
+            kinds(flaps.pass(in_state(EventKind::Settled, HostState::Up))),
+            Some(EventKind::Settled)
         );
     }
 

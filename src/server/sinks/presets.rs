@@ -6,7 +6,7 @@
 //! watching the host names the same incident).
 
 use super::SinkEvent;
-use crate::server::events::EventKind;
+use crate::monitor::EventKind;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -10,7 +10,7 @@
 //! a sample of each event kind its sink takes.
 
 use super::{MassSilence, Network, SinkEvent, TestAlert};
-use crate::server::events::{Event, EventKind};
+use crate::monitor::{Event, EventKind};
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
@@ -233,6 +233,9 @@ pub fn sample(kind: &str) -> SinkEvent {
         host: name.into(),
         addr: SocketAddr::from(([192, 0, 2, 10], 51234)),
         silent_for: Duration::from_millis(31_200),
+        state: kind.state_after(),
+        flapping: false,
+        fleet: 30,
     };
     match kind {
         "mass-silence" => SinkEvent::MassSilence(Arc::new(MassSilence {

@@ -2,12 +2,13 @@
 //! as an array), of a template, or of a preset's request; retried with
 //! exponential backoff and jitter, with optional auth and headers.
 
-use super::config::{WebhookConfig, check_http_url, invalid};
+use super::config::{WebhookConfig, check_http_url};
 use super::presets::{self, Preset};
 use super::secret::resolve;
 use super::template::{self, Templates};
 use super::{Delivery, Error, Outcomes, SinkEvent, backoff, report_tests};
 use crate::config::Error as ConfigError;
+use crate::config::invalid;
 use reqwest::header::{HeaderName, HeaderValue};
 use std::time::Duration;
 use tokio::sync::mpsc;

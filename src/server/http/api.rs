@@ -4,14 +4,13 @@
 //! state, the event stream with a cursor, and the operator's actions:
 //! forget, pause, resume (behind a bearer token when one is configured).
 //!
-//! Handlers hold the detector lock only to pick and copy what they answer
+//! Handlers hold the fleet's lock only to pick and copy what they answer
 //! with; serialising happens after it is released.
 
 use super::Shared;
-use super::detector::{Detector, UnknownHost};
-use super::events::Event;
-use super::http::HostView;
-use super::registry::{Host, HostState, Slot};
+use super::views::HostView;
+use crate::monitor::{Event, Host, HostState, Monitor, Slot, UnknownHost};
+use crate::server::timer::now;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -22,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::SystemTime;
 use subtle::ConstantTimeEq;
-use tokio::time::Instant;
 
 /// Most events one `/api/v1/events` call returns.
 pub const MAX_EVENTS: usize = 10_000;
@@ -155,17 +153,17 @@ impl SortKey {
 
     /// The value of this key for the host in `slot` (ids are compared
     /// separately).
-    fn value(self, detector: &Detector, slot: Slot, host: &Host) -> SortValue {
+    fn value(self, monitor: &Monitor, slot: Slot, host: &Host) -> SortValue {
         match self {
             SortKey::Id => SortValue::Number(0),
             SortKey::State => SortValue::Number(u64::from(state_rank(host.state))),
-            SortKey::Addr => SortValue::Addr(detector.registry().addr(slot)),
+            SortKey::Addr => SortValue::Addr(monitor.registry().addr(slot)),
             SortKey::LastSeen => SortValue::Number(host.last_seen),
             SortKey::Since => SortValue::Number(u64::from(host.since_secs)),
             SortKey::Beats => SortValue::Number(u64::from(host.beats)),
             SortKey::Losses => SortValue::Number(u64::from(host.losses)),
             SortKey::Timeout => SortValue::Number(
-                u64::try_from(detector.timeout_for(host).as_millis()).unwrap_or(u64::MAX),
+                u64::try_from(monitor.timeout_for(host).as_millis()).unwrap_or(u64::MAX),
             ),
         }
     }
@@ -187,7 +185,7 @@ struct Candidate {
     slot: Slot,
 }
 
-/// Hosts per hold of the detector lock while listing: a full list of a
+/// Hosts per hold of the fleet's lock while listing: a full list of a
 /// million hosts is picked and built in chunks, so ingest gets the lock
 /// between them instead of waiting seconds.
 const LIST_CHUNK: usize = 8192;
@@ -252,30 +250,32 @@ async fn list_hosts(
     let mut ids = String::new();
     let mut from: Slot = 0;
     loop {
-        let detector = shared.detector.lock().expect("detector lock");
-        let registry = detector.registry();
-        let to = registry
-            .slot_end()
-            .min(from.saturating_add(LIST_CHUNK as Slot));
-        for slot in from..to {
-            let Some(host) = registry.try_get(slot) else {
-                continue;
-            };
-            let id = registry.id(slot);
-            if keep.is_none_or(|keep| keep[host.state.index()])
-                && (needle.is_empty() || contains_lowercase(id, &needle))
-            {
-                let value = key.value(&detector, slot, host);
-                let start = ids.len();
-                ids.push_str(id);
-                matches.push(Candidate {
-                    value,
-                    id: start..ids.len(),
-                    slot,
-                });
+        let (to, end) = shared.fleet.read(|monitor| {
+            let registry = monitor.registry();
+            let to = registry
+                .slot_end()
+                .min(from.saturating_add(LIST_CHUNK as Slot));
+            for slot in from..to {
+                let Some(host) = registry.try_get(slot) else {
+                    continue;
+                };
+                let id = registry.id(slot);
+                if keep.is_none_or(|keep| keep[host.state.index()])
+                    && (needle.is_empty() || contains_lowercase(id, &needle))
+                {
+                    let value = key.value(monitor, slot, host);
+                    let start = ids.len();
+                    ids.push_str(id);
+                    matches.push(Candidate {
+                        value,
+                        id: start..ids.len(),
+                        slot,
+                    });
+                }
             }
-        }
-        if to >= registry.slot_end() {
+            (to, registry.slot_end())
+        });
+        if to >= end {
             break;
         }
         from = to;
@@ -305,15 +305,16 @@ async fn list_hosts(
     // `total` counts it twice, and only its current slot gets a view.
     let mut page = Vec::with_capacity(picked.len());
     for chunk in picked.chunks(LIST_CHUNK) {
-        let detector = shared.detector.lock().expect("detector lock");
-        let registry = detector.registry();
-        let now = Instant::now();
-        page.extend(
-            chunk
-                .iter()
-                .filter(|c| registry.try_get(c.slot).is_some() && registry.id(c.slot) == id(c))
-                .map(|c| HostView::new(&detector, c.slot, now)),
-        );
+        shared.fleet.read(|monitor| {
+            let registry = monitor.registry();
+            let now = now();
+            page.extend(
+                chunk
+                    .iter()
+                    .filter(|c| registry.try_get(c.slot).is_some() && registry.id(c.slot) == id(c))
+                    .map(|c| HostView::new(monitor, c.slot, now)),
+            );
+        });
     }
     let mut response = Json(page).into_response();
     response
@@ -422,20 +423,20 @@ async fn one_host(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Json<HostDetail>, ApiError> {
-    let now = Instant::now();
-    let (host, beat_history) = {
-        let detector = shared.detector.lock().expect("detector lock");
-        let registry = detector.registry();
+    let now = now();
+    let (host, beat_history) = shared.fleet.read(|monitor| {
+        let registry = monitor.registry();
         let slot = registry
             .find(&id)
             .ok_or_else(|| ApiError::unknown_host(&id))?;
-        (
-            HostView::new(&detector, slot, now),
+        Ok::<_, ApiError>((
+            HostView::new(monitor, slot, now),
             BeatHistory::of(registry.get(slot)),
-        )
-    };
+        ))
+    })?;
     let recent_events = shared
-        .events
+        .fleet
+        .events()
         .recent_of(&id, HOST_EVENTS)
         .iter()
         .map(EventView::from)
@@ -459,7 +460,7 @@ struct Summary {
 }
 
 async fn summary(State(shared): State<Arc<Shared>>) -> Json<Summary> {
-    let counts = shared.detector.lock().expect("detector lock").counts();
+    let counts = shared.fleet.read(Monitor::counts);
     let n = |state: HostState| counts[state.index()];
     Json(Summary {
         hosts: counts.iter().sum(),
@@ -493,8 +494,8 @@ async fn events(
         )));
     }
     let events = match query.since {
-        Some(cursor) => shared.events.since(cursor, limit),
-        None => shared.events.recent(limit),
+        Some(cursor) => shared.fleet.events().since(cursor, limit),
+        None => shared.fleet.events().recent(limit),
     };
     Ok(Json(events.iter().map(EventView::from).collect()))
 }
@@ -524,33 +525,15 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn publish(shared: &Shared, event: Option<Event>) {
-    if let Some(event) = event {
-        shared.events.publish([event]);
-    }
-}
-
 /// The host's view after an action, for the response.
 fn view_of(shared: &Shared, id: &str) -> Result<HostView, ApiError> {
-    let detector = shared.detector.lock().expect("detector lock");
-    let registry = detector.registry();
-    let slot = registry
-        .find(id)
-        .ok_or_else(|| ApiError::unknown_host(id))?;
-    Ok(HostView::new(&detector, slot, Instant::now()))
-}
-
-/// Applies an operator action to host `id` and publishes its event, under
-/// the detector lock so that events stay in the order the detector made them.
-fn act(
-    shared: &Shared,
-    id: &str,
-    action: impl FnOnce(&mut Detector) -> Result<Option<Event>, UnknownHost>,
-) -> Result<(), ApiError> {
-    let mut detector = shared.detector.lock().expect("detector lock");
-    let event = action(&mut detector).map_err(|UnknownHost| ApiError::unknown_host(id))?;
-    publish(shared, event);
-    Ok(())
+    shared.fleet.read(|monitor| {
+        let registry = monitor.registry();
+        let slot = registry
+            .find(id)
+            .ok_or_else(|| ApiError::unknown_host(id))?;
+        Ok(HostView::new(monitor, slot, now()))
+    })
 }
 
 /// `POST /api/v1/hosts/{id}/pause`: maintenance; no alarms until resumed.
@@ -560,7 +543,10 @@ async fn pause(
     headers: HeaderMap,
 ) -> Result<Json<HostView>, ApiError> {
     authorize(&shared, &headers)?;
-    act(&shared, &id, |d| d.pause(&id, SystemTime::now()))?;
+    shared
+        .fleet
+        .pause(&id, SystemTime::now())
+        .map_err(|UnknownHost| ApiError::unknown_host(&id))?;
     view_of(&shared, &id).map(Json)
 }
 
@@ -571,11 +557,10 @@ async fn resume(
     headers: HeaderMap,
 ) -> Result<Json<HostView>, ApiError> {
     authorize(&shared, &headers)?;
-    act(&shared, &id, |d| {
-        d.resume(&id, Instant::now(), SystemTime::now())
-    })?;
-    // The resumed host's deadline may now be the earliest: wake the timer.
-    shared.wake.notify_one();
+    shared
+        .fleet
+        .resume(&id, now(), SystemTime::now())
+        .map_err(|UnknownHost| ApiError::unknown_host(&id))?;
     view_of(&shared, &id).map(Json)
 }
 
@@ -586,9 +571,10 @@ async fn forget(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     authorize(&shared, &headers)?;
-    act(&shared, &id, |d| {
-        d.forget(&id, Instant::now(), SystemTime::now()).map(Some)
-    })?;
+    shared
+        .fleet
+        .forget(&id, now(), SystemTime::now())
+        .map_err(|UnknownHost| ApiError::unknown_host(&id))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -615,8 +601,7 @@ mod tests {
     }
 
     fn host_with(seq: u64, recent_seqs: u64) -> Host {
-        let stats = crate::server::stats::BeatStats::new(1000.0);
-        let mut host = Host::new(HostState::Up, SystemTime::UNIX_EPOCH, 0, stats);
+        let mut host = crate::monitor::testing::host();
         (host.seq, host.recent_seqs) = (seq, recent_seqs);
         host
     }

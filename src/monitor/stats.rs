@@ -187,11 +187,11 @@ impl BeatStats {
     /// The loss model the phi detector uses. Few burst samples say little,
     /// so the burst rate is shrunk toward the plain loss rate (independent
     /// loss) with the weight of [`BURST_PRIOR_SAMPLES`] samples.
-    pub fn loss(&self) -> crate::server::phi::Loss {
+    pub fn loss(&self) -> super::phi::Loss {
         let n = f64::from(self.samples[2]);
         let k = BURST_PRIOR_SAMPLES;
         let first = f64::from(self.loss_rate);
-        crate::server::phi::Loss {
+        super::phi::Loss {
             first,
             next: (n * f64::from(self.burst_loss_rate) + k * first) / (n + k),
         }

@@ -4,9 +4,9 @@
 //! `[server.sinks.mass_silence]`. `Default` is the documented default; see
 //! docs/ALERTS.md for examples.
 
-use super::presets::Preset;
-use super::secret::Secret;
-use crate::config::Error;
+use super::{Error, invalid};
+use crate::server::sinks::presets::Preset;
+use crate::server::sinks::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,7 +33,7 @@ pub const EVENT_KINDS: &[&str] = &[
     "settled",
 ];
 
-pub(super) fn default_events() -> Vec<String> {
+pub(crate) fn default_events() -> Vec<String> {
     [
         "down",
         "recovered",
@@ -44,13 +44,6 @@ pub(super) fn default_events() -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
-}
-
-pub(super) fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
-    Error::Invalid {
-        field,
-        reason: reason.into(),
-    }
 }
 
 /// Every alert sink, plus mass-silence detection in front of them.
@@ -66,7 +59,7 @@ pub struct SinksConfig {
     pub alertmanager: Vec<AlertmanagerConfig>,
     /// SMTP servers that get each event as a plain-text e-mail. Default:
     /// none.
-    pub email: Vec<super::email::EmailConfig>,
+    pub email: Vec<crate::server::sinks::email::EmailConfig>,
     /// Turns many hosts going down together into one `mass-silence` page.
     pub mass_silence: MassSilenceConfig,
 }
@@ -332,7 +325,7 @@ impl Default for MassSilenceConfig {
     }
 }
 
-pub(super) fn check_common(
+pub(crate) fn check_common(
     kind: &'static str,
     name: &str,
     events: &[String],
@@ -369,7 +362,7 @@ pub(super) fn check_common(
 
 /// The parsed URL, if `http` or `https`. The error never shows the URL: it
 /// may be a secret.
-pub(super) fn check_http_url(
+pub(crate) fn check_http_url(
     field: &'static str,
     name: &str,
     url: &str,
@@ -455,7 +448,7 @@ impl SinksConfig {
                     format!("sink {name:?}: must be greater than 0"),
                 ));
             }
-            super::webhook::Compiled::new(name, sink)?;
+            crate::server::sinks::webhook::Compiled::new(name, sink)?;
         }
         for sink in &self.alertmanager {
             let name = names_iter.next().expect("one name per sink");
@@ -498,7 +491,7 @@ impl SinksConfig {
         }
         for sink in &self.email {
             let name = names_iter.next().expect("one name per sink");
-            super::email::Email::new(name, sink)?;
+            crate::server::sinks::email::Email::new(name, sink)?;
         }
         let mut sorted = names.clone();
         sorted.sort();
@@ -577,8 +570,8 @@ share = 0.5
         let text = toml::to_string(&file).expect("serialise");
         assert!(!text.contains("s3cret") && !text.contains("example.com/hook"));
         let mut redacted = sinks;
-        redacted.webhook[0].url = Some(super::super::secret::REDACTED.into());
-        redacted.webhook[0].bearer_token = Some(super::super::secret::REDACTED.into());
+        redacted.webhook[0].url = Some(crate::server::sinks::secret::REDACTED.into());
+        redacted.webhook[0].bearer_token = Some(crate::server::sinks::secret::REDACTED.into());
         assert_eq!(
             FileConfig::parse(&text).map(|f| f.server.sinks),
             Ok(redacted)

@@ -1,24 +1,21 @@
-//! `lubdub simulate`: runs the server's real [`Detector`] on simulated time
+//! `lubdub simulate`: runs the server's real [`Monitor`] on simulated time
 //! over synthetic beat traces (interval, client jitter, network delay
 //! jitter, random or bursty loss, a real failure at a known time) or over a
 //! trace recorded from a live server (`lubdub server --record FILE`), and
 //! reports detection time and false alarms for one detector setting.
 //!
-//! Time is simulated, never slept: each host gets its own detector, fed its
+//! Time is simulated, never slept: each host gets its own monitor, fed its
 //! arrivals in order, with every deadline expired at its own instant, so a
 //! `down` carries the exact time the live server would have reported it.
 //! Deterministic: each host's random stream is seeded from `--seed` and its
 //! index, so the result does not depend on the number of threads.
 
-use crate::config::ServerConfig;
-use crate::server::detector::{Detector, Observation};
-use crate::server::events::{Event, EventKind};
-use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use crate::config::ValidServerConfig;
+use crate::monitor::{EventKind, Monitor, Observation, Outcome};
+use crate::trace::HostTrace;
+pub use crate::trace::read_trace;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::time::{Duration, SystemTime};
-use tokio::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 /// How beats are lost on their way.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -114,60 +111,57 @@ fn addr() -> SocketAddr {
 }
 
 /// Feeds one host's arrivals (arrival time after start, seq) to a fresh
-/// detector, expiring each deadline at its own instant until `end`, and
+/// monitor, expiring each deadline at its own instant until `end`, and
 /// returns every event with its time after start.
 fn run_host(
-    config: &ServerConfig,
+    config: &ValidServerConfig,
     host_id: &str,
     interval_ms: u32,
     arrivals: &[(Duration, u64)],
     end: Duration,
 ) -> Vec<(Duration, EventKind)> {
-    let mut detector = Detector::new(config);
-    // On the detector clock's millisecond grid, so that a run does not
-    // depend on where within a millisecond it started.
-    let start = detector.started_at();
     let wall = |offset: Duration| SystemTime::UNIX_EPOCH + offset;
-    let mut events: Vec<Event> = Vec::new();
+    // Simulated time: any instant serves as the start.
+    let start = Instant::now();
+    let mut monitor = Monitor::new(config.monitor().clone(), start, wall(Duration::ZERO));
+    let mut outcome = Outcome::default();
     let mut out = Vec::new();
-    let drain = |events: &mut Vec<Event>, out: &mut Vec<(Duration, EventKind)>| {
-        for e in events.drain(..) {
+    let drain = |outcome: &mut Outcome, out: &mut Vec<(Duration, EventKind)>| {
+        for e in outcome.events.drain(..) {
             let at =
                 e.at.duration_since(SystemTime::UNIX_EPOCH)
                     .unwrap_or_default();
             out.push((at, e.kind));
         }
+        outcome.clear();
     };
-    let expire_until = |detector: &mut Detector, until: Duration, events: &mut Vec<Event>| {
-        while let Some(next) = detector.next_deadline() {
+    let expire_until = |monitor: &mut Monitor, until: Duration, outcome: &mut Outcome| {
+        while let Some(next) = monitor.next_deadline() {
             let offset = next.saturating_duration_since(start);
             if offset > until {
                 break;
             }
-            detector.expire(next, wall(offset), events);
+            monitor.expire(next, wall(offset), outcome);
         }
     };
     for &(at, seq) in arrivals {
-        expire_until(&mut detector, at, &mut events);
+        expire_until(&mut monitor, at, &mut outcome);
         let beat = Observation {
-            host_id,
-            addr: addr(),
             seq: Some(seq),
             boot_id: [1; 16],
             interval_ms,
-            goodbye: false,
-            sent_at_micros: 0,
+            ..Observation::legacy(host_id, addr())
         };
-        detector.observe(&beat, start + at, wall(at), &mut events);
-        drain(&mut events, &mut out);
+        monitor.observe(&beat, start + at, wall(at), &mut outcome);
+        drain(&mut outcome, &mut out);
     }
-    expire_until(&mut detector, end, &mut events);
-    drain(&mut events, &mut out);
+    expire_until(&mut monitor, end, &mut outcome);
+    drain(&mut outcome, &mut out);
     out
 }
 
 /// Simulates one synthetic host: its beats, the loss, a failure at the end.
-fn simulate_host(config: &ServerConfig, fleet: &Synthetic, index: u32) -> Report {
+fn simulate_host(config: &ValidServerConfig, fleet: &Synthetic, index: u32) -> Report {
     let mut rng = fastrand::Rng::with_seed(
         fleet
             .seed
@@ -231,7 +225,7 @@ fn simulate_host(config: &ServerConfig, fleet: &Synthetic, index: u32) -> Report
 }
 
 /// Runs the synthetic fleet, spread over the machine's cores.
-pub fn run_synthetic(config: &ServerConfig, fleet: &Synthetic) -> Report {
+pub fn run_synthetic(config: &ValidServerConfig, fleet: &Synthetic) -> Report {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = u32::try_from(threads)
         .unwrap_or(1)
@@ -258,83 +252,6 @@ pub fn run_synthetic(config: &ServerConfig, fleet: &Synthetic) -> Report {
     total
 }
 
-/// Why a trace could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TraceError {
-    /// Reading or writing failed.
-    #[error("trace i/o")]
-    Io(#[from] std::io::Error),
-    /// A line is not in the trace format.
-    #[error("line {line}: {reason}")]
-    Format {
-        /// 1-based line number.
-        line: usize,
-        /// What is wrong.
-        reason: &'static str,
-    },
-}
-
-/// Header line of a trace file.
-pub const TRACE_HEADER: &str = "# lubdub trace v1";
-
-/// Writes the beat arrivals of a live server as a compact text trace:
-/// `h INDEX INTERVAL_MS HOST_ID` the first time a host is seen, then
-/// `b MILLIS INDEX SEQ` per beat (milliseconds since recording started).
-pub struct Recorder {
-    out: std::io::BufWriter<std::fs::File>,
-    hosts: HashMap<Box<str>, u32>,
-    start: Instant,
-    failed: bool,
-}
-
-impl Recorder {
-    /// Creates (or truncates) `path` and writes the header.
-    pub fn create(path: &Path) -> Result<Self, TraceError> {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-        writeln!(out, "{TRACE_HEADER}")?;
-        Ok(Self {
-            out,
-            hosts: HashMap::new(),
-            start: Instant::now(),
-            failed: false,
-        })
-    }
-
-    /// Records one beat (v1 beats only: legacy ones carry no sequence).
-    /// After a write error it records nothing more.
-    pub fn record(&mut self, beat: &Observation<'_>, at: Instant) -> Result<(), TraceError> {
-        if self.failed {
-            return Ok(());
-        }
-        let result = self.write(beat, at);
-        self.failed = result.is_err();
-        result
-    }
-
-    fn write(&mut self, beat: &Observation<'_>, at: Instant) -> Result<(), TraceError> {
-        let Some(seq) = beat.seq else { return Ok(()) };
-        let index = match self.hosts.get(beat.host_id) {
-            Some(&index) => index,
-            None => {
-                let index = u32::try_from(self.hosts.len()).unwrap_or(u32::MAX);
-                self.hosts.insert(beat.host_id.into(), index);
-                // Host ids are printable without spaces (protocol checks).
-                writeln!(self.out, "h {index} {} {}", beat.interval_ms, beat.host_id)?;
-                index
-            }
-        };
-        let ms = at.saturating_duration_since(self.start).as_millis();
-        writeln!(self.out, "b {ms} {index} {seq}")?;
-        Ok(())
-    }
-
-    /// Writes out what is buffered.
-    pub fn flush(&mut self) -> Result<(), TraceError> {
-        self.out.flush()?;
-        Ok(())
-    }
-}
-
 /// What replaying a recorded trace found. There is no ground truth in a
 /// recording: a `down` followed by a beat of the same host was a false
 /// alarm (or a real outage that ended); one at the end of the trace may be
@@ -355,62 +272,8 @@ pub struct ReplayReport {
     pub down_at_end: u64,
 }
 
-/// One host's arrivals in a trace: declared interval, (time, seq) pairs.
-type HostTrace = (u32, Vec<(Duration, u64)>);
-
-/// Reads a trace written by [`Recorder`].
-pub fn read_trace(reader: impl BufRead) -> Result<Vec<(String, HostTrace)>, TraceError> {
-    let mut hosts: Vec<(String, HostTrace)> = Vec::new();
-    for (n, line) in reader.lines().enumerate() {
-        let line = line?;
-        let bad = |reason| TraceError::Format {
-            line: n + 1,
-            reason,
-        };
-        if n == 0 {
-            if line != TRACE_HEADER {
-                return Err(bad("not a lubdub trace (bad header)"));
-            }
-            continue;
-        }
-        let mut words = line.split(' ');
-        match words.next() {
-            Some("h") => {
-                let index: usize = words
-                    .next()
-                    .and_then(|w| w.parse().ok())
-                    .ok_or(bad("bad host index"))?;
-                let interval: u32 = words
-                    .next()
-                    .and_then(|w| w.parse().ok())
-                    .ok_or(bad("bad interval"))?;
-                let id = words.next().ok_or(bad("missing host id"))?;
-                if index != hosts.len() {
-                    return Err(bad("host indexes must count up from 0"));
-                }
-                hosts.push((id.to_string(), (interval, Vec::new())));
-            }
-            Some("b") => {
-                let mut num = || words.next().and_then(|w| w.parse::<u64>().ok());
-                let (Some(ms), Some(index), Some(seq)) = (num(), num(), num()) else {
-                    return Err(bad("a beat is `b MILLIS INDEX SEQ`"));
-                };
-                let host = usize::try_from(index)
-                    .ok()
-                    .and_then(|i| hosts.get_mut(i))
-                    .ok_or(bad("beat of an undeclared host"))?;
-                host.1.1.push((Duration::from_millis(ms), seq));
-            }
-            Some("") | None => {}
-            Some(w) if w.starts_with('#') => {}
-            Some(_) => return Err(bad("lines start with `h` or `b`")),
-        }
-    }
-    Ok(hosts)
-}
-
-/// Replays a recorded trace through the detector.
-pub fn replay(config: &ServerConfig, trace: &[(String, HostTrace)]) -> ReplayReport {
+/// Replays a recorded trace through the monitor.
+pub fn replay(config: &ValidServerConfig, trace: &[(String, HostTrace)]) -> ReplayReport {
     let mut report = ReplayReport {
         hosts: trace.len(),
         ..ReplayReport::default()
@@ -451,7 +314,13 @@ pub fn replay(config: &ServerConfig, trace: &[(String, HostTrace)]) -> ReplayRep
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detection::DetectorKind;
+    use crate::config::ServerConfig;
+    use crate::monitor::DetectorKind;
+    use crate::trace::Recorder;
+
+    fn valid(config: ServerConfig) -> ValidServerConfig {
+        config.validate().expect("valid")
+    }
 
     fn fleet(loss: f64) -> Synthetic {
         Synthetic {
@@ -472,7 +341,7 @@ mod tests {
 
     #[test]
     fn no_loss_fixed_timeout_detects_within_the_timeout_and_never_falsely() {
-        let config = ServerConfig::default(); // fixed 30 s, late at 15 s
+        let config = valid(ServerConfig::default()); // fixed 30 s, late at 15 s
         let report = run_synthetic(&config, &fleet(0.0));
         assert_eq!(
             (report.false_downs, report.false_lates, report.missed),
@@ -489,10 +358,10 @@ mod tests {
 
     #[test]
     fn deterministic_for_a_seed_and_loss_causes_false_alarms_for_a_tight_timeout() {
-        let config = ServerConfig {
+        let config = valid(ServerConfig {
             timeout: Duration::from_secs(35),
             ..ServerConfig::default()
-        };
+        });
         let a = run_synthetic(&config, &fleet(0.2));
         let b = run_synthetic(&config, &fleet(0.2));
         assert_eq!(a, b);
@@ -510,10 +379,10 @@ mod tests {
 
     #[test]
     fn phi_adapts_to_loss() {
-        let config = ServerConfig {
+        let config = valid(ServerConfig {
             detector: DetectorKind::Phi,
             ..ServerConfig::default()
-        };
+        });
         let clean = run_synthetic(&config, &fleet(0.0));
         let lossy = run_synthetic(&config, &fleet(0.2));
         assert_eq!(clean.false_downs, 0);
@@ -528,21 +397,17 @@ mod tests {
     fn trace_round_trip_and_replay() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("trace");
-        let mut recorder = Recorder::create(&path).expect("create");
-        let start = recorder.start;
+        let start = Instant::now();
+        let mut recorder = Recorder::create(&path, start).expect("create");
         for i in 0..50u64 {
             for host in ["a", "b"] {
                 if host == "b" && (20..30).contains(&i) {
                     continue; // b is silent for 10 beats, then back
                 }
                 let beat = Observation {
-                    host_id: host,
-                    addr: addr(),
                     seq: Some(i),
-                    boot_id: [1; 16],
                     interval_ms: 1000,
-                    goodbye: false,
-                    sent_at_micros: 0,
+                    ..crate::monitor::testing::beat(host)
                 };
                 recorder
                     .record(&beat, start + Duration::from_secs(i))
@@ -554,10 +419,10 @@ mod tests {
         let trace = read_trace(std::io::BufReader::new(file)).expect("parse");
         assert_eq!(trace.len(), 2);
         assert_eq!(trace[1].1.1.len(), 40);
-        let config = ServerConfig {
+        let config = valid(ServerConfig {
             timeout: Duration::from_secs(3),
             ..ServerConfig::default()
-        };
+        });
         let report = replay(&config, &trace);
         assert_eq!(report.downs_recovered, 1, "{report:?}");
         assert_eq!((report.hosts, report.beats, report.down_at_end), (2, 90, 0));

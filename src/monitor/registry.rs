@@ -1,12 +1,12 @@
 //! The host table: one compact record per host, found by id without
 //! allocating.
 //!
-//! Plain data. The detector owns the state machine; this module only stores
+//! Plain data. The monitor owns the state machine; this module only stores
 //! hosts, compactly, because a million of them must fit in 128 bytes each
 //! with everything counted (issue 7, `docs/BENCHMARKS.md`):
 //!
 //! - records live in fixed-size chunks, so growing never copies the table
-//!   (a doubling `Vec` would copy hundreds of megabytes under the detector's
+//!   (a doubling `Vec` would copy hundreds of megabytes under the monitor's
 //!   lock, and hold twice the memory while it does);
 //! - ids live in an append-only arena of fixed-size chunks, the record
 //!   keeps only where its id starts, and the hash index from id to slot
@@ -14,66 +14,20 @@
 //! - an IPv4 address fits the record; the rarer IPv6 ones sit in a side
 //!   table.
 
+use super::flap::FlapState;
+use super::model::HostState;
 use super::stats::BeatStats;
-use crate::detection::FlapState;
 use hashbrown::{HashMap, HashTable};
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Index of a host in the registry; stable for the host's lifetime.
 pub type Slot = u32;
 
-/// The state vocabulary of DESIGN.md, used in code, JSON and output alike.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum HostState {
-    /// Beating on time.
-    Up,
-    /// Silent past the warning time, not yet past its timeout.
-    Late,
-    /// Silent past its timeout.
-    Down,
-    /// Said goodbye: stopped cleanly, not an outage.
-    Left,
-    /// Paused by an operator (maintenance): raises no alarms until resumed.
-    Paused,
-}
-
-impl HostState {
-    /// The name used in output, JSON and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HostState::Up => "up",
-            HostState::Late => "late",
-            HostState::Down => "down",
-            HostState::Left => "left",
-            HostState::Paused => "paused",
-        }
-    }
-
-    /// Every state, in the order of [`HostState::index`].
-    pub const ALL: [HostState; 5] = [
-        HostState::Up,
-        HostState::Late,
-        HostState::Down,
-        HostState::Left,
-        HostState::Paused,
-    ];
-
-    /// A dense index (0..[`HostState::ALL`].len()), for per-state counts.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// Parses [`HostState::as_str`]'s names back.
-    pub fn parse(name: &str) -> Option<HostState> {
-        HostState::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-}
-
 /// What the registry knows of one host: 96 bytes.
 ///
-/// Times are milliseconds on the detector's clock ([`Clock`]): monotonic,
+/// Times are milliseconds on the monitor's clock ([`Clock`]): monotonic,
 /// and equal to Unix time in milliseconds when the server started, so one
 /// number serves both the deadlines and the display.
 #[derive(Clone, Debug)]
@@ -84,7 +38,7 @@ pub struct Host {
     pub seq: u64,
     /// Which recent sequence numbers arrived: bit `i` is set when seq
     /// `seq - i` was received (bit 0 is `seq` itself). The replay window of
-    /// signed beats (see `server::replay`), the reordering window of the
+    /// signed beats (see `monitor::replay`), the reordering window of the
     /// beat statistics, and a chart of recent beats.
     pub recent_seqs: u64,
     /// Beat statistics: rhythm, loss rate, reordering, clock offset.
@@ -93,7 +47,7 @@ pub struct Host {
     pub flap: FlapState,
     /// Unix time of the last state change, in seconds (display only).
     pub since_secs: u32,
-    /// The deadline this host has in the detector's queue, in queue ticks
+    /// The deadline this host has in the monitor's queue, in queue ticks
     /// (0: none). An entry in the queue whose time differs from this is
     /// stale and is skipped.
     pub scheduled: u32,
@@ -115,7 +69,7 @@ pub struct Host {
     /// Current state.
     pub state: HostState,
     flags: u8,
-    /// Which detector rule judges it (see [`crate::detection::Rules`]).
+    /// Which detector rule judges it (see [`super::Rules`]).
     pub rule: u8,
 }
 
@@ -243,17 +197,17 @@ impl Host {
     }
 }
 
-/// The detector's clock: milliseconds, monotonic, reading as Unix time in
+/// The monitor's clock: milliseconds, monotonic, reading as Unix time in
 /// milliseconds at the moment it was made.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
-    epoch: tokio::time::Instant,
+    epoch: Instant,
     epoch_ms: u64,
 }
 
 impl Clock {
     /// A clock whose zero is the Unix epoch as the wall clock reads now.
-    pub fn new(now: tokio::time::Instant, wall: SystemTime) -> Self {
+    pub fn new(now: Instant, wall: SystemTime) -> Self {
         let epoch_ms = wall
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -264,7 +218,7 @@ impl Clock {
     }
 
     /// `at` in milliseconds, rounded down.
-    pub fn ms(&self, at: tokio::time::Instant) -> u64 {
+    pub fn ms(&self, at: Instant) -> u64 {
         if at >= self.epoch {
             self.epoch_ms.saturating_add(millis(at - self.epoch, false))
         } else {
@@ -274,7 +228,7 @@ impl Clock {
 
     /// `at` in milliseconds, rounded up: for deadlines, which must never
     /// come early.
-    pub fn ms_ceil(&self, at: tokio::time::Instant) -> u64 {
+    pub fn ms_ceil(&self, at: Instant) -> u64 {
         if at >= self.epoch {
             self.epoch_ms.saturating_add(millis(at - self.epoch, true))
         } else {
@@ -283,7 +237,7 @@ impl Clock {
     }
 
     /// The instant of clock time `ms`.
-    pub fn instant(&self, ms: u64) -> tokio::time::Instant {
+    pub fn instant(&self, ms: u64) -> Instant {
         if ms >= self.epoch_ms {
             self.epoch + Duration::from_millis(ms - self.epoch_ms)
         } else {
@@ -347,7 +301,7 @@ impl IdArena {
 /// The host table.
 ///
 /// A forgotten host leaves a free slot (`None`), reused by a later insert.
-/// The detector's queue may still hold entries for a freed slot; they stay
+/// The monitor's queue may still hold entries for a freed slot; they stay
 /// harmless because an entry only counts when its time equals the slot's
 /// `Host::scheduled` (a free slot has none, and a reused slot's host keeps
 /// its own deadline, so an equal stale entry would do exactly what the
@@ -716,7 +670,7 @@ mod tests {
 
     #[test]
     fn the_clock_reads_as_unix_milliseconds_both_ways() {
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         let wall = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         let clock = Clock::new(now, wall);
         assert_eq!(clock.ms(now), 1_700_000_000_123);
@@ -733,14 +687,5 @@ mod tests {
             clock.ms(clock.instant(1_700_000_000_000)),
             1_700_000_000_000
         );
-    }
-
-    #[test]
-    fn state_indexes_match_the_list_and_names_parse_back() {
-        for (i, state) in HostState::ALL.into_iter().enumerate() {
-            assert_eq!(state.index(), i);
-            assert_eq!(HostState::parse(state.as_str()), Some(state));
-        }
-        assert_eq!(HostState::parse("sleepy"), None);
     }
 }

@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use std::sync::Arc;
 
-const PAGE: &str = include_str!("../../assets/dashboard.html");
+const PAGE: &str = include_str!("../../../assets/dashboard.html");
 
 /// The dashboard's route.
 pub fn routes() -> Router<Arc<Shared>> {

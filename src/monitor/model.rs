@@ -1,0 +1,225 @@
+//! The core's vocabulary: the states a host is in and the events that
+//! move it between them. Plain data, shared by every layer above (the
+//! server's event log, the store, the sinks, the API).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// The state vocabulary of DESIGN.md, used in code, JSON and output alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HostState {
+    /// Beating on time.
+    Up,
+    /// Silent past the warning time, not yet past its timeout.
+    Late,
+    /// Silent past its timeout.
+    Down,
+    /// Said goodbye: stopped cleanly, not an outage.
+    Left,
+    /// Paused by an operator (maintenance): raises no alarms until resumed.
+    Paused,
+}
+
+impl HostState {
+    /// The name used in output, JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Up => "up",
+            HostState::Late => "late",
+            HostState::Down => "down",
+            HostState::Left => "left",
+            HostState::Paused => "paused",
+        }
+    }
+
+    /// Every state, in the order of [`HostState::index`].
+    pub const ALL: [HostState; 5] = [
+        HostState::Up,
+        HostState::Late,
+        HostState::Down,
+        HostState::Left,
+        HostState::Paused,
+    ];
+
+    /// A dense index (0..[`HostState::ALL`].len()), for per-state counts.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Parses [`HostState::as_str`]'s names back.
+    pub fn parse(name: &str) -> Option<HostState> {
+        HostState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// What happened to a host. WARNING: only append: the names are public.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// First beat from a host the server did not know (or that had left).
+    Joined,
+    /// Silent past its warning time.
+    Late,
+    /// Silent past its timeout.
+    Down,
+    /// Beating again after being late or down.
+    Recovered,
+    /// Said goodbye on a clean shutdown.
+    Left,
+    /// Beats carry a new boot id: the machine restarted.
+    Rebooted,
+    /// The server itself started, with its remembered hosts. Not about a
+    /// host: its host is [`MONITOR_HOST`], and its silence is how long the
+    /// server was away (zero when it has no record of running before).
+    MonitorStarted,
+    /// Paused by an operator: no alarms until resumed (resolves alerts).
+    Paused,
+    /// Resumed by an operator: `up`, with a fresh full timeout.
+    Resumed,
+    /// Forgotten by an operator: removed from the registry (resolves alerts).
+    Forgotten,
+    /// Went down repeatedly within the flap window: alert sinks hold back
+    /// its individual alerts until it settles. Comes right after a `down`.
+    Flapping,
+    /// A flapping host had a whole flap window without going down; alerts
+    /// flow again. Does not change the state (up, or down if it stayed
+    /// down).
+    Settled,
+}
+
+/// The host name of events about the monitor itself, not a host.
+pub const MONITOR_HOST: &str = "-";
+
+impl EventKind {
+    /// The name used in output and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Joined => "joined",
+            EventKind::Late => "late",
+            EventKind::Down => "down",
+            EventKind::Recovered => "recovered",
+            EventKind::Left => "left",
+            EventKind::Rebooted => "rebooted",
+            EventKind::MonitorStarted => "monitor_started",
+            EventKind::Paused => "paused",
+            EventKind::Resumed => "resumed",
+            EventKind::Forgotten => "forgotten",
+            EventKind::Flapping => "flapping",
+            EventKind::Settled => "settled",
+        }
+    }
+
+    /// The state a host is in after this event.
+    pub fn state_after(self) -> HostState {
+        match self {
+            EventKind::Late => HostState::Late,
+            EventKind::Down | EventKind::Flapping => HostState::Down,
+            EventKind::Left => HostState::Left,
+            EventKind::Joined | EventKind::Recovered | EventKind::Rebooted => HostState::Up,
+            // Changes no host; `up` as in "the monitor is up".
+            EventKind::MonitorStarted => HostState::Up,
+            EventKind::Paused => HostState::Paused,
+            EventKind::Resumed => HostState::Up,
+            // A forgotten host has no state; like `left`, it is no outage.
+            EventKind::Forgotten => HostState::Left,
+            // Usually; a host that settles while down stays down.
+            EventKind::Settled => HostState::Up,
+        }
+    }
+
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 12] = [
+        EventKind::Joined,
+        EventKind::Late,
+        EventKind::Down,
+        EventKind::Recovered,
+        EventKind::Left,
+        EventKind::Rebooted,
+        EventKind::MonitorStarted,
+        EventKind::Paused,
+        EventKind::Resumed,
+        EventKind::Forgotten,
+        EventKind::Flapping,
+        EventKind::Settled,
+    ];
+
+    /// A dense index into [`EventKind::ALL`], for per-kind counts.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One state change of one host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Position in the server's event stream, from 1; assigned on publish.
+    pub id: u64,
+    /// Wall-clock time of the change.
+    pub at: SystemTime,
+    /// What happened.
+    pub kind: EventKind,
+    /// Which host.
+    pub host: Arc<str>,
+    /// The host's address at the time.
+    pub addr: SocketAddr,
+    /// How long the host had been silent when this happened (for `recovered`:
+    /// how long it was silent before the beat that ended the silence).
+    pub silent_for: Duration,
+    /// The host's state right after this event (a `settled` host may still
+    /// be `down`; a `forgotten` one keeps the state it was forgotten in), so
+    /// that a consumer never asks the monitor.
+    pub state: HostState,
+    /// Whether the host is flapping right after this event.
+    pub flapping: bool,
+    /// How many hosts the monitor knew when this happened (mass-silence
+    /// detection compares the downs with it).
+    pub fleet: usize,
+}
+
+impl fmt::Display for Event {
+    /// The console line: time, event, host id, address, silence.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {:<9} {} addr={} silent={:.3}s",
+            humantime::format_rfc3339_millis(self.at),
+            self.kind.as_str(),
+            self.host,
+            self.addr,
+            self.silent_for.as_secs_f64(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind) -> Event {
+        crate::monitor::testing::event(kind, "web-1")
+    }
+
+    #[test]
+    fn console_line_has_time_kind_host_addr_and_silence() {
+        assert_eq!(
+            event(EventKind::Down).to_string(),
+            "2023-11-14T22:13:20.123Z down      web-1 addr=127.0.0.1:4000 silent=1.500s"
+        );
+    }
+
+    #[test]
+    fn kind_indexes_match_the_list() {
+        for (i, kind) in EventKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i, "{}", kind.as_str());
+        }
+    }
+    #[test]
+    fn state_indexes_match_the_list_and_names_parse_back() {
+        for (i, state) in HostState::ALL.into_iter().enumerate() {
+            assert_eq!(state.index(), i);
+            assert_eq!(HostState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(HostState::parse("sleepy"), None);
+    }
+}

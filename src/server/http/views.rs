@@ -1,0 +1,86 @@
+//! The JSON shapes the API answers with, copied from the monitor under the
+//! fleet's lock and serialised after.
+
+use crate::monitor::{Monitor, Slot};
+use serde::Serialize;
+use std::time::{Instant, SystemTime};
+
+/// One host as the API shows it.
+#[derive(Serialize)]
+pub struct HostView {
+    id: String,
+    addr: String,
+    state: &'static str,
+    /// RFC 3339: when the host entered its current state.
+    since: String,
+    /// RFC 3339: when its latest beat arrived.
+    last_seen: String,
+    silent_seconds: f64,
+    timeout_seconds: f64,
+    /// Declared by the client; null when unknown (legacy beats).
+    interval_seconds: Option<f64>,
+    beats: u64,
+    losses: u64,
+    boot_id: Option<String>,
+    legacy: bool,
+    /// `fixed` or `phi`.
+    detector: &'static str,
+    /// phi now (phi detector only).
+    phi: Option<f64>,
+    /// Why the detector judges the host as it does, in one line.
+    why: String,
+    /// Down repeatedly within the flap window; alerts are held back.
+    flapping: bool,
+    /// Mean time per beat, from arrivals (seconds).
+    interval_mean_seconds: f64,
+    /// Its standard deviation (seconds).
+    interval_std_seconds: f64,
+    /// Recent chance a beat is lost after one arrived (0 to 1).
+    loss_rate: f64,
+    /// Recent chance a beat is lost after one was lost (bursts).
+    burst_loss_rate: f64,
+    duplicates: u16,
+    reordered: u16,
+    /// Receive minus send time (clock offset plus network delay), seconds;
+    /// null until a beat carried a send time.
+    clock_offset_seconds: Option<f64>,
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+impl HostView {
+    /// The view of the host in `slot` at `now`.
+    pub fn new(monitor: &Monitor, slot: Slot, now: Instant) -> Self {
+        let registry = monitor.registry();
+        let host = registry.get(slot);
+        let (phi, why) = monitor.explain(host, now);
+        let interval_ms = host.interval_ms();
+        HostView {
+            id: registry.id(slot).to_string(),
+            addr: registry.addr(slot).to_string(),
+            state: host.state.as_str(),
+            since: rfc3339(host.since()),
+            last_seen: rfc3339(host.last_seen_wall()),
+            silent_seconds: monitor.silent_for(host, now).as_secs_f64(),
+            timeout_seconds: monitor.timeout_for(host).as_secs_f64(),
+            interval_seconds: (interval_ms > 0).then(|| f64::from(interval_ms) / 1000.0),
+            beats: u64::from(host.beats),
+            losses: u64::from(host.losses),
+            boot_id: (host.boot != 0).then(|| format!("{:08x}", host.boot)),
+            legacy: host.legacy(),
+            detector: monitor.detector_kind(host).as_str(),
+            phi,
+            why,
+            flapping: host.flap.flapping,
+            interval_mean_seconds: f64::from(host.stats.interval_mean_ms) / 1000.0,
+            interval_std_seconds: f64::from(host.stats.interval_std_ms()) / 1000.0,
+            loss_rate: f64::from(host.stats.loss_rate),
+            burst_loss_rate: f64::from(host.stats.burst_loss_rate),
+            duplicates: host.stats.duplicates,
+            reordered: host.stats.reordered,
+            clock_offset_seconds: host.stats.clock_offset().map(|ms| f64::from(ms) / 1000.0),
+        }
+    }
+}
