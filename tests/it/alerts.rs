@@ -2,18 +2,23 @@
 //! hanging webhook, mass silence, and two servers for high availability.
 //! See: issue 6.
 
-use crate::util::{Alertmanager, Proc, Recorder, Server, client, wait_until, write_file};
+use crate::util::{
+    Alertmanager, Proc, Recorded, Recorder, Server, client, closed_port, wait_until, write_file,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(15);
+/// How soon after `recovered` an alert must be gone from Alertmanager:
+/// about a second, with room for a loaded machine, and well below every
+/// lease used with it, so only a resolve can make it.
+const RESOLVED_WITHIN: Duration = Duration::from_secs(2);
 
 /// Starts a server with a 1 s timeout and `sinks` as its config file.
-fn server_with(dir: &Path, sinks: &str) -> Server {
-    let config = write_file(dir, "lubdub.toml", sinks);
-    Server::start(&["--timeout", "1s", "--config", &config])
+fn server_with(sinks: &str) -> Server {
+    Server::with_config(sinks, &["--timeout", "1s"])
 }
 
 /// An exec hook that writes its `LUBDUB_*` environment and its stdin to
@@ -61,6 +66,45 @@ fn hook_runs(dir: &Path) -> Vec<(String, BTreeMap<String, String>, Value)> {
     runs
 }
 
+/// An Alertmanager sink for `am`, renewing every 300 ms with `lease`.
+fn alertmanager_sink(am: &Alertmanager, lease: &str) -> String {
+    format!(
+        r#"
+[[server.sinks.alertmanager]]
+urls = ["{}"]
+resend = "300ms"
+lease = "{lease}"
+"#,
+        am.url
+    )
+}
+
+/// Two servers with the same `sinks`, and a client `host` beating to both;
+/// returns once both have seen it join.
+fn two_servers(sinks: &str, host: &str) -> (Server, Server, Proc) {
+    let (a, b) = (server_with(sinks), server_with(sinks));
+    let beating = client(&[a.udp, b.udp], host, &[]);
+    assert!(a.wait_event(host, "joined", WAIT) && b.wait_event(host, "joined", WAIT));
+    (a, b, beating)
+}
+
+/// Waits for `host` to recover on `server`, and for its alert to leave
+/// Alertmanager within [`RESOLVED_WITHIN`] of that.
+fn resolved_on_recovery(am: &Alertmanager, server: &Server, host: &str) {
+    assert!(server.wait_event(host, "recovered", WAIT));
+    let recovered = Instant::now();
+    assert!(
+        wait_until(WAIT, || am.alerts_for(host).is_empty()),
+        "resolved after recovery: {:?}",
+        am.alerts()
+    );
+    let took = recovered.elapsed();
+    assert!(
+        took < RESOLVED_WITHIN,
+        "gone {took:?} after `recovered`: resolved, not expired"
+    );
+}
+
 fn runs_named(dir: &Path, prefix: &str) -> Vec<(String, BTreeMap<String, String>, Value)> {
     hook_runs(dir)
         .into_iter()
@@ -76,24 +120,20 @@ fn alertmanager_fires_with_stable_labels_and_resolves_on_recovery() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = server_with(
-        tmp.path(),
-        &format!(
-            r#"
+    let server = server_with(&format!(
+        r#"
 [[server.sinks.alertmanager]]
 urls = ["{}", "http://{dead}"]
 labels = {{ severity = "page", team = "ops" }}
 external_url = "https://lubdub.example.com/"
 resend = "300ms"
-lease = "5s"
+lease = "10m"
 
 [server.sinks.mass_silence]
 enabled = false
 "#,
-            am.url
-        ),
-    );
+        am.url
+    ));
     let mut down = client(&[server.udp], "am-down", &[]);
     let _stays = client(&[server.udp], "am-stays", &[]);
     assert!(server.wait_event("am-down", "joined", WAIT));
@@ -117,38 +157,23 @@ enabled = false
         "https://lubdub.example.com/#host=am-down"
     );
     let annotations = &alert["annotations"];
-    assert!(
-        annotations["address"]
-            .as_str()
-            .is_some_and(|a| a.starts_with("127.0.0.1:")),
-        "{annotations}"
-    );
-    assert!(
-        annotations["last_seen"]
-            .as_str()
-            .is_some_and(|t| t.ends_with('Z'))
-    );
-    assert!(
-        annotations["summary"]
-            .as_str()
-            .is_some_and(|s| s.contains("am-down")),
-        "{annotations}"
-    );
-    assert!(
-        annotations["silence"]
-            .as_str()
-            .is_some_and(|s| s.ends_with('s'))
-    );
+    type Check = fn(&str) -> bool;
+    let expected: [(&str, Check); 4] = [
+        ("address", |a| a.starts_with("127.0.0.1:")),
+        ("last_seen", |t| t.ends_with('Z')),
+        ("summary", |s| s.contains("am-down")),
+        ("silence", |s| s.ends_with('s')),
+    ];
+    for (name, holds) in expected {
+        let value = annotations[name].as_str();
+        assert!(value.is_some_and(holds), "{name}: {annotations}");
+    }
     assert!(am.alerts_for("am-stays").is_empty(), "{:?}", am.alerts());
 
-    // The client comes back (from a new port): the alert is resolved.
+    // The client comes back (from a new port): the alert is resolved (its
+    // lease is ten minutes).
     let _back = client(&[server.udp], "am-down", &[]);
-    assert!(server.wait_event("am-down", "recovered", WAIT));
-    assert!(
-        wait_until(WAIT, || am.alerts_for("am-down").is_empty()),
-        "resolved after recovery: {:?}",
-        am.alerts()
-    );
+    resolved_on_recovery(&am, &server, "am-down");
     let sent = || {
         server
             .metric(r#"lubdub_sink_deliveries_total{sink="alertmanager0",outcome="sent"}"#)
@@ -167,23 +192,8 @@ enabled = false
 #[test]
 fn two_servers_one_alert_and_either_can_die() {
     let am = Alertmanager::start();
-    let sinks = format!(
-        r#"
-[[server.sinks.alertmanager]]
-urls = ["{}"]
-resend = "300ms"
-lease = "3s"
-"#,
-        am.url
-    );
-    let (tmp_a, tmp_b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let mut a = server_with(tmp_a.path(), &sinks);
-    let b = server_with(tmp_b.path(), &sinks);
-    let mut ha = client(&[a.udp, b.udp], "ha-1", &[]);
-    assert!(a.wait_event("ha-1", "joined", WAIT) && b.wait_event("ha-1", "joined", WAIT));
+    // A lease longer than RESOLVED_WITHIN, and shorter than the watch below.
+    let (mut a, b, mut ha) = two_servers(&alertmanager_sink(&am, "4s"), "ha-1");
     ha.kill();
     assert!(a.wait_event("ha-1", "down", WAIT) && b.wait_event("ha-1", "down", WAIT));
     // Both servers send it; Alertmanager holds one.
@@ -203,7 +213,7 @@ lease = "3s"
     // Server A dies without a word. For longer than the lease, the alert
     // stays: one, active (B renews it).
     a.proc.kill();
-    let until = Instant::now() + Duration::from_secs(4);
+    let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
         let alerts = am.alerts_for("ha-1");
         assert_eq!(
@@ -217,22 +227,15 @@ lease = "3s"
 
     // B alone resolves it when the host is back.
     let _back = client(&[b.udp], "ha-1", &[]);
-    assert!(b.wait_event("ha-1", "recovered", WAIT));
-    assert!(
-        wait_until(WAIT, || am.alerts_for("ha-1").is_empty()),
-        "{:?}",
-        am.alerts()
-    );
+    resolved_on_recovery(&am, &b, "ha-1");
 }
 
 #[test]
 fn exec_hook_gets_the_event_in_its_environment_and_stdin() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let hook = hook_script(tmp.path());
-    let server = server_with(
-        tmp.path(),
-        &format!(
-            r#"
+    let server = server_with(&format!(
+        r#"
 [[server.sinks.exec]]
 {hook}
 events = ["joined", "down"]
@@ -242,8 +245,7 @@ timeout = "5s"
 [server.sinks.mass_silence]
 enabled = false
 "#
-        ),
-    );
+    ));
     let mut watched = client(&[server.udp], "exec-1", &[]);
     let mut other = client(&[server.udp], "other-1", &[]);
     assert!(
@@ -292,11 +294,7 @@ enabled = false
     );
     // The hook's output is in the server's log.
     assert!(
-        wait_until(WAIT, || server
-            .proc
-            .stderr()
-            .iter()
-            .any(|l| l.contains("hook: hook ran for exec-1"))),
+        server.proc.wait_stderr(WAIT, "hook: hook ran for exec-1"),
         "{:?}",
         server.proc.stderr()
     );
@@ -325,18 +323,17 @@ fn exec_hook_that_hangs_is_killed_and_counted_failed() {
             pid_file.display()
         ),
     );
-    let server = server_with(
-        tmp.path(),
-        &format!(
-            r#"
+    let server = server_with(&format!(
+        r#"
 [[server.sinks.exec]]
 name = "sleepy"
 command = ["/bin/sh", "{script}"]
 events = ["joined"]
-timeout = "300ms"
+# Long enough for a busy machine to start the shell and its sleep (the
+# pid file below), far short of the 600 s hang.
+timeout = "2s"
 "#
-        ),
-    );
+    ));
     let _c = client(&[server.udp], "hang-1", &[]);
     assert!(
         wait_until(WAIT, || server.metric(
@@ -369,11 +366,8 @@ fn webhook_posts_json_retries_after_failures_and_authenticates() {
     // Two failures, then success.
     let recorder = Recorder::start(&[500, 503]);
     let plain = Recorder::start(&[]);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = server_with(
-        tmp.path(),
-        &format!(
-            r#"
+    let server = server_with(&format!(
+        r#"
 [[server.sinks.webhook]]
 name = "bearer"
 url = "{}"
@@ -395,25 +389,24 @@ max_batch = 10
 [server.sinks.mass_silence]
 enabled = false
 "#,
-            recorder.url("/bearer"),
-            plain.url("/basic"),
-        ),
-    );
+        recorder.url("/bearer"),
+        plain.url("/basic"),
+    ));
     let mut c = client(&[server.udp], "hook-1", &[]);
     assert!(server.wait_event("hook-1", "joined", WAIT));
     c.kill();
     assert!(server.wait_event("hook-1", "down", WAIT));
-    let bearer = || -> Vec<_> {
-        recorder
-            .requests()
-            .into_iter()
-            .filter(|r| r.path == "/bearer")
-            .collect()
-    };
+    let bearer = || recorder.requests_to("/bearer");
     assert!(
         wait_until(WAIT, || bearer().len() == 3),
         "{:?}",
         recorder.requests()
+    );
+    // Backed off: 100 ms, then 200 ms, each jittered down to half.
+    assert_backoff(
+        &bearer(),
+        Duration::from_millis(100),
+        Duration::from_secs(1),
     );
     let line = server
         .events()
@@ -443,11 +436,7 @@ enabled = false
     assert_eq!(metric("retried"), Some(2.0));
     assert_eq!(metric("failed"), Some(0.0));
 
-    let basic: Vec<_> = plain
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == "/basic")
-        .collect();
+    let basic = plain.requests_to("/basic");
     assert_eq!(basic.len(), 1, "{basic:?}");
     // "lubdub:pa55" in base64.
     assert_eq!(basic[0].headers["authorization"], "Basic bHViZHViOnBhNTU=");
@@ -456,15 +445,125 @@ enabled = false
     assert_eq!(batch[0]["kind"], "joined");
 }
 
+/// Asserts that the gaps between `requests` grow as the webhook's backoff
+/// (`base`, doubling, capped at `max`, jittered down to half): never
+/// shorter, and not much longer than a loaded machine explains.
+fn assert_backoff(requests: &[Recorded], base: Duration, max: Duration) {
+    let at: Vec<Instant> = requests.iter().map(|r| r.at).collect();
+    for (attempt, pair) in at.windows(2).enumerate() {
+        let gap = pair[1] - pair[0];
+        let full = (base * 2u32.pow(attempt as u32)).min(max);
+        assert!(
+            gap >= full / 2 && gap <= full + Duration::from_secs(1),
+            "gap {attempt} is {gap:?}, the backoff {:?} to {full:?}: {at:?}",
+            full / 2
+        );
+    }
+}
+
+#[test]
+fn webhook_retries_only_what_may_succeed_backs_off_and_logs_no_url() {
+    let recorder = Recorder::scripted(&[
+        ("/gone", &[404]),
+        ("/busy", &[408, 429]),
+        ("/flaky", &[500, 502, 503]),
+        ("/broken", &[500, 500, 500, 500]),
+    ]);
+    // Nothing listens there; the query is a secret that must not be logged.
+    let offline = format!("http://{}/hook?token=s3cret-query", closed_port());
+    let sink = |name: &str, url: &str, retries: u32| {
+        format!(
+            r#"
+[[server.sinks.webhook]]
+name = "{name}"
+url = "{url}"
+events = ["down"]
+retries = {retries}
+backoff = "200ms"
+max_backoff = "800ms"
+"#
+        )
+    };
+    let config = [
+        sink("gone", &recorder.url("/gone"), 5),
+        sink("busy", &recorder.url("/busy"), 5),
+        sink("flaky", &recorder.url("/flaky"), 5),
+        sink("broken", &recorder.url("/broken"), 2),
+        sink("offline", &offline, 2),
+    ]
+    .concat();
+    // -v: the retries are logged too (at debug level).
+    let server = Server::with_config(&config, &["--timeout", "1s", "-v"]);
+    let mut c = client(&[server.udp], "wh-1", &[]);
+    assert!(server.wait_event("wh-1", "joined", WAIT));
+    c.kill();
+    assert!(server.wait_event("wh-1", "down", WAIT));
+
+    let count = |sink: &str, outcome: &str| {
+        server
+            .metric(&format!(
+                r#"lubdub_sink_deliveries_total{{sink="{sink}",outcome="{outcome}"}}"#
+            ))
+            .unwrap_or(0.0)
+    };
+    // (sink, sent, retried, failed, requests): a 4xx is final; 408, 429,
+    // 5xx and a refused connection are retried until the retries run out.
+    let expected = [
+        ("gone", 0.0, 0.0, 1.0, 1),
+        ("busy", 1.0, 2.0, 0.0, 3),
+        ("flaky", 1.0, 3.0, 0.0, 4),
+        ("broken", 0.0, 2.0, 1.0, 3),
+        ("offline", 0.0, 2.0, 1.0, 0),
+    ];
+    for (sink, sent, retried, failed, requests) in expected {
+        assert!(
+            wait_until(WAIT, || count(sink, "sent") + count(sink, "failed") == 1.0),
+            "{sink} done: {:?}",
+            recorder.requests()
+        );
+        let counts = (
+            count(sink, "sent"),
+            count(sink, "retried"),
+            count(sink, "failed"),
+        );
+        assert_eq!(counts, (sent, retried, failed), "{sink}");
+        if sink != "offline" {
+            let got = recorder.requests_to(&format!("/{sink}"));
+            assert_eq!(got.len(), requests, "{sink}: {got:?}");
+            assert!(got.iter().all(|r| r.body["kind"] == "down"), "{got:?}");
+        }
+    }
+    let base = Duration::from_millis(200);
+    let max = Duration::from_millis(800);
+    assert_backoff(&recorder.requests_to("/flaky"), base, max);
+    assert_backoff(&recorder.requests_to("/broken"), base, max);
+    assert_backoff(&recorder.requests_to("/busy"), base, max);
+
+    // Each failure is logged, naming the sink, never the URL.
+    let stderr = server.proc.stderr();
+    let failures: Vec<&String> = stderr
+        .iter()
+        .filter(|l| l.contains("webhook delivery failed"))
+        .collect();
+    assert_eq!(failures.len(), 3, "gone, broken, offline: {stderr:?}");
+    for sink in ["gone", "broken", "offline"] {
+        assert!(failures.iter().any(|l| l.contains(sink)), "{failures:?}");
+    }
+    for line in &stderr {
+        assert!(
+            !line.contains("s3cret-query") && !line.contains("/hook") && !line.contains("http://"),
+            "a URL in the log: {line}"
+        );
+    }
+}
+
 #[test]
 fn a_hanging_webhook_delays_no_other_down() {
     let stuck = Recorder::hanging();
     let tmp = tempfile::tempdir().expect("tempdir");
     let hook = hook_script(tmp.path());
-    let mut server = server_with(
-        tmp.path(),
-        &format!(
-            r#"
+    let mut server = server_with(&format!(
+        r#"
 [[server.sinks.webhook]]
 name = "stuck"
 url = "{}"
@@ -479,9 +578,8 @@ queue = 1
 {hook}
 events = ["down"]
 "#,
-            stuck.url("/")
-        ),
-    );
+        stuck.url("/")
+    ));
     // Four joins: the first request hangs, one waits in the queue, the rest
     // are dropped.
     let slow: Vec<Proc> = (0..4)
@@ -544,10 +642,8 @@ fn mass_silence_is_one_page_not_twenty() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let hook = hook_script(tmp.path());
     let hold = Duration::from_millis(1500);
-    let server = server_with(
-        tmp.path(),
-        &format!(
-            r#"
+    let server = server_with(&format!(
+        r#"
 [[server.sinks.webhook]]
 url = "{}"
 
@@ -560,9 +656,8 @@ min_hosts = 10
 window = "3s"
 hold = "1500ms"
 "#,
-            recorder.url("/")
-        ),
-    );
+        recorder.url("/")
+    ));
     let ids: Vec<String> = (0..30).map(|i| format!("m-{i:02}")).collect();
     let mut clients: Vec<Proc> = ids
         .iter()
@@ -667,23 +762,7 @@ fn a_bad_sink_setting_is_one_line_naming_the_field() {
 #[test]
 fn an_alert_fires_while_any_server_sees_the_host_down_and_expires_with_its_lease() {
     let am = Alertmanager::start();
-    let sinks = format!(
-        r#"
-[[server.sinks.alertmanager]]
-urls = ["{}"]
-resend = "300ms"
-lease = "3s"
-"#,
-        am.url
-    );
-    let (tmp_a, tmp_b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let mut a = server_with(tmp_a.path(), &sinks);
-    let b = server_with(tmp_b.path(), &sinks);
-    let mut both = client(&[a.udp, b.udp], "split-1", &[]);
-    assert!(a.wait_event("split-1", "joined", WAIT) && b.wait_event("split-1", "joined", WAIT));
+    let (mut a, b, mut both) = two_servers(&alertmanager_sink(&am, "3s"), "split-1");
     both.kill();
     assert!(wait_until(WAIT, || am.alerts_for("split-1").len() == 1));
 

@@ -2,27 +2,10 @@
 //! error cases, the bearer token, pause/resume and forget.
 //! See: issue 3.
 
-use crate::util::{Proc, Server, client, wait_until};
+use crate::util::{Proc, Server, client, fleet, wait_until};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Starts one client per id and waits until the server lists them all `up`.
-fn fleet(server: &Server, ids: &[&str]) -> Vec<Proc> {
-    let clients = ids
-        .iter()
-        .map(|id| client(&[server.udp], id, &[]))
-        .collect();
-    assert!(
-        wait_until(WAIT, || {
-            ids.iter()
-                .all(|id| server.state_of(id).as_deref() == Some("up"))
-        }),
-        "all up: {:?}",
-        server.events()
-    );
-    clients
-}
 
 #[test]
 fn hosts_list_filters_sorts_pages_and_refuses_bad_queries() {
@@ -93,24 +76,36 @@ fn one_host_shows_its_events_and_beat_history() {
         server.get_json("/api/v1/hosts/web-1")["beats"].as_u64() >= Some(5)
     }));
     let host = server.get_json("/api/v1/hosts/web-1");
-    for field in [
-        "id",
-        "addr",
-        "state",
-        "since",
-        "last_seen",
-        "silent_seconds",
-        "timeout_seconds",
-        "interval_seconds",
-        "beats",
-        "losses",
-        "boot_id",
-        "legacy",
-    ] {
-        assert!(!host[field].is_null(), "{field} in {host}");
+    let text = |field: &str| {
+        host[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field}: {host}"))
+    };
+    let number = |field: &str| {
+        host[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{field}: {host}"))
+    };
+    assert_eq!(text("id"), "web-1");
+    assert!(text("addr").starts_with("127.0.0.1:"), "{host}");
+    assert_eq!(text("state"), "up");
+    for time in ["since", "last_seen"] {
+        let at = humantime::parse_rfc3339(text(time)).unwrap_or_else(|e| panic!("{time}: {e}"));
+        let age = std::time::SystemTime::now()
+            .duration_since(at)
+            .unwrap_or_default();
+        assert!(age < WAIT, "{time} is now-ish: {host}");
     }
-    assert_eq!(host["state"], "up");
-    assert_eq!(host["interval_seconds"], 0.1);
+    // Beating every 100 ms: silent for less than the 1 s timeout.
+    assert!((0.0..1.0).contains(&number("silent_seconds")), "{host}");
+    assert_eq!(number("timeout_seconds"), 1.0);
+    assert_eq!(number("interval_seconds"), 0.1);
+    assert!(number("beats") >= 5.0, "{host}");
+    assert_eq!(number("losses"), 0.0, "loopback loses no beats: {host}");
+    // The first 4 bytes of this machine's boot id, which the client sends.
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
+    assert_eq!(text("boot_id"), &boot[..8], "{host}");
+    assert_eq!(host["legacy"], false);
     assert_eq!(host["recent_events"][0]["kind"], "joined");
     let history = &host["beat_history"];
     let received = history["received"].as_array().expect("received");

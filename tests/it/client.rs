@@ -1,7 +1,7 @@
 //! The client on its own thread-and-signals loop (no async runtime): names
 //! resolved on a helper thread, SIGINT as well as SIGTERM, the seed form.
 
-use crate::util::{Proc, Server, client, wait_until};
+use crate::util::{BIN, Namespaces, Proc, Server, client, wait_until};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -75,4 +75,42 @@ fn help_and_errors_come_from_the_full_cli() {
     let mut quiet = Proc::spawn(&["-q", "client", "127.0.0.1", "--print-config"]);
     assert!(quiet.wait_exit(WAIT).success());
     assert!(quiet.stdout().iter().any(|l| l.contains("127.0.0.1")));
+}
+
+#[test]
+fn quiet_keeps_the_warnings_and_nothing_else() {
+    // In an empty network namespace nothing routes to 198.18.0.1: every
+    // send fails at once (a warning), and no packet leaves.
+    let guard = Namespaces::new(1);
+    let run_client = |quiet: bool| -> Vec<String> {
+        let mut args = vec!["netns", "exec", guard.0[0].as_str(), BIN];
+        if quiet {
+            args.push("-q");
+        }
+        args.extend(["client", "198.18.0.1:9", "--interval", "100ms"]);
+        // `ip netns exec` execs the client: the pid is the client's.
+        let mut c = Proc::spawn_program("ip", &args);
+        assert!(
+            wait_until(WAIT, || c
+                .stderr()
+                .iter()
+                .any(|l| l.contains("cannot send beat"))),
+            "quiet={quiet}: {:?}",
+            c.stderr()
+        );
+        c.signal(libc::SIGTERM);
+        assert!(c.wait_exit(WAIT).success());
+        c.stderr()
+    };
+    let loud = run_client(false);
+    assert!(
+        loud.iter()
+            .any(|l| l.contains(" INFO ") && l.contains("beating")),
+        "{loud:?}"
+    );
+    let quiet = run_client(true);
+    assert!(
+        quiet.iter().all(|l| l.contains(" WARN ")),
+        "only warnings: {quiet:?}"
+    );
 }

@@ -1,19 +1,15 @@
 //! Configuration layers through the real binary: defaults < file <
 //! environment < flags, for the server and the client, and every way a
-//! configuration can be wrong.
-//! See: issue 3.
+//! configuration can be wrong; and every place that shows a default
+//! agreeing with the settings' `Default`.
+//! See: issues 3, 12.
 
-use crate::util::{Proc, Ran, run, wait_until};
-use std::path::{Path, PathBuf};
+use crate::util::{Proc, Ran, run, wait_until, write_file};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write config");
-    path
-}
 
 /// The value of `key` in printed TOML (`key = value`).
 fn value<'a>(printed: &'a str, key: &str) -> Option<&'a str> {
@@ -30,12 +26,11 @@ fn printed(ran: &Ran) -> &str {
 #[test]
 fn server_precedence_defaults_file_env_flags() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write(
+    let file = &write_file(
         tmp.path(),
         "lubdub.toml",
         "[server]\ntimeout = \"1m\"\nevent_history = 5\nlate_after = \"20s\"\n",
     );
-    let file = file.to_str().expect("utf-8");
 
     let defaults = run(&["server", "--print-config"], &[]);
     let defaults = printed(&defaults);
@@ -84,11 +79,8 @@ fn server_precedence_defaults_file_env_flags() {
 
     // LUBDUB_CONFIG names the file; the printed config is itself a valid
     // config file that gives the same result.
-    let again = write(tmp.path(), "printed.toml", from_flags);
-    let via_env = run(
-        &["server", "--print-config"],
-        &[("LUBDUB_CONFIG", again.to_str().expect("utf-8"))],
-    );
+    let again = write_file(tmp.path(), "printed.toml", from_flags);
+    let via_env = run(&["server", "--print-config"], &[("LUBDUB_CONFIG", &again)]);
     assert_eq!(printed(&via_env), from_flags);
 }
 
@@ -147,12 +139,11 @@ fn environment_reaches_the_running_server_and_client() {
 #[test]
 fn client_precedence_and_print_config() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write(
+    let file = &write_file(
         tmp.path(),
         "c.toml",
         "[client]\nservers = [\"a\"]\ninterval = \"5s\"\njitter = 0.1\n",
     );
-    let file = file.to_str().expect("utf-8");
     let base = ["client", "--config", file, "--print-config"];
     let from_file = run(&base, &[]);
     let from_file = printed(&from_file);
@@ -226,9 +217,8 @@ fn every_config_error_is_one_line_naming_the_culprit() {
         ),
     ];
     for (name, text, words) in cases {
-        let path = write(dir, name, text);
-        let path = path.to_str().expect("utf-8");
-        let error = refused(&["server", "--config", path, "--print-config"], &[]);
+        let path = write_file(dir, name, text);
+        let error = refused(&["server", "--config", &path, "--print-config"], &[]);
         assert!(error.starts_with("lubdub: "), "{error}");
         for word in *words {
             assert!(error.contains(word), "{name}: {error:?} lacks {word:?}");
@@ -335,4 +325,223 @@ fn example_config_and_env_file_are_accepted_as_they_ship() {
         assert_eq!(ran.code, Some(0), "{command}: {ran:?}");
         assert!(!ran.stderr.contains("no lubdub setting"), "{ran:?}");
     }
+}
+
+/// Dotted key (`phi.window`) → value of every setting in `table`.
+fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, toml::Value>) {
+    for (key, value) in table {
+        let key = format!("{prefix}{key}");
+        match value {
+            toml::Value::Table(inner) => flatten(&format!("{key}."), inner, out),
+            value => {
+                out.insert(key, value.clone());
+            }
+        }
+    }
+}
+
+/// The settings of `[table]` in TOML text, flattened.
+fn settings_of(text: &str, table: &str) -> BTreeMap<String, toml::Value> {
+    let parsed: toml::Table = toml::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let mut out = BTreeMap::new();
+    if let Some(toml::Value::Table(inner)) = parsed.get(table) {
+        flatten("", inner, &mut out);
+    }
+    out
+}
+
+/// A setting's value as help and the env file write it: a string without
+/// quotes, a list comma-separated.
+fn shown(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(text) => text.clone(),
+        toml::Value::Array(items) => items.iter().map(shown).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// The text of the bracket that starts with `open` in `text` (brackets
+/// inside it, as in `[::]:43278`, are kept).
+fn bracketed(text: &str, open: &str) -> Option<String> {
+    let start = text.find(open)? + open.len();
+    let mut depth = 1;
+    for (i, c) in text[start..].char_indices() {
+        depth += match c {
+            '[' => 1,
+            ']' => -1,
+            _ => 0,
+        };
+        if depth == 0 {
+            return Some(text[start..start + i].to_string());
+        }
+    }
+    None
+}
+
+/// Flag (as its setting is named: `checkpoint_interval`) → the default its
+/// help shows, from lines that each hold a flag and its help.
+fn defaults_in(lines: impl Iterator<Item = String>) -> BTreeMap<String, String> {
+    lines
+        .filter_map(|line| {
+            let flag = line
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix("--"))?
+                .trim_end_matches(',')
+                .replace('-', "_");
+            Some((flag, bracketed(&line, "[default: ")?))
+        })
+        .collect()
+}
+
+/// The defaults `lubdub COMMAND -h` shows. An argument's line is indented
+/// a little; its help follows on the same line or, when clap finds the
+/// lines too long, on lines indented further.
+fn help_defaults(command: &str) -> BTreeMap<String, String> {
+    let ran = run(&[command, "-h"], &[]);
+    let mut entries: Vec<String> = Vec::new();
+    for line in printed(&ran).lines() {
+        let indent = line.len() - line.trim_start().len();
+        match (indent, entries.last_mut()) {
+            (10.., Some(entry)) => {
+                entry.push(' ');
+                entry.push_str(line.trim());
+            }
+            // A heading (`Options:`) ends the entry before it.
+            _ => entries.push(line.trim().to_string()),
+        }
+    }
+    defaults_in(entries.into_iter().filter(|e| e.starts_with('-')))
+}
+
+/// The defaults the man page of `lubdub COMMAND` shows: each `.TP` entry
+/// is a flag line, then its help up to the next request.
+fn man_defaults(dir: &Path, command: &str) -> BTreeMap<String, String> {
+    let roff = std::fs::read_to_string(dir.join(format!("lubdub-{command}.1"))).expect("page");
+    let plain = |text: &str| {
+        text.replace("\\-", "-")
+            .replace("\\*(Aq", "'")
+            .replace("\\fB", "")
+            .replace("\\fR", "")
+            .replace("\\fI", "")
+    };
+    let entries = roff.split("\n.TP\n").skip(1).map(|entry| {
+        let text: Vec<&str> = entry.lines().take_while(|l| !l.starts_with('.')).collect();
+        plain(&text.join(" "))
+    });
+    defaults_in(entries.filter(|e| e.starts_with('-')))
+}
+
+/// Issue 12: a default is written once, in the settings' `Default`; the
+/// help, the man pages, `--print-config`, docs/lubdub.example.toml and
+/// dist/lubdub.env all show that same value.
+#[test]
+fn help_man_pages_print_config_and_docs_agree_on_every_default() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let man = tmp.path();
+    let ran = run(&["man", "--dir", man.to_str().expect("utf-8")], &[]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let server = settings_of(printed(&run(&["server", "--print-config"], &[])), "server");
+    let mut client = settings_of(
+        printed(&run(&["client", "h", "--print-config"], &[])),
+        "client",
+    );
+    client.remove("servers"); // given here; the default is none
+
+    // Every flag of a setting shows the setting's default, in the help and
+    // the man page alike, and a flag without a setting shows none that
+    // contradicts one.
+    for (command, settings) in [("server", &server), ("client", &client)] {
+        let mut help = help_defaults(command);
+        assert_eq!(
+            help,
+            man_defaults(man, command),
+            "{command}: help and man page"
+        );
+        // The one global flag with a default, which is no setting.
+        assert_eq!(help.remove("log_format").as_deref(), Some("text"));
+        for (flag, default) in &help {
+            let value = settings.get(flag).unwrap_or_else(|| {
+                panic!("{command} --{flag} shows [default: {default}], no setting has it")
+            });
+            assert_eq!(*default, shown(value), "{command} --{flag}");
+        }
+        let ran = run(&[command, "-h"], &[]);
+        for (key, value) in settings
+            .iter()
+            .filter(|(_, v)| !matches!(v, toml::Value::Array(_)))
+        {
+            let flag = format!("--{} ", key.replace('_', "-"));
+            if printed(&ran).contains(&flag) && !matches!(value, toml::Value::Boolean(_)) {
+                assert!(help.contains_key(key), "{command} {flag}shows no default");
+            }
+        }
+    }
+    assert!(
+        help_defaults("server").contains_key("checkpoint_interval"),
+        "the default that once drifted is shown"
+    );
+
+    // `simulate` starts from the server's detector and the client's rhythm.
+    let simulate = help_defaults("simulate");
+    assert_eq!(
+        simulate,
+        man_defaults(man, "simulate"),
+        "simulate: help and man"
+    );
+    let mut checked = 0;
+    for (flag, default) in &simulate {
+        let key = flag
+            .strip_prefix("phi_")
+            .map_or(flag.clone(), |k| format!("phi.{k}"));
+        if let Some(value) = server.get(&key).or_else(|| client.get(&key)) {
+            assert_eq!(*default, shown(value), "simulate --{flag}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 9, "simulate: {simulate:?}");
+    assert_eq!(
+        help_defaults("status").get("server"),
+        Some(&shown(&server["http"])),
+        "status --server asks the server's default address"
+    );
+
+    // The example config shows every setting with its default. A list of
+    // sink tables, empty by default, shows as a commented example table.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = std::fs::read_to_string(format!("{root}/docs/lubdub.example.toml"))
+        .expect("docs/lubdub.example.toml");
+    for (table, settings) in [("server", &server), ("client", &client)] {
+        let shown_there = settings_of(&example, table);
+        for (key, value) in settings {
+            match shown_there.get(key) {
+                Some(there) => assert_eq!(there, value, "example {table}.{key}"),
+                None => {
+                    let header = format!("#   [[{table}.{key}]]");
+                    assert!(
+                        *value == toml::Value::Array(vec![]) && example.contains(&header),
+                        "docs/lubdub.example.toml lacks {table}.{key} = {value}"
+                    );
+                }
+            }
+        }
+    }
+
+    // dist/lubdub.env: a commented variable shows its setting's default.
+    let env_file =
+        std::fs::read_to_string(format!("{root}/dist/lubdub.env")).expect("dist/lubdub.env");
+    let mut compared = 0;
+    for line in env_file.lines() {
+        let Some((var, value)) = line
+            .strip_prefix("# LUBDUB_")
+            .and_then(|l| l.split_once('='))
+        else {
+            continue;
+        };
+        let key = var.to_ascii_lowercase();
+        if let Some(default) = server.get(&key).or_else(|| client.get(&key)) {
+            assert_eq!(value, shown(default), "dist/lubdub.env: LUBDUB_{var}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 8, "{env_file}");
 }

@@ -1,7 +1,7 @@
 //! The core: beats, per-host deadlines and state changes, end to end.
 //! See: issue 2.
 
-use crate::util::{Proc, Server, client, wait_until};
+use crate::util::{Proc, Server, client, free_udp_port, run, thump, wait_until};
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -105,13 +105,7 @@ fn fleet_of_twenty_exact_failures_recovery_and_goodbye() {
 #[test]
 fn seed_thump_is_a_host_keyed_by_ip() {
     let server = Server::start(&["--timeout", "1s"]);
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket.send_to(b"Thump!", server.udp).expect("send");
-    assert!(
-        server.wait_event("127.0.0.1", "joined", WAIT),
-        "{:?}",
-        server.events()
-    );
+    let socket = thump(&server);
     let hosts = server.get_json("/api/v1/hosts");
     let host = &hosts[0];
     assert_eq!(
@@ -161,11 +155,7 @@ fn legacy_client_feeds_a_seed_style_listener() {
 
 #[test]
 fn client_started_before_its_server_is_picked_up() {
-    let port = {
-        let probe = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        probe.local_addr().expect("addr").port()
-    };
-    let udp = format!("127.0.0.1:{port}");
+    let udp = format!("127.0.0.1:{}", free_udp_port());
     let _client = Proc::spawn(&["client", &udp, "--interval", "100ms", "--host-id", "early"]);
     std::thread::sleep(Duration::from_millis(300)); // beats into the void first
     let server = Server::start(&["--listen", &udp, "--timeout", "1s"]);
@@ -204,23 +194,86 @@ fn silent_report_lists_silent_hosts_periodically() {
 
 #[test]
 fn bad_flags_exit_non_zero_with_one_line() {
-    for args in [
-        &["server", "--timeout", "soon"][..],
-        &["server", "--listen", "not-an-address"],
-        &["client", "127.0.0.1", "--interval", "0s"],
-        &["client", "host:notaport"],
-        &["frobnicate"],
-    ] {
-        let mut proc = Proc::spawn(args);
-        let status = proc.wait_exit(WAIT);
-        assert!(!status.success(), "{args:?} must fail");
-        let stderr = proc.stderr();
-        assert!(
-            stderr
-                .iter()
-                .any(|l| l.contains("error") || l.contains("lubdub:")),
-            "{args:?}: {stderr:?}"
-        );
+    // (arguments, environment, exit code, words the one line must hold).
+    // Clap's usage errors and a bad LUBDUB_LOG_FORMAT exit 2 (clap's
+    // convention); settings that parse but are refused exit 1.
+    type Case = (
+        &'static [&'static str],
+        &'static [(&'static str, &'static str)],
+        i32,
+        &'static [&'static str],
+    );
+    let cases: &[Case] = &[
+        (
+            &["server", "--timeout", "soon"],
+            &[],
+            2,
+            &["--timeout", "soon"],
+        ),
+        (
+            &["server", "--timout", "3s"],
+            &[],
+            2,
+            &[
+                "--timout",
+                "tip: a similar argument exists: '--timeout'",
+                "lubdub server --help",
+            ],
+        ),
+        (
+            &["server", "--listen", "not-an-address"],
+            &[],
+            2,
+            &["--listen"],
+        ),
+        (
+            &["server", "30", "notaport"],
+            &[],
+            2,
+            &["notaport", "[PORT]"],
+        ),
+        (&["frobnicate"], &[], 2, &["frobnicate", "lubdub --help"]),
+        (&["sever"], &[], 2, &["similar subcommand exists: 'server'"]),
+        (&["loadgen"], &[], 2, &["<TARGET>", "lubdub loadgen --help"]),
+        (
+            &["status", "--state", "bogus"],
+            &[],
+            2,
+            &["bogus", "possible values: up"],
+        ),
+        (
+            &["-q", "-v", "client", "h"],
+            &[],
+            2,
+            &["--quiet", "--verbose"],
+        ),
+        (
+            &["client", "h"],
+            &[("LUBDUB_LOG_FORMAT", "xml")],
+            2,
+            &["LUBDUB_LOG_FORMAT", "xml"],
+        ),
+        (
+            &["client", "127.0.0.1", "--interval", "0s"],
+            &[],
+            1,
+            &["interval"],
+        ),
+        (&["client", "host:notaport"], &[], 1, &["host:notaport"]),
+    ];
+    for (args, env, code, words) in cases {
+        let ran = run(args, env);
+        assert_eq!(ran.code, Some(*code), "{args:?}: {ran:?}");
+        assert!(ran.stdout.is_empty(), "{args:?}: {ran:?}");
+        let lines: Vec<&str> = ran.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line: {lines:#?}");
+        assert!(lines[0].starts_with("lubdub: "), "{args:?}: {lines:?}");
+        for word in *words {
+            assert!(
+                lines[0].contains(word),
+                "{args:?}: {lines:?} lacks {word:?}"
+            );
+        }
     }
 }
 

@@ -2,9 +2,7 @@
 //! live server and the test reads the DOM it built, and takes a screenshot.
 //! See: issue 3.
 
-use crate::util::{Server, client, wait_until};
-use lubdub::protocol::{Beat, encode};
-use std::net::UdpSocket;
+use crate::util::{Server, beat, fleet, packet, send_packets, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,7 +29,7 @@ fn chromium(profile: &Path, url: &str, args: &[&str]) -> String {
         .arg(format!("--user-data-dir={}", profile.display()))
         // Page timers run on virtual time: the page polls the API a few
         // times, then Chromium dumps what it shows.
-        .arg("--virtual-time-budget=3000")
+        .arg("--virtual-time-budget=5000")
         .args(args)
         .arg(url)
         .stdin(Stdio::null())
@@ -74,26 +72,14 @@ fn text_of<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
 /// Sends v1 beats for `host` with counters `0..=last` except `lost`, as
 /// one client run: the server counts exactly those gaps.
 fn beats_with_gaps(server: &Server, host: &str, last: u64, lost: &[u64]) {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let run = 1_800_000_000u64 << 32;
-    let mut buf = Vec::new();
-    for counter in (0..=last).filter(|c| !lost.contains(c)) {
-        let beat = Beat {
-            flags: 0,
-            seq: run + counter,
-            boot_id: [7; 16],
-            sent_at_micros: 0,
-            interval_ms: 100,
-            host_id: host,
-            tag: None,
-        };
-        buf.clear();
-        encode(&beat, &mut buf).expect("encode");
-        socket.send_to(&buf, server.udp).expect("send");
-        // Spaced out so no datagram is lost in a burst: a loss would be
-        // counted and spoil the exact expectation below.
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let packets: Vec<Vec<u8>> = (0..=last)
+        .filter(|c| !lost.contains(c))
+        .map(|counter| packet(&beat(host, run + counter), None))
+        .collect();
+    // Spaced out so no datagram is lost in a burst: a loss would be
+    // counted and spoil the exact expectation below.
+    send_packets(server.udp, &packets, 1);
 }
 
 #[test]
@@ -101,14 +87,10 @@ fn dashboard_shows_the_fleet_a_host_going_down_and_beat_gaps() {
     // 2 s: no host but the killed one may go late while the browser runs.
     let server = Server::start(&["--timeout", "2s"]);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut clients: Vec<_> = ["web-1", "web-2", "db-1", "api-1", "cache-1", "queue-1"]
-        .iter()
-        .map(|id| client(&[server.udp], id, &[]))
-        .collect();
-    assert!(wait_until(
-        WAIT,
-        || server.get_json("/api/v1/summary")["up"] == 6
-    ));
+    let mut clients = fleet(
+        &server,
+        &["web-1", "web-2", "db-1", "api-1", "cache-1", "queue-1"],
+    );
     let home = server.url("/");
 
     let before = chromium(&tmp.path().join("p1"), &home, &["--dump-dom"]);
@@ -166,7 +148,23 @@ fn dashboard_shows_the_fleet_a_host_going_down_and_beat_gaps() {
     assert_eq!(paused.status, 200);
     clients[0].signal(libc::SIGTERM);
     assert!(server.wait_event("web-1", "left", WAIT));
-    let shot = screenshot(&server, &tmp.path().join("p5"), "#host=lossy");
+    assert!(server.wait_event("db-1", "paused", WAIT));
+    let states = chromium(&tmp.path().join("p5"), &home, &["--dump-dom"]);
+    for (host, state) in [("db-1", "paused"), ("web-1", "left"), ("api-1", "up")] {
+        let row = row_of(&states, host).unwrap_or_else(|| panic!("{host} row in {states}"));
+        assert!(row.contains(&format!("data-state=\"{state}\"")), "{row}");
+    }
+    assert_eq!(text_of(&states, "n-paused"), Some("1"));
+    assert_eq!(text_of(&states, "n-left"), Some("1"));
+    // web-2, and lossy, whose beats stopped.
+    assert_eq!(text_of(&states, "n-down"), Some("2"));
+    for kind in ["paused", "left"] {
+        assert!(
+            states.contains(&format!("class=\"k-{kind}\">{kind}<")),
+            "{kind} in the event list"
+        );
+    }
+    let shot = screenshot(&server, &tmp.path().join("p6"), "#host=lossy");
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(
         png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 20_000,

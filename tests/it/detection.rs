@@ -2,10 +2,11 @@
 //! the phi detector explaining itself, flapping, and a recorded trace
 //! replayed by `lubdub simulate`. See: issue 8.
 
-use crate::util::{Proc, Server, client, wait_until};
-use lubdub::protocol::{Beat, encode};
-use std::net::UdpSocket;
-use std::time::{Duration, SystemTime};
+use crate::util::{
+    Proc, Recorder, Server, beat, client, packet, run_seq, send_packets, wait_until,
+};
+use lubdub::protocol::Beat;
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -15,27 +16,20 @@ fn host<'a>(hosts: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Va
 
 /// Sends v1 beats of `id` with the given sequence numbers, in this order.
 fn send_seqs(server: &Server, id: &str, seqs: &[u64]) {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let sent_at_micros = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_micros() as u64;
-    for &seq in seqs {
-        let beat = Beat {
-            flags: 0,
-            seq,
-            boot_id: [7; 16],
-            sent_at_micros,
-            interval_ms: 10_000,
-            host_id: id,
-            tag: None,
-        };
-        let mut out = Vec::new();
-        encode(&beat, &mut out).expect("encode");
-        socket.send_to(&out, server.udp).expect("send");
-        // Keep the order on the wire: one datagram at a time.
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let packets: Vec<Vec<u8>> = seqs
+        .iter()
+        .map(|&seq| {
+            packet(
+                &Beat {
+                    interval_ms: 10_000,
+                    ..beat(id, seq)
+                },
+                None,
+            )
+        })
+        .collect();
+    // One datagram at a time: the order on the wire is the test.
+    send_packets(server.udp, &packets, 1);
 }
 
 #[test]
@@ -110,31 +104,38 @@ fn phi_detector_learns_the_rhythm_and_explains_a_down_host() {
     assert_eq!(server.kinds_of("phi-host"), ["joined", "late", "down"]);
 }
 
+/// A server with a 1 s timeout that calls a host flapping at its second
+/// `down` within `window`.
+fn flapping_server(window: &str) -> Server {
+    let config =
+        format!("[server]\ntimeout = \"1s\"\nflap_window = \"{window}\"\nflap_threshold = 2\n");
+    Server::with_config(&config, &[])
+}
+
+/// Round `round` of a flapping host `id`: it beats until it is up, then
+/// stops until it is down (its `round`th down).
+fn up_then_down(server: &Server, id: &str, round: usize) {
+    let mut c = client(&[server.udp], id, &[]);
+    assert!(
+        wait_until(WAIT, || server.kinds_of(id).len() >= 2 * round - 1
+            && server.state_of(id).as_deref() == Some("up")),
+        "round {round}: {:?}",
+        server.events()
+    );
+    c.kill();
+    let downs = || server.kinds_of(id).iter().filter(|k| *k == "down").count();
+    assert!(
+        wait_until(WAIT, || downs() == round),
+        "round {round}: {:?}",
+        server.events()
+    );
+}
+
 #[test]
 fn a_host_going_down_repeatedly_is_flapping_with_one_event() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("lubdub.toml");
-    std::fs::write(
-        &config,
-        "[server]\ntimeout = \"1s\"\nflap_window = \"1m\"\nflap_threshold = 2\n",
-    )
-    .expect("write config");
-    let server = Server::start(&["--config", config.to_str().expect("utf-8")]);
+    let server = flapping_server("1m");
     for round in 1..=3 {
-        let mut c = client(&[server.udp], "flappy", &[]);
-        assert!(
-            wait_until(WAIT, || server.kinds_of("flappy").len() >= 2 * round - 1
-                && server.get_json("/api/v1/hosts")[0]["state"] == "up"),
-            "round {round}: {:?}",
-            server.events()
-        );
-        c.kill();
-        let downs = |s: &Server| s.kinds_of("flappy").iter().filter(|k| *k == "down").count();
-        assert!(
-            wait_until(WAIT, || downs(&server) == round),
-            "round {round}: {:?}",
-            server.events()
-        );
+        up_then_down(&server, "flappy", round);
     }
     let kinds = server.kinds_of("flappy");
     assert_eq!(
@@ -147,9 +148,112 @@ fn a_host_going_down_repeatedly_is_flapping_with_one_event() {
         .position(|k| k == "flapping")
         .expect("flapping");
     assert_eq!(kinds[at - 1], "down", "flapping comes with the second down");
+    let downs_before = kinds[..at].iter().filter(|k| *k == "down").count();
+    assert_eq!(
+        downs_before, 2,
+        "flapping at the threshold's down: {kinds:?}"
+    );
     let hosts = server.get_json("/api/v1/hosts");
     assert_eq!(hosts[0]["flapping"], true);
     assert_eq!(server.metric("lubdub_hosts_flapping"), Some(1.0));
+}
+
+#[test]
+fn a_flapping_host_settles_after_a_quiet_window() {
+    let window = Duration::from_secs(5);
+    let server = flapping_server("5s");
+    up_then_down(&server, "settling", 1);
+    up_then_down(&server, "settling", 2);
+    assert!(server.wait_event("settling", "flapping", WAIT));
+    let _steady = client(&[server.udp], "settling", &[]);
+    assert!(
+        server.wait_event("settling", "settled", window + WAIT),
+        "{:?}",
+        server.events()
+    );
+    // By the server's clock: a whole window after the second down (which
+    // it keeps to a tenth of a second).
+    let at = |kind: &str| {
+        let mut events = server.events();
+        events.retain(|e| e.host == "settling" && e.kind == kind);
+        events.last().expect("event").at
+    };
+    let quiet = at("settled").duration_since(at("down")).expect("in order");
+    assert!(
+        quiet + Duration::from_millis(100) >= window,
+        "settled {quiet:?} after the last down"
+    );
+    assert_eq!(
+        server.kinds_of("settling"),
+        [
+            "joined",
+            "late",
+            "down",
+            "recovered",
+            "late",
+            "down",
+            "flapping",
+            "recovered",
+            "settled"
+        ]
+    );
+    let host = server.get_json("/api/v1/hosts/settling");
+    assert_eq!(
+        (&host["state"], &host["flapping"]),
+        (&"up".into(), &false.into())
+    );
+    assert_eq!(server.metric("lubdub_hosts_flapping"), Some(0.0));
+}
+
+#[test]
+fn a_new_boot_id_is_a_reboot_in_events_api_and_sinks() {
+    let recorder = Recorder::start(&[]);
+    let config = format!(
+        "[[server.sinks.webhook]]\nurl = \"{}\"\nevents = [\"rebooted\"]\n",
+        recorder.url("/")
+    );
+    let server = Server::with_config(&config, &["--timeout", "30s"]);
+    let before_boot = run_seq();
+    let first: Vec<Vec<u8>> = (1..=3)
+        .map(|i| packet(&beat("rb-1", before_boot + i), None))
+        .collect();
+    send_packets(server.udp, &first, 1);
+    assert!(server.wait_event("rb-1", "joined", WAIT));
+    assert!(wait_until(
+        WAIT,
+        || server.get_json("/api/v1/hosts/rb-1")["beats"] == 3
+    ));
+    assert_eq!(server.get_json("/api/v1/hosts/rb-1")["boot_id"], "07070707");
+
+    // The machine rebooted: another boot id, and a new run of the client.
+    std::thread::sleep(Duration::from_millis(1100)); // a later start second
+    let after = run_seq();
+    assert!(after > before_boot);
+    let rebooted = packet(
+        &Beat {
+            boot_id: [8; 16],
+            ..beat("rb-1", after)
+        },
+        None,
+    );
+    send_packets(server.udp, &[rebooted], 1);
+    assert!(
+        server.wait_event("rb-1", "rebooted", WAIT),
+        "{:?}",
+        server.events()
+    );
+    assert_eq!(server.kinds_of("rb-1"), ["joined", "rebooted"]);
+    let host = server.get_json("/api/v1/hosts/rb-1");
+    assert_eq!(
+        (&host["boot_id"], &host["state"]),
+        (&"08080808".into(), &"up".into())
+    );
+    assert!(wait_until(WAIT, || recorder.requests().len() == 1));
+    let sent = &recorder.requests()[0].body;
+    assert_eq!(
+        (&sent["kind"], &sent["host"]),
+        (&"rebooted".into(), &"rb-1".into())
+    );
 }
 
 #[test]

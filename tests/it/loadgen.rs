@@ -20,28 +20,34 @@ fn states(server: &Server) -> (usize, BTreeSet<String>, BTreeSet<String>) {
     (hosts.len(), with("up"), with("down"))
 }
 
+/// Starts `lubdub loadgen` against `server`: `hosts` hosts beating every
+/// 100 ms for `duration`, with `extra` arguments.
+fn loadgen(server: &Server, hosts: &str, duration: &str, extra: &[&str]) -> Proc {
+    let target = server.udp.to_string();
+    let mut args = vec!["loadgen", &target, "--hosts", hosts, "--interval", "100ms"];
+    args.extend(["--duration", duration]);
+    args.extend(extra);
+    Proc::spawn(&args)
+}
+
 #[test]
 fn fleet_comes_up_and_the_stopped_hosts_go_down() {
     let server = Server::start(&["--timeout", "2s"]);
-    let target = server.udp.to_string();
     // Stops 20 hosts after 1 s (down about 2 s later), and keeps the other
     // 180 beating until 8 s: time to see the 20 down while the rest are up.
-    let mut loadgen = Proc::spawn(&[
-        "loadgen",
-        &target,
-        "--hosts",
+    let mut loadgen = loadgen(
+        &server,
         "200",
-        "--interval",
-        "100ms",
-        "--duration",
         "8s",
-        "--sources",
-        "16",
-        "--stop-count",
-        "20",
-        "--stop-after",
-        "1s",
-    ]);
+        &[
+            "--sources",
+            "16",
+            "--stop-count",
+            "20",
+            "--stop-after",
+            "1s",
+        ],
+    );
     assert!(
         wait_until(Duration::from_secs(10), || states(&server).0 == 200),
         "200 hosts registered; loadgen stderr: {:?}",
@@ -121,19 +127,7 @@ fn signed_load_is_accepted_by_a_keyed_server() {
     let keys = crate::util::keygen(dir.path(), "keys.toml", &[]);
     let keys = keys.to_str().expect("utf-8 path");
     let server = Server::start(&["--timeout", "2s", "--key-file", keys]);
-    let target = server.udp.to_string();
-    let mut loadgen = Proc::spawn(&[
-        "loadgen",
-        &target,
-        "--hosts",
-        "50",
-        "--interval",
-        "100ms",
-        "--duration",
-        "1s",
-        "--key-file",
-        keys,
-    ]);
+    let mut loadgen = loadgen(&server, "50", "1s", &["--key-file", keys]);
     assert!(
         loadgen.wait_exit(Duration::from_secs(20)).success(),
         "{:?}",

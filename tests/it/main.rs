@@ -3,11 +3,13 @@
 mod alerts;
 mod api;
 mod client;
+mod commands;
 mod config;
 mod core;
 mod dashboard;
 mod detection;
 mod email;
+mod keys;
 mod loadgen;
 mod metrics;
 mod netns;

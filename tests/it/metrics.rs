@@ -3,7 +3,7 @@
 //! negotiates OpenMetrics) and answers queries with the right values.
 //! See: issue 3.
 
-use crate::util::{Server, client, free_port, wait_until};
+use crate::util::{Server, client, fleet, free_port, wait_until};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -183,14 +183,7 @@ impl Prometheus {
 #[test]
 fn real_prometheus_scrapes_the_live_server() {
     let server = Server::start(&["--timeout", "1s"]);
-    let mut clients: Vec<_> = ["p-1", "p-2", "p-3"]
-        .iter()
-        .map(|id| client(&[server.udp], id, &[]))
-        .collect();
-    assert!(wait_until(
-        WAIT,
-        || server.get_json("/api/v1/summary")["up"] == 3
-    ));
+    let mut clients = fleet(&server, &["p-1", "p-2", "p-3"]);
     let tmp = tempfile::tempdir().expect("tempdir");
     let prometheus = Prometheus::start(tmp.path(), &server.http.to_string());
 

@@ -1,6 +1,7 @@
 //! Running it for real: shell completions and man pages generated from the
-//! CLI, systemd units that `systemd-analyze verify` accepts, JSON logs.
-//! See: issue 3.
+//! CLI, systemd units that `systemd-analyze verify` accepts, JSON logs, and
+//! docs/API.md checked against the running server.
+//! See: issues 3, 14.
 
 use crate::util::{Proc, Server, client, run, wait_until};
 use std::path::Path;
@@ -12,10 +13,12 @@ const WAIT: Duration = Duration::from_secs(10);
 #[test]
 fn completions_cover_every_command() {
     let tmp = tempfile::tempdir().expect("tempdir");
+    let commands = help_commands();
+    let flags = ["print-config", "late-after", "check"];
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let ran = run(&["completions", shell], &[]);
         assert_eq!(ran.code, Some(0), "{shell}: {ran:?}");
-        for word in ["lubdub", "status", "print-config", "late-after", "check"] {
+        for word in commands.iter().map(String::as_str).chain(flags) {
             assert!(ran.stdout.contains(word), "{shell} lacks {word}");
         }
         if shell == "bash" {
@@ -54,15 +57,72 @@ fn man_pages(dir: &Path) {
             "{page}: {text}"
         );
     }
+    // lubdub(1), printed or written, names only pages that exist, and a
+    // page for every command `lubdub --help` lists (clap's `help` aside).
     let top = run(&["man"], &[]);
     assert!(top.stdout.contains(".TH lubdub 1"), "{top:?}");
-    for command in ["server", "client", "status"] {
-        assert!(top.stdout.contains(command), "lubdub(1) lists {command}");
+    let written = std::fs::read_to_string(dir.join("lubdub.1")).expect("lubdub.1");
+    let named: Vec<&str> = top
+        .stdout
+        .split("lubdub\\-")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("(1)").map(|(name, _)| name))
+        .collect();
+    for name in &named {
+        let page = dir.join(format!("lubdub-{name}.1"));
+        assert!(
+            page.exists(),
+            "lubdub(1) names lubdub-{name}(1), never written"
+        );
     }
-    assert!(
-        !top.stdout.contains("completions"),
-        "hidden commands stay out of the man page"
-    );
+    let mut listed = help_commands();
+    listed.retain(|c| c != "help");
+    assert_eq!(named, listed, "lubdub(1) names a page per command");
+    assert_eq!(top.stdout, written, "lubdub man prints the page it writes");
+}
+
+/// The commands `lubdub --help` lists, in order.
+fn help_commands() -> Vec<String> {
+    let ran = run(&["--help"], &[]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    ran.stdout
+        .lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn help_lists_every_command() {
+    let commands = help_commands();
+    for command in [
+        "server",
+        "client",
+        "status",
+        "keygen",
+        "simulate",
+        "loadgen",
+        "completions",
+        "man",
+        "help",
+    ] {
+        assert!(
+            commands.iter().any(|c| c == command),
+            "{command}: {commands:?}"
+        );
+        if command != "help" {
+            let ran = run(&[command, "--help"], &[]);
+            assert_eq!(ran.code, Some(0), "{command}: {ran:?}");
+            assert!(
+                ran.stdout.contains(&format!("Usage: lubdub {command}")),
+                "{ran:?}"
+            );
+        }
+    }
+    assert_eq!(commands.len(), 9, "{commands:?}");
 }
 
 #[test]
@@ -160,4 +220,95 @@ fn json_logs_are_one_object_per_line() {
     );
     assert!(wait_until(WAIT, || !env_client.stderr().is_empty()));
     assert_json_lines("env client", &env_client.stderr());
+}
+
+/// The section of `doc` from the heading `from` to the next `## ` heading.
+fn section<'a>(doc: &'a str, from: &str) -> &'a str {
+    let start = doc.find(from).unwrap_or_else(|| panic!("no {from:?}"));
+    let rest = &doc[start + from.len()..];
+    &rest[..rest.find("\n## ").unwrap_or(rest.len())]
+}
+
+/// Issue 14: docs/API.md names every event kind the server has, and says
+/// truly which `limit`s are refused.
+#[test]
+fn api_doc_lists_every_event_kind_and_the_true_limits() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let doc = std::fs::read_to_string(format!("{root}/docs/API.md")).expect("docs/API.md");
+    let server = Server::start(&[]);
+
+    // Every kind has a series in /metrics, from the start.
+    let metrics = server.get_text("/metrics");
+    let kinds: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("lubdub_events_total{kind=\""))
+        .filter_map(|l| l.split_once('"').map(|(kind, _)| kind))
+        .collect();
+    assert!(kinds.len() >= 12, "{metrics}");
+    let events = section(&doc, "## Events");
+    for kind in &kinds {
+        assert!(
+            events.contains(&format!("`{kind}`")),
+            "docs/API.md: the event kind {kind} is missing"
+        );
+    }
+
+    // The hosts' `limit` takes any number; the events' only 1 to the
+    // maximum the doc gives, and the error table says so.
+    let zero = server.request("GET", "/api/v1/hosts?limit=0", None, None);
+    assert_eq!((zero.status, zero.body.as_str()), (200, "[]"), "{zero:?}");
+    assert_eq!(zero.total_count, Some(0), "{zero:?}");
+    let huge = server.request(
+        "GET",
+        "/api/v1/hosts?limit=18446744073709551615",
+        None,
+        None,
+    );
+    assert_eq!(huge.status, 200, "{huge:?}");
+    let max: usize = events
+        .split("at most ")
+        .skip(1)
+        .find_map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("the events section gives the most a call returns");
+    for (limit, status) in [(0, 400), (1, 200), (max, 200), (max + 1, 400)] {
+        let reply = server.request("GET", &format!("/api/v1/events?limit={limit}"), None, None);
+        assert_eq!(reply.status, status, "events limit={limit}: {reply:?}");
+    }
+    let refused = section(&doc, "## Errors")
+        .lines()
+        .find(|l| l.starts_with("| 400 |"))
+        .expect("a 400 row");
+    assert!(
+        refused.contains(&format!("events `limit` outside 1 to {max}")),
+        "docs/API.md: {refused}"
+    );
+    let hosts_limit = section(&doc, "## Hosts")
+        .lines()
+        .find(|l| l.starts_with("| `limit=N` |"))
+        .expect("the hosts' limit row");
+    assert!(hosts_limit.contains("any N is accepted"), "{hosts_limit}");
+
+    // The defaults it names are the server's.
+    let printed = run(&["server", "--print-config"], &[]).stdout;
+    let default = |key: &str| {
+        printed
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(" = "))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_else(|| panic!("{key}: {printed}"))
+    };
+    for claim in [
+        format!("(`--http`, default `{}`)", default("http")),
+        format!(
+            "`event_history` events (default {})",
+            default("event_history")
+        ),
+    ] {
+        assert!(doc.contains(&claim), "docs/API.md lacks {claim:?}");
+    }
 }

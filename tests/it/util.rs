@@ -3,12 +3,21 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+mod beats;
+mod netns;
+mod sinks;
+
+pub use beats::*;
+pub use netns::*;
+pub use sinks::*;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_lubdub");
@@ -28,11 +37,11 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A spawned process whose stdout and stderr lines are collected.
+/// A spawned process whose output is collected by two reader threads.
 pub struct Proc {
     child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Output>,
+    stderr: Arc<Output>,
 }
 
 impl Proc {
@@ -43,15 +52,29 @@ impl Proc {
 
     /// Spawns `lubdub ARGS` with only `env` set.
     pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_clear()
-            .envs(env.iter().copied())
+        let mut command = Command::new(BIN);
+        command.args(args).env_clear().envs(env.iter().copied());
+        Self::start(command)
+    }
+
+    /// Spawns `program ARGS` (e.g. `ip netns exec NS lubdub …`) with only
+    /// PATH kept from the environment.
+    pub fn spawn_program(program: &str, args: &[&str]) -> Proc {
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+        let mut command = Command::new(program);
+        command.args(args).env_clear().env("PATH", path);
+        Self::start(command)
+    }
+
+    /// The one place a test starts a process: stdin closed, stdout and
+    /// stderr piped into collectors.
+    fn start(mut command: Command) -> Proc {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn lubdub");
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", command.get_program()));
         let stdout = collect(child.stdout.take().expect("piped stdout"));
         let stderr = collect(child.stderr.take().expect("piped stderr"));
         Proc {
@@ -63,12 +86,29 @@ impl Proc {
 
     /// Lines printed on stdout so far.
     pub fn stdout(&self) -> Vec<String> {
-        self.stdout.lock().expect("lines").clone()
+        self.stdout.lines()
     }
 
     /// Lines printed on stderr so far.
     pub fn stderr(&self) -> Vec<String> {
-        self.stderr.lock().expect("lines").clone()
+        self.stderr.lines()
+    }
+
+    /// Waits for the `listening udp=… http=…` line a server prints once
+    /// ready, and returns it; fails the test (with stderr) without it.
+    pub fn wait_listening(&self) -> String {
+        let ready = self.wait_line(Duration::from_secs(10), |l| l.starts_with("listening "));
+        ready.unwrap_or_else(|| panic!("server did not get ready; stderr: {:?}", self.stderr()))
+    }
+
+    /// Waits for a stderr line containing `text`.
+    pub fn wait_stderr(&self, timeout: Duration, text: &str) -> bool {
+        wait_until(timeout, || self.stderr().iter().any(|l| l.contains(text)))
+    }
+
+    /// How many stderr lines contain `text`.
+    pub fn stderr_count(&self, text: &str) -> usize {
+        self.stderr().iter().filter(|l| l.contains(text)).count()
     }
 
     /// Waits for a stdout line matching `pred`.
@@ -87,24 +127,26 @@ impl Proc {
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
-    /// Waits for the process to exit, killing it after `timeout`.
+    /// Waits for the process to exit, killing it after `timeout`, and then
+    /// (briefly) for the readers to take its last output.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Let the reader threads take the last lines.
-                std::thread::sleep(Duration::from_millis(50));
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "process did not exit within {timeout:?}; stderr: {:?}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let mut status = None;
+        let exited = wait_until(timeout, || {
+            status = self.child.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        if !exited {
+            let _ = self.child.kill();
+            panic!(
+                "process did not exit within {timeout:?}; stderr: {:?}",
+                self.stderr()
+            );
         }
+        // A grandchild may hold the pipes open: bounded, not fatal.
+        wait_until(Duration::from_secs(2), || {
+            self.stdout.is_done() && self.stderr.is_done()
+        });
+        status.expect("exited")
     }
 
     /// The process id.
@@ -125,21 +167,60 @@ impl Drop for Proc {
     }
 }
 
-fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().expect("lines").push(line);
-        }
+/// What a process wrote on one stream, as it arrives.
+struct Output {
+    text: Mutex<String>,
+    done: AtomicBool,
+}
+
+impl Output {
+    /// The complete lines so far (and the last, unfinished one once the
+    /// stream has ended).
+    fn lines(&self) -> Vec<String> {
+        let text = self.text.lock().expect("output");
+        let end = if self.is_done() {
+            text.len()
+        } else {
+            text.rfind('\n').map_or(0, |i| i + 1)
+        };
+        text[..end].lines().map(String::from).collect()
+    }
+
+    /// Everything, as written.
+    fn text(&self) -> String {
+        self.text.lock().expect("output").clone()
+    }
+
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Output> {
+    let output = Arc::new(Output {
+        text: Mutex::new(String::new()),
+        done: AtomicBool::new(false),
     });
-    lines
+    let sink = output.clone();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
+        // Line by line, so a reader never sees half of a line.
+        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let text = String::from_utf8_lossy(&line);
+            sink.text.lock().expect("output").push_str(&text);
+            line.clear();
+        }
+        sink.done.store(true, Ordering::Release);
+    });
+    output
 }
 
 /// One event line of the server's stdout: `TIME KIND HOST addr=… silent=…s`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventLine {
+    /// When the server says it happened.
+    pub at: SystemTime,
     pub kind: String,
     pub host: String,
     pub addr: String,
@@ -149,7 +230,7 @@ pub struct EventLine {
 /// Parses an event line; `None` for other lines.
 pub fn parse_event(line: &str) -> Option<EventLine> {
     let mut words = line.split_whitespace();
-    let _time = words.next()?;
+    let at = humantime::parse_rfc3339(words.next()?).ok()?;
     let kind = words.next()?.to_string();
     let host = words.next()?.to_string();
     let addr = words.next()?.strip_prefix("addr=")?.to_string();
@@ -160,6 +241,7 @@ pub fn parse_event(line: &str) -> Option<EventLine> {
         .parse()
         .ok()?;
     Some(EventLine {
+        at,
         kind,
         host,
         addr,
@@ -186,6 +268,18 @@ impl Server {
         server
     }
 
+    /// Starts a server like [`Server::start`], with `config` as its
+    /// config file (e.g. `[[server.sinks.webhook]] …`).
+    pub fn with_config(config: &str, extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = write_file(tmp.path(), "lubdub.toml", config);
+        let mut args = vec!["--config", &path];
+        args.extend(extra);
+        let mut server = Self::start_in(&tmp.path().join("data"), &args);
+        server._tmp = Some(tmp);
+        server
+    }
+
     /// Starts a server using `data_dir`, which the caller keeps.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
         let dir = data_dir.to_str().expect("utf-8 path");
@@ -198,10 +292,7 @@ impl Server {
         }
         args.extend(extra);
         let proc = Proc::spawn(&args);
-        let ready = proc.wait_line(Duration::from_secs(10), |l| l.starts_with("listening "));
-        let Some(ready) = ready else {
-            panic!("server did not get ready; stderr: {:?}", proc.stderr());
-        };
+        let ready = proc.wait_listening();
         let addr = |key: &str| -> SocketAddr {
             ready
                 .split_whitespace()
@@ -248,12 +339,8 @@ impl Server {
 
     /// GETs `path` and parses the JSON body.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
-        ureq::get(&self.url(path))
-            .call()
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
-            .body_mut()
-            .read_json()
-            .expect("json body")
+        let body = self.get_text(path);
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }
 
     /// GETs `path` and returns the body as text.
@@ -274,6 +361,21 @@ impl Server {
         })
     }
 
+    /// How many packets the server dropped for `reason` (e.g. `replay`).
+    pub fn dropped(&self, reason: &str) -> f64 {
+        let sample = format!("lubdub_packets_dropped_total{{reason=\"{reason}\"}}");
+        self.metric(&sample)
+            .unwrap_or_else(|| panic!("no drop counter for {reason}"))
+    }
+
+    /// Stops the server with SIGTERM and asserts it exits 0 (its store
+    /// flushed, for a restart on the same data directory).
+    pub fn stop(mut self) {
+        self.proc.signal(libc::SIGTERM);
+        let status = self.proc.wait_exit(Duration::from_secs(10));
+        assert!(status.success(), "exit 0 on SIGTERM: {status:?}");
+    }
+
     /// The state of `host` according to `/api/v1/hosts`.
     pub fn state_of(&self, host: &str) -> Option<String> {
         let hosts = self.get_json("/api/v1/hosts");
@@ -284,6 +386,36 @@ impl Server {
             .and_then(|h| h["state"].as_str())
             .map(String::from)
     }
+}
+
+/// Starts one client per id and waits until the server lists them all `up`.
+pub fn fleet(server: &Server, ids: &[&str]) -> Vec<Proc> {
+    let clients = ids
+        .iter()
+        .map(|id| client(&[server.udp], id, &[]))
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            ids.iter()
+                .all(|id| server.state_of(id).as_deref() == Some("up"))
+        }),
+        "all up: {:?}",
+        server.events()
+    );
+    clients
+}
+
+/// Sends the seed's `Thump!` to `server` and waits for the legacy host
+/// (keyed by its IP, 127.0.0.1) to join; returns the socket it came from.
+pub fn thump(server: &Server) -> std::net::UdpSocket {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.send_to(b"Thump!", server.udp).expect("send");
+    assert!(
+        server.wait_event("127.0.0.1", "joined", Duration::from_secs(10)),
+        "{:?}",
+        server.events()
+    );
+    socket
 }
 
 /// Starts `lubdub client` beating every 100 ms as `host_id` to `servers`.
@@ -307,43 +439,14 @@ pub struct Ran {
 }
 
 /// Runs `lubdub ARGS` with only `env` set, to its exit; kills it and fails
-/// after 30 s. Unlike [`Proc`], it reads the output to its end.
+/// after 30 s. Unlike [`Proc`], it returns the output as written.
 pub fn run(args: &[&str], env: &[(&str, &str)]) -> Ran {
-    use std::io::Read;
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lubdub");
-    let read_all = |mut stream: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stream.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = read_all(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = read_all(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("lubdub {args:?} did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let mut proc = Proc::spawn_env(args, env);
+    let status = proc.wait_exit(Duration::from_secs(30));
     Ran {
         code: status.code(),
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
+        stdout: proc.stdout.text(),
+        stderr: proc.stderr.text(),
     }
 }
 
@@ -353,198 +456,17 @@ pub fn closed_port() -> SocketAddr {
     listener.local_addr().expect("addr")
 }
 
+/// `path` as a `&str`, for arguments.
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
 /// Writes `text` to `dir/name` and returns the path as a string (for
 /// `--config`, hook scripts, …).
 pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write file");
     path.to_str().expect("utf-8 path").to_string()
-}
-
-/// One request a [`Recorder`] received.
-#[derive(Clone, Debug)]
-pub struct Recorded {
-    pub path: String,
-    /// Header names in lower case.
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// The body as JSON (`Null` when it is not JSON).
-    pub body: serde_json::Value,
-}
-
-/// A webhook receiver on loopback port 0 that records every request and
-/// answers with scripted statuses (or never, to play a hanging endpoint).
-pub struct Recorder {
-    pub addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Recorded>>>,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Recorder {
-    /// Answers the n-th request to each path with `statuses[n]`, and 200
-    /// once they run out.
-    pub fn start(statuses: &[u16]) -> Recorder {
-        Self::spawn(statuses.to_vec(), false)
-    }
-
-    /// Records each request and then never answers.
-    pub fn hanging() -> Recorder {
-        Self::spawn(Vec::new(), true)
-    }
-
-    fn spawn(statuses: Vec<u16>, hang: bool) -> Recorder {
-        use axum::body::Bytes;
-        use axum::http::{HeaderMap, StatusCode, Uri};
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
-        let seen = requests.clone();
-        let statuses = Arc::new(statuses);
-        let handler = move |uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (seen, statuses) = (seen.clone(), statuses.clone());
-            async move {
-                let n = {
-                    let mut seen = seen.lock().expect("requests");
-                    seen.push(Recorded {
-                        path: uri.path().to_string(),
-                        headers: headers
-                            .iter()
-                            .map(|(k, v)| {
-                                (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())
-                            })
-                            .collect(),
-                        body: serde_json::from_slice(&body).unwrap_or_default(),
-                    });
-                    seen.iter().filter(|r| r.path == uri.path()).count() - 1
-                };
-                if hang {
-                    // Bounded: the runtime is dropped with the test.
-                    tokio::time::sleep(Duration::from_secs(600)).await;
-                }
-                let status = statuses.get(n).copied().unwrap_or(200);
-                StatusCode::from_u16(status).expect("valid status")
-            }
-        };
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind recorder");
-        let addr = listener.local_addr().expect("addr");
-        let app = axum::Router::new().fallback(handler);
-        runtime.spawn(async move { axum::serve(listener, app).await });
-        Recorder {
-            addr,
-            requests,
-            runtime: Some(runtime),
-        }
-    }
-
-    /// The URL of `path` on the recorder.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// Requests received so far.
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().expect("requests").clone()
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-/// A real Prometheus Alertmanager (Debian's `prometheus-alertmanager`,
-/// installed by scripts/test) on a free loopback port, without clustering,
-/// with a temporary storage path and a receiver that notifies nobody.
-pub struct Alertmanager {
-    pub url: String,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-const ALERTMANAGER_CONFIG: &str = "\
-route:
-  receiver: 'null'
-receivers:
-  - name: 'null'
-";
-
-impl Alertmanager {
-    /// Starts it and waits until it is ready. A port taken between choosing
-    /// and binding it makes it exit: then it is started again on another.
-    pub fn start() -> Alertmanager {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = write_file(dir.path(), "alertmanager.yml", ALERTMANAGER_CONFIG);
-        for _attempt in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
-            let log = std::fs::File::create(dir.path().join("alertmanager.log")).expect("log");
-            let mut child = Command::new("prometheus-alertmanager")
-                .arg(format!("--config.file={config}"))
-                .arg(format!(
-                    "--storage.path={}",
-                    dir.path().join("data").display()
-                ))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg("--cluster.listen-address=")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("prometheus-alertmanager is installed (scripts/test installs it)");
-            let url = format!("http://127.0.0.1:{port}");
-            let mut exited = false;
-            let ready = wait_until(Duration::from_secs(20), || {
-                exited = matches!(child.try_wait(), Ok(Some(_)));
-                exited || ureq::get(&format!("{url}/-/ready")).call().is_ok()
-            });
-            if ready && !exited {
-                return Alertmanager {
-                    url,
-                    child,
-                    _dir: dir,
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let log = std::fs::read_to_string(dir.path().join("alertmanager.log")).unwrap_or_default();
-        panic!("alertmanager did not start: {log}");
-    }
-
-    /// `GET /api/v2/alerts`: the alerts it holds (resolved ones drop out).
-    pub fn alerts(&self) -> Vec<serde_json::Value> {
-        let body: serde_json::Value = ureq::get(&format!("{}/api/v2/alerts", self.url))
-            .call()
-            .expect("GET /api/v2/alerts")
-            .body_mut()
-            .read_json()
-            .expect("json");
-        body.as_array().cloned().unwrap_or_default()
-    }
-
-    /// The alerts whose `host` label is `host`.
-    pub fn alerts_for(&self, host: &str) -> Vec<serde_json::Value> {
-        self.alerts()
-            .into_iter()
-            .filter(|a| a["labels"]["host"] == host)
-            .collect()
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A UDP port on loopback that was free a moment ago, for a server that
@@ -569,18 +491,10 @@ pub fn kinds_since(server: &Server, from: usize, host: &str) -> Vec<String> {
 /// panics (with stderr) if it fails.
 pub fn keygen(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
     let path = dir.join(name);
-    let out = Command::new(BIN)
-        .arg("keygen")
-        .arg(&path)
-        .args(extra)
-        .env_clear()
-        .output()
-        .expect("run lubdub keygen");
-    assert!(
-        out.status.success(),
-        "keygen {extra:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut args = vec!["keygen", path.to_str().expect("utf-8 path")];
+    args.extend(extra);
+    let ran = run(&args, &[]);
+    assert_eq!(ran.code, Some(0), "keygen {extra:?}: {}", ran.stderr);
     path
 }
 

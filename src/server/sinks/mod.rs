@@ -18,7 +18,6 @@ pub mod mass;
 pub mod presets;
 pub mod secret;
 pub mod template;
-pub mod test_alert;
 pub mod webhook;
 
 /// The sinks' settings live with the rest of the config (`config::sinks`):

@@ -5,11 +5,62 @@
 //! It reads `GET /api/v1/hosts` and filters by state on this side, so it
 //! works against any server that has that endpoint.
 
+use lubdub::config::ServerConfig;
+use lubdub::duration;
+
+use anyhow::Context;
+use clap::Args;
 use std::fmt::Write as _;
+use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-/// The API's default address (`ServerConfig::default().http`).
-pub const DEFAULT_SERVER: &str = "127.0.0.1:43278";
+/// Flags of `lubdub status`.
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The server's HTTP API: HOST:PORT, or a URL such as http://mon:43278/.
+    #[arg(long, visible_alias = "http", value_name = "ADDR",
+          default_value_t = ServerConfig::default().http.to_string())]
+    server: String,
+    /// Print the hosts as JSON (the API's objects, filtered) instead.
+    #[arg(long)]
+    json: bool,
+    /// Only hosts in these states (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(STATES))]
+    state: Vec<String>,
+    /// Act as a Nagios plugin: one line, exit 0 all up, 1 some late, 2 some
+    /// down, 3 server unreachable.
+    #[arg(long, conflicts_with = "json")]
+    check: bool,
+    /// Give up on the server after this long.
+    #[arg(long, value_parser = duration::parse, default_value = "10s")]
+    timeout: Duration,
+}
+
+/// Runs a blocking HTTP request, so without the runtime. With `--check`,
+/// the exit code is the check's verdict.
+pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let result = fetch(&args.server, args.timeout).map(|h| filter(h, &args.state));
+    // Write errors (a closed pipe, `| head`) are not worth a panic.
+    let mut out = anstream::stdout();
+    if args.check {
+        let (verdict, line) = match &result {
+            Ok(hosts) => check(hosts),
+            Err(e) => (CheckStatus::Unknown, check_unknown(e)),
+        };
+        let _ = writeln!(out, "{line}");
+        return Ok(ExitCode::from(verdict as u8));
+    }
+    // The message already holds the cause; as a chain it would repeat it.
+    let hosts = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&hosts).context("printing JSON")? + "\n"
+    } else {
+        table(&hosts, SystemTime::now())
+    };
+    let _ = out.write_all(text.as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
 
 /// The host states a server reports, in the order the check summarises.
 pub const STATES: &[&str] = &["up", "late", "down", "left", "paused"];

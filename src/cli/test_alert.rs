@@ -3,7 +3,11 @@
 //! whether it was delivered and why not. Exits 1 unless every sink
 //! delivered.
 
-use super::api::TestResult;
+use lubdub::config::ServerConfig;
+use lubdub::duration;
+use lubdub::server::sinks::api::TestResult;
+use lubdub::server::sinks::secret::credential_path;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,7 +16,8 @@ use std::time::Duration;
 #[derive(clap::Args)]
 pub struct TestAlertArgs {
     /// The server's HTTP API: HOST:PORT, or a URL such as http://mon:43278/.
-    #[arg(long, visible_alias = "http", value_name = "ADDR", default_value = crate::status::DEFAULT_SERVER)]
+    #[arg(long, visible_alias = "http", value_name = "ADDR",
+          default_value_t = ServerConfig::default().http.to_string())]
     server: String,
     /// Only this sink (default: every sink).
     #[arg(long, value_name = "NAME")]
@@ -21,13 +26,14 @@ pub struct TestAlertArgs {
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
     /// Give up after this long (sinks that retry may take a while).
-    #[arg(long, value_parser = crate::duration::parse, default_value = "60s")]
+    #[arg(long, value_parser = duration::parse, default_value = "60s")]
     timeout: Duration,
 }
 
-/// Runs the command: prints one line per sink.
-pub fn run(args: TestAlertArgs) -> ExitCode {
-    match request(&args) {
+/// Runs the command (a blocking request, so without the runtime): prints
+/// one line per sink.
+pub fn run(args: TestAlertArgs) -> anyhow::Result<ExitCode> {
+    let code = match request(&args) {
         Ok(results) => {
             let mut ok = true;
             for r in &results {
@@ -48,11 +54,9 @@ pub fn run(args: TestAlertArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Err(e) => {
-            eprintln!("lubdub: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        Err(e) => anyhow::bail!("{e}"),
+    };
+    Ok(code)
 }
 
 fn request(args: &TestAlertArgs) -> Result<Vec<TestResult>, String> {
@@ -64,7 +68,7 @@ fn request(args: &TestAlertArgs) -> Result<Vec<TestResult>, String> {
     let url = format!("{}/api/v1/test-alert", base.trim_end_matches('/'));
     let token = match &args.token_file {
         Some(file) => {
-            let path = super::secret::credential_path(file);
+            let path = credential_path(file);
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             Some(text.trim_end_matches(['\n', '\r']).to_string())

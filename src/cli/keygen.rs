@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 /// Key files hold secrets: owner read/write only.
 const KEY_FILE_MODE: u32 = 0o600;
 
+/// Flags of `lubdub keygen`.
 #[derive(Args)]
 pub struct KeygenArgs {
-    /// Key file to write [default: print to stdout].
+    /// Key file to write (unset: print the key to stdout).
     #[arg(value_name = "FILE")]
     file: Option<PathBuf>,
     /// Add a new key (next free id) to an existing FILE, for rotation.
@@ -27,7 +28,7 @@ pub struct KeygenArgs {
     /// own key derived from it (`--for-host`).
     #[arg(long, conflicts_with = "for_host")]
     per_host: bool,
-    /// Id of the new key [default: 1, or one above the highest with --add].
+    /// Id of the new key (unset: 1, or one above the highest with --add).
     #[arg(long, value_name = "N", conflicts_with = "for_host")]
     id: Option<u32>,
     /// Write HOST's own keys, derived from the per-host master keys of
@@ -42,6 +43,7 @@ pub struct KeygenArgs {
     key_id: Option<u32>,
 }
 
+/// Writes or prints the new key file.
 pub fn run(args: KeygenArgs) -> anyhow::Result<()> {
     let (ring, added) = match (&args.for_host, &args.from) {
         (Some(host), Some(master)) => {

@@ -1,16 +1,19 @@
-//! `lubdub simulate`: flags and report printing over [`lubdub::simulate`].
+//! `lubdub simulate`: flags and report printing over [`lubdub::tools::simulate`].
 
-use anyhow::Context;
-use clap::Args;
-use lubdub::config::{FileConfig, ServerConfig, ValidServerConfig};
+use lubdub::config::{ClientConfig, FileConfig, ServerConfig, ValidServerConfig};
 use lubdub::duration;
 use lubdub::monitor::DetectorKind;
 use lubdub::tools::simulate::{self, LossModel, Synthetic};
+
+use anyhow::Context;
+use clap::Args;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Flags of `lubdub simulate`. The detector settings start from the
 /// `[server]` table of `--config` (or the defaults); flags override them.
+/// The help of the flags without a clap default shows the default of the
+/// server's or the client's setting (see `defaults.rs`).
 #[derive(Args)]
 pub struct SimulateArgs {
     /// Replay a trace recorded by `lubdub server --record FILE` instead of
@@ -24,11 +27,11 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 1.0)]
     days: f64,
     /// The clients' beat interval.
-    #[arg(long, value_parser = duration::parse, default_value = "10s")]
-    interval: Duration,
+    #[arg(long, value_parser = duration::parse)]
+    interval: Option<Duration>,
     /// Client jitter, a share of the interval (±), as `lubdub client` adds.
-    #[arg(long, default_value_t = 0.05)]
-    jitter: f64,
+    #[arg(long)]
+    jitter: Option<f64>,
     /// Network delay of each beat, uniform in [0, this).
     #[arg(long, value_parser = duration::parse, default_value = "0s")]
     delay_jitter: Duration,
@@ -103,6 +106,9 @@ impl SimulateArgs {
     }
 
     fn fleet(&self) -> anyhow::Result<Synthetic> {
+        let client = ClientConfig::default();
+        let interval = self.interval.unwrap_or(client.interval);
+        let jitter = self.jitter.unwrap_or(client.jitter);
         let probability = |name: &str, p: f64| {
             anyhow::ensure!((0.0..=1.0).contains(&p), "--{name}: must be 0 to 1");
             Ok(())
@@ -111,27 +117,24 @@ impl SimulateArgs {
         probability("burst-enter", self.burst_enter)?;
         probability("burst-exit", self.burst_exit)?;
         probability("burst-loss", self.burst_loss)?;
-        anyhow::ensure!(
-            (0.0..0.5).contains(&self.jitter),
-            "--jitter: must be 0 to 0.5"
-        );
+        anyhow::ensure!((0.0..0.5).contains(&jitter), "--jitter: must be 0 to 0.5");
         anyhow::ensure!(
             self.days > 0.0 && self.days <= 3650.0,
             "--days: must be above 0 and at most 3650"
         );
         anyhow::ensure!(
-            self.interval >= Duration::from_millis(10),
+            interval >= Duration::from_millis(10),
             "--interval: at least 10ms"
         );
         anyhow::ensure!(
-            self.days * 86_400.0 / self.interval.as_secs_f64() <= 1e8,
+            self.days * 86_400.0 / interval.as_secs_f64() <= 1e8,
             "--days/--interval: at most 10^8 beats per host"
         );
         Ok(Synthetic {
             hosts: self.hosts,
             days: self.days,
-            interval: self.interval,
-            jitter: self.jitter,
+            interval,
+            jitter,
             delay_jitter: self.delay_jitter,
             loss: LossModel {
                 loss: self.loss,
