@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod detection;
+pub mod email;
 pub mod env;
+pub mod preset;
+pub mod secret;
 pub mod sinks;
 
 /// The UDP port beats go to, as in the seed.

@@ -101,6 +101,7 @@ pub struct Server {
 impl Server {
     /// Binds the UDP and HTTP sockets and loads the store.
     pub async fn bind(config: ValidServerConfig) -> Result<Server, Error> {
+        sinks::check(&config.sinks)?;
         let guard = Arc::new(guard::Guard::new(&config)?);
         let udp =
             bind_udp(config.listen, config.recv_buffer_bytes).map_err(|source| Error::Bind {

@@ -262,7 +262,21 @@ fn a_bad_template_is_one_line_at_start() {
             "bad.toml",
             &format!("[[server.sinks.webhook]]\nurl = \"http://127.0.0.1:9/\"\nbody = '{body}'\n"),
         );
-        let ran = run(&["server", "--config", &config, "--print-config"], &[]);
+        let data = tmp.path().join("data");
+        let ran = run(
+            &[
+                "server",
+                "--config",
+                &config,
+                "--data-dir",
+                data.to_str().expect("utf-8"),
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+            ],
+            &[],
+        );
         assert_eq!(ran.code, Some(1), "{body}: {ran:?}");
         let stderr = ran.stderr.trim_end();
         assert!(stderr.contains(expect), "{body}: {stderr}");

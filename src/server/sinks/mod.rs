@@ -16,12 +16,12 @@ pub mod email;
 pub mod exec;
 pub mod mass;
 pub mod presets;
-pub mod secret;
 pub mod template;
 pub mod webhook;
 
 /// The sinks' settings live with the rest of the config (`config::sinks`):
 /// the config is below the server, never the other way round.
+pub use crate::config::secret;
 pub use crate::config::sinks as config;
 pub use config::SinksConfig;
 
@@ -51,16 +51,10 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
-    /// A sink's settings are refused (checked at config load already; this
-    /// is for a secret file that changed since).
-    #[error("sink {sink:?}")]
-    Config {
-        /// The sink's name.
-        sink: String,
-        /// What is wrong.
-        #[source]
-        source: crate::config::Error,
-    },
+    /// A sink's settings are refused: a secret file, a template, an
+    /// address (the message names the field and the sink).
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
 }
 
 /// Many hosts that went down together, sent instead of one page each.
@@ -525,10 +519,7 @@ impl Sinks {
             let name = names.next().expect("one name per sink");
             let (filter, shaper) = shaped(&sink.events, &sink.hosts, sink.group_wait, sink.repeat);
             let (rx, outcomes) = route(name.clone(), "email", None, filter, sink.queue, shaper);
-            let email = email::Email::new(&name, sink).map_err(|source| Error::Config {
-                sink: name.clone(),
-                source,
-            })?;
+            let email = email::Email::new(&name, sink)?;
             workers.push(tokio::spawn(email.with_outcomes(outcomes).run(rx)));
         }
         let mass = &sinks.mass_silence;
@@ -688,6 +679,22 @@ impl Flaps {
             _ => Some(event),
         }
     }
+}
+
+/// Checks what parsing the config cannot: secret files are read, templates
+/// rendered on samples, addresses parsed. The server calls it before it
+/// binds, so a bad sink is a one-line error at start.
+pub fn check(sinks: &SinksConfig) -> Result<(), Error> {
+    let names = sinks.names();
+    let mut names = names.iter().skip(sinks.exec.len());
+    for sink in &sinks.webhook {
+        webhook::Compiled::new(names.next().expect("one name per sink"), sink)?;
+    }
+    let mut names = names.skip(sinks.alertmanager.len());
+    for sink in &sinks.email {
+        email::Email::new(names.next().expect("one name per sink"), sink)?;
+    }
+    Ok(())
 }
 
 /// The route filter and the digest/reminder stage of a sink. With `repeat`

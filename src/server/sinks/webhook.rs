@@ -300,10 +300,7 @@ enum Attempt {
 impl Webhook {
     /// The sink from its config (validated, so compiling succeeds).
     pub fn new(name: String, config: &WebhookConfig, outcomes: Outcomes) -> Result<Self, Error> {
-        let compiled = Compiled::new(&name, config).map_err(|source| Error::Config {
-            sink: name.clone(),
-            source,
-        })?;
+        let compiled = Compiled::new(&name, config)?;
         let client = super::http_client(&name, config.timeout, Default::default())?;
         Ok(Self {
             name,
@@ -429,4 +426,46 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::FileConfig;
+
+    #[test]
+    fn checks_name_the_field() {
+        let cases = [
+            ("url = \"not a url\"", "sinks.webhook.url"),
+            ("url = \"ftp://x/\"", "sinks.webhook.url"),
+            ("preset = \"slack\"", "sinks.webhook.url"),
+            (
+                "preset = \"telegram\"\ntoken = \"t\"",
+                "sinks.webhook.chat_id",
+            ),
+            ("preset = \"pagerduty\"", "sinks.webhook.token"),
+            (
+                "url = \"http://x/\"\nheaders = { \"bad header\" = \"v\" }",
+                "sinks.webhook.headers",
+            ),
+            (
+                "url = \"http://x/\"\nbearer_token = \"t\"\nbasic_auth = { username = \"u\" }",
+                "sinks.webhook.bearer_token",
+            ),
+            (
+                "url = \"http://x/\"\nbody = \"{{ nope }}\"",
+                "sinks.webhook.body",
+            ),
+            (
+                "url = \"http://x/\"\ntoken_file = \"/nonexistent/t\"",
+                "sinks.webhook.token",
+            ),
+        ];
+        for (lines, field) in cases {
+            let text = format!("[[server.sinks.webhook]]\n{lines}");
+            let sinks = FileConfig::parse(&text).expect("toml").server.sinks;
+            let err = super::super::check(&sinks).expect_err(field).to_string();
+            assert!(err.starts_with(field), "{field}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
 }
