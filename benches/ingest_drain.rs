@@ -185,6 +185,9 @@ fn main() {
         ring.add(key.clone()).expect("one key");
         let path = key_dir.path().join("keys.toml");
         std::fs::write(&path, ring.to_toml()).expect("write key file");
+        // Private, as keygen writes it: the server refuses a key file others can read.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod key file");
         let config = ServerConfig {
             key_file: Some(path),
             ..ServerConfig::default()

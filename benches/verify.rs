@@ -64,6 +64,12 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let key_file = dir.path().join("keys.toml");
     std::fs::write(&key_file, ring.to_toml()).expect("write keys");
+    // Private, as keygen writes it: the server refuses a key file others can read.
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod key file");
     let guard = Guard::new(&ServerConfig {
         key_file: Some(key_file),
         ..ServerConfig::default()

@@ -53,6 +53,20 @@ pub enum Error {
         /// One line: what is wrong.
         message: String,
     },
+    /// The key file is readable (or writable) by users other than its
+    /// owner: anyone of them can forge beats. Refused, as ssh refuses a
+    /// private key others can read.
+    #[error(
+        "key file {path} is accessible by {who} (mode {mode:04o}): anyone who can read it can forge beats; run chmod 600 {path}"
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// `other users` or `its group`.
+        who: &'static str,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// No key with the id asked for.
     #[error("key file {path} has no key with id {id}")]
     NoSuchKey {
@@ -192,6 +206,27 @@ pub fn host_key(master_secret: &[u8], host_id: &str) -> [u8; 32] {
     derive(&master, host_id)
 }
 
+/// Refuses a key file that users other than its owner can access: any
+/// permission for others, always; permission for its group unless root
+/// owns the file (an administrator's deliberate `root:lubdub 0640`, as
+/// PostgreSQL allows for its TLS key). `lubdub keygen` writes 0600.
+pub fn check_private(path: &Path, metadata: &std::fs::Metadata) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = metadata.mode() & 0o7777;
+    let who = if mode & 0o007 != 0 {
+        "other users"
+    } else if mode & 0o070 != 0 && metadata.uid() != 0 {
+        "its group"
+    } else {
+        return Ok(());
+    };
+    Err(Error::Exposed {
+        path: path.to_path_buf(),
+        who,
+        mode,
+    })
+}
+
 /// The keys of one key file, sorted by id.
 #[derive(Clone, Debug, Default)]
 pub struct KeyRing {
@@ -199,12 +234,21 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    /// Reads and checks a key file.
+    /// Reads and checks a key file. A file others can access is refused
+    /// (see [`check_private`]).
     pub fn load(path: &Path) -> Result<KeyRing, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        use std::io::Read;
+        let read_error = |source| Error::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let mut file = std::fs::File::open(path).map_err(read_error)?;
+        // The mode of the file actually opened, not of whatever the path
+        // names a moment later.
+        let metadata = file.metadata().map_err(read_error)?;
+        check_private(path, &metadata)?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(read_error)?;
         KeyRing::parse(&text).map_err(|message| Error::Parse {
             path: path.to_path_buf(),
             message,

@@ -10,6 +10,7 @@ pub mod detection;
 pub mod email;
 pub mod env;
 pub mod preset;
+pub mod redact;
 pub mod secret;
 pub mod sinks;
 
@@ -221,11 +222,42 @@ pub struct ServerConfig {
     /// exhaust memory; known hosts are unaffected. Default: 2000000 (twice
     /// the fleet DESIGN.md sizes a server for; a few hundred bytes each).
     pub max_hosts: usize,
+    /// Most hosts the server does not know that may join per second (a
+    /// token bucket holding one second's worth). Beats of further new
+    /// hosts are dropped (counted as `join_rate` in
+    /// `lubdub_packets_dropped_total`, logged at most once a minute) and
+    /// join with a later beat; known hosts are never limited. Without keys
+    /// anyone can make up host ids: this bounds how fast a flood of them
+    /// fills memory and the store, below `max_hosts`. A fresh server with
+    /// no store takes N / rate seconds to learn a fleet of N hosts. 0: no
+    /// limit. Default: 10000.
+    pub join_rate: u32,
     /// Bearer token required by the API's mutating calls (forget, pause,
     /// resume) as `Authorization: Bearer <token>`. Reads stay open. Unset
     /// (the default): no token, so anyone who reaches the HTTP address can
     /// change hosts; keep `http` on loopback then.
     pub api_token: Option<String>,
+    /// Names (besides IP addresses and `localhost`) that HTTP requests may
+    /// call the server by in their `Host` header, e.g. `lubdub.example.org`
+    /// when Prometheus scrapes it by name. A request naming anything else is
+    /// refused (421): that is how a DNS-rebinding page, which can make its
+    /// own name point at 127.0.0.1, is kept from reading and driving the
+    /// API from the operator's browser (docs/SECURITY.md). Empty (the
+    /// default): addresses and `localhost` only.
+    pub http_hosts: Vec<String>,
+    /// Most HTTP connections open at once; further clients wait in the
+    /// kernel's accept queue until one closes. Bounds the descriptors and
+    /// memory the API can take, so that it cannot starve ingest, the store
+    /// or the sinks; it is also lowered to leave 256 descriptors free under
+    /// the process's descriptor limit (which the server raises to its
+    /// maximum at start). Default: 512.
+    pub http_max_connections: usize,
+    /// How long an HTTP client may take to send a request's headers, and
+    /// how long a kept-alive connection may sit idle before its next
+    /// request; then it is closed. Lower frees slots held by slow or idle
+    /// clients sooner; higher tolerates slower networks. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub http_header_timeout: Duration,
     /// Failure detector: `fixed` (the `timeout` above) or `phi` (phi
     /// accrual over each host's own rhythm and loss rate, `[server.phi]`);
     /// see docs/DETECTION.md for how they compare. Default: fixed.
@@ -266,7 +298,11 @@ impl Default for ServerConfig {
             legacy_networks: Vec::new(),
             max_clock_skew: Duration::from_secs(120),
             max_hosts: 2_000_000,
+            join_rate: 10_000,
             api_token: None,
+            http_hosts: Vec::new(),
+            http_max_connections: 512,
+            http_header_timeout: Duration::from_secs(10),
             detector: detection::DetectorKind::Fixed,
             flap_window: Duration::from_secs(600),
             flap_threshold: 3,
@@ -326,6 +362,21 @@ impl ServerConfig {
                 "api_token",
                 "must be non-empty, without spaces or control characters",
             ));
+        }
+        if let Some(name) = self.http_hosts.iter().find(|n| {
+            n.is_empty()
+                || n.contains(|c: char| c.is_whitespace() || c.is_control() || "/:@".contains(c))
+        }) {
+            return Err(invalid(
+                "http_hosts",
+                format!("{name:?} is not a host name (no port, scheme or path)"),
+            ));
+        }
+        if self.http_max_connections == 0 {
+            return Err(invalid("http_max_connections", "must be greater than 0"));
+        }
+        if self.http_header_timeout.is_zero() {
+            return Err(invalid("http_header_timeout", "must be greater than 0"));
         }
         if self.flap_window.is_zero() {
             return Err(invalid("flap_window", "must be greater than 0"));
@@ -442,6 +493,11 @@ impl ClientConfig {
             && (id.is_empty() || id.len() > crate::protocol::MAX_HOST_ID_LEN)
         {
             return Err(invalid("host_id", "must be 1 to 255 bytes"));
+        }
+        if let Some(id) = &self.host_id
+            && let Err(e) = crate::protocol::check_host_id(id)
+        {
+            return Err(invalid("host_id", e.to_string()));
         }
         if self.key_id.is_some() && self.key_file.is_none() {
             return Err(invalid("key_id", "needs key_file"));

@@ -106,6 +106,10 @@ pub enum DecodeError {
     /// The length does not match the header: truncated or trailing bytes.
     #[error("packet length does not match its header")]
     LengthMismatch,
+    /// The host id holds a character a host id may not (see
+    /// [`forbidden_in_host_id`]).
+    #[error("host id holds a control, bidirectional or invisible character")]
+    HostIdForbiddenChar,
 }
 
 impl DecodeError {
@@ -118,6 +122,7 @@ impl DecodeError {
             DecodeError::EmptyHostId => "empty_host_id",
             DecodeError::HostIdNotUtf8 => "host_id_not_utf8",
             DecodeError::LengthMismatch => "length_mismatch",
+            DecodeError::HostIdForbiddenChar => "host_id_forbidden_char",
         }
     }
 }
@@ -128,6 +133,52 @@ pub enum EncodeError {
     /// The host id is empty or longer than [`MAX_HOST_ID_LEN`] bytes.
     #[error("host id must be 1 to {MAX_HOST_ID_LEN} bytes, got {0}")]
     HostIdLength(usize),
+    /// The host id holds a character a host id may not.
+    #[error(
+        "host id may not hold {0:?} (control, bidirectional and invisible characters are refused)"
+    )]
+    HostIdChar(char),
+}
+
+/// True for a character a host id may not hold. Host ids are printed on
+/// the server's console, in logs, in `lubdub status` and in alerts, and
+/// passed to hooks as environment variables and arguments, so these are
+/// refused by the decoder rather than escaped in every one of those places:
+/// - control characters (C0, DEL, C1): a NUL cannot be passed to a
+///   hook, a newline forges console lines, ESC starts terminal escapes;
+/// - bidirectional controls (U+061C, U+200E, U+200F, U+202A to U+202E,
+///   U+2066 to U+2069): they reorder what a terminal shows, so `web-1`
+///   could be shown for another id (the "Trojan Source" trick);
+/// - line and paragraph separators (U+2028, U+2029): line breaks to some
+///   log viewers;
+/// - invisible characters (U+200B to U+200D, U+2060, U+FEFF): an id that
+///   looks like another one in every table.
+///
+/// Everything else valid in UTF-8 is allowed, spaces and non-Latin
+/// scripts included.
+pub fn forbidden_in_host_id(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
+}
+
+/// The first character of `id` that a host id may not hold, if any.
+pub fn check_host_id(id: &str) -> Result<(), EncodeError> {
+    // The common case, printable ASCII, without decoding characters.
+    if id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Ok(());
+    }
+    match id.chars().find(|&c| forbidden_in_host_id(c)) {
+        Some(c) => Err(EncodeError::HostIdChar(c)),
+        None => Ok(()),
+    }
 }
 
 /// Decodes one datagram. Never panics, never allocates.
@@ -164,6 +215,7 @@ pub fn decode(datagram: &[u8]) -> Result<Packet<'_>, DecodeError> {
     }
     let (host_id, tag_bytes) = rest.split_at(host_id_len);
     let host_id = std::str::from_utf8(host_id).map_err(|_| DecodeError::HostIdNotUtf8)?;
+    check_host_id(host_id).map_err(|_| DecodeError::HostIdForbiddenChar)?;
     let tag = (tag_len != 0).then(|| Tag {
         key_id: u32::from_be_bytes(array(&tag_bytes[..4])),
         mac: array(&tag_bytes[4..]),
@@ -188,6 +240,7 @@ pub fn encode(beat: &Beat<'_>, out: &mut Vec<u8>) -> Result<usize, EncodeError> 
     if id.is_empty() || id.len() > MAX_HOST_ID_LEN {
         return Err(EncodeError::HostIdLength(id.len()));
     }
+    check_host_id(beat.host_id)?;
     let mut flags = beat.flags & !flags::TAGGED;
     if beat.tag.is_some() {
         flags |= flags::TAGGED;
@@ -214,6 +267,40 @@ fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
     let mut out = [0; N];
     out.copy_from_slice(bytes);
     out
+}
+
+/// Shows `T` with every character a host id may not hold escaped (as
+/// `\u{202e}`): for lines that print host ids, which may come from a store
+/// written before the decoder refused them. Writes through, without
+/// allocating.
+pub struct Printable<T>(pub T);
+
+impl<T: fmt::Display> fmt::Display for Printable<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        write!(Escaping(f), "{}", self.0)
+    }
+}
+
+/// A writer that escapes forbidden characters on their way to `W`.
+struct Escaping<W>(W);
+
+impl<W: fmt::Write> fmt::Write for Escaping<W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if check_host_id(s).is_ok() {
+            return self.0.write_str(s);
+        }
+        for c in s.chars() {
+            if forbidden_in_host_id(c) {
+                for e in c.escape_unicode() {
+                    self.0.write_char(e)?;
+                }
+            } else {
+                self.0.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Formats a boot id as a UUID (8-4-4-4-12 lowercase hex).
@@ -352,6 +439,59 @@ mod tests {
         for (bytes, want) in cases {
             assert_eq!(decode(bytes), Err(*want), "input {bytes:02x?}");
         }
+    }
+
+    /// Each kind of forbidden character is refused by the decoder and the
+    /// encoder; spaces and other scripts are not.
+    #[test]
+    fn host_ids_with_hostile_characters_are_refused() {
+        let with_id = |id: &[u8]| {
+            let mut bytes = encoded(&Beat {
+                host_id: "x",
+                ..sample()
+            });
+            bytes.truncate(HEADER_LEN - 1);
+            bytes.push(id.len() as u8);
+            bytes.extend_from_slice(id);
+            bytes
+        };
+        for id in [
+            "web\0-1",
+            "web-1\nDOWN forged",
+            "\x1b[2Jweb",
+            "web\u{7f}",
+            "web\u{85}",
+            "\u{202e}1-bew",
+            "web\u{2066}",
+            "web\u{2028}",
+            "web\u{200b}-1",
+            "\u{feff}web",
+        ] {
+            assert_eq!(
+                decode(&with_id(id.as_bytes())),
+                Err(DecodeError::HostIdForbiddenChar),
+                "{id:?}"
+            );
+            let beat = Beat {
+                host_id: id,
+                ..sample()
+            };
+            assert!(
+                matches!(
+                    encode(&beat, &mut Vec::new()),
+                    Err(EncodeError::HostIdChar(_))
+                ),
+                "{id:?}"
+            );
+        }
+        for id in ["web 1", "db.example.org", "服务器-1", "é", "a_b:c/d"] {
+            assert!(decode(&with_id(id.as_bytes())).is_ok(), "{id:?}");
+            assert_eq!(Printable(id).to_string(), id);
+        }
+        assert_eq!(
+            Printable("down \u{202e}1-bew\nforged\x1b[2J").to_string(),
+            "down \\u{202e}1-bew\\u{a}forged\\u{1b}[2J"
+        );
     }
 
     #[test]

@@ -15,6 +15,14 @@
 //! directory. A store that cannot be read makes [`Store::open`] or
 //! [`Store::load`] fail with its path; it is never rewritten or wiped
 //! (only `lubdub server --forget-all`, through [`forget`], removes it).
+//! Before the file is opened for writing, it is opened and read in full
+//! through [`dry_run`], which writes nothing to disk: a corrupt file, or one
+//! on which redb panics, is refused before a single byte of it changes. An
+//! empty file is refused too: it is a store whose contents were lost, not a
+//! new one. The directory is created `0700` and the store `0600`: it holds
+//! every host's address and sequence numbers.
+
+mod dry_run;
 
 use crate::monitor::{Event, EventKind, HostState};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -82,6 +90,26 @@ pub enum Error {
         /// What redb said.
         #[source]
         source: Box<redb::Error>,
+    },
+    /// The store file is empty: its contents were lost (a failed copy, a
+    /// full disk while restoring), which is not the same as no store.
+    #[error(
+        "store {path} is empty (0 bytes): its contents were lost (left untouched: restore it, or start afresh with --forget-all)"
+    )]
+    Empty {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// The store library panicked while reading the file: it is corrupt in
+    /// a way redb does not report as an error.
+    #[error(
+        "cannot read store {path}: {message} (left untouched: move it away, or start afresh with --forget-all)"
+    )]
+    Panicked {
+        /// The store file.
+        path: PathBuf,
+        /// The panic's message.
+        message: String,
     },
     /// A record in the store cannot be decoded.
     #[error(
@@ -187,6 +215,9 @@ pub struct Store {
     /// `None` after a failed write: redb refuses further transactions after
     /// an I/O error, so the next write reopens (and repairs) the file.
     db: Option<Database>,
+    /// What the check before opening read, handed out by the first `load`
+    /// so that the file is read once.
+    checked: std::sync::Mutex<Option<Loaded>>,
     _lock: File,
 }
 
@@ -213,15 +244,23 @@ pub fn resolve_data_dir(configured: Option<&Path>) -> Result<PathBuf, Error> {
 /// Takes the data directory's lock (creating the directory), so that no
 /// other server can use it.
 fn lock(dir: &Path) -> Result<File, Error> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Dir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    // Private: the store holds every host's address. An existing directory
+    // keeps its mode (systemd's StateDirectory= sets its own).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| Error::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     let lock_path = dir.join(LOCK_NAME);
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&lock_path)
         .map_err(|source| Error::Dir {
             path: lock_path,
@@ -289,13 +328,20 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, Error> {
         let lock = lock(dir)?;
         let path = dir.join(FILE_NAME);
-        let db = open_db(&path).map_err(|source| Error::Unreadable {
-            path: path.clone(),
-            source: Box::new(source),
+        let checked = check(&path)?;
+        if checked.is_none() {
+            create_private(&path)?;
+        }
+        let db = catch_panic(&path, || open_db(&path).map_err(Box::new))?.map_err(|source| {
+            Error::Unreadable {
+                path: path.clone(),
+                source,
+            }
         })?;
         Ok(Store {
             path,
             db: Some(db),
+            checked: std::sync::Mutex::new(checked),
             _lock: lock,
         })
     }
@@ -305,73 +351,172 @@ impl Store {
         &self.path
     }
 
-    /// Reads everything the store remembers.
+    /// Reads everything the store remembers (the first call hands out what
+    /// [`Store::open`] read while checking the file).
     pub fn load(&self) -> Result<Loaded, Error> {
-        let unreadable = |source: redb::Error| Error::Unreadable {
-            path: self.path.clone(),
-            source: Box::new(source),
-        };
-        let bad = |what: String| Error::BadRecord {
-            path: self.path.clone(),
-            what,
-        };
+        if let Some(loaded) = self.checked.lock().expect("checked lock").take() {
+            return Ok(loaded);
+        }
         let Some(db) = &self.db else {
             return Ok(Loaded::default());
         };
-        let txn = db.begin_read().map_err(|e| unreadable(e.into()))?;
-        let mut loaded = Loaded::default();
-        match txn.open_table(META) {
-            Ok(meta) => {
-                let get = |key| -> Result<Option<u64>, Error> {
-                    Ok(meta
-                        .get(key)
-                        .map_err(|e| unreadable(e.into()))?
-                        .map(|v| v.value()))
-                };
-                if let Some(version) = get("version")?
-                    && version > FORMAT_VERSION
-                {
-                    return Err(bad(format!(
-                        "format version {version} is newer than this lubdub's {FORMAT_VERSION}"
-                    )));
-                }
-                loaded.alive = get("alive_ms")?.map(from_millis);
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(loaded),
-            Err(e) => return Err(unreadable(e.into())),
-        }
-        match txn.open_table(HOSTS) {
-            Ok(hosts) => {
-                loaded
-                    .hosts
-                    .reserve(hosts.len().map_err(|e| unreadable(e.into()))? as usize);
-                for entry in hosts.iter().map_err(|e| unreadable(e.into()))? {
-                    let (id, value) = entry.map_err(|e| unreadable(e.into()))?;
-                    let id = id.value();
-                    let host = decode_host(id, value.value())
-                        .map_err(|what| bad(format!("host {id:?}: {what}")))?;
-                    loaded.hosts.push(host);
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(unreadable(e.into())),
-        }
-        match txn.open_table(EVENTS) {
-            Ok(events) => {
-                for entry in events.iter().map_err(|e| unreadable(e.into()))? {
-                    let (id, value) = entry.map_err(|e| unreadable(e.into()))?;
-                    let id = id.value();
-                    let event = decode_event(id, value.value())
-                        .map_err(|what| bad(format!("event {id}: {what}")))?;
-                    loaded.events.push(event);
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(unreadable(e.into())),
-        }
-        Ok(loaded)
+        catch_panic(&self.path, || read_all(db, &self.path))?
     }
+}
 
+/// Checks the store file at `path` without writing to it: opens it and
+/// reads every record through [`dry_run::DryRun`]. `None` when there is no
+/// file (a new store).
+fn check(path: &Path) -> Result<Option<Loaded>, Error> {
+    let unreadable = |source: io::Error| Error::Unreadable {
+        path: path.to_path_buf(),
+        source: Box::new(redb::Error::Io(source)),
+    };
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(unreadable(e)),
+    };
+    let backend = dry_run::DryRun::new(file).map_err(unreadable)?;
+    if redb::StorageBackend::len(&backend).map_err(unreadable)? == 0 {
+        return Err(Error::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    catch_panic(path, || {
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| Error::Unreadable {
+                path: path.to_path_buf(),
+                source: Box::new(e.into()),
+            })?;
+        let loaded = read_all(&db, path)?;
+        // A checkpoint's write path reads parts of the file that reading
+        // records does not (the allocator's state); one corrupt there made
+        // redb abort on a terabyte allocation at the first checkpoint. A
+        // write into the overlay goes the same way, and fails here instead.
+        dry_write(&db).map_err(|e| Error::Unreadable {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
+        Ok(loaded)
+    })?
+    .map(Some)
+}
+
+/// A checkpoint-like write transaction (it rewrites `meta.version`).
+#[allow(clippy::result_large_err)] // see open_db
+fn dry_write(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    txn.open_table(META)?.insert("version", FORMAT_VERSION)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Creates an empty store file readable by its owner only (redb would
+/// create it with the umask's mode).
+fn create_private(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|source| Error::Dir {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Runs `f`, turning a panic (redb panics on some corrupt files) into
+/// [`Error::Panicked`]. The panic message is not printed: the caller's
+/// one-line error says it. The panic hook is process-wide, so it is
+/// replaced only for the call; this runs at start, before the server's
+/// other threads do anything that could panic.
+fn catch_panic<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, Error> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the store library panicked".into());
+        Error::Panicked {
+            path: path.to_path_buf(),
+            message: message.replace('\n', " "),
+        }
+    })
+}
+
+/// Reads every record of `db`.
+fn read_all(db: &Database, path: &Path) -> Result<Loaded, Error> {
+    let unreadable = |source: redb::Error| Error::Unreadable {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    };
+    let bad = |what: String| Error::BadRecord {
+        path: path.to_path_buf(),
+        what,
+    };
+    let txn = db.begin_read().map_err(|e| unreadable(e.into()))?;
+    let mut loaded = Loaded::default();
+    match txn.open_table(META) {
+        Ok(meta) => {
+            let get = |key| -> Result<Option<u64>, Error> {
+                Ok(meta
+                    .get(key)
+                    .map_err(|e| unreadable(e.into()))?
+                    .map(|v| v.value()))
+            };
+            if let Some(version) = get("version")?
+                && version > FORMAT_VERSION
+            {
+                return Err(bad(format!(
+                    "format version {version} is newer than this lubdub's {FORMAT_VERSION}"
+                )));
+            }
+            loaded.alive = get("alive_ms")?.map(from_millis);
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(loaded),
+        Err(e) => return Err(unreadable(e.into())),
+    }
+    match txn.open_table(HOSTS) {
+        Ok(hosts) => {
+            loaded
+                .hosts
+                .reserve(hosts.len().map_err(|e| unreadable(e.into()))? as usize);
+            for entry in hosts.iter().map_err(|e| unreadable(e.into()))? {
+                let (id, value) = entry.map_err(|e| unreadable(e.into()))?;
+                let id = id.value();
+                let host = decode_host(id, value.value())
+                    .map_err(|what| bad(format!("host {id:?}: {what}")))?;
+                loaded.hosts.push(host);
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(unreadable(e.into())),
+    }
+    match txn.open_table(EVENTS) {
+        Ok(events) => {
+            for entry in events.iter().map_err(|e| unreadable(e.into()))? {
+                let (id, value) = entry.map_err(|e| unreadable(e.into()))?;
+                let id = id.value();
+                let event = decode_event(id, value.value())
+                    .map_err(|what| bad(format!("event {id}: {what}")))?;
+                loaded.events.push(event);
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(unreadable(e.into())),
+    }
+    Ok(loaded)
+}
+
+impl Store {
     /// Writes one checkpoint in one transaction, and records `now` as the
     /// time the server was last alive. On failure nothing of the batch is
     /// written, and the next call reopens the file and tries again.

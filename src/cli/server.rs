@@ -122,7 +122,9 @@ pub async fn run(args: ServerArgs, stop: CancellationToken) -> anyhow::Result<()
     let (print_config, forget_all) = (args.print_config, args.forget_all);
     let config = args.into_config()?;
     if print_config {
-        return super::print_config(&ServerFile { server: &config });
+        return super::print_config(&ServerFile {
+            server: &config.redacted(),
+        });
     }
     if forget_all {
         let dir = store::resolve_data_dir(config.data_dir.as_deref())?;

@@ -160,14 +160,16 @@ fn field<'a>(host: &'a serde_json::Value, key: &str) -> &'a str {
     host.get(key).and_then(|v| v.as_str()).unwrap_or("")
 }
 
-/// A host's text made safe to show: a host id comes from the network, and
-/// control characters (an escape sequence that clears the terminal, a
-/// newline that forges a check line) or the `|` that starts Nagios
+/// A host's text made safe to show: a host id comes from the network (or
+/// from a store written before the decoder refused such ids), and control
+/// characters (an escape sequence that clears the terminal, a newline that
+/// forges a check line), bidirectional overrides (U+202E shows `1-bew` as
+/// `web-1`), invisible characters, and the `|` that starts Nagios
 /// performance data must not reach the operator's screen as they are.
 fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() || c == '|' {
+        if lubdub::protocol::forbidden_in_host_id(c) || c == '|' {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
@@ -476,5 +478,11 @@ mod tests {
             !text.contains("\x1b[2J") && text.lines().count() == 3,
             "{text:?}"
         );
+        // Shown as `web-1` by a terminal, were the override not escaped.
+        let spoof = host("\u{202e}1-bew\u{200b}", "down");
+        let text = table(std::slice::from_ref(&spoof), SystemTime::now());
+        assert!(text.contains("\\u{202e}1-bew\\u{200b}"), "{text:?}");
+        let (_, line) = check(&[spoof]);
+        assert!(!line.contains('\u{202e}'), "{line}");
     }
 }

@@ -376,7 +376,10 @@ pub(crate) fn check_http_url(
                 u.scheme()
             ),
         )),
-        Err(e) => Err(invalid(field, format!("sink {name:?}: not a URL: {e}"))),
+        Err(e) => Err(invalid(
+            field,
+            format!("sink {name:?}: {:?}: {e}", crate::config::redact::url(url)),
+        )),
     }
 }
 

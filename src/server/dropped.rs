@@ -20,7 +20,8 @@ pub enum DropReason {
     BadMac,
     /// With keys: a tag naming a key id the server does not have.
     UnknownKey,
-    /// With keys: a legacy `Thump!` from outside `legacy_networks`.
+    /// With keys: a legacy `Thump!` from outside `legacy_networks`, or for
+    /// a host that signs its beats.
     Legacy,
     /// With keys: a sequence number seen before or too old (a replay).
     Replay,
@@ -28,11 +29,19 @@ pub enum DropReason {
     ClockSkew,
     /// A new host while `max_hosts` hosts are tracked.
     MaxHosts,
+    /// A host id with a control, bidirectional or invisible character
+    /// (see [`crate::protocol::forbidden_in_host_id`]).
+    BadHostId,
+    /// A new host beyond `join_rate` joins a second.
+    JoinRate,
+    /// With keys: a seq whose run start (its high 32 bits, Unix seconds)
+    /// lies past the beat's send time plus `max_clock_skew`.
+    FutureRun,
 }
 
 impl DropReason {
     /// Every reason, in metric order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
         DropReason::UnsupportedVersion,
         DropReason::Unsigned,
@@ -42,6 +51,9 @@ impl DropReason {
         DropReason::Replay,
         DropReason::ClockSkew,
         DropReason::MaxHosts,
+        DropReason::BadHostId,
+        DropReason::JoinRate,
+        DropReason::FutureRun,
     ];
 
     /// The metric label.
@@ -56,6 +68,9 @@ impl DropReason {
             DropReason::Replay => "replay",
             DropReason::ClockSkew => "clock_skew",
             DropReason::MaxHosts => "max_hosts",
+            DropReason::BadHostId => "bad_host_id",
+            DropReason::JoinRate => "join_rate",
+            DropReason::FutureRun => "future_run",
         }
     }
 
@@ -63,6 +78,7 @@ impl DropReason {
     pub fn of(error: DecodeError) -> Self {
         match error {
             DecodeError::UnsupportedVersion(_) => DropReason::UnsupportedVersion,
+            DecodeError::HostIdForbiddenChar => DropReason::BadHostId,
             _ => DropReason::Malformed,
         }
     }

@@ -12,6 +12,8 @@ use crate::config::ServerConfig;
 use crate::protocol::Packet;
 use ipnet::IpNet;
 use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
 use std::time::{Duration, SystemTime};
 
 /// The server's admission policy.
@@ -20,6 +22,51 @@ pub struct Guard {
     keys: Option<KeyRing>,
     legacy_networks: Vec<IpNet>,
     max_clock_skew: Duration,
+    joins: Mutex<JoinLimit>,
+}
+
+/// How fast hosts the server does not know may join: a token bucket of
+/// `rate` tokens a second holding at most one second's worth. Without
+/// keys anyone can make up host ids; with it, a flood of them grows the
+/// registry and the store at this rate, not at line rate, while beats of
+/// known hosts are never held back. A refused host is not lost: its next
+/// beat tries again.
+#[derive(Debug, Default)]
+pub struct JoinLimit {
+    /// Joins a second; 0: unlimited.
+    rate: u32,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl JoinLimit {
+    /// A bucket of `rate` joins a second (0: unlimited), full at start.
+    pub fn new(rate: u32) -> JoinLimit {
+        JoinLimit {
+            rate,
+            tokens: f64::from(rate),
+            last: None,
+        }
+    }
+
+    /// Takes one join at `now`; false when the rate is exceeded.
+    pub fn admit(&mut self, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let rate = f64::from(self.rate);
+        if let Some(last) = self.last {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * rate;
+            self.tokens = (self.tokens + refill).min(rate);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Guard {
@@ -33,7 +80,19 @@ impl Guard {
             keys,
             legacy_networks: config.legacy_networks.clone(),
             max_clock_skew: config.max_clock_skew,
+            joins: Mutex::new(JoinLimit::new(config.join_rate)),
         })
+    }
+
+    /// True when new hosts are rate-limited (`join_rate` is not 0).
+    pub fn limits_joins(&self) -> bool {
+        self.joins.lock().expect("join limit lock").rate != 0
+    }
+
+    /// Whether a host the registry does not know may join at `now` (see
+    /// [`JoinLimit`]).
+    pub fn admit_join(&self, now: Instant) -> bool {
+        self.joins.lock().expect("join limit lock").admit(now)
     }
 
     /// How many keys the server accepts (0: beats need no signature).
@@ -78,6 +137,14 @@ impl Guard {
                 if skew > self.max_clock_skew {
                     return Err(DropReason::ClockSkew);
                 }
+                // The seq's high half is when the client's run started
+                // (Unix seconds): a run that starts after the beat was sent
+                // is impossible, and one signed beat of it would make every
+                // later beat of the real run look like a replay (issue 13).
+                let sent_secs = beat.sent_at_micros / 1_000_000;
+                if beat.seq >> 32 > sent_secs.saturating_add(self.max_clock_skew.as_secs()) {
+                    return Err(DropReason::FutureRun);
+                }
                 Ok(())
             }
         }
@@ -113,12 +180,63 @@ mod tests {
             keys: Some(keys),
             legacy_networks: vec!["10.0.0.0/8".parse().expect("net")],
             max_clock_skew: Duration::from_secs(120),
+            joins: Mutex::default(),
         }
     }
 
     fn check(guard: &Guard, bytes: &[u8], from: &str, wall: SystemTime) -> Result<(), DropReason> {
         let packet = protocol::decode(bytes).expect("decodes");
         guard.check(bytes, &packet, from.parse().expect("ip"), wall)
+    }
+
+    // See: issue 13, item 4.
+    #[test]
+    fn a_seq_whose_run_starts_after_its_send_time_is_refused() {
+        let guard = guard(); // max_clock_skew 120 s
+        let now = SystemTime::now();
+        let since_epoch = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970");
+        let now_secs = since_epoch.as_secs();
+        let key = Key::new(1, &[1; 32], false, None).expect("key");
+        let signer = Signer::new(&key, "web-1").expect("signer");
+        let started = |run_secs: u64| {
+            let beat = Beat {
+                flags: 0,
+                seq: (run_secs << 32) | 5,
+                boot_id: [0; 16],
+                sent_at_micros: since_epoch.as_micros() as u64,
+                interval_ms: 100,
+                host_id: "web-1",
+                tag: None,
+            };
+            let mut out = Vec::new();
+            signer.sign(&beat, &mut out).expect("sign");
+            check(&guard, &out, "127.0.0.1", now)
+        };
+        assert_eq!(started(now_secs), Ok(()));
+        assert_eq!(started(now_secs - 86_400 * 365), Ok(()), "a long run");
+        assert_eq!(started(now_secs + 120), Ok(()), "within the skew");
+        assert_eq!(started(now_secs + 121), Err(DropReason::FutureRun));
+        assert_eq!(
+            started(now_secs + 86_400 * 3650),
+            Err(DropReason::FutureRun)
+        );
+    }
+
+    #[test]
+    fn joins_are_limited_to_the_rate_with_one_second_of_burst() {
+        let t = Instant::now();
+        let mut limit = JoinLimit::new(100);
+        let burst = (0..150).filter(|_| limit.admit(t)).count();
+        assert_eq!(burst, 100, "one second's worth at once");
+        assert!(!limit.admit(t + Duration::from_millis(5)));
+        assert!(limit.admit(t + Duration::from_millis(20)), "2 tokens back");
+        let later = t + Duration::from_secs(60);
+        let refilled = (0..500).filter(|_| limit.admit(later)).count();
+        assert_eq!(refilled, 100, "never more than a second's worth");
+        let mut open = JoinLimit::new(0);
+        assert!((0..10_000).all(|_| open.admit(t)), "0: unlimited");
     }
 
     #[test]

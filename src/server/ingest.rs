@@ -215,6 +215,7 @@ impl Ingest {
                 }
             }
         }
+        self.limit_joins(&mut admitted, &mut counts, host_limit_log);
         // Legacy beats are keyed by their address, written as text: one
         // buffer of all of them, so that a batch without any (the common
         // case) allocates nothing.
@@ -269,6 +270,12 @@ impl Ingest {
                         tracing::debug!(from = %beat.addr, host = beat.host_id, suppressed, "dropped packet: replay");
                     }
                 }
+                Observed::NotLegacy => {
+                    counts.dropped[DropReason::Legacy as usize] += 1;
+                    if let Some(suppressed) = bad_packet_log.check(std::time::Instant::now()) {
+                        tracing::debug!(from = %beat.addr, host = beat.host_id, suppressed, "dropped packet: legacy beat for a host that signs");
+                    }
+                }
                 Observed::HostLimit => {
                     counts.dropped[DropReason::MaxHosts as usize] += 1;
                     if let Some(suppressed) = host_limit_log.check(std::time::Instant::now()) {
@@ -293,6 +300,56 @@ impl Ingest {
         m.legacy_beats.inc_by(counts.legacy_beats);
         for (reason, n) in DropReason::ALL.into_iter().zip(counts.dropped) {
             m.add_dropped(reason, n);
+        }
+    }
+}
+
+impl Ingest {
+    /// Drops the v1 beats of hosts the registry does not know beyond
+    /// `join_rate` (see [`super::guard::JoinLimit`]); legacy hosts, keyed
+    /// by their address, are not limited. One extra hold of the fleet's
+    /// lock per batch, for the lookups, only while a rate is set.
+    fn limit_joins(
+        &self,
+        admitted: &mut [Option<(Packet<'_>, SocketAddr)>; BATCH],
+        counts: &mut BatchCounts,
+        host_limit_log: &mut RateLimit,
+    ) {
+        if !self.guard.limits_joins() {
+            return;
+        }
+        let mut ids = [""; BATCH];
+        let mut at = [0usize; BATCH];
+        let mut count = 0;
+        for (i, entry) in admitted.iter().enumerate() {
+            if let Some((Packet::V1(beat), _)) = entry {
+                (ids[count], at[count]) = (beat.host_id, i);
+                count += 1;
+            }
+        }
+        if count == 0 {
+            return;
+        }
+        let mut found = [None; BATCH];
+        self.fleet.read(|monitor| {
+            monitor
+                .registry()
+                .find_many(&ids[..count], &mut found[..count])
+        });
+        let now = std::time::Instant::now();
+        for (&i, found) in at[..count].iter().zip(&found[..count]) {
+            if found.is_none() && !self.guard.admit_join(now) {
+                let from = admitted[i].map(|(_, from)| from);
+                admitted[i] = None;
+                counts.dropped[DropReason::JoinRate as usize] += 1;
+                if let Some(suppressed) = host_limit_log.check(now) {
+                    tracing::warn!(
+                        from = ?from,
+                        suppressed,
+                        "new hosts are joining faster than join_rate: beats of further new hosts are dropped"
+                    );
+                }
+            }
         }
     }
 }

@@ -26,7 +26,9 @@ pub mod metrics;
 pub mod persist;
 pub mod process;
 pub mod recv;
+pub mod serve;
 pub mod sinks;
+pub mod site;
 pub mod timer;
 
 use crate::config::ValidServerConfig;
@@ -252,14 +254,9 @@ impl Server {
         let http_stop = CancellationToken::new();
         let mut http_server = {
             let stop = http_stop.clone();
-            tokio::spawn(
-                axum::serve(
-                    http,
-                    guard::limit_http(http::router(shared.clone()).merge(sinks.routes())),
-                )
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .into_future(),
-            )
+            let app = guard::limit_http(http::router(shared.clone()).merge(sinks.routes()));
+            let config = config.clone();
+            tokio::spawn(async move { serve::serve(http, app, &config, stop).await })
         };
 
         let http_result = tokio::select! {
@@ -360,7 +357,7 @@ fn print_event_bursts(mut events: broadcast::Receiver<crate::monitor::Event>) {
             match next {
                 // A closed stdout must not crash the server: drop the line.
                 Ok(event) => {
-                    let _ = writeln!(out, "{event}");
+                    let _ = writeln!(out, "{}", crate::protocol::Printable(&event));
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(
@@ -419,7 +416,7 @@ async fn report_silent(fleet: Arc<Fleet>, every: std::time::Duration, stop: Canc
             io::stdout().lock(),
             "silent hosts ({}): {}",
             list.len(),
-            list.join(", ")
+            crate::protocol::Printable(list.join(", "))
         );
     }
 }

@@ -2,6 +2,7 @@
 
 mod alerts;
 mod api;
+mod beat_attacks;
 mod client;
 mod commands;
 mod config;
@@ -9,6 +10,7 @@ mod core;
 mod dashboard;
 mod detection;
 mod email;
+mod hardening;
 mod keys;
 mod loadgen;
 mod metrics;

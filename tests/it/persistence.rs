@@ -398,9 +398,8 @@ fn a_corrupt_store_is_refused_with_its_path_and_left_untouched() {
     refuses_store(dir.path(), &garbage);
 }
 
-// See: issue 14 (item 16). Today redb panics on it (issue 13 item 9).
+// See: issue 14 (item 16) and issue 13 (item 9).
 #[test]
-#[ignore = "issue 13 item 9: fixed on branch sec"]
 fn a_truncated_store_is_refused_with_its_path_and_left_untouched() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start_in(dir.path(), &["--timeout", "1s"]);

@@ -315,7 +315,7 @@ fn http_refuses_large_bodies_and_reads_no_files() {
     let server = Server::start(&[]);
     let big = raw_http(
         server.http,
-        "POST /api/v1/hosts HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\n",
+        "POST /api/v1/hosts HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\n",
     );
     assert!(big.starts_with("HTTP/1.1 413"), "{big}");
     for path in [
@@ -328,7 +328,7 @@ fn http_refuses_large_bodies_and_reads_no_files() {
     ] {
         let response = raw_http(
             server.http,
-            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
         );
         assert!(response.starts_with("HTTP/1.1 404"), "{path}: {response}");
         assert!(!response.contains("root:"), "{path} leaked a file");

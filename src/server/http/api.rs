@@ -299,24 +299,12 @@ async fn list_hosts(
     }
     matches.sort_unstable_by(order);
     let picked = matches.get(offset..).unwrap_or_default();
-    // 3. Their views, again a chunk per hold of the lock. A host forgotten
-    // since step 1 (its slot now empty or another host's) is left out; one
-    // forgotten and back in a slot not yet scanned was picked twice, so
-    // `total` counts it twice, and only its current slot gets a view.
-    let mut page = Vec::with_capacity(picked.len());
-    for chunk in picked.chunks(LIST_CHUNK) {
-        shared.fleet.read(|monitor| {
-            let registry = monitor.registry();
-            let now = now();
-            page.extend(
-                chunk
-                    .iter()
-                    .filter(|c| registry.try_get(c.slot).is_some() && registry.id(c.slot) == id(c))
-                    .map(|c| HostView::new(monitor, c.slot, now)),
-            );
-        });
-    }
-    let mut response = Json(page).into_response();
+    // 3. Their views, streamed (see `stream_views`). One forgotten and back
+    // in a slot not yet scanned was picked twice, so `total` counts it
+    // twice, and only its current slot gets a view.
+    let picked = picked.iter().map(|c| (c.slot, c.id.clone())).collect();
+    let body = super::views::stream_views(shared, picked, ids);
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     response
         .headers_mut()
         .insert("x-total-count", HeaderValue::from(total));

@@ -1,8 +1,11 @@
 //! The JSON shapes the API answers with, copied from the monitor under the
 //! fleet's lock and serialised after.
 
+use super::Shared;
 use crate::monitor::{Monitor, Slot};
 use serde::Serialize;
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 /// One host as the API shows it.
@@ -83,4 +86,48 @@ impl HostView {
             clock_offset_seconds: host.stats.clock_offset().map(|ms| f64::from(ms) / 1000.0),
         }
     }
+}
+
+/// Hosts per hold of the fleet's lock while a listing is written.
+const STREAM_CHUNK: usize = 1024;
+
+/// The JSON array of the views of `picked` (each a slot and the range of
+/// its id in `ids`), built and serialised a chunk at a time as the client
+/// reads it: a listing of 150,000 hosts holds one chunk of views and bytes
+/// at a time, not all 111 MB of them, and a slow reader holds only its
+/// chunk. A host forgotten since it was picked (its slot now empty or
+/// another host's) is left out.
+pub fn stream_views(
+    shared: Arc<Shared>,
+    picked: Vec<(Slot, Range<usize>)>,
+    ids: String,
+) -> axum::body::Body {
+    use futures_util::stream::{self, StreamExt};
+    let mut first = true;
+    // With no host, no chunk writes the opening bracket.
+    let empty = picked.is_empty();
+    let chunks = (0..picked.len()).step_by(STREAM_CHUNK).map(move |start| {
+        let mut out = Vec::with_capacity(STREAM_CHUNK * 800);
+        if start == 0 {
+            out.push(b'[');
+        }
+        shared.fleet.read(|monitor| {
+            let registry = monitor.registry();
+            let now = crate::server::timer::now();
+            for (slot, id) in &picked[start..(start + STREAM_CHUNK).min(picked.len())] {
+                if registry.try_get(*slot).is_none() || registry.id(*slot) != &ids[id.clone()] {
+                    continue;
+                }
+                if !std::mem::take(&mut first) {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut out, &HostView::new(monitor, *slot, now))
+                    .expect("a host view serialises");
+            }
+        });
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(out))
+    });
+    let head = stream::iter(empty.then(|| Ok(axum::body::Bytes::from_static(b"["))));
+    let tail = stream::once(async { Ok(axum::body::Bytes::from_static(b"]")) });
+    axum::body::Body::from_stream(head.chain(stream::iter(chunks)).chain(tail))
 }

@@ -386,6 +386,8 @@ impl Alertmanager {
                     all_ok = false;
                     self.outcomes.fail(n, &why);
                     if let Some(suppressed) = self.fail_log.check(std::time::Instant::now()) {
+                        // Without the password of a `user:password@` URL.
+                        let endpoint = crate::config::redact::url(endpoint.as_str());
                         tracing::warn!(
                             sink = %self.name,
                             suppressed,

@@ -109,6 +109,20 @@ pub fn environment(event: &SinkEvent) -> Vec<(&'static str, String)> {
     env
 }
 
+/// The `LUBDUB_*` variables of the server's own environment: its settings,
+/// `LUBDUB_API_TOKEN` among them. A hook does not inherit them (it gets
+/// its own `LUBDUB_*` event variables instead): a hook is often a script
+/// that logs its environment, or a program the operator did not write.
+fn server_settings() -> &'static [std::ffi::OsString] {
+    static NAMES: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        std::env::vars_os()
+            .map(|(name, _)| name)
+            .filter(|name| name.as_encoded_bytes().starts_with(b"LUBDUB_"))
+            .collect()
+    })
+}
+
 /// One run; `Ok` when the command exited 0 within the timeout.
 async fn run_one(
     name: &str,
@@ -126,6 +140,9 @@ async fn run_one(
     let mut stdin_json = serde_json::to_vec(&event.payload()).expect("payload serialises");
     stdin_json.push(b'\n');
     let mut spawned = Command::new(&command[0]);
+    for name in server_settings() {
+        spawned.env_remove(name);
+    }
     let spawned = spawned
         .args(&command[1..])
         .envs(environment(event))

@@ -616,7 +616,7 @@ async fn dispatch(
                         }
                         mass::Outcome::Absorbed => {
                             metrics.pages_absorbed.inc();
-                            tracing::info!(host = %host, "down absorbed by the mass silence already sent");
+                            tracing::info!(host = %host, "down held for the storm's next mass-silence summary");
                         }
                     }
                 }
