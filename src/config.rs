@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod detection;
+pub mod email;
 pub mod env;
+pub mod preset;
 pub mod redact;
+pub mod secret;
 pub mod sinks;
 pub mod watchdog;
 
@@ -57,7 +60,7 @@ pub enum Error {
 
 /// The error of a field holding a value outside its allowed range: the one
 /// way every settings check in this module and its children says so.
-fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     Error::Invalid {
         field,
         reason: reason.into(),

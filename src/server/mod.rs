@@ -107,6 +107,7 @@ pub struct Server {
 impl Server {
     /// Binds the UDP and HTTP sockets and loads the store.
     pub async fn bind(config: ValidServerConfig) -> Result<Server, Error> {
+        sinks::check(&config.sinks)?;
         let guard = Arc::new(guard::Guard::new(&config)?);
         let udp =
             bind_udp(config.listen, config.recv_buffer_bytes).map_err(|source| Error::Bind {
@@ -259,7 +260,7 @@ impl Server {
         let http_stop = CancellationToken::new();
         let mut http_server = {
             let stop = http_stop.clone();
-            let app = guard::limit_http(http::router(shared.clone()));
+            let app = guard::limit_http(http::router(shared.clone()).merge(sinks.routes()));
             let config = config.clone();
             tokio::spawn(async move { serve::serve(http, app, &config, stop).await })
         };

@@ -293,6 +293,7 @@ mod tests {
             .map(|e| match e {
                 SinkEvent::Host(e) => format!("{} {}", e.kind.as_str(), e.host),
                 SinkEvent::MassSilence(m) => format!("mass-silence {}", m.count),
+                other => other.kind().to_string(),
             })
             .collect()
     }
@@ -415,6 +416,7 @@ mod tests {
                     let name = match &event {
                         SinkEvent::Host(e) => format!("{} {}", e.kind.as_str(), e.host),
                         SinkEvent::MassSilence(m) => format!("mass-silence {}", m.hosts.join(" ")),
+                        other => other.kind().to_string(),
                     };
                     out.push((due.duration_since(t0).as_secs_f64(), name));
                 }
