@@ -183,6 +183,9 @@ pub struct Client {
     /// Code off the steady beat path ran since memory was last released:
     /// start-up, a DNS lookup, a send error or recovery (and its log line).
     off_path: bool,
+    /// Give memory back after start-up and rare paths (the `lubdub client`
+    /// process); off when the loop runs inside a server ([`Client::embedded`]).
+    release_memory: bool,
 }
 
 impl Client {
@@ -233,8 +236,17 @@ impl Client {
             signer,
             rng: fastrand::Rng::new(),
             off_path: true,
+            release_memory: true,
             config,
         })
+    }
+
+    /// For a beat loop inside another process (the server's watchdog): it
+    /// never trims the heap nor unmaps the executable's code, which would
+    /// make a busy server fault its own code back in.
+    pub fn embedded(mut self) -> Self {
+        self.release_memory = false;
+        self
     }
 
     /// The host id this client reports.
@@ -293,7 +305,7 @@ impl Client {
         let mut next = Instant::now();
         'beats: loop {
             self.beat(false);
-            if std::mem::take(&mut self.off_path) {
+            if std::mem::take(&mut self.off_path) && self.release_memory {
                 release_unused_memory();
             }
             next += self.jittered_interval();

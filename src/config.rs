@@ -7,9 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod detection;
+pub mod email;
 pub mod env;
+pub mod preset;
 pub mod redact;
+pub mod secret;
 pub mod sinks;
+pub mod watchdog;
 
 /// The UDP port beats go to, as in the seed.
 pub const DEFAULT_PORT: u16 = 43278;
@@ -56,7 +60,7 @@ pub enum Error {
 
 /// The error of a field holding a value outside its allowed range: the one
 /// way every settings check in this module and its children says so.
-fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     Error::Invalid {
         field,
         reason: reason.into(),
@@ -276,6 +280,11 @@ pub struct ServerConfig {
     /// `lubdub simulate --trace` (to tune the detector on real traffic).
     /// Unset (the default): no recording.
     pub record: Option<PathBuf>,
+    /// Who watches this server (`[server.watchdog]`): beats to other lubdub
+    /// servers and a dead man's switch URL; see docs/OPERATIONS.md.
+    /// Default: nothing.
+    #[serde(default)]
+    pub watchdog: watchdog::WatchdogConfig,
 }
 
 impl Default for ServerConfig {
@@ -306,6 +315,7 @@ impl Default for ServerConfig {
             phi: detection::PhiConfig::default(),
             host_detectors: Vec::new(),
             record: None,
+            watchdog: Default::default(),
         }
     }
 }
@@ -378,6 +388,7 @@ impl ServerConfig {
         if self.flap_window.is_zero() {
             return Err(invalid("flap_window", "must be greater than 0"));
         }
+        self.watchdog.validate()?;
         let rules =
             detection::compile(self.detector, self.timeout, &self.phi, &self.host_detectors)?;
         let monitor = crate::monitor::Settings {

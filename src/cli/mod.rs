@@ -12,6 +12,7 @@ mod man;
 mod server;
 mod simulate;
 mod status;
+mod test_alert;
 
 // The library's paths used here and in the subcommand files, in one place,
 // so that a move inside the library is a change of these lines only.
@@ -108,6 +109,8 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page, or write one page per command into a directory.
     Man(man::ManArgs),
+    /// Send a test alert through a running server's sinks; print each outcome.
+    TestAlert(test_alert::TestAlertArgs),
 }
 
 /// A command line that cannot run: a bad flag or value, or a bad
@@ -231,6 +234,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Client(args) => client::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
+        Command::TestAlert(args) => test_alert::run(args),
         Command::Server(args) => in_runtime(|stop| server::run(args, stop)),
         Command::Keygen(args) => in_runtime(|_| async { keygen::run(args) }),
         Command::Simulate(args) => in_runtime(|_| async { simulate::run(args) }),

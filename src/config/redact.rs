@@ -48,13 +48,8 @@ impl ServerConfig {
         };
         hide(&mut config.api_token);
         for sink in &mut config.sinks.webhook {
-            sink.url = url(&sink.url);
-            hide(&mut sink.bearer_token);
-            if let Some(auth) = &mut sink.basic_auth
-                && !auth.password.is_empty()
-            {
-                auth.password = REDACTED.to_string();
-            }
+            // url, token, bearer_token and basic_auth.password are
+            // `Secret`s: they print as <redacted> themselves.
             for (name, value) in &mut sink.headers {
                 if is_secret_header(name) {
                     *value = REDACTED.to_string();

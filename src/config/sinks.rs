@@ -4,9 +4,12 @@
 //! `[server.sinks.mass_silence]`. `Default` is the documented default; see
 //! docs/ALERTS.md for examples.
 
+use super::preset::Preset;
+use super::secret::Secret;
 use super::{Error, invalid};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Event kinds a sink can ask for (`events = [...]`). `mass-silence` is the
@@ -30,7 +33,7 @@ pub const EVENT_KINDS: &[&str] = &[
     "settled",
 ];
 
-fn default_events() -> Vec<String> {
+pub(crate) fn default_events() -> Vec<String> {
     [
         "down",
         "recovered",
@@ -54,6 +57,9 @@ pub struct SinksConfig {
     /// Prometheus Alertmanagers (v2 API): a down host is a firing
     /// `HostDown` alert until its next event. Default: none.
     pub alertmanager: Vec<AlertmanagerConfig>,
+    /// SMTP servers that get each event as a plain-text e-mail. Default:
+    /// none.
+    pub email: Vec<super::email::EmailConfig>,
     /// Turns many hosts going down together into one `mass-silence` page.
     pub mass_silence: MassSilenceConfig,
 }
@@ -106,8 +112,11 @@ impl Default for ExecConfig {
 pub struct BasicAuth {
     /// User name.
     pub username: String,
-    /// Password; empty sends none.
-    pub password: String,
+    /// Password; empty sends none. Never printed.
+    pub password: Secret,
+    /// A file holding the password instead (relative: in
+    /// `$CREDENTIALS_DIRECTORY`). Default: none.
+    pub password_file: Option<PathBuf>,
 }
 
 /// One webhook: matching events are POSTed as JSON (schema in
@@ -117,8 +126,46 @@ pub struct BasicAuth {
 pub struct WebhookConfig {
     /// Name in logs and in `/metrics`. Default: `webhook<N>`.
     pub name: Option<String>,
-    /// Where to POST (`http://` or `https://`). Required.
-    pub url: String,
+    /// Where to POST (`http://` or `https://`). Required, except for the
+    /// presets with one public endpoint (ntfy, Telegram, PagerDuty,
+    /// Opsgenie), where it replaces that endpoint. A secret (chat webhook
+    /// URLs carry a token): never printed.
+    pub url: Option<Secret>,
+    /// A file holding `url` instead (relative: in `$CREDENTIALS_DIRECTORY`).
+    pub url_file: Option<PathBuf>,
+    /// A service whose request format to use (`slack`, `discord`, `teams`,
+    /// `mattermost`, `googlechat`, `ntfy`, `gotify`, `telegram`,
+    /// `pagerduty`, `opsgenie`); see docs/ALERTS.md. Default: none, the
+    /// event document as JSON (or `body`).
+    pub preset: Option<Preset>,
+    /// The preset's secret: bot token (Telegram), application token
+    /// (Gotify), access token (ntfy), routing key (PagerDuty), API key
+    /// (Opsgenie). Never printed. Default: none.
+    pub token: Option<Secret>,
+    /// A file holding `token` instead (relative: in `$CREDENTIALS_DIRECTORY`).
+    pub token_file: Option<PathBuf>,
+    /// Telegram: the chat to post to.
+    pub chat_id: Option<String>,
+    /// ntfy: the topic to publish to.
+    pub topic: Option<String>,
+    /// A template of the message text of a preset. Default: a summary line
+    /// and the event's details.
+    pub message: Option<String>,
+    /// A template of the request body (instead of the event document);
+    /// with the default `Content-Type`, it must render to JSON.
+    pub body: Option<String>,
+    /// Query parameters added to the URL; values are templates.
+    pub query: BTreeMap<String, String>,
+    /// Base URL of the dashboard, for `dashboard_url` in templates.
+    pub external_url: Option<String>,
+    /// Collect the events of this long a window into one message (a
+    /// digest: "3 hosts down: a, b, c"). Default: none, each event alone.
+    #[serde(with = "humantime_serde")]
+    pub group_wait: Option<Duration>,
+    /// Send a host's `down` again this often while it stays down. Default:
+    /// none.
+    #[serde(with = "humantime_serde")]
+    pub repeat: Option<Duration>,
     /// Event kinds to send. Default: down, recovered, rebooted,
     /// mass-silence.
     pub events: Vec<String>,
@@ -145,11 +192,14 @@ pub struct WebhookConfig {
     /// Events waiting for delivery; beyond this they are dropped and
     /// counted. Default: 1000.
     pub queue: usize,
-    /// Sent as `Authorization: Bearer …`. Default: none.
-    pub bearer_token: Option<String>,
+    /// Sent as `Authorization: Bearer …`. Never printed. Default: none.
+    pub bearer_token: Option<Secret>,
+    /// A file holding `bearer_token` instead (relative: in
+    /// `$CREDENTIALS_DIRECTORY`).
+    pub bearer_token_file: Option<PathBuf>,
     /// Sent as `Authorization: Basic …`. Default: none.
     pub basic_auth: Option<BasicAuth>,
-    /// Extra request headers. Default: none.
+    /// Extra request headers; values are templates. Default: none.
     pub headers: BTreeMap<String, String>,
 }
 
@@ -157,7 +207,19 @@ impl Default for WebhookConfig {
     fn default() -> Self {
         Self {
             name: None,
-            url: String::new(),
+            url: None,
+            url_file: None,
+            preset: None,
+            token: None,
+            token_file: None,
+            chat_id: None,
+            topic: None,
+            message: None,
+            body: None,
+            query: BTreeMap::new(),
+            external_url: None,
+            group_wait: None,
+            repeat: None,
             events: default_events(),
             hosts: Vec::new(),
             max_batch: 1,
@@ -167,6 +229,7 @@ impl Default for WebhookConfig {
             max_backoff: Duration::from_secs(30),
             queue: 1000,
             bearer_token: None,
+            bearer_token_file: None,
             basic_auth: None,
             headers: BTreeMap::new(),
         }
@@ -262,7 +325,7 @@ impl Default for MassSilenceConfig {
     }
 }
 
-fn check_common(
+pub(crate) fn check_common(
     kind: &'static str,
     name: &str,
     events: &[String],
@@ -297,9 +360,15 @@ fn check_common(
     Ok(())
 }
 
-fn check_http_url(field: &'static str, name: &str, url: &str) -> Result<(), Error> {
+/// The parsed URL, if `http` or `https`. The error never shows the URL: it
+/// may be a secret.
+pub(crate) fn check_http_url(
+    field: &'static str,
+    name: &str,
+    url: &str,
+) -> Result<reqwest::Url, Error> {
     match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(u),
         Ok(u) => Err(invalid(
             field,
             format!(
@@ -325,7 +394,7 @@ fn is_label_name(name: &str) -> bool {
 
 impl SinksConfig {
     /// The names of the sinks, in the order they are started: exec, webhook,
-    /// alertmanager, each in file order.
+    /// alertmanager, email, each in file order.
     pub fn names(&self) -> Vec<String> {
         let name = |given: &Option<String>, kind: &str, i: usize| {
             given.clone().unwrap_or_else(|| format!("{kind}{i}"))
@@ -333,9 +402,11 @@ impl SinksConfig {
         let exec = self.exec.iter().enumerate();
         let webhook = self.webhook.iter().enumerate();
         let am = self.alertmanager.iter().enumerate();
+        let email = self.email.iter().enumerate();
         exec.map(|(i, s)| name(&s.name, "exec", i))
             .chain(webhook.map(|(i, s)| name(&s.name, "webhook", i)))
             .chain(am.map(|(i, s)| name(&s.name, "alertmanager", i)))
+            .chain(email.map(|(i, s)| name(&s.name, "email", i)))
             .collect()
     }
 
@@ -368,7 +439,6 @@ impl SinksConfig {
         for sink in &self.webhook {
             let name = names_iter.next().expect("one name per sink");
             check_common("webhook", name, &sink.events, &sink.hosts, sink.queue)?;
-            check_http_url("sinks.webhook.url", name, &sink.url)?;
             if sink.max_batch == 0 {
                 return Err(invalid(
                     "sinks.webhook.max_batch",
@@ -379,30 +449,6 @@ impl SinksConfig {
                 return Err(invalid(
                     "sinks.webhook.timeout",
                     format!("sink {name:?}: must be greater than 0"),
-                ));
-            }
-            if sink.bearer_token.is_some() && sink.basic_auth.is_some() {
-                return Err(invalid(
-                    "sinks.webhook.bearer_token",
-                    format!("sink {name:?}: set bearer_token or basic_auth, not both"),
-                ));
-            }
-            for (key, value) in &sink.headers {
-                if reqwest::header::HeaderName::from_bytes(key.as_bytes()).is_err()
-                    || reqwest::header::HeaderValue::from_str(value).is_err()
-                {
-                    return Err(invalid(
-                        "sinks.webhook.headers",
-                        format!("sink {name:?}: invalid header {key:?}"),
-                    ));
-                }
-            }
-            if let Some(token) = &sink.bearer_token
-                && reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err()
-            {
-                return Err(invalid(
-                    "sinks.webhook.bearer_token",
-                    format!("sink {name:?}: not a valid header value"),
                 ));
             }
         }
@@ -515,11 +561,19 @@ share = 0.5
         assert_eq!(sinks.alertmanager[0].resend, Duration::from_secs(60));
         assert_eq!(sinks.mass_silence.share, 0.5);
         assert_eq!(sinks.mass_silence.min_hosts, 10);
-        // The printed config reads back the same.
+        // The printed config reads back the same, except that secrets are
+        // printed as `<redacted>`.
         let mut file = FileConfig::default();
         file.server.sinks = sinks.clone();
         let text = toml::to_string(&file).expect("serialise");
-        assert_eq!(FileConfig::parse(&text).map(|f| f.server.sinks), Ok(sinks));
+        assert!(!text.contains("s3cret") && !text.contains("example.com/hook"));
+        let mut redacted = sinks;
+        redacted.webhook[0].url = Some(crate::config::secret::REDACTED.into());
+        redacted.webhook[0].bearer_token = Some(crate::config::secret::REDACTED.into());
+        assert_eq!(
+            FileConfig::parse(&text).map(|f| f.server.sinks),
+            Ok(redacted)
+        );
     }
 
     #[test]
@@ -533,22 +587,6 @@ share = 0.5
             (
                 "[[server.sinks.exec]]\ncommand = [\"x\"]\nhosts = [\"a[\"]",
                 "sinks.*.hosts",
-            ),
-            (
-                "[[server.sinks.webhook]]\nurl = \"not a url\"",
-                "sinks.webhook.url",
-            ),
-            (
-                "[[server.sinks.webhook]]\nurl = \"ftp://x/\"",
-                "sinks.webhook.url",
-            ),
-            (
-                "[[server.sinks.webhook]]\nurl = \"http://x/\"\nheaders = { \"bad header\" = \"v\" }",
-                "sinks.webhook.headers",
-            ),
-            (
-                "[[server.sinks.webhook]]\nurl = \"http://x/\"\nbearer_token = \"t\"\nbasic_auth = { username = \"u\" }",
-                "sinks.webhook.bearer_token",
             ),
             ("[[server.sinks.alertmanager]]", "sinks.alertmanager.urls"),
             (

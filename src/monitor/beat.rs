@@ -46,7 +46,21 @@ impl Monitor {
         if self.settings.enforce_seq && seq_check.is_some_and(replay::SeqCheck::is_replay) {
             return Observed::Replayed;
         }
-        if !self.registry.addr_is(slot, beat.addr) {
+        // With keys, an unsigned `Thump!` (admitted from a legacy network)
+        // speaks only for a host known from `Thump!` alone: never for one
+        // that ever signed, which it would keep up around the MAC and the
+        // window (issue 13).
+        if self.settings.enforce_seq && beat.seq.is_none() && !host.legacy() {
+            return Observed::NotLegacy;
+        }
+        // With keys a seq is authentic, so one below the newest is a beat
+        // overtaken or withheld on the way: it is counted (statistics, the
+        // window) but says nothing of now, so it changes no state, no
+        // deadline, no address (issue 13). Nothing older than a goodbye
+        // revives the host. Without keys a seq proves nothing (a forged
+        // high one would silence the real host), so beats count as they come.
+        let stale = self.settings.enforce_seq && seq_check == Some(replay::SeqCheck::Reordered);
+        if !stale && !self.registry.addr_is(slot, beat.addr) {
             out.moved.push(Moved {
                 host: beat.host_id.into(),
                 from: self.registry.addr(slot),
@@ -58,7 +72,7 @@ impl Monitor {
         let silent_for = Duration::from_millis(now_ms.saturating_sub(host.last_seen));
         let mut changes = [None, None, None];
         let boot = boot_prefix(&beat.boot_id);
-        let rebooted = boot != 0 && host.boot != 0 && boot != host.boot;
+        let rebooted = !stale && boot != 0 && host.boot != 0 && boot != host.boot;
         let alpha = self.settings.rules.get(host.rule).alpha;
         // Only in-order beats of a host that was beating say anything of
         // its rhythm: a gap after `down` is an outage, not jitter.
@@ -74,7 +88,7 @@ impl Monitor {
             host.set_gap_uncounted(false);
             rhythm = false;
         }
-        if beat.interval_ms > 0 && !host.declares(beat.interval_ms) {
+        if !stale && beat.interval_ms > 0 && !host.declares(beat.interval_ms) {
             // A new declared rhythm: what was learnt of the old one misleads
             // (a host slowing from 10 s to 60 s beats is not 6 beats late).
             let (duplicates, reordered) = (host.stats.duplicates, host.stats.reordered);
@@ -84,6 +98,9 @@ impl Monitor {
         }
         let mut steps = 1;
         if let (Some(seq), Some(check)) = (beat.seq, seq_check) {
+            // It signs (or at least numbers) its beats now: no longer a
+            // legacy host, and no `Thump!` speaks for it any more.
+            host.set_legacy(false);
             // The statistics (loss, reordering, duplicates: `stats`) ...
             if rebooted {
                 host.set_gap_uncounted(false);
@@ -140,6 +157,11 @@ impl Monitor {
                 }
                 _ => {}
             }
+        }
+        if stale {
+            host.beats = host.beats.saturating_add(1);
+            self.changes.mark_beaten(slot);
+            return Observed::Applied;
         }
         if rhythm && beat.seq.is_none() {
             // Legacy beats carry no sequence: loss is invisible, and the
@@ -240,5 +262,146 @@ impl Monitor {
             .push(self.event(kind, slot, wall, Duration::ZERO));
         self.changes.mark(slot);
         self.reschedule_if_earlier(slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{Sim, beat, one, settings};
+    use super::super::{EventKind, HostState, Observation, Observed, Outcome, Settings};
+    use std::net::SocketAddr;
+    use std::time::SystemTime;
+
+    const RUN: u64 = 1_700_000_000 << 32;
+
+    fn keyed() -> Sim {
+        Sim::with(Settings {
+            enforce_seq: true,
+            ..settings()
+        })
+    }
+
+    /// Beat `n` of host `a`'s client run.
+    fn nth(n: u64) -> Observation<'static> {
+        Observation {
+            seq: Some(RUN + n),
+            ..beat("a")
+        }
+    }
+
+    /// Applies `beat` at `secs`; what the monitor did with it.
+    fn apply(sim: &mut Sim, secs: f64, beat: Observation<'_>) -> Observed {
+        let at = sim.at(secs);
+        sim.monitor
+            .observe(&beat, at, SystemTime::now(), &mut Outcome::default())
+    }
+
+    // See: issue 13, item 3.
+    #[test]
+    fn with_keys_a_beat_older_than_the_newest_moves_no_state_and_no_deadline() {
+        let mut sim = keyed();
+        sim.observe(0.0, nth(1));
+        sim.observe(10.0, nth(3));
+        // Beat 2, withheld and released at 20 s from elsewhere, claiming
+        // another rhythm and boot: counted, and nothing else.
+        let withheld = Observation {
+            addr: SocketAddr::from(([192, 0, 2, 9], 9)),
+            interval_ms: 60_000,
+            boot_id: [2; 16],
+            ..nth(2)
+        };
+        assert_eq!(sim.observe(20.0, withheld), vec![]);
+        let host = sim.host("a");
+        assert_eq!((host.beats, host.stats.reordered, host.losses), (3, 1, 0));
+        assert_eq!(host.interval_ms(), 10_000);
+        let registry = sim.monitor.registry();
+        assert_eq!(
+            registry.addr(registry.find("a").expect("known")),
+            beat("a").addr
+        );
+        // The deadline still runs from 10 s: late at 25 s, down at 40 s.
+        assert_eq!(sim.expire(24.9), vec![]);
+        assert_eq!(sim.expire(25.0), one(EventKind::Late, "a"));
+        assert_eq!(sim.expire(40.0), one(EventKind::Down, "a"));
+        // Released after the death, an older beat recovers nothing.
+        assert_eq!(apply(&mut sim, 41.0, nth(0)), Observed::Applied);
+        assert_eq!(sim.state("a"), HostState::Down);
+        assert_eq!(apply(&mut sim, 42.0, nth(0)), Observed::Replayed);
+        assert_eq!(sim.observe(43.0, nth(4)), one(EventKind::Recovered, "a"));
+    }
+
+    // See: issue 13, item 3.
+    #[test]
+    fn with_keys_nothing_older_than_a_goodbye_revives_the_host() {
+        let mut sim = keyed();
+        sim.observe(0.0, nth(1));
+        let bye = Observation {
+            goodbye: true,
+            ..nth(3)
+        };
+        assert_eq!(sim.observe(1.0, bye), one(EventKind::Left, "a"));
+        assert_eq!(sim.observe(2.0, nth(2)), vec![]);
+        assert_eq!(sim.expire(1000.0), vec![], "no false down");
+        assert_eq!(sim.state("a"), HostState::Left);
+        // The client's next run numbers higher: that is a return.
+        let next_run = Observation {
+            seq: Some(RUN + (1 << 32)),
+            ..beat("a")
+        };
+        assert_eq!(sim.observe(1001.0, next_run), one(EventKind::Joined, "a"));
+    }
+
+    /// Without keys a seq proves nothing: a forged high one must not make
+    /// the real host's beats "old", so they count as they come (the seed).
+    #[test]
+    fn without_keys_an_older_beat_still_counts() {
+        let mut sim = Sim::new();
+        sim.observe(0.0, nth(1));
+        let forged_bye = Observation {
+            goodbye: true,
+            ..nth(1000)
+        };
+        assert_eq!(sim.observe(1.0, forged_bye), one(EventKind::Left, "a"));
+        assert_eq!(sim.observe(2.0, nth(2)), one(EventKind::Joined, "a"));
+    }
+
+    // See: issue 13, item 5.
+    #[test]
+    fn with_keys_a_legacy_beat_never_feeds_a_host_that_numbers_its_beats() {
+        let mut sim = keyed();
+        let addr = SocketAddr::from(([10, 0, 0, 1], 5000));
+        let legacy = |id| Observation::legacy(id, addr);
+        let signed = |id, n, goodbye| Observation {
+            seq: Some(RUN + n),
+            goodbye,
+            ..beat(id)
+        };
+        sim.observe(0.0, signed("10.0.0.1", 1, false));
+        sim.observe(1.0, signed("10.0.0.1", 2, true));
+        assert_eq!(
+            apply(&mut sim, 2.0, legacy("10.0.0.1")),
+            Observed::NotLegacy
+        );
+        assert_eq!(sim.state("10.0.0.1"), HostState::Left);
+        // A host known only from `Thump!` is fed by it, until it signs.
+        assert_eq!(
+            sim.observe(3.0, legacy("10.0.0.2")),
+            one(EventKind::Joined, "10.0.0.2")
+        );
+        assert_eq!(apply(&mut sim, 4.0, legacy("10.0.0.2")), Observed::Applied);
+        assert!(sim.host("10.0.0.2").legacy());
+        assert_eq!(
+            apply(&mut sim, 5.0, signed("10.0.0.2", 1, false)),
+            Observed::Applied
+        );
+        assert!(!sim.host("10.0.0.2").legacy());
+        assert_eq!(
+            apply(&mut sim, 6.0, legacy("10.0.0.2")),
+            Observed::NotLegacy
+        );
+        // Without keys nothing is signed: one namespace, as in the seed.
+        let mut open = Sim::new();
+        open.observe(0.0, signed("10.0.0.1", 1, false));
+        assert_eq!(apply(&mut open, 1.0, legacy("10.0.0.1")), Observed::Applied);
     }
 }

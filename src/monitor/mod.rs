@@ -108,6 +108,9 @@ pub enum Observed {
     Replayed,
     /// Refused: a new host, but `max_hosts` are already tracked.
     HostLimit,
+    /// Refused: with keys, a legacy (unsigned, unnumbered) beat for a host
+    /// that has sent numbered beats. Nothing changed.
+    NotLegacy,
 }
 
 /// A host whose beats now come from another address (for the log).

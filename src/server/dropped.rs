@@ -20,7 +20,8 @@ pub enum DropReason {
     BadMac,
     /// With keys: a tag naming a key id the server does not have.
     UnknownKey,
-    /// With keys: a legacy `Thump!` from outside `legacy_networks`.
+    /// With keys: a legacy `Thump!` from outside `legacy_networks`, or for
+    /// a host that signs its beats.
     Legacy,
     /// With keys: a sequence number seen before or too old (a replay).
     Replay,
@@ -33,11 +34,14 @@ pub enum DropReason {
     BadHostId,
     /// A new host beyond `join_rate` joins a second.
     JoinRate,
+    /// With keys: a seq whose run start (its high 32 bits, Unix seconds)
+    /// lies past the beat's send time plus `max_clock_skew`.
+    FutureRun,
 }
 
 impl DropReason {
     /// Every reason, in metric order.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
         DropReason::UnsupportedVersion,
         DropReason::Unsigned,
@@ -49,6 +53,7 @@ impl DropReason {
         DropReason::MaxHosts,
         DropReason::BadHostId,
         DropReason::JoinRate,
+        DropReason::FutureRun,
     ];
 
     /// The metric label.
@@ -65,6 +70,7 @@ impl DropReason {
             DropReason::MaxHosts => "max_hosts",
             DropReason::BadHostId => "bad_host_id",
             DropReason::JoinRate => "join_rate",
+            DropReason::FutureRun => "future_run",
         }
     }
 
@@ -105,6 +111,7 @@ impl DropReason {
             DropReason::MaxHosts => "a new host beyond max_hosts",
             DropReason::BadHostId => "a host id that is not printable text",
             DropReason::JoinRate => "a new host beyond join_rate",
+            DropReason::FutureRun => "a sequence number from a future run",
         }
     }
 

@@ -202,6 +202,14 @@ impl Policy {
                 if skew > self.max_clock_skew {
                     return Err(DropReason::ClockSkew);
                 }
+                // The seq's high half is when the client's run started
+                // (Unix seconds): a run that starts after the beat was sent
+                // is impossible, and one signed beat of it would make every
+                // later beat of the real run look like a replay (issue 13).
+                let sent_secs = beat.sent_at_micros / 1_000_000;
+                if beat.seq >> 32 > sent_secs.saturating_add(self.max_clock_skew.as_secs()) {
+                    return Err(DropReason::FutureRun);
+                }
                 Ok(())
             }
         }
@@ -246,6 +254,41 @@ mod tests {
     fn check(guard: &Guard, bytes: &[u8], from: &str, wall: SystemTime) -> Result<(), DropReason> {
         let packet = protocol::decode(bytes).expect("decodes");
         guard.check(bytes, &packet, from.parse().expect("ip"), wall)
+    }
+
+    // See: issue 13, item 4.
+    #[test]
+    fn a_seq_whose_run_starts_after_its_send_time_is_refused() {
+        let guard = guard(); // max_clock_skew 120 s
+        let now = SystemTime::now();
+        let since_epoch = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970");
+        let now_secs = since_epoch.as_secs();
+        let key = Key::new(1, &[1; 32], false, None).expect("key");
+        let signer = Signer::new(&key, "web-1").expect("signer");
+        let started = |run_secs: u64| {
+            let beat = Beat {
+                flags: 0,
+                seq: (run_secs << 32) | 5,
+                boot_id: [0; 16],
+                sent_at_micros: since_epoch.as_micros() as u64,
+                interval_ms: 100,
+                host_id: "web-1",
+                tag: None,
+            };
+            let mut out = Vec::new();
+            signer.sign(&beat, &mut out).expect("sign");
+            check(&guard, &out, "127.0.0.1", now)
+        };
+        assert_eq!(started(now_secs), Ok(()));
+        assert_eq!(started(now_secs - 86_400 * 365), Ok(()), "a long run");
+        assert_eq!(started(now_secs + 120), Ok(()), "within the skew");
+        assert_eq!(started(now_secs + 121), Err(DropReason::FutureRun));
+        assert_eq!(
+            started(now_secs + 86_400 * 3650),
+            Err(DropReason::FutureRun)
+        );
     }
 
     #[test]

@@ -280,6 +280,12 @@ impl Ingest {
                         tracing::debug!(from = %beat.addr, host = beat.host_id, suppressed, "dropped packet: replay");
                     }
                 }
+                Observed::NotLegacy => {
+                    counts.dropped[DropReason::Legacy as usize] += 1;
+                    if let Some(suppressed) = bad_packet_log.check(std::time::Instant::now()) {
+                        tracing::debug!(from = %beat.addr, host = beat.host_id, suppressed, "dropped packet: legacy beat for a host that signs");
+                    }
+                }
                 Observed::HostLimit => {
                     counts.dropped[DropReason::MaxHosts as usize] += 1;
                     if let Some(suppressed) = host_limit_log.check(std::time::Instant::now()) {

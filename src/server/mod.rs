@@ -31,6 +31,7 @@ pub mod serve;
 pub mod sinks;
 pub mod site;
 pub mod timer;
+pub mod watchdog;
 
 use crate::config::ValidServerConfig;
 use crate::monitor::{HostState, Monitor};
@@ -78,6 +79,9 @@ pub enum Error {
     /// The key file cannot be used.
     #[error(transparent)]
     Keys(#[from] crate::auth::Error),
+    /// The watchdog's beats cannot start (`[server.watchdog]`: its key file).
+    #[error("watchdog")]
+    Watchdog(#[source] crate::client::Error),
     /// The beat trace (`record`) cannot be created.
     #[error("cannot create the beat trace {path}")]
     Record {
@@ -105,6 +109,7 @@ pub struct Server {
 impl Server {
     /// Binds the UDP and HTTP sockets and loads the store.
     pub async fn bind(config: ValidServerConfig) -> Result<Server, Error> {
+        sinks::check(&config.sinks)?;
         let guard = Arc::new(guard::Guard::new(&config)?);
         let udp =
             bind_udp(config.listen, config.recv_buffer_bytes).map_err(|source| Error::Bind {
@@ -212,6 +217,8 @@ impl Server {
             record,
             reload,
         } = self;
+        // First: a bad watchdog key file stops the server before anything runs.
+        let watchdog = watchdog::Watchdog::start(&config.watchdog, shared.clone())?;
         let fleet = shared.fleet.clone();
         let console = tokio::spawn(print_events(fleet.events().subscribe()));
         // Off the detection path: the sinks only read the event broadcast
@@ -234,6 +241,9 @@ impl Server {
             metrics: shared.metrics.clone(),
             http_addr,
         });
+        // The sinks API serves the sinks of the start (a reload's new sinks
+        // are not shown there until a restart).
+        let sink_routes = sinks.routes();
         let sinks = tokio::spawn(reload::run(reloader, sinks, reload_stop.clone()));
         let checkpoint_stop = CancellationToken::new();
         let checkpointer = tokio::spawn(
@@ -280,7 +290,7 @@ impl Server {
         let http_stop = CancellationToken::new();
         let mut http_server = {
             let stop = http_stop.clone();
-            let app = guard::limit_http(http::router(shared.clone()));
+            let app = guard::limit_http(http::router(shared.clone()).merge(sink_routes));
             let config = config.clone();
             tokio::spawn(async move { serve::serve(http, app, &config, stop).await })
         };
@@ -296,6 +306,7 @@ impl Server {
         reload_stop.cancel();
         let _ = ingest.await;
         let _ = timer.await;
+        watchdog.stop().await; // says goodbye to the servers it beats to
         if let Some(report) = report {
             let _ = report.await;
         }

@@ -92,7 +92,7 @@ fn metrics_negotiate_the_format_and_the_classic_one_passes_promtool() {
 }
 
 /// A Prometheus server on loopback, killed on drop.
-struct Prometheus {
+pub struct Prometheus {
     child: Child,
     port: u16,
 }
@@ -108,12 +108,26 @@ impl Prometheus {
     /// Starts Prometheus scraping `target` every 200 ms. Prometheus cannot
     /// listen on port 0, so it gets a port just found free, and another if
     /// someone took that one in between.
-    fn start(dir: &Path, target: &str) -> Prometheus {
+    pub fn start(dir: &Path, target: &str) -> Prometheus {
+        Self::start_with_rules(dir, target, &[])
+    }
+
+    /// [`Prometheus::start`], also evaluating the rule files `rules` every
+    /// 200 ms.
+    pub fn start_with_rules(dir: &Path, target: &str, rules: &[&Path]) -> Prometheus {
         let config = dir.join("prometheus.yml");
+        let mut rule_files: String = rules
+            .iter()
+            .map(|r| format!("  - '{}'\n", r.display()))
+            .collect();
+        if !rule_files.is_empty() {
+            rule_files.insert_str(0, "rule_files:\n");
+        }
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 200ms\n  scrape_timeout: 200ms\n\
+                "global:\n  scrape_interval: 200ms\n  scrape_timeout: 200ms\n  evaluation_interval: 200ms\n\
+                 {rule_files}\
                  scrape_configs:\n  - job_name: lubdub\n    static_configs:\n      - targets: ['{target}']\n"
             ),
         )
@@ -156,7 +170,7 @@ impl Prometheus {
         self.child.try_wait().expect("try_wait").is_some()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 

@@ -171,14 +171,14 @@ fn a_stopped_server_does_not_declare_the_fleet_down_when_it_resumes() {
 /// A small filesystem mounted for one test, unmounted on drop (even when
 /// the test fails), so a full or read-only disk can be made for real.
 /// Needs root, which this project's test machines and CI run as.
-struct Disk {
-    path: PathBuf,
+pub struct Disk {
+    pub path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Disk {
     /// A tmpfs of `size` (e.g. `8m`).
-    fn tmpfs(size: &str) -> Disk {
+    pub fn tmpfs(size: &str) -> Disk {
         Self::mount(&["-t", "tmpfs", "-o", &format!("size={size}"), "lubdub-test"])
     }
 
@@ -230,7 +230,7 @@ impl Drop for Disk {
 
 /// Writes zeros to `path` until the filesystem is full. Bounded by the
 /// filesystem's size.
-fn fill(path: &Path) {
+pub fn fill(path: &Path) {
     let mut file = std::fs::File::create(path).expect("create filler");
     for chunk in [1 << 20, 4096, 1] {
         let buf = vec![0u8; chunk];
@@ -245,7 +245,7 @@ fn fill(path: &Path) {
 
 /// Sends one v1 beat for each of `count` new hosts with long ids, so the
 /// next checkpoint has to grow the store.
-fn beat_new_hosts(server: &Server, prefix: &str, count: usize) {
+pub fn beat_new_hosts(server: &Server, prefix: &str, count: usize) {
     let pad = "x".repeat(180);
     let packets: Vec<Vec<u8>> = (0..count)
         .map(|i| {

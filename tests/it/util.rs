@@ -614,3 +614,115 @@ pub fn free_port() -> u16 {
         .expect("bind a free port")
         .port()
 }
+
+/// Spawns `program ARGS` (e.g. `ip netns exec NS lubdub …`) with only PATH
+/// kept from the environment, collecting its output like [`Proc::spawn`].
+pub fn spawn_program(program: &str, args: &[&str]) -> Proc {
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let mut child = Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    let stdout = collect(child.stdout.take().expect("piped stdout"));
+    let stderr = collect(child.stderr.take().expect("piped stderr"));
+    Proc {
+        child,
+        stdout,
+        stderr,
+    }
+}
+
+/// One request an [`HttpRecorder`] received, with its method and query
+/// (presets are checked request by request).
+#[derive(Clone, Debug)]
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    /// The raw query string ("" when none).
+    pub query: String,
+    /// Header names in lower case.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The body as JSON (`Null` when it is not JSON).
+    pub body: serde_json::Value,
+}
+
+/// A loopback HTTP receiver on port 0 that records every request, method
+/// and query included, and answers `status` to all of them.
+pub struct HttpRecorder {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<HttpRequest>>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl HttpRecorder {
+    /// Starts a recorder answering every request with `status`.
+    pub fn start(status: u16) -> HttpRecorder {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let requests: Arc<Mutex<Vec<HttpRequest>>> = Arc::default();
+        let seen = requests.clone();
+        let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().expect("requests").push(HttpRequest {
+                    method: method.to_string(),
+                    path: uri.path().to_string(),
+                    query: uri.query().unwrap_or("").to_string(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| {
+                            (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())
+                        })
+                        .collect(),
+                    body: serde_json::from_slice(&body).unwrap_or_default(),
+                });
+                StatusCode::from_u16(status).expect("valid status")
+            }
+        };
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind recorder");
+        let addr = listener.local_addr().expect("addr");
+        let app = axum::Router::new().fallback(handler);
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        HttpRecorder {
+            addr,
+            requests,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// The URL of `path` on the recorder.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> Vec<HttpRequest> {
+        self.requests.lock().expect("requests").clone()
+    }
+
+    /// Waits until at least `n` requests came; returns them all.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<HttpRequest> {
+        wait_until(timeout, || self.requests().len() >= n);
+        self.requests()
+    }
+}
+
+impl Drop for HttpRecorder {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}

@@ -226,6 +226,15 @@ impl Alertmanager {
             tokio::select! {
                 received = queue.recv() => {
                     let Some(event) = received else { return };
+                    if let SinkEvent::Test(test) = &event {
+                        let alert = self.test_alert(test);
+                        let result = match self.post(&[alert]).await {
+                            true => Ok(()),
+                            false => Err(self.outcomes.latest().error.unwrap_or_default()),
+                        };
+                        test.report(result);
+                        continue;
+                    }
                     let now = SystemTime::now();
                     self.apply(event, now, &mut firing, &mut mass, &mut alerts, &mut resolving);
                     while alerts.len() + resolving.len() < MAX_ALERTS_PER_POST {
@@ -306,6 +315,9 @@ impl Alertmanager {
                     *mass = None;
                 }
             }
+            // Not sent to Alertmanager sinks (it renews firing alerts
+            // itself, and `group_wait` is its own); tests are sent apart.
+            SinkEvent::Reminder(_) | SinkEvent::Digest(_) | SinkEvent::Test(_) => {}
             SinkEvent::MassSilence(silence) => {
                 let remaining = match mass.take() {
                     Some(m) => m.remaining,
@@ -319,6 +331,25 @@ impl Alertmanager {
                 alerts.push(self.mass_alert(&silence, now + self.lease));
                 *mass = Some(m);
             }
+        }
+    }
+
+    /// A `LubdubTest` alert that ends a minute after it starts: it shows
+    /// the route to the receivers works, and resolves itself.
+    fn test_alert(&self, test: &super::TestAlert) -> Alert {
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "summary".to_string(),
+            super::template::summary(&SinkEvent::Test(Arc::new(super::TestAlert::new(
+                &test.sink, test.at,
+            )))),
+        );
+        Alert {
+            labels: self.labels("LubdubTest", None),
+            annotations,
+            starts_at: rfc3339(test.at),
+            ends_at: rfc3339(test.at + Duration::from_secs(60)),
+            generator_url: self.external.to_string(),
         }
     }
 
@@ -353,7 +384,7 @@ impl Alertmanager {
                 Ok(()) => self.outcomes.add(Delivery::Sent, n),
                 Err(why) => {
                     all_ok = false;
-                    self.outcomes.add(Delivery::Failed, n);
+                    self.outcomes.fail(n, &why);
                     if let Some(suppressed) = self.fail_log.check(std::time::Instant::now()) {
                         // Without the password of a `user:password@` URL.
                         let endpoint = crate::config::redact::url(endpoint.as_str());

@@ -56,8 +56,12 @@ impl Exec {
                 self.outcomes.clone(),
             );
             runs.spawn(async move {
-                let ok = run_one(&name, &command, timeout, &event).await;
-                outcomes.add(if ok { Delivery::Sent } else { Delivery::Failed }, 1);
+                let result = run_one(&name, &command, timeout, &event).await;
+                match &result {
+                    Ok(()) => outcomes.add(Delivery::Sent, 1),
+                    Err(why) => outcomes.fail(1, why),
+                }
+                super::report_tests(std::slice::from_ref(&event), &result);
                 drop(permit);
             });
             while runs.try_join_next().is_some() {}
@@ -74,7 +78,10 @@ pub fn environment(event: &SinkEvent) -> Vec<(&'static str, String)> {
         ("LUBDUB_TIME", payload.at.clone()),
     ];
     match event {
-        SinkEvent::Host(e) => {
+        SinkEvent::Host(e) | SinkEvent::Reminder(e) => {
+            if matches!(event, SinkEvent::Reminder(_)) {
+                env.push(("LUBDUB_REMINDER", "1".to_string()));
+            }
             env.push(("LUBDUB_HOST", e.host.to_string()));
             env.push(("LUBDUB_ADDR", e.addr.to_string()));
             env.push(("LUBDUB_IP", e.addr.ip().to_string()));
@@ -95,6 +102,9 @@ pub fn environment(event: &SinkEvent) -> Vec<(&'static str, String)> {
             let networks: Vec<&str> = m.networks.iter().map(|n| n.network.as_str()).collect();
             env.push(("LUBDUB_NETWORKS", networks.join(" ")));
         }
+        SinkEvent::Test(_) | SinkEvent::Digest(_) => {
+            env.push(("LUBDUB_MESSAGE", payload.message.unwrap_or_default()));
+        }
     }
     env
 }
@@ -113,12 +123,19 @@ fn server_settings() -> &'static [std::ffi::OsString] {
     })
 }
 
-/// One run; true when the command exited 0 within the timeout.
-async fn run_one(name: &str, command: &[String], timeout: Duration, event: &SinkEvent) -> bool {
+/// One run; `Ok` when the command exited 0 within the timeout.
+async fn run_one(
+    name: &str,
+    command: &[String],
+    timeout: Duration,
+    event: &SinkEvent,
+) -> Result<(), String> {
     let kind = event.kind();
     let host = match event {
-        SinkEvent::Host(e) => e.host.to_string(),
+        SinkEvent::Host(e) | SinkEvent::Reminder(e) => e.host.to_string(),
         SinkEvent::MassSilence(m) => format!("{} hosts", m.count),
+        SinkEvent::Test(_) => "test".to_string(),
+        SinkEvent::Digest(events) => format!("{} events", events.len()),
     };
     let mut stdin_json = serde_json::to_vec(&event.payload()).expect("payload serialises");
     stdin_json.push(b'\n');
@@ -141,8 +158,9 @@ async fn run_one(name: &str, command: &[String], timeout: Duration, event: &Sink
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
-            tracing::warn!(sink = name, kind, host, "cannot run {:?}: {e}", command[0]);
-            return false;
+            let why = format!("cannot run {:?}: {e}", command[0]);
+            tracing::warn!(sink = name, kind, host, "{why}");
+            return Err(why);
         }
     };
     let group = child.id();
@@ -168,11 +186,11 @@ async fn run_one(name: &str, command: &[String], timeout: Duration, event: &Sink
                 unsafe { libc::kill(-group, libc::SIGKILL) };
             }
             tracing::warn!(sink = name, kind, host, "hook killed after {timeout:?}");
-            return false;
+            return Err(format!("hook killed after {timeout:?}"));
         }
         Ok(Err(e)) => {
             tracing::warn!(sink = name, kind, host, "waiting for the hook: {e}");
-            return false;
+            return Err(format!("waiting for the hook: {e}"));
         }
         Ok(Ok(output)) => output,
     };
@@ -186,9 +204,9 @@ async fn run_one(name: &str, command: &[String], timeout: Duration, event: &Sink
         }
     }
     if output.status.success() {
-        true
+        Ok(())
     } else {
         tracing::warn!(sink = name, kind, host, "hook failed: {}", output.status);
-        false
+        Err(format!("hook failed: {}", output.status))
     }
 }

@@ -3,10 +3,17 @@
 //! Pure (takes `now`). Each `down` is held for `hold` before it is released
 //! to the sinks. If, meanwhile, enough hosts go down within `window`
 //! (`share` of the fleet, at least `min_hosts`), the held downs are taken
-//! back and replaced by one [`MassSilence`]; further downs are absorbed
-//! until a whole window passes without one. Other events are never held on
-//! their own, but wait behind a held `down` so that each host's events reach
-//! the sinks in order.
+//! back and replaced by one [`MassSilence`]. Only downs still held count: a
+//! page already sent cannot be taken back, and counting it would page its
+//! host twice (alone, then in the summary).
+//!
+//! The storm that follows lasts one `window` from the mass silence, never
+//! longer: downs in it are gathered into the storm's next summary (another
+//! mass silence), which goes out `hold` after the first of them, so a
+//! trickle of downs (made-up hosts, or churn in a big fleet) can neither
+//! prolong the storm nor keep a real `down` from the sinks (issue 13).
+//! Other events are never held on their own, but wait behind a held `down`
+//! or summary so that each host's events reach the sinks in order.
 
 use super::{MassSilence, Network, SinkEvent};
 use crate::monitor::{Event, EventKind};
@@ -36,21 +43,28 @@ pub struct Gate {
     settings: Settings,
     /// Events in arrival order with the time each may be released.
     queue: VecDeque<(Instant, Item)>,
-    /// Downs seen within the last `window`.
+    /// Downs still held (not paged yet) that went down within the last
+    /// `window`, oldest first: what a mass silence counts.
     recent: VecDeque<(Instant, Event)>,
-    /// The downs of a mass silence not yet released (its place in the
-    /// queue is an [`Item::Mass`]): later downs join it until it goes out.
-    pending: Vec<Event>,
-    /// Fleet size when the mass silence was last joined.
-    pending_fleet: usize,
-    /// While a mass silence lasts (until a window without a new down),
-    /// further downs are absorbed.
+    /// The downs of each mass silence or summary not yet released, in the
+    /// order of their [`Item::Mass`] in the queue.
+    pending: VecDeque<Batch>,
+    /// The last of `pending` still takes the storm's downs.
+    open: bool,
+    /// The end of the storm: one window after its mass silence.
     storm_until: Option<Instant>,
+}
+
+/// The downs of one mass silence (or storm summary), and the fleet size
+/// when the last of them joined.
+struct Batch {
+    downs: Vec<Event>,
+    fleet: usize,
 }
 
 enum Item {
     Event(SinkEvent),
-    /// Where the pending mass silence goes out.
+    /// Where the next of `pending` goes out.
     Mass,
 }
 
@@ -62,9 +76,10 @@ pub enum Outcome {
     /// Made a mass silence of this many hosts (it goes out when the
     /// earliest of them would have).
     MassSilence(usize),
-    /// Joined the mass silence about to go out.
+    /// Joined the mass silence, or the storm's summary, about to go out.
     Joined,
-    /// Absorbed by the mass silence already sent.
+    /// In a storm whose mass silence went out: starts the storm's next
+    /// summary, which goes out after `hold`.
     Absorbed,
 }
 
@@ -75,8 +90,8 @@ impl Gate {
             settings,
             queue: VecDeque::new(),
             recent: VecDeque::new(),
-            pending: Vec::new(),
-            pending_fleet: 0,
+            pending: VecDeque::new(),
+            open: false,
             storm_until: None,
         }
     }
@@ -88,44 +103,60 @@ impl Gate {
                 .push_back((now, Item::Event(SinkEvent::Host(event))));
             return Outcome::Queued;
         }
-        let window = self.settings.window;
+        let Settings { window, hold, .. } = self.settings;
+        // Released (paged) or out of the window: no longer counted. Every
+        // entry was held `hold`, so both fall in arrival order.
         while self
             .recent
             .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > window)
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > window || *at + hold <= now)
         {
             self.recent.pop_front();
         }
-        if self.storm_until.is_some_and(|until| now < until) {
-            self.storm_until = Some(now + window);
-            return if self.has_pending() {
-                self.pending.push(event);
-                self.pending_fleet = fleet;
-                Outcome::Joined
-            } else {
-                Outcome::Absorbed
-            };
+        if let Some(until) = self.storm_until {
+            if now < until {
+                return match self.pending.back_mut() {
+                    Some(batch) if self.open => {
+                        batch.downs.push(event);
+                        batch.fleet = fleet;
+                        Outcome::Joined
+                    }
+                    _ => {
+                        self.pending.push_back(Batch {
+                            downs: vec![event],
+                            fleet,
+                        });
+                        self.open = true;
+                        self.queue.push_back((now + hold, Item::Mass));
+                        Outcome::Absorbed
+                    }
+                };
+            }
+            // Over: what it still holds goes out as it is.
+            self.storm_until = None;
+            self.open = false;
         }
-        self.storm_until = None;
-        self.recent.push_back((now, event.clone()));
         let threshold = self
             .settings
             .min_hosts
             .max((self.settings.share * fleet as f64).ceil() as usize);
-        if self.recent.len() < threshold {
+        if threshold > fleet {
             // A fleet smaller than the threshold can never make a mass
             // silence: nothing to wait for.
-            let hold = if threshold > fleet {
-                Duration::ZERO
-            } else {
-                self.settings.hold
-            };
+            self.queue
+                .push_back((now, Item::Event(SinkEvent::Host(event))));
+            return Outcome::Queued;
+        }
+        self.recent.push_back((now, event.clone()));
+        if self.recent.len() < threshold {
             self.queue
                 .push_back((now + hold, Item::Event(SinkEvent::Host(event))));
             return Outcome::Queued;
         }
         // A mass silence: take back the downs still held; one page goes out
-        // in the place (and at the time) of the earliest of them.
+        // in the place (and at the time) of the earliest of them. Every
+        // older summary in the queue came before them (it was made during
+        // an earlier storm), so the pending batches stay in queue order.
         let downs: Vec<Event> = self.recent.drain(..).map(|(_, e)| e).collect();
         let held = |item: &Item| {
             matches!(item, Item::Event(SinkEvent::Host(e))
@@ -137,14 +168,10 @@ impl Gate {
         let place = place.unwrap_or(self.queue.len()).min(self.queue.len());
         self.queue.insert(place, (release, Item::Mass));
         let count = downs.len();
-        self.pending = downs;
-        self.pending_fleet = fleet;
+        self.pending.push_back(Batch { downs, fleet });
+        self.open = true;
         self.storm_until = Some(now + window);
         Outcome::MassSilence(count)
-    }
-
-    fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
     }
 
     /// When the next held event is due, if one is waiting.
@@ -173,10 +200,15 @@ impl Gate {
         match item {
             Item::Event(event) => event,
             Item::Mass => {
-                let downs = std::mem::take(&mut self.pending);
+                let batch = self.pending.pop_front().expect("a batch per mass item");
+                if self.pending.is_empty() {
+                    // The open batch went out: the storm's next down
+                    // starts another.
+                    self.open = false;
+                }
                 SinkEvent::MassSilence(Arc::new(mass_silence(
-                    downs,
-                    self.pending_fleet,
+                    batch.downs,
+                    batch.fleet,
                     self.settings.window,
                 )))
             }
@@ -261,6 +293,7 @@ mod tests {
             .map(|e| match e {
                 SinkEvent::Host(e) => format!("{} {}", e.kind.as_str(), e.host),
                 SinkEvent::MassSilence(m) => format!("mass-silence {}", m.count),
+                other => other.kind().to_string(),
             })
             .collect()
     }
@@ -363,6 +396,124 @@ mod tests {
             assert_eq!(out, Outcome::Queued);
         }
         assert_eq!(gate.drain().len(), 5);
+    }
+
+    /// Pushes `downs` ((seconds after `t0`, host), in order) into `gate`,
+    /// releasing what falls due exactly when it does (as the dispatcher
+    /// sleeps until `next_release`), up to `until`. Returns each release as
+    /// (seconds, "down HOST" or "mass-silence HOST HOST …").
+    fn drive(
+        gate: &mut Gate,
+        t0: Instant,
+        downs: &[(f64, String)],
+        until: f64,
+    ) -> Vec<(f64, String)> {
+        let at = |secs: f64| t0 + Duration::from_secs_f64(secs);
+        let mut out = Vec::new();
+        let mut release_until = |gate: &mut Gate, now: Instant| {
+            while let Some(due) = gate.next_release().filter(|due| *due <= now) {
+                for event in gate.release(due) {
+                    let name = match &event {
+                        SinkEvent::Host(e) => format!("{} {}", e.kind.as_str(), e.host),
+                        SinkEvent::MassSilence(m) => format!("mass-silence {}", m.hosts.join(" ")),
+                        other => other.kind().to_string(),
+                    };
+                    out.push((due.duration_since(t0).as_secs_f64(), name));
+                }
+            }
+        };
+        for (i, (secs, host)) in downs.iter().enumerate() {
+            release_until(gate, at(*secs));
+            gate.push(
+                ev(i as u64, EventKind::Down, host, [10, 0, 0, 1]),
+                at(*secs),
+                20,
+            );
+        }
+        release_until(gate, at(until));
+        out
+    }
+
+    // See: issue 13, item 1.
+    #[test]
+    fn a_trickle_of_downs_neither_prolongs_the_storm_nor_hides_a_down() {
+        let mut gate = Gate::new(settings());
+        let t0 = Instant::now();
+        // Six hosts at once: a mass silence (threshold 6 of 20), declared
+        // at 0.5 s, so the storm ends at 30.5 s.
+        let mut downs: Vec<(f64, String)> = (0..6)
+            .map(|i| (f64::from(i) * 0.1, format!("rack-{i}")))
+            .collect();
+        // Then a made-up host goes down every 5 s for ten minutes, and a
+        // real host at 20 s, in the storm.
+        for i in 0..120 {
+            downs.push((11.0 + f64::from(i) * 5.0, format!("forged-{i}")));
+        }
+        downs.insert(8, (20.0, "victim".into()));
+        let out = drive(&mut gate, t0, &downs, 1000.0);
+        let text = |(secs, name): &(f64, String)| format!("{secs:.1} {name}");
+        let lines: Vec<String> = out.iter().map(text).collect();
+        assert_eq!(
+            lines[..4],
+            [
+                "10.0 mass-silence rack-0 rack-1 rack-2 rack-3 rack-4 rack-5",
+                "21.0 mass-silence forged-0 forged-1 victim",
+                "31.0 mass-silence forged-2 forged-3",
+                "41.0 down forged-4",
+            ]
+        );
+        // After the storm every down is a page of its own, hold after it,
+        // and not one of the 127 downs is lost.
+        assert!(
+            lines[4..].iter().all(|l| l.contains(" down forged-")),
+            "{lines:?}"
+        );
+        let delivered: usize = out
+            .iter()
+            .map(|(_, name)| name.split(' ').count() - 1)
+            .sum();
+        assert_eq!(delivered, downs.len());
+        assert!(gate.drain().is_empty());
+    }
+
+    // See: issue 13, item 1.
+    #[test]
+    fn downs_already_paged_do_not_count_toward_a_mass_silence() {
+        let mut gate = Gate::new(settings());
+        let t0 = Instant::now();
+        // Three paged at 10-12 s, three more held from 15 s: six within the
+        // window, but only three can still be taken back.
+        let mut downs: Vec<(f64, String)> = [0.0, 1.0, 2.0, 15.0, 16.0, 17.0]
+            .iter()
+            .enumerate()
+            .map(|(i, secs)| (*secs, format!("h{i}")))
+            .collect();
+        let out = drive(&mut gate, t0, &downs, 100.0);
+        let names: Vec<&str> = out.iter().map(|(_, name)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "down h0", "down h1", "down h2", "down h3", "down h4", "down h5"
+            ]
+        );
+        // Six held at once are still a mass silence, of exactly those six.
+        let mut gate = Gate::new(settings());
+        downs.extend([
+            (18.0, "h6".into()),
+            (19.0, "h7".into()),
+            (20.0, "h8".into()),
+        ]);
+        let out = drive(&mut gate, t0, &downs, 100.0);
+        let names: Vec<&str> = out.iter().map(|(_, name)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "down h0",
+                "down h1",
+                "down h2",
+                "mass-silence h3 h4 h5 h6 h7 h8"
+            ]
+        );
     }
 
     #[test]

@@ -10,13 +10,19 @@
 //! task. See docs/ALERTS.md.
 
 pub mod alertmanager;
+pub mod api;
+pub mod digest;
+pub mod email;
 pub mod exec;
 pub mod mass;
+pub mod presets;
+pub mod template;
 pub mod truth;
 pub mod webhook;
 
 /// The sinks' settings live with the rest of the config (`config::sinks`):
 /// the config is below the server, never the other way round.
+pub use crate::config::secret;
 pub use crate::config::sinks as config;
 pub use config::SinksConfig;
 
@@ -28,7 +34,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -46,6 +52,10 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// A sink's settings are refused: a secret file, a template, an
+    /// address (the message names the field and the sink).
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
 }
 
 /// Many hosts that went down together, sent instead of one page each.
@@ -81,22 +91,133 @@ pub enum SinkEvent {
     Host(Event),
     /// Many hosts down at once.
     MassSilence(Arc<MassSilence>),
+    /// A test alert from `lubdub test-alert`; the sink reports how its
+    /// delivery ended.
+    Test(Arc<TestAlert>),
+    /// The events of one `group_wait` window, sent as one message.
+    Digest(Arc<[SinkEvent]>),
+    /// A host's `down` sent again because it is still down (`repeat`);
+    /// `at` and `silent_for` are those of the reminder.
+    Reminder(Event),
+}
+
+/// The host of a test alert's document: no real host id (ids of real hosts
+/// are what their clients send; this one is reserved by convention).
+pub const TEST_HOST: &str = "lubdub-test";
+
+/// A test alert, with the channel its sink answers on.
+pub struct TestAlert {
+    /// The sink it was sent to.
+    pub sink: String,
+    /// When it was sent.
+    pub at: SystemTime,
+    reply: Mutex<Option<tokio::sync::oneshot::Sender<Result<(), String>>>>,
+}
+
+impl std::fmt::Debug for TestAlert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TestAlert({})", self.sink)
+    }
+}
+
+impl TestAlert {
+    /// A test alert nobody waits for (a template sample).
+    pub fn new(sink: &str, at: SystemTime) -> Self {
+        Self {
+            sink: sink.to_string(),
+            at,
+            reply: Mutex::new(None),
+        }
+    }
+
+    /// A test alert and the receiver of its outcome.
+    pub fn with_reply(
+        sink: &str,
+        at: SystemTime,
+    ) -> (Self, tokio::sync::oneshot::Receiver<Result<(), String>>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let alert = Self {
+            sink: sink.to_string(),
+            at,
+            reply: Mutex::new(Some(tx)),
+        };
+        (alert, rx)
+    }
+
+    /// Tells the waiting caller how the delivery ended (once; later calls
+    /// are ignored).
+    pub fn report(&self, result: Result<(), String>) {
+        if let Some(tx) = self.reply.lock().expect("test alert lock").take() {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+/// Reports `result` to every test alert in `events` (a delivered batch).
+pub fn report_tests(events: &[SinkEvent], result: &Result<(), String>) {
+    for event in events {
+        if let SinkEvent::Test(t) = event {
+            t.report(result.clone());
+        }
+    }
 }
 
 impl SinkEvent {
     /// The kind as sinks and filters name it.
     pub fn kind(&self) -> &'static str {
         match self {
-            SinkEvent::Host(e) => e.kind.as_str(),
+            SinkEvent::Host(e) | SinkEvent::Reminder(e) => e.kind.as_str(),
             SinkEvent::MassSilence(_) => "mass-silence",
+            SinkEvent::Test(_) => "test",
+            SinkEvent::Digest(_) => "digest",
+        }
+    }
+
+    /// The host the event is about, if one.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            SinkEvent::Host(e) | SinkEvent::Reminder(e) => Some(&e.host),
+            _ => None,
         }
     }
 
     /// The JSON document of this event (docs/ALERTS.md).
     pub fn payload(&self) -> Payload {
         let rfc3339 = |at| humantime::format_rfc3339_millis(at).to_string();
+        let empty = |kind, at| Payload {
+            kind,
+            at,
+            event_id: None,
+            host: None,
+            addr: None,
+            silent_seconds: None,
+            last_seen: None,
+            count: None,
+            fleet: None,
+            window_seconds: None,
+            hosts: None,
+            networks: None,
+            reminder: None,
+            message: None,
+        };
         match self {
-            SinkEvent::Host(e) => Payload {
+            // A host, so that templates written for host events work on it.
+            SinkEvent::Test(t) => Payload {
+                host: Some(TEST_HOST.to_string()),
+                message: Some(template::summary(self)),
+                ..empty("test", rfc3339(t.at))
+            },
+            SinkEvent::Digest(events) => {
+                let at = events.first().map(|e| e.payload().at).unwrap_or_default();
+                let hosts = events.iter().filter_map(|e| e.host().map(String::from));
+                Payload {
+                    count: Some(events.len()),
+                    hosts: Some(hosts.collect()),
+                    message: Some(template::summary(self)),
+                    ..empty("digest", at)
+                }
+            }
+            SinkEvent::Host(e) | SinkEvent::Reminder(e) => Payload {
                 kind: self.kind(),
                 at: rfc3339(e.at),
                 event_id: Some(e.id),
@@ -109,6 +230,8 @@ impl SinkEvent {
                 window_seconds: None,
                 hosts: None,
                 networks: None,
+                reminder: matches!(self, SinkEvent::Reminder(_)).then_some(true),
+                message: None,
             },
             SinkEvent::MassSilence(m) => Payload {
                 kind: self.kind(),
@@ -123,6 +246,8 @@ impl SinkEvent {
                 window_seconds: Some(m.window.as_secs_f64()),
                 hosts: Some(m.hosts.iter().map(|h| h.to_string()).collect()),
                 networks: Some(m.networks.clone()),
+                reminder: None,
+                message: None,
             },
         }
     }
@@ -166,6 +291,12 @@ pub struct Payload {
     /// Their networks (mass-silence).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub networks: Option<Vec<Network>>,
+    /// `true` on a reminder that the host is still down (`repeat`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reminder: Option<bool>,
+    /// What a test alert or a digest says, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Which events a sink takes.
@@ -204,6 +335,7 @@ impl Filter {
     pub fn matches(&self, event: &SinkEvent) -> bool {
         let kind = event.kind();
         if let Some(kinds) = &self.kinds
+            && !matches!(event, SinkEvent::Test(_) | SinkEvent::Digest(_))
             && !kinds.iter().any(|k| k == kind)
         {
             return false;
@@ -212,29 +344,62 @@ impl Filter {
             return true;
         };
         match event {
-            SinkEvent::Host(e) => hosts.is_match(&*e.host),
+            SinkEvent::Host(e) | SinkEvent::Reminder(e) => hosts.is_match(&*e.host),
             SinkEvent::MassSilence(m) => m.hosts.iter().any(|h| hosts.is_match(&**h)),
+            SinkEvent::Digest(events) => events.iter().any(|e| self.matches(e)),
+            SinkEvent::Test(_) => true,
         }
     }
 }
 
-/// A sink's handle on its delivery counters in `/metrics`.
+/// A sink's handle on its delivery counters in `/metrics` and on the
+/// latest outcomes shown by `GET /api/v1/sinks`.
 #[derive(Clone)]
 pub struct Outcomes {
     /// In the order of [`SINK_OUTCOMES`](super::metrics::SINK_OUTCOMES).
     counters: [Counter; 4],
+    latest: Arc<Mutex<Latest>>,
+}
+
+/// When a sink last delivered and last failed, and why.
+#[derive(Clone, Debug, Default)]
+pub struct Latest {
+    /// Wall-clock time of the latest delivery.
+    pub success: Option<SystemTime>,
+    /// Wall-clock time of the latest failure (given up on).
+    pub failure: Option<SystemTime>,
+    /// Why it failed, without secrets (URLs are left out).
+    pub error: Option<String>,
 }
 
 impl Outcomes {
     fn new(metrics: &Metrics, sink: &str) -> Self {
         Self {
             counters: metrics.sink_counters(sink),
+            latest: Arc::default(),
         }
     }
 
     /// Counts `n` events with `outcome`.
     pub fn add(&self, outcome: Delivery, n: u64) {
         self.counters[outcome as usize].inc_by(n);
+        let mut latest = self.latest.lock().expect("sink outcome lock");
+        match outcome {
+            Delivery::Sent => latest.success = Some(SystemTime::now()),
+            Delivery::Failed => latest.failure = Some(SystemTime::now()),
+            Delivery::Retried | Delivery::Dropped => {}
+        }
+    }
+
+    /// Counts `n` events given up on because of `why`.
+    pub fn fail(&self, n: u64, why: &str) {
+        self.add(Delivery::Failed, n);
+        self.latest.lock().expect("sink outcome lock").error = Some(why.to_string());
+    }
+
+    /// The latest outcomes.
+    pub fn latest(&self) -> Latest {
+        self.latest.lock().expect("sink outcome lock").clone()
     }
 }
 
@@ -264,6 +429,8 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
 
 struct Route {
     name: String,
+    kind: &'static str,
+    preset: Option<&'static str>,
     filter: Filter,
     queue: mpsc::Sender<SinkEvent>,
     outcomes: Outcomes,
@@ -275,6 +442,7 @@ struct Route {
 pub struct Sinks {
     dispatcher: JoinHandle<Carry>,
     workers: Vec<JoinHandle<()>>,
+    board: Arc<api::Board>,
     /// Stops the dispatcher at an event id (a reload hands over there).
     stop: oneshot::Sender<u64>,
 }
@@ -305,29 +473,47 @@ impl Sinks {
         let mut names = sinks.names().into_iter();
         let mut routes = Vec::new();
         let mut workers = Vec::new();
-        let mut route = |name: String, filter: Filter, capacity: usize| {
+        // A sink with digests or reminders gets a stage in front of it: the
+        // route feeds the stage, the stage feeds the sink.
+        let mut route = |name: String,
+                         kind: &'static str,
+                         preset: Option<&'static str>,
+                         filter: Filter,
+                         capacity: usize,
+                         shaper: Option<digest::Shaper>| {
             let (tx, rx) = mpsc::channel(capacity);
             let outcomes = Outcomes::new(&metrics, &name);
             routes.push(Route {
                 name,
+                kind,
+                preset,
                 filter,
                 queue: tx,
                 outcomes: outcomes.clone(),
                 full_log: RateLimit::new(Duration::from_secs(10)),
                 told: truth::Told::default(),
             });
+            let rx = match shaper {
+                Some(shaper) => {
+                    let (shaped_tx, shaped_rx) = mpsc::channel(capacity);
+                    tokio::spawn(shaper.run(rx, shaped_tx));
+                    shaped_rx
+                }
+                None => rx,
+            };
             (rx, outcomes)
         };
         for sink in &sinks.exec {
             let name = names.next().expect("one name per sink");
             let filter = Filter::new(Some(&sink.events), &sink.hosts);
-            let (rx, outcomes) = route(name.clone(), filter, sink.queue);
+            let (rx, outcomes) = route(name.clone(), "exec", None, filter, sink.queue, None);
             workers.push(tokio::spawn(exec::Exec::new(name, sink, outcomes).run(rx)));
         }
         for sink in &sinks.webhook {
             let name = names.next().expect("one name per sink");
-            let filter = Filter::new(Some(&sink.events), &sink.hosts);
-            let (rx, outcomes) = route(name.clone(), filter, sink.queue);
+            let (filter, shaper) = shaped(&sink.events, &sink.hosts, sink.group_wait, sink.repeat);
+            let preset = sink.preset.map(presets::Preset::as_str);
+            let (rx, outcomes) = route(name.clone(), "webhook", preset, filter, sink.queue, shaper);
             let webhook = webhook::Webhook::new(name, sink, outcomes)?;
             workers.push(tokio::spawn(webhook.run(rx)));
         }
@@ -343,9 +529,17 @@ impl Sinks {
                 .filter(|e| filter.matches(&SinkEvent::Host((*e).clone())))
                 .cloned()
                 .collect();
-            let (rx, outcomes) = route(name.clone(), filter, sink.queue);
+            let (rx, outcomes) =
+                route(name.clone(), "alertmanager", None, filter, sink.queue, None);
             let am = alertmanager::Alertmanager::new(name, sink, http_addr, outcomes)?;
             workers.push(tokio::spawn(am.run(rx, already_down)));
+        }
+        for sink in &sinks.email {
+            let name = names.next().expect("one name per sink");
+            let (filter, shaper) = shaped(&sink.events, &sink.hosts, sink.group_wait, sink.repeat);
+            let (rx, outcomes) = route(name.clone(), "email", None, filter, sink.queue, shaper);
+            let email = email::Email::new(&name, sink)?;
+            workers.push(tokio::spawn(email.with_outcomes(outcomes).run(rx)));
         }
         let mass = &sinks.mass_silence;
         let gate = mass::Gate::new(mass::Settings {
@@ -356,13 +550,33 @@ impl Sinks {
             window: mass.window.unwrap_or(config.timeout),
             hold: mass.hold,
         });
+        let board = Arc::new(api::Board {
+            entries: routes
+                .iter()
+                .map(|r| api::Entry {
+                    name: r.name.clone(),
+                    kind: r.kind,
+                    preset: r.preset,
+                    queue: r.queue.clone(),
+                    outcomes: r.outcomes.clone(),
+                })
+                .collect(),
+            api_token: config.api_token.clone(),
+        });
         let (stop, stop_at) = oneshot::channel();
         let dispatcher = tokio::spawn(dispatch(events, gate, routes, metrics, handover, stop_at));
         Ok(Sinks {
             dispatcher,
             workers,
+            board,
             stop,
         })
+    }
+
+    /// `GET /api/v1/sinks` and `POST /api/v1/test-alert`, to merge into the
+    /// server's router.
+    pub fn routes<S>(&self) -> axum::Router<S> {
+        api::routes(self.board.clone())
     }
 
     /// Stops these sinks for a reload: they deliver every event numbered
@@ -371,6 +585,9 @@ impl Sinks {
     /// what the new sinks go on from.
     pub fn hand_over(self, boundary: u64, drain: Duration, carry_tx: oneshot::Sender<Carry>) {
         let _ = self.stop.send(boundary);
+        // The API's handle holds queue senders: without it, the queues
+        // close once the dispatcher ends.
+        drop(self.board);
         let dispatcher = self.dispatcher;
         let workers = self.workers;
         tokio::spawn(async move {
@@ -383,6 +600,9 @@ impl Sinks {
     /// Waits, at most `drain`, for the sinks to deliver what they hold once
     /// the event stream has closed; then stops them.
     pub async fn finish(self, drain: Duration) {
+        // The API's handle holds queue senders: without it, queues close
+        // once the dispatcher ends.
+        drop(self.board);
         let deadline = Instant::now() + drain;
         // Dropped, not sent: the dispatcher runs until the stream closes.
         drop(self.stop);
@@ -488,7 +708,7 @@ async fn dispatch(
                         }
                         mass::Outcome::Absorbed => {
                             metrics.pages_absorbed.inc();
-                            tracing::info!(host = %host, "down absorbed by the mass silence already sent");
+                            tracing::info!(host = %host, "down held for the storm's next mass-silence summary");
                         }
                     }
                 }
@@ -553,6 +773,47 @@ impl Flaps {
             _ => Some(event),
         }
     }
+}
+
+/// Checks what parsing the config cannot: secret files are read, templates
+/// rendered on samples, addresses parsed. The server calls it before it
+/// binds, so a bad sink is a one-line error at start.
+pub fn check(sinks: &SinksConfig) -> Result<(), Error> {
+    let names = sinks.names();
+    let mut names = names.iter().skip(sinks.exec.len());
+    for sink in &sinks.webhook {
+        webhook::Compiled::new(names.next().expect("one name per sink"), sink)?;
+    }
+    let mut names = names.skip(sinks.alertmanager.len());
+    for sink in &sinks.email {
+        email::Email::new(names.next().expect("one name per sink"), sink)?;
+    }
+    Ok(())
+}
+
+/// The route filter and the digest/reminder stage of a sink. With `repeat`
+/// the route takes every kind (the stage must see a host's recovery to stop
+/// reminding) and the stage applies the sink's kinds.
+fn shaped(
+    events: &[String],
+    hosts: &[String],
+    group_wait: Option<Duration>,
+    repeat: Option<Duration>,
+) -> (Filter, Option<digest::Shaper>) {
+    let kinds = Filter::new(Some(events), hosts);
+    if group_wait.is_none() && repeat.is_none() {
+        return (kinds, None);
+    }
+    let route = match repeat {
+        Some(_) => Filter::new(None, hosts),
+        None => kinds.clone(),
+    };
+    let shaper = digest::Shaper {
+        group_wait,
+        repeat,
+        kinds,
+    };
+    (route, Some(shaper))
 }
 
 /// The HTTP client of a webhook or Alertmanager sink: its timeout, our
@@ -644,7 +905,7 @@ mod tests {
     fn a_flapping_hosts_pages_are_held_until_it_settles_in_its_state() {
         let event = |kind| match host_event(kind, "web-1") {
             SinkEvent::Host(e) => e,
-            SinkEvent::MassSilence(_) => unreachable!("a host event"),
+            _ => unreachable!("a host event"),
         };
         let kinds = |e: Option<Event>| e.map(|e| e.kind);
         let in_state = |kind, state| Event {

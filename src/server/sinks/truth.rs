@@ -25,6 +25,9 @@ impl Told {
     pub fn delivered(&mut self, event: &SinkEvent) {
         match event {
             SinkEvent::MassSilence(m) => self.down.extend(m.hosts.iter().cloned()),
+            // Not about one host's state (a test alert, a digest, a
+            // reminder of what is already down).
+            SinkEvent::Test(_) | SinkEvent::Digest(_) | SinkEvent::Reminder(_) => {}
             SinkEvent::Host(e) => match e.kind {
                 EventKind::Down => {
                     self.down.insert(e.host.clone());

@@ -65,3 +65,16 @@ pub fn send_packets(to: SocketAddr, packets: &[Vec<u8>], burst: usize) -> usize 
     }
     sent
 }
+
+/// A signer for `host_id` with the newest key of the key file at `path`.
+pub fn signer(path: &std::path::Path, host_id: &str) -> Signer {
+    let ring = lubdub::auth::KeyRing::load(path).expect("key file");
+    let key = ring.newest().expect("a key");
+    Signer::new(key, host_id).expect("signer")
+}
+
+/// The seq of beat `n` of a client run that started at Unix second
+/// `run_secs` (docs/PROTOCOL.md: the run's start in the high 32 bits).
+pub fn seq_of(run_secs: u64, n: u32) -> u64 {
+    (run_secs << 32) | u64::from(n)
+}

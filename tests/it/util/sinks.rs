@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub struct Recorded {
     /// When it arrived.
     pub at: Instant,
+    /// `GET`, `POST`, ...
+    pub method: String,
     pub path: String,
     /// Header names in lower case.
     pub headers: std::collections::BTreeMap<String, String>,
@@ -52,7 +54,7 @@ impl Recorder {
 
     fn spawn(statuses: Vec<u16>, scripts: HashMap<String, Vec<u16>>, hang: bool) -> Recorder {
         use axum::body::Bytes;
-        use axum::http::{HeaderMap, StatusCode, Uri};
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -61,12 +63,13 @@ impl Recorder {
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let seen = requests.clone();
         let statuses = Arc::new((statuses, scripts));
-        let handler = move |uri: Uri, headers: HeaderMap, body: Bytes| {
+        let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let (seen, statuses) = (seen.clone(), statuses.clone());
             async move {
                 let n = {
                     let mut seen = seen.lock().expect("requests");
                     seen.push(Recorded {
+                        method: method.to_string(),
                         at: Instant::now(),
                         path: uri.path().to_string(),
                         headers: headers
