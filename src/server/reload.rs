@@ -218,6 +218,7 @@ const FIELDS: &[&str] = &[
     "phi",
     "host_detectors",
     "record",
+    "watchdog",
 ];
 
 /// An error and its causes on one line.
