@@ -4,7 +4,7 @@
 //! and secrets read from files that appear in no output.
 //! See: issue 18.
 
-use crate::util::{HttpRecorder, HttpRequest, Server, client, run, wait_until, write_file};
+use crate::util::{Recorded, Recorder, Server, client, run, wait_until, write_file};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -20,8 +20,8 @@ fn server_with(dir: &Path, sinks: &str) -> Server {
 /// Runs host `web-1` through joined -> down -> recovered against a server
 /// whose only sink is the webhook `sink` (TOML lines; `{url}` is the
 /// recorder), and returns the requests once `want` have come.
-fn down_and_up(sink: &str, want: usize) -> Vec<HttpRequest> {
-    let recorder = HttpRecorder::start(200);
+fn down_and_up(sink: &str, want: usize) -> Vec<Recorded> {
+    let recorder = Recorder::answering(200);
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut sink = sink.replace("{url}", &recorder.url(""));
     if !sink.contains("events =") {
@@ -44,7 +44,7 @@ fn down_and_up(sink: &str, want: usize) -> Vec<HttpRequest> {
 }
 
 /// Checks the parts every preset request shares and returns the body.
-fn post_json(request: &HttpRequest, path: &str) -> Value {
+fn post_json(request: &Recorded, path: &str) -> Value {
     assert_eq!(request.method, "POST");
     assert_eq!(request.path, path);
     assert_eq!(
@@ -286,7 +286,7 @@ fn a_bad_template_is_one_line_at_start() {
 
 #[test]
 fn three_downs_in_a_window_are_one_digest() {
-    let recorder = HttpRecorder::start(200);
+    let recorder = Recorder::answering(200);
     let tmp = tempfile::tempdir().expect("tempdir");
     let server = server_with(
         tmp.path(),
@@ -327,7 +327,7 @@ fn three_downs_in_a_window_are_one_digest() {
 
 #[test]
 fn a_host_that_stays_down_is_reminded_until_it_recovers() {
-    let recorder = HttpRecorder::start(200);
+    let recorder = Recorder::answering(200);
     let tmp = tempfile::tempdir().expect("tempdir");
     let server = server_with(
         tmp.path(),
@@ -363,8 +363,8 @@ fn a_host_that_stays_down_is_reminded_until_it_recovers() {
 
 #[test]
 fn test_alert_reports_a_good_and_a_failing_sink() {
-    let good = HttpRecorder::start(200);
-    let bad = HttpRecorder::start(500);
+    let good = Recorder::answering(200);
+    let bad = Recorder::answering(500);
     let tmp = tempfile::tempdir().expect("tempdir");
     let token = write_file(tmp.path(), "api-token", "t0ken\n");
     let server = server_with(
@@ -428,7 +428,7 @@ fn test_alert_reports_a_good_and_a_failing_sink() {
 
 #[test]
 fn secrets_from_files_appear_in_no_output() {
-    let recorder = HttpRecorder::start(200);
+    let recorder = Recorder::answering(200);
     let tmp = tempfile::tempdir().expect("tempdir");
     let creds = tmp.path().join("creds");
     std::fs::create_dir(&creds).expect("mkdir");
