@@ -32,12 +32,7 @@ fn down_and_up(sink: &str, want: usize) -> Vec<Recorded> {
         tmp.path(),
         &format!("[[server.sinks.webhook]]\nretries = 0\n{sink}\n"),
     );
-    let mut beating = client(&[server.udp], "web-1", &[]);
-    assert!(server.wait_event("web-1", "joined", WAIT));
-    beating.kill();
-    assert!(server.wait_event("web-1", "down", WAIT));
-    let _again = client(&[server.udp], "web-1", &[]);
-    assert!(server.wait_event("web-1", "recovered", WAIT));
+    let _again = server.down_and_recover("web-1", WAIT);
     let requests = recorder.wait_for(want, WAIT);
     assert_eq!(requests.len(), want, "{requests:#?}");
     requests

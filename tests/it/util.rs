@@ -332,6 +332,19 @@ impl Server {
         wait_until(timeout, || self.kinds_of(host).iter().any(|k| k == kind))
     }
 
+    /// Runs `host` through joined -> down -> recovered (each awaited up to
+    /// `timeout`), and returns the client beating again: it stops when
+    /// dropped.
+    pub fn down_and_recover(&self, host: &str, timeout: Duration) -> Proc {
+        let mut beating = client(&[self.udp], host, &[]);
+        assert!(self.wait_event(host, "joined", timeout));
+        beating.kill();
+        assert!(self.wait_event(host, "down", timeout));
+        let again = client(&[self.udp], host, &[]);
+        assert!(self.wait_event(host, "recovered", timeout));
+        again
+    }
+
     /// The URL of `path` on the HTTP API.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
@@ -613,26 +626,4 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("bind a free port")
         .port()
-}
-
-/// Spawns `program ARGS` (e.g. `ip netns exec NS lubdub …`) with only PATH
-/// kept from the environment, collecting its output like [`Proc::spawn`].
-pub fn spawn_program(program: &str, args: &[&str]) -> Proc {
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    let mut child = Command::new(program)
-        .args(args)
-        .env_clear()
-        .env("PATH", path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-    let stdout = collect(child.stdout.take().expect("piped stdout"));
-    let stderr = collect(child.stderr.take().expect("piped stderr"));
-    Proc {
-        child,
-        stdout,
-        stderr,
-    }
 }
