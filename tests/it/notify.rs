@@ -470,14 +470,7 @@ fn secrets_from_files_appear_in_no_output() {
         ],
         &env,
     );
-    let ready = proc
-        .wait_line(WAIT, |l| l.starts_with("listening "))
-        .expect("server ready");
-    let http = ready
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http="))
-        .expect("http address")
-        .to_string();
+    let http = proc.wait_addrs().1.to_string();
     let ran = run(&["test-alert", "--server", &http], &[]);
     assert_eq!(ran.code, Some(1), "the dead sink fails: {ran:?}");
     assert!(

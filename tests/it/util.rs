@@ -101,6 +101,20 @@ impl Proc {
         ready.unwrap_or_else(|| panic!("server did not get ready; stderr: {:?}", self.stderr()))
     }
 
+    /// Waits like [`Proc::wait_listening`] and returns the UDP and HTTP
+    /// addresses the server bound.
+    pub fn wait_addrs(&self) -> (SocketAddr, SocketAddr) {
+        let ready = self.wait_listening();
+        let addr = |key: &str| -> SocketAddr {
+            ready
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {ready:?}"))
+        };
+        (addr("udp="), addr("http="))
+    }
+
     /// Waits for a stderr line containing `text`.
     pub fn wait_stderr(&self, timeout: Duration, text: &str) -> bool {
         wait_until(timeout, || self.stderr().iter().any(|l| l.contains(text)))
@@ -292,17 +306,10 @@ impl Server {
         }
         args.extend(extra);
         let proc = Proc::spawn(&args);
-        let ready = proc.wait_listening();
-        let addr = |key: &str| -> SocketAddr {
-            ready
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| panic!("no {key} in {ready:?}"))
-        };
+        let (udp, http) = proc.wait_addrs();
         Server {
-            udp: addr("udp="),
-            http: addr("http="),
+            udp,
+            http,
             proc,
             data_dir: data_dir.to_path_buf(),
             _tmp: None,
