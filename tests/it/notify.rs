@@ -4,7 +4,7 @@
 //! and secrets read from files that appear in no output.
 //! See: issue 18.
 
-use crate::util::{Recorded, Recorder, Server, client, run, wait_until, write_file};
+use crate::util::{Recorded, Recorder, Server, client, run, run_server, wait_until, write_file};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -258,20 +258,7 @@ fn a_bad_template_is_one_line_at_start() {
             &format!("[[server.sinks.webhook]]\nurl = \"http://127.0.0.1:9/\"\nbody = '{body}'\n"),
         );
         let data = tmp.path().join("data");
-        let ran = run(
-            &[
-                "server",
-                "--config",
-                &config,
-                "--data-dir",
-                data.to_str().expect("utf-8"),
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-            ],
-            &[],
-        );
+        let ran = run_server(&config, &data);
         assert_eq!(ran.code, Some(1), "{body}: {ran:?}");
         let stderr = ran.stderr.trim_end();
         assert!(stderr.contains(expect), "{body}: {stderr}");

@@ -458,6 +458,16 @@ pub struct Ran {
     pub stderr: String,
 }
 
+/// Runs `server --config CONFIG --data-dir DATA` on loopback port 0 to its
+/// exit (for configurations the server must refuse).
+pub fn run_server(config: &str, data: &Path) -> Ran {
+    let data = data.to_str().expect("utf-8 path");
+    let loopback = ["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+    let mut all = vec!["server", "--config", config, "--data-dir", data];
+    all.extend(loopback);
+    run(&all, &[])
+}
+
 /// Runs `lubdub ARGS` with only `env` set, to its exit; kills it and fails
 /// after 30 s. Unlike [`Proc`], it returns the output as written.
 pub fn run(args: &[&str], env: &[(&str, &str)]) -> Ran {
