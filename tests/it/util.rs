@@ -339,6 +339,23 @@ impl Server {
         wait_until(timeout, || self.kinds_of(host).iter().any(|k| k == kind))
     }
 
+    /// Starts a client for each of `ids` and waits until all have joined;
+    /// returns the clients in the order of `ids`.
+    pub fn join_all<S: AsRef<str>>(&self, ids: &[S], timeout: Duration) -> Vec<Proc> {
+        let clients = ids
+            .iter()
+            .map(|id| client(&[self.udp], id.as_ref(), &[]))
+            .collect();
+        assert!(
+            wait_until(timeout, || ids
+                .iter()
+                .all(|id| self.kinds_of(id.as_ref()).iter().any(|k| k == "joined"))),
+            "{:?}",
+            self.events()
+        );
+        clients
+    }
+
     /// Runs `host` through joined -> down -> recovered (each awaited up to
     /// `timeout`), and returns the client beating again: it stops when
     /// dropped.
