@@ -325,25 +325,22 @@ mod tests {
         let (fleet, start) = fleet();
         let mut out = Outcome::default();
         let mut results = [Observed::Applied; 1];
-        fleet.observe_batch(
-            &[beat("a")],
-            start,
-            SystemTime::now(),
-            &mut results,
-            &mut out,
-        );
+        let mut beat_a = || {
+            fleet.observe_batch(
+                &[beat("a")],
+                start,
+                SystemTime::now(),
+                &mut results,
+                &mut out,
+            )
+        };
+        beat_a();
         // The first deadline: a wake-up is stored for the timer.
         tokio::time::timeout(Duration::from_secs(5), fleet.deadline_moved())
             .await
             .expect("woken");
         // A plain beat moves no deadline earlier: no wake-up.
-        fleet.observe_batch(
-            &[beat("a")],
-            start,
-            SystemTime::now(),
-            &mut results,
-            &mut out,
-        );
+        beat_a();
         assert!(
             tokio::time::timeout(Duration::from_millis(50), fleet.deadline_moved())
                 .await

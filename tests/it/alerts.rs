@@ -659,17 +659,7 @@ hold = "1500ms"
         recorder.url("/")
     ));
     let ids: Vec<String> = (0..30).map(|i| format!("m-{i:02}")).collect();
-    let mut clients: Vec<Proc> = ids
-        .iter()
-        .map(|id| client(&[server.udp], id, &[]))
-        .collect();
-    assert!(
-        wait_until(WAIT, || ids
-            .iter()
-            .all(|id| server.kinds_of(id).contains(&"joined".to_string()))),
-        "{:?}",
-        server.events()
-    );
+    let mut clients = server.join_all(&ids, WAIT);
     for c in &mut clients[..20] {
         c.kill();
     }

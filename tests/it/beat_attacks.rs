@@ -4,7 +4,7 @@
 //! See: issue 13 (items 1, 3, 4, 5).
 
 use crate::util::{
-    Proc, Recorder, Server, beat, client, keygen, packet, path_str, seq_of, signer, wait_until,
+    Recorder, Server, beat, client, keygen, packet, path_str, seq_of, signer, wait_until,
 };
 use lubdub::protocol::flags;
 use std::net::UdpSocket;
@@ -226,17 +226,7 @@ hold = "500ms"
     );
     let server = Server::with_config(&config, &["--timeout", "1s"]);
     let ids = ["rack-1", "rack-2", "rack-3", "rack-4", "victim"];
-    let mut clients: Vec<Proc> = ids
-        .iter()
-        .map(|id| client(&[server.udp], id, &[]))
-        .collect();
-    assert!(
-        wait_until(WAIT, || ids
-            .iter()
-            .all(|id| server.kinds_of(id).iter().any(|k| k == "joined"))),
-        "{:?}",
-        server.events()
-    );
+    let mut clients = server.join_all(&ids, WAIT);
     for c in &mut clients[..4] {
         c.kill();
     }

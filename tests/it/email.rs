@@ -2,7 +2,7 @@
 //! scripts/test), started here on a loopback port with a config, spool and
 //! maildir of its own, requiring a login. See: issue 18.
 
-use crate::util::{Proc, Server, client, free_port, run, spawn_program, wait_until, write_file};
+use crate::util::{Proc, Server, free_port, run, wait_until, write_file};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -84,7 +84,8 @@ plain:
 "#
                 ),
             );
-            let mut proc = spawn_program(EXIM, &["-C", &config, "-bdf", "-oX", &port.to_string()]);
+            let mut proc =
+                Proc::spawn_program(EXIM, &["-C", &config, "-bdf", "-oX", &port.to_string()]);
             let up = wait_until(Duration::from_secs(5), || {
                 std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
             });
@@ -147,12 +148,7 @@ fn a_down_and_its_recovery_arrive_by_mail() {
         &sink(&exim, &format!("password_file = \"{password}\""), ""),
     );
     let server = Server::start(&["--timeout", "1s", "--config", &config]);
-    let mut beating = client(&[server.udp], "web-1", &[]);
-    assert!(server.wait_event("web-1", "joined", WAIT));
-    beating.kill();
-    assert!(server.wait_event("web-1", "down", WAIT));
-    let _again = client(&[server.udp], "web-1", &[]);
-    assert!(server.wait_event("web-1", "recovered", WAIT));
+    let _again = server.down_and_recover("web-1", WAIT);
     assert!(
         wait_until(WAIT, || exim.messages().len() >= 4),
         "two messages to two recipients: {:?}; server: {:?}",

@@ -541,17 +541,7 @@ fn idle_connections_exhaust_nothing() {
             &config,
         ],
     );
-    let ready = proc
-        .wait_line(WAIT, |l| l.starts_with("listening "))
-        .unwrap_or_else(|| panic!("not ready: {:?}", proc.stderr()));
-    let addr = |key: &str| -> SocketAddr {
-        ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .and_then(|a| a.parse().ok())
-            .expect("address")
-    };
-    let (udp_addr, http) = (addr("udp="), addr("http="));
+    let (udp_addr, http) = proc.wait_addrs();
     let _idle = idle_connections(http, 300);
     assert!(healthy(http), "healthz; stderr {:?}", proc.stderr());
     send_beat(&udp(), udp_addr, "web-1", 1);

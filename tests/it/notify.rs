@@ -4,7 +4,7 @@
 //! and secrets read from files that appear in no output.
 //! See: issue 18.
 
-use crate::util::{HttpRecorder, HttpRequest, Server, client, run, wait_until, write_file};
+use crate::util::{Recorded, Recorder, Server, client, run, run_server, wait_until, write_file};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -20,8 +20,8 @@ fn server_with(dir: &Path, sinks: &str) -> Server {
 /// Runs host `web-1` through joined -> down -> recovered against a server
 /// whose only sink is the webhook `sink` (TOML lines; `{url}` is the
 /// recorder), and returns the requests once `want` have come.
-fn down_and_up(sink: &str, want: usize) -> Vec<HttpRequest> {
-    let recorder = HttpRecorder::start(200);
+fn down_and_up(sink: &str, want: usize) -> Vec<Recorded> {
+    let recorder = Recorder::answering(200);
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut sink = sink.replace("{url}", &recorder.url(""));
     if !sink.contains("events =") {
@@ -32,19 +32,14 @@ fn down_and_up(sink: &str, want: usize) -> Vec<HttpRequest> {
         tmp.path(),
         &format!("[[server.sinks.webhook]]\nretries = 0\n{sink}\n"),
     );
-    let mut beating = client(&[server.udp], "web-1", &[]);
-    assert!(server.wait_event("web-1", "joined", WAIT));
-    beating.kill();
-    assert!(server.wait_event("web-1", "down", WAIT));
-    let _again = client(&[server.udp], "web-1", &[]);
-    assert!(server.wait_event("web-1", "recovered", WAIT));
+    let _again = server.down_and_recover("web-1", WAIT);
     let requests = recorder.wait_for(want, WAIT);
     assert_eq!(requests.len(), want, "{requests:#?}");
     requests
 }
 
 /// Checks the parts every preset request shares and returns the body.
-fn post_json(request: &HttpRequest, path: &str) -> Value {
+fn post_json(request: &Recorded, path: &str) -> Value {
     assert_eq!(request.method, "POST");
     assert_eq!(request.path, path);
     assert_eq!(
@@ -263,20 +258,7 @@ fn a_bad_template_is_one_line_at_start() {
             &format!("[[server.sinks.webhook]]\nurl = \"http://127.0.0.1:9/\"\nbody = '{body}'\n"),
         );
         let data = tmp.path().join("data");
-        let ran = run(
-            &[
-                "server",
-                "--config",
-                &config,
-                "--data-dir",
-                data.to_str().expect("utf-8"),
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-            ],
-            &[],
-        );
+        let ran = run_server(&config, &data);
         assert_eq!(ran.code, Some(1), "{body}: {ran:?}");
         let stderr = ran.stderr.trim_end();
         assert!(stderr.contains(expect), "{body}: {stderr}");
@@ -286,7 +268,7 @@ fn a_bad_template_is_one_line_at_start() {
 
 #[test]
 fn three_downs_in_a_window_are_one_digest() {
-    let recorder = HttpRecorder::start(200);
+    let recorder = Recorder::answering(200);
     let tmp = tempfile::tempdir().expect("tempdir");
     let server = server_with(
         tmp.path(),
@@ -327,7 +309,7 @@ fn three_downs_in_a_window_are_one_digest() {
 
 #[test]
 fn a_host_that_stays_down_is_reminded_until_it_recovers() {
-    let recorder = HttpRecorder::start(200);
+    let recorder = Recorder::answering(200);
     let tmp = tempfile::tempdir().expect("tempdir");
     let server = server_with(
         tmp.path(),
@@ -363,8 +345,8 @@ fn a_host_that_stays_down_is_reminded_until_it_recovers() {
 
 #[test]
 fn test_alert_reports_a_good_and_a_failing_sink() {
-    let good = HttpRecorder::start(200);
-    let bad = HttpRecorder::start(500);
+    let good = Recorder::answering(200);
+    let bad = Recorder::answering(500);
     let tmp = tempfile::tempdir().expect("tempdir");
     let token = write_file(tmp.path(), "api-token", "t0ken\n");
     let server = server_with(
@@ -428,7 +410,7 @@ fn test_alert_reports_a_good_and_a_failing_sink() {
 
 #[test]
 fn secrets_from_files_appear_in_no_output() {
-    let recorder = HttpRecorder::start(200);
+    let recorder = Recorder::answering(200);
     let tmp = tempfile::tempdir().expect("tempdir");
     let creds = tmp.path().join("creds");
     std::fs::create_dir(&creds).expect("mkdir");
@@ -475,14 +457,7 @@ fn secrets_from_files_appear_in_no_output() {
         ],
         &env,
     );
-    let ready = proc
-        .wait_line(WAIT, |l| l.starts_with("listening "))
-        .expect("server ready");
-    let http = ready
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http="))
-        .expect("http address")
-        .to_string();
+    let http = proc.wait_addrs().1.to_string();
     let ran = run(&["test-alert", "--server", &http], &[]);
     assert_eq!(ran.code, Some(1), "the dead sink fails: {ran:?}");
     assert!(

@@ -101,6 +101,20 @@ impl Proc {
         ready.unwrap_or_else(|| panic!("server did not get ready; stderr: {:?}", self.stderr()))
     }
 
+    /// Waits like [`Proc::wait_listening`] and returns the UDP and HTTP
+    /// addresses the server bound.
+    pub fn wait_addrs(&self) -> (SocketAddr, SocketAddr) {
+        let ready = self.wait_listening();
+        let addr = |key: &str| -> SocketAddr {
+            ready
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {ready:?}"))
+        };
+        (addr("udp="), addr("http="))
+    }
+
     /// Waits for a stderr line containing `text`.
     pub fn wait_stderr(&self, timeout: Duration, text: &str) -> bool {
         wait_until(timeout, || self.stderr().iter().any(|l| l.contains(text)))
@@ -292,17 +306,10 @@ impl Server {
         }
         args.extend(extra);
         let proc = Proc::spawn(&args);
-        let ready = proc.wait_listening();
-        let addr = |key: &str| -> SocketAddr {
-            ready
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| panic!("no {key} in {ready:?}"))
-        };
+        let (udp, http) = proc.wait_addrs();
         Server {
-            udp: addr("udp="),
-            http: addr("http="),
+            udp,
+            http,
             proc,
             data_dir: data_dir.to_path_buf(),
             _tmp: None,
@@ -330,6 +337,36 @@ impl Server {
     /// Waits until `host` has had an event of `kind`.
     pub fn wait_event(&self, host: &str, kind: &str, timeout: Duration) -> bool {
         wait_until(timeout, || self.kinds_of(host).iter().any(|k| k == kind))
+    }
+
+    /// Starts a client for each of `ids` and waits until all have joined;
+    /// returns the clients in the order of `ids`.
+    pub fn join_all<S: AsRef<str>>(&self, ids: &[S], timeout: Duration) -> Vec<Proc> {
+        let clients = ids
+            .iter()
+            .map(|id| client(&[self.udp], id.as_ref(), &[]))
+            .collect();
+        assert!(
+            wait_until(timeout, || ids
+                .iter()
+                .all(|id| self.kinds_of(id.as_ref()).iter().any(|k| k == "joined"))),
+            "{:?}",
+            self.events()
+        );
+        clients
+    }
+
+    /// Runs `host` through joined -> down -> recovered (each awaited up to
+    /// `timeout`), and returns the client beating again: it stops when
+    /// dropped.
+    pub fn down_and_recover(&self, host: &str, timeout: Duration) -> Proc {
+        let mut beating = client(&[self.udp], host, &[]);
+        assert!(self.wait_event(host, "joined", timeout));
+        beating.kill();
+        assert!(self.wait_event(host, "down", timeout));
+        let again = client(&[self.udp], host, &[]);
+        assert!(self.wait_event(host, "recovered", timeout));
+        again
     }
 
     /// The URL of `path` on the HTTP API.
@@ -436,6 +473,16 @@ pub struct Ran {
     pub stdout: String,
     /// All of stderr.
     pub stderr: String,
+}
+
+/// Runs `server --config CONFIG --data-dir DATA` on loopback port 0 to its
+/// exit (for configurations the server must refuse).
+pub fn run_server(config: &str, data: &Path) -> Ran {
+    let data = data.to_str().expect("utf-8 path");
+    let loopback = ["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+    let mut all = vec!["server", "--config", config, "--data-dir", data];
+    all.extend(loopback);
+    run(&all, &[])
 }
 
 /// Runs `lubdub ARGS` with only `env` set, to its exit; kills it and fails
@@ -613,116 +660,4 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("bind a free port")
         .port()
-}
-
-/// Spawns `program ARGS` (e.g. `ip netns exec NS lubdub …`) with only PATH
-/// kept from the environment, collecting its output like [`Proc::spawn`].
-pub fn spawn_program(program: &str, args: &[&str]) -> Proc {
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    let mut child = Command::new(program)
-        .args(args)
-        .env_clear()
-        .env("PATH", path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-    let stdout = collect(child.stdout.take().expect("piped stdout"));
-    let stderr = collect(child.stderr.take().expect("piped stderr"));
-    Proc {
-        child,
-        stdout,
-        stderr,
-    }
-}
-
-/// One request an [`HttpRecorder`] received, with its method and query
-/// (presets are checked request by request).
-#[derive(Clone, Debug)]
-pub struct HttpRequest {
-    pub method: String,
-    pub path: String,
-    /// The raw query string ("" when none).
-    pub query: String,
-    /// Header names in lower case.
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// The body as JSON (`Null` when it is not JSON).
-    pub body: serde_json::Value,
-}
-
-/// A loopback HTTP receiver on port 0 that records every request, method
-/// and query included, and answers `status` to all of them.
-pub struct HttpRecorder {
-    pub addr: SocketAddr,
-    requests: Arc<Mutex<Vec<HttpRequest>>>,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl HttpRecorder {
-    /// Starts a recorder answering every request with `status`.
-    pub fn start(status: u16) -> HttpRecorder {
-        use axum::body::Bytes;
-        use axum::http::{HeaderMap, Method, StatusCode, Uri};
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let requests: Arc<Mutex<Vec<HttpRequest>>> = Arc::default();
-        let seen = requests.clone();
-        let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let seen = seen.clone();
-            async move {
-                seen.lock().expect("requests").push(HttpRequest {
-                    method: method.to_string(),
-                    path: uri.path().to_string(),
-                    query: uri.query().unwrap_or("").to_string(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| {
-                            (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())
-                        })
-                        .collect(),
-                    body: serde_json::from_slice(&body).unwrap_or_default(),
-                });
-                StatusCode::from_u16(status).expect("valid status")
-            }
-        };
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind recorder");
-        let addr = listener.local_addr().expect("addr");
-        let app = axum::Router::new().fallback(handler);
-        runtime.spawn(async move { axum::serve(listener, app).await });
-        HttpRecorder {
-            addr,
-            requests,
-            runtime: Some(runtime),
-        }
-    }
-
-    /// The URL of `path` on the recorder.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// Requests received so far.
-    pub fn requests(&self) -> Vec<HttpRequest> {
-        self.requests.lock().expect("requests").clone()
-    }
-
-    /// Waits until at least `n` requests came; returns them all.
-    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<HttpRequest> {
-        wait_until(timeout, || self.requests().len() >= n);
-        self.requests()
-    }
-}
-
-impl Drop for HttpRecorder {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
 }

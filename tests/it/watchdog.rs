@@ -202,20 +202,7 @@ fn a_bad_watchdog_setting_is_a_one_line_error_naming_it() {
         "[server.watchdog]\nservers = [\"127.0.0.1:9\"]\nkey_file = \"/nonexistent/k\"\n",
     );
     let data = tmp.path().join("data");
-    let ran = crate::util::run(
-        &[
-            "server",
-            "--config",
-            &missing,
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let ran = crate::util::run_server(&missing, &data);
     assert_ne!(ran.code, Some(0), "{ran:?}");
     assert!(ran.stderr.contains("/nonexistent/k"), "{ran:?}");
 }

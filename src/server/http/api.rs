@@ -524,18 +524,28 @@ fn view_of(shared: &Shared, id: &str) -> Result<HostView, ApiError> {
     })
 }
 
+/// Authorizes the request, applies `action` to host `id` and answers with
+/// the host's view after it.
+fn act(
+    shared: &Shared,
+    headers: &HeaderMap,
+    id: &str,
+    action: impl FnOnce(&crate::server::fleet::Fleet) -> Result<(), UnknownHost>,
+) -> Result<Json<HostView>, ApiError> {
+    authorize(shared, headers)?;
+    action(&shared.fleet).map_err(|UnknownHost| ApiError::unknown_host(id))?;
+    view_of(shared, id).map(Json)
+}
+
 /// `POST /api/v1/hosts/{id}/pause`: maintenance; no alarms until resumed.
 async fn pause(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<HostView>, ApiError> {
-    authorize(&shared, &headers)?;
-    shared
-        .fleet
-        .pause(&id, SystemTime::now())
-        .map_err(|UnknownHost| ApiError::unknown_host(&id))?;
-    view_of(&shared, &id).map(Json)
+    act(&shared, &headers, &id, |fleet| {
+        fleet.pause(&id, SystemTime::now())
+    })
 }
 
 /// `POST /api/v1/hosts/{id}/resume`: `up` again, with a fresh timeout.
@@ -544,12 +554,9 @@ async fn resume(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<HostView>, ApiError> {
-    authorize(&shared, &headers)?;
-    shared
-        .fleet
-        .resume(&id, now(), SystemTime::now())
-        .map_err(|UnknownHost| ApiError::unknown_host(&id))?;
-    view_of(&shared, &id).map(Json)
+    act(&shared, &headers, &id, |fleet| {
+        fleet.resume(&id, now(), SystemTime::now())
+    })
 }
 
 /// `DELETE /api/v1/hosts/{id}`: forget the host (it joins anew if it beats).

@@ -16,6 +16,8 @@ pub struct Recorded {
     /// `GET`, `POST`, ...
     pub method: String,
     pub path: String,
+    /// The raw query string ("" when none).
+    pub query: String,
     /// Header names in lower case.
     pub headers: std::collections::BTreeMap<String, String>,
     /// The body as JSON (`Null` when it is not JSON).
@@ -34,7 +36,12 @@ impl Recorder {
     /// Answers the n-th request to each path with `statuses[n]`, and 200
     /// once they run out.
     pub fn start(statuses: &[u16]) -> Recorder {
-        Self::spawn(statuses.to_vec(), HashMap::new(), false)
+        Self::spawn(statuses.to_vec(), HashMap::new(), false, 200)
+    }
+
+    /// Answers every request with `status`.
+    pub fn answering(status: u16) -> Recorder {
+        Self::spawn(Vec::new(), HashMap::new(), false, status)
     }
 
     /// Like [`Recorder::start`], with a script of statuses per path (the
@@ -44,15 +51,21 @@ impl Recorder {
             .iter()
             .map(|(path, statuses)| (path.to_string(), statuses.to_vec()))
             .collect();
-        Self::spawn(Vec::new(), scripts, false)
+        Self::spawn(Vec::new(), scripts, false, 200)
     }
 
     /// Records each request and then never answers.
     pub fn hanging() -> Recorder {
-        Self::spawn(Vec::new(), HashMap::new(), true)
+        Self::spawn(Vec::new(), HashMap::new(), true, 200)
     }
 
-    fn spawn(statuses: Vec<u16>, scripts: HashMap<String, Vec<u16>>, hang: bool) -> Recorder {
+    /// `fallback` answers the requests past the end of their script.
+    fn spawn(
+        statuses: Vec<u16>,
+        scripts: HashMap<String, Vec<u16>>,
+        hang: bool,
+        fallback: u16,
+    ) -> Recorder {
         use axum::body::Bytes;
         use axum::http::{HeaderMap, Method, StatusCode, Uri};
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -72,6 +85,7 @@ impl Recorder {
                         method: method.to_string(),
                         at: Instant::now(),
                         path: uri.path().to_string(),
+                        query: uri.query().unwrap_or("").to_string(),
                         headers: headers
                             .iter()
                             .map(|(k, v)| {
@@ -88,7 +102,7 @@ impl Recorder {
                 }
                 let (all, scripts) = &*statuses;
                 let script = scripts.get(uri.path()).unwrap_or(all);
-                let status = script.get(n).copied().unwrap_or(200);
+                let status = script.get(n).copied().unwrap_or(fallback);
                 StatusCode::from_u16(status).expect("valid status")
             }
         };
@@ -113,6 +127,12 @@ impl Recorder {
     /// Requests received so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().expect("requests").clone()
+    }
+
+    /// Waits until at least `n` requests came; returns them all.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
+        wait_until(timeout, || self.requests().len() >= n);
+        self.requests()
     }
 
     /// Requests received so far to `path`.
