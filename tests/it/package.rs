@@ -211,13 +211,13 @@ fn the_package_installs_upgrades_over_local_edits_removes_and_purges() {
     cloud_init_installs_and_starts_a_signing_client(deb);
 }
 
-/// The `write_files` (path, content) and `runcmd` lines of
+/// The `write_files` (path, mode, content) and `runcmd` lines of
 /// dist/cloud-init.yaml. The file keeps to a plain layout (six-space
 /// content blocks, one-line commands) that this reads strictly.
-fn cloud_init() -> (Vec<(String, String)>, Vec<String>) {
+fn cloud_init() -> (Vec<(String, u32, String)>, Vec<String>) {
     let text = std::fs::read_to_string(format!("{ROOT}/dist/cloud-init.yaml")).expect("read");
     assert!(text.starts_with("#cloud-config\n"));
-    let (mut files, mut commands) = (Vec::<(String, String)>::new(), Vec::new());
+    let (mut files, mut commands) = (Vec::<(String, u32, String)>::new(), Vec::new());
     let mut section = "";
     let mut in_content = false;
     for line in text.lines() {
@@ -226,12 +226,16 @@ fn cloud_init() -> (Vec<(String, String)>, Vec<String>) {
             in_content = false;
         } else if section == "write_files:" {
             if let Some(path) = line.strip_prefix("  - path: ") {
-                files.push((path.to_string(), String::new()));
+                // cloud-init's default mode.
+                files.push((path.to_string(), 0o644, String::new()));
                 in_content = false;
+            } else if let Some(mode) = line.strip_prefix("    permissions: ") {
+                let (_, file_mode, _) = files.last_mut().expect("a file");
+                *file_mode = u32::from_str_radix(mode.trim_matches('"'), 8).expect("octal mode");
             } else if line == "    content: |" {
                 in_content = true;
             } else if in_content && let Some(content) = line.strip_prefix("      ") {
-                let (_, text) = files.last_mut().expect("a file");
+                let (_, _, text) = files.last_mut().expect("a file");
                 text.push_str(content);
                 text.push('\n');
             }
@@ -270,7 +274,7 @@ fn cloud_init_installs_and_starts_a_signing_client(deb: &str) {
 
     let (files, commands) = cloud_init();
     let mut skipped = Vec::new();
-    for (path, content) in files {
+    for (path, mode, content) in files {
         let content = match path.as_str() {
             "/etc/lubdub/client.key" => host_key.clone(),
             _ => content.replace(
@@ -281,6 +285,9 @@ fn cloud_init_installs_and_starts_a_signing_client(deb: &str) {
         let path = Path::new(&path);
         std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
         std::fs::write(path, content).expect("write file");
+        // As cloud-init would: the client refuses a key file others can read.
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod");
     }
     for command in commands {
         if command.starts_with("systemctl ") {
