@@ -16,7 +16,7 @@
 //! [`Store::load`] fail with its path; it is never rewritten or wiped
 //! (only `lubdub server --forget-all`, through [`forget`], removes it).
 //! Before the file is opened for writing, it is opened and read in full
-//! through [`dry_run`], which writes nothing to disk: a corrupt file, or one
+//! through the `dry_run` backend, which writes nothing to disk: a corrupt file, or one
 //! on which redb panics, is refused before a single byte of it changes. An
 //! empty file is refused too: it is a store whose contents were lost, not a
 //! new one. The directory is created `0700` and the store `0600`: it holds
