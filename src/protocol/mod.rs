@@ -509,7 +509,7 @@ mod tests {
     /// against the fields the document states next to it.
     #[test]
     fn protocol_doc_test_vectors() {
-        let doc = include_str!("../docs/PROTOCOL.md");
+        let doc = include_str!("../../docs/PROTOCOL.md");
         let vectors = doc_vectors(doc);
         assert!(vectors.len() >= 4, "expected test vectors in PROTOCOL.md");
         for (name, bytes, expect) in vectors {
