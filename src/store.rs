@@ -675,7 +675,10 @@ fn decode_event(id: u64, bytes: &[u8]) -> Result<Event, String> {
         addr: record.addr,
         silent_for: Duration::from_millis(record.silent_ms),
         // Not stored: a remembered event is history for the API, never
-        // sent to a sink again, so what only sinks read is left plain.
+        // sent to a sink again, so what only sinks read is left plain. The
+        // lower bound of a silence is lost too (the record's layout is
+        // fixed); `silent_for` stays the true upper bound.
+        silent_at_least: None,
         state: kind.state_after(),
         flapping: false,
         fleet: 0,

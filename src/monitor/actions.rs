@@ -41,6 +41,7 @@ impl Monitor {
             return Ok(None);
         }
         let silent_for = self.silent_for(self.registry.get(slot), now);
+        let at_least = self.silent_at_least(self.registry.get(slot), now);
         let now_ms = self.clock.ms_ceil(now);
         let host = self.registry.get_mut(slot);
         count_move(&mut self.counts, HostState::Paused, HostState::Up);
@@ -48,7 +49,7 @@ impl Monitor {
         host.set_since(wall);
         // Deadlines count from `last_seen`: moving it to now is the grace.
         host.last_seen = host.last_seen.max(now_ms);
-        let event = self.event(EventKind::Resumed, slot, wall, silent_for);
+        let event = self.bounded_event(EventKind::Resumed, slot, wall, silent_for, at_least);
         self.changes.mark(slot);
         self.reschedule_if_earlier(slot);
         Ok(Some(event))
@@ -64,7 +65,8 @@ impl Monitor {
     ) -> Result<Event, UnknownHost> {
         let slot = self.registry.find(id).ok_or(UnknownHost)?;
         let silent_for = self.silent_for(self.registry.get(slot), now);
-        let event = self.event(EventKind::Forgotten, slot, wall, silent_for);
+        let at_least = self.silent_at_least(self.registry.get(slot), now);
+        let event = self.bounded_event(EventKind::Forgotten, slot, wall, silent_for, at_least);
         let host = self.registry.remove(slot).ok_or(UnknownHost)?;
         self.counts[host.state.index()] -= 1;
         if host.flap.flapping {

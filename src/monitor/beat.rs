@@ -68,6 +68,7 @@ impl Monitor {
             });
             self.registry.set_addr(slot, beat.addr);
         }
+        let at_least = self.unheard_since_restore(self.registry.get(slot).last_seen, now_ms);
         let host = self.registry.get_mut(slot);
         let silent_for = Duration::from_millis(now_ms.saturating_sub(host.last_seen));
         let mut changes = [None, None, None];
@@ -219,7 +220,8 @@ impl Monitor {
             self.changes.mark_beaten(slot);
         }
         for kind in changes.into_iter().flatten() {
-            out.events.push(self.event(kind, slot, wall, silent_for));
+            out.events
+                .push(self.bounded_event(kind, slot, wall, silent_for, at_least));
         }
         // The common beat (same state, same declared interval, fixed
         // timeout) only moves the deadline later: the queued entry stays,

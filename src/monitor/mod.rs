@@ -235,9 +235,26 @@ impl Monitor {
         self.clock
     }
 
-    /// How long `host` has been silent at `now`.
+    /// How long `host` has been silent at `now`: since its latest recorded
+    /// beat (an upper bound when [`Monitor::silent_at_least`] says so).
     pub fn silent_for(&self, host: &Host, now: Instant) -> Duration {
         Duration::from_millis(self.clock.ms(now).saturating_sub(host.last_seen))
+    }
+
+    /// For a host not heard since the server restarted: the silence it has
+    /// surely had at `now`, since the restart. Its latest recorded beat is
+    /// from the store, and it may have beaten unheard after the store's
+    /// latest checkpoint or while the server was away, so its true silence
+    /// lies between this and [`Monitor::silent_for`]. `None` when the
+    /// silence is known exactly.
+    pub fn silent_at_least(&self, host: &Host, now: Instant) -> Option<Duration> {
+        self.unheard_since_restore(host.last_seen, self.clock.ms(now))
+    }
+
+    /// [`Monitor::silent_at_least`] in clock milliseconds.
+    fn unheard_since_restore(&self, last_seen: u64, now_ms: u64) -> Option<Duration> {
+        (last_seen < self.restored_at)
+            .then(|| Duration::from_millis(now_ms.saturating_sub(self.restored_at)))
     }
 
     /// `at` in the flap state's milliseconds (since the monitor started).
@@ -275,9 +292,26 @@ impl Monitor {
             host: Arc::from(self.registry.id(slot)),
             addr: self.registry.addr(slot),
             silent_for,
+            silent_at_least: None,
             state: host.state,
             flapping: host.flap.flapping,
             fleet: self.registry.len(),
+        }
+    }
+
+    /// [`Monitor::event`] about a silence known only within bounds when
+    /// `at_least` is set (see [`Event::silent_at_least`]).
+    fn bounded_event(
+        &self,
+        kind: EventKind,
+        slot: Slot,
+        at: SystemTime,
+        silent_for: Duration,
+        at_least: Option<Duration>,
+    ) -> Event {
+        Event {
+            silent_at_least: at_least,
+            ..self.event(kind, slot, at, silent_for)
         }
     }
 
@@ -327,6 +361,7 @@ impl Monitor {
     /// ms) has passed at `now`.
     fn declare(&mut self, slot: Slot, due: u64, now: Instant, wall: SystemTime, out: &mut Outcome) {
         let silent_for = self.silent_for(self.registry.get(slot), now);
+        let at_least = self.silent_at_least(self.registry.get(slot), now);
         let flap_ms = self.flap_ms(now);
         let (window_ms, threshold) = (self.flap_window_ms(), self.settings.flap_threshold);
         let host = self.registry.get_mut(slot);
@@ -335,8 +370,13 @@ impl Monitor {
             if host.flap.try_settle(flap_ms, window_ms) {
                 self.totals.flapping = self.totals.flapping.saturating_sub(1);
                 self.changes.mark(slot);
-                out.events
-                    .push(self.event(EventKind::Settled, slot, wall, silent_for));
+                out.events.push(self.bounded_event(
+                    EventKind::Settled,
+                    slot,
+                    wall,
+                    silent_for,
+                    at_least,
+                ));
             }
             return;
         }
@@ -354,10 +394,16 @@ impl Monitor {
         }
         let due_at = self.clock.instant(due);
         out.lags.push(now.saturating_duration_since(due_at));
-        out.events.push(self.event(kind, slot, wall, silent_for));
+        out.events
+            .push(self.bounded_event(kind, slot, wall, silent_for, at_least));
         if flapping {
-            out.events
-                .push(self.event(EventKind::Flapping, slot, wall, silent_for));
+            out.events.push(self.bounded_event(
+                EventKind::Flapping,
+                slot,
+                wall,
+                silent_for,
+                at_least,
+            ));
         }
         self.changes.mark(slot);
     }

@@ -166,6 +166,12 @@ pub struct Event {
     /// How long the host had been silent when this happened (for `recovered`:
     /// how long it was silent before the beat that ended the silence).
     pub silent_for: Duration,
+    /// Set when the silence is known only within bounds: the host was not
+    /// heard since the server restarted, and may have beaten unheard after
+    /// the server's latest checkpoint or while it was away. Its true
+    /// silence is then at least this (since the restart) and at most
+    /// `silent_for` (since its latest recorded beat).
+    pub silent_at_least: Option<Duration>,
     /// The host's state right after this event (a `settled` host may still
     /// be `down`; a `forgotten` one keeps the state it was forgotten in), so
     /// that a consumer never asks the monitor.
@@ -178,17 +184,21 @@ pub struct Event {
 }
 
 impl fmt::Display for Event {
-    /// The console line: time, event, host id, address, silence.
+    /// The console line: time, event, host id, address, silence (as
+    /// `silent=LOW..HIGH` when known only within bounds).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {:<9} {} addr={} silent={:.3}s",
+            "{} {:<9} {} addr={} silent=",
             humantime::format_rfc3339_millis(self.at),
             self.kind.as_str(),
             self.host,
             self.addr,
-            self.silent_for.as_secs_f64(),
-        )
+        )?;
+        if let Some(low) = self.silent_at_least {
+            write!(f, "{:.3}s..", low.as_secs_f64())?;
+        }
+        write!(f, "{:.3}s", self.silent_for.as_secs_f64())
     }
 }
 

@@ -178,8 +178,22 @@ impl Monitor {
 
     /// Why `host` is (or is not) suspected at `now`: its phi (phi
     /// detector only) and a one-line explanation, e.g. "phi 9.1: beat 3.2 σ
-    /// overdue".
+    /// overdue"; for a host not heard since the server restarted, also the
+    /// bounds of its silence (its deadlines count from the restart).
     pub fn explain(&self, host: &Host, now: Instant) -> (Option<f64>, String) {
+        let (phi, mut why) = self.explain_detector(host, now);
+        if let Some(at_least) = self.silent_at_least(host, now) {
+            why.push_str(&format!(
+                " (not heard since the server restarted {:.1}s ago; its latest recorded beat was {:.1}s ago)",
+                at_least.as_secs_f64(),
+                self.silent_for(host, now).as_secs_f64()
+            ));
+        }
+        (phi, why)
+    }
+
+    /// [`Monitor::explain`]'s detector part.
+    fn explain_detector(&self, host: &Host, now: Instant) -> (Option<f64>, String) {
         let rule = self.settings.rules.get(host.rule);
         let silent =
             Duration::from_millis(self.clock.ms(now).saturating_sub(self.counted_from(host)));

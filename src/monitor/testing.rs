@@ -84,6 +84,7 @@ pub fn event(kind: EventKind, host: &str) -> Event {
         host: host.into(),
         addr: SocketAddr::from(([127, 0, 0, 1], 4000)),
         silent_for: Duration::from_millis(1500),
+        silent_at_least: None,
         state: kind.state_after(),
         flapping: false,
         fleet: 1,

@@ -434,23 +434,26 @@ async fn report_silent(fleet: Arc<Fleet>, every: std::time::Duration, stop: Canc
             _ = ticker.tick() => {}
         }
         let now = timer::now();
-        let mut silent: Vec<(String, f64)> = fleet.read(|monitor| {
+        let mut silent: Vec<(String, String)> = fleet.read(|monitor| {
             let registry = monitor.registry();
             registry
                 .iter()
                 .filter(|(_, h)| matches!(h.state, HostState::Late | HostState::Down))
                 .map(|(slot, h)| {
-                    (
-                        registry.id(slot).to_string(),
-                        monitor.silent_for(h, now).as_secs_f64(),
-                    )
+                    let secs = monitor.silent_for(h, now).as_secs_f64();
+                    // Bounds for a host not heard since the restart.
+                    let silence = match monitor.silent_at_least(h, now) {
+                        Some(low) => format!("{:.1}s..{secs:.1}s", low.as_secs_f64()),
+                        None => format!("{secs:.1}s"),
+                    };
+                    (registry.id(slot).to_string(), silence)
                 })
                 .collect()
         });
         silent.sort_by(|a, b| a.0.cmp(&b.0));
         let list: Vec<String> = silent
             .iter()
-            .map(|(id, secs)| format!("{id} ({secs:.1}s)"))
+            .map(|(id, silence)| format!("{id} ({silence})"))
             .collect();
         // One line per report, never an empty list.
         let line = if list.is_empty() {

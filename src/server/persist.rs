@@ -156,6 +156,7 @@ pub fn monitor_started(addr: SocketAddr, away: Option<Duration>, wall: SystemTim
         host: Arc::from(MONITOR_HOST),
         addr,
         silent_for: away.unwrap_or(Duration::ZERO),
+        silent_at_least: None,
         state: HostState::Up,
         flapping: false,
         fleet: 0,
@@ -546,6 +547,16 @@ mod tests {
             .collect();
         kinds.sort();
         assert_eq!(kinds, [("down", "late"), ("down", "up")]);
+        for down in &out.events {
+            // Not heard since the restart: at least the grace, at most
+            // since the stored beat, 100 s before the restart.
+            assert_eq!(down.silent_at_least, Some(TIMEOUT), "{down}");
+            assert_eq!(down.silent_for, Duration::from_secs(100) + TIMEOUT);
+            assert!(
+                down.to_string().ends_with(" silent=30.000s..130.000s"),
+                "{down}"
+            );
+        }
         out.clear();
         core.expire(now + TIMEOUT * 10, wall, &mut out);
         assert_eq!(out.events, [], "a host already down gets no second down");
@@ -555,7 +566,37 @@ mod tests {
         assert_eq!(
             core.silent_for(host, now),
             Duration::from_secs(100),
-            "a down host's silence is its true one, from the wall clock"
+            "a down host's silence reaches back to its stored beat, on the wall clock"
+        );
+        assert_eq!(core.silent_at_least(host, now), Some(Duration::ZERO));
+        let (_, why) = core.explain(host, now + TIMEOUT);
+        assert!(
+            why.ends_with("(not heard since the server restarted 30.0s ago; its latest recorded beat was 130.0s ago)"),
+            "{why}"
+        );
+        // A beat ends the uncertainty: the silence that ended is given as
+        // bounds, the next one is exact.
+        let back = Observation {
+            seq: Some(8),
+            ..beat("up")
+        };
+        out.clear();
+        core.observe(&back, now + TIMEOUT * 2, wall, &mut out);
+        let recovered = &out.events[0];
+        assert_eq!(recovered.kind, EventKind::Recovered);
+        // (A beat's time is rounded up to the clock's millisecond.)
+        let low = recovered.silent_at_least.expect("bounded");
+        assert!(
+            (TIMEOUT * 2..=TIMEOUT * 2 + Duration::from_millis(1)).contains(&low),
+            "{recovered}"
+        );
+        let registry = core.registry();
+        let up = registry.get(registry.find("up").expect("remembered"));
+        assert_eq!(core.silent_at_least(up, now + TIMEOUT * 3), None);
+        let exact = core.silent_for(up, now + TIMEOUT * 3);
+        assert!(
+            (TIMEOUT - Duration::from_millis(1)..=TIMEOUT).contains(&exact),
+            "{exact:?}"
         );
     }
 

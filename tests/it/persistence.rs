@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -122,6 +122,115 @@ fn kill_9_then_restart_remembers_hosts_and_gives_them_grace() {
     for id in &ids[..2] {
         assert_eq!(server.state_of(id).as_deref(), Some("up"));
     }
+}
+
+/// After a `kill -9` the store's last-seen times are those of the latest
+/// checkpoint, and a host may beat unheard until the server is back: a
+/// host that died meanwhile is paged a full timeout after the restart, no
+/// sooner, with its silence given as bounds (at least since the restart, at
+/// most since its latest recorded beat) that hold its true silence, in the
+/// console line, the events API and the host's `why`.
+#[test]
+fn a_host_that_died_while_the_server_was_away_gets_bounds_not_a_stale_silence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = format!("127.0.0.1:{}", free_udp_port());
+    // Checkpoints far apart: the stored last-seen times stay those written
+    // when the hosts joined.
+    let timeout = 1.0;
+    let args = [
+        "--listen",
+        &listen,
+        "--timeout",
+        "1s",
+        "--checkpoint-interval",
+        "10min",
+    ];
+    let mut server = Server::start_in(dir.path(), &args);
+    let mut clients = server.join_all(&["beats-on", "dies"], WAIT);
+    // Two seconds of beats the store does not hear of.
+    let joined = SystemTime::now();
+    assert!(wait_until(WAIT, || {
+        joined.elapsed().unwrap_or_default() >= Duration::from_secs(2)
+            && beats_of(&server).values().all(|&b| b >= 10)
+    }));
+    server.proc.kill(); // SIGKILL: no chance to flush
+    clients[1].kill(); // dies while the server is away
+    let died = SystemTime::now();
+    let restarting = SystemTime::now();
+    let server = Server::start_in(dir.path(), &args);
+
+    assert!(
+        server.wait_event("dies", "down", WAIT),
+        "{:?}",
+        server.events()
+    );
+    let events = server.events();
+    let down = events
+        .iter()
+        .find(|e| e.host == "dies" && e.kind == "down")
+        .expect("down");
+    let since_start = down
+        .at
+        .duration_since(restarting)
+        .expect("down after the restart");
+    assert!(
+        since_start.as_secs_f64() >= timeout,
+        "paged {since_start:?} after the restart, before a full timeout"
+    );
+    let truth = down
+        .at
+        .duration_since(died)
+        .expect("down after death")
+        .as_secs_f64();
+    let low = down
+        .silent_at_least
+        .unwrap_or_else(|| panic!("the silence is given as bounds: {down:?}"));
+    // The console rounds to milliseconds.
+    assert!(
+        low >= timeout - 0.001
+            && low <= since_start.as_secs_f64() + 0.001
+            && low <= truth + 0.001
+            && truth <= down.silent_secs + 0.001,
+        "timeout <= {low} s <= true silence {truth} s <= {} s",
+        down.silent_secs
+    );
+    assert!(
+        down.silent_secs - low >= 2.0,
+        "the upper bound reaches back to the latest stored beat: {down:?}"
+    );
+
+    let api_events = server.get_json("/api/v1/events");
+    let api_down = api_events
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|e| e["host"] == "dies" && e["kind"] == "down")
+        .expect("the down in the API");
+    let api_low = api_down["silent_seconds_at_least"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("bounds in the API: {api_down}"));
+    assert!((api_low - low).abs() < 0.001, "{api_down}");
+    let host = server.get_json("/api/v1/hosts/dies");
+    let why = host["why"].as_str().expect("why");
+    assert!(
+        why.contains("not heard since the server restarted")
+            && why.contains("latest recorded beat"),
+        "{why}"
+    );
+    assert!(
+        host["silent_seconds_at_least"].as_f64().expect("bounds")
+            < host["silent_seconds"].as_f64().expect("silence"),
+        "{host}"
+    );
+    // A host heard since the restart has its exact silence again.
+    assert!(
+        wait_until(WAIT, || {
+            server.get_json("/api/v1/hosts/beats-on")["silent_seconds_at_least"].is_null()
+        }),
+        "{}",
+        server.get_json("/api/v1/hosts/beats-on")
+    );
+    assert_eq!(server.kinds_of("beats-on"), Vec::<String>::new());
 }
 
 #[test]

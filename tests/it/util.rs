@@ -230,7 +230,8 @@ fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Output> {
     output
 }
 
-/// One event line of the server's stdout: `TIME KIND HOST addr=… silent=…s`.
+/// One event line of the server's stdout: `TIME KIND HOST addr=… silent=…s`
+/// (or `silent=LOs..HIs` when the silence is only known within bounds).
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventLine {
     /// When the server says it happened.
@@ -238,7 +239,10 @@ pub struct EventLine {
     pub kind: String,
     pub host: String,
     pub addr: String,
+    /// The silence, or its upper bound (since the latest recorded beat).
     pub silent_secs: f64,
+    /// The lower bound of a silence known only within bounds.
+    pub silent_at_least: Option<f64>,
 }
 
 /// Parses an event line; `None` for other lines.
@@ -248,19 +252,24 @@ pub fn parse_event(line: &str) -> Option<EventLine> {
     let kind = words.next()?.to_string();
     let host = words.next()?.to_string();
     let addr = words.next()?.strip_prefix("addr=")?.to_string();
-    let silent_secs = words
-        .next()?
-        .strip_prefix("silent=")?
-        .strip_suffix('s')?
-        .parse()
-        .ok()?;
+    let silent = words.next()?.strip_prefix("silent=")?;
+    let (silent_at_least, silent_secs) = match silent.split_once("..") {
+        Some((low, high)) => (Some(seconds(low)?), seconds(high)?),
+        None => (None, seconds(silent)?),
+    };
     Some(EventLine {
         at,
         kind,
         host,
         addr,
         silent_secs,
+        silent_at_least,
     })
+}
+
+/// `1.500s` → 1.5.
+fn seconds(text: &str) -> Option<f64> {
+    text.strip_suffix('s')?.parse().ok()
 }
 
 /// A running server, with the addresses it printed when ready.

@@ -332,8 +332,12 @@ pub struct EventView {
     kind: &'static str,
     host: String,
     addr: String,
-    /// How long the host had been silent when this happened.
+    /// How long the host had been silent when this happened: an upper
+    /// bound when `silent_seconds_at_least` is set.
     silent_seconds: f64,
+    /// Set when the silence is known only within bounds (not heard since
+    /// the server restarted): at least this; null otherwise.
+    silent_seconds_at_least: Option<f64>,
 }
 
 impl From<&Event> for EventView {
@@ -345,6 +349,7 @@ impl From<&Event> for EventView {
             host: event.host.to_string(),
             addr: event.addr.to_string(),
             silent_seconds: event.silent_for.as_secs_f64(),
+            silent_seconds_at_least: event.silent_at_least.map(|d| d.as_secs_f64()),
         }
     }
 }

@@ -18,7 +18,12 @@ pub struct HostView {
     since: String,
     /// RFC 3339: when its latest beat arrived.
     last_seen: String,
+    /// Since its latest recorded beat: an upper bound when
+    /// `silent_seconds_at_least` is set.
     silent_seconds: f64,
+    /// Not heard since the server restarted: its silence is at least this
+    /// (since the restart); null when known exactly.
+    silent_seconds_at_least: Option<f64>,
     timeout_seconds: f64,
     /// Declared by the client; null when unknown (legacy beats).
     interval_seconds: Option<f64>,
@@ -79,6 +84,7 @@ impl HostView {
             since: rfc3339(host.since()),
             last_seen: rfc3339(host.last_seen_wall()),
             silent_seconds: monitor.silent_for(host, now).as_secs_f64(),
+            silent_seconds_at_least: monitor.silent_at_least(host, now).map(|d| d.as_secs_f64()),
             timeout_seconds: monitor.timeout_for(host).as_secs_f64(),
             interval_seconds: (interval_ms > 0).then(|| f64::from(interval_ms) / 1000.0),
             beats: u64::from(host.beats),

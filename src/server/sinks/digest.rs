@@ -92,7 +92,9 @@ impl Shaper {
                 down.due = now + repeat;
                 due.insert((down.due, host.clone()));
                 let mut reminder = down.event.clone();
-                reminder.silent_for += now.duration_since(down.since);
+                let since = now.duration_since(down.since);
+                reminder.silent_for += since;
+                reminder.silent_at_least = reminder.silent_at_least.map(|low| low + since);
                 reminder.at = SystemTime::now();
                 out.push(SinkEvent::Reminder(reminder));
             }

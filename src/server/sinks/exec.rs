@@ -89,6 +89,12 @@ pub fn environment(event: &SinkEvent) -> Vec<(&'static str, String)> {
                 "LUBDUB_SILENT_SECONDS",
                 format!("{:.3}", e.silent_for.as_secs_f64()),
             ));
+            if let Some(low) = e.silent_at_least {
+                env.push((
+                    "LUBDUB_SILENT_SECONDS_AT_LEAST",
+                    format!("{:.3}", low.as_secs_f64()),
+                ));
+            }
             env.push(("LUBDUB_EVENT_ID", e.id.to_string()));
             if let Some(last_seen) = payload.last_seen {
                 env.push(("LUBDUB_LAST_SEEN", last_seen));

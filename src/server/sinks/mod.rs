@@ -191,6 +191,7 @@ impl SinkEvent {
             host: None,
             addr: None,
             silent_seconds: None,
+            silent_seconds_at_least: None,
             last_seen: None,
             count: None,
             fleet: None,
@@ -224,6 +225,7 @@ impl SinkEvent {
                 host: Some(e.host.to_string()),
                 addr: Some(e.addr.to_string()),
                 silent_seconds: Some(e.silent_for.as_secs_f64()),
+                silent_seconds_at_least: e.silent_at_least.map(|d| d.as_secs_f64()),
                 last_seen: Some(rfc3339(e.at.checked_sub(e.silent_for).unwrap_or(e.at))),
                 count: None,
                 fleet: None,
@@ -240,6 +242,7 @@ impl SinkEvent {
                 host: None,
                 addr: None,
                 silent_seconds: None,
+                silent_seconds_at_least: None,
                 last_seen: None,
                 count: Some(m.count),
                 fleet: Some(m.fleet),
@@ -270,9 +273,16 @@ pub struct Payload {
     /// Host address `ip:port` (host events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,
-    /// Silence when it happened, in seconds (host events).
+    /// Silence when it happened, in seconds (host events); an upper bound
+    /// (since its latest recorded beat) when `silent_seconds_at_least` is
+    /// set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub silent_seconds: Option<f64>,
+    /// Set when the silence is known only within bounds: the host was not
+    /// heard since the server restarted, so it is at least this (since the
+    /// restart) and at most `silent_seconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silent_seconds_at_least: Option<f64>,
     /// RFC 3339 time of the host's latest beat (host events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<String>,

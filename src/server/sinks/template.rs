@@ -124,6 +124,15 @@ pub fn silence(d: Duration) -> String {
     }
 }
 
+/// The silence of a host event in words: `31.2s`, or `30.0s to 5m 31s`
+/// when it is known only within bounds (after a restart of the server).
+pub fn silence_of(e: &Event) -> String {
+    match e.silent_at_least {
+        Some(low) => format!("{} to {}", silence(low), silence(e.silent_for)),
+        None => silence(e.silent_for),
+    }
+}
+
 /// One line: what happened.
 pub fn summary(event: &SinkEvent) -> String {
     match event {
@@ -131,7 +140,7 @@ pub fn summary(event: &SinkEvent) -> String {
         SinkEvent::Reminder(e) => format!(
             "host {} is still down: silent for {}",
             e.host,
-            silence(e.silent_for)
+            silence_of(e)
         ),
         SinkEvent::MassSilence(m) => format!(
             "{} of {} hosts went down within {}",
@@ -145,7 +154,7 @@ pub fn summary(event: &SinkEvent) -> String {
 }
 
 fn host_line(e: &Event) -> String {
-    let silent = silence(e.silent_for);
+    let silent = silence_of(e);
     match e.kind {
         EventKind::Down => format!("host {} is down: silent for {silent}", e.host),
         EventKind::Late => format!("host {} is late: silent for {silent}", e.host),
@@ -186,7 +195,13 @@ pub fn text(event: &SinkEvent, dashboard: Option<&str>) -> String {
         let last_seen = e.at.checked_sub(e.silent_for).unwrap_or(e.at);
         lines.push(format!("host: {}", e.host));
         lines.push(format!("address: {}", e.addr));
-        lines.push(format!("silence: {}", silence(e.silent_for)));
+        lines.push(format!("silence: {}", silence_of(e)));
+        if e.silent_at_least.is_some() {
+            lines.push(
+                "(not heard since the server restarted; it may have beaten unheard before)"
+                    .to_string(),
+            );
+        }
         lines.push(format!("last seen: {}", rfc3339(last_seen)));
         lines.push(format!("at: {}", rfc3339(e.at)));
     };
@@ -233,6 +248,7 @@ pub fn sample(kind: &str) -> SinkEvent {
         host: name.into(),
         addr: SocketAddr::from(([192, 0, 2, 10], 51234)),
         silent_for: Duration::from_millis(31_200),
+        silent_at_least: None,
         state: kind.state_after(),
         flapping: false,
         fleet: 30,
