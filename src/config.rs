@@ -350,7 +350,7 @@ impl ServerConfig {
         if self.silent_report.is_some_and(|d| d.is_zero()) {
             return Err(invalid("silent_report", "must be greater than 0"));
         }
-        self.sinks.validate()?;
+        let sinks = self.sinks.validate()?;
         if self.checkpoint_interval.is_zero() {
             return Err(invalid("checkpoint_interval", "must be greater than 0"));
         }
@@ -403,6 +403,7 @@ impl ServerConfig {
         Ok(ValidServerConfig {
             config: self.clone(),
             monitor,
+            sinks,
         })
     }
 
@@ -422,12 +423,19 @@ impl ServerConfig {
 pub struct ValidServerConfig {
     config: ServerConfig,
     monitor: crate::monitor::Settings,
+    sinks: sinks::CheckedSinks,
 }
 
 impl ValidServerConfig {
     /// What the monitoring core judges by.
     pub fn monitor(&self) -> &crate::monitor::Settings {
         &self.monitor
+    }
+
+    /// What validation parsed of the sinks' settings (names, host
+    /// selectors, URLs), for the sinks to take as it is.
+    pub fn checked_sinks(&self) -> &sinks::CheckedSinks {
+        &self.sinks
     }
 }
 

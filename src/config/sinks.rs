@@ -7,6 +7,7 @@
 use super::preset::Preset;
 use super::secret::Secret;
 use super::{Error, invalid};
+use crate::select::Selector;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -325,13 +326,56 @@ impl Default for MassSilenceConfig {
     }
 }
 
+/// What [`SinksConfig::validate`] parsed, for the sinks to take as it is
+/// (they never parse it again): per kind, in file order, each sink's name
+/// and host selector, and an Alertmanager's URLs.
+#[derive(Clone, Debug, Default)]
+pub struct CheckedSinks {
+    /// One per `[[server.sinks.exec]]`.
+    pub exec: Vec<Checked>,
+    /// One per `[[server.sinks.webhook]]`.
+    pub webhook: Vec<Checked>,
+    /// One per `[[server.sinks.alertmanager]]`.
+    pub alertmanager: Vec<CheckedAlertmanager>,
+    /// One per `[[server.sinks.email]]`.
+    pub email: Vec<Checked>,
+}
+
+/// A sink's name and the hosts whose events it takes.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// Its name (given, or `<kind><N>`).
+    pub name: String,
+    /// Compiled from its `hosts` globs.
+    pub hosts: Selector,
+}
+
+/// An Alertmanager sink's [`Checked`] part and its parsed URLs.
+#[derive(Clone, Debug)]
+pub struct CheckedAlertmanager {
+    /// Name and hosts.
+    pub sink: Checked,
+    /// `<url>/api/v2/alerts` of every one of its `urls`.
+    pub endpoints: Vec<reqwest::Url>,
+    /// Its `external_url`, if set.
+    pub external_url: Option<reqwest::Url>,
+}
+
+/// The selector of a sink's `hosts` globs: the one place sinks turn their
+/// host settings into a matcher.
+fn host_selector(kind: &'static str, name: &str, hosts: &[String]) -> Result<Selector, Error> {
+    Selector::new(hosts, &Default::default(), &[])
+        .map_err(|e| invalid("sinks.*.hosts", format!("{kind} sink {name:?}: {e}")))
+}
+
+/// Checks the settings every sink has; returns its name and host selector.
 pub(crate) fn check_common(
     kind: &'static str,
     name: &str,
     events: &[String],
     hosts: &[String],
     queue: usize,
-) -> Result<(), Error> {
+) -> Result<Checked, Error> {
     for event in events {
         if !EVENT_KINDS.contains(&event.as_str()) {
             return Err(invalid(
@@ -343,21 +387,17 @@ pub(crate) fn check_common(
             ));
         }
     }
-    for glob in hosts {
-        if let Err(e) = globset::Glob::new(glob) {
-            return Err(invalid(
-                "sinks.*.hosts",
-                format!("{kind} sink {name:?}: {e}"),
-            ));
-        }
-    }
+    let hosts = host_selector(kind, name, hosts)?;
     if queue == 0 {
         return Err(invalid(
             "sinks.*.queue",
             format!("{kind} sink {name:?}: must be at least 1"),
         ));
     }
-    Ok(())
+    Ok(Checked {
+        name: name.to_string(),
+        hosts,
+    })
 }
 
 /// The parsed URL, if `http` or `https`. The error never shows the URL: it
@@ -410,13 +450,21 @@ impl SinksConfig {
             .collect()
     }
 
-    /// Checks every sink; errors name the field and the sink.
-    pub fn validate(&self) -> Result<(), Error> {
+    /// Checks every sink and returns what it parsed; errors name the field
+    /// and the sink. (What only the server can check, secret files and
+    /// templates, it checks at start: `server::sinks::check`.)
+    pub fn validate(&self) -> Result<CheckedSinks, Error> {
         let names = self.names();
         let mut names_iter = names.iter();
-        for sink in &self.exec {
-            let name = names_iter.next().expect("one name per sink");
-            check_common("exec", name, &sink.events, &sink.hosts, sink.queue)?;
+        let mut checked = CheckedSinks::default();
+        for (sink, name) in self.exec.iter().zip(&mut names_iter) {
+            checked.exec.push(check_common(
+                "exec",
+                name,
+                &sink.events,
+                &sink.hosts,
+                sink.queue,
+            )?);
             if sink.command.first().is_none_or(|c| c.is_empty()) {
                 return Err(invalid(
                     "sinks.exec.command",
@@ -436,9 +484,14 @@ impl SinksConfig {
                 ));
             }
         }
-        for sink in &self.webhook {
-            let name = names_iter.next().expect("one name per sink");
-            check_common("webhook", name, &sink.events, &sink.hosts, sink.queue)?;
+        for (sink, name) in self.webhook.iter().zip(&mut names_iter) {
+            checked.webhook.push(check_common(
+                "webhook",
+                name,
+                &sink.events,
+                &sink.hosts,
+                sink.queue,
+            )?);
             if sink.max_batch == 0 {
                 return Err(invalid(
                     "sinks.webhook.max_batch",
@@ -452,21 +505,32 @@ impl SinksConfig {
                 ));
             }
         }
-        for sink in &self.alertmanager {
-            let name = names_iter.next().expect("one name per sink");
-            check_common("alertmanager", name, &[], &sink.hosts, sink.queue)?;
+        for (sink, name) in self.alertmanager.iter().zip(&mut names_iter) {
+            let common = check_common("alertmanager", name, &[], &sink.hosts, sink.queue)?;
             if sink.urls.is_empty() {
                 return Err(invalid(
                     "sinks.alertmanager.urls",
                     format!("sink {name:?}: name at least one Alertmanager"),
                 ));
             }
-            for url in &sink.urls {
-                check_http_url("sinks.alertmanager.urls", name, url)?;
-            }
-            if let Some(url) = &sink.external_url {
-                check_http_url("sinks.alertmanager.external_url", name, url)?;
-            }
+            let endpoints = sink
+                .urls
+                .iter()
+                .map(|url| {
+                    let url = check_http_url("sinks.alertmanager.urls", name, url)?;
+                    let base = url.as_str().trim_end_matches('/');
+                    check_http_url(
+                        "sinks.alertmanager.urls",
+                        name,
+                        &format!("{base}/api/v2/alerts"),
+                    )
+                })
+                .collect::<Result<_, _>>()?;
+            let external_url = sink
+                .external_url
+                .as_deref()
+                .map(|url| check_http_url("sinks.alertmanager.external_url", name, url))
+                .transpose()?;
             for label in sink.labels.keys() {
                 if !is_label_name(label) || label == "alertname" || label == "host" {
                     return Err(invalid(
@@ -490,6 +554,22 @@ impl SinksConfig {
                     format!("sink {name:?}: must be greater than 0"),
                 ));
             }
+            checked.alertmanager.push(CheckedAlertmanager {
+                sink: common,
+                endpoints,
+                external_url,
+            });
+        }
+        // The rest of an e-mail sink is checked by the server (it reads
+        // secret files and compiles templates).
+        for (sink, name) in self.email.iter().zip(&mut names_iter) {
+            checked.email.push(check_common(
+                "email",
+                name,
+                &sink.events,
+                &sink.hosts,
+                sink.queue,
+            )?);
         }
         let mut sorted = names.clone();
         sorted.sort();
@@ -518,7 +598,7 @@ impl SinksConfig {
                 "must be greater than 0",
             ));
         }
-        Ok(())
+        Ok(checked)
     }
 }
 

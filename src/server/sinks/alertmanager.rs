@@ -12,7 +12,7 @@
 //! one `alertname="MassSilence"` alert, resolved once each of its hosts has
 //! had a later event.
 
-use super::config::AlertmanagerConfig;
+use super::config::{AlertmanagerConfig, CheckedAlertmanager, check_http_url};
 use super::{Delivery, Error, MassSilence, Outcomes, SinkEvent};
 use crate::monitor::{Event, EventKind};
 use crate::ratelimit::RateLimit;
@@ -78,26 +78,24 @@ fn rfc3339(at: SystemTime) -> String {
 }
 
 impl Alertmanager {
-    /// The sink from its (validated) config; `http_addr` is the server's API
-    /// address, the default base of `generatorURL`.
+    /// The sink from its config and what validation parsed of it
+    /// (`checked`); `http_addr` is the server's API address, the default
+    /// base of `generatorURL`.
     pub fn new(
         name: String,
         config: &AlertmanagerConfig,
+        checked: &CheckedAlertmanager,
         http_addr: SocketAddr,
         outcomes: Outcomes,
     ) -> Result<Self, Error> {
-        let endpoints = config
-            .urls
-            .iter()
-            .map(|url| {
-                let url = reqwest::Url::parse(url).expect("validated url");
-                let base = url.as_str().trim_end_matches('/');
-                reqwest::Url::parse(&format!("{base}/api/v2/alerts")).expect("valid url")
-            })
-            .collect();
-        let external = match &config.external_url {
-            Some(url) => reqwest::Url::parse(url).expect("validated url"),
-            None => reqwest::Url::parse(&format!("http://{http_addr}/")).expect("valid url"),
+        let endpoints = checked.endpoints.clone();
+        let external = match &checked.external_url {
+            Some(url) => url.clone(),
+            None => check_http_url(
+                "sinks.alertmanager.external_url",
+                &name,
+                &format!("http://{http_addr}/"),
+            )?,
         };
         let client = super::http_client(&name, config.timeout, Default::default())?;
         Ok(Self {

@@ -158,7 +158,7 @@ mod tests {
         let shaper = Shaper {
             group_wait: Some(Duration::from_secs(30)),
             repeat: None,
-            kinds: Filter::new(None, &[]),
+            kinds: Filter::new(None, crate::select::Selector::everything()),
         };
         tokio::spawn(shaper.run(rx, out_tx));
         for host in ["a", "b", "c"] {
@@ -185,7 +185,7 @@ mod tests {
         let shaper = Shaper {
             group_wait: None,
             repeat: Some(Duration::from_secs(3600)),
-            kinds: Filter::new(Some(&kinds), &[]),
+            kinds: Filter::new(Some(&kinds), crate::select::Selector::everything()),
         };
         tokio::spawn(shaper.run(rx, out_tx));
         tx.send(event(EventKind::Down, "a")).await.expect("send");

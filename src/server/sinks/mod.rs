@@ -27,10 +27,10 @@ pub use crate::config::sinks as config;
 pub use config::SinksConfig;
 
 use super::metrics::Metrics;
-use crate::config::ServerConfig;
+use crate::config::ValidServerConfig;
 use crate::monitor::{Event, EventKind, HostState};
 use crate::ratelimit::RateLimit;
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use crate::select::Selector;
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -314,30 +314,23 @@ pub struct Payload {
 pub struct Filter {
     /// Kinds wanted; `None`: all.
     kinds: Option<Vec<String>>,
-    /// Host globs; `None`: every host.
-    hosts: Option<GlobSet>,
+    /// The hosts whose events it takes (by id: events carry no more).
+    hosts: Selector,
 }
 
 impl Filter {
-    /// A filter from config lists (already validated). `kinds: None` takes
-    /// every kind.
-    pub fn new(kinds: Option<&[String]>, hosts: &[String]) -> Self {
-        let hosts = (!hosts.is_empty()).then(|| {
-            let mut set = GlobSetBuilder::new();
-            for glob in hosts {
-                set.add(Glob::new(glob).expect("validated glob"));
-            }
-            set.build().expect("validated globs")
-        });
+    /// A filter on `kinds` (`None`: every kind) and `hosts` (as the
+    /// config's validation compiled them).
+    pub fn new(kinds: Option<&[String]>, hosts: Selector) -> Self {
         Self {
             kinds: kinds.map(<[String]>::to_vec),
             hosts,
         }
     }
 
-    /// True when the sink takes events of host `id` (its host globs only).
+    /// True when the sink takes events of host `id` (its hosts only).
     pub fn matches_host(&self, id: &str) -> bool {
-        self.hosts.as_ref().is_none_or(|hosts| hosts.is_match(id))
+        self.hosts.matches_id(id)
     }
 
     /// True when the sink wants `event`. A mass silence matches if any of
@@ -350,12 +343,12 @@ impl Filter {
         {
             return false;
         }
-        let Some(hosts) = &self.hosts else {
+        if self.hosts.is_everything() {
             return true;
-        };
+        }
         match event {
-            SinkEvent::Host(e) | SinkEvent::Reminder(e) => hosts.is_match(&*e.host),
-            SinkEvent::MassSilence(m) => m.hosts.iter().any(|h| hosts.is_match(&**h)),
+            SinkEvent::Host(e) | SinkEvent::Reminder(e) => self.matches_host(&e.host),
+            SinkEvent::MassSilence(m) => m.hosts.iter().any(|h| self.matches_host(h)),
             SinkEvent::Digest(events) => events.iter().any(|e| self.matches(e)),
             SinkEvent::Test(_) => true,
         }
@@ -472,7 +465,7 @@ impl Sinks {
     /// when the server starts (restored from the store, which does not
     /// repeat their `down`), as their `down` events.
     pub fn spawn(
-        config: &ServerConfig,
+        config: &ValidServerConfig,
         http_addr: SocketAddr,
         down_at_start: Vec<Event>,
         events: broadcast::Receiver<Event>,
@@ -480,7 +473,7 @@ impl Sinks {
         handover: Option<oneshot::Receiver<Carry>>,
     ) -> Result<Sinks, Error> {
         let sinks = &config.sinks;
-        let mut names = sinks.names().into_iter();
+        let checked = config.checked_sinks();
         let mut routes = Vec::new();
         let mut workers = Vec::new();
         // A sink with digests or reminders gets a stage in front of it: the
@@ -513,15 +506,16 @@ impl Sinks {
             };
             (rx, outcomes)
         };
-        for sink in &sinks.exec {
-            let name = names.next().expect("one name per sink");
-            let filter = Filter::new(Some(&sink.events), &sink.hosts);
+        for (sink, checked) in sinks.exec.iter().zip(&checked.exec) {
+            let name = checked.name.clone();
+            let filter = Filter::new(Some(&sink.events), checked.hosts.clone());
             let (rx, outcomes) = route(name.clone(), "exec", None, filter, sink.queue, None);
             workers.push(tokio::spawn(exec::Exec::new(name, sink, outcomes).run(rx)));
         }
-        for sink in &sinks.webhook {
-            let name = names.next().expect("one name per sink");
-            let (filter, shaper) = shaped(&sink.events, &sink.hosts, sink.group_wait, sink.repeat);
+        for (sink, checked) in sinks.webhook.iter().zip(&checked.webhook) {
+            let name = checked.name.clone();
+            let (filter, shaper) =
+                shaped(&sink.events, &checked.hosts, sink.group_wait, sink.repeat);
             let preset = sink.preset.map(presets::Preset::as_str);
             let (rx, outcomes) = route(name.clone(), "webhook", preset, filter, sink.queue, shaper);
             let webhook = webhook::Webhook::new(name, sink, outcomes)?;
@@ -529,11 +523,11 @@ impl Sinks {
         }
         // Alertmanager must go on renewing the alerts of hosts already down
         // at start, or they would expire while still down.
-        for sink in &sinks.alertmanager {
-            let name = names.next().expect("one name per sink");
+        for (sink, checked) in sinks.alertmanager.iter().zip(&checked.alertmanager) {
+            let name = checked.sink.name.clone();
             // Alertmanager tracks each host's latest event, so it takes
             // every kind; only the host filter applies.
-            let filter = Filter::new(None, &sink.hosts);
+            let filter = Filter::new(None, checked.sink.hosts.clone());
             let already_down = down_at_start
                 .iter()
                 .filter(|e| filter.matches(&SinkEvent::Host((*e).clone())))
@@ -541,12 +535,13 @@ impl Sinks {
                 .collect();
             let (rx, outcomes) =
                 route(name.clone(), "alertmanager", None, filter, sink.queue, None);
-            let am = alertmanager::Alertmanager::new(name, sink, http_addr, outcomes)?;
+            let am = alertmanager::Alertmanager::new(name, sink, checked, http_addr, outcomes)?;
             workers.push(tokio::spawn(am.run(rx, already_down)));
         }
-        for sink in &sinks.email {
-            let name = names.next().expect("one name per sink");
-            let (filter, shaper) = shaped(&sink.events, &sink.hosts, sink.group_wait, sink.repeat);
+        for (sink, checked) in sinks.email.iter().zip(&checked.email) {
+            let name = checked.name.clone();
+            let (filter, shaper) =
+                shaped(&sink.events, &checked.hosts, sink.group_wait, sink.repeat);
             let (rx, outcomes) = route(name.clone(), "email", None, filter, sink.queue, shaper);
             let email = email::Email::new(&name, sink)?;
             workers.push(tokio::spawn(email.with_outcomes(outcomes).run(rx)));
@@ -806,16 +801,16 @@ pub fn check(sinks: &SinksConfig) -> Result<(), Error> {
 /// reminding) and the stage applies the sink's kinds.
 fn shaped(
     events: &[String],
-    hosts: &[String],
+    hosts: &Selector,
     group_wait: Option<Duration>,
     repeat: Option<Duration>,
 ) -> (Filter, Option<digest::Shaper>) {
-    let kinds = Filter::new(Some(events), hosts);
+    let kinds = Filter::new(Some(events), hosts.clone());
     if group_wait.is_none() && repeat.is_none() {
         return (kinds, None);
     }
     let route = match repeat {
-        Some(_) => Filter::new(None, hosts),
+        Some(_) => Filter::new(None, hosts.clone()),
         None => kinds.clone(),
     };
     let shaper = digest::Shaper {
@@ -960,12 +955,14 @@ mod tests {
     #[test]
     fn filters_on_kind_and_host_globs() {
         let kinds = ["down".to_string()];
-        let filter = Filter::new(Some(&kinds), &["web-*".into(), "db-?".into()]);
+        let globs = ["web-*".to_string(), "db-?".to_string()];
+        let hosts = Selector::new(&globs, &Default::default(), &[]).expect("globs");
+        let filter = Filter::new(Some(&kinds), hosts);
         assert!(filter.matches(&host_event(EventKind::Down, "web-1")));
         assert!(filter.matches(&host_event(EventKind::Down, "db-3")));
         assert!(!filter.matches(&host_event(EventKind::Down, "db-33")));
         assert!(!filter.matches(&host_event(EventKind::Recovered, "web-1")));
-        let all = Filter::new(None, &[]);
+        let all = Filter::new(None, Selector::everything());
         assert!(all.matches(&host_event(EventKind::Late, "x")));
     }
 
