@@ -194,20 +194,21 @@ impl Batch {
     #[cfg(not(target_os = "linux"))]
     pub fn recv(&mut self, socket: &std::net::UdpSocket) -> io::Result<usize> {
         self.count = 0;
-        while self.count < BATCH {
-            let i = self.count;
-            match socket.recv_from(&mut self.bufs[i]) {
-                Ok((len, from)) => {
-                    self.lens[i] = len;
-                    self.truncated[i] = false;
-                    self.addrs[i] = canonical(from);
-                    self.count += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.count > 0 => break,
-                Err(e) => return Err(e),
-            }
-        }
+        self.recv_one(socket)?;
+        self.recv_more(socket);
         Ok(self.count)
+    }
+
+    /// Receives one datagram into the next slot of the batch.
+    #[cfg(not(target_os = "linux"))]
+    fn recv_one(&mut self, socket: &std::net::UdpSocket) -> io::Result<()> {
+        let i = self.count;
+        let (len, from) = socket.recv_from(&mut self.bufs[i])?;
+        self.lens[i] = len;
+        self.truncated[i] = false;
+        self.addrs[i] = canonical(from);
+        self.count += 1;
+        Ok(())
     }
 
     /// Waits for a datagram on a blocking socket (at most its read timeout),
@@ -217,11 +218,7 @@ impl Batch {
     #[cfg(not(target_os = "linux"))]
     pub fn recv_wait(&mut self, socket: &std::net::UdpSocket) -> io::Result<usize> {
         self.count = 0;
-        let (len, from) = socket.recv_from(&mut self.bufs[0])?;
-        self.lens[0] = len;
-        self.truncated[0] = false;
-        self.addrs[0] = canonical(from);
-        self.count = 1;
+        self.recv_one(socket)?;
         socket.set_nonblocking(true)?;
         self.recv_more(socket);
         socket.set_nonblocking(false)?;
@@ -229,21 +226,11 @@ impl Batch {
     }
 
     /// Takes queued datagrams until none is left or the batch is full. An
-    /// error ends the batch early; the next receive reports it.
+    /// error ends the batch early (keeping what it holds); the next
+    /// receive reports it.
     #[cfg(not(target_os = "linux"))]
     fn recv_more(&mut self, socket: &std::net::UdpSocket) {
-        while self.count < BATCH {
-            let i = self.count;
-            match socket.recv_from(&mut self.bufs[i]) {
-                Ok((len, from)) => {
-                    self.lens[i] = len;
-                    self.truncated[i] = false;
-                    self.addrs[i] = canonical(from);
-                    self.count += 1;
-                }
-                Err(_) => break,
-            }
-        }
+        while self.count < BATCH && self.recv_one(socket).is_ok() {}
     }
 }
 

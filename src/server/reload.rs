@@ -19,36 +19,6 @@ use tokio_util::sync::CancellationToken;
 /// checked; the error is the one line to log.
 pub type Loader = Box<dyn FnMut() -> Result<ValidServerConfig, String> + Send>;
 
-/// Settings applied while running. Every other setting is bound at start.
-pub const LIVE: &[&str] = &[
-    "timeout",
-    "late_after",
-    "sinks",
-    "key_file",
-    "legacy_networks",
-    "max_clock_skew",
-    "join_rate",
-    "max_hosts",
-    "detector",
-    "flap_window",
-    "flap_threshold",
-    "phi",
-    "host_detectors",
-];
-
-/// Settings the monitor judges by (a change rebuilds its deadlines).
-const DETECTION: &[&str] = &[
-    "timeout",
-    "late_after",
-    "key_file",
-    "max_hosts",
-    "detector",
-    "flap_window",
-    "flap_threshold",
-    "phi",
-    "host_detectors",
-];
-
 /// How long replaced sinks may take to deliver what they hold.
 const SINK_DRAIN: Duration = Duration::from_secs(5);
 
@@ -125,11 +95,7 @@ impl Reloader {
             Err(e) => return (Err(chain(&e)), sinks),
         };
         let changed = changed_keys(current, &new);
-        let live: Vec<&str> = changed
-            .iter()
-            .copied()
-            .filter(|k| LIVE.contains(k))
-            .collect();
+        let live: Vec<&str> = changed.iter().copied().filter(|k| is_live(k)).collect();
         // Sinks first: the only part that can still fail (an HTTP client
         // that does not build), and then nothing is applied.
         let sinks = if live.iter().any(|k| *k == "sinks" || *k == "timeout") {
@@ -156,7 +122,7 @@ impl Reloader {
         let old_keys = self.guard.read().key_ids();
         let new_keys = policy.key_ids();
         self.guard.replace(policy);
-        if live.iter().any(|k| DETECTION.contains(k)) {
+        if live.iter().any(|k| applies(k) == Applies::Detection) {
             self.fleet
                 .replace_settings(new.monitor().clone(), super::timer::now());
         }
@@ -169,7 +135,7 @@ impl Reloader {
             tracing::info!(changed = %live.join(", "), "reloaded");
         }
         for key in changed_keys(&self.started, &new) {
-            if !LIVE.contains(&key) {
+            if !is_live(key) {
                 tracing::warn!("{key} changed in the config, but takes effect only at a restart");
             }
         }
@@ -186,40 +152,65 @@ pub fn changed_keys(a: &ServerConfig, b: &ServerConfig) -> Vec<&'static str> {
     };
     FIELDS
         .iter()
-        .copied()
+        .map(|(key, _)| *key)
         .filter(|key| a.get(*key) != b.get(*key))
         .collect()
 }
 
-/// Every top-level setting of `[server]`.
-const FIELDS: &[&str] = &[
-    "listen",
-    "http",
-    "http_hosts",
-    "http_header_timeout",
-    "http_max_connections",
-    "timeout",
-    "late_after",
-    "silent_report",
-    "event_history",
-    "recv_buffer_bytes",
-    "data_dir",
-    "sinks",
-    "checkpoint_interval",
-    "key_file",
-    "legacy_networks",
-    "max_clock_skew",
-    "join_rate",
-    "max_hosts",
-    "api_token",
-    "detector",
-    "flap_window",
-    "flap_threshold",
-    "phi",
-    "host_detectors",
-    "record",
-    "watchdog",
+/// How a change of a setting takes effect.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Applies {
+    /// At the next start only.
+    AtRestart,
+    /// While running.
+    Live,
+    /// While running, and the monitor judges by it (a change rebuilds its
+    /// deadlines).
+    Detection,
+}
+
+/// Every top-level setting of `[server]`, and how a change of it applies.
+const FIELDS: &[(&str, Applies)] = &[
+    ("listen", Applies::AtRestart),
+    ("http", Applies::AtRestart),
+    ("http_hosts", Applies::AtRestart),
+    ("http_header_timeout", Applies::AtRestart),
+    ("http_max_connections", Applies::AtRestart),
+    ("timeout", Applies::Detection),
+    ("late_after", Applies::Detection),
+    ("silent_report", Applies::AtRestart),
+    ("event_history", Applies::AtRestart),
+    ("recv_buffer_bytes", Applies::AtRestart),
+    ("data_dir", Applies::AtRestart),
+    ("sinks", Applies::Live),
+    ("checkpoint_interval", Applies::AtRestart),
+    ("key_file", Applies::Detection),
+    ("legacy_networks", Applies::Live),
+    ("max_clock_skew", Applies::Live),
+    ("join_rate", Applies::Live),
+    ("max_hosts", Applies::Detection),
+    ("api_token", Applies::AtRestart),
+    ("detector", Applies::Detection),
+    ("flap_window", Applies::Detection),
+    ("flap_threshold", Applies::Detection),
+    ("phi", Applies::Detection),
+    ("host_detectors", Applies::Detection),
+    ("record", Applies::AtRestart),
+    ("watchdog", Applies::AtRestart),
 ];
+
+/// How a change of `key` applies.
+fn applies(key: &str) -> Applies {
+    FIELDS
+        .iter()
+        .find(|(name, _)| *name == key)
+        .map_or(Applies::AtRestart, |(_, applies)| *applies)
+}
+
+/// True when a change of `key` applies while running.
+fn is_live(key: &str) -> bool {
+    applies(key) != Applies::AtRestart
+}
 
 /// An error and its causes on one line.
 fn chain(error: &dyn std::error::Error) -> String {
@@ -256,7 +247,7 @@ mod tests {
             all.push(optional);
         }
         all.sort_unstable();
-        let mut fields = FIELDS.to_vec();
+        let mut fields: Vec<&str> = FIELDS.iter().map(|(key, _)| *key).collect();
         fields.sort_unstable();
         assert_eq!(fields, all, "FIELDS lists every setting of [server]");
         let changed = ServerConfig {

@@ -91,10 +91,7 @@ fn quiet_keeps_the_warnings_and_nothing_else() {
         // `ip netns exec` execs the client: the pid is the client's.
         let mut c = Proc::spawn_program("ip", &args);
         assert!(
-            wait_until(WAIT, || c
-                .stderr()
-                .iter()
-                .any(|l| l.contains("cannot send beat"))),
+            c.wait_stderr(WAIT, "cannot send beat"),
             "quiet={quiet}: {:?}",
             c.stderr()
         );

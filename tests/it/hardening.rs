@@ -278,10 +278,7 @@ events = ["down"]
         "token inherited: {hook_env}"
     );
     assert!(
-        wait_until(WAIT, || proc
-            .stderr()
-            .iter()
-            .any(|l| l.contains("alertmanager http://am:redacted@"))),
+        proc.wait_stderr(WAIT, "alertmanager http://am:redacted@"),
         "failure logged: {:?}",
         proc.stderr()
     );
@@ -339,11 +336,7 @@ fn exposed_key_files_are_refused() {
     chmod(0o600);
     let server = Server::start(&["--key-file", key_arg]);
     assert!(
-        wait_until(WAIT, || server
-            .proc
-            .stderr()
-            .iter()
-            .any(|l| l.contains("beats must be signed"))),
+        server.proc.wait_stderr(WAIT, "beats must be signed"),
         "the key is used: {:?}",
         server.proc.stderr()
     );

@@ -4,7 +4,7 @@
 //! and secrets read from files that appear in no output.
 //! See: issue 18.
 
-use crate::util::{Recorded, Recorder, Server, client, run, run_server, wait_until, write_file};
+use crate::util::{Recorded, Recorder, Server, client, run, run_server, write_file};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -475,10 +475,7 @@ fn secrets_from_files_appear_in_no_output() {
         .read_to_string()
         .expect("body");
     assert!(
-        wait_until(WAIT, || proc
-            .stderr()
-            .iter()
-            .any(|l| l.contains("webhook delivery failed"))),
+        proc.wait_stderr(WAIT, "webhook delivery failed"),
         "{:?}",
         proc.stderr()
     );

@@ -104,12 +104,7 @@ fn a_keyed_server_logs_refused_beats_once_per_burst_with_source_and_reason() {
     let dropped = r#"lubdub_packets_dropped_total{reason="unsigned"}"#;
     // A burst of ten refused beats (a second at 100 ms)...
     assert!(wait_until(WAIT, || server.metric(dropped) >= Some(10.0)));
-    let lines: Vec<String> = server
-        .proc
-        .stderr()
-        .into_iter()
-        .filter(|l| l.contains("dropped beat"))
-        .collect();
+    let lines: Vec<String> = server.proc.stderr_lines("dropped beat");
     // ...is one line, naming where they come from and why.
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("from=127.0.0.1:"), "{lines:?}");

@@ -205,11 +205,7 @@ fn json_logs_are_one_object_per_line() {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     socket.send_to(b"not a beat", server.udp).expect("send");
     assert!(
-        wait_until(WAIT, || server
-            .proc
-            .stderr()
-            .iter()
-            .any(|l| l.contains("dropped packet"))),
+        server.proc.wait_stderr(WAIT, "dropped packet"),
         "{:?}",
         server.proc.stderr()
     );

@@ -41,18 +41,24 @@ fn wait_checkpoints(server: &Server, n: f64) {
     );
 }
 
+/// Arguments of a server restarted on the same UDP port `listen`, with a
+/// 1 s timeout and a checkpoint every `checkpoint`.
+fn restartable<'a>(listen: &'a str, checkpoint: &'a str) -> [&'a str; 6] {
+    [
+        "--listen",
+        listen,
+        "--timeout",
+        "1s",
+        "--checkpoint-interval",
+        checkpoint,
+    ]
+}
+
 #[test]
 fn kill_9_then_restart_remembers_hosts_and_gives_them_grace() {
     let dir = tempfile::tempdir().expect("tempdir");
     let listen = format!("127.0.0.1:{}", free_udp_port());
-    let args = [
-        "--listen",
-        &listen,
-        "--timeout",
-        "1s",
-        "--checkpoint-interval",
-        "200ms",
-    ];
+    let args = restartable(&listen, "200ms");
     let mut server = Server::start_in(dir.path(), &args);
     let ids = ["keeps-beating-1", "keeps-beating-2", "stops"];
     let mut clients: BTreeMap<&str, Proc> = ids
@@ -137,14 +143,7 @@ fn a_host_that_died_while_the_server_was_away_gets_bounds_not_a_stale_silence() 
     // Checkpoints far apart: the stored last-seen times stay those written
     // when the hosts joined.
     let timeout = 1.0;
-    let args = [
-        "--listen",
-        &listen,
-        "--timeout",
-        "1s",
-        "--checkpoint-interval",
-        "10min",
-    ];
+    let args = restartable(&listen, "10min");
     let mut server = Server::start_in(dir.path(), &args);
     let mut clients = server.join_all(&["beats-on", "dies"], WAIT);
     // Two seconds of beats the store does not hear of.

@@ -129,12 +129,7 @@ fn a_bad_config_on_sighup_is_refused_in_one_line_and_the_server_runs_on() {
         &server.proc.stderr(),
         "reload refused"
     ) >= 1));
-    let refused: Vec<String> = server
-        .proc
-        .stderr()
-        .into_iter()
-        .filter(|l| l.contains("reload refused"))
-        .collect();
+    let refused: Vec<String> = server.proc.stderr_lines("reload refused");
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(
         refused[0].contains("server.timeout") && refused[0].contains("lubdub.toml"),

@@ -122,7 +122,15 @@ impl Proc {
 
     /// How many stderr lines contain `text`.
     pub fn stderr_count(&self, text: &str) -> usize {
-        self.stderr().iter().filter(|l| l.contains(text)).count()
+        self.stderr_lines(text).len()
+    }
+
+    /// The stderr lines that contain `text`.
+    pub fn stderr_lines(&self, text: &str) -> Vec<String> {
+        self.stderr()
+            .into_iter()
+            .filter(|l| l.contains(text))
+            .collect()
     }
 
     /// Waits for a stdout line matching `pred`.

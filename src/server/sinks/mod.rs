@@ -219,38 +219,22 @@ impl SinkEvent {
                 }
             }
             SinkEvent::Host(e) | SinkEvent::Reminder(e) => Payload {
-                kind: self.kind(),
-                at: rfc3339(e.at),
                 event_id: Some(e.id),
                 host: Some(e.host.to_string()),
                 addr: Some(e.addr.to_string()),
                 silent_seconds: Some(e.silent_for.as_secs_f64()),
                 silent_seconds_at_least: e.silent_at_least.map(|d| d.as_secs_f64()),
                 last_seen: Some(rfc3339(e.at.checked_sub(e.silent_for).unwrap_or(e.at))),
-                count: None,
-                fleet: None,
-                window_seconds: None,
-                hosts: None,
-                networks: None,
                 reminder: matches!(self, SinkEvent::Reminder(_)).then_some(true),
-                message: None,
+                ..empty(self.kind(), rfc3339(e.at))
             },
             SinkEvent::MassSilence(m) => Payload {
-                kind: self.kind(),
-                at: rfc3339(m.at),
-                event_id: None,
-                host: None,
-                addr: None,
-                silent_seconds: None,
-                silent_seconds_at_least: None,
-                last_seen: None,
                 count: Some(m.count),
                 fleet: Some(m.fleet),
                 window_seconds: Some(m.window.as_secs_f64()),
                 hosts: Some(m.hosts.iter().map(|h| h.to_string()).collect()),
                 networks: Some(m.networks.clone()),
-                reminder: None,
-                message: None,
+                ..empty(self.kind(), rfc3339(m.at))
             },
         }
     }
