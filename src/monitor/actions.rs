@@ -69,6 +69,7 @@ impl Monitor {
         let event = self.bounded_event(EventKind::Forgotten, slot, wall, silent_for, at_least);
         let host = self.registry.remove(slot).ok_or(UnknownHost)?;
         self.counts[host.state.index()] -= 1;
+        self.release_labels(host.labels, host.declared_labels);
         if host.flap.flapping {
             self.totals.flapping = self.totals.flapping.saturating_sub(1);
         }
