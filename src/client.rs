@@ -407,6 +407,7 @@ impl Client {
                 sent_at_micros: unix_micros(SystemTime::now()),
                 interval_ms: u32::try_from(self.config.interval.as_millis()).unwrap_or(u32::MAX),
                 host_id: &self.host_id,
+                answers: None,
                 tag: None,
             };
             match &self.signer {

@@ -275,6 +275,7 @@ mod tests {
                 sent_at_micros: since_epoch.as_micros() as u64,
                 interval_ms: 100,
                 host_id: "web-1",
+                answers: None,
                 tag: None,
             };
             let mut out = Vec::new();
@@ -322,6 +323,7 @@ mod tests {
             sent_at_micros: micros(sent),
             interval_ms: 100,
             host_id: "web-1",
+            answers: None,
             tag: None,
         };
         let key = Key::new(1, &[1; 32], false, None).expect("key");
