@@ -81,6 +81,9 @@ struct Target {
     literal: Option<IpAddr>,
     /// Resolved addresses; beats go to the first, and a failure rotates.
     addrs: Vec<SocketAddr>,
+    /// Where the latest beat that left went: the one address probes are
+    /// answered from (kept while `addrs` is cleared after an error).
+    beat_to: Option<SocketAddr>,
     resolved_at: Option<Instant>,
     error_log: RateLimit,
     failing: bool,
@@ -234,6 +237,7 @@ impl Client {
                     port,
                     literal,
                     addrs,
+                    beat_to: None,
                     resolved_at: None,
                     error_log: RateLimit::new(ERROR_LOG_PERIOD),
                     failing: false,
@@ -390,11 +394,7 @@ impl Client {
         };
         let mut buf = [0u8; 512];
         let mut to_answer = Vec::new();
-        let servers: Vec<Option<SocketAddr>> = self
-            .targets
-            .iter()
-            .map(|t| t.addrs.first().copied())
-            .collect();
+        let servers: Vec<Option<SocketAddr>> = self.targets.iter().map(|t| t.beat_to).collect();
         let me = answer::Me {
             servers: &servers,
             host_id: &self.host_id,
@@ -521,6 +521,7 @@ impl Client {
             self.off_path |= target.resolved_at != resolved_at;
             match result {
                 Ok(to) => {
+                    target.beat_to = Some(to);
                     tracing::debug!(server = %to, goodbye, "beat sent");
                     if std::mem::take(&mut target.failing) {
                         self.off_path = true;
@@ -947,6 +948,7 @@ Anonymous:             8 kB
             port: 9,
             literal: None,
             addrs: Vec::new(),
+            beat_to: None,
             resolved_at: None,
             error_log: RateLimit::new(ERROR_LOG_PERIOD),
             failing: false,

@@ -20,7 +20,7 @@ pub struct ProbeConfig {
     /// beat (see docs/SECURITY.md). Off by default: opt in, and then a
     /// much shorter `timeout` is safe (docs/DETECTION.md). Default: false.
     pub enabled: bool,
-    /// Spacing of the probes to one host (shortened to a fifth of the
+    /// Spacing of the probes to one host (shortened to half the
     /// interval its client declares). Shorter confirms sooner but sends
     /// more; it must exceed the round trip, or answers count as missing.
     /// Default: 1s.

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 pub struct ProbeSettings {
     /// Probe hosts whose clients answer probes.
     pub enabled: bool,
-    /// Spacing of the probes to one host (shortened to a fifth of the
+    /// Spacing of the probes to one host (shortened to half the
     /// interval a client declares, for fast-beating hosts).
     pub interval: Duration,
     /// `-log10` of the chance that a live host leaves all its probes
@@ -201,7 +201,7 @@ impl Monitor {
         let spacing = super::millis(self.settings.probe.interval, true);
         match declared {
             0 => spacing,
-            ms => spacing.min(ms / 5).max(1),
+            ms => spacing.min(ms / 2).max(1),
         }
     }
 
