@@ -21,7 +21,9 @@
 //! (checked by a test, see `docs/ARCHITECTURE.md`):
 //!
 //! - [`duration`] (the `500ms` / `10s` / `2m` syntax), [`ratelimit`] (log
-//!   throttling), [`shutdown`] (signals): small utilities;
+//!   throttling), [`shutdown`] (signals): small utilities; [`labels`] (a
+//!   host's `team=web` labels) and [`select`] (choosing hosts by id glob,
+//!   label, network);
 //! - [`protocol`] (wire format, no I/O) and [`auth`] (keys, signing and
 //!   verifying beats);
 //! - [`monitor`]: the pure core (registry, deadlines, timeout policy, state
@@ -40,9 +42,11 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod duration;
+pub mod labels;
 pub mod monitor;
 pub mod protocol;
 pub mod ratelimit;
+pub mod select;
 pub mod server;
 pub mod shutdown;
 pub mod store;

@@ -67,6 +67,7 @@ impl Monitor {
         let event = self.event(EventKind::Forgotten, slot, wall, silent_for);
         let host = self.registry.remove(slot).ok_or(UnknownHost)?;
         self.counts[host.state.index()] -= 1;
+        self.release_labels(host.labels, host.declared_labels);
         if host.flap.flapping {
             self.totals.flapping = self.totals.flapping.saturating_sub(1);
         }

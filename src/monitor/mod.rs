@@ -27,6 +27,7 @@ pub mod actions;
 pub mod beat;
 pub mod changes;
 pub mod flap;
+pub mod labelsets;
 pub mod model;
 pub mod phi;
 pub mod policy;
@@ -39,6 +40,7 @@ pub mod stats;
 #[cfg(test)]
 pub mod testing;
 
+pub use labelsets::{Declared, LabelRule, LabelTable};
 pub use model::{Event, EventKind, HostState, MONITOR_HOST};
 pub use policy::{DetectorKind, Rule, Rules, Settings};
 pub use registry::{Clock, Host, Registry, Slot};
@@ -204,6 +206,12 @@ pub struct Monitor {
     totals: DetectionTotals,
     /// Hosts under suspicion, being probed (a side table: see [`probe`]).
     probing: probe::Probing,
+    /// Interned label sets (see [`labelsets`]).
+    labels: LabelTable,
+    /// The server's label rules.
+    label_rules: Vec<LabelRule>,
+    /// Some rule selects by network: a host's move may relabel it.
+    rules_use_networks: bool,
 }
 
 impl Monitor {
@@ -222,6 +230,9 @@ impl Monitor {
             epoch: now,
             totals: DetectionTotals::default(),
             probing: probe::Probing::default(),
+            labels: LabelTable::default(),
+            label_rules: Vec::new(),
+            rules_use_networks: false,
         }
     }
 
