@@ -407,6 +407,42 @@ mod tests {
     }
 
     #[test]
+    fn probes_turn_a_fast_detectors_false_downs_into_none() {
+        let config = valid(ServerConfig {
+            detector: DetectorKind::Phi,
+            phi: crate::config::detection::PhiConfig {
+                threshold: 2.0,
+                late_threshold: 1.0,
+                ..Default::default()
+            },
+            probe: crate::config::probe::ProbeConfig {
+                enabled: true,
+                ..Default::default()
+            },
+            ..ServerConfig::default()
+        });
+        let lossy = Synthetic {
+            hosts: 10,
+            ..fleet(0.05)
+        };
+        let alone = run_synthetic(&config, &lossy);
+        assert!(alone.false_downs > 100, "phi 2 alone: {alone:?}");
+        let probed = run_synthetic(
+            &config,
+            &Synthetic {
+                probe_rtt: Some(Duration::from_millis(50)),
+                ..lossy
+            },
+        );
+        assert_eq!(probed.false_downs, 0);
+        assert_eq!(probed.missed, 0);
+        assert!(probed.probes_answered > 0 && probed.probes_sent >= probed.probes_answered);
+        // Every failure confirmed within about two beats.
+        let p99 = probed.detection_quantile(0.99).expect("detections");
+        assert!(p99 < Duration::from_secs(30), "{p99:?}");
+    }
+
+    #[test]
     fn trace_round_trip_and_replay() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("trace");
