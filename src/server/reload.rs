@@ -194,6 +194,7 @@ const FIELDS: &[(&str, Applies)] = &[
     ("flap_window", Applies::Detection),
     ("flap_threshold", Applies::Detection),
     ("phi", Applies::Detection),
+    ("probe", Applies::Detection),
     ("host_detectors", Applies::Detection),
     ("record", Applies::AtRestart),
     ("watchdog", Applies::AtRestart),

@@ -21,6 +21,7 @@ mod operating;
 mod ops;
 mod package;
 mod persistence;
+mod probe;
 mod reload;
 mod security;
 mod status;
