@@ -26,7 +26,10 @@
 pub mod actions;
 pub mod beat;
 pub mod changes;
+pub mod context;
+pub mod depends;
 pub mod flap;
+pub mod groups;
 mod labels_of;
 pub mod model;
 pub mod phi;
@@ -185,6 +188,8 @@ pub struct Monitor {
     /// host).
     epoch: Instant,
     totals: DetectionTotals,
+    /// Groups and dependencies (side tables; empty unless declared).
+    topo: groups::Topology,
 }
 
 impl Monitor {
@@ -202,6 +207,7 @@ impl Monitor {
             counts: [0; HostState::ALL.len()],
             epoch: now,
             totals: DetectionTotals::default(),
+            topo: groups::Topology::default(),
         }
     }
 
@@ -251,8 +257,11 @@ impl Monitor {
     }
 
     /// Every host now `down`, as the `down` events that made them so (for
-    /// sinks that must re-assert alerts at start, e.g. Alertmanager).
+    /// sinks that must re-assert alerts at start, e.g. Alertmanager), and
+    /// every group now `down`.
     pub fn down_events(&self) -> Vec<Event> {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_millis(self.clock.ms(self.epoch));
+        let groups = self.group_down_events(start);
         self.registry
             .iter()
             .filter(|(_, host)| host.state == HostState::Down)
@@ -263,6 +272,7 @@ impl Monitor {
                     .unwrap_or_default(),
                 ..self.event(EventKind::Down, slot, host.since(), Duration::ZERO)
             })
+            .chain(groups)
             .collect()
     }
 
@@ -279,6 +289,7 @@ impl Monitor {
             state: host.state,
             flapping: host.flap.flapping,
             fleet: self.registry.len(),
+            context: self.context_of(slot),
         }
     }
 
@@ -313,8 +324,9 @@ impl Monitor {
                 continue; // stale: superseded by an earlier entry
             }
             host.scheduled = 0;
-            let host = self.registry.get(slot);
-            let Some(due) = self.due(host) else { continue };
+            let Some(due) = self.due_at(slot) else {
+                continue;
+            };
             if due <= now_ms {
                 self.declare(slot, due, now, wall, out);
             }
@@ -330,6 +342,7 @@ impl Monitor {
         let silent_for = self.silent_for(self.registry.get(slot), now);
         let flap_ms = self.flap_ms(now);
         let (window_ms, threshold) = (self.flap_window_ms(), self.settings.flap_threshold);
+        let status = self.parent_status(slot);
         let host = self.registry.get_mut(slot);
         if host.state == HostState::Down {
             // Its only deadline while down: a flapping host settles.
@@ -341,12 +354,24 @@ impl Monitor {
             }
             return;
         }
-        let kind = if host.state == HostState::Up {
+        let from = host.state;
+        let mut kind = if from == HostState::Up {
             EventKind::Late
         } else {
             EventKind::Down
         };
-        count_move(&mut self.counts, host.state, kind.state_after());
+        if kind == EventKind::Down {
+            // Dependencies (see `depends`): wait for a silent parent's
+            // verdict; behind a down one, unreachable instead of down.
+            match status {
+                groups::Status::Pending => return self.hold(slot),
+                groups::Status::Blocked if from == HostState::Unreachable => {
+                    return self.end_grace(slot);
+                }
+                groups::Status::Blocked => kind = EventKind::Unreachable,
+                groups::Status::Clear => {}
+            }
+        }
         host.state = kind.state_after();
         host.set_since(wall);
         let flapping = kind == EventKind::Down && host.flap.on_down(flap_ms, window_ms, threshold);
@@ -355,11 +380,18 @@ impl Monitor {
         }
         let due_at = self.clock.instant(due);
         out.lags.push(now.saturating_duration_since(due_at));
-        out.events.push(self.event(kind, slot, wall, silent_for));
+        let behind = self.transition(slot, from, kind.state_after(), self.clock.ms(now), wall);
+        let mut event = self.event(kind, slot, wall, silent_for);
+        if !behind.is_empty() {
+            let context = event.context.as_deref().cloned().unwrap_or_default();
+            event.context = Some(Arc::new(depends::with_behind(context, behind)));
+        }
+        out.events.push(event);
         if flapping {
             out.events
                 .push(self.event(EventKind::Flapping, slot, wall, silent_for));
         }
+        self.take_knock_on(out);
         self.changes.mark(slot);
     }
 }

@@ -132,6 +132,7 @@ impl Server {
         let mut monitor = Monitor::new(config.monitor().clone(), now, wall);
         let events = EventLog::new(config.event_history);
         let restored = persist::restore(loaded, &mut monitor, &events, now, wall);
+        monitor.set_topology(config.topology().clone(), now);
         tracing::info!(
             hosts = restored.hosts,
             path = %store.path().display(),

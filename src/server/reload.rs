@@ -219,6 +219,8 @@ const FIELDS: &[&str] = &[
     "host_detectors",
     "record",
     "watchdog",
+    "groups",
+    "dependencies",
 ];
 
 /// An error and its causes on one line.
