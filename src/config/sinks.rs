@@ -31,6 +31,10 @@ pub const EVENT_KINDS: &[&str] = &[
     // are held back until `settled`.
     "flapping",
     "settled",
+    // Groups and dependencies (docs/GROUPS.md).
+    "unreachable",
+    "group-down",
+    "group-recovered",
 ];
 
 pub(crate) fn default_events() -> Vec<String> {
@@ -41,6 +45,8 @@ pub(crate) fn default_events() -> Vec<String> {
         "mass-silence",
         "flapping",
         "settled",
+        "group-down",
+        "group-recovered",
     ]
     .map(String::from)
     .to_vec()
