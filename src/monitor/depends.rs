@@ -752,6 +752,23 @@ mod tests {
         assert_eq!(sim.expire(30.3), one(EventKind::Down, "a"));
     }
 
+    #[test]
+    fn a_dependent_that_goes_silent_after_its_parent_is_down_is_unreachable_at_its_timeout() {
+        let mut sim = sim_one_dependency();
+        sim.observe(0.0, beat("p"));
+        for t in [0.0, 10.0, 20.0, 30.0, 40.0] {
+            sim.observe(t, beat("a"));
+        }
+        assert_eq!(
+            sim.expire(30.0).last(),
+            Some(&(EventKind::Down, "p".into()))
+        );
+        assert_eq!(sim.state("a"), HostState::Up, "still beating");
+        assert_eq!(sim.expire(55.0), one(EventKind::Late, "a"));
+        assert_eq!(sim.expire(70.0), one(EventKind::Unreachable, "a"));
+        assert_eq!(sim.expire(1000.0), vec![]);
+    }
+
     fn sim_one_dependency() -> Sim {
         let mut sim = sim(Spec {
             groups: vec![],
