@@ -89,8 +89,8 @@ impl Selector {
         !self.labels.is_empty()
     }
 
-    /// True when the selector looks at addresses (a host that moves must
-    /// be matched again).
+    /// True when the selector looks at the host's network (its result can
+    /// change when the host moves).
     pub fn uses_networks(&self) -> bool {
         !self.networks.is_empty()
     }

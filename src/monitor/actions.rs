@@ -77,6 +77,7 @@ impl Monitor {
         self.untie(slot, self.clock.ms(now), wall);
         let host = self.registry.remove(slot).ok_or(UnknownHost)?;
         self.counts[host.state.index()] -= 1;
+        self.release_labels(host.labels, host.declared_labels);
         if host.flap.flapping {
             self.totals.flapping = self.totals.flapping.saturating_sub(1);
         }

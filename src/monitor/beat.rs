@@ -68,6 +68,7 @@ impl Monitor {
                 to: beat.addr,
             });
             self.registry.set_addr(slot, beat.addr);
+            self.relabel_moved(slot);
         }
         let host = self.registry.get_mut(slot);
         let silent_for = Duration::from_millis(now_ms.saturating_sub(host.last_seen));
@@ -263,6 +264,9 @@ impl Monitor {
         host.rule = self.settings.rules.index_for(beat.host_id);
         self.counts[state.index()] += 1;
         let slot = self.registry.insert(host, beat.host_id, beat.addr);
+        if !self.label_rules.is_empty() {
+            self.relabel(slot); // e.g. a network rule: a legacy host has labels too
+        }
         let kind = if beat.goodbye {
             EventKind::Left
         } else {

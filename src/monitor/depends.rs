@@ -96,6 +96,23 @@ impl Monitor {
         ripple.behind
     }
 
+    /// True when relabeled hosts wait to be tied again, or knock-on
+    /// events to be handed out.
+    pub fn topology_unsettled(&self) -> bool {
+        !self.topo.relabeled.is_empty() || !self.topo.pending.is_empty()
+    }
+
+    /// Ties the relabeled hosts again (at `now`) and hands out every
+    /// knock-on event: the fleet calls it after any change it made.
+    pub fn settle_topology(&mut self, now: Instant, wall: SystemTime, out: &mut Outcome) {
+        for slot in std::mem::take(&mut self.topo.relabeled) {
+            if self.registry.try_get(slot).is_some() {
+                self.retie(slot, now, wall);
+            }
+        }
+        self.take_knock_on(out);
+    }
+
     /// Appends the knock-on events of the latest changes to `out`.
     pub fn take_knock_on(&mut self, out: &mut Outcome) {
         out.events.append(&mut self.topo.pending);
@@ -289,29 +306,11 @@ impl Monitor {
         if self.topo.is_empty() {
             return;
         }
-        let id: Arc<str> = self.registry.id(slot).into();
-        let ip = Some(self.registry.addr(slot).ip());
-        let labels = self.labels_of(slot);
-        let spec = &self.topo.spec;
-        let groups: Vec<u16> = (0..spec.groups.len())
-            .filter(|&g| spec.groups[g].members.matches(&id, ip, labels))
-            .map(|g| g as u16)
-            .collect();
-        let parent = spec
-            .dependencies
-            .iter()
-            .filter(|d| d.dependents.matches(&id, ip, labels))
-            .map(|d| d.parent.clone())
-            .find(|p| match p {
-                // A host is never its own dependent (a rack's switch is
-                // usually selected by the rack's own rule), nor its
-                // ancestor's.
-                Parent::Host(p) => **p != *id && !self.descends_from(p, &id),
-                Parent::Group(g) => !groups.contains(g),
-            });
+        let (groups, parent) = self.resolve(slot);
         if groups.is_empty() && parent.is_none() {
             return;
         }
+        let spec = &self.topo.spec;
         let severity = groups
             .iter()
             .find_map(|&g| spec.groups[usize::from(g)].member_severity.clone());
@@ -349,6 +348,31 @@ impl Monitor {
         }
     }
 
+    /// The groups and the parent the host in `slot` has by the config.
+    fn resolve(&self, slot: Slot) -> (Vec<u16>, Option<Parent>) {
+        let id: Arc<str> = self.registry.id(slot).into();
+        let ip = Some(self.registry.addr(slot).ip());
+        let labels = self.labels_of(slot);
+        let spec = &self.topo.spec;
+        let groups: Vec<u16> = (0..spec.groups.len())
+            .filter(|&g| spec.groups[g].members.matches(&id, ip, labels))
+            .map(|g| g as u16)
+            .collect();
+        let parent = spec
+            .dependencies
+            .iter()
+            .filter(|d| d.dependents.matches(&id, ip, labels))
+            .map(|d| d.parent.clone())
+            .find(|p| match p {
+                // A host is never its own dependent (a rack's switch is
+                // usually selected by the rack's own rule), nor its
+                // ancestor's.
+                Parent::Host(p) => **p != *id && !self.descends_from(p, &id),
+                Parent::Group(g) => !groups.contains(g),
+            });
+        (groups, parent)
+    }
+
     /// Removes the host in `slot` from its groups and its parent's
     /// dependents (a forget, or before tying it again).
     pub(super) fn untie(&mut self, slot: Slot, now_ms: u64, wall: SystemTime) {
@@ -377,6 +401,14 @@ impl Monitor {
     pub fn retie(&mut self, slot: Slot, now: Instant, wall: SystemTime) {
         if self.topo.is_empty() {
             return;
+        }
+        let (groups, parent) = self.resolve(slot);
+        let same = match self.topo.ties.get(&slot) {
+            Some(ties) => ties.groups == groups && ties.parent == parent,
+            None => groups.is_empty() && parent.is_none(),
+        };
+        if same {
+            return; // the common case: nothing it is tied to changed
         }
         let now_ms = self.clock.ms_ceil(now);
         self.untie(slot, now_ms, wall);

@@ -215,6 +215,9 @@ pub struct Topology {
     pub pending: Vec<super::model::Event>,
     /// A move re-resolves the host's ties.
     pub uses_networks: bool,
+    /// Hosts whose labels changed: their ties are resolved again at the
+    /// end of the call (`Monitor::settle_topology`).
+    pub relabeled: Vec<Slot>,
 }
 
 impl Topology {
@@ -227,6 +230,14 @@ impl Topology {
             counts: vec![Count::default(); n],
             group_dependents: vec![HashSet::new(); n],
             ..Self::default()
+        }
+    }
+
+    /// Notes that the host in `slot` has new labels (its groups and parent
+    /// may change).
+    pub fn note_relabeled(&mut self, slot: Slot) {
+        if !self.is_empty() {
+            self.relabeled.push(slot);
         }
     }
 

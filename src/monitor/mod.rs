@@ -30,7 +30,7 @@ pub mod context;
 pub mod depends;
 pub mod flap;
 pub mod groups;
-mod labels_of;
+pub mod labelsets;
 pub mod model;
 pub mod phi;
 pub mod policy;
@@ -42,6 +42,7 @@ pub mod stats;
 #[cfg(test)]
 pub mod testing;
 
+pub use labelsets::{Declared, LabelRule, LabelTable};
 pub use model::{Event, EventKind, HostState, MONITOR_HOST};
 pub use policy::{DetectorKind, Rule, Rules, Settings};
 pub use registry::{Clock, Host, Registry, Slot};
@@ -190,6 +191,12 @@ pub struct Monitor {
     totals: DetectionTotals,
     /// Groups and dependencies (side tables; empty unless declared).
     topo: groups::Topology,
+    /// Interned label sets (see [`labelsets`]).
+    labels: LabelTable,
+    /// The server's label rules.
+    label_rules: Vec<LabelRule>,
+    /// Some rule selects by network: a host's move may relabel it.
+    rules_use_networks: bool,
 }
 
 impl Monitor {
@@ -208,6 +215,9 @@ impl Monitor {
             epoch: now,
             totals: DetectionTotals::default(),
             topo: groups::Topology::default(),
+            labels: LabelTable::default(),
+            label_rules: Vec::new(),
+            rules_use_networks: false,
         }
     }
 
