@@ -562,7 +562,7 @@ pub(super) fn with_behind(mut context: Context, mut made: Vec<Arc<str>>) -> Cont
 #[cfg(test)]
 mod tests {
     use super::super::groups::{DependencySpec, GroupSpec, Quorum};
-    use super::super::testing::{Sim, beat, one};
+    use super::super::testing::{Sim, beat, kinds, one};
     use super::*;
     use crate::select::Selector;
 
@@ -799,6 +799,41 @@ mod tests {
         assert_eq!(sim.expire(55.0), one(EventKind::Late, "a"));
         assert_eq!(sim.expire(70.0), one(EventKind::Unreachable, "a"));
         assert_eq!(sim.expire(1000.0), vec![]);
+    }
+
+    #[test]
+    fn a_group_by_label_follows_the_server_label_rules() {
+        use super::super::labelsets::LabelRule;
+        use crate::labels::Labels;
+        let role_web = Labels::parse_list("role=web").expect("labels");
+        let members = Selector::new(&[], &role_web, &[]).expect("selector");
+        let mut sim = sim(Spec {
+            groups: vec![GroupSpec {
+                members,
+                ..group("web", &[], Quorum::MinUp(1))
+            }],
+            dependencies: vec![],
+        });
+        let rule = LabelRule {
+            select: select(&["web-*"]),
+            set: role_web.clone(),
+        };
+        sim.monitor.set_label_rules(vec![rule]);
+        sim.observe(0.0, beat("web-1"));
+        sim.observe(0.0, beat("db-1"));
+        let settle = |sim: &mut Sim| {
+            let at = sim.at(1.0);
+            let mut out = Outcome::default();
+            sim.monitor.settle_topology(at, SystemTime::now(), &mut out);
+            kinds(out.events)
+        };
+        assert_eq!(settle(&mut sim), vec![]);
+        let total = |sim: &Sim| sim.monitor.groups()[0].total;
+        assert_eq!(total(&sim), 1, "web-1 by its label, not db-1");
+        // The rule is gone: web-1 leaves the group.
+        sim.monitor.set_label_rules(vec![]);
+        settle(&mut sim);
+        assert_eq!(total(&sim), 0);
     }
 
     fn sim_one_dependency() -> Sim {
