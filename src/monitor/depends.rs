@@ -467,7 +467,7 @@ impl Monitor {
         if !matches!(host.state, HostState::Late | HostState::Unreachable)
             || self.topo.ties.is_empty()
         {
-            return self.due(host);
+            return self.due_of(slot);
         }
         let ties = self.topo.ties.get(&slot);
         match host.state {
@@ -475,7 +475,8 @@ impl Monitor {
             HostState::Unreachable => ties
                 .and_then(|t| t.grace_from)
                 .map(|from| from.saturating_add(millis(self.timeout_for(host), true))),
-            _ => self.due(host),
+            // Probes may hold a late host (see `probe`).
+            _ => self.due_of(slot),
         }
     }
 

@@ -34,6 +34,7 @@ pub mod labelsets;
 pub mod model;
 pub mod phi;
 pub mod policy;
+pub mod probe;
 pub mod queue;
 pub mod registry;
 pub mod replay;
@@ -72,6 +73,11 @@ pub struct Observation<'a> {
     /// The client's send time, microseconds since the Unix epoch (0:
     /// unknown, e.g. legacy beats).
     pub sent_at_micros: u64,
+    /// The client answers probes (and the server can sign them so that it
+    /// can check them): the host may be probed when it falls silent.
+    pub answers_probes: bool,
+    /// The nonce of the probe this beat answers.
+    pub answers: Option<u64>,
 }
 
 impl<'a> Observation<'a> {
@@ -85,6 +91,8 @@ impl<'a> Observation<'a> {
             interval_ms: beat.interval_ms,
             goodbye: beat.is_goodbye(),
             sent_at_micros: beat.sent_at_micros,
+            answers_probes: beat.answers_probes(),
+            answers: beat.answers,
         }
     }
 
@@ -99,6 +107,8 @@ impl<'a> Observation<'a> {
             interval_ms: 0,
             goodbye: false,
             sent_at_micros: 0,
+            answers_probes: false,
+            answers: None,
         }
     }
 }
@@ -116,6 +126,10 @@ pub enum Observed {
     /// Refused: with keys, a legacy (unsigned, unnumbered) beat for a host
     /// that has sent numbered beats. Nothing changed.
     NotLegacy,
+    /// Refused: it answers a probe the server did not send that host
+    /// during its current suspicion (forged, replayed or too late). Nothing
+    /// changed.
+    BadAnswer,
 }
 
 /// A host whose beats now come from another address (for the log).
@@ -140,6 +154,8 @@ pub struct Outcome {
     pub lags: Vec<Duration>,
     /// Hosts that beat from a new address.
     pub moved: Vec<Moved>,
+    /// Probes to send, answers received.
+    pub probe: probe::ProbeOutcome,
 }
 
 impl Outcome {
@@ -148,6 +164,8 @@ impl Outcome {
         self.events.clear();
         self.lags.clear();
         self.moved.clear();
+        self.probe.send.clear();
+        self.probe.answered.clear();
     }
 }
 
@@ -191,6 +209,8 @@ pub struct Monitor {
     totals: DetectionTotals,
     /// Groups and dependencies (side tables; empty unless declared).
     topo: groups::Topology,
+    /// Hosts under suspicion, being probed (a side table: see [`probe`]).
+    probing: probe::Probing,
     /// Interned label sets (see [`labelsets`]).
     labels: LabelTable,
     /// The server's label rules.
@@ -215,6 +235,7 @@ impl Monitor {
             epoch: now,
             totals: DetectionTotals::default(),
             topo: groups::Topology::default(),
+            probing: probe::Probing::default(),
             labels: LabelTable::default(),
             label_rules: Vec::new(),
             rules_use_networks: false,
@@ -344,6 +365,7 @@ impl Monitor {
             // `down` after `late` (at once if that is already due).
             self.reschedule_if_earlier(slot);
         }
+        self.run_probes(now, wall, out);
     }
 
     /// The transition of the host in `slot`, whose deadline `due` (clock
@@ -370,6 +392,9 @@ impl Monitor {
         } else {
             EventKind::Down
         };
+        if kind == EventKind::Down && self.probe_holds(slot) {
+            return; // its probes decide (see `probe`)
+        }
         if kind == EventKind::Down {
             // Dependencies (see `depends`): wait for a silent parent's
             // verdict; behind a down one, unreachable instead of down.
@@ -382,6 +407,7 @@ impl Monitor {
                 groups::Status::Clear => {}
             }
         }
+        let host = self.registry.get_mut(slot);
         host.state = kind.state_after();
         host.set_since(wall);
         let flapping = kind == EventKind::Down && host.flap.on_down(flap_ms, window_ms, threshold);
@@ -403,6 +429,10 @@ impl Monitor {
         }
         self.take_knock_on(out);
         self.changes.mark(slot);
+        match kind {
+            EventKind::Late => self.start_probing(slot, self.clock.ms(now)),
+            _ => self.down_declared(slot, out),
+        }
     }
 }
 
