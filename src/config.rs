@@ -9,6 +9,7 @@ use std::time::Duration;
 pub mod detection;
 pub mod email;
 pub mod env;
+pub mod groups;
 pub mod preset;
 pub mod probe;
 pub mod redact;
@@ -289,6 +290,14 @@ pub struct ServerConfig {
     /// Default: nothing.
     #[serde(default)]
     pub watchdog: watchdog::WatchdogConfig,
+    /// Redundancy groups (`[[server.groups]]`): pages when too few of a
+    /// pool are up; see docs/GROUPS.md. Takes effect at a restart.
+    /// Default: none.
+    pub groups: Vec<groups::GroupConfig>,
+    /// What depends on what (`[[server.dependencies]]`): hosts behind a
+    /// `down` host or group are `unreachable`, not paged; see
+    /// docs/GROUPS.md. Takes effect at a restart. Default: none.
+    pub dependencies: Vec<groups::DependencyConfig>,
 }
 
 impl Default for ServerConfig {
@@ -321,6 +330,8 @@ impl Default for ServerConfig {
             host_detectors: Vec::new(),
             record: None,
             watchdog: Default::default(),
+            groups: Vec::new(),
+            dependencies: Vec::new(),
         }
     }
 }
@@ -406,10 +417,12 @@ impl ServerConfig {
             enforce_seq: self.key_file.is_some(),
             probe: self.probe.settings()?,
         };
+        let topology = groups::compile(&self.groups, &self.dependencies)?;
         Ok(ValidServerConfig {
             config: self.clone(),
             monitor,
             sinks,
+            topology,
         })
     }
 
@@ -430,9 +443,15 @@ pub struct ValidServerConfig {
     config: ServerConfig,
     monitor: crate::monitor::Settings,
     sinks: sinks::CheckedSinks,
+    topology: crate::monitor::groups::Spec,
 }
 
 impl ValidServerConfig {
+    /// The groups and dependencies, compiled.
+    pub fn topology(&self) -> &crate::monitor::groups::Spec {
+        &self.topology
+    }
+
     /// What the monitoring core judges by.
     pub fn monitor(&self) -> &crate::monitor::Settings {
         &self.monitor

@@ -682,6 +682,9 @@ fn decode_event(id: u64, bytes: &[u8]) -> Result<Event, String> {
         state: kind.state_after(),
         flapping: false,
         fleet: 0,
+        // Not stored either (history, not a page): a restored `down` no
+        // longer lists the hosts unreachable behind it.
+        context: None,
     })
 }
 

@@ -56,14 +56,15 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let text = if args.json {
         serde_json::to_string_pretty(&hosts).context("printing JSON")? + "\n"
     } else {
-        table(&hosts, SystemTime::now())
+        let groups = fetch_list(&args.server, "groups", args.timeout).unwrap_or_default();
+        table(&hosts, SystemTime::now()) + &groups_table(&groups)
     };
     let _ = out.write_all(text.as_bytes());
     Ok(ExitCode::SUCCESS)
 }
 
 /// The host states a server reports, in the order the check summarises.
-pub const STATES: &[&str] = &["up", "late", "down", "left", "paused"];
+pub const STATES: &[&str] = &["up", "late", "down", "left", "paused", "unreachable"];
 
 /// Why the fleet could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +111,44 @@ pub fn hosts_url(server: &str) -> String {
 
 /// Fetches the host list, giving up after `timeout` in all.
 pub fn fetch(server: &str, timeout: Duration) -> Result<Vec<serde_json::Value>, Error> {
-    let url = hosts_url(server);
+    fetch_list(server, "hosts", timeout)
+}
+
+/// One line per group (`lubdub status` under its table): state, members
+/// up of counted, quorum, missing members. Empty without groups.
+pub fn groups_table(groups: &[serde_json::Value]) -> String {
+    let mut out = String::new();
+    for g in groups {
+        let n = |key: &str| g.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+        let state = field(g, "state");
+        let style = state_style(state);
+        out.push_str(&format!(
+            "group {}: {style}{state}{style:#}, {} of {} up, need {}",
+            printable(field(g, "name")),
+            n("up"),
+            n("total"),
+            n("need")
+        ));
+        let missing: Vec<String> = g
+            .get("missing")
+            .and_then(|m| m.as_array())
+            .map(|m| m.iter().filter_map(|v| v.as_str()).map(printable).collect())
+            .unwrap_or_default();
+        if !missing.is_empty() {
+            out.push_str(&format!("; missing {}", missing.join(", ")));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Fetches the JSON array at `/api/v1/{what}`, giving up after `timeout`.
+fn fetch_list(
+    server: &str,
+    what: &str,
+    timeout: Duration,
+) -> Result<Vec<serde_json::Value>, Error> {
+    let url = hosts_url(server).replace("/api/v1/hosts", &format!("/api/v1/{what}"));
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         // Error statuses are read here, to show the API's own message.
@@ -289,6 +327,7 @@ fn state_style(state: &str) -> anstyle::Style {
         "late" => Style::new().fg_color(Some(AnsiColor::Yellow.into())).bold(),
         "down" => Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
         "paused" => Style::new().fg_color(Some(AnsiColor::Cyan.into())),
+        "unreachable" => Style::new().fg_color(Some(AnsiColor::Magenta.into())),
         _ => Style::new().dimmed(),
     }
 }
@@ -433,7 +472,7 @@ mod tests {
         assert_eq!(status, CheckStatus::Ok);
         assert_eq!(
             line,
-            "LUBDUB OK - 3 hosts, none late or down | up=1 late=0 down=0 left=1 paused=1"
+            "LUBDUB OK - 3 hosts, none late or down | up=1 late=0 down=0 left=1 paused=1 unreachable=0"
         );
         assert_eq!(check(&fleet(&["up", "late"])).0, CheckStatus::Warning);
         let (status, line) = check(&fleet(&["late", "down", "up"]));

@@ -32,6 +32,10 @@ pub const EVENT_KINDS: &[&str] = &[
     // are held back until `settled`.
     "flapping",
     "settled",
+    // Groups and dependencies (docs/GROUPS.md).
+    "unreachable",
+    "group-down",
+    "group-recovered",
 ];
 
 pub(crate) fn default_events() -> Vec<String> {
@@ -42,6 +46,8 @@ pub(crate) fn default_events() -> Vec<String> {
         "mass-silence",
         "flapping",
         "settled",
+        "group-down",
+        "group-recovered",
     ]
     .map(String::from)
     .to_vec()

@@ -1,7 +1,8 @@
 //! Operator actions on one host: pause (maintenance), resume, forget.
 
+use super::Monitor;
+use super::UnknownHost;
 use super::model::{Event, EventKind, HostState};
-use super::{Monitor, UnknownHost, count_move};
 use std::time::{Duration, Instant, SystemTime};
 
 impl Monitor {
@@ -13,11 +14,13 @@ impl Monitor {
         if host.state == HostState::Paused {
             return Ok(None);
         }
-        count_move(&mut self.counts, host.state, HostState::Paused);
+        let from = host.state;
         host.state = HostState::Paused;
         host.set_since(wall);
         // Its queue entry, if any, is now stale (a paused host has no due).
         host.scheduled = 0;
+        let now_ms = wall_ms(wall);
+        self.transition(slot, from, HostState::Paused, now_ms, wall);
         self.changes.mark(slot);
         Ok(Some(self.event(
             EventKind::Paused,
@@ -44,11 +47,11 @@ impl Monitor {
         let at_least = self.silent_at_least(self.registry.get(slot), now);
         let now_ms = self.clock.ms_ceil(now);
         let host = self.registry.get_mut(slot);
-        count_move(&mut self.counts, HostState::Paused, HostState::Up);
         host.state = HostState::Up;
         host.set_since(wall);
         // Deadlines count from `last_seen`: moving it to now is the grace.
         host.last_seen = host.last_seen.max(now_ms);
+        self.transition(slot, HostState::Paused, HostState::Up, now_ms, wall);
         let event = self.bounded_event(EventKind::Resumed, slot, wall, silent_for, at_least);
         self.changes.mark(slot);
         self.reschedule_if_earlier(slot);
@@ -67,6 +70,13 @@ impl Monitor {
         let silent_for = self.silent_for(self.registry.get(slot), now);
         let at_least = self.silent_at_least(self.registry.get(slot), now);
         let event = self.bounded_event(EventKind::Forgotten, slot, wall, silent_for, at_least);
+        // Out of its groups, and no longer anyone's parent, as if it left.
+        let from = self.registry.get(slot).state;
+        if from != HostState::Left {
+            self.registry.get_mut(slot).state = HostState::Left;
+            self.transition(slot, from, HostState::Left, self.clock.ms(now), wall);
+        }
+        self.untie(slot, self.clock.ms(now), wall);
         let host = self.registry.remove(slot).ok_or(UnknownHost)?;
         self.counts[host.state.index()] -= 1;
         self.release_labels(host.labels, host.declared_labels);
@@ -76,4 +86,11 @@ impl Monitor {
         self.changes.forget(id);
         Ok(event)
     }
+}
+
+/// `wall` as clock milliseconds (the clock reads as Unix time): for the
+/// one action that is given no `Instant`.
+fn wall_ms(wall: SystemTime) -> u64 {
+    wall.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| super::registry::millis(d, true))
 }

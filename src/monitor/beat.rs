@@ -6,7 +6,7 @@
 use super::model::{EventKind, HostState};
 use super::registry::{Host, Slot, boot_prefix};
 use super::stats::{BeatStats, SeqOutcome, track_seq};
-use super::{DetectorKind, Monitor, Moved, Observation, Observed, Outcome, count_move, replay};
+use super::{DetectorKind, Monitor, Moved, Observation, Observed, Outcome, replay};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Seq numbers carry the client's start time (Unix seconds) in their high
@@ -67,7 +67,8 @@ impl Monitor {
         // revives the host. Without keys a seq proves nothing (a forged
         // high one would silence the real host), so beats count as they come.
         let stale = self.settings.enforce_seq && seq_check == Some(replay::SeqCheck::Reordered);
-        if !stale && !self.registry.addr_is(slot, beat.addr) {
+        let moved = !stale && !self.registry.addr_is(slot, beat.addr);
+        if moved {
             out.moved.push(Moved {
                 host: beat.host_id.into(),
                 from: self.registry.addr(slot),
@@ -204,7 +205,9 @@ impl Monitor {
             // Paused by an operator: beats are recorded, the state is kept.
             (HostState::Paused, _) => None,
             (HostState::Left, HostState::Up) => Some(EventKind::Joined),
-            (HostState::Late | HostState::Down, HostState::Up) => Some(EventKind::Recovered),
+            (HostState::Late | HostState::Down | HostState::Unreachable, HostState::Up) => {
+                Some(EventKind::Recovered)
+            }
             (state, HostState::Left) if state != HostState::Left => Some(EventKind::Left),
             _ => None,
         };
@@ -217,8 +220,8 @@ impl Monitor {
             changes[2] = Some(EventKind::Settled);
             self.totals.flapping = self.totals.flapping.saturating_sub(1);
         }
+        let from = host.state;
         if changes[0].is_some() {
-            count_move(&mut self.counts, host.state, next_state);
             host.state = next_state;
             host.set_since(wall);
             may_hasten = true;
@@ -228,6 +231,12 @@ impl Monitor {
         } else {
             self.changes.mark_beaten(slot);
         }
+        if changes[0].is_some() {
+            self.transition(slot, from, next_state, now_ms, wall);
+        }
+        if moved && self.topo.uses_networks {
+            self.retie(slot, now, wall);
+        }
         for kind in changes.into_iter().flatten() {
             out.events
                 .push(self.bounded_event(kind, slot, wall, silent_for, at_least));
@@ -235,6 +244,7 @@ impl Monitor {
         if changes[0].is_some() {
             self.end_probing(slot); // recovered or left: no more probes
         }
+        self.take_knock_on(out);
         // The common beat (same state, same declared interval, fixed
         // timeout) only moves the deadline later: the queued entry stays,
         // early, and is moved when it surfaces. Skipping the computation
@@ -276,8 +286,10 @@ impl Monitor {
         } else {
             EventKind::Joined
         };
+        self.tie(slot, true, self.clock.ms_ceil(now), wall);
         out.events
             .push(self.event(kind, slot, wall, Duration::ZERO));
+        self.take_knock_on(out);
         self.changes.mark(slot);
         self.reschedule_if_earlier(slot);
     }

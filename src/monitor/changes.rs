@@ -11,7 +11,7 @@
 use super::Monitor;
 use super::registry::{Host, Slot};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// The checkpoint bookkeeping the monitor keeps.
 #[derive(Default)]
@@ -61,6 +61,8 @@ impl Monitor {
         let state = host.state;
         let slot = match self.registry.find(id) {
             Some(slot) => {
+                let now_ms = self.clock.ms(now);
+                self.untie(slot, now_ms, SystemTime::UNIX_EPOCH);
                 let old = self.registry.replace(slot, host, addr);
                 self.release_labels(old.labels, old.declared_labels);
                 super::count_move(&mut self.counts, old.state, state);
@@ -75,6 +77,9 @@ impl Monitor {
             }
         };
         self.relabel(slot);
+        // Quietly: the state at start is no change (restored `unreachable`
+        // hosts get one fresh timeout, like every remembered host).
+        self.tie(slot, false, self.clock.ms_ceil(now), SystemTime::UNIX_EPOCH);
         self.reschedule_if_earlier(slot);
         slot
     }

@@ -289,6 +289,7 @@ impl Monitor {
         self.registry.get_mut(slot).labels = effective_id;
         self.labels.release(current);
         self.changes.mark(slot);
+        self.topo.note_relabeled(slot);
     }
 
     /// After the host in `slot` moved to a new address: its network rules

@@ -26,7 +26,10 @@
 pub mod actions;
 pub mod beat;
 pub mod changes;
+pub mod context;
+pub mod depends;
 pub mod flap;
+pub mod groups;
 pub mod labelsets;
 pub mod model;
 pub mod phi;
@@ -204,6 +207,8 @@ pub struct Monitor {
     /// host).
     epoch: Instant,
     totals: DetectionTotals,
+    /// Groups and dependencies (side tables; empty unless declared).
+    topo: groups::Topology,
     /// Hosts under suspicion, being probed (a side table: see [`probe`]).
     probing: probe::Probing,
     /// Interned label sets (see [`labelsets`]).
@@ -229,6 +234,7 @@ impl Monitor {
             counts: [0; HostState::ALL.len()],
             epoch: now,
             totals: DetectionTotals::default(),
+            topo: groups::Topology::default(),
             probing: probe::Probing::default(),
             labels: LabelTable::default(),
             label_rules: Vec::new(),
@@ -299,8 +305,11 @@ impl Monitor {
     }
 
     /// Every host now `down`, as the `down` events that made them so (for
-    /// sinks that must re-assert alerts at start, e.g. Alertmanager).
+    /// sinks that must re-assert alerts at start, e.g. Alertmanager), and
+    /// every group now `down`.
     pub fn down_events(&self) -> Vec<Event> {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_millis(self.clock.ms(self.epoch));
+        let groups = self.group_down_events(start);
         self.registry
             .iter()
             .filter(|(_, host)| host.state == HostState::Down)
@@ -311,6 +320,7 @@ impl Monitor {
                     .unwrap_or_default(),
                 ..self.event(EventKind::Down, slot, host.since(), Duration::ZERO)
             })
+            .chain(groups)
             .collect()
     }
 
@@ -328,6 +338,7 @@ impl Monitor {
             state: host.state,
             flapping: host.flap.flapping,
             fleet: self.registry.len(),
+            context: self.context_of(slot),
         }
     }
 
@@ -378,7 +389,7 @@ impl Monitor {
                 continue; // stale: superseded by an earlier entry
             }
             host.scheduled = 0;
-            let Some(due) = self.due_of(slot) else {
+            let Some(due) = self.due_at(slot) else {
                 continue;
             };
             if due <= now_ms {
@@ -398,6 +409,7 @@ impl Monitor {
         let at_least = self.silent_at_least(self.registry.get(slot), now);
         let flap_ms = self.flap_ms(now);
         let (window_ms, threshold) = (self.flap_window_ms(), self.settings.flap_threshold);
+        let status = self.parent_status(slot);
         let host = self.registry.get_mut(slot);
         if host.state == HostState::Down {
             // Its only deadline while down: a flapping host settles.
@@ -414,7 +426,8 @@ impl Monitor {
             }
             return;
         }
-        let kind = if host.state == HostState::Up {
+        let from = host.state;
+        let mut kind = if from == HostState::Up {
             EventKind::Late
         } else {
             EventKind::Down
@@ -422,8 +435,19 @@ impl Monitor {
         if kind == EventKind::Down && self.probe_holds(slot) {
             return; // its probes decide (see `probe`)
         }
+        if kind == EventKind::Down {
+            // Dependencies (see `depends`): wait for a silent parent's
+            // verdict; behind a down one, unreachable instead of down.
+            match status {
+                groups::Status::Pending => return self.hold(slot),
+                groups::Status::Blocked if from == HostState::Unreachable => {
+                    return self.end_grace(slot);
+                }
+                groups::Status::Blocked => kind = EventKind::Unreachable,
+                groups::Status::Clear => {}
+            }
+        }
         let host = self.registry.get_mut(slot);
-        count_move(&mut self.counts, host.state, kind.state_after());
         host.state = kind.state_after();
         host.set_since(wall);
         let flapping = kind == EventKind::Down && host.flap.on_down(flap_ms, window_ms, threshold);
@@ -432,8 +456,13 @@ impl Monitor {
         }
         let due_at = self.clock.instant(due);
         out.lags.push(now.saturating_duration_since(due_at));
-        out.events
-            .push(self.bounded_event(kind, slot, wall, silent_for, at_least));
+        let behind = self.transition(slot, from, kind.state_after(), self.clock.ms(now), wall);
+        let mut event = self.bounded_event(kind, slot, wall, silent_for, at_least);
+        if !behind.is_empty() {
+            let context = event.context.as_deref().cloned().unwrap_or_default();
+            event.context = Some(Arc::new(depends::with_behind(context, behind)));
+        }
+        out.events.push(event);
         if flapping {
             out.events.push(self.bounded_event(
                 EventKind::Flapping,
@@ -443,6 +472,7 @@ impl Monitor {
                 at_least,
             ));
         }
+        self.take_knock_on(out);
         self.changes.mark(slot);
         match kind {
             EventKind::Late => self.start_probing(slot, self.clock.ms(now)),

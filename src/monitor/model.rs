@@ -20,6 +20,9 @@ pub enum HostState {
     Left,
     /// Paused by an operator (maintenance): raises no alarms until resumed.
     Paused,
+    /// Silent while a host or group it depends on is `down`: no page of its
+    /// own (the parent's `down` names it).
+    Unreachable,
 }
 
 impl HostState {
@@ -31,16 +34,18 @@ impl HostState {
             HostState::Down => "down",
             HostState::Left => "left",
             HostState::Paused => "paused",
+            HostState::Unreachable => "unreachable",
         }
     }
 
     /// Every state, in the order of [`HostState::index`].
-    pub const ALL: [HostState; 5] = [
+    pub const ALL: [HostState; 6] = [
         HostState::Up,
         HostState::Late,
         HostState::Down,
         HostState::Left,
         HostState::Paused,
+        HostState::Unreachable,
     ];
 
     /// A dense index (0..[`HostState::ALL`].len()), for per-state counts.
@@ -86,6 +91,14 @@ pub enum EventKind {
     /// flow again. Does not change the state (up, or down if it stayed
     /// down).
     Settled,
+    /// Silent past its timeout while a host or group it depends on is
+    /// `down` (or went down while it was late): no page of its own.
+    Unreachable,
+    /// A group has fewer members `up` than its quorum. Its host is the
+    /// group's name; [`Event::context`] names the missing members.
+    GroupDown,
+    /// A `down` group has its quorum again.
+    GroupRecovered,
 }
 
 /// The host name of events about the monitor itself, not a host.
@@ -107,6 +120,9 @@ impl EventKind {
             EventKind::Forgotten => "forgotten",
             EventKind::Flapping => "flapping",
             EventKind::Settled => "settled",
+            EventKind::Unreachable => "unreachable",
+            EventKind::GroupDown => "group-down",
+            EventKind::GroupRecovered => "group-recovered",
         }
     }
 
@@ -125,11 +141,15 @@ impl EventKind {
             EventKind::Forgotten => HostState::Left,
             // Usually; a host that settles while down stays down.
             EventKind::Settled => HostState::Up,
+            EventKind::Unreachable => HostState::Unreachable,
+            // The group's state, in the host vocabulary.
+            EventKind::GroupDown => HostState::Down,
+            EventKind::GroupRecovered => HostState::Up,
         }
     }
 
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Joined,
         EventKind::Late,
         EventKind::Down,
@@ -142,7 +162,15 @@ impl EventKind {
         EventKind::Forgotten,
         EventKind::Flapping,
         EventKind::Settled,
+        EventKind::Unreachable,
+        EventKind::GroupDown,
+        EventKind::GroupRecovered,
     ];
+
+    /// True for the kinds about a group, not a host.
+    pub fn is_group(self) -> bool {
+        matches!(self, EventKind::GroupDown | EventKind::GroupRecovered)
+    }
 
     /// A dense index into [`EventKind::ALL`], for per-kind counts.
     pub fn index(self) -> usize {
@@ -181,6 +209,10 @@ pub struct Event {
     /// How many hosts the monitor knew when this happened (mass-silence
     /// detection compares the downs with it).
     pub fleet: usize,
+    /// What groups and dependencies add (a parent, the hosts unreachable
+    /// behind a `down`, a group's missing members); `None` for hosts in
+    /// no group and no dependency.
+    pub context: Option<Arc<super::context::Context>>,
 }
 
 impl fmt::Display for Event {
@@ -198,7 +230,11 @@ impl fmt::Display for Event {
         if let Some(low) = self.silent_at_least {
             write!(f, "{:.3}s..", low.as_secs_f64())?;
         }
-        write!(f, "{:.3}s", self.silent_for.as_secs_f64())
+        write!(f, "{:.3}s", self.silent_for.as_secs_f64())?;
+        match &self.context {
+            Some(context) => write!(f, "{context}"),
+            None => Ok(()),
+        }
     }
 }
 

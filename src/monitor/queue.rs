@@ -112,7 +112,8 @@ impl Monitor {
                 .flap
                 .settles_at(self.flap_window_ms())
                 .map(|ms| self.clock.ms_ceil(self.epoch + Duration::from_millis(ms))),
-            HostState::Left | HostState::Paused => None,
+            // Unreachable: only during a fresh timeout (`Monitor::due_at`).
+            HostState::Left | HostState::Paused | HostState::Unreachable => None,
         }
     }
 
@@ -129,7 +130,7 @@ impl Monitor {
     /// Queues the host's deadline if it has none queued or its true deadline
     /// is now earlier than the queued one; a later one is left to surface.
     pub(super) fn reschedule_if_earlier(&mut self, slot: Slot) {
-        let due = self.due_of(slot).map(|ms| self.queue.tick(ms));
+        let due = self.due_at(slot).map(|ms| self.queue.tick(ms));
         let host = self.registry.get_mut(slot);
         match due {
             Some(due) if host.scheduled != 0 && due >= host.scheduled => {}

@@ -91,6 +91,7 @@ pub fn event(kind: EventKind, host: &str) -> Event {
         state: kind.state_after(),
         flapping: false,
         fleet: 1,
+        context: None,
     }
 }
 

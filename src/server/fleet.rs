@@ -64,6 +64,13 @@ impl Fleet {
             let mut monitor = self.lock();
             let before = monitor.next_deadline();
             let result = action(&mut monitor, out);
+            if monitor.topology_unsettled() {
+                // Hosts relabeled by the action are tied again (groups and
+                // dependencies by label), and their events follow.
+                // tokio's clock, as `timer::now` reads it (timer names the fleet).
+                let now = tokio::time::Instant::now().into_std();
+                monitor.settle_topology(now, SystemTime::now(), out);
+            }
             if !out.events.is_empty() {
                 self.events.publish(out.events.drain(..));
             }

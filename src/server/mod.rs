@@ -145,6 +145,7 @@ impl Server {
         monitor.seed_probes(u64::from_le_bytes(seed));
         let events = EventLog::new(config.event_history);
         let restored = persist::restore(loaded, &mut monitor, &events, now, wall);
+        monitor.set_topology(config.topology().clone(), now);
         tracing::info!(
             hosts = restored.hosts,
             path = %store.path().display(),

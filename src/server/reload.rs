@@ -198,6 +198,8 @@ const FIELDS: &[(&str, Applies)] = &[
     ("host_detectors", Applies::Detection),
     ("record", Applies::AtRestart),
     ("watchdog", Applies::AtRestart),
+    ("groups", Applies::AtRestart),
+    ("dependencies", Applies::AtRestart),
 ];
 
 /// How a change of `key` applies.

@@ -10,6 +10,7 @@ mod core;
 mod dashboard;
 mod detection;
 mod email;
+mod groups;
 mod hardening;
 mod keys;
 mod loadgen;

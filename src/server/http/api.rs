@@ -38,6 +38,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/api/v1/hosts/{id}/resume", post(resume))
         .route("/api/v1/summary", get(summary))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/groups", get(super::groups::list))
 }
 
 /// An API error: a status and a one-line message, sent as
@@ -194,9 +195,10 @@ fn state_rank(state: HostState) -> u8 {
     match state {
         HostState::Down => 0,
         HostState::Late => 1,
-        HostState::Up => 2,
-        HostState::Paused => 3,
-        HostState::Left => 4,
+        HostState::Unreachable => 2,
+        HostState::Up => 3,
+        HostState::Paused => 4,
+        HostState::Left => 5,
     }
 }
 
@@ -338,6 +340,10 @@ pub struct EventView {
     /// Set when the silence is known only within bounds (not heard since
     /// the server restarted): at least this; null otherwise.
     silent_seconds_at_least: Option<f64>,
+    /// Groups and dependencies: a parent, hosts unreachable behind it, a
+    /// group's quorum and missing members (left out when none applies).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    context: Option<super::groups::ContextJson>,
 }
 
 impl From<&Event> for EventView {
@@ -350,6 +356,7 @@ impl From<&Event> for EventView {
             addr: event.addr.to_string(),
             silent_seconds: event.silent_for.as_secs_f64(),
             silent_seconds_at_least: event.silent_at_least.map(|d| d.as_secs_f64()),
+            context: super::groups::ContextJson::of(event.context.as_deref()),
         }
     }
 }
@@ -450,6 +457,7 @@ struct Summary {
     down: u64,
     left: u64,
     paused: u64,
+    unreachable: u64,
 }
 
 async fn summary(State(shared): State<Arc<Shared>>) -> Json<Summary> {
@@ -462,6 +470,7 @@ async fn summary(State(shared): State<Arc<Shared>>) -> Json<Summary> {
         down: n(HostState::Down),
         left: n(HostState::Left),
         paused: n(HostState::Paused),
+        unreachable: n(HostState::Unreachable),
     })
 }
 

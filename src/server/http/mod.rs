@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod groups;
 pub mod views;
 
 use super::exposition;

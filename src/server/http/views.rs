@@ -54,6 +54,9 @@ pub struct HostView {
     /// Receive minus send time (clock offset plus network delay), seconds;
     /// null until a beat carried a send time.
     clock_offset_seconds: Option<f64>,
+    /// The host or group (`group:NAME`) it depends on; null when none. An
+    /// `unreachable` host is silent behind it.
+    depends_on: Option<String>,
 }
 
 /// The share of beats lost among those sent: `losses / (beats + losses)`.
@@ -108,6 +111,7 @@ impl HostView {
             duplicates: host.stats.duplicates,
             reordered: host.stats.reordered,
             clock_offset_seconds: host.stats.clock_offset().map(|ms| f64::from(ms) / 1000.0),
+            depends_on: monitor.parent_of(slot).map(|p| p.to_string()),
         }
     }
 }

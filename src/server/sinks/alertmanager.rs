@@ -10,10 +10,15 @@
 //! for the host (recovered, left, rebooted, and kinds added later such as
 //! paused or forgotten) resolves it with `endsAt = now`. A mass silence is
 //! one `alertname="MassSilence"` alert, resolved once each of its hosts has
-//! had a later event.
+//! had a later event. A group below its quorum is one `alertname="GroupDown"`
+//! alert with `group=<name>` and the group's declared labels, resolved by
+//! its `group-recovered`; a member's `HostDown` carries its group's
+//! `member_severity` as `severity`, and a parent's `HostDown` names the
+//! hosts unreachable behind it.
 
 use super::config::{AlertmanagerConfig, CheckedAlertmanager, check_http_url};
 use super::{Delivery, Error, MassSilence, Outcomes, SinkEvent};
+use crate::monitor::context::{Context, join};
 use crate::monitor::{Event, EventKind};
 use crate::ratelimit::RateLimit;
 use serde::Serialize;
@@ -52,6 +57,16 @@ struct Firing {
     down_at: SystemTime,
     addr: SocketAddr,
     last_seen: SystemTime,
+    /// Groups and dependencies: severity, hosts unreachable behind it, and
+    /// for a group (`group` set) its quorum and missing members.
+    context: Option<Arc<Context>>,
+    group: bool,
+}
+
+/// The firing-set key of a group's alert (host ids cannot contain a
+/// space, so it never meets a host's).
+fn group_key(name: &str) -> Arc<str> {
+    format!("group {name}").into()
 }
 
 struct MassFiring {
@@ -120,6 +135,49 @@ impl Alertmanager {
         labels
     }
 
+    /// The alert of firing entry `key`: a host's, or a group's.
+    fn alert(&self, key: &str, firing: &Firing, now: SystemTime, ends_at: SystemTime) -> Alert {
+        match &firing.context {
+            Some(context) if firing.group => self.group_alert(context, firing, ends_at),
+            _ => self.host_alert(key, firing, now, ends_at),
+        }
+    }
+
+    /// The `GroupDown` alert of the group `context` describes.
+    fn group_alert(&self, context: &Context, firing: &Firing, ends_at: SystemTime) -> Alert {
+        let name = context.parent.as_deref().unwrap_or_default();
+        let mut labels = self.labels("GroupDown", None);
+        if let Some(group) = &context.group {
+            for (n, v) in group.labels.iter() {
+                labels.insert(n.into(), v.into());
+            }
+        }
+        labels.insert("group".into(), name.into());
+        let mut annotations = BTreeMap::new();
+        if let Some(group) = &context.group {
+            annotations.insert(
+                "summary".into(),
+                format!(
+                    "group {name} is down: {} of {} members up, {} needed",
+                    group.up, group.total, group.need
+                ),
+            );
+            annotations.insert("missing".into(), join(&group.missing));
+        }
+        if context.unreachable_count > 0 {
+            annotations.insert("unreachable".into(), unreachable_note(context));
+        }
+        let mut url = self.external.clone();
+        url.set_fragment(Some(&format!("group={name}")));
+        Alert {
+            labels,
+            annotations,
+            starts_at: rfc3339(firing.down_at),
+            ends_at: rfc3339(ends_at),
+            generator_url: url.to_string(),
+        }
+    }
+
     /// The `HostDown` alert of `host`, ending at `ends_at`.
     fn host_alert(
         &self,
@@ -138,10 +196,19 @@ impl Alertmanager {
         annotations.insert("address".into(), firing.addr.to_string());
         annotations.insert("last_seen".into(), rfc3339(firing.last_seen));
         annotations.insert("silence".into(), silence);
+        let mut labels = self.labels("HostDown", Some(host));
+        if let Some(context) = &firing.context {
+            if let Some(severity) = &context.severity {
+                labels.insert("severity".into(), severity.to_string());
+            }
+            if context.unreachable_count > 0 {
+                annotations.insert("unreachable".into(), unreachable_note(context));
+            }
+        }
         let mut url = self.external.clone();
         url.set_fragment(Some(&format!("host={host}")));
         Alert {
-            labels: self.labels("HostDown", Some(host)),
+            labels,
             annotations,
             starts_at: rfc3339(firing.down_at),
             ends_at: rfc3339(ends_at),
@@ -243,8 +310,8 @@ impl Alertmanager {
                 _ = tick.tick() => {
                     let now = SystemTime::now();
                     let lease_end = now + self.lease;
-                    for (host, f) in &firing {
-                        alerts.push(self.host_alert(host, f, now, lease_end));
+                    for (key, f) in &firing {
+                        alerts.push(self.alert(key, f, now, lease_end));
                     }
                     if let Some(m) = &mass {
                         alerts.push(self.mass_alert(&m.silence, lease_end));
@@ -284,18 +351,41 @@ impl Alertmanager {
         resolving: &mut Vec<Alert>,
     ) {
         match event {
+            SinkEvent::Host(e) if e.kind.is_group() => {
+                let key = group_key(&e.host);
+                if let Some(f) = firing.remove(&key) {
+                    resolving.push(self.alert(&key, &f, e.at, e.at));
+                }
+                if e.kind == EventKind::GroupDown {
+                    // The group's name travels as the context's parent.
+                    let mut context = e.context.as_deref().cloned().unwrap_or_default();
+                    context.parent = Some(e.host.clone());
+                    let f = Firing {
+                        down_at: e.at,
+                        addr: e.addr,
+                        last_seen: e.at,
+                        context: Some(Arc::new(context)),
+                        group: true,
+                    };
+                    alerts.push(self.alert(&key, &f, now, now + self.lease));
+                    firing.insert(key, f);
+                }
+            }
             SinkEvent::Host(Event {
                 kind: EventKind::Down,
                 host,
                 at,
                 addr,
                 silent_for,
+                context,
                 ..
             }) => {
                 let f = Firing {
                     down_at: at,
                     addr,
                     last_seen: at.checked_sub(silent_for).unwrap_or(at),
+                    context,
+                    group: false,
                 };
                 alerts.push(self.host_alert(&host, &f, now, now + self.lease));
                 firing.insert(host, f);
@@ -397,4 +487,19 @@ impl Alertmanager {
         }
         all_ok
     }
+}
+
+/// `10 hosts: a,b,c …` (the list is bounded by the core).
+fn unreachable_note(context: &Context) -> String {
+    let listed = context.unreachable.len();
+    let more = context.unreachable_count.saturating_sub(listed);
+    let mut note = format!(
+        "{} hosts: {}",
+        context.unreachable_count,
+        join(&context.unreachable)
+    );
+    if more > 0 {
+        note.push_str(&format!(" and {more} more"));
+    }
+    note
 }

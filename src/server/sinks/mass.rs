@@ -98,7 +98,11 @@ impl Gate {
 
     /// Takes one event from the stream; `fleet` is how many hosts are known.
     pub fn push(&mut self, event: Event, now: Instant, fleet: usize) -> Outcome {
-        if !self.settings.enabled || event.kind != EventKind::Down {
+        // A declared host's down (in a group, behind a parent, or a parent
+        // itself) is already explained by what the operator declared: the
+        // gate's guess is for the rest (docs/GROUPS.md).
+        let declared = event.context.as_ref().is_some_and(|c| c.declared);
+        if !self.settings.enabled || event.kind != EventKind::Down || declared {
             self.queue
                 .push_back((now, Item::Event(SinkEvent::Host(event))));
             return Outcome::Queued;

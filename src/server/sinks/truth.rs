@@ -56,7 +56,7 @@ impl Told {
             HostState::Up | HostState::Late => EventKind::Recovered,
             HostState::Left => EventKind::Left,
             HostState::Paused => EventKind::Paused,
-            HostState::Down => return None,
+            HostState::Down | HostState::Unreachable => return None,
         };
         Some(SinkEvent::Host(Event { kind, ..e.clone() }))
     }
