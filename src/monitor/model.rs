@@ -175,6 +175,9 @@ pub struct Event {
     /// How many hosts the monitor knew when this happened (mass-silence
     /// detection compares the downs with it).
     pub fleet: usize,
+    /// The host's effective labels at the time (shared with the monitor's
+    /// label table: no copy per event).
+    pub labels: Arc<crate::labels::Labels>,
 }
 
 impl fmt::Display for Event {

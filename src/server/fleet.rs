@@ -14,9 +14,7 @@
 //! none is held across an `.await`.
 
 use super::events::EventLog;
-use crate::monitor::{
-    Event, Monitor, Observation, Observed, Outcome, Slot, UnknownHost, registry::Registry,
-};
+use crate::monitor::{Event, Monitor, Observation, Observed, Outcome, Slot, UnknownHost};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
@@ -226,7 +224,7 @@ impl Fleet {
         &self,
         slots: &[Slot],
         chunk: usize,
-        f: impl Fn(&Registry, Slot) -> T,
+        f: impl Fn(&Monitor, Slot) -> T,
     ) -> Vec<T> {
         let mut copies = Vec::with_capacity(slots.len());
         for part in slots.chunks(chunk.max(1)) {
@@ -236,7 +234,7 @@ impl Fleet {
             copies.extend(
                 part.iter()
                     .filter(|&&slot| registry.try_get(slot).is_some())
-                    .map(|&slot| f(registry, slot)),
+                    .map(|&slot| f(&monitor, slot)),
             );
         }
         copies

@@ -236,6 +236,7 @@ pub fn sample(kind: &str) -> SinkEvent {
         state: kind.state_after(),
         flapping: false,
         fleet: 30,
+        labels: Default::default(),
     };
     match kind {
         "mass-silence" => SinkEvent::MassSilence(Arc::new(MassSilence {
