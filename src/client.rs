@@ -47,6 +47,9 @@ pub enum Error {
         "host_id, legacy and boot_id_file change only at a restart (another id is another host)"
     )]
     NeedsRestart,
+    /// The labels cannot be announced (too long for one datagram).
+    #[error("labels: {0}")]
+    Labels(#[from] protocol::labels::AnnounceError),
     /// The boot id file cannot be read or holds no boot id.
     #[error("boot id file {path}: {reason}")]
     BootId {
@@ -186,6 +189,8 @@ pub struct Client {
     /// Give memory back after start-up and rare paths (the `lubdub client`
     /// process); off when the loop runs inside a server ([`Client::embedded`]).
     release_memory: bool,
+    /// Beats until the labels are announced again (0: with the next beat).
+    announce_in: u64,
 }
 
 impl Client {
@@ -226,6 +231,19 @@ impl Client {
             Some(path) => boot_id_from(path)?,
             None => boot_id(),
         };
+        // Refused at start, not at the first announcement: too many labels
+        // for one datagram.
+        protocol::labels::encode(
+            0,
+            0,
+            &host_id,
+            &config.labels,
+            signer.as_ref().map(|_| protocol::Tag {
+                key_id: 0,
+                mac: [0; protocol::MAC_LEN],
+            }),
+            &mut Vec::new(),
+        )?;
         Ok(Self {
             host_id,
             boot_id,
@@ -237,6 +255,7 @@ impl Client {
             rng: fastrand::Rng::new(),
             off_path: true,
             release_memory: true,
+            announce_in: 0,
             config,
         })
     }
@@ -352,6 +371,9 @@ impl Client {
         // host, beating on.
         self.targets = fresh.targets;
         self.signer = fresh.signer;
+        if fresh.config.labels != self.config.labels {
+            self.announce_in = 0; // with the next beat
+        }
         self.config = fresh.config;
         Ok(())
     }
@@ -397,9 +419,7 @@ impl Client {
 
     /// Sends one beat (or the goodbye) to every server.
     fn beat(&mut self, goodbye: bool) {
-        let payload: &[u8] = if self.config.legacy {
-            protocol::LEGACY_THUMP
-        } else {
+        if !self.config.legacy {
             let beat = Beat {
                 flags: if goodbye { flags::GOODBYE } else { 0 },
                 seq: self.seq,
@@ -415,8 +435,65 @@ impl Client {
             }
             .expect("host id validated at start");
             self.seq = self.seq.wrapping_add(1);
-            &self.packet
+        }
+        // Taken out for the send (no copy), put back for the next beat.
+        let packet = if self.config.legacy {
+            self.send_all(protocol::LEGACY_THUMP, goodbye);
+            None
+        } else {
+            Some(std::mem::take(&mut self.packet))
         };
+        if let Some(packet) = packet {
+            self.send_all(&packet, goodbye);
+            self.packet = packet;
+        }
+        if !self.config.legacy && !goodbye {
+            self.announce();
+        }
+    }
+
+    /// Announces the labels after a beat when due: at start, after a
+    /// change, and every `REFRESH_BEATS` beats (a client without labels
+    /// announces the empty set at start and on a change only, so a
+    /// server's stale labels are cleared without a steady extra datagram).
+    fn announce(&mut self) {
+        if self.announce_in > 0 {
+            self.announce_in -= 1;
+            return;
+        }
+        self.announce_in = if self.config.labels.is_empty() {
+            u64::MAX
+        } else {
+            protocol::labels::REFRESH_BEATS - 1
+        };
+        let seq = self.seq.wrapping_sub(1); // the beat just sent
+        let sent_at = unix_micros(SystemTime::now());
+        let mut packet = Vec::with_capacity(protocol::labels::MAX_LEN);
+        let encoded = match &self.signer {
+            Some(signer) => signer.sign_announcement(
+                seq,
+                sent_at,
+                &self.host_id,
+                &self.config.labels,
+                &mut packet,
+            ),
+            None => protocol::labels::encode(
+                seq,
+                sent_at,
+                &self.host_id,
+                &self.config.labels,
+                None,
+                &mut packet,
+            ),
+        };
+        if encoded.is_ok() {
+            // Checked at start; a failure is logged like a beat's.
+            self.send_all(&packet, false);
+        }
+    }
+
+    /// Sends `payload` to every server, logging failures as beats do.
+    fn send_all(&mut self, payload: &[u8], goodbye: bool) {
         for target in &mut self.targets {
             let resolved_at = target.resolved_at;
             let result = send(target, &mut self.sockets, payload);

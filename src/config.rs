@@ -9,6 +9,7 @@ use std::time::Duration;
 pub mod detection;
 pub mod email;
 pub mod env;
+pub mod label_rules;
 pub mod preset;
 pub mod redact;
 pub mod secret;
@@ -280,11 +281,23 @@ pub struct ServerConfig {
     /// `lubdub simulate --trace` (to tune the detector on real traffic).
     /// Unset (the default): no recording.
     pub record: Option<PathBuf>,
+    /// Label names by which `/metrics` breaks down the hosts per state
+    /// (`lubdub_hosts_by_labels{state, team}`), e.g. `["team"]`. Each name
+    /// multiplies the series by its distinct values, so at most 4 names, and
+    /// at most 1000 label-value combinations are shown (the rest are summed
+    /// in one series with every named label `""` ... see docs/METRICS.md).
+    /// Empty (the default): off.
+    pub metrics_by_labels: Vec<String>,
     /// Who watches this server (`[server.watchdog]`): beats to other lubdub
     /// servers and a dead man's switch URL; see docs/OPERATIONS.md.
     /// Default: nothing.
     #[serde(default)]
     pub watchdog: watchdog::WatchdogConfig,
+    /// Labels the server gives hosts by rule (`[[server.labels]]`: `hosts`,
+    /// `labels`, `networks` select as a sink does; `set` is what they get).
+    /// A rule wins over the client's own label of the same name; a later
+    /// rule over an earlier one. Applies live on reload. Default: none.
+    pub labels: Vec<label_rules::LabelRuleConfig>,
 }
 
 impl Default for ServerConfig {
@@ -315,7 +328,9 @@ impl Default for ServerConfig {
             phi: detection::PhiConfig::default(),
             host_detectors: Vec::new(),
             record: None,
+            metrics_by_labels: Vec::new(),
             watchdog: Default::default(),
+            labels: Vec::new(),
         }
     }
 }
@@ -400,9 +415,11 @@ impl ServerConfig {
             max_hosts: self.max_hosts,
             enforce_seq: self.key_file.is_some(),
         };
+        label_rules::check_metrics_by_labels(&self.metrics_by_labels)?;
         Ok(ValidServerConfig {
             config: self.clone(),
             monitor,
+            label_rules: label_rules::compile(&self.labels)?,
         })
     }
 
@@ -422,12 +439,18 @@ impl ServerConfig {
 pub struct ValidServerConfig {
     config: ServerConfig,
     monitor: crate::monitor::Settings,
+    label_rules: Vec<crate::monitor::LabelRule>,
 }
 
 impl ValidServerConfig {
     /// What the monitoring core judges by.
     pub fn monitor(&self) -> &crate::monitor::Settings {
         &self.monitor
+    }
+
+    /// The server's label rules, compiled.
+    pub fn label_rules(&self) -> &[crate::monitor::LabelRule] {
+        &self.label_rules
     }
 }
 
@@ -473,6 +496,11 @@ pub struct ClientConfig {
     /// unnoticed; give it one written at each container start, e.g. `cat
     /// /proc/sys/kernel/random/uuid > /run/lubdub/boot_id`.
     pub boot_id_file: Option<PathBuf>,
+    /// This host's labels (`{ team = "web", role = "frontend" }`; in
+    /// `LUBDUB_LABELS` as `team=web,role=frontend`): they travel with the
+    /// host into the API, events and alerts. Names follow Prometheus'
+    /// rules; at most 16, values at most 128 bytes. Default: none.
+    pub labels: crate::labels::Labels,
 }
 
 impl Default for ClientConfig {
@@ -486,6 +514,7 @@ impl Default for ClientConfig {
             key_file: None,
             key_id: None,
             boot_id_file: None,
+            labels: crate::labels::Labels::new(),
         }
     }
 }

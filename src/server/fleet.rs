@@ -165,6 +165,22 @@ impl Fleet {
         self.wake.notify_one();
     }
 
+    /// A client's label announcement (see [`Monitor::declare_labels`]).
+    pub fn declare_labels(
+        &self,
+        host_id: &str,
+        labels: &crate::labels::Labels,
+        seq: u64,
+    ) -> crate::monitor::Declared {
+        self.lock().declare_labels(host_id, labels, seq)
+    }
+
+    /// Replaces the server's label rules (a reload; see
+    /// [`Monitor::set_label_rules`]).
+    pub fn set_label_rules(&self, rules: Vec<crate::monitor::LabelRule>) {
+        self.lock().set_label_rules(rules);
+    }
+
     /// A new subscription to the events and the id of the first event it
     /// will receive, taken together under the lock (events are published
     /// only under it): a sink replaced by a reload hands over at exactly

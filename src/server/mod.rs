@@ -14,6 +14,7 @@
 //! and last the console and the sinks, after they have printed and
 //! delivered every event.
 
+pub mod announce;
 pub mod dedicated;
 pub mod dropped;
 pub mod events;
@@ -130,6 +131,7 @@ impl Server {
         let loaded = store.load()?;
         let (now, wall) = (timer::now(), std::time::SystemTime::now());
         let mut monitor = Monitor::new(config.monitor().clone(), now, wall);
+        monitor.set_label_rules(config.label_rules().to_vec());
         let events = EventLog::new(config.event_history);
         let restored = persist::restore(loaded, &mut monitor, &events, now, wall);
         tracing::info!(

@@ -21,6 +21,7 @@ pub type Loader = Box<dyn FnMut() -> Result<ValidServerConfig, String> + Send>;
 
 /// Settings applied while running. Every other setting is bound at start.
 pub const LIVE: &[&str] = &[
+    "labels",
     "timeout",
     "late_after",
     "sinks",
@@ -160,6 +161,9 @@ impl Reloader {
             self.fleet
                 .replace_settings(new.monitor().clone(), super::timer::now());
         }
+        if live.contains(&"labels") {
+            self.fleet.set_label_rules(new.label_rules().to_vec());
+        }
         if old_keys != new_keys {
             tracing::info!(before = ?old_keys, now = ?new_keys, "keys reloaded");
         }
@@ -219,6 +223,8 @@ const FIELDS: &[&str] = &[
     "host_detectors",
     "record",
     "watchdog",
+    "metrics_by_labels",
+    "labels",
 ];
 
 /// An error and its causes on one line.

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod label_filter;
 pub mod views;
 
 use super::exposition;

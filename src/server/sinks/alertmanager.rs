@@ -52,6 +52,9 @@ struct Firing {
     down_at: SystemTime,
     addr: SocketAddr,
     last_seen: SystemTime,
+    /// The host's labels when it went down: part of the alert's identity,
+    /// so the resolve carries the same ones.
+    labels: Arc<crate::labels::Labels>,
 }
 
 struct MassFiring {
@@ -114,7 +117,24 @@ impl Alertmanager {
     }
 
     fn labels(&self, alertname: &str, host: Option<&str>) -> BTreeMap<String, String> {
+        self.labels_with(alertname, host, &crate::labels::Labels::new())
+    }
+
+    /// The sink's static labels, then the host's own (`team`, `site`:
+    /// Alertmanager routes on them; the host's win over the sink's), then
+    /// `alertname` and `host`, which nothing overrides.
+    fn labels_with(
+        &self,
+        alertname: &str,
+        host: Option<&str>,
+        host_labels: &crate::labels::Labels,
+    ) -> BTreeMap<String, String> {
         let mut labels = self.labels.clone();
+        labels.extend(
+            host_labels
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string())),
+        );
         labels.insert("alertname".into(), alertname.into());
         if let Some(host) = host {
             labels.insert("host".into(), host.into());
@@ -143,7 +163,7 @@ impl Alertmanager {
         let mut url = self.external.clone();
         url.set_fragment(Some(&format!("host={host}")));
         Alert {
-            labels: self.labels("HostDown", Some(host)),
+            labels: self.labels_with("HostDown", Some(host), &firing.labels),
             annotations,
             starts_at: rfc3339(firing.down_at),
             ends_at: rfc3339(ends_at),
@@ -292,12 +312,14 @@ impl Alertmanager {
                 at,
                 addr,
                 silent_for,
+                labels,
                 ..
             }) => {
                 let f = Firing {
                     down_at: at,
                     addr,
                     last_seen: at.checked_sub(silent_for).unwrap_or(at),
+                    labels,
                 };
                 alerts.push(self.host_alert(&host, &f, now, now + self.lease));
                 firing.insert(host, f);

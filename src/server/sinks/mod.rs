@@ -189,6 +189,7 @@ impl SinkEvent {
             at,
             event_id: None,
             host: None,
+            labels: None,
             addr: None,
             silent_seconds: None,
             last_seen: None,
@@ -222,6 +223,7 @@ impl SinkEvent {
                 at: rfc3339(e.at),
                 event_id: Some(e.id),
                 host: Some(e.host.to_string()),
+                labels: Some((*e.labels).clone()),
                 addr: Some(e.addr.to_string()),
                 silent_seconds: Some(e.silent_for.as_secs_f64()),
                 last_seen: Some(rfc3339(e.at.checked_sub(e.silent_for).unwrap_or(e.at))),
@@ -238,6 +240,7 @@ impl SinkEvent {
                 at: rfc3339(m.at),
                 event_id: None,
                 host: None,
+                labels: None,
                 addr: None,
                 silent_seconds: None,
                 last_seen: None,
@@ -267,6 +270,9 @@ pub struct Payload {
     /// Host id (host events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The host's labels, `{}` when it has none (host events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<crate::labels::Labels>,
     /// Host address `ip:port` (host events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,

@@ -185,6 +185,9 @@ pub fn text(event: &SinkEvent, dashboard: Option<&str>) -> String {
     let mut details = |e: &Event| {
         let last_seen = e.at.checked_sub(e.silent_for).unwrap_or(e.at);
         lines.push(format!("host: {}", e.host));
+        if !e.labels.is_empty() {
+            lines.push(format!("labels: {}", e.labels));
+        }
         lines.push(format!("address: {}", e.addr));
         lines.push(format!("silence: {}", silence(e.silent_for)));
         lines.push(format!("last seen: {}", rfc3339(last_seen)));
