@@ -12,6 +12,7 @@ mod detection;
 mod email;
 mod hardening;
 mod keys;
+mod labels;
 mod loadgen;
 mod metrics;
 mod mixin;
