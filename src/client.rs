@@ -905,10 +905,19 @@ Anonymous:             8 kB
             waits += 1;
             waits == 3 // three beats, then stop
         });
-        let mut buf = [0; protocol::MAX_PACKET_LEN];
+        let mut buf = [0; protocol::labels::MAX_LEN];
         let mut seqs = Vec::new();
+        // The label announcement (at start, even of no labels) follows the
+        // first beat.
+        let mut announced = 0;
         for goodbye in [false, false, false, true] {
-            let len = receiver.recv(&mut buf).expect("a beat arrives");
+            let mut len = receiver.recv(&mut buf).expect("a beat arrives");
+            if protocol::labels::is_announcement(&buf[..len]) {
+                let a = protocol::labels::decode(&buf[..len]).expect("announcement");
+                assert_eq!((a.host_id, a.seq), ("unit", seqs[0]));
+                announced += 1;
+                len = receiver.recv(&mut buf).expect("a beat arrives");
+            }
             let Ok(protocol::Packet::V1(beat)) = protocol::decode(&buf[..len]) else {
                 panic!("not a v1 beat: {:?}", &buf[..len]);
             };
@@ -917,6 +926,7 @@ Anonymous:             8 kB
             seqs.push(beat.seq);
         }
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+        assert_eq!(announced, 1, "no labels: announced once, at start");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::guard::Guard;
 use crate::monitor::Declared;
 use crate::protocol::labels;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// What became of one announcement: the `result` label of
 /// `lubdub_label_announcements_total`.
@@ -55,15 +55,6 @@ pub const RESULTS: [&str; 8] = [
     "refused",
     "bad_label",
 ];
-
-/// How far a signed announcement's send time may lie from `wall`.
-pub fn skew(sent_at_micros: u64, wall: SystemTime) -> Duration {
-    let sent = SystemTime::UNIX_EPOCH + Duration::from_micros(sent_at_micros);
-    match wall.duration_since(sent) {
-        Ok(behind) => behind,
-        Err(ahead) => ahead.duration(),
-    }
-}
 
 // An announcement must reach ingest whole.
 const _: () = assert!(labels::MAX_LEN <= super::recv::BUF_LEN);

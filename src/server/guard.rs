@@ -138,7 +138,12 @@ impl Guard {
         };
         keys.verify_announcement(datagram, announcement)
             .map_err(|_| DropReason::BadMac)?;
-        if super::announce::skew(announcement.sent_at_micros, wall) > policy.max_clock_skew {
+        let sent = SystemTime::UNIX_EPOCH + Duration::from_micros(announcement.sent_at_micros);
+        let skew = match wall.duration_since(sent) {
+            Ok(behind) => behind,
+            Err(ahead) => ahead.duration(),
+        };
+        if skew > policy.max_clock_skew {
             return Err(DropReason::ClockSkew);
         }
         Ok(())

@@ -56,7 +56,7 @@ impl ApiError {
         }
     }
 
-    pub(super) fn bad_request(message: impl Into<String>) -> Self {
+    fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
@@ -223,7 +223,8 @@ async fn list_hosts(
     State(shared): State<Arc<Shared>>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<Response, ApiError> {
-    let (wanted, rest) = super::label_filter::split(raw.as_deref())?;
+    let (wanted, rest) =
+        super::label_filter::split(raw.as_deref()).map_err(ApiError::bad_request)?;
     let Query(query) = Query::<ListQuery>::try_from_uri(&rest)?;
     let keep = query.state.as_deref().map(parse_states).transpose()?;
     let (key, descending) = match query.sort.as_deref() {

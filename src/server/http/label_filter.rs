@@ -2,14 +2,13 @@
 //! match. Taken out of the query before the rest is read, because the
 //! query's other fields are read as a struct, which takes each key once.
 
-use super::api::ApiError;
 use crate::labels::Labels;
 use axum::extract::Query;
 use axum::http::Uri;
 
 /// Splits a raw query into the label filter and the rest (as a URI that
-/// `Query` reads).
-pub fn split(raw: Option<&str>) -> Result<(Labels, Uri), ApiError> {
+/// `Query` reads); the error is the one line a bad request answers.
+pub fn split(raw: Option<&str>) -> Result<(Labels, Uri), String> {
     let raw = raw.unwrap_or("");
     let (mut label_parts, mut rest) = (Vec::new(), Vec::new());
     for part in raw.split('&').filter(|p| !p.is_empty()) {
@@ -19,11 +18,11 @@ pub fn split(raw: Option<&str>) -> Result<(Labels, Uri), ApiError> {
             rest.push(part);
         }
     }
-    let bad = |e: String| ApiError::bad_request(format!("label: {e}"));
-    let uri = |q: String| -> Result<Uri, ApiError> {
+    let bad = |e: String| format!("label: {e}");
+    let uri = |q: String| -> Result<Uri, String> {
         format!("/?{q}")
             .parse()
-            .map_err(|_| ApiError::bad_request("malformed query"))
+            .map_err(|_| "malformed query".to_string())
     };
     let Query(pairs): Query<Vec<(String, String)>> =
         Query::try_from_uri(&uri(label_parts.join("&"))?).map_err(|e| bad(e.body_text()))?;

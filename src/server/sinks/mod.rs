@@ -312,6 +312,8 @@ pub struct Filter {
     kinds: Option<Vec<String>>,
     /// Host globs; `None`: every host.
     hosts: Option<GlobSet>,
+    /// Labels the host must carry; empty: any.
+    labels: crate::labels::Labels,
 }
 
 impl Filter {
@@ -328,7 +330,16 @@ impl Filter {
         Self {
             kinds: kinds.map(<[String]>::to_vec),
             hosts,
+            labels: crate::labels::Labels::new(),
         }
+    }
+
+    /// This filter, taking only hosts that carry every label of `labels`.
+    /// A mass silence (no labels of its own) still passes: a page for many
+    /// hosts is never lost to a label filter.
+    pub fn with_labels(mut self, labels: &crate::labels::Labels) -> Self {
+        self.labels = labels.clone();
+        self
     }
 
     /// True when the sink takes events of host `id` (its host globs only).
@@ -343,6 +354,11 @@ impl Filter {
         if let Some(kinds) = &self.kinds
             && !matches!(event, SinkEvent::Test(_) | SinkEvent::Digest(_))
             && !kinds.iter().any(|k| k == kind)
+        {
+            return false;
+        }
+        if let SinkEvent::Host(e) | SinkEvent::Reminder(e) = event
+            && !e.labels.contains_all(&self.labels)
         {
             return false;
         }
@@ -511,13 +527,14 @@ impl Sinks {
         };
         for sink in &sinks.exec {
             let name = names.next().expect("one name per sink");
-            let filter = Filter::new(Some(&sink.events), &sink.hosts);
+            let filter = Filter::new(Some(&sink.events), &sink.hosts).with_labels(&sink.labels);
             let (rx, outcomes) = route(name.clone(), "exec", None, filter, sink.queue, None);
             workers.push(tokio::spawn(exec::Exec::new(name, sink, outcomes).run(rx)));
         }
         for sink in &sinks.webhook {
             let name = names.next().expect("one name per sink");
             let (filter, shaper) = shaped(&sink.events, &sink.hosts, sink.group_wait, sink.repeat);
+            let filter = filter.with_labels(&sink.labels);
             let preset = sink.preset.map(presets::Preset::as_str);
             let (rx, outcomes) = route(name.clone(), "webhook", preset, filter, sink.queue, shaper);
             let webhook = webhook::Webhook::new(name, sink, outcomes)?;
@@ -529,7 +546,7 @@ impl Sinks {
             let name = names.next().expect("one name per sink");
             // Alertmanager tracks each host's latest event, so it takes
             // every kind; only the host filter applies.
-            let filter = Filter::new(None, &sink.hosts);
+            let filter = Filter::new(None, &sink.hosts).with_labels(&sink.match_labels);
             let already_down = down_at_start
                 .iter()
                 .filter(|e| filter.matches(&SinkEvent::Host((*e).clone())))
@@ -966,6 +983,23 @@ mod tests {
     }
 
     #[test]
+    fn filters_on_labels() {
+        let labels = |text| crate::labels::Labels::parse_list(text).expect("labels");
+        let web = Filter::new(None, &[]).with_labels(&labels("team=web"));
+        let labelled = |text| match host_event(EventKind::Down, "h") {
+            SinkEvent::Host(e) => SinkEvent::Host(Event {
+                labels: Arc::new(labels(text)),
+                ..e
+            }),
+            other => other,
+        };
+        assert!(web.matches(&labelled("team=web,role=fe")));
+        assert!(!web.matches(&labelled("team=db")));
+        assert!(!web.matches(&labelled("")));
+        assert!(Filter::new(None, &[]).matches(&labelled("team=db")));
+    }
+
+    #[test]
     fn payload_of_a_host_event() {
         let json =
             serde_json::to_value(host_event(EventKind::Down, "web-1").payload()).expect("json");
@@ -976,6 +1010,7 @@ mod tests {
                 "at": "2023-11-14T22:13:20.000Z",
                 "event_id": 7,
                 "host": "web-1",
+                "labels": {},
                 "addr": "192.0.2.1:4000",
                 "silent_seconds": 1.5,
                 "last_seen": "2023-11-14T22:13:18.500Z",
