@@ -281,13 +281,6 @@ pub struct ServerConfig {
     /// `lubdub simulate --trace` (to tune the detector on real traffic).
     /// Unset (the default): no recording.
     pub record: Option<PathBuf>,
-    /// Label names by which `/metrics` breaks down the hosts per state
-    /// (`lubdub_hosts_by_labels{state, team}`), e.g. `["team"]`. Each name
-    /// multiplies the series by its distinct values, so at most 4 names, and
-    /// at most 1000 label-value combinations are shown (the rest are summed
-    /// in one series with every named label `""` ... see docs/METRICS.md).
-    /// Empty (the default): off.
-    pub metrics_by_labels: Vec<String>,
     /// Who watches this server (`[server.watchdog]`): beats to other lubdub
     /// servers and a dead man's switch URL; see docs/OPERATIONS.md.
     /// Default: nothing.
@@ -328,7 +321,6 @@ impl Default for ServerConfig {
             phi: detection::PhiConfig::default(),
             host_detectors: Vec::new(),
             record: None,
-            metrics_by_labels: Vec::new(),
             watchdog: Default::default(),
             labels: Vec::new(),
         }
@@ -415,7 +407,6 @@ impl ServerConfig {
             max_hosts: self.max_hosts,
             enforce_seq: self.key_file.is_some(),
         };
-        label_rules::check_metrics_by_labels(&self.metrics_by_labels)?;
         Ok(ValidServerConfig {
             config: self.clone(),
             monitor,

@@ -1,5 +1,4 @@
-//! `[[server.labels]]`: labels the server gives hosts by rule, and
-//! `metrics_by_labels`' bound.
+//! `[[server.labels]]`: labels the server gives hosts by rule.
 //!
 //! ```toml
 //! [[server.labels]]
@@ -15,10 +14,6 @@ use crate::labels::Labels;
 use crate::monitor::LabelRule;
 use crate::select::Selection;
 use serde::{Deserialize, Serialize};
-
-/// Most label names `metrics_by_labels` may name: each multiplies the
-/// series of `lubdub_hosts_by_labels` (see `docs/METRICS.md`).
-pub const MAX_METRICS_BY_LABELS: usize = 4;
 
 /// One rule as written in the config file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -68,27 +63,6 @@ pub fn compile(rules: &[LabelRuleConfig]) -> Result<Vec<LabelRule>, Error> {
         .collect()
 }
 
-/// Checks `metrics_by_labels`: valid names, at most
-/// [`MAX_METRICS_BY_LABELS`], none twice.
-pub fn check_metrics_by_labels(names: &[String]) -> Result<(), Error> {
-    let invalid = |reason: String| Error::Invalid {
-        field: "metrics_by_labels",
-        reason,
-    };
-    if names.len() > MAX_METRICS_BY_LABELS {
-        return Err(invalid(format!(
-            "at most {MAX_METRICS_BY_LABELS} label names"
-        )));
-    }
-    for (i, name) in names.iter().enumerate() {
-        crate::labels::check_name(name).map_err(|e| invalid(e.to_string()))?;
-        if names[..i].contains(name) || name == "state" {
-            return Err(invalid(format!("{name:?} given twice or reserved")));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,10 +86,5 @@ mod tests {
                 .to_string()
                 .contains("set")
         );
-        check_metrics_by_labels(&["team".into()]).expect("fine");
-        assert!(check_metrics_by_labels(&["a-b".into()]).is_err());
-        assert!(check_metrics_by_labels(&["a".into(), "a".into()]).is_err());
-        let many: Vec<String> = (0..5).map(|i| format!("l{i}")).collect();
-        assert!(check_metrics_by_labels(&many).is_err());
     }
 }

@@ -223,7 +223,6 @@ const FIELDS: &[&str] = &[
     "host_detectors",
     "record",
     "watchdog",
-    "metrics_by_labels",
     "labels",
 ];
 
