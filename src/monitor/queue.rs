@@ -84,7 +84,11 @@ impl Monitor {
     /// Earliest pending deadline (possibly a stale or early entry, which only
     /// costs a spurious wake-up); the timer sleeps until it.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.queue.earliest().map(|ms| self.clock.instant(ms))
+        let earliest = match (self.queue.earliest(), self.next_probe_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        earliest.map(|ms| self.clock.instant(ms))
     }
 
     /// Where the silence the monitor holds against the host starts (clock
@@ -112,12 +116,20 @@ impl Monitor {
         }
     }
 
+    /// [`Monitor::due`] of the host in `slot`, but none while its probes
+    /// are out (they decide when it is `down`: see `probe`).
+    pub(super) fn due_of(&self, slot: Slot) -> Option<u64> {
+        let host = self.registry.get(slot);
+        if host.state == HostState::Late && self.probe_holds(slot) {
+            return None;
+        }
+        self.due(host)
+    }
+
     /// Queues the host's deadline if it has none queued or its true deadline
     /// is now earlier than the queued one; a later one is left to surface.
     pub(super) fn reschedule_if_earlier(&mut self, slot: Slot) {
-        let due = self
-            .due(self.registry.get(slot))
-            .map(|ms| self.queue.tick(ms));
+        let due = self.due_of(slot).map(|ms| self.queue.tick(ms));
         let host = self.registry.get_mut(slot);
         match due {
             Some(due) if host.scheduled != 0 && due >= host.scheduled => {}

@@ -34,6 +34,7 @@ pub const LIVE: &[&str] = &[
     "flap_window",
     "flap_threshold",
     "phi",
+    "probe",
     "host_detectors",
 ];
 
@@ -47,6 +48,7 @@ const DETECTION: &[&str] = &[
     "flap_window",
     "flap_threshold",
     "phi",
+    "probe",
     "host_detectors",
 ];
 
@@ -220,6 +222,7 @@ const FIELDS: &[&str] = &[
     "flap_window",
     "flap_threshold",
     "phi",
+    "probe",
     "host_detectors",
     "record",
     "watchdog",
