@@ -46,6 +46,7 @@ fn stored(i: u32) -> StoredHost {
         beats: 1000,
         losses: 0,
         legacy: false,
+        labels: Default::default(),
     }
 }
 

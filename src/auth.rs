@@ -357,14 +357,32 @@ impl KeyRing {
     /// Checks a beat's tag against these keys. `datagram` is the whole
     /// packet `beat` was decoded from. Allocation-free.
     pub fn verify(&self, datagram: &[u8], beat: &Beat<'_>) -> Result<(), VerifyError> {
-        let tag = beat.tag.ok_or(VerifyError::Unsigned)?;
+        self.verify_tag(datagram, beat.host_id, beat.tag)
+    }
+
+    /// [`KeyRing::verify`] for a label announcement: the same keys and MAC.
+    pub fn verify_announcement(
+        &self,
+        datagram: &[u8],
+        announcement: &crate::protocol::labels::Announcement<'_>,
+    ) -> Result<(), VerifyError> {
+        self.verify_tag(datagram, announcement.host_id, announcement.tag)
+    }
+
+    fn verify_tag(
+        &self,
+        datagram: &[u8],
+        host_id: &str,
+        tag: Option<Tag>,
+    ) -> Result<(), VerifyError> {
+        let tag = tag.ok_or(VerifyError::Unsigned)?;
         let key = self.get(tag.key_id).ok_or(VerifyError::UnknownKey)?;
-        if key.host.as_deref().is_some_and(|h| h != beat.host_id) {
+        if key.host.as_deref().is_some_and(|h| h != host_id) {
             return Err(VerifyError::BadMac);
         }
         // The decoder checked that a tagged packet ends with the MAC.
         let signed = &datagram[..datagram.len() - MAC_LEN];
-        let mut mac = key.mac_for(beat.host_id);
+        let mut mac = key.mac_for(host_id);
         mac.update(signed);
         mac.verify_truncated_left(&tag.mac)
             .map_err(|_| VerifyError::BadMac)
@@ -471,11 +489,36 @@ impl Signer {
             ..*beat
         };
         let len = protocol::encode(&tagged, out)?;
-        let mut mac = self.mac.clone();
-        mac.update(&out[..len - MAC_LEN]);
-        let full = mac.finalize().into_bytes();
-        out[len - MAC_LEN..].copy_from_slice(&full[..MAC_LEN]);
+        self.fill_mac(&mut out[..len]);
         Ok(len)
+    }
+
+    /// Encodes a label announcement into `out`, signed as a beat is.
+    pub fn sign_announcement(
+        &self,
+        seq: u64,
+        sent_at_micros: u64,
+        host_id: &str,
+        labels: &crate::labels::Labels,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, crate::protocol::labels::AnnounceError> {
+        let tag = Tag {
+            key_id: self.key_id,
+            mac: [0; MAC_LEN],
+        };
+        let len =
+            crate::protocol::labels::encode(seq, sent_at_micros, host_id, labels, Some(tag), out)?;
+        self.fill_mac(&mut out[..len]);
+        Ok(len)
+    }
+
+    /// Writes the MAC over every byte before the packet's last 16.
+    fn fill_mac(&self, packet: &mut [u8]) {
+        let len = packet.len();
+        let mut mac = self.mac.clone();
+        mac.update(&packet[..len - MAC_LEN]);
+        let full = mac.finalize().into_bytes();
+        packet[len - MAC_LEN..].copy_from_slice(&full[..MAC_LEN]);
     }
 }
 

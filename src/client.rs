@@ -49,6 +49,9 @@ pub enum Error {
         "host_id, legacy and boot_id_file change only at a restart (another id is another host)"
     )]
     NeedsRestart,
+    /// The labels cannot be announced (too long for one datagram).
+    #[error("labels: {0}")]
+    Labels(#[from] protocol::labels::AnnounceError),
     /// The boot id file cannot be read or holds no boot id.
     #[error("boot id file {path}: {reason}")]
     BootId {
@@ -216,6 +219,8 @@ pub struct Client {
     release_memory: bool,
     /// Set while the loop answers probes (then its beats say so).
     answerer: Option<answer::Answerer>,
+    /// Beats until the labels are announced again (0: with the next beat).
+    announce_in: u64,
 }
 
 impl Client {
@@ -257,6 +262,19 @@ impl Client {
             Some(path) => boot_id_from(path)?,
             None => boot_id(),
         };
+        // Refused at start, not at the first announcement: too many labels
+        // for one datagram.
+        protocol::labels::encode(
+            0,
+            0,
+            &host_id,
+            &config.labels,
+            signer.as_ref().map(|_| protocol::Tag {
+                key_id: 0,
+                mac: [0; protocol::MAC_LEN],
+            }),
+            &mut Vec::new(),
+        )?;
         Ok(Self {
             host_id,
             boot_id,
@@ -269,6 +287,7 @@ impl Client {
             off_path: true,
             release_memory: true,
             answerer: None,
+            announce_in: 0,
             config,
         })
     }
@@ -435,6 +454,9 @@ impl Client {
         // host, beating on.
         self.targets = fresh.targets;
         self.signer = fresh.signer;
+        if fresh.config.labels != self.config.labels {
+            self.announce_in = 0; // with the next beat
+        }
         self.config = fresh.config;
         Ok(())
     }
@@ -537,6 +559,55 @@ impl Client {
                         tracing::warn!(server = %target.host, port = target.port, suppressed, "cannot send beat: {e}");
                     }
                 }
+            }
+        }
+        if !self.config.legacy && !goodbye && answer.is_none() {
+            self.announce();
+        }
+    }
+
+    /// Announces the labels after a beat when due: at start, after a
+    /// change, and every `REFRESH_BEATS` beats (a client without labels
+    /// announces the empty set at start and on a change only, so a
+    /// server's stale labels are cleared without a steady extra datagram).
+    fn announce(&mut self) {
+        if self.announce_in > 0 {
+            self.announce_in -= 1;
+            return;
+        }
+        self.announce_in = if self.config.labels.is_empty() {
+            u64::MAX
+        } else {
+            protocol::labels::REFRESH_BEATS - 1
+        };
+        let seq = self.seq.wrapping_sub(1); // the beat just sent
+        let sent_at = unix_micros(SystemTime::now());
+        let mut packet = Vec::with_capacity(protocol::labels::MAX_LEN);
+        let encoded = match &self.signer {
+            Some(signer) => signer.sign_announcement(
+                seq,
+                sent_at,
+                &self.host_id,
+                &self.config.labels,
+                &mut packet,
+            ),
+            None => protocol::labels::encode(
+                seq,
+                sent_at,
+                &self.host_id,
+                &self.config.labels,
+                None,
+                &mut packet,
+            ),
+        };
+        if encoded.is_err() {
+            return; // checked at start
+        }
+        // Failures are the beat's to log: the announcement goes where the
+        // beat just went.
+        for target in &mut self.targets {
+            if let Err(e) = send(target, &mut self.sockets, &packet) {
+                tracing::debug!(server = %target.host, "cannot send label announcement: {e}");
             }
         }
     }
@@ -1008,10 +1079,19 @@ Anonymous:             8 kB
             waits += 1;
             waits == 3 // three beats, then stop
         });
-        let mut buf = [0; protocol::MAX_PACKET_LEN];
+        let mut buf = [0; protocol::labels::MAX_LEN];
         let mut seqs = Vec::new();
+        // The label announcement (at start, even of no labels) follows the
+        // first beat.
+        let mut announced = 0;
         for goodbye in [false, false, false, true] {
-            let len = receiver.recv(&mut buf).expect("a beat arrives");
+            let mut len = receiver.recv(&mut buf).expect("a beat arrives");
+            if protocol::labels::is_announcement(&buf[..len]) {
+                let a = protocol::labels::decode(&buf[..len]).expect("announcement");
+                assert_eq!((a.host_id, a.seq), ("unit", seqs[0]));
+                announced += 1;
+                len = receiver.recv(&mut buf).expect("a beat arrives");
+            }
             let Ok(protocol::Packet::V1(beat)) = protocol::decode(&buf[..len]) else {
                 panic!("not a v1 beat: {:?}", &buf[..len]);
             };
@@ -1020,6 +1100,7 @@ Anonymous:             8 kB
             seqs.push(beat.seq);
         }
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+        assert_eq!(announced, 1, "no labels: announced once, at start");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod detection;
 pub mod email;
 pub mod env;
 pub mod groups;
+pub mod label_rules;
 pub mod preset;
 pub mod probe;
 pub mod redact;
@@ -298,6 +299,11 @@ pub struct ServerConfig {
     /// `down` host or group are `unreachable`, not paged; see
     /// docs/GROUPS.md. Takes effect at a restart. Default: none.
     pub dependencies: Vec<groups::DependencyConfig>,
+    /// Labels the server gives hosts by rule (`[[server.labels]]`: `hosts`,
+    /// `labels`, `networks` select as a sink does; `set` is what they get).
+    /// A rule wins over the client's own label of the same name; a later
+    /// rule over an earlier one. Applies live on reload. Default: none.
+    pub labels: Vec<label_rules::LabelRuleConfig>,
 }
 
 impl Default for ServerConfig {
@@ -332,6 +338,7 @@ impl Default for ServerConfig {
             watchdog: Default::default(),
             groups: Vec::new(),
             dependencies: Vec::new(),
+            labels: Vec::new(),
         }
     }
 }
@@ -423,6 +430,7 @@ impl ServerConfig {
             monitor,
             sinks,
             topology,
+            label_rules: label_rules::compile(&self.labels)?,
         })
     }
 
@@ -444,6 +452,7 @@ pub struct ValidServerConfig {
     monitor: crate::monitor::Settings,
     sinks: sinks::CheckedSinks,
     topology: crate::monitor::groups::Spec,
+    label_rules: Vec<crate::monitor::LabelRule>,
 }
 
 impl ValidServerConfig {
@@ -461,6 +470,11 @@ impl ValidServerConfig {
     /// selectors, URLs), for the sinks to take as it is.
     pub fn checked_sinks(&self) -> &sinks::CheckedSinks {
         &self.sinks
+    }
+
+    /// The server's label rules, compiled.
+    pub fn label_rules(&self) -> &[crate::monitor::LabelRule] {
+        &self.label_rules
     }
 }
 
@@ -506,6 +520,11 @@ pub struct ClientConfig {
     /// unnoticed; give it one written at each container start, e.g. `cat
     /// /proc/sys/kernel/random/uuid > /run/lubdub/boot_id`.
     pub boot_id_file: Option<PathBuf>,
+    /// This host's labels (`{ team = "web", role = "frontend" }`; in
+    /// `LUBDUB_LABELS` as `team=web,role=frontend`): they travel with the
+    /// host into the API, events and alerts. Names follow Prometheus'
+    /// rules; at most 16, values at most 128 bytes. Default: none.
+    pub labels: crate::labels::Labels,
 }
 
 impl Default for ClientConfig {
@@ -519,6 +538,7 @@ impl Default for ClientConfig {
             key_file: None,
             key_id: None,
             boot_id_file: None,
+            labels: crate::labels::Labels::new(),
         }
     }
 }

@@ -173,11 +173,28 @@ impl fmt::Display for Labels {
 }
 
 impl<'de> Deserialize<'de> for Labels {
-    /// A table of strings (`labels = { team = "web" }`), checked as it is
-    /// read so a bad config is refused with the label's name.
+    /// A table of strings (`labels = { team = "web" }`), or the list form
+    /// as one string (`"team=web,role=fe"`, as `LUBDUB_LABELS` gives it),
+    /// checked as it is read so a bad config is refused with the label's
+    /// name.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let map = BTreeMap::<String, String>::deserialize(deserializer)?;
-        Labels::from_pairs(map).map_err(serde::de::Error::custom)
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = Labels;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of labels or \"name=value,...\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Labels, E> {
+                Labels::parse_list(text).map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Labels, A::Error> {
+                let map = BTreeMap::<String, String>::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Labels::from_pairs(map).map_err(serde::de::Error::custom)
+            }
+        }
+        deserializer.deserialize_any(Either)
     }
 }
 
@@ -249,5 +266,8 @@ mod tests {
         let err = toml::from_str::<BTreeMap<String, Labels>>("l = { \"bad-name\" = \"x\" }")
             .expect_err("bad name");
         assert!(err.to_string().contains("bad-name"), "{err}");
+        let text: BTreeMap<String, Labels> =
+            toml::from_str("l = \"team=web,role=fe\"").expect("list form");
+        assert_eq!(text["l"].to_string(), "role=fe,team=web");
     }
 }

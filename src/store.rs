@@ -24,6 +24,7 @@
 
 mod dry_run;
 
+use crate::labels::Labels;
 use crate::monitor::{Event, EventKind, HostState};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -158,6 +159,9 @@ pub struct StoredHost {
     pub losses: u64,
     /// Known only from the seed's `Thump!`.
     pub legacy: bool,
+    /// The labels its client declared (the server's rules are applied
+    /// again at restore, so a changed rule takes effect).
+    pub labels: Labels,
 }
 
 /// One checkpoint: what changed since the previous one.
@@ -602,6 +606,12 @@ impl Store {
                     legacy: host.legacy,
                 };
                 buf = postcard::to_extend(&record, buf).map_err(encode_error)?;
+                // Labels follow the record (a store from before labels has
+                // none there, and reads as a host without labels).
+                if !host.labels.is_empty() {
+                    let pairs: Vec<(&str, &str)> = host.labels.iter().collect();
+                    buf = postcard::to_extend(&pairs, buf).map_err(encode_error)?;
+                }
                 hosts.insert(&*host.id, buf.as_slice())?;
             }
         }
@@ -641,7 +651,14 @@ fn encode_error(e: postcard::Error) -> redb::Error {
 }
 
 fn decode_host(id: &str, bytes: &[u8]) -> Result<StoredHost, String> {
-    let record: HostRecord<'_> = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let (record, rest): (HostRecord<'_>, _) =
+        postcard::take_from_bytes(bytes).map_err(|e| e.to_string())?;
+    let labels = if rest.is_empty() {
+        Labels::new()
+    } else {
+        let pairs: Vec<(&str, &str)> = postcard::from_bytes(rest).map_err(|e| e.to_string())?;
+        Labels::from_pairs(pairs).map_err(|e| e.to_string())?
+    };
     let state = HostState::ALL
         .into_iter()
         .find(|s| s.as_str() == record.state)
@@ -658,6 +675,7 @@ fn decode_host(id: &str, bytes: &[u8]) -> Result<StoredHost, String> {
         beats: record.beats,
         losses: record.losses,
         legacy: record.legacy,
+        labels,
     })
 }
 
@@ -685,6 +703,7 @@ fn decode_event(id: u64, bytes: &[u8]) -> Result<Event, String> {
         // Not stored either (history, not a page): a restored `down` no
         // longer lists the hosts unreachable behind it.
         context: None,
+        labels: Default::default(),
     })
 }
 
@@ -705,6 +724,12 @@ mod tests {
             beats: u64::from(i) * 3,
             losses: 1,
             legacy: i % 2 == 0,
+            // Half with labels: both record forms round-trip.
+            labels: if i % 2 == 1 {
+                Labels::parse_list(&format!("team=t{i},role=r")).expect("labels")
+            } else {
+                Labels::new()
+            },
         }
     }
 

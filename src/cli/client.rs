@@ -46,6 +46,17 @@ pub struct ClientArgs {
     /// give a container its own).
     #[arg(long, value_name = "FILE")]
     boot_id_file: Option<PathBuf>,
+    /// A label of this host, NAME=VALUE (repeatable; replaces the config
+    /// file's and `LUBDUB_LABELS`' labels of the same name).
+    #[arg(long = "label", value_name = "NAME=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (name, value) = lubdub::labels::parse_pair(text).map_err(|e| e.to_string())?;
+    lubdub::labels::check_name(&name).map_err(|e| e.to_string())?;
+    lubdub::labels::check_value(&name, &value).map_err(|e| e.to_string())?;
+    Ok((name, value))
 }
 
 impl ClientArgs {
@@ -63,6 +74,13 @@ impl ClientArgs {
         config.key_file = self.key_file.or(config.key_file);
         config.key_id = self.key_id.or(config.key_id);
         config.boot_id_file = self.boot_id_file.or(config.boot_id_file);
+        if !self.labels.is_empty() {
+            let flags = lubdub::labels::Labels::from_pairs(self.labels)?;
+            config.labels = config.labels.overlaid(&flags);
+            if config.labels.len() > lubdub::labels::MAX_LABELS {
+                anyhow::bail!("{}", lubdub::labels::LabelError::TooMany);
+            }
+        }
         config.validate()?;
         Ok(config)
     }

@@ -87,6 +87,9 @@ pub struct ExecConfig {
     /// Host id globs (`web-*`, `db-?.eu`); an event matches if its host
     /// matches any. Empty (the default): every host.
     pub hosts: Vec<String>,
+    /// Labels the host must all carry (`{ team = "web" }`). Empty (the
+    /// default): any.
+    pub labels: crate::labels::Labels,
     /// A run still going after this long is killed (and counted failed).
     /// Default: 30s.
     #[serde(with = "humantime_serde")]
@@ -106,6 +109,7 @@ impl Default for ExecConfig {
             command: Vec::new(),
             events: default_events(),
             hosts: Vec::new(),
+            labels: Default::default(),
             timeout: Duration::from_secs(30),
             concurrency: 4,
             queue: 1000,
@@ -178,6 +182,9 @@ pub struct WebhookConfig {
     pub events: Vec<String>,
     /// Host id globs; empty (the default): every host.
     pub hosts: Vec<String>,
+    /// Labels the host must all carry (`{ team = "web" }`). Empty (the
+    /// default): any.
+    pub labels: crate::labels::Labels,
     /// Events per request. 1 (the default): the body is one event object.
     /// More: the body is a JSON array of the events that queued up while the
     /// previous request was in flight, at most this many.
@@ -229,6 +236,7 @@ impl Default for WebhookConfig {
             repeat: None,
             events: default_events(),
             hosts: Vec::new(),
+            labels: Default::default(),
             max_batch: 1,
             timeout: Duration::from_secs(10),
             retries: 5,
@@ -254,6 +262,9 @@ pub struct AlertmanagerConfig {
     pub urls: Vec<String>,
     /// Host id globs; empty (the default): every host.
     pub hosts: Vec<String>,
+    /// Labels the host must all carry (`{ team = "web" }`; `labels` is
+    /// this sink's static alert labels). Empty (the default): any.
+    pub match_labels: crate::labels::Labels,
     /// Static labels added to every alert (`severity = "page"`). They
     /// identify the alert, so give every lubdub server the same ones.
     /// `alertname` and `host` are lubdub's. Default: none.
@@ -284,6 +295,7 @@ impl Default for AlertmanagerConfig {
             name: None,
             urls: Vec::new(),
             hosts: Vec::new(),
+            match_labels: Default::default(),
             labels: BTreeMap::new(),
             external_url: None,
             resend: Duration::from_secs(60),

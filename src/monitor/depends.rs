@@ -294,6 +294,7 @@ impl Monitor {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             silent_for: Duration::ZERO,
             silent_at_least: None,
+            labels: Default::default(),
             state: kind.state_after(),
             flapping: false,
             fleet: self.registry.len(),

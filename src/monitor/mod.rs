@@ -338,6 +338,7 @@ impl Monitor {
             state: host.state,
             flapping: host.flap.flapping,
             fleet: self.registry.len(),
+            labels: self.labels_arc(slot).clone(),
             context: self.context_of(slot),
         }
     }

@@ -213,6 +213,9 @@ pub struct Event {
     /// behind a `down`, a group's missing members); `None` for hosts in
     /// no group and no dependency.
     pub context: Option<Arc<super::context::Context>>,
+    /// The host's effective labels at the time (shared with the monitor's
+    /// label table: no copy per event).
+    pub labels: Arc<crate::labels::Labels>,
 }
 
 impl fmt::Display for Event {

@@ -92,6 +92,7 @@ pub fn event(kind: EventKind, host: &str) -> Event {
         flapping: false,
         fleet: 1,
         context: None,
+        labels: Default::default(),
     }
 }
 

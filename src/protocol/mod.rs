@@ -9,6 +9,8 @@ pub mod probe;
 
 use std::fmt;
 
+pub mod labels;
+
 /// The four bytes every v1 packet starts with: ASCII `LBDB`.
 pub const MAGIC: [u8; 4] = *b"LBDB";
 /// The protocol version this module speaks.

@@ -14,9 +14,7 @@
 //! none is held across an `.await`.
 
 use super::events::EventLog;
-use crate::monitor::{
-    Event, Monitor, Observation, Observed, Outcome, Slot, UnknownHost, registry::Registry,
-};
+use crate::monitor::{Event, Monitor, Observation, Observed, Outcome, Slot, UnknownHost};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
@@ -174,6 +172,22 @@ impl Fleet {
         self.wake.notify_one();
     }
 
+    /// A client's label announcement (see [`Monitor::declare_labels`]).
+    pub fn declare_labels(
+        &self,
+        host_id: &str,
+        labels: &crate::labels::Labels,
+        seq: u64,
+    ) -> crate::monitor::Declared {
+        self.lock().declare_labels(host_id, labels, seq)
+    }
+
+    /// Replaces the server's label rules (a reload; see
+    /// [`Monitor::set_label_rules`]).
+    pub fn set_label_rules(&self, rules: Vec<crate::monitor::LabelRule>) {
+        self.lock().set_label_rules(rules);
+    }
+
     /// A new subscription to the events and the id of the first event it
     /// will receive, taken together under the lock (events are published
     /// only under it): a sink replaced by a reload hands over at exactly
@@ -233,7 +247,7 @@ impl Fleet {
         &self,
         slots: &[Slot],
         chunk: usize,
-        f: impl Fn(&Registry, Slot) -> T,
+        f: impl Fn(&Monitor, Slot) -> T,
     ) -> Vec<T> {
         let mut copies = Vec::with_capacity(slots.len());
         for part in slots.chunks(chunk.max(1)) {
@@ -243,7 +257,7 @@ impl Fleet {
             copies.extend(
                 part.iter()
                     .filter(|&&slot| registry.try_get(slot).is_some())
-                    .map(|&slot| f(registry, slot)),
+                    .map(|&slot| f(&monitor, slot)),
             );
         }
         copies

@@ -123,6 +123,33 @@ impl Guard {
     }
 }
 
+impl Guard {
+    /// Admits or refuses a label announcement as a beat would be: with
+    /// keys, a valid MAC and a send time within `max_clock_skew`.
+    pub fn check_announcement(
+        &self,
+        datagram: &[u8],
+        announcement: &crate::protocol::labels::Announcement<'_>,
+        wall: SystemTime,
+    ) -> Result<(), DropReason> {
+        let policy = self.read();
+        let Some(keys) = &policy.keys else {
+            return Ok(());
+        };
+        keys.verify_announcement(datagram, announcement)
+            .map_err(|_| DropReason::BadMac)?;
+        let sent = SystemTime::UNIX_EPOCH + Duration::from_micros(announcement.sent_at_micros);
+        let skew = match wall.duration_since(sent) {
+            Ok(behind) => behind,
+            Err(ahead) => ahead.duration(),
+        };
+        if skew > policy.max_clock_skew {
+            return Err(DropReason::ClockSkew);
+        }
+        Ok(())
+    }
+}
+
 impl Policy {
     /// The policy of `config`, reading its key file if it names one.
     pub fn new(config: &ServerConfig) -> Result<Policy, crate::auth::Error> {

@@ -195,11 +195,22 @@ impl Ingest {
         let mut admitted: [Option<(Packet<'_>, SocketAddr)>; BATCH] = [None; BATCH];
         // Once per batch: a reload may replace the policy in between.
         let policy = self.guard.read();
-        for (slot, datagram) in admitted.iter_mut().zip(batch.iter()) {
+        // Label announcements in this batch, handled after its beats.
+        let mut announcements = [false; BATCH];
+        for ((slot, datagram), announce) in admitted
+            .iter_mut()
+            .zip(batch.iter())
+            .zip(&mut announcements)
+        {
             let checked = if datagram.truncated {
                 Err(DropReason::Malformed)
             } else {
                 protocol::decode(datagram.bytes)
+                    .inspect_err(|e| {
+                        // Off the beat path: only a datagram that is no beat.
+                        *announce = *e == protocol::DecodeError::BadMagic
+                            && protocol::labels::is_announcement(datagram.bytes);
+                    })
                     .map_err(DropReason::of)
                     .and_then(|packet| {
                         policy
@@ -217,6 +228,7 @@ impl Ingest {
             };
             match checked {
                 Ok(packet) => *slot = Some((packet, datagram.from)),
+                Err(_) if *announce => {}
                 Err(reason) => {
                     counts.dropped[reason as usize] += 1;
                     if let Some(suppressed) = bad_packet_log.check(std::time::Instant::now()) {
@@ -321,6 +333,18 @@ impl Ingest {
             tracing::info!(host = %moved.host, from = %moved.from, to = %moved.to, "host address changed");
         }
         let m = &self.metrics;
+        for (datagram, _) in batch.iter().zip(announcements).filter(|(_, a)| *a) {
+            let result = super::announce::apply(
+                &self.fleet,
+                &self.guard,
+                datagram.bytes,
+                datagram.from,
+                wall,
+            );
+            m.label_announcements
+                .get_or_create(&super::metrics::ResultLabel { result })
+                .inc();
+        }
         m.batches.inc();
         m.datagrams.inc_by(batch.len() as u64);
         m.beats.inc_by(counts.beats);

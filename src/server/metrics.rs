@@ -79,6 +79,15 @@ pub struct Metrics {
     pub hosts_flapping: Gauge,
     /// Probing of suspected hosts (issue 15).
     pub probe: super::probe::ProbeMetrics,
+    /// Label announcements received, by what became of them.
+    pub label_announcements: Family<ResultLabel, Counter>,
+}
+
+/// Label set for label announcements, by result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// One of `announce::RESULTS`.
+    pub result: &'static str,
 }
 
 impl Default for Metrics {
@@ -122,6 +131,16 @@ impl Default for Metrics {
             "Events handled by alert sinks, by sink and outcome \
              (sent, failed, retried, dropped)",
             sink_deliveries.clone(),
+        );
+        let label_announcements = Family::<ResultLabel, Counter>::default();
+        for result in super::announce::RESULTS {
+            let _ = label_announcements.get_or_create(&ResultLabel { result });
+        }
+        registry.register(
+            "label_announcements",
+            "Label announcements received, by result (applied, unchanged, \
+             unknown_host, stale, table_full, malformed, refused, bad_label)",
+            label_announcements.clone(),
         );
         let mass_silences = Counter::default();
         registry.register(
@@ -220,6 +239,7 @@ impl Default for Metrics {
             dropped,
             sink_deliveries,
             mass_silences,
+            label_announcements,
             pages_absorbed,
             store_healthy,
             store_checkpoints,

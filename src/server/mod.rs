@@ -14,6 +14,7 @@
 //! and last the console and the sinks, after they have printed and
 //! delivered every event.
 
+pub mod announce;
 pub mod dedicated;
 pub mod dropped;
 pub mod events;
@@ -131,6 +132,7 @@ impl Server {
         let loaded = store.load()?;
         let (now, wall) = (timer::now(), std::time::SystemTime::now());
         let mut monitor = Monitor::new(config.monitor().clone(), now, wall);
+        monitor.set_label_rules(config.label_rules().to_vec());
         // Nonces an off-path sender cannot guess (issue 15).
         let mut seed = [0u8; 8];
         if let Err(e) = getrandom::fill(&mut seed) {

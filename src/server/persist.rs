@@ -19,7 +19,7 @@ use super::fleet::Fleet;
 use super::metrics::Metrics;
 use crate::monitor::registry::boot_prefix;
 use crate::monitor::stats::BeatStats;
-use crate::monitor::{Event, EventKind, Host, HostState, MONITOR_HOST, Monitor, Registry, Slot};
+use crate::monitor::{Event, EventKind, Host, HostState, MONITOR_HOST, Monitor, Slot};
 use crate::ratelimit::RateLimit;
 use crate::store::{Batch, Loaded, Store, StoredHost};
 use std::collections::VecDeque;
@@ -135,7 +135,8 @@ pub fn restore(
         host.beats = u32::try_from(stored.beats).unwrap_or(u32::MAX);
         host.losses = u32::try_from(stored.losses).unwrap_or(u32::MAX);
         host.set_legacy(stored.legacy);
-        monitor.restore(host, &stored.id, stored.addr, now);
+        let slot = monitor.restore(host, &stored.id, stored.addr, now);
+        monitor.restore_labels(slot, &stored.labels);
     }
     events.restore(loaded.events);
     Restored {
@@ -161,11 +162,13 @@ pub fn monitor_started(addr: SocketAddr, away: Option<Duration>, wall: SystemTim
         flapping: false,
         fleet: 0,
         context: None,
+        labels: Default::default(),
     }
 }
 
 /// Copies the registry's view of the host in `slot` for the store.
-pub fn snapshot(registry: &Registry, slot: Slot) -> StoredHost {
+pub fn snapshot(monitor: &Monitor, slot: Slot) -> StoredHost {
+    let registry = monitor.registry();
     let host = registry.get(slot);
     let mut boot_id = [0; 16];
     boot_id[..4].copy_from_slice(&host.boot.to_be_bytes());
@@ -181,6 +184,7 @@ pub fn snapshot(registry: &Registry, slot: Slot) -> StoredHost {
         beats: u64::from(host.beats),
         losses: u64::from(host.losses),
         legacy: host.legacy(),
+        labels: monitor.declared_labels_of(slot).clone(),
     }
 }
 
@@ -464,6 +468,7 @@ mod tests {
             beats: 42,
             losses: 1,
             legacy: false,
+            labels: Default::default(),
         }
     }
 
@@ -618,9 +623,9 @@ mod tests {
         for seq in seqs {
             core.observe(&run_beat(seq), now, SystemTime::now(), &mut out);
         }
-        let registry = core.registry();
+        let slot = core.registry().find("a").expect("known");
         let loaded = Loaded {
-            hosts: vec![snapshot(registry, registry.find("a").expect("known"))],
+            hosts: vec![snapshot(&core, slot)],
             events: Vec::new(),
             alive: None,
         };

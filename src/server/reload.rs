@@ -126,6 +126,9 @@ impl Reloader {
             self.fleet
                 .replace_settings(new.monitor().clone(), super::timer::now());
         }
+        if live.contains(&"labels") {
+            self.fleet.set_label_rules(new.label_rules().to_vec());
+        }
         if old_keys != new_keys {
             tracing::info!(before = ?old_keys, now = ?new_keys, "keys reloaded");
         }
@@ -198,6 +201,7 @@ const FIELDS: &[(&str, Applies)] = &[
     ("host_detectors", Applies::Detection),
     ("record", Applies::AtRestart),
     ("watchdog", Applies::AtRestart),
+    ("labels", Applies::Live),
     ("groups", Applies::AtRestart),
     ("dependencies", Applies::AtRestart),
 ];

@@ -13,6 +13,7 @@ mod email;
 mod groups;
 mod hardening;
 mod keys;
+mod labels;
 mod loadgen;
 mod metrics;
 mod mixin;

@@ -223,9 +223,11 @@ fn parse_states(list: &str) -> Result<[bool; HostState::ALL.len()], ApiError> {
 /// says otherwise; `X-Total-Count` tells how many matched before paging.
 async fn list_hosts(
     State(shared): State<Arc<Shared>>,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query?;
+    let (wanted, rest) =
+        super::label_filter::split(raw.as_deref()).map_err(ApiError::bad_request)?;
+    let Query(query) = Query::<ListQuery>::try_from_uri(&rest)?;
     let keep = query.state.as_deref().map(parse_states).transpose()?;
     let (key, descending) = match query.sort.as_deref() {
         None | Some("") => (SortKey::Id, false),
@@ -264,6 +266,7 @@ async fn list_hosts(
                 let id = registry.id(slot);
                 if keep.is_none_or(|keep| keep[host.state.index()])
                     && (needle.is_empty() || contains_lowercase(id, &needle))
+                    && (wanted.is_empty() || monitor.labels_of(slot).contains_all(&wanted))
                 {
                     let value = key.value(monitor, slot, host);
                     let start = ids.len();

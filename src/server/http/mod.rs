@@ -6,6 +6,7 @@
 pub mod api;
 pub mod dashboard;
 pub mod groups;
+pub mod label_filter;
 pub mod views;
 
 use super::exposition;

@@ -14,6 +14,8 @@ pub struct HostView {
     id: String,
     addr: String,
     state: &'static str,
+    /// Effective labels: the client's, with the server's rules applied.
+    labels: crate::labels::Labels,
     /// RFC 3339: when the host entered its current state.
     since: String,
     /// RFC 3339: when its latest beat arrived.
@@ -90,6 +92,7 @@ impl HostView {
             id: registry.id(slot).to_string(),
             addr: registry.addr(slot).to_string(),
             state: host.state.as_str(),
+            labels: monitor.labels_of(slot).clone(),
             since: rfc3339(host.since()),
             last_seen: rfc3339(host.last_seen_wall()),
             silent_seconds: monitor.silent_for(host, now).as_secs_f64(),

@@ -57,6 +57,9 @@ struct Firing {
     down_at: SystemTime,
     addr: SocketAddr,
     last_seen: SystemTime,
+    /// The host's labels when it went down: part of the alert's identity,
+    /// so the resolve carries the same ones.
+    labels: Arc<crate::labels::Labels>,
     /// Groups and dependencies: severity, hosts unreachable behind it, and
     /// for a group (`group` set) its quorum and missing members.
     context: Option<Arc<Context>>,
@@ -127,7 +130,24 @@ impl Alertmanager {
     }
 
     fn labels(&self, alertname: &str, host: Option<&str>) -> BTreeMap<String, String> {
+        self.labels_with(alertname, host, &crate::labels::Labels::new())
+    }
+
+    /// The sink's static labels, then the host's own (`team`, `site`:
+    /// Alertmanager routes on them; the host's win over the sink's), then
+    /// `alertname` and `host`, which nothing overrides.
+    fn labels_with(
+        &self,
+        alertname: &str,
+        host: Option<&str>,
+        host_labels: &crate::labels::Labels,
+    ) -> BTreeMap<String, String> {
         let mut labels = self.labels.clone();
+        labels.extend(
+            host_labels
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string())),
+        );
         labels.insert("alertname".into(), alertname.into());
         if let Some(host) = host {
             labels.insert("host".into(), host.into());
@@ -196,7 +216,7 @@ impl Alertmanager {
         annotations.insert("address".into(), firing.addr.to_string());
         annotations.insert("last_seen".into(), rfc3339(firing.last_seen));
         annotations.insert("silence".into(), silence);
-        let mut labels = self.labels("HostDown", Some(host));
+        let mut labels = self.labels_with("HostDown", Some(host), &firing.labels);
         if let Some(context) = &firing.context {
             if let Some(severity) = &context.severity {
                 labels.insert("severity".into(), severity.to_string());
@@ -364,6 +384,7 @@ impl Alertmanager {
                         down_at: e.at,
                         addr: e.addr,
                         last_seen: e.at,
+                        labels: Default::default(),
                         context: Some(Arc::new(context)),
                         group: true,
                     };
@@ -378,6 +399,7 @@ impl Alertmanager {
                 addr,
                 silent_for,
                 context,
+                labels,
                 ..
             }) => {
                 let f = Firing {
@@ -386,6 +408,7 @@ impl Alertmanager {
                     last_seen: at.checked_sub(silent_for).unwrap_or(at),
                     context,
                     group: false,
+                    labels,
                 };
                 alerts.push(self.host_alert(&host, &f, now, now + self.lease));
                 firing.insert(host, f);

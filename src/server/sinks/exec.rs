@@ -70,6 +70,26 @@ impl Exec {
     }
 }
 
+/// The host's labels as `LUBDUB_LABEL_<NAME>` (the name upper-cased:
+/// label names are `[a-zA-Z_][a-zA-Z0-9_]*`, so every one is a valid
+/// variable name; `team` and `TEAM` would both be `LUBDUB_LABEL_TEAM`,
+/// and the later in name order wins).
+pub fn label_environment(event: &SinkEvent) -> Vec<(String, String)> {
+    match event {
+        SinkEvent::Host(e) | SinkEvent::Reminder(e) => e
+            .labels
+            .iter()
+            .map(|(n, v)| {
+                (
+                    format!("LUBDUB_LABEL_{}", n.to_ascii_uppercase()),
+                    v.to_string(),
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The environment a hook sees for `event`.
 pub fn environment(event: &SinkEvent) -> Vec<(&'static str, String)> {
     let payload = event.payload();
@@ -152,6 +172,7 @@ async fn run_one(
     let spawned = spawned
         .args(&command[1..])
         .envs(environment(event))
+        .envs(label_environment(event))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -189,6 +189,7 @@ impl SinkEvent {
             at,
             event_id: None,
             host: None,
+            labels: None,
             addr: None,
             silent_seconds: None,
             silent_seconds_at_least: None,
@@ -221,6 +222,7 @@ impl SinkEvent {
             SinkEvent::Host(e) | SinkEvent::Reminder(e) => Payload {
                 event_id: Some(e.id),
                 host: Some(e.host.to_string()),
+                labels: Some((*e.labels).clone()),
                 addr: Some(e.addr.to_string()),
                 silent_seconds: Some(e.silent_for.as_secs_f64()),
                 silent_seconds_at_least: e.silent_at_least.map(|d| d.as_secs_f64()),
@@ -254,6 +256,9 @@ pub struct Payload {
     /// Host id (host events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The host's labels, `{}` when it has none (host events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<crate::labels::Labels>,
     /// Host address `ip:port` (host events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,
@@ -300,6 +305,8 @@ pub struct Filter {
     kinds: Option<Vec<String>>,
     /// The hosts whose events it takes (by id: events carry no more).
     hosts: Selector,
+    /// Labels the host must carry; empty: any.
+    labels: crate::labels::Labels,
 }
 
 impl Filter {
@@ -309,7 +316,16 @@ impl Filter {
         Self {
             kinds: kinds.map(<[String]>::to_vec),
             hosts,
+            labels: crate::labels::Labels::new(),
         }
+    }
+
+    /// This filter, taking only hosts that carry every label of `labels`.
+    /// A mass silence (no labels of its own) still passes: a page for many
+    /// hosts is never lost to a label filter.
+    pub fn with_labels(mut self, labels: &crate::labels::Labels) -> Self {
+        self.labels = labels.clone();
+        self
     }
 
     /// True when the sink takes events of host `id` (its hosts only).
@@ -324,6 +340,11 @@ impl Filter {
         if let Some(kinds) = &self.kinds
             && !matches!(event, SinkEvent::Test(_) | SinkEvent::Digest(_))
             && !kinds.iter().any(|k| k == kind)
+        {
+            return false;
+        }
+        if let SinkEvent::Host(e) | SinkEvent::Reminder(e) = event
+            && !e.labels.contains_all(&self.labels)
         {
             return false;
         }
@@ -492,7 +513,8 @@ impl Sinks {
         };
         for (sink, checked) in sinks.exec.iter().zip(&checked.exec) {
             let name = checked.name.clone();
-            let filter = Filter::new(Some(&sink.events), checked.hosts.clone());
+            let filter =
+                Filter::new(Some(&sink.events), checked.hosts.clone()).with_labels(&sink.labels);
             let (rx, outcomes) = route(name.clone(), "exec", None, filter, sink.queue, None);
             workers.push(tokio::spawn(exec::Exec::new(name, sink, outcomes).run(rx)));
         }
@@ -500,6 +522,7 @@ impl Sinks {
             let name = checked.name.clone();
             let (filter, shaper) =
                 shaped(&sink.events, &checked.hosts, sink.group_wait, sink.repeat);
+            let filter = filter.with_labels(&sink.labels);
             let preset = sink.preset.map(presets::Preset::as_str);
             let (rx, outcomes) = route(name.clone(), "webhook", preset, filter, sink.queue, shaper);
             let webhook = webhook::Webhook::new(name, sink, outcomes)?;
@@ -511,7 +534,8 @@ impl Sinks {
             let name = checked.sink.name.clone();
             // Alertmanager tracks each host's latest event, so it takes
             // every kind; only the host filter applies.
-            let filter = Filter::new(None, checked.sink.hosts.clone());
+            let filter =
+                Filter::new(None, checked.sink.hosts.clone()).with_labels(&sink.match_labels);
             let already_down = down_at_start
                 .iter()
                 .filter(|e| filter.matches(&SinkEvent::Host((*e).clone())))
@@ -951,6 +975,23 @@ mod tests {
     }
 
     #[test]
+    fn filters_on_labels() {
+        let labels = |text| crate::labels::Labels::parse_list(text).expect("labels");
+        let web = Filter::new(None, Selector::everything()).with_labels(&labels("team=web"));
+        let labelled = |text| match host_event(EventKind::Down, "h") {
+            SinkEvent::Host(e) => SinkEvent::Host(Event {
+                labels: Arc::new(labels(text)),
+                ..e
+            }),
+            other => other,
+        };
+        assert!(web.matches(&labelled("team=web,role=fe")));
+        assert!(!web.matches(&labelled("team=db")));
+        assert!(!web.matches(&labelled("")));
+        assert!(Filter::new(None, Selector::everything()).matches(&labelled("team=db")));
+    }
+
+    #[test]
     fn payload_of_a_host_event() {
         let json =
             serde_json::to_value(host_event(EventKind::Down, "web-1").payload()).expect("json");
@@ -961,6 +1002,7 @@ mod tests {
                 "at": "2023-11-14T22:13:20.000Z",
                 "event_id": 7,
                 "host": "web-1",
+                "labels": {},
                 "addr": "192.0.2.1:4000",
                 "silent_seconds": 1.5,
                 "last_seen": "2023-11-14T22:13:18.500Z",

@@ -194,6 +194,9 @@ pub fn text(event: &SinkEvent, dashboard: Option<&str>) -> String {
     let mut details = |e: &Event| {
         let last_seen = e.at.checked_sub(e.silent_for).unwrap_or(e.at);
         lines.push(format!("host: {}", e.host));
+        if !e.labels.is_empty() {
+            lines.push(format!("labels: {}", e.labels));
+        }
         lines.push(format!("address: {}", e.addr));
         lines.push(format!("silence: {}", silence_of(e)));
         if e.silent_at_least.is_some() {
@@ -253,6 +256,7 @@ pub fn sample(kind: &str) -> SinkEvent {
         flapping: false,
         fleet: 30,
         context: None,
+        labels: Default::default(),
     };
     match kind {
         "mass-silence" => SinkEvent::MassSilence(Arc::new(MassSilence {

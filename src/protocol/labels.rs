@@ -1,0 +1,260 @@
+//! The label announcement: a datagram of its own (magic `LBDL`) in which a
+//! client tells its servers its labels. Beats stay as small as they are;
+//! a client sends an announcement right after a beat at start, on a
+//! change (reload), and again every [`REFRESH_BEATS`] beats, so a server
+//! that lost them (a new server, a lost datagram) learns them again.
+//!
+//! It is signed like a beat (same key, same 20-byte tag, the MAC over every
+//! byte before it; the magic differs, so a beat's MAC never verifies as an
+//! announcement's) and carries the sequence number of the beat it follows:
+//! with keys the server refuses one older than the host's newest beat, so
+//! a replayed announcement cannot undo a change. Documented in
+//! `docs/PROTOCOL.md` ("Label announcement").
+
+use super::{DecodeError, MAX_HOST_ID_LEN, TAG_LEN, Tag, array, check_host_id, flags};
+use crate::labels::{LabelError, Labels, MAX_LABELS};
+
+/// The four bytes an announcement starts with: ASCII `LBDL`.
+pub const MAGIC: [u8; 4] = *b"LBDL";
+/// Bytes before the host id: magic, version, flags, seq, sent at, host id
+/// length.
+pub const HEADER_LEN: usize = 23;
+/// Longest announcement: it must fit the server's receive buffer whole.
+pub const MAX_LEN: usize = 512;
+/// A client announces its labels again after this many beats.
+pub const REFRESH_BEATS: u64 = 30;
+
+/// One decoded announcement, borrowing from the datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Announcement<'a> {
+    /// Flag bits (only `TAGGED` means anything here).
+    pub flags: u8,
+    /// Sequence number of the beat it follows.
+    pub seq: u64,
+    /// Client's wall clock when sending, microseconds since the Unix epoch.
+    pub sent_at_micros: u64,
+    /// The host's id.
+    pub host_id: &'a str,
+    /// The label block: a count, then each name and value with a length
+    /// byte before it (checked by [`decode`]).
+    block: &'a [u8],
+    /// Authentication tag, present when `TAGGED` is set.
+    pub tag: Option<Tag>,
+}
+
+/// Why an announcement could not be built or read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AnnounceError {
+    /// The datagram's structure is wrong.
+    #[error("{0}")]
+    Decode(DecodeError),
+    /// A label is invalid (decoded ones are checked as the client's are).
+    #[error("{0}")]
+    Label(#[from] LabelError),
+    /// The host id and labels do not fit one datagram.
+    #[error(
+        "host id and labels take {0} bytes in the label announcement, at most {MAX_LEN} fit one datagram"
+    )]
+    TooLong(usize),
+    /// The host id is empty, too long or holds a forbidden character.
+    #[error("bad host id")]
+    HostId,
+}
+
+impl<'a> Announcement<'a> {
+    /// The labels announced, checked (names, values, count).
+    pub fn labels(&self) -> Result<Labels, AnnounceError> {
+        let mut pairs = Vec::new();
+        let mut rest = &self.block[1..];
+        for _ in 0..self.block[0] {
+            let (name, after) =
+                field(rest).ok_or(AnnounceError::Decode(DecodeError::LengthMismatch))?;
+            let (value, after) =
+                field(after).ok_or(AnnounceError::Decode(DecodeError::LengthMismatch))?;
+            let text = |b| {
+                std::str::from_utf8(b)
+                    .map_err(|_| LabelError::BadName(String::from_utf8_lossy(b).into()))
+            };
+            pairs.push((text(name)?, text(value)?));
+            rest = after;
+        }
+        Ok(Labels::from_pairs(pairs)?)
+    }
+}
+
+/// One length-prefixed field and what follows it.
+fn field(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&len, rest) = bytes.split_first()?;
+    (rest.len() >= usize::from(len)).then(|| rest.split_at(usize::from(len)))
+}
+
+/// True when `datagram` starts like an announcement.
+pub fn is_announcement(datagram: &[u8]) -> bool {
+    datagram.starts_with(&MAGIC)
+}
+
+/// Decodes one announcement. Never panics; checks the structure (the
+/// label block's lengths add up), not the labels' text (see
+/// [`Announcement::labels`]).
+pub fn decode(datagram: &[u8]) -> Result<Announcement<'_>, DecodeError> {
+    if datagram.len() < HEADER_LEN {
+        return Err(DecodeError::TooShort);
+    }
+    let (header, rest) = datagram.split_at(HEADER_LEN);
+    if header[..4] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    if header[4] != super::VERSION {
+        return Err(DecodeError::UnsupportedVersion(header[4]));
+    }
+    let flag_bits = header[5];
+    let id_len = usize::from(header[22]);
+    if id_len == 0 {
+        return Err(DecodeError::EmptyHostId);
+    }
+    let tag_len = if flag_bits & flags::TAGGED != 0 {
+        TAG_LEN
+    } else {
+        0
+    };
+    if rest.len() < id_len + 1 + tag_len {
+        return Err(DecodeError::LengthMismatch);
+    }
+    let (host_id, rest) = rest.split_at(id_len);
+    let (block, tag_bytes) = rest.split_at(rest.len() - tag_len);
+    // The block must be exactly its count of name/value pairs.
+    let count = block[0];
+    if usize::from(count) > MAX_LABELS {
+        return Err(DecodeError::LengthMismatch);
+    }
+    let mut walk = &block[1..];
+    for _ in 0..count * 2 {
+        walk = field(walk).ok_or(DecodeError::LengthMismatch)?.1;
+    }
+    if !walk.is_empty() {
+        return Err(DecodeError::LengthMismatch);
+    }
+    let host_id = std::str::from_utf8(host_id).map_err(|_| DecodeError::HostIdNotUtf8)?;
+    check_host_id(host_id).map_err(|_| DecodeError::HostIdForbiddenChar)?;
+    let tag = (tag_len != 0).then(|| Tag {
+        key_id: u32::from_be_bytes(array(&tag_bytes[..4])),
+        mac: array(&tag_bytes[4..]),
+    });
+    Ok(Announcement {
+        flags: flag_bits,
+        seq: u64::from_be_bytes(array(&header[6..14])),
+        sent_at_micros: u64::from_be_bytes(array(&header[14..22])),
+        host_id,
+        block,
+        tag,
+    })
+}
+
+/// Encodes an announcement of `labels` into `out` (cleared first), with a
+/// zeroed tag when `tag` is given (signing fills the MAC in, as for beats).
+pub fn encode(
+    seq: u64,
+    sent_at_micros: u64,
+    host_id: &str,
+    labels: &Labels,
+    tag: Option<Tag>,
+    out: &mut Vec<u8>,
+) -> Result<usize, AnnounceError> {
+    let id = host_id.as_bytes();
+    if id.is_empty() || id.len() > MAX_HOST_ID_LEN || check_host_id(host_id).is_err() {
+        return Err(AnnounceError::HostId);
+    }
+    out.clear();
+    out.extend_from_slice(&MAGIC);
+    out.push(super::VERSION);
+    out.push(if tag.is_some() { flags::TAGGED } else { 0 });
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&sent_at_micros.to_be_bytes());
+    out.push(id.len() as u8); // checked above
+    out.extend_from_slice(id);
+    // Labels are checked on the way in: at most 16, names of 64 bytes,
+    // values of 128, so every count and length fits its byte.
+    out.push(labels.len() as u8);
+    for (name, value) in labels.iter() {
+        out.push(name.len() as u8);
+        out.extend_from_slice(name.as_bytes());
+        out.push(value.len() as u8);
+        out.extend_from_slice(value.as_bytes());
+    }
+    if let Some(tag) = tag {
+        out.extend_from_slice(&tag.key_id.to_be_bytes());
+        out.extend_from_slice(&tag.mac);
+    }
+    if out.len() > MAX_LEN {
+        return Err(AnnounceError::TooLong(out.len()));
+    }
+    Ok(out.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(text: &str) -> Labels {
+        Labels::parse_list(text).expect("labels")
+    }
+
+    #[test]
+    fn round_trips_plain_and_tagged() {
+        let mut out = Vec::new();
+        let set = labels("team=web,role=frontend");
+        encode(7, 99, "web-1", &set, None, &mut out).expect("encode");
+        assert!(is_announcement(&out));
+        let got = decode(&out).expect("decode");
+        assert_eq!((got.seq, got.sent_at_micros, got.host_id), (7, 99, "web-1"));
+        assert_eq!(got.labels().expect("labels"), set);
+        assert_eq!(got.tag, None);
+        let tag = Tag {
+            key_id: 3,
+            mac: [9; 16],
+        };
+        encode(8, 99, "web-1", &Labels::new(), Some(tag), &mut out).expect("encode");
+        let got = decode(&out).expect("decode");
+        assert_eq!(got.tag, Some(tag));
+        assert!(got.labels().expect("labels").is_empty());
+    }
+
+    #[test]
+    fn every_truncation_and_extension_is_refused_without_panic() {
+        let mut out = Vec::new();
+        encode(1, 2, "h", &labels("a=1,bb=22"), None, &mut out).expect("encode");
+        for len in 0..out.len() {
+            assert!(decode(&out[..len]).is_err(), "cut at {len}");
+        }
+        let mut longer = out.clone();
+        longer.push(0);
+        assert_eq!(decode(&longer), Err(DecodeError::LengthMismatch));
+        // Arbitrary bytes after the magic: an error, never a panic.
+        for byte in 0..=255u8 {
+            let mut junk = out.clone();
+            for at in 4..junk.len() {
+                junk[at] = byte;
+                let _ = decode(&junk).map(|a| a.labels());
+            }
+        }
+    }
+
+    #[test]
+    fn bad_labels_and_oversize_are_refused() {
+        let mut out = Vec::new();
+        encode(1, 2, "h", &labels("team=web"), None, &mut out).expect("encode");
+        let at = out.iter().position(|&b| b == b't').expect("name");
+        out[at] = b'-';
+        assert!(matches!(
+            decode(&out).expect("structure").labels(),
+            Err(AnnounceError::Label(_))
+        ));
+        let big: Vec<String> = (0..4)
+            .map(|i| format!("l{i}={}", "v".repeat(120)))
+            .collect();
+        assert!(matches!(
+            encode(1, 2, "h", &labels(&big.join(",")), None, &mut out),
+            Err(AnnounceError::TooLong(_))
+        ));
+    }
+}

@@ -1,0 +1,175 @@
+//! Labels end to end: a client's labels (flag and `LUBDUB_LABELS`) reach
+//! the API and its filter, the dashboard's filter, a webhook's event
+//! document and a real Alertmanager's alert; a server rule adds a label by
+//! network; labels survive a server restart. See: issue 16.
+
+use crate::dashboard::chromium;
+use crate::util::{Alertmanager, Proc, Recorder, Server, beat, client, packet, wait_until};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn ids(hosts: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = hosts
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|h| h["id"].as_str().expect("id").to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The host's labels in the API's list (null while it is unknown).
+fn labels_of(server: &Server, host: &str) -> Value {
+    let hosts = server.get_json("/api/v1/hosts");
+    hosts
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|h| h["id"] == host)
+        .map_or(Value::Null, |h| h["labels"].clone())
+}
+
+#[test]
+fn client_labels_reach_the_api_dashboard_webhook_and_alertmanager() {
+    let am = Alertmanager::start();
+    let hook = Recorder::answering(200);
+    let server = Server::with_config(
+        &format!(
+            r#"
+[[server.sinks.alertmanager]]
+urls = ["{}"]
+resend = "300ms"
+lease = "10m"
+
+[[server.sinks.webhook]]
+url = "{}"
+events = ["down"]
+
+[server.sinks.mass_silence]
+enabled = false
+
+[[server.labels]]
+networks = ["127.0.0.3/32"]
+set = {{ site = "three" }}
+"#,
+            am.url,
+            hook.url("/hook")
+        ),
+        &["--timeout", "1s"],
+    );
+    let mut web = client(
+        &[server.udp],
+        "lab-web",
+        &["--label", "team=web", "--label", "role=fe"],
+    );
+    let udp = server.udp.to_string();
+    let _db = Proc::spawn_env(
+        &["client", "--interval", "100ms", "--host-id", "lab-db", &udp],
+        &[("LUBDUB_LABELS", "team=db,role=store")],
+    );
+    assert!(
+        wait_until(WAIT, || labels_of(&server, "lab-web")
+            == json!({"team": "web", "role": "fe"})
+            && labels_of(&server, "lab-db")
+                == json!({"team": "db", "role": "store"})),
+        "labels in the API: {}",
+        server.get_json("/api/v1/hosts")
+    );
+    // The filter: repeatable, every one must match.
+    assert_eq!(
+        ids(&server.get_json("/api/v1/hosts?label=team=web")),
+        ["lab-web"]
+    );
+    assert_eq!(
+        ids(&server.get_json("/api/v1/hosts?label=role%3Dstore")),
+        ["lab-db"]
+    );
+    assert_eq!(
+        ids(&server.get_json("/api/v1/hosts?label=team=web&label=role=fe")),
+        ["lab-web"]
+    );
+    assert!(ids(&server.get_json("/api/v1/hosts?label=team=web&label=role=store")).is_empty());
+
+    // A rule by network: beats from 127.0.0.3 get site=three, the
+    // clients' (from 127.0.0.1) do not.
+    let far = std::net::UdpSocket::bind("127.0.0.3:0").expect("bind 127.0.0.3");
+    let beating = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let start = crate::util::run_seq();
+            for n in 0..150u64 {
+                if !beating.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let _ = far.send_to(&packet(&beat("lab-far", start + n), None), server.udp);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let ok = wait_until(WAIT, || {
+            labels_of(&server, "lab-far") == json!({"site": "three"})
+        });
+        beating.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert!(ok, "rule label: {}", labels_of(&server, "lab-far"));
+    });
+    assert!(labels_of(&server, "lab-web").get("site").is_none());
+    assert_eq!(
+        ids(&server.get_json("/api/v1/hosts?label=site=three")),
+        ["lab-far"]
+    );
+
+    // The dashboard's label filter (from the page's address) shows only
+    // the hosts with the label.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dom = chromium(
+        &tmp.path().join("p1"),
+        &server.url("/#label=team=web"),
+        &["--dump-dom"],
+    );
+    assert!(dom.contains("data-id=\"lab-web\""), "{dom}");
+    assert!(!dom.contains("data-id=\"lab-db\""), "filtered out: {dom}");
+    assert!(dom.contains("data-labels=\"role=fe,team=web\""), "{dom}");
+
+    // lab-web goes down: its labels are in the webhook's document and on
+    // the Alertmanager alert, next to `host`.
+    web.kill();
+    assert!(server.wait_event("lab-web", "down", WAIT));
+    // (lab-far, silent since its beats stopped, may be posted first.)
+    let web_doc = || {
+        hook.requests()
+            .into_iter()
+            .map(|r| r.body)
+            .find(|b| b["host"] == "lab-web")
+    };
+    assert!(
+        wait_until(WAIT, || web_doc().is_some()),
+        "webhook: {:?}",
+        hook.requests()
+    );
+    let doc = web_doc().expect("posted");
+    assert_eq!(doc["labels"], json!({"team": "web", "role": "fe"}), "{doc}");
+    assert!(
+        wait_until(WAIT, || am.alerts_for("lab-web").len() == 1),
+        "alert: {:?}",
+        am.alerts()
+    );
+    assert_eq!(
+        am.alerts_for("lab-web")[0]["labels"],
+        json!({"alertname": "HostDown", "host": "lab-web", "team": "web", "role": "fe"})
+    );
+}
+
+#[test]
+fn labels_survive_a_server_restart() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_in(data.path(), &[]);
+    let mut c = client(&[server.udp], "keep-1", &["--label", "team=keep"]);
+    assert!(wait_until(WAIT, || labels_of(&server, "keep-1")
+        == json!({"team": "keep"})));
+    c.kill();
+    server.stop();
+    let server = Server::start_in(data.path(), &[]);
+    assert_eq!(labels_of(&server, "keep-1"), json!({"team": "keep"}));
+}
