@@ -27,6 +27,7 @@ pub mod actions;
 pub mod beat;
 pub mod changes;
 pub mod flap;
+mod labels_of;
 pub mod model;
 pub mod phi;
 pub mod policy;
