@@ -678,6 +678,7 @@ fn decode_event(id: u64, bytes: &[u8]) -> Result<Event, String> {
         // sent to a sink again, so what only sinks read is left plain.
         state: kind.state_after(),
         flapping: false,
+        maintenance: None,
         fleet: 0,
     })
 }

@@ -13,6 +13,7 @@ impl Monitor {
         if host.state == HostState::Paused {
             return Ok(None);
         }
+        self.maintenance.leave(slot);
         count_move(&mut self.counts, host.state, HostState::Paused);
         host.state = HostState::Paused;
         host.set_since(wall);
@@ -65,6 +66,7 @@ impl Monitor {
         let slot = self.registry.find(id).ok_or(UnknownHost)?;
         let silent_for = self.silent_for(self.registry.get(slot), now);
         let event = self.event(EventKind::Forgotten, slot, wall, silent_for);
+        self.maintenance.leave(slot);
         let host = self.registry.remove(slot).ok_or(UnknownHost)?;
         self.counts[host.state.index()] -= 1;
         if host.flap.flapping {

@@ -68,6 +68,15 @@ impl Monitor {
             });
             self.registry.set_addr(slot, beat.addr);
         }
+        // In maintenance: does this beat say the host is back?
+        let in_window = self.registry.get(slot).state == HostState::Maintenance;
+        let back = in_window
+            && !stale
+            && !beat.goodbye
+            && self.back_from_maintenance(slot, beat.seq, boot_prefix(&beat.boot_id), now_ms);
+        if in_window && beat.goodbye && !stale {
+            self.maintenance.went_away(slot);
+        }
         let host = self.registry.get_mut(slot);
         let silent_for = Duration::from_millis(now_ms.saturating_sub(host.last_seen));
         let mut changes = [None, None, None];
@@ -193,6 +202,10 @@ impl Monitor {
         changes[0] = match (host.state, next_state) {
             // Paused by an operator: beats are recorded, the state is kept.
             (HostState::Paused, _) => None,
+            // A host in maintenance that is back ends its window early;
+            // until then its beats (and goodbye) keep it in maintenance.
+            (HostState::Maintenance, HostState::Up) if back => Some(EventKind::MaintenanceEnded),
+            (HostState::Maintenance, _) => None,
             (HostState::Left, HostState::Up) => Some(EventKind::Joined),
             (HostState::Late | HostState::Down, HostState::Up) => Some(EventKind::Recovered),
             (state, HostState::Left) if state != HostState::Left => Some(EventKind::Left),
@@ -218,8 +231,13 @@ impl Monitor {
         } else {
             self.changes.mark_beaten(slot);
         }
+        let note = if back { self.returned(slot) } else { None };
         for kind in changes.into_iter().flatten() {
-            out.events.push(self.event(kind, slot, wall, silent_for));
+            let mut event = self.event(kind, slot, wall, silent_for);
+            if kind == EventKind::MaintenanceEnded {
+                event.maintenance = note.clone();
+            }
+            out.events.push(event);
         }
         // The common beat (same state, same declared interval, fixed
         // timeout) only moves the deadline later: the queued entry stays,

@@ -28,6 +28,7 @@ pub mod beat;
 pub mod changes;
 pub mod flap;
 mod labels_of;
+pub mod maintenance;
 pub mod model;
 pub mod phi;
 pub mod policy;
@@ -185,6 +186,8 @@ pub struct Monitor {
     /// host).
     epoch: Instant,
     totals: DetectionTotals,
+    /// Maintenance windows and the hosts in them (a side table).
+    maintenance: maintenance::Maintenance,
 }
 
 impl Monitor {
@@ -202,6 +205,7 @@ impl Monitor {
             counts: [0; HostState::ALL.len()],
             epoch: now,
             totals: DetectionTotals::default(),
+            maintenance: maintenance::Maintenance::default(),
         }
     }
 
@@ -279,6 +283,7 @@ impl Monitor {
             state: host.state,
             flapping: host.flap.flapping,
             fleet: self.registry.len(),
+            maintenance: None,
         }
     }
 
@@ -313,8 +318,7 @@ impl Monitor {
                 continue; // stale: superseded by an earlier entry
             }
             host.scheduled = 0;
-            let host = self.registry.get(slot);
-            let Some(due) = self.due(host) else { continue };
+            let Some(due) = self.due(slot) else { continue };
             if due <= now_ms {
                 self.declare(slot, due, now, wall, out);
             }
@@ -327,6 +331,10 @@ impl Monitor {
     /// The transition of the host in `slot`, whose deadline `due` (clock
     /// ms) has passed at `now`.
     fn declare(&mut self, slot: Slot, due: u64, now: Instant, wall: SystemTime, out: &mut Outcome) {
+        if self.registry.get(slot).state == HostState::Maintenance {
+            self.window_over(slot, due, now, wall, out);
+            return;
+        }
         let silent_for = self.silent_for(self.registry.get(slot), now);
         let flap_ms = self.flap_ms(now);
         let (window_ms, threshold) = (self.flap_window_ms(), self.settings.flap_threshold);

@@ -20,6 +20,8 @@ pub enum HostState {
     Left,
     /// Paused by an operator (maintenance): raises no alarms until resumed.
     Paused,
+    /// In a maintenance window: silent without alarm until the window ends.
+    Maintenance,
 }
 
 impl HostState {
@@ -31,16 +33,18 @@ impl HostState {
             HostState::Down => "down",
             HostState::Left => "left",
             HostState::Paused => "paused",
+            HostState::Maintenance => "maintenance",
         }
     }
 
     /// Every state, in the order of [`HostState::index`].
-    pub const ALL: [HostState; 5] = [
+    pub const ALL: [HostState; 6] = [
         HostState::Up,
         HostState::Late,
         HostState::Down,
         HostState::Left,
         HostState::Paused,
+        HostState::Maintenance,
     ];
 
     /// A dense index (0..[`HostState::ALL`].len()), for per-state counts.
@@ -86,6 +90,10 @@ pub enum EventKind {
     /// flow again. Does not change the state (up, or down if it stayed
     /// down).
     Settled,
+    /// A maintenance window began for the host (resolves alerts).
+    MaintenanceStarted,
+    /// Its maintenance window ended: `up`, with a fresh timeout.
+    MaintenanceEnded,
 }
 
 /// The host name of events about the monitor itself, not a host.
@@ -107,6 +115,8 @@ impl EventKind {
             EventKind::Forgotten => "forgotten",
             EventKind::Flapping => "flapping",
             EventKind::Settled => "settled",
+            EventKind::MaintenanceStarted => "maintenance-started",
+            EventKind::MaintenanceEnded => "maintenance-ended",
         }
     }
 
@@ -125,11 +135,13 @@ impl EventKind {
             EventKind::Forgotten => HostState::Left,
             // Usually; a host that settles while down stays down.
             EventKind::Settled => HostState::Up,
+            EventKind::MaintenanceStarted => HostState::Maintenance,
+            EventKind::MaintenanceEnded => HostState::Up,
         }
     }
 
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::Joined,
         EventKind::Late,
         EventKind::Down,
@@ -142,6 +154,8 @@ impl EventKind {
         EventKind::Forgotten,
         EventKind::Flapping,
         EventKind::Settled,
+        EventKind::MaintenanceStarted,
+        EventKind::MaintenanceEnded,
     ];
 
     /// A dense index into [`EventKind::ALL`], for per-kind counts.
@@ -175,6 +189,9 @@ pub struct Event {
     /// How many hosts the monitor knew when this happened (mass-silence
     /// detection compares the downs with it).
     pub fleet: usize,
+    /// The window of a `maintenance-started` or `maintenance-ended` event:
+    /// who opened it, why, until when.
+    pub maintenance: Option<Arc<super::maintenance::Note>>,
 }
 
 impl fmt::Display for Event {

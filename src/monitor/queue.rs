@@ -96,7 +96,8 @@ impl Monitor {
 
     /// When `host` next changes state if it stays silent, if ever (clock
     /// milliseconds, rounded up).
-    pub(super) fn due(&self, host: &super::Host) -> Option<u64> {
+    pub(super) fn due(&self, slot: Slot) -> Option<u64> {
+        let host = self.registry.get(slot);
         let from = self.counted_from(host);
         let after = |silence: Duration| from.saturating_add(super::millis(silence, true));
         match host.state {
@@ -108,6 +109,7 @@ impl Monitor {
                 .flap
                 .settles_at(self.flap_window_ms())
                 .map(|ms| self.clock.ms_ceil(self.epoch + Duration::from_millis(ms))),
+            HostState::Maintenance => self.maintenance.end_of(slot),
             HostState::Left | HostState::Paused => None,
         }
     }
@@ -115,9 +117,7 @@ impl Monitor {
     /// Queues the host's deadline if it has none queued or its true deadline
     /// is now earlier than the queued one; a later one is left to surface.
     pub(super) fn reschedule_if_earlier(&mut self, slot: Slot) {
-        let due = self
-            .due(self.registry.get(slot))
-            .map(|ms| self.queue.tick(ms));
+        let due = self.due(slot).map(|ms| self.queue.tick(ms));
         let host = self.registry.get_mut(slot);
         match due {
             Some(due) if host.scheduled != 0 && due >= host.scheduled => {}

@@ -87,6 +87,7 @@ pub fn event(kind: EventKind, host: &str) -> Event {
         state: kind.state_after(),
         flapping: false,
         fleet: 1,
+        maintenance: None,
     }
 }
 

@@ -159,6 +159,7 @@ pub fn monitor_started(addr: SocketAddr, away: Option<Duration>, wall: SystemTim
         state: HostState::Up,
         flapping: false,
         fleet: 0,
+        maintenance: None,
     }
 }
 

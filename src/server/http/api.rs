@@ -195,8 +195,9 @@ fn state_rank(state: HostState) -> u8 {
         HostState::Down => 0,
         HostState::Late => 1,
         HostState::Up => 2,
-        HostState::Paused => 3,
-        HostState::Left => 4,
+        HostState::Maintenance => 3,
+        HostState::Paused => 4,
+        HostState::Left => 5,
     }
 }
 
@@ -206,7 +207,7 @@ fn parse_states(list: &str) -> Result<[bool; HostState::ALL.len()], ApiError> {
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let state = HostState::parse(name).ok_or_else(|| {
             ApiError::bad_request(format!(
-                "state: unknown state {name:?} (expected up, late, down, left or paused)"
+                "state: unknown state {name:?} (expected up, late, down, left, paused or maintenance)"
             ))
         })?;
         keep[state.index()] = true;

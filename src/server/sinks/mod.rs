@@ -768,7 +768,7 @@ impl Flaps {
             }
             // Still flapping to the detector: the resolution goes out, and
             // its pages stay held until it settles.
-            EventKind::Left | EventKind::Paused => Some(event),
+            EventKind::Left | EventKind::Paused | EventKind::MaintenanceStarted => Some(event),
             _ if self.flapping.contains(&event.host) => None,
             _ => Some(event),
         }

@@ -236,6 +236,7 @@ pub fn sample(kind: &str) -> SinkEvent {
         state: kind.state_after(),
         flapping: false,
         fleet: 30,
+        maintenance: None,
     };
     match kind {
         "mass-silence" => SinkEvent::MassSilence(Arc::new(MassSilence {
