@@ -132,6 +132,9 @@ pub struct Maintenance {
     last_id: u64,
     /// The windows changed since the store last took them.
     dirty: bool,
+    /// The send time of each host's latest accepted announcement (µs):
+    /// an announcement must be newer, so a replayed one opens nothing.
+    announced: HashMap<Box<str>, u64>,
 }
 
 impl Maintenance {
@@ -165,6 +168,33 @@ impl Maintenance {
 }
 
 impl Monitor {
+    /// Whether an announcement from `host` sent at `sent_at_micros` is
+    /// newer than every one accepted before, and if so records it. Entries
+    /// older than `forget_before_micros` (outside the clock skew allowed,
+    /// so refused anyway) are dropped, which bounds the table.
+    pub fn fresh_announcement(
+        &mut self,
+        host: &str,
+        sent_at_micros: u64,
+        forget_before_micros: u64,
+    ) -> bool {
+        let announced = &mut self.maintenance.announced;
+        if announced.len() > 1024 {
+            announced.retain(|_, at| *at >= forget_before_micros);
+        }
+        match announced.get_mut(host) {
+            Some(at) if *at >= sent_at_micros => false,
+            Some(at) => {
+                *at = sent_at_micros;
+                true
+            }
+            None => {
+                announced.insert(host.into(), sent_at_micros);
+                true
+            }
+        }
+    }
+
     /// The open windows, by id.
     pub fn windows(&self) -> impl Iterator<Item = &Window> {
         self.maintenance.windows.values()

@@ -5,6 +5,8 @@
 //! Decoding borrows from the datagram and never allocates or panics, whatever
 //! the input: it runs once per packet on the ingest hot path.
 
+pub mod maintenance;
+
 use std::fmt;
 
 /// The four bytes every v1 packet starts with: ASCII `LBDB`.

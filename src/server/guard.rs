@@ -149,6 +149,16 @@ impl Policy {
         self.joins.lock().expect("join limit lock").admit(now)
     }
 
+    /// The keys beats and announcements must be signed with, if any.
+    pub fn keys(&self) -> Option<&KeyRing> {
+        self.keys.as_ref()
+    }
+
+    /// How far a signed datagram's send time may be from the server's.
+    pub fn max_clock_skew(&self) -> Duration {
+        self.max_clock_skew
+    }
+
     /// How many keys the server accepts (0: beats need no signature).
     pub fn key_count(&self) -> usize {
         self.keys.as_ref().map_or(0, |k| k.keys().len())

@@ -195,7 +195,13 @@ impl Ingest {
         let mut admitted: [Option<(Packet<'_>, SocketAddr)>; BATCH] = [None; BATCH];
         // Once per batch: a reload may replace the policy in between.
         let policy = self.guard.read();
+        let mut announcements = false;
         for (slot, datagram) in admitted.iter_mut().zip(batch.iter()) {
+            // Maintenance announcements: rare, handled after the beats.
+            if datagram.bytes.starts_with(&protocol::maintenance::ANNOUNCE_MAGIC) {
+                announcements = true;
+                continue;
+            }
             let checked = if datagram.truncated {
                 Err(DropReason::Malformed)
             } else {
@@ -225,6 +231,9 @@ impl Ingest {
             }
         }
         drop(policy);
+        if announcements {
+            self.announcements(batch, now, wall);
+        }
         self.limit_joins(&mut admitted, &mut counts, host_limit_log);
         // Legacy beats are keyed by their address, written as text: one
         // buffer of all of them, so that a batch without any (the common

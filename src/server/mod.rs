@@ -22,6 +22,7 @@ pub mod fleet;
 pub mod guard;
 pub mod http;
 pub mod ingest;
+pub mod maintenance;
 pub mod metrics;
 pub mod persist;
 pub mod process;
