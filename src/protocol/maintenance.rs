@@ -107,8 +107,7 @@ fn text(bytes: &[u8]) -> Result<&str, Error> {
 
 /// Decodes an announcement.
 pub fn decode_announcement(bytes: &[u8]) -> Result<Announcement<'_>, Error> {
-    if bytes.len() < ANNOUNCE_HEADER || bytes[..4] != ANNOUNCE_MAGIC || bytes[4] != super::VERSION
-    {
+    if bytes.len() < ANNOUNCE_HEADER || bytes[..4] != ANNOUNCE_MAGIC || bytes[4] != super::VERSION {
         return Err(Error::Malformed);
     }
     let id_len = usize::from(bytes[ANNOUNCE_HEADER - 1]);
@@ -245,10 +244,7 @@ mod tests {
         }
         assert_eq!(decode_confirmation(b"LBDB"), Err(Error::Malformed));
         let long = "x".repeat(MAX_REASON_LEN + 1);
-        let too_long = Announcement {
-            reason: &long,
-            ..a
-        };
+        let too_long = Announcement { reason: &long, ..a };
         assert_eq!(
             encode_announcement(&too_long, None, &mut buf),
             Err(Error::TooLong)

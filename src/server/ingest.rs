@@ -198,7 +198,10 @@ impl Ingest {
         let mut announcements = false;
         for (slot, datagram) in admitted.iter_mut().zip(batch.iter()) {
             // Maintenance announcements: rare, handled after the beats.
-            if datagram.bytes.starts_with(&protocol::maintenance::ANNOUNCE_MAGIC) {
+            if datagram
+                .bytes
+                .starts_with(&protocol::maintenance::ANNOUNCE_MAGIC)
+            {
                 announcements = true;
                 continue;
             }

@@ -49,14 +49,14 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
@@ -490,7 +490,7 @@ async fn events(
 }
 
 /// Checks the bearer token of a mutating call, when one is configured.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = shared.api_token.as_deref() else {
         return Ok(());
     };
