@@ -294,6 +294,7 @@ impl Monitor {
             event.maintenance = self.maintenance.note(&member);
             out.events.push(event);
         }
+        window.hosts.sort_unstable();
         self.maintenance.windows.insert(window.id, window.clone());
         self.maintenance.dirty = true;
         Ok(window)
@@ -632,7 +633,7 @@ mod tests {
         sim.observe(0.0, beat("a"));
         let (window, _) = open(&mut sim, "a", 0.0, 100);
         let stored = sim.monitor.take_windows(SystemTime::now()).expect("dirty");
-        assert_eq!(stored, [window.clone()]);
+        assert_eq!(stored, std::slice::from_ref(&window));
         assert_eq!(sim.monitor.take_windows(SystemTime::now()), None);
         // A fresh monitor with the host restored in maintenance.
         let mut fresh = Sim::new();

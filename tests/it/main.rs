@@ -13,6 +13,7 @@ mod email;
 mod hardening;
 mod keys;
 mod loadgen;
+mod maintenance;
 mod metrics;
 mod mixin;
 mod netns;

@@ -446,6 +446,7 @@ struct Summary {
     down: u64,
     left: u64,
     paused: u64,
+    maintenance: u64,
 }
 
 async fn summary(State(shared): State<Arc<Shared>>) -> Json<Summary> {
@@ -458,6 +459,7 @@ async fn summary(State(shared): State<Arc<Shared>>) -> Json<Summary> {
         down: n(HostState::Down),
         left: n(HostState::Left),
         paused: n(HostState::Paused),
+        maintenance: n(HostState::Maintenance),
     })
 }
 
