@@ -89,6 +89,12 @@ impl Selector {
         !self.labels.is_empty()
     }
 
+    /// True when the selector looks at the host's network (its result can
+    /// change when the host moves).
+    pub fn uses_networks(&self) -> bool {
+        !self.networks.is_empty()
+    }
+
     /// True when host `id`, last heard from `addr` (`None`: unknown, which
     /// no network contains) and carrying `labels`, is selected.
     pub fn matches(&self, id: &str, addr: Option<IpAddr>, labels: &Labels) -> bool {

@@ -69,6 +69,7 @@ impl Monitor {
         self.maintenance.leave(slot);
         let host = self.registry.remove(slot).ok_or(UnknownHost)?;
         self.counts[host.state.index()] -= 1;
+        self.release_labels(host.labels, host.declared_labels);
         if host.flap.flapping {
             self.totals.flapping = self.totals.flapping.saturating_sub(1);
         }

@@ -67,6 +67,7 @@ impl Monitor {
                 to: beat.addr,
             });
             self.registry.set_addr(slot, beat.addr);
+            self.relabel_moved(slot);
         }
         // In maintenance: does this beat say the host is back?
         let in_window = self.registry.get(slot).state == HostState::Maintenance;
@@ -271,6 +272,9 @@ impl Monitor {
         host.rule = self.settings.rules.index_for(beat.host_id);
         self.counts[state.index()] += 1;
         let slot = self.registry.insert(host, beat.host_id, beat.addr);
+        if !self.label_rules.is_empty() {
+            self.relabel(slot); // e.g. a network rule: a legacy host has labels too
+        }
         let kind = if beat.goodbye {
             EventKind::Left
         } else {

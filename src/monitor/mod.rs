@@ -27,7 +27,7 @@ pub mod actions;
 pub mod beat;
 pub mod changes;
 pub mod flap;
-mod labels_of;
+pub mod labelsets;
 pub mod maintenance;
 pub mod model;
 pub mod phi;
@@ -40,6 +40,7 @@ pub mod stats;
 #[cfg(test)]
 pub mod testing;
 
+pub use labelsets::{Declared, LabelRule, LabelTable};
 pub use model::{Event, EventKind, HostState, MONITOR_HOST};
 pub use policy::{DetectorKind, Rule, Rules, Settings};
 pub use registry::{Clock, Host, Registry, Slot};
@@ -188,6 +189,12 @@ pub struct Monitor {
     totals: DetectionTotals,
     /// Maintenance windows and the hosts in them (a side table).
     maintenance: maintenance::Maintenance,
+    /// Interned label sets (see [`labelsets`]).
+    labels: LabelTable,
+    /// The server's label rules.
+    label_rules: Vec<LabelRule>,
+    /// Some rule selects by network: a host's move may relabel it.
+    rules_use_networks: bool,
 }
 
 impl Monitor {
@@ -206,6 +213,9 @@ impl Monitor {
             epoch: now,
             totals: DetectionTotals::default(),
             maintenance: maintenance::Maintenance::default(),
+            labels: LabelTable::default(),
+            label_rules: Vec::new(),
+            rules_use_networks: false,
         }
     }
 

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant, SystemTime};
 /// Index of a host in the registry; stable for the host's lifetime.
 pub type Slot = u32;
 
-/// What the registry knows of one host: 96 bytes.
+/// What the registry knows of one host: 104 bytes (96 before labels; the
+/// two label ids fill 4 of the 8 bytes alignment adds).
 ///
 /// Times are milliseconds on the monitor's clock ([`Clock`]): monotonic,
 /// and equal to Unix time in milliseconds when the server started, so one
@@ -71,6 +72,11 @@ pub struct Host {
     flags: u8,
     /// Which detector rule judges it (see [`super::Rules`]).
     pub rule: u8,
+    /// Its effective label set, an id into the monitor's label table
+    /// (`labelsets`); set only by the monitor, which counts references.
+    pub(super) labels: u16,
+    /// The label set its client declared, likewise.
+    pub(super) declared_labels: u16,
 }
 
 const LEGACY: u8 = 1;
@@ -133,6 +139,8 @@ impl Host {
             state,
             flags: 0,
             rule: 0,
+            labels: 0,
+            declared_labels: 0,
         }
     }
 
@@ -562,9 +570,9 @@ mod tests {
     }
 
     #[test]
-    fn a_host_record_is_96_bytes() {
-        assert_eq!(std::mem::size_of::<Host>(), 96);
-        assert_eq!(std::mem::size_of::<Option<Host>>(), 96);
+    fn a_host_record_is_104_bytes() {
+        assert_eq!(std::mem::size_of::<Host>(), 104);
+        assert_eq!(std::mem::size_of::<Option<Host>>(), 104);
     }
 
     #[test]
