@@ -285,6 +285,11 @@ pub struct ServerConfig {
     /// Default: nothing.
     #[serde(default)]
     pub watchdog: watchdog::WatchdogConfig,
+    /// Scheduled maintenance windows (`[[server.maintenance]]`: `schedule`
+    /// (cron), `duration`, `timezone`, `reason`, and hosts by `hosts`,
+    /// `labels`, `networks`); see docs/OPERATIONS.md. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintenance: Vec<crate::schedule::ScheduledWindow>,
 }
 
 impl Default for ServerConfig {
@@ -316,6 +321,7 @@ impl Default for ServerConfig {
             host_detectors: Vec::new(),
             record: None,
             watchdog: Default::default(),
+            maintenance: Vec::new(),
         }
     }
 }
@@ -389,6 +395,7 @@ impl ServerConfig {
             return Err(invalid("flap_window", "must be greater than 0"));
         }
         self.watchdog.validate()?;
+        crate::schedule::compile(&self.maintenance).map_err(|e| invalid("maintenance", e))?;
         let rules =
             detection::compile(self.detector, self.timeout, &self.phi, &self.host_detectors)?;
         let monitor = crate::monitor::Settings {

@@ -128,7 +128,7 @@ pub fn compile(windows: &[ScheduledWindow]) -> Result<Vec<Schedule>, String> {
     windows
         .iter()
         .enumerate()
-        .map(|(i, w)| Schedule::new(w).map_err(|e| format!("server.maintenance[{i}]: {e}")))
+        .map(|(i, w)| Schedule::new(w).map_err(|e| format!("entry {}: {e}", i + 1)))
         .collect()
 }
 
@@ -251,7 +251,7 @@ mod tests {
         ] {
             let error = compile(&[bad]).expect_err("refused");
             assert!(
-                error.starts_with("server.maintenance[0]: ") && error.contains(says),
+                error.starts_with("entry 1: ") && error.contains(says),
                 "{error}"
             );
             assert!(!error.contains('\n'));
