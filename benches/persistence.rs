@@ -98,6 +98,7 @@ fn bench_load(hosts: u32) {
                     .collect(),
                 events: Vec::new(),
                 event_history: 10_000,
+                windows: None,
                 forgotten: Vec::new(),
             };
             store.write(&batch, SystemTime::now()).expect("write");
@@ -210,6 +211,7 @@ fn bench_checkpoint(hosts: u32, beats_per_sec: u32, interval: Duration, periods:
                 hosts: all,
                 events: Vec::new(),
                 event_history: 10_000,
+                windows: None,
                 forgotten: Vec::new(),
             },
             SystemTime::now(),
@@ -262,6 +264,7 @@ fn bench_checkpoint(hosts: u32, beats_per_sec: u32, interval: Duration, periods:
                     hosts: dirty,
                     events: Vec::new(),
                     event_history: 10_000,
+                    windows: None,
                     forgotten: Vec::new(),
                 },
                 SystemTime::now(),

@@ -51,6 +51,22 @@ impl Fleet {
         })
     }
 
+    /// The open windows as the store keeps them (JSON), when they changed
+    /// since the last call.
+    pub fn take_windows(&self) -> Option<Vec<u8>> {
+        let windows = self.act(&mut Outcome::default(), |monitor, _| {
+            monitor.take_windows(SystemTime::now())
+        })?;
+        serde_json::to_vec(&windows).ok()
+    }
+
+    /// Marks the windows for the next checkpoint again (a write failed).
+    pub fn untake_windows(&self) {
+        self.act(&mut Outcome::default(), |monitor, _| {
+            monitor.untake_windows()
+        });
+    }
+
     /// The open windows, oldest first.
     pub fn windows(&self) -> Vec<Window> {
         self.read(|monitor| monitor.windows().cloned().collect())

@@ -285,3 +285,55 @@ fn an_operators_window_over_a_selection_is_listed_ended_early_and_token_guarded(
     );
     assert!(again.stderr.contains("404"), "{}", again.stderr);
 }
+
+#[test]
+fn an_open_window_survives_a_restart_of_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start_in(&data, &["--timeout", "1s"]);
+    let mut clients = fleet(&server, &["web-9"]);
+    let api = server.http.to_string();
+    let ran = run(
+        &[
+            "maintenance",
+            "--server",
+            &api,
+            "--host",
+            "web-9",
+            "--for",
+            "1h",
+        ],
+        &[],
+    );
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    clients[0].kill();
+    server.stop();
+    let server = Server::start_in(&data, &["--timeout", "1s"]);
+    assert_eq!(server.state_of("web-9").as_deref(), Some("maintenance"));
+    let listed = server.get_json("/api/v1/maintenance");
+    assert_eq!(listed[0]["id"], 1);
+    assert_eq!(listed[0]["hosts"][0], "web-9");
+    // Silent for three timeouts after the restart: still no page.
+    assert!(!wait_until(Duration::from_secs(3), || {
+        server
+            .kinds_of("web-9")
+            .iter()
+            .any(|k| k == "late" || k == "down")
+    }));
+    assert_eq!(server.state_of("web-9").as_deref(), Some("maintenance"));
+    // Window ids go on from the stored ones.
+    let api = server.http.to_string();
+    let next = run(
+        &[
+            "maintenance",
+            "--server",
+            &api,
+            "--host",
+            "web-9",
+            "--for",
+            "2h",
+        ],
+        &[],
+    );
+    assert!(next.stdout.contains("window 2 (api)"), "{}", next.stdout);
+}
