@@ -63,7 +63,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The host states a server reports, in the order the check summarises.
-pub const STATES: &[&str] = &["up", "late", "down", "left", "paused"];
+pub const STATES: &[&str] = &["up", "late", "down", "left", "paused", "maintenance"];
 
 /// Why the fleet could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -289,6 +289,7 @@ fn state_style(state: &str) -> anstyle::Style {
         "late" => Style::new().fg_color(Some(AnsiColor::Yellow.into())).bold(),
         "down" => Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
         "paused" => Style::new().fg_color(Some(AnsiColor::Cyan.into())),
+        "maintenance" => Style::new().fg_color(Some(AnsiColor::Magenta.into())),
         _ => Style::new().dimmed(),
     }
 }

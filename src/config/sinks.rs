@@ -31,6 +31,9 @@ pub const EVENT_KINDS: &[&str] = &[
     // are held back until `settled`.
     "flapping",
     "settled",
+    // Maintenance windows: not in the default kinds; a sink asks for them.
+    "maintenance-started",
+    "maintenance-ended",
 ];
 
 pub(crate) fn default_events() -> Vec<String> {

@@ -199,6 +199,7 @@ impl SinkEvent {
             networks: None,
             reminder: None,
             message: None,
+            maintenance: None,
         };
         match self {
             // A host, so that templates written for host events work on it.
@@ -232,6 +233,12 @@ impl SinkEvent {
                 networks: None,
                 reminder: matches!(self, SinkEvent::Reminder(_)).then_some(true),
                 message: None,
+                maintenance: e.maintenance.as_deref().map(|n| MaintenancePayload {
+                    window: n.window,
+                    source: n.source.as_str(),
+                    reason: n.reason.to_string(),
+                    until: rfc3339(n.until),
+                }),
             },
             SinkEvent::MassSilence(m) => Payload {
                 kind: self.kind(),
@@ -248,6 +255,7 @@ impl SinkEvent {
                 networks: Some(m.networks.clone()),
                 reminder: None,
                 message: None,
+                maintenance: None,
             },
         }
     }
@@ -297,6 +305,23 @@ pub struct Payload {
     /// What a test alert or a digest says, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Maintenance events: who opened the window (`host`, `api`,
+    /// `schedule`), why, until when, and its id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenancePayload>,
+}
+
+/// The window of a maintenance event, in its JSON document.
+#[derive(Clone, Debug, Serialize)]
+pub struct MaintenancePayload {
+    /// The window's id (`GET /api/v1/maintenance`).
+    pub window: u64,
+    /// `host`, `api` or `schedule`.
+    pub source: &'static str,
+    /// Why (may be empty).
+    pub reason: String,
+    /// RFC 3339 end of the window.
+    pub until: String,
 }
 
 /// Which events a sink takes.
