@@ -199,3 +199,60 @@ impl Ingest {
         tracing::warn!(%from, reason = reason.as_str(), "refused maintenance announcement: {}", reason.explain());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::Labels;
+    use crate::monitor::testing::{beat, settings};
+    use crate::monitor::{HostState, Monitor, Observed};
+    use crate::select::Selection;
+    use crate::server::events::EventLog;
+    use std::sync::Arc;
+
+    /// An operator's window over a label selection picks exactly the hosts
+    /// whose labels (as `Monitor::labels_of` has them) match.
+    #[test]
+    fn a_window_over_a_label_selection_takes_the_labelled_hosts_only() {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let mut monitor = Monitor::new(settings(), now, wall);
+        let mut out = Outcome::default();
+        for id in ["web-1", "web-2", "db-1"] {
+            let applied = monitor.observe(&beat(id), now, wall, &mut out);
+            assert_eq!(applied, Observed::Applied);
+        }
+        let web = Labels::parse_list("team=web").expect("labels");
+        for id in ["web-1", "db-1"] {
+            let declared = monitor.declare_labels(id, &web, 1);
+            assert!(matches!(declared, crate::monitor::Declared::Applied { .. }));
+        }
+        let fleet = Fleet::new(monitor, Arc::new(EventLog::new(100)));
+        let selection = Selection {
+            labels: web,
+            ..Selection::default()
+        };
+        let request = Request {
+            source: Source::Api,
+            reason: "team web's rollout".into(),
+            until: wall + Duration::from_secs(3600),
+            selection: selection.clone(),
+            schedule: None,
+        };
+        let selector = selection.compile().expect("compiles");
+        let window = fleet
+            .open_window(request, &selector, now, wall)
+            .expect("opens");
+        assert_eq!(window.hosts, ["db-1", "web-1"]);
+        let states: Vec<(String, HostState)> = fleet.read(|m| {
+            m.registry()
+                .iter()
+                .map(|(slot, h)| (m.registry().id(slot).to_string(), h.state))
+                .collect()
+        });
+        assert!(
+            states.contains(&("web-2".into(), HostState::Up)),
+            "{states:?}"
+        );
+        assert!(states.contains(&("web-1".into(), HostState::Maintenance)));
+    }
+}
