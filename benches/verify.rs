@@ -25,6 +25,7 @@ fn signed_beat(key: &Key) -> Vec<u8> {
         sent_at_micros: sent,
         interval_ms: 10_000,
         host_id: "web-0042.example.org",
+        answers: None,
         tag: None,
     };
     let mut out = Vec::new();

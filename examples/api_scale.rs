@@ -49,6 +49,7 @@ fn main() -> anyhow::Result<()> {
                 sent_at_micros: 0,
                 interval_ms: 10_000,
                 host_id: &id,
+                answers: None,
                 tag: None,
             };
             buf.clear();

@@ -14,6 +14,7 @@
 //! client holds only its own derived key ([`KeyRing::derive_for_host`]), so a
 //! leaked client key cannot speak for any other host.
 
+use crate::protocol::probe::Probe;
 use crate::protocol::{self, Beat, EncodeError, MAC_LEN, Tag};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -400,6 +401,40 @@ impl KeyRing {
         datagram[split..].copy_from_slice(&mac.finalize().into_bytes()[..MAC_LEN]);
         Some(())
     }
+
+    /// The key id the server signs probes with (its newest key): a host is
+    /// probed only while its beats are signed with this key too, so the
+    /// client holds the key to check the probe with (issue 15).
+    pub fn probe_key_id(&self) -> Option<u32> {
+        self.newest().map(|key| key.id)
+    }
+
+    /// Encodes `probe` into `out`, signed with the newest key (for a master
+    /// key, with the probed host's derived key).
+    pub fn sign_probe(&self, probe: &Probe<'_>, out: &mut Vec<u8>) -> Result<usize, EncodeError> {
+        let Some(key) = self.newest() else {
+            return protocol::probe::encode_probe(
+                &Probe {
+                    tag: None,
+                    ..*probe
+                },
+                out,
+            );
+        };
+        let tagged = Probe {
+            tag: Some(Tag {
+                key_id: key.id,
+                mac: [0; MAC_LEN],
+            }),
+            ..*probe
+        };
+        let len = protocol::probe::encode_probe(&tagged, out)?;
+        let mut mac = key.mac_for(probe.host_id);
+        mac.update(&out[..len - MAC_LEN]);
+        let full = mac.finalize().into_bytes();
+        out[len - MAC_LEN..].copy_from_slice(&full[..MAC_LEN]);
+        Ok(len)
+    }
 }
 
 /// Signs beats of one host with one key (the client's side).
@@ -465,6 +500,19 @@ impl Signer {
         mac.verify_truncated_left(&tag.mac).is_ok()
     }
 
+    /// Checks a probe's tag (`datagram`: the whole probe `probe` was
+    /// decoded from): signed with this very key, for this host.
+    pub fn verify_probe(&self, datagram: &[u8], probe: &Probe<'_>) -> Result<(), VerifyError> {
+        let tag = probe.tag.ok_or(VerifyError::Unsigned)?;
+        if tag.key_id != self.key_id {
+            return Err(VerifyError::UnknownKey);
+        }
+        let mut mac = self.mac.clone();
+        mac.update(protocol::probe::signed_part(datagram));
+        mac.verify_truncated_left(&tag.mac)
+            .map_err(|_| VerifyError::BadMac)
+    }
+
     /// Encodes `beat` into `out` with a tag whose MAC covers every byte
     /// before it. The beat's own tag, if any, is replaced.
     pub fn sign(&self, beat: &Beat<'_>, out: &mut Vec<u8>) -> Result<usize, EncodeError> {
@@ -503,6 +551,7 @@ mod tests {
             sent_at_micros: 1_700_000_000_000_000,
             interval_ms: 10_000,
             host_id,
+            answers: None,
             tag: None,
         }
     }

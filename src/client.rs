@@ -8,6 +8,8 @@
 //! 3 MB resident; docs/BENCHMARKS.md, "Client footprint"). Between beats the
 //! one thread sleeps in the kernel until the next beat or a signal.
 
+pub mod answer;
+
 use crate::auth::{KeyRing, Signer};
 use crate::config::{ClientConfig, DEFAULT_PORT};
 use crate::protocol::{self, Beat, flags};
@@ -66,6 +68,8 @@ pub enum Wake {
     Stop,
     /// Read the configuration again (SIGHUP).
     Reload,
+    /// A datagram waits on a client socket (a probe, perhaps).
+    Readable,
 }
 
 /// One server to beat to.
@@ -77,6 +81,9 @@ struct Target {
     literal: Option<IpAddr>,
     /// Resolved addresses; beats go to the first, and a failure rotates.
     addrs: Vec<SocketAddr>,
+    /// Where the latest beat that left went: the one address probes are
+    /// answered from (kept while `addrs` is cleared after an error).
+    beat_to: Option<SocketAddr>,
     resolved_at: Option<Instant>,
     error_log: RateLimit,
     failing: bool,
@@ -151,7 +158,28 @@ struct Sockets {
     v6: Option<UdpSocket>,
 }
 
+/// A socket's file descriptor, to wait on.
+#[cfg(unix)]
+pub type Fd = std::os::fd::RawFd;
+/// A socket's handle, to wait on (unused off unix).
+#[cfg(not(unix))]
+pub type Fd = i32;
+
 impl Sockets {
+    /// The open sockets' descriptors (a fixed array: no allocation on
+    /// the beat path) and how many there are.
+    fn fds(&self) -> ([Fd; 2], usize) {
+        let mut fds = [0; 2];
+        let mut count = 0;
+        #[cfg(unix)]
+        for socket in [&self.v4, &self.v6].into_iter().flatten() {
+            use std::os::fd::AsRawFd;
+            fds[count] = socket.as_raw_fd();
+            count += 1;
+        }
+        (fds, count)
+    }
+
     fn for_addr(&mut self, to: SocketAddr) -> io::Result<&UdpSocket> {
         let (slot, local) = match to {
             SocketAddr::V4(_) => (&mut self.v4, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
@@ -186,6 +214,8 @@ pub struct Client {
     /// Give memory back after start-up and rare paths (the `lubdub client`
     /// process); off when the loop runs inside a server ([`Client::embedded`]).
     release_memory: bool,
+    /// Set while the loop answers probes (then its beats say so).
+    answerer: Option<answer::Answerer>,
 }
 
 impl Client {
@@ -207,6 +237,7 @@ impl Client {
                     port,
                     literal,
                     addrs,
+                    beat_to: None,
                     resolved_at: None,
                     error_log: RateLimit::new(ERROR_LOG_PERIOD),
                     failing: false,
@@ -237,6 +268,7 @@ impl Client {
             rng: fastrand::Rng::new(),
             off_path: true,
             release_memory: true,
+            answerer: None,
             config,
         })
     }
@@ -298,13 +330,24 @@ impl Client {
     /// and said why), which [`Client::apply`] puts in force before the next
     /// beat, keeping the beat's schedule.
     pub fn run_with(
-        mut self,
+        self,
         mut wait: impl FnMut(Duration) -> Wake,
+        reload: impl FnMut() -> Option<ClientConfig>,
+    ) {
+        self.run_loop(|timeout, _| wait(timeout), reload);
+    }
+
+    /// The beat loop: `wait(timeout, sockets)` sleeps up to `timeout`, or
+    /// until one of `sockets` is readable ([`Wake::Readable`]: the loop
+    /// then answers what probes wait there).
+    fn run_loop(
+        mut self,
+        mut wait: impl FnMut(Duration, &[Fd]) -> Wake,
         mut reload: impl FnMut() -> Option<ClientConfig>,
     ) {
         let mut next = Instant::now();
         'beats: loop {
-            self.beat(false);
+            self.beat(false, None);
             if std::mem::take(&mut self.off_path) && self.release_memory {
                 release_unused_memory();
             }
@@ -314,9 +357,11 @@ impl Client {
                 if next < now {
                     next = now; // suspended or overloaded: do not burst to catch up
                 }
-                match wait(next - now) {
+                let (fds, count) = self.sockets.fds();
+                match wait(next - now, &fds[..count]) {
                     Wake::Beat => break,
                     Wake::Stop => break 'beats,
+                    Wake::Readable => self.answer_probes(),
                     Wake::Reload => {
                         if let Some(config) = reload() {
                             match self.apply(config) {
@@ -332,7 +377,45 @@ impl Client {
             }
         }
         if !self.config.legacy {
-            self.beat(true);
+            self.beat(true, None);
+        }
+        if let Some(answerer) = &self.answerer
+            && (answerer.answered > 0 || answerer.ignored != answer::Ignored::default())
+        {
+            tracing::info!(answered = answerer.answered, ignored = ?answerer.ignored, "probes");
+        }
+    }
+
+    /// Reads what waits on the sockets (a bounded number of datagrams) and
+    /// answers the probes among them (see [`answer`]).
+    fn answer_probes(&mut self) {
+        let Some(answerer) = self.answerer.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 512];
+        let mut to_answer = Vec::new();
+        let servers: Vec<Option<SocketAddr>> = self.targets.iter().map(|t| t.beat_to).collect();
+        let me = answer::Me {
+            servers: &servers,
+            host_id: &self.host_id,
+            signer: self.signer.as_ref(),
+            interval: self.config.interval,
+        };
+        for socket in [&self.sockets.v4, &self.sockets.v6].into_iter().flatten() {
+            // Bounded: a flood cannot keep the loop from beating.
+            for _ in 0..64 {
+                let Ok((len, from)) = recv_now(socket, &mut buf) else {
+                    break;
+                };
+                let found = answerer.check(&buf[..len], from, &me, Instant::now());
+                if let Some(found) = found {
+                    to_answer.push(found);
+                }
+            }
+        }
+        for (server, nonce) in to_answer {
+            tracing::debug!(server = %self.targets[server].host, "answering a probe");
+            self.beat(false, Some((server, nonce)));
         }
     }
 
@@ -368,14 +451,19 @@ impl Client {
     /// [`Client::run`] until SIGINT or SIGTERM; SIGHUP reloads, reading
     /// the configuration again with `load` (as at start: file, environment,
     /// flags).
+    /// It answers probes (issue 15) where the OS lets it wait on signals
+    /// and sockets together (Linux).
     #[cfg(unix)]
     pub fn run_until_signal<E: std::fmt::Display>(
-        self,
+        mut self,
         signals: &StopSignals,
         mut load: impl FnMut() -> Result<ClientConfig, E>,
     ) {
-        self.run_with(
-            |timeout| signals.wait(timeout),
+        if signals.can_wait_on_sockets() && !self.config.legacy {
+            self.answerer = Some(answer::Answerer::new(Instant::now()));
+        }
+        self.run_loop(
+            |timeout, sockets| signals.wait_on(timeout, sockets),
             || {
                 tracing::info!("SIGHUP: reloading the config and the key file");
                 // `{:#}`: an anyhow error with its causes, on one line.
@@ -395,18 +483,25 @@ impl Client {
         self.config.interval.mul_f64(1.0 + spread)
     }
 
-    /// Sends one beat (or the goodbye) to every server.
-    fn beat(&mut self, goodbye: bool) {
+    /// Sends one beat (or the goodbye) to every server; with `answer`
+    /// (server index, nonce), one beat answering that server's probe, to it
+    /// alone.
+    fn beat(&mut self, goodbye: bool, answer: Option<(usize, u64)>) {
         let payload: &[u8] = if self.config.legacy {
             protocol::LEGACY_THUMP
         } else {
+            let mut beat_flags = if goodbye { flags::GOODBYE } else { 0 };
+            if self.answerer.is_some() {
+                beat_flags |= flags::ANSWERS_PROBES;
+            }
             let beat = Beat {
-                flags: if goodbye { flags::GOODBYE } else { 0 },
+                flags: beat_flags,
                 seq: self.seq,
                 boot_id: self.boot_id,
                 sent_at_micros: unix_micros(SystemTime::now()),
                 interval_ms: u32::try_from(self.config.interval.as_millis()).unwrap_or(u32::MAX),
                 host_id: &self.host_id,
+                answers: answer.map(|(_, nonce)| nonce),
                 tag: None,
             };
             match &self.signer {
@@ -417,12 +512,16 @@ impl Client {
             self.seq = self.seq.wrapping_add(1);
             &self.packet
         };
-        for target in &mut self.targets {
+        for (index, target) in self.targets.iter_mut().enumerate() {
+            if answer.is_some_and(|(to, _)| to != index) {
+                continue;
+            }
             let resolved_at = target.resolved_at;
             let result = send(target, &mut self.sockets, payload);
             self.off_path |= target.resolved_at != resolved_at;
             match result {
                 Ok(to) => {
+                    target.beat_to = Some(to);
                     tracing::debug!(server = %to, goodbye, "beat sent");
                     if std::mem::take(&mut target.failing) {
                         self.off_path = true;
@@ -441,6 +540,14 @@ impl Client {
             }
         }
     }
+}
+
+/// One datagram already waiting on `socket`, without blocking.
+fn recv_now(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    socket.set_nonblocking(true)?;
+    let received = socket.recv_from(buf);
+    socket.set_nonblocking(false)?;
+    received
 }
 
 /// The signer for `host_id` from the key file: key `key_id`, or the newest.
@@ -614,6 +721,10 @@ fn clean_file_mappings(smaps: &str, path: &str) -> [Option<(usize, usize)>; MAX_
 #[cfg(unix)]
 pub struct StopSignals {
     set: libc::sigset_t,
+    /// The same signals as a descriptor (Linux), so the loop can wait on
+    /// them and its sockets together.
+    #[cfg(target_os = "linux")]
+    signal_fd: Option<std::os::fd::OwnedFd>,
 }
 
 #[cfg(unix)]
@@ -635,8 +746,76 @@ impl StopSignals {
             if rc != 0 {
                 return Err(io::Error::from_raw_os_error(rc));
             }
-            Ok(Self { set })
+            #[cfg(target_os = "linux")]
+            let signal_fd = {
+                use std::os::fd::FromRawFd;
+                let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+                (fd >= 0).then(|| std::os::fd::OwnedFd::from_raw_fd(fd))
+            };
+            Ok(Self {
+                set,
+                #[cfg(target_os = "linux")]
+                signal_fd,
+            })
         }
+    }
+
+    /// True when [`StopSignals::wait_on`] also wakes for sockets.
+    pub fn can_wait_on_sockets(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.signal_fd.is_some();
+        #[cfg(not(target_os = "linux"))]
+        false
+    }
+
+    /// [`StopSignals::wait`], but also ends with [`Wake::Readable`] when a
+    /// datagram waits on one of `sockets` (Linux: `poll` on them and a
+    /// signalfd; elsewhere the sockets are not watched).
+    pub fn wait_on(&self, timeout: Duration, sockets: &[Fd]) -> Wake {
+        #[cfg(target_os = "linux")]
+        if let Some(signal_fd) = &self.signal_fd
+            && !sockets.is_empty()
+        {
+            use std::os::fd::AsRawFd;
+            let deadline = Instant::now() + timeout;
+            let mut polled = [libc::pollfd {
+                fd: signal_fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }; 3];
+            for (entry, &fd) in polled[1..].iter_mut().zip(sockets) {
+                entry.fd = fd;
+            }
+            let count = 1 + sockets.len().min(2);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                // Rounded up: waking a moment early would only wait again.
+                let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                // SAFETY: `polled` holds `count` initialized entries.
+                let ready = unsafe { libc::poll(polled.as_mut_ptr(), count as libc::nfds_t, ms) };
+                if ready < 0 {
+                    if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return self.wait(left); // poll itself failed: signals only
+                }
+                if polled[0].revents != 0 {
+                    // A signal is pending: take it the usual way, at once.
+                    return match self.wait(Duration::ZERO) {
+                        Wake::Beat => continue, // consumed elsewhere meanwhile
+                        wake => wake,
+                    };
+                }
+                if polled[1..count].iter().any(|p| p.revents != 0) {
+                    return Wake::Readable;
+                }
+                if ready == 0 && left.is_zero() || Instant::now() >= deadline {
+                    return Wake::Beat;
+                }
+            }
+        }
+        let _ = sockets;
+        self.wait(timeout)
     }
 
     /// Sleeps up to `timeout`: [`Wake::Stop`] when SIGINT or SIGTERM came
@@ -769,6 +948,7 @@ Anonymous:             8 kB
             port: 9,
             literal: None,
             addrs: Vec::new(),
+            beat_to: None,
             resolved_at: None,
             error_log: RateLimit::new(ERROR_LOG_PERIOD),
             failing: false,

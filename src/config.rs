@@ -10,6 +10,7 @@ pub mod detection;
 pub mod email;
 pub mod env;
 pub mod preset;
+pub mod probe;
 pub mod redact;
 pub mod secret;
 pub mod sinks;
@@ -273,6 +274,9 @@ pub struct ServerConfig {
     pub flap_threshold: u16,
     /// Settings of the phi accrual detector.
     pub phi: detection::PhiConfig,
+    /// Probing suspected hosts before declaring them `down`
+    /// (`[server.probe]`, docs/DETECTION.md). Default: off.
+    pub probe: probe::ProbeConfig,
     /// Per-host detector overrides, by host-id glob; the first match wins.
     /// Default: none.
     pub host_detectors: Vec<detection::HostDetector>,
@@ -318,6 +322,7 @@ impl Default for ServerConfig {
             flap_window: Duration::from_secs(600),
             flap_threshold: 3,
             phi: detection::PhiConfig::default(),
+            probe: probe::ProbeConfig::default(),
             host_detectors: Vec::new(),
             record: None,
             watchdog: Default::default(),
@@ -406,6 +411,7 @@ impl ServerConfig {
             flap_threshold: self.flap_threshold,
             max_hosts: self.max_hosts,
             enforce_seq: self.key_file.is_some(),
+            probe: self.probe.settings()?,
         };
         Ok(ValidServerConfig {
             config: self.clone(),

@@ -37,6 +37,12 @@ pub struct ServerArgs {
     /// Silence after which a host is late (unset: half the timeout).
     #[arg(long, value_parser = duration::parse)]
     late_after: Option<Duration>,
+    /// Probe a suspected host before declaring it down (`[server.probe]`).
+    #[arg(long)]
+    probes: bool,
+    /// Spacing of the probes to one host.
+    #[arg(long, value_parser = duration::parse, value_name = "DURATION")]
+    probe_interval: Option<Duration>,
     /// Also print the list of silent hosts this often, as the seed did.
     #[arg(long, value_parser = duration::parse, value_name = "DURATION")]
     silent_report: Option<Duration>,
@@ -99,6 +105,8 @@ impl ServerArgs {
         super::set(&mut config.http, self.http);
         super::set(&mut config.timeout, self.timeout.or(self.seed_timeout));
         config.late_after = self.late_after.or(config.late_after);
+        config.probe.enabled |= self.probes;
+        super::set(&mut config.probe.interval, self.probe_interval);
         config.silent_report = self.silent_report.or(config.silent_report);
         config.data_dir = self.data_dir.or(config.data_dir);
         super::set(&mut config.event_history, self.event_history);

@@ -81,6 +81,19 @@ pub struct SimulateArgs {
     /// Floor of the loss rate.
     #[arg(long)]
     phi_min_loss: Option<f64>,
+    /// Probe suspected hosts (issue 15): beats, probes and answers share
+    /// one loss process in time.
+    #[arg(long)]
+    probes: bool,
+    /// Round trip of a probe and its answer.
+    #[arg(long, value_parser = duration::parse, default_value = "50ms")]
+    rtt: Duration,
+    /// Spacing of the probes to one host.
+    #[arg(long, value_parser = duration::parse)]
+    probe_interval: Option<Duration>,
+    /// -log10 of the chance a live host leaves all its probes unanswered.
+    #[arg(long)]
+    probe_threshold: Option<f64>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -92,10 +105,13 @@ impl SimulateArgs {
             Some(path) => FileConfig::load(path)?.server,
             None => ServerConfig::default(),
         };
-        let phi = &mut config.phi;
         config.detector = self.detector.unwrap_or(config.detector);
         config.timeout = self.timeout.unwrap_or(config.timeout);
         config.late_after = self.late_after.or(config.late_after);
+        config.probe.enabled |= self.probes;
+        config.probe.interval = self.probe_interval.unwrap_or(config.probe.interval);
+        config.probe.threshold = self.probe_threshold.unwrap_or(config.probe.threshold);
+        let phi = &mut config.phi;
         phi.threshold = self.phi_threshold.unwrap_or(phi.threshold);
         phi.late_threshold = self.phi_late_threshold.unwrap_or(phi.late_threshold);
         phi.window = self.phi_window.unwrap_or(phi.window);
@@ -143,6 +159,7 @@ impl SimulateArgs {
                 burst_loss: self.burst_loss,
             },
             seed: self.seed,
+            probe_rtt: self.probes.then_some(self.rtt),
         })
     }
 }
@@ -230,6 +247,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             "false_downs_per_1000_host_days": report.false_downs_per_1000_host_days(),
             "false_lates": report.false_lates,
             "flapping": report.flapping,
+            "probes_sent": report.probes_sent,
+            "probes_answered": report.probes_answered,
+            "probes_per_host_day": report.probes_sent as f64 / report.host_days.max(1e-9),
             "seed": fleet.seed,
             "seconds": started.elapsed().as_secs_f64(),
         });
@@ -269,6 +289,14 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         report.false_lates,
         report.flapping
     );
+    if fleet.probe_rtt.is_some() {
+        println!(
+            "probes     {} sent ({:.1} per host-day), {} answered",
+            report.probes_sent,
+            report.probes_sent as f64 / report.host_days.max(1e-9),
+            report.probes_answered
+        );
+    }
     println!(
         "time       {:.2}s for {:.0} host-days",
         started.elapsed().as_secs_f64(),

@@ -53,6 +53,13 @@ impl Monitor {
         if self.settings.enforce_seq && beat.seq.is_none() && !host.legacy() {
             return Observed::NotLegacy;
         }
+        // An answer to a probe this host was not sent (forged, replayed,
+        // or after its suspicion ended) confirms nothing (issue 15).
+        if let Some(nonce) = beat.answers
+            && !self.check_answer(slot, nonce, now_ms, out)
+        {
+            return Observed::BadAnswer;
+        }
         // With keys a seq is authentic, so one below the newest is a beat
         // overtaken or withheld on the way: it is counted (statistics, the
         // window) but says nothing of now, so it changes no state, no
@@ -192,6 +199,7 @@ impl Monitor {
             host.stats.add_clock_offset(offset_ms as f32, alpha);
         }
         host.boot = boot;
+        host.set_answers_probes(beat.answers_probes);
         host.set_interval_ms(beat.interval_ms);
         host.last_seen = host.last_seen.max(now_ms);
         host.beats = host.beats.saturating_add(1);
@@ -240,6 +248,9 @@ impl Monitor {
             }
             out.events.push(event);
         }
+        if changes[0].is_some() {
+            self.end_probing(slot); // recovered or left: no more probes
+        }
         // The common beat (same state, same declared interval, fixed
         // timeout) only moves the deadline later: the queued entry stays,
         // early, and is moved when it surfaces. Skipping the computation
@@ -269,6 +280,7 @@ impl Monitor {
         host.set_interval_ms(beat.interval_ms);
         host.beats = 1;
         host.set_legacy(beat.seq.is_none());
+        host.set_answers_probes(beat.answers_probes);
         host.rule = self.settings.rules.index_for(beat.host_id);
         self.counts[state.index()] += 1;
         let slot = self.registry.insert(host, beat.host_id, beat.addr);

@@ -32,6 +32,7 @@ pub mod maintenance;
 pub mod model;
 pub mod phi;
 pub mod policy;
+pub mod probe;
 pub mod queue;
 pub mod registry;
 pub mod replay;
@@ -70,6 +71,11 @@ pub struct Observation<'a> {
     /// The client's send time, microseconds since the Unix epoch (0:
     /// unknown, e.g. legacy beats).
     pub sent_at_micros: u64,
+    /// The client answers probes (and the server can sign them so that it
+    /// can check them): the host may be probed when it falls silent.
+    pub answers_probes: bool,
+    /// The nonce of the probe this beat answers.
+    pub answers: Option<u64>,
 }
 
 impl<'a> Observation<'a> {
@@ -83,6 +89,8 @@ impl<'a> Observation<'a> {
             interval_ms: beat.interval_ms,
             goodbye: beat.is_goodbye(),
             sent_at_micros: beat.sent_at_micros,
+            answers_probes: beat.answers_probes(),
+            answers: beat.answers,
         }
     }
 
@@ -97,6 +105,8 @@ impl<'a> Observation<'a> {
             interval_ms: 0,
             goodbye: false,
             sent_at_micros: 0,
+            answers_probes: false,
+            answers: None,
         }
     }
 }
@@ -114,6 +124,10 @@ pub enum Observed {
     /// Refused: with keys, a legacy (unsigned, unnumbered) beat for a host
     /// that has sent numbered beats. Nothing changed.
     NotLegacy,
+    /// Refused: it answers a probe the server did not send that host
+    /// during its current suspicion (forged, replayed or too late). Nothing
+    /// changed.
+    BadAnswer,
 }
 
 /// A host whose beats now come from another address (for the log).
@@ -138,6 +152,8 @@ pub struct Outcome {
     pub lags: Vec<Duration>,
     /// Hosts that beat from a new address.
     pub moved: Vec<Moved>,
+    /// Probes to send, answers received.
+    pub probe: probe::ProbeOutcome,
 }
 
 impl Outcome {
@@ -146,6 +162,8 @@ impl Outcome {
         self.events.clear();
         self.lags.clear();
         self.moved.clear();
+        self.probe.send.clear();
+        self.probe.answered.clear();
     }
 }
 
@@ -189,6 +207,8 @@ pub struct Monitor {
     totals: DetectionTotals,
     /// Maintenance windows and the hosts in them (a side table).
     maintenance: maintenance::Maintenance,
+    /// Hosts under suspicion, being probed (a side table: see [`probe`]).
+    probing: probe::Probing,
     /// Interned label sets (see [`labelsets`]).
     labels: LabelTable,
     /// The server's label rules.
@@ -213,6 +233,7 @@ impl Monitor {
             epoch: now,
             totals: DetectionTotals::default(),
             maintenance: maintenance::Maintenance::default(),
+            probing: probe::Probing::default(),
             labels: LabelTable::default(),
             label_rules: Vec::new(),
             rules_use_networks: false,
@@ -328,7 +349,9 @@ impl Monitor {
                 continue; // stale: superseded by an earlier entry
             }
             host.scheduled = 0;
-            let Some(due) = self.due(slot) else { continue };
+            let Some(due) = self.due_of(slot) else {
+                continue;
+            };
             if due <= now_ms {
                 self.declare(slot, due, now, wall, out);
             }
@@ -336,6 +359,7 @@ impl Monitor {
             // `down` after `late` (at once if that is already due).
             self.reschedule_if_earlier(slot);
         }
+        self.run_probes(now, wall, out);
     }
 
     /// The transition of the host in `slot`, whose deadline `due` (clock
@@ -364,6 +388,10 @@ impl Monitor {
         } else {
             EventKind::Down
         };
+        if kind == EventKind::Down && self.probe_holds(slot) {
+            return; // its probes decide (see `probe`)
+        }
+        let host = self.registry.get_mut(slot);
         count_move(&mut self.counts, host.state, kind.state_after());
         host.state = kind.state_after();
         host.set_since(wall);
@@ -379,6 +407,10 @@ impl Monitor {
                 .push(self.event(EventKind::Flapping, slot, wall, silent_for));
         }
         self.changes.mark(slot);
+        match kind {
+            EventKind::Late => self.start_probing(slot, self.clock.ms(now)),
+            _ => self.down_declared(slot, out),
+        }
     }
 }
 

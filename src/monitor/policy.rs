@@ -116,6 +116,8 @@ pub struct Settings {
     /// Refuse beats whose seq is not new (see `replay`): on with keys,
     /// where a seq cannot be forged; without keys it would protect nothing.
     pub enforce_seq: bool,
+    /// Probing of suspected hosts (issue 15).
+    pub probe: super::probe::ProbeSettings,
 }
 
 impl Monitor {

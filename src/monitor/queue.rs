@@ -84,7 +84,11 @@ impl Monitor {
     /// Earliest pending deadline (possibly a stale or early entry, which only
     /// costs a spurious wake-up); the timer sleeps until it.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.queue.earliest().map(|ms| self.clock.instant(ms))
+        let earliest = match (self.queue.earliest(), self.next_probe_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        earliest.map(|ms| self.clock.instant(ms))
     }
 
     /// Where the silence the monitor holds against the host starts (clock
@@ -96,8 +100,7 @@ impl Monitor {
 
     /// When `host` next changes state if it stays silent, if ever (clock
     /// milliseconds, rounded up).
-    pub(super) fn due(&self, slot: Slot) -> Option<u64> {
-        let host = self.registry.get(slot);
+    pub(super) fn due(&self, host: &super::Host) -> Option<u64> {
         let from = self.counted_from(host);
         let after = |silence: Duration| from.saturating_add(super::millis(silence, true));
         match host.state {
@@ -109,15 +112,29 @@ impl Monitor {
                 .flap
                 .settles_at(self.flap_window_ms())
                 .map(|ms| self.clock.ms_ceil(self.epoch + Duration::from_millis(ms))),
-            HostState::Maintenance => self.maintenance.end_of(slot),
-            HostState::Left | HostState::Paused => None,
+            // In maintenance: its window's end, from the side table
+            // (`due_of`, which has the slot).
+            HostState::Left | HostState::Paused | HostState::Maintenance => None,
         }
+    }
+
+    /// [`Monitor::due`] of the host in `slot`, but none while its probes
+    /// are out (they decide when it is `down`: see `probe`).
+    pub(super) fn due_of(&self, slot: Slot) -> Option<u64> {
+        let host = self.registry.get(slot);
+        if host.state == HostState::Maintenance {
+            return self.maintenance.end_of(slot);
+        }
+        if host.state == HostState::Late && self.probe_holds(slot) {
+            return None;
+        }
+        self.due(host)
     }
 
     /// Queues the host's deadline if it has none queued or its true deadline
     /// is now earlier than the queued one; a later one is left to surface.
     pub(super) fn reschedule_if_earlier(&mut self, slot: Slot) {
-        let due = self.due(slot).map(|ms| self.queue.tick(ms));
+        let due = self.due_of(slot).map(|ms| self.queue.tick(ms));
         let host = self.registry.get_mut(slot);
         match due {
             Some(due) if host.scheduled != 0 && due >= host.scheduled => {}

@@ -82,6 +82,7 @@ pub struct Host {
 const LEGACY: u8 = 1;
 const GAP_UNCOUNTED: u8 = 2;
 const IPV6: u8 = 4;
+const ANSWERS_PROBES: u8 = 8;
 
 /// Units of [`encode_interval`]'s codes, in milliseconds, by the code's
 /// top two bits.
@@ -194,6 +195,16 @@ impl Host {
     /// Sets or clears [`Host::gap_uncounted`].
     pub fn set_gap_uncounted(&mut self, uncounted: bool) {
         self.set_flag(GAP_UNCOUNTED, uncounted);
+    }
+
+    /// True when its client's latest beat said it answers probes.
+    pub fn answers_probes(&self) -> bool {
+        self.flags & ANSWERS_PROBES != 0
+    }
+
+    /// Sets or clears [`Host::answers_probes`].
+    pub fn set_answers_probes(&mut self, answers: bool) {
+        self.set_flag(ANSWERS_PROBES, answers);
     }
 
     fn set_flag(&mut self, flag: u8, on: bool) {

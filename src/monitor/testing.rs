@@ -42,6 +42,7 @@ pub fn settings_of(kind: DetectorKind) -> Settings {
         flap_threshold: 3,
         max_hosts: 2_000_000,
         enforce_seq: false,
+        probe: super::probe::ProbeSettings::default(),
     }
 }
 
@@ -61,6 +62,8 @@ pub fn beat(id: &str) -> Observation<'_> {
         interval_ms: 10_000,
         goodbye: false,
         sent_at_micros: 0,
+        answers_probes: false,
+        answers: None,
     }
 }
 

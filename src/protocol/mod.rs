@@ -6,6 +6,7 @@
 //! the input: it runs once per packet on the ingest hot path.
 
 pub mod maintenance;
+pub mod probe;
 
 use std::fmt;
 
@@ -22,8 +23,10 @@ pub const MAX_HOST_ID_LEN: usize = 255;
 pub const TAG_LEN: usize = 4 + MAC_LEN;
 /// Bytes of the truncated MAC inside the tag.
 pub const MAC_LEN: usize = 16;
+/// Bytes of a probe nonce, carried by an answering beat.
+pub const NONCE_LEN: usize = 8;
 /// Longest valid v1 packet; a receive buffer of this size never truncates one.
-pub const MAX_PACKET_LEN: usize = HEADER_LEN + MAX_HOST_ID_LEN + TAG_LEN;
+pub const MAX_PACKET_LEN: usize = HEADER_LEN + MAX_HOST_ID_LEN + NONCE_LEN + TAG_LEN;
 
 /// The seed's (PyHeartBeat) payload, accepted as a beat keyed by source IP.
 pub const LEGACY_THUMP: &[u8] = b"Thump!";
@@ -36,9 +39,15 @@ pub mod flags {
     pub const GOODBYE: u8 = 0b0000_0001;
     /// A 20-byte authentication tag (key id + MAC) follows the host id.
     pub const TAGGED: u8 = 0b0000_0010;
+    /// The client answers probes (`probe.rs`): a server may probe this host
+    /// when it falls silent. Issue 15.
+    pub const ANSWERS_PROBES: u8 = 0b0000_0100;
+    /// This beat answers a probe: the probe's 8-byte nonce follows the host
+    /// id (before the tag, so the MAC covers it). Issue 15.
+    pub const ANSWER: u8 = 0b0000_1000;
     /// Every bit this version knows; receivers ignore the others so that a
     /// later client's new flag does not make its beats undecodable.
-    pub const KNOWN: u8 = GOODBYE | TAGGED;
+    pub const KNOWN: u8 = GOODBYE | TAGGED | ANSWERS_PROBES | ANSWER;
 }
 
 /// The authentication tag reserved by v1: which key signed the packet and
@@ -66,6 +75,8 @@ pub struct Beat<'a> {
     pub interval_ms: u32,
     /// The host's identity: 1 to [`MAX_HOST_ID_LEN`] bytes of UTF-8.
     pub host_id: &'a str,
+    /// The nonce of the probe this beat answers (the `ANSWER` flag).
+    pub answers: Option<u64>,
     /// Authentication tag, present when the `TAGGED` flag is set.
     pub tag: Option<Tag>,
 }
@@ -74,6 +85,11 @@ impl Beat<'_> {
     /// True when the client said goodbye (clean shutdown).
     pub fn is_goodbye(&self) -> bool {
         self.flags & flags::GOODBYE != 0
+    }
+
+    /// True when the client says it answers probes.
+    pub fn answers_probes(&self) -> bool {
+        self.flags & flags::ANSWERS_PROBES != 0
     }
 }
 
@@ -112,6 +128,10 @@ pub enum DecodeError {
     /// [`forbidden_in_host_id`]).
     #[error("host id holds a control, bidirectional or invisible character")]
     HostIdForbiddenChar,
+    /// A datagram kind this version does not know (e.g. a probe's type
+    /// byte, see [`probe`]).
+    #[error("unknown datagram type {0}")]
+    UnknownType(u8),
 }
 
 impl DecodeError {
@@ -125,6 +145,7 @@ impl DecodeError {
             DecodeError::HostIdNotUtf8 => "host_id_not_utf8",
             DecodeError::LengthMismatch => "length_mismatch",
             DecodeError::HostIdForbiddenChar => "host_id_forbidden_char",
+            DecodeError::UnknownType(_) => "unknown_type",
         }
     }
 }
@@ -212,10 +233,16 @@ pub fn decode(datagram: &[u8]) -> Result<Packet<'_>, DecodeError> {
     } else {
         0
     };
-    if rest.len() != host_id_len + tag_len {
+    let nonce_len = if flags & flags::ANSWER != 0 {
+        NONCE_LEN
+    } else {
+        0
+    };
+    if rest.len() != host_id_len + nonce_len + tag_len {
         return Err(DecodeError::LengthMismatch);
     }
-    let (host_id, tag_bytes) = rest.split_at(host_id_len);
+    let (host_id, rest) = rest.split_at(host_id_len);
+    let (nonce, tag_bytes) = rest.split_at(nonce_len);
     let host_id = std::str::from_utf8(host_id).map_err(|_| DecodeError::HostIdNotUtf8)?;
     check_host_id(host_id).map_err(|_| DecodeError::HostIdForbiddenChar)?;
     let tag = (tag_len != 0).then(|| Tag {
@@ -229,6 +256,7 @@ pub fn decode(datagram: &[u8]) -> Result<Packet<'_>, DecodeError> {
         sent_at_micros: u64::from_be_bytes(array(&header[30..38])),
         interval_ms: u32::from_be_bytes(array(&header[38..42])),
         host_id,
+        answers: (nonce_len != 0).then(|| u64::from_be_bytes(array(nonce))),
         tag,
     }))
 }
@@ -243,9 +271,12 @@ pub fn encode(beat: &Beat<'_>, out: &mut Vec<u8>) -> Result<usize, EncodeError> 
         return Err(EncodeError::HostIdLength(id.len()));
     }
     check_host_id(beat.host_id)?;
-    let mut flags = beat.flags & !flags::TAGGED;
+    let mut flags = beat.flags & !(flags::TAGGED | flags::ANSWER);
     if beat.tag.is_some() {
         flags |= flags::TAGGED;
+    }
+    if beat.answers.is_some() {
+        flags |= flags::ANSWER;
     }
     out.clear();
     out.extend_from_slice(&MAGIC);
@@ -257,6 +288,9 @@ pub fn encode(beat: &Beat<'_>, out: &mut Vec<u8>) -> Result<usize, EncodeError> 
     out.extend_from_slice(&beat.interval_ms.to_be_bytes());
     out.push(id.len() as u8); // checked against MAX_HOST_ID_LEN above
     out.extend_from_slice(id);
+    if let Some(nonce) = beat.answers {
+        out.extend_from_slice(&nonce.to_be_bytes());
+    }
     if let Some(tag) = beat.tag {
         out.extend_from_slice(&tag.key_id.to_be_bytes());
         out.extend_from_slice(&tag.mac);
@@ -347,6 +381,7 @@ mod tests {
             sent_at_micros: 1_700_000_000_000_000,
             interval_ms: 10_000,
             host_id: "web-1",
+            answers: None,
             tag: None,
         }
     }
@@ -384,6 +419,7 @@ mod tests {
         let id = "h".repeat(MAX_HOST_ID_LEN);
         let beat = Beat {
             host_id: &id,
+            answers: Some(u64::MAX),
             tag: Some(Tag {
                 key_id: 1,
                 mac: [0; MAC_LEN],
@@ -515,21 +551,52 @@ mod tests {
         let vectors = doc_vectors(doc);
         assert!(vectors.len() >= 4, "expected test vectors in PROTOCOL.md");
         for (name, bytes, expect) in vectors {
+            if probe::is_probe(&bytes) {
+                let got = match probe::decode_probe(&bytes) {
+                    Ok(p) => format!(
+                        "probe nonce={} host={} tag={}",
+                        p.nonce,
+                        p.host_id,
+                        p.tag.map_or("none".to_string(), |t| format!(
+                            "{}:{}",
+                            t.key_id,
+                            t.mac.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                        )),
+                    ),
+                    Err(e) => format!("error {}", e.as_str()),
+                };
+                assert_eq!(got, expect, "vector {name}");
+                if name.starts_with("signed") {
+                    let probe = probe::decode_probe(&bytes).expect("a probe");
+                    let secret: Vec<u8> = (0u8..32).collect();
+                    let key = crate::auth::Key::new(1, &secret, false, None).expect("test key");
+                    let signer = crate::auth::Signer::new(&key, probe.host_id).expect("signer");
+                    assert_eq!(signer.verify_probe(&bytes, &probe), Ok(()), "{name}");
+                    let mut ring = crate::auth::KeyRing::default();
+                    ring.add(key).expect("one key");
+                    let mut again = Vec::new();
+                    ring.sign_probe(&probe, &mut again).expect("sign");
+                    assert_eq!(again, bytes, "the server signs {name} the same");
+                }
+                continue;
+            }
             let got = match decode(&bytes) {
-                Ok(Packet::V1(b)) => format!(
-                    "v1 flags={} seq={} boot={} sent={} interval={} host={} tag={}",
-                    b.flags,
-                    b.seq,
-                    BootId(&b.boot_id),
-                    b.sent_at_micros,
-                    b.interval_ms,
-                    b.host_id,
-                    b.tag.map_or("none".to_string(), |t| format!(
-                        "{}:{}",
-                        t.key_id,
-                        t.mac.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                    )),
-                ),
+                Ok(Packet::V1(b)) => {
+                    format!(
+                        "v1 flags={} seq={} boot={} sent={} interval={} host={} tag={}",
+                        b.flags,
+                        b.seq,
+                        BootId(&b.boot_id),
+                        b.sent_at_micros,
+                        b.interval_ms,
+                        b.host_id,
+                        b.tag.map_or("none".to_string(), |t| format!(
+                            "{}:{}",
+                            t.key_id,
+                            t.mac.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                        )),
+                    ) + &b.answers.map_or(String::new(), |n| format!(" answers={n}"))
+                }
                 Ok(Packet::Legacy) => "legacy".to_string(),
                 Err(e) => format!("error {}", e.as_str()),
             };
@@ -618,7 +685,7 @@ mod tests {
             let tag = tag.map(|(key_id, mac)| Tag { key_id, mac });
             let mut flags = flags & !flags::TAGGED;
             if tag.is_some() { flags |= flags::TAGGED; }
-            let beat = Beat { flags, seq, boot_id: boot, sent_at_micros: sent, interval_ms: interval, host_id: &id, tag };
+            let beat = Beat { flags: flags & !flags::ANSWER, seq, boot_id: boot, sent_at_micros: sent, interval_ms: interval, host_id: &id, answers: None, tag };
             let bytes = encoded(&beat);
             prop_assert_eq!(decode(&bytes), Ok(Packet::V1(beat)));
         }

@@ -37,11 +37,14 @@ pub enum DropReason {
     /// With keys: a seq whose run start (its high 32 bits, Unix seconds)
     /// lies past the beat's send time plus `max_clock_skew`.
     FutureRun,
+    /// An answer to a probe the server did not send that host during its
+    /// current suspicion (forged, replayed or late; issue 15).
+    ProbeNonce,
 }
 
 impl DropReason {
     /// Every reason, in metric order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::UnsupportedVersion,
         DropReason::Unsigned,
@@ -54,6 +57,7 @@ impl DropReason {
         DropReason::BadHostId,
         DropReason::JoinRate,
         DropReason::FutureRun,
+        DropReason::ProbeNonce,
     ];
 
     /// The metric label.
@@ -71,6 +75,7 @@ impl DropReason {
             DropReason::BadHostId => "bad_host_id",
             DropReason::JoinRate => "join_rate",
             DropReason::FutureRun => "future_run",
+            DropReason::ProbeNonce => "probe_nonce",
         }
     }
 
@@ -112,6 +117,7 @@ impl DropReason {
             DropReason::BadHostId => "a host id that is not printable text",
             DropReason::JoinRate => "a new host beyond join_rate",
             DropReason::FutureRun => "a sequence number from a future run",
+            DropReason::ProbeNonce => "an answer to a probe not sent to that host",
         }
     }
 

@@ -149,11 +149,6 @@ impl Policy {
         self.joins.lock().expect("join limit lock").admit(now)
     }
 
-    /// The keys beats and announcements must be signed with, if any.
-    pub fn keys(&self) -> Option<&KeyRing> {
-        self.keys.as_ref()
-    }
-
     /// How far a signed datagram's send time may be from the server's.
     pub fn max_clock_skew(&self) -> Duration {
         self.max_clock_skew
@@ -162,6 +157,32 @@ impl Policy {
     /// How many keys the server accepts (0: beats need no signature).
     pub fn key_count(&self) -> usize {
         self.keys.as_ref().map_or(0, |k| k.keys().len())
+    }
+
+    /// The keys, when beats must be signed (probes are signed with them,
+    /// maintenance announcements checked and confirmed with them).
+    pub fn keys(&self) -> Option<&KeyRing> {
+        self.keys.as_ref()
+    }
+
+    /// Bytes of the tag every admitted v1 beat carries (0 without keys).
+    pub fn tag_len(&self) -> usize {
+        if self.keys.is_some() {
+            crate::protocol::TAG_LEN
+        } else {
+            0
+        }
+    }
+
+    /// Whether the host of `beat` may be probed: it says it answers
+    /// probes, and (with keys) it signs with the key probes are signed
+    /// with, so that it can check them (issue 15).
+    pub fn can_probe(&self, beat: &crate::protocol::Beat<'_>) -> bool {
+        beat.answers_probes()
+            && self
+                .keys
+                .as_ref()
+                .is_none_or(|keys| beat.tag.map(|tag| tag.key_id) == keys.probe_key_id())
     }
 
     /// The ids of the keys accepted, ascending (for the reload's log).
@@ -285,6 +306,7 @@ mod tests {
                 sent_at_micros: since_epoch.as_micros() as u64,
                 interval_ms: 100,
                 host_id: "web-1",
+                answers: None,
                 tag: None,
             };
             let mut out = Vec::new();
@@ -332,6 +354,7 @@ mod tests {
             sent_at_micros: micros(sent),
             interval_ms: 100,
             host_id: "web-1",
+            answers: None,
             tag: None,
         };
         let key = Key::new(1, &[1; 32], false, None).expect("key");

@@ -213,7 +213,15 @@ impl Ingest {
                     .and_then(|packet| {
                         policy
                             .check(datagram.bytes, &packet, datagram.from.ip(), wall)
-                            .map(|()| packet)
+                            .map(|()| match packet {
+                                // A host is probed only if it can check
+                                // the probe (see `Policy::can_probe`).
+                                Packet::V1(mut beat) if !policy.can_probe(&beat) => {
+                                    beat.flags &= !protocol::flags::ANSWERS_PROBES;
+                                    Packet::V1(beat)
+                                }
+                                packet => packet,
+                            })
                     })
             };
             match checked {
@@ -292,6 +300,12 @@ impl Ingest {
                         tracing::debug!(from = %beat.addr, host = beat.host_id, suppressed, "dropped packet: replay");
                     }
                 }
+                Observed::BadAnswer => {
+                    counts.dropped[DropReason::ProbeNonce as usize] += 1;
+                    if let Some(suppressed) = bad_packet_log.check(std::time::Instant::now()) {
+                        tracing::debug!(from = %beat.addr, host = beat.host_id, suppressed, "dropped packet: answer to a probe not sent");
+                    }
+                }
                 Observed::NotLegacy => {
                     counts.dropped[DropReason::Legacy as usize] += 1;
                     if let Some(suppressed) = bad_packet_log.check(std::time::Instant::now()) {
@@ -311,6 +325,9 @@ impl Ingest {
                     }
                 }
             }
+        }
+        for rtt in &out.probe.answered {
+            self.metrics.probe.rtt.observe(rtt.as_secs_f64());
         }
         for moved in &out.moved {
             tracing::info!(host = %moved.host, from = %moved.from, to = %moved.to, "host address changed");

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub beats_reordered: Counter,
     /// Hosts flapping now.
     pub hosts_flapping: Gauge,
+    /// Probing of suspected hosts (issue 15).
+    pub probe: super::probe::ProbeMetrics,
 }
 
 impl Default for Metrics {
@@ -202,8 +204,11 @@ impl Default for Metrics {
             "Hosts flapping now (alerts held back)",
             hosts_flapping.clone(),
         );
+        let probe = super::probe::ProbeMetrics::default();
+        probe.register(&mut registry);
         Self {
             registry,
+            probe,
             beats_lost,
             beats_duplicated,
             beats_reordered,

@@ -25,6 +25,7 @@ pub mod ingest;
 pub mod maintenance;
 pub mod metrics;
 pub mod persist;
+pub mod probe;
 pub mod process;
 pub mod recv;
 pub mod reload;
@@ -132,6 +133,18 @@ impl Server {
         let loaded = store.load()?;
         let (now, wall) = (timer::now(), std::time::SystemTime::now());
         let mut monitor = Monitor::new(config.monitor().clone(), now, wall);
+        // Nonces an off-path sender cannot guess (issue 15).
+        let mut seed = [0u8; 8];
+        if let Err(e) = getrandom::fill(&mut seed) {
+            tracing::warn!("no OS randomness for probe nonces ({e}): using the clock");
+            seed = crate::monitor::registry::millis(
+                wall.duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default(),
+                false,
+            )
+            .to_le_bytes();
+        }
+        monitor.seed_probes(u64::from_le_bytes(seed));
         let events = EventLog::new(config.event_history);
         let restored = persist::restore(loaded, &mut monitor, &events, now, wall);
         tracing::info!(
@@ -265,6 +278,19 @@ impl Server {
             std::time::SystemTime::now(),
         )]);
 
+        // A handle on the beats' socket: probes leave from the address the
+        // clients beat to (and through the NAT mappings their beats keep).
+        let prober = match udp.try_clone() {
+            Ok(socket) => Some(probe::Prober::new(
+                socket,
+                guard.clone(),
+                shared.metrics.probe.clone(),
+            )),
+            Err(e) => {
+                tracing::warn!("cannot share the UDP socket ({e}): no probes will be sent");
+                None
+            }
+        };
         let ingest_stop = CancellationToken::new();
         let ingest = tokio::spawn(
             Ingest {
@@ -283,6 +309,7 @@ impl Server {
             timer::run_timer(
                 fleet.clone(),
                 shared.metrics.timer.clone(),
+                prober,
                 timer_stop.clone(),
             ),
         );

@@ -33,6 +33,7 @@ pub const LIVE: &[&str] = &[
     "flap_window",
     "flap_threshold",
     "phi",
+    "probe",
     "host_detectors",
 ];
 
@@ -46,6 +47,7 @@ const DETECTION: &[&str] = &[
     "flap_window",
     "flap_threshold",
     "phi",
+    "probe",
     "host_detectors",
 ];
 
@@ -216,6 +218,7 @@ const FIELDS: &[&str] = &[
     "flap_window",
     "flap_threshold",
     "phi",
+    "probe",
     "host_detectors",
     "record",
     "watchdog",

@@ -52,7 +52,12 @@ impl Default for TimerMetrics {
 /// Runs the monitor's clock until `shutdown`: sleeps until the earliest
 /// deadline (or until the fleet says one moved earlier), expires it, and
 /// counts what happened.
-pub async fn run_timer(fleet: Arc<Fleet>, metrics: TimerMetrics, shutdown: CancellationToken) {
+pub async fn run_timer(
+    fleet: Arc<Fleet>,
+    metrics: TimerMetrics,
+    mut prober: Option<super::probe::Prober>,
+    shutdown: CancellationToken,
+) {
     let watch = StallWatch::new(fleet.read(|monitor| monitor.stall_threshold()));
     let mut stall: Option<Duration> = None;
     let mut out = Outcome::default();
@@ -71,6 +76,11 @@ pub async fn run_timer(fleet: Arc<Fleet>, metrics: TimerMetrics, shutdown: Cance
         for lag in out.lags.drain(..) {
             metrics.lag.observe(lag.as_secs_f64());
         }
+        // Outside the lock: the monitor decided, the socket sends.
+        if let Some(prober) = &mut prober {
+            prober.send(&out.probe.send);
+        }
+        out.probe.send.clear();
         // Wake at least every tick even with no deadline near, so a stall is
         // seen as a late wake-up of this loop.
         let target = watch.next_wake(now(), next);
@@ -104,7 +114,12 @@ mod tests {
         let fleet = Arc::new(Fleet::new(monitor, Arc::new(EventLog::new(100))));
         let metrics = TimerMetrics::default();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run_timer(fleet.clone(), metrics.clone(), shutdown.clone()));
+        let task = tokio::spawn(run_timer(
+            fleet.clone(),
+            metrics.clone(),
+            None,
+            shutdown.clone(),
+        ));
         (fleet, metrics, shutdown, task)
     }
 

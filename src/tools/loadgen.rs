@@ -215,6 +215,7 @@ impl Fleet {
                 .map_or(0, |d| d.as_micros() as u64),
             interval_ms: self.interval_ms,
             host_id: &self.id,
+            answers: None,
             tag: None,
         };
         let encoded = match signer {

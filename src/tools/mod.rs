@@ -4,4 +4,5 @@
 //! `lubdub loadgen`).
 
 pub mod loadgen;
+pub mod probing;
 pub mod simulate;

@@ -48,6 +48,9 @@ pub struct Synthetic {
     pub loss: LossModel,
     /// Seed of all randomness.
     pub seed: u64,
+    /// Probing (issue 15): the round trip of a probe and its answer; `None`
+    /// simulates beats alone (then the server's probe settings are unused).
+    pub probe_rtt: Option<Duration>,
 }
 
 /// What a simulation measured.
@@ -70,6 +73,10 @@ pub struct Report {
     pub missed: u64,
     /// Hosts marked flapping.
     pub flapping: u64,
+    /// Probes the server sent.
+    pub probes_sent: u64,
+    /// Probes answered (their answer arrived and matched).
+    pub probes_answered: u64,
 }
 
 impl Report {
@@ -82,6 +89,8 @@ impl Report {
         self.detection.extend(other.detection);
         self.missed += other.missed;
         self.flapping += other.flapping;
+        self.probes_sent += other.probes_sent;
+        self.probes_answered += other.probes_answered;
     }
 
     /// The `q` quantile (0 to 1) of the detection times (nearest rank).
@@ -162,6 +171,9 @@ fn run_host(
 
 /// Simulates one synthetic host: its beats, the loss, a failure at the end.
 fn simulate_host(config: &ValidServerConfig, fleet: &Synthetic, index: u32) -> Report {
+    if let Some(rtt) = fleet.probe_rtt {
+        return super::probing::simulate_host(config, fleet, index, rtt);
+    }
     let mut rng = fastrand::Rng::with_seed(
         fleet
             .seed
@@ -336,6 +348,7 @@ mod tests {
                 burst_loss: 0.0,
             },
             seed: 7,
+            probe_rtt: None,
         }
     }
 
@@ -391,6 +404,42 @@ mod tests {
             median(&lossy) > median(&clean),
             "lossy hosts get more slack"
         );
+    }
+
+    #[test]
+    fn probes_turn_a_fast_detectors_false_downs_into_none() {
+        let config = valid(ServerConfig {
+            detector: DetectorKind::Phi,
+            phi: crate::config::detection::PhiConfig {
+                threshold: 2.0,
+                late_threshold: 1.0,
+                ..Default::default()
+            },
+            probe: crate::config::probe::ProbeConfig {
+                enabled: true,
+                ..Default::default()
+            },
+            ..ServerConfig::default()
+        });
+        let lossy = Synthetic {
+            hosts: 10,
+            ..fleet(0.05)
+        };
+        let alone = run_synthetic(&config, &lossy);
+        assert!(alone.false_downs > 100, "phi 2 alone: {alone:?}");
+        let probed = run_synthetic(
+            &config,
+            &Synthetic {
+                probe_rtt: Some(Duration::from_millis(50)),
+                ..lossy
+            },
+        );
+        assert_eq!(probed.false_downs, 0);
+        assert_eq!(probed.missed, 0);
+        assert!(probed.probes_answered > 0 && probed.probes_sent >= probed.probes_answered);
+        // Every failure confirmed within about two beats.
+        let p99 = probed.detection_quantile(0.99).expect("detections");
+        assert!(p99 < Duration::from_secs(30), "{p99:?}");
     }
 
     #[test]

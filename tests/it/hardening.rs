@@ -28,6 +28,7 @@ fn send_beat(socket: &UdpSocket, to: SocketAddr, host_id: &str, seq: u64) {
         sent_at_micros: now_micros(),
         interval_ms: 100,
         host_id,
+        answers: None,
         tag: None,
     };
     let mut out = Vec::new();

@@ -22,6 +22,7 @@ mod operating;
 mod ops;
 mod package;
 mod persistence;
+mod probe;
 mod reload;
 mod security;
 mod status;

@@ -52,9 +52,10 @@ async fn metrics(
     headers: axum::http::HeaderMap,
 ) -> impl IntoResponse {
     // Under the lock: see `Metrics::sync_detection`.
-    shared
-        .fleet
-        .read(|monitor| shared.metrics.sync_detection(&monitor.totals()));
+    shared.fleet.read(|monitor| {
+        shared.metrics.sync_detection(&monitor.totals());
+        shared.metrics.probe.sync(&monitor.probe_totals());
+    });
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     if exposition::wants_openmetrics(accept) {
         (

@@ -71,6 +71,12 @@ impl HostView {
         let registry = monitor.registry();
         let host = registry.get(slot);
         let (phi, why) = monitor.explain(host, now);
+        // A suspected host: what its probes say first ("late: 3 probes
+        // unanswered (down after 6); …"), issue 15.
+        let why = match monitor.probe_status(slot) {
+            Some(probes) => format!("{}: {probes}; {why}", host.state.as_str()),
+            None => why,
+        };
         let interval_ms = host.interval_ms();
         HostView {
             id: registry.id(slot).to_string(),

@@ -35,6 +35,7 @@ pub fn beat(host_id: &str, seq: u64) -> Beat<'_> {
         sent_at_micros: now_micros(),
         interval_ms: 100,
         host_id,
+        answers: None,
         tag: None,
     }
 }

@@ -1,0 +1,564 @@
+//! Probing a suspected host before declaring it `down` (issue 15), pure.
+//!
+//! A detector that only listens cannot tell a dead host from a run of lost
+//! beats until the run is longer than chance makes it (docs/DETECTION.md).
+//! When a host whose client answers probes turns `late`, the monitor asks
+//! the server to *probe* it ([`ProbeRequest`] in the [`Outcome`]), spaced
+//! [`ProbeSettings::interval`] apart; the client answers with a beat that
+//! carries the probe's nonce, which makes the host `up` again. The host is
+//! declared `down` only when its detector says so *and* enough probes went
+//! unanswered: as many as it takes for a live host on *its* measured loss
+//! to leave them all unanswered less than once in 10^`threshold` (both
+//! directions must get through: a probe is unanswered with probability
+//! `1 - (1 - p)²`). So a host on a clean link is confirmed after a few, one
+//! on a lossy link after more.
+//!
+//! Only suspected hosts have an entry here (a side table, cleared when the
+//! host recovers or goes down): the 128 bytes per host of the registry do
+//! not grow. The monitor draws the nonces; the server only sends.
+
+use super::registry::Slot;
+use super::{EventKind, HostState, Monitor, Outcome};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How the monitor probes, checked (`[server.probe]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeSettings {
+    /// Probe hosts whose clients answer probes.
+    pub enabled: bool,
+    /// Spacing of the probes to one host (shortened to half the
+    /// interval a client declares, for fast-beating hosts).
+    pub interval: Duration,
+    /// `-log10` of the chance that a live host leaves all its probes
+    /// unanswered, required before it is `down` (like phi's threshold).
+    pub threshold: f64,
+    /// Most probes per suspicion; past them the detector alone decides.
+    pub max_probes: u8,
+    /// Floor of the loss rate the probe count is computed from.
+    pub min_loss: f64,
+    /// Most probes per second, server-wide.
+    pub rate: u32,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval: Duration::from_secs(1),
+            threshold: 10.0,
+            max_probes: 20,
+            min_loss: 0.01,
+            rate: 20_000,
+        }
+    }
+}
+
+/// "Send a probe with `nonce` to `addr` for `host`": the server encodes,
+/// signs and sends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeRequest {
+    /// The host's id (the probe names it).
+    pub host: Arc<str>,
+    /// The address and port of its latest beat.
+    pub addr: SocketAddr,
+    /// Fresh, unpredictable to others; the answer carries it back.
+    pub nonce: u64,
+}
+
+/// What probing did in one call, for the server to send and count.
+#[derive(Clone, Debug, Default)]
+pub struct ProbeOutcome {
+    /// Probes to send now.
+    pub send: Vec<ProbeRequest>,
+    /// Round trip of each probe answered.
+    pub answered: Vec<Duration>,
+}
+
+/// Fleet-wide counts of probing, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeTotals {
+    /// Probes sent.
+    pub sent: u64,
+    /// Probes answered (a beat with their nonce came back).
+    pub answered: u64,
+    /// Probes that went unanswered for a whole probe interval.
+    pub unanswered: u64,
+    /// Hosts declared `down` after their probes went unanswered.
+    pub confirmed_down: u64,
+    /// Probes not sent: the server-wide rate was spent.
+    pub rate_limited: u64,
+    /// Answers refused: a nonce not sent to that host during its suspicion.
+    pub bad_answers: u64,
+    /// Hosts under suspicion now.
+    pub suspects: u64,
+}
+
+/// Recent nonces of one suspicion that an answer may carry.
+const RECENT: usize = 4;
+
+/// One suspected host.
+#[derive(Clone, Debug)]
+struct Suspect {
+    /// When the next probe is due, or the last one counts as unanswered
+    /// (clock ms).
+    next_ms: u64,
+    /// Probes sent or attempted (rate-limited ones count too).
+    tries: u8,
+    /// Probes that went unanswered.
+    unanswered: u8,
+    /// Unanswered probes needed to confirm `down`.
+    needed: u8,
+    /// Enough went unanswered (or all tries were spent): the detector
+    /// alone decides from now on.
+    done: bool,
+    /// (nonce, sent at ms) of the latest probes.
+    recent: [(u64, u64); RECENT],
+}
+
+/// The side table of suspected hosts and its own deadlines.
+pub(super) struct Probing {
+    suspects: HashMap<Slot, Suspect>,
+    heap: BinaryHeap<Reverse<(u64, Slot)>>,
+    rng: fastrand::Rng,
+    /// Token bucket of the server-wide rate: tokens, and when last filled.
+    tokens: f64,
+    filled_ms: u64,
+    totals: ProbeTotals,
+}
+
+impl Default for Probing {
+    fn default() -> Self {
+        Self {
+            suspects: HashMap::new(),
+            heap: BinaryHeap::new(),
+            rng: fastrand::Rng::with_seed(0x5eed),
+            tokens: 0.0,
+            filled_ms: 0,
+            totals: ProbeTotals::default(),
+        }
+    }
+}
+
+/// Unanswered probes needed for `threshold`, with `first` the loss rate
+/// after a received packet and `next` within a burst (each floored at
+/// `min_loss`), at most `max`.
+pub fn probes_needed(threshold: f64, first: f64, next: f64, min_loss: f64, max: u8) -> u8 {
+    let weight = |p: f64| {
+        let p = p.max(min_loss).clamp(1e-9, 0.95);
+        -(1.0 - (1.0 - p) * (1.0 - p)).log10()
+    };
+    let (w1, w2) = (weight(first), weight(next));
+    let rest = ((threshold - w1).max(0.0) / w2.max(1e-6)).ceil();
+    (1.0 + rest).clamp(1.0, f64::from(max.max(1))) as u8
+}
+
+impl Monitor {
+    /// Seeds the nonces (the server: from the OS's randomness; the
+    /// simulator: from its seed).
+    pub fn seed_probes(&mut self, seed: u64) {
+        self.probing.rng = fastrand::Rng::with_seed(seed);
+    }
+
+    /// Probing's fleet-wide counts.
+    pub fn probe_totals(&self) -> ProbeTotals {
+        ProbeTotals {
+            suspects: self.probing.suspects.len() as u64,
+            ..self.probing.totals
+        }
+    }
+
+    /// "3 probes unanswered (down after 6)" for a host under suspicion.
+    pub fn probe_status(&self, slot: Slot) -> Option<String> {
+        let s = self.probing.suspects.get(&slot)?;
+        Some(if s.done {
+            format!("{} probes unanswered: confirmed", s.unanswered)
+        } else {
+            format!(
+                "{} probes unanswered (down after {})",
+                s.unanswered, s.needed
+            )
+        })
+    }
+
+    /// Earliest probing deadline (clock ms).
+    pub(super) fn next_probe_ms(&self) -> Option<u64> {
+        self.probing.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// True when the host in `slot` must not be declared `down` yet: its
+    /// probes are still out.
+    pub(super) fn probe_holds(&self, slot: Slot) -> bool {
+        self.probing.suspects.get(&slot).is_some_and(|s| !s.done)
+    }
+
+    /// Probe spacing for `slot`.
+    fn probe_spacing_ms(&self, slot: Slot) -> u64 {
+        let declared = u64::from(self.registry.get(slot).interval_ms());
+        let spacing = super::millis(self.settings.probe.interval, true);
+        match declared {
+            0 => spacing,
+            ms => spacing.min(ms / 2).max(1),
+        }
+    }
+
+    /// The host in `slot` turned `late` at `now_ms`: suspect it, and probe
+    /// it at once, if it answers probes.
+    pub(super) fn start_probing(&mut self, slot: Slot, now_ms: u64) {
+        let settings = &self.settings.probe;
+        let host = self.registry.get(slot);
+        if !settings.enabled || !host.answers_probes() {
+            return;
+        }
+        let loss = host.stats.loss();
+        let needed = probes_needed(
+            settings.threshold,
+            loss.first,
+            loss.next,
+            settings.min_loss,
+            settings.max_probes,
+        );
+        self.probing.suspects.insert(
+            slot,
+            Suspect {
+                next_ms: now_ms,
+                tries: 0,
+                unanswered: 0,
+                needed,
+                done: false,
+                recent: [(0, 0); RECENT],
+            },
+        );
+        self.probing.heap.push(Reverse((now_ms, slot)));
+    }
+
+    /// The host in `slot` recovered, went down or left: no more probes.
+    pub(super) fn end_probing(&mut self, slot: Slot) {
+        if !self.probing.suspects.is_empty() {
+            self.probing.suspects.remove(&slot);
+        }
+    }
+
+    /// Checks the nonce of an answer from the host in `slot` received at
+    /// `now_ms`: true (and its round trip in `out`) when it is one of the
+    /// probes sent during its current suspicion.
+    pub(super) fn check_answer(
+        &mut self,
+        slot: Slot,
+        nonce: u64,
+        now_ms: u64,
+        out: &mut Outcome,
+    ) -> bool {
+        let found = self.probing.suspects.get(&slot).and_then(|s| {
+            s.recent
+                .iter()
+                .find(|&&(n, at)| at != 0 && n == nonce)
+                .map(|&(_, at)| at)
+        });
+        match found {
+            Some(sent_ms) => {
+                self.probing.totals.answered += 1;
+                out.probe
+                    .answered
+                    .push(Duration::from_millis(now_ms.saturating_sub(sent_ms)));
+                true
+            }
+            None => {
+                self.probing.totals.bad_answers += 1;
+                false
+            }
+        }
+    }
+
+    /// Sends the probes due at `now`, counts the unanswered ones, and
+    /// declares `down` the hosts whose probes confirm it.
+    pub(super) fn run_probes(&mut self, now: Instant, wall: SystemTime, out: &mut Outcome) {
+        let now_ms = self.clock.ms(now);
+        while let Some(&Reverse((at, slot))) = self.probing.heap.peek() {
+            if at > now_ms {
+                break;
+            }
+            self.probing.heap.pop();
+            let Some(suspect) = self.probing.suspects.get(&slot) else {
+                continue;
+            };
+            if suspect.next_ms != at || suspect.done {
+                continue; // stale
+            }
+            // Paused, forgotten (and the slot reused) or recovered: over.
+            if self
+                .registry
+                .try_get(slot)
+                .is_none_or(|h| h.state != HostState::Late)
+            {
+                self.probing.suspects.remove(&slot);
+                continue;
+            }
+            let spacing = self.probe_spacing_ms(slot);
+            let max = self.settings.probe.max_probes;
+            let suspect = self.probing.suspects.get_mut(&slot).expect("found above");
+            if suspect.tries > 0 && suspect.recent[0].1 != 0 {
+                // The latest probe was sent and its host is still late.
+                suspect.unanswered += 1;
+                self.probing.totals.unanswered += 1;
+            }
+            if suspect.unanswered >= suspect.needed || suspect.tries >= max {
+                suspect.done = true;
+                self.probe_concluded(slot, now, wall, out);
+                continue;
+            }
+            suspect.tries += 1;
+            suspect.next_ms = now_ms + spacing;
+            self.probing.heap.push(Reverse((now_ms + spacing, slot)));
+            if !take_token(&mut self.probing, self.settings.probe.rate, now_ms) {
+                self.probing.totals.rate_limited += 1;
+                let suspect = self.probing.suspects.get_mut(&slot).expect("found above");
+                suspect.recent.rotate_right(1);
+                suspect.recent[0] = (0, 0);
+                continue;
+            }
+            let nonce = self.probing.rng.u64(..);
+            let suspect = self.probing.suspects.get_mut(&slot).expect("found above");
+            suspect.recent.rotate_right(1);
+            suspect.recent[0] = (nonce, now_ms.max(1));
+            self.probing.totals.sent += 1;
+            out.probe.send.push(ProbeRequest {
+                host: Arc::from(self.registry.id(slot)),
+                addr: self.registry.addr(slot),
+                nonce,
+            });
+        }
+    }
+
+    /// Probing of the late host in `slot` is over, unanswered: `down` now
+    /// if its detector already says so, else at the detector's deadline.
+    fn probe_concluded(&mut self, slot: Slot, now: Instant, wall: SystemTime, out: &mut Outcome) {
+        let now_ms = self.clock.ms(now);
+        match self.due(self.registry.get(slot)) {
+            Some(due) if due <= now_ms => {
+                self.declare(slot, now_ms, now, wall, out);
+                self.reschedule_if_earlier(slot);
+            }
+            _ => self.reschedule_if_earlier(slot),
+        }
+    }
+
+    /// Called when the host in `slot` was declared `down` (the event is in
+    /// `out`): counts a `down` that probes confirmed.
+    pub(super) fn down_declared(&mut self, slot: Slot, out: &Outcome) {
+        if let Some(suspect) = self.probing.suspects.remove(&slot)
+            && suspect.done
+            && suspect.unanswered > 0
+            && out.events.last().is_some_and(|e| e.kind == EventKind::Down)
+        {
+            self.probing.totals.confirmed_down += 1;
+        }
+    }
+}
+
+/// Takes one probe from the server-wide budget of `rate` per second.
+fn take_token(probing: &mut Probing, rate: u32, now_ms: u64) -> bool {
+    let rate = f64::from(rate);
+    let elapsed = now_ms.saturating_sub(probing.filled_ms) as f64 / 1000.0;
+    // A second's worth of burst at most.
+    probing.tokens = (probing.tokens + elapsed * rate).min(rate.max(1.0));
+    probing.filled_ms = now_ms;
+    if probing.tokens >= 1.0 {
+        probing.tokens -= 1.0;
+        true
+    } else {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{Sim, beat, one, settings};
+    use super::super::{Observation, Observed, Settings};
+    use super::*;
+
+    /// Probing on, probes 2 s apart, late at 27 s of a 30 s timeout.
+    fn probing(rate: u32) -> Sim {
+        Sim::with(Settings {
+            late_ratio: 0.9,
+            probe: ProbeSettings {
+                enabled: true,
+                interval: Duration::from_secs(2),
+                rate,
+                ..ProbeSettings::default()
+            },
+            ..settings()
+        })
+    }
+
+    fn capable(id: &str) -> Observation<'_> {
+        Observation {
+            answers_probes: true,
+            ..beat(id)
+        }
+    }
+
+    fn answer(nonce: u64, seq: u64) -> Observation<'static> {
+        Observation {
+            answers: Some(nonce),
+            seq: Some(seq),
+            ..capable("a")
+        }
+    }
+
+    /// Beats of `id` every 10 s from 0 to 990 s, none lost, so its loss
+    /// estimate is down to the floor (a new host's is a cautious 50 %).
+    fn warm(sim: &mut Sim, id: &str) {
+        let run = 1_700_000_000u64 << 32;
+        for i in 0..100u64 {
+            let t = i as f64 * 10.0;
+            sim.expire(t);
+            sim.observe(
+                t,
+                Observation {
+                    seq: Some(run + i),
+                    ..capable(id)
+                },
+            );
+        }
+    }
+
+    fn apply(sim: &mut Sim, secs: f64, beat: Observation<'_>) -> (Observed, Outcome) {
+        let mut out = Outcome::default();
+        let at = sim.at(secs);
+        let observed = sim.monitor.observe(&beat, at, SystemTime::now(), &mut out);
+        (observed, out)
+    }
+
+    #[test]
+    fn probes_needed_follows_the_loss_both_ways() {
+        // (threshold, loss after an arrival, loss in a burst) → probes.
+        let table = [
+            (10.0, 0.0, 0.0, 6),    // the 1 % floor: 1.99 % per round trip
+            (10.0, 0.05, 0.05, 10), // 9.75 % per round trip
+            (10.0, 0.2, 0.2, 20),   // 36 %: capped at max_probes
+            (4.0, 0.0, 0.0, 3),
+            (0.5, 0.0, 0.0, 1),
+            (10.0, 0.01, 0.8, 20), // bursts: each later probe weighs little
+        ];
+        for (threshold, first, next, want) in table {
+            assert_eq!(
+                probes_needed(threshold, first, next, 0.01, 20),
+                want,
+                "{threshold} {first} {next}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_silent_host_is_probed_and_down_only_when_its_probes_went_unanswered() {
+        let mut sim = probing(1000);
+        warm(&mut sim, "a");
+        let out = sim.expire_at(sim.at(990.0 + 27.0));
+        assert_eq!(
+            super::super::testing::kinds(out.events),
+            one(EventKind::Late, "a")
+        );
+        assert_eq!(out.probe.send.len(), 1, "probed at once");
+        assert_eq!(out.probe.send[0].addr, beat("a").addr);
+        assert_eq!(&*out.probe.send[0].host, "a");
+        // 6 probes (at the 1 % floor), 2 s apart: 27, 29, ..., 37; the
+        // last is unanswered at 39, past the detector's 30 s.
+        let mut sent = 1;
+        for t in [29.0, 30.0, 31.0, 33.0, 35.0, 37.0, 38.9] {
+            let out = sim.expire_at(sim.at(990.0 + t));
+            assert!(out.events.is_empty(), "held at {t}");
+            sent += out.probe.send.len();
+        }
+        assert_eq!(sent, 6);
+        assert_eq!(
+            sim.monitor.probe_status(0).as_deref(),
+            Some("5 probes unanswered (down after 6)")
+        );
+        assert_eq!(sim.expire(990.0 + 39.0), one(EventKind::Down, "a"));
+        let totals = sim.monitor.probe_totals();
+        assert_eq!(
+            (
+                totals.sent,
+                totals.unanswered,
+                totals.confirmed_down,
+                totals.suspects
+            ),
+            (6, 6, 1, 0)
+        );
+        assert_eq!(sim.monitor.next_deadline(), None, "nothing left to do");
+    }
+
+    #[test]
+    fn hosts_that_do_not_answer_probes_or_with_probing_off_keep_the_detector_alone() {
+        let mut sim = probing(1000);
+        sim.observe(0.0, beat("a")); // an old client
+        assert_eq!(sim.expire(27.0), one(EventKind::Late, "a"));
+        assert_eq!(sim.expire(30.0), one(EventKind::Down, "a"));
+        let mut off = Sim::with(Settings {
+            late_ratio: 0.9,
+            ..settings()
+        });
+        off.observe(0.0, capable("a"));
+        let out = off.expire_at(off.at(30.0));
+        assert!(out.probe.send.is_empty());
+        assert_eq!(off.state("a"), super::super::HostState::Down);
+    }
+
+    #[test]
+    fn an_answer_recovers_the_host_and_forged_or_replayed_ones_confirm_nothing() {
+        let mut sim = probing(1000);
+        let run = 1_700_000_000u64 << 32;
+        sim.observe(
+            0.0,
+            Observation {
+                seq: Some(run),
+                ..capable("a")
+            },
+        );
+        let nonce = sim.expire_at(sim.at(27.0)).probe.send[0].nonce;
+        // A forged nonce: refused, still late.
+        let (observed, _) = apply(&mut sim, 27.1, answer(nonce ^ 1, run + 1));
+        assert_eq!(observed, Observed::BadAnswer);
+        assert_eq!(sim.state("a"), super::super::HostState::Late);
+        // The real answer: up at once, its round trip measured.
+        let (observed, out) = apply(&mut sim, 27.2, answer(nonce, run + 2));
+        assert_eq!(observed, Observed::Applied);
+        assert_eq!(
+            super::super::testing::kinds(out.events),
+            one(EventKind::Recovered, "a")
+        );
+        assert_eq!(out.probe.answered, [Duration::from_millis(200)]);
+        // The same answer again (a replay; without keys the seq proves
+        // nothing): the suspicion is over, so it confirms nothing.
+        let (observed, _) = apply(&mut sim, 50.0, answer(nonce, run + 3));
+        assert_eq!(observed, Observed::BadAnswer);
+        let totals = sim.monitor.probe_totals();
+        assert_eq!((totals.answered, totals.bad_answers), (1, 2));
+        // Silent again: a new suspicion with a new nonce.
+        let out = sim.expire_at(sim.at(27.2 + 27.0));
+        assert_eq!(out.probe.send.len(), 1);
+        assert_ne!(out.probe.send[0].nonce, nonce);
+    }
+
+    #[test]
+    fn the_server_wide_rate_bounds_the_probes_and_a_skipped_one_is_not_unanswered() {
+        let mut sim = probing(1);
+        sim.observe(0.0, capable("a"));
+        sim.observe(0.0, capable("b"));
+        let out = sim.expire_at(sim.at(27.0));
+        assert_eq!(out.probe.send.len(), 1, "one token for two suspects");
+        assert_eq!(sim.monitor.probe_totals().rate_limited, 1);
+        // A second later one token again, for one of them.
+        let out = sim.expire_at(sim.at(29.0));
+        assert_eq!(out.probe.send.len(), 1);
+        assert_eq!(
+            sim.monitor.probe_totals().unanswered,
+            1,
+            "only a sent probe counts"
+        );
+    }
+}
