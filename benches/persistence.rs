@@ -99,6 +99,7 @@ fn bench_load(hosts: u32) {
                     .collect(),
                 events: Vec::new(),
                 event_history: 10_000,
+                windows: None,
                 forgotten: Vec::new(),
             };
             store.write(&batch, SystemTime::now()).expect("write");
@@ -211,6 +212,7 @@ fn bench_checkpoint(hosts: u32, beats_per_sec: u32, interval: Duration, periods:
                 hosts: all,
                 events: Vec::new(),
                 event_history: 10_000,
+                windows: None,
                 forgotten: Vec::new(),
             },
             SystemTime::now(),
@@ -263,6 +265,7 @@ fn bench_checkpoint(hosts: u32, beats_per_sec: u32, interval: Duration, periods:
                     hosts: dirty,
                     events: Vec::new(),
                     event_history: 10_000,
+                    windows: None,
                     forgotten: Vec::new(),
                 },
                 SystemTime::now(),

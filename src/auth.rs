@@ -390,6 +390,36 @@ impl KeyRing {
 }
 
 impl KeyRing {
+    /// Checks the tag of a datagram other than a beat (a maintenance
+    /// announcement) from `host_id`: `datagram` ends with the MAC.
+    pub fn verify_tagged(
+        &self,
+        datagram: &[u8],
+        tag: Option<Tag>,
+        host_id: &str,
+    ) -> Result<(), VerifyError> {
+        let tag = tag.ok_or(VerifyError::Unsigned)?;
+        let key = self.get(tag.key_id).ok_or(VerifyError::UnknownKey)?;
+        if key.host.as_deref().is_some_and(|h| h != host_id) || datagram.len() < MAC_LEN {
+            return Err(VerifyError::BadMac);
+        }
+        let mut mac = key.mac_for(host_id);
+        mac.update(&datagram[..datagram.len() - MAC_LEN]);
+        mac.verify_truncated_left(&tag.mac)
+            .map_err(|_| VerifyError::BadMac)
+    }
+
+    /// Writes the MAC of key `key_id` for `host_id` over all but the last
+    /// [`MAC_LEN`] bytes of `datagram` into them (a server's signed reply).
+    pub fn sign_tagged(&self, key_id: u32, host_id: &str, datagram: &mut [u8]) -> Option<()> {
+        let key = self.get(key_id)?;
+        let split = datagram.len().checked_sub(MAC_LEN)?;
+        let mut mac = key.mac_for(host_id);
+        mac.update(&datagram[..split]);
+        datagram[split..].copy_from_slice(&mac.finalize().into_bytes()[..MAC_LEN]);
+        Some(())
+    }
+
     /// The key id the server signs probes with (its newest key): a host is
     /// probed only while its beats are signed with this key too, so the
     /// client holds the key to check the probe with (issue 15).
@@ -463,6 +493,29 @@ impl Signer {
     /// The key id written in the tags.
     pub fn key_id(&self) -> u32 {
         self.key_id
+    }
+
+    /// Writes the MAC over all but the last [`MAC_LEN`] bytes of
+    /// `datagram` into them (datagrams other than beats).
+    pub fn sign_tagged(&self, datagram: &mut [u8]) {
+        let split = datagram.len().saturating_sub(MAC_LEN);
+        let mut mac = self.mac.clone();
+        mac.update(&datagram[..split]);
+        datagram[split..].copy_from_slice(&mac.finalize().into_bytes()[..MAC_LEN]);
+    }
+
+    /// True when `datagram` (ending with the MAC of `tag`) was signed with
+    /// this signer's key (constant time).
+    pub fn verify_tagged(&self, datagram: &[u8], tag: Option<Tag>) -> bool {
+        let Some(tag) = tag.filter(|t| t.key_id == self.key_id) else {
+            return false;
+        };
+        let Some(split) = datagram.len().checked_sub(MAC_LEN) else {
+            return false;
+        };
+        let mut mac = self.mac.clone();
+        mac.update(&datagram[..split]);
+        mac.verify_truncated_left(&tag.mac).is_ok()
     }
 
     /// Checks a probe's tag (`datagram`: the whole probe `probe` was

@@ -622,7 +622,7 @@ fn recv_now(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr
 }
 
 /// The signer for `host_id` from the key file: key `key_id`, or the newest.
-fn signer(path: &std::path::Path, key_id: Option<u32>, host_id: &str) -> Result<Signer, Error> {
+pub fn signer(path: &std::path::Path, key_id: Option<u32>, host_id: &str) -> Result<Signer, Error> {
     let ring = KeyRing::load(path)?;
     let key = match key_id {
         Some(id) => ring.get(id).ok_or_else(|| crate::auth::Error::NoSuchKey {

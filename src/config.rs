@@ -304,6 +304,11 @@ pub struct ServerConfig {
     /// A rule wins over the client's own label of the same name; a later
     /// rule over an earlier one. Applies live on reload. Default: none.
     pub labels: Vec<label_rules::LabelRuleConfig>,
+    /// Scheduled maintenance windows (`[[server.maintenance]]`: `schedule`
+    /// (cron), `duration`, `timezone`, `reason`, and hosts by `hosts`,
+    /// `labels`, `networks`); see docs/OPERATIONS.md. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintenance: Vec<crate::schedule::ScheduledWindow>,
 }
 
 impl Default for ServerConfig {
@@ -339,6 +344,7 @@ impl Default for ServerConfig {
             groups: Vec::new(),
             dependencies: Vec::new(),
             labels: Vec::new(),
+            maintenance: Vec::new(),
         }
     }
 }
@@ -412,6 +418,7 @@ impl ServerConfig {
             return Err(invalid("flap_window", "must be greater than 0"));
         }
         self.watchdog.validate()?;
+        crate::schedule::compile(&self.maintenance).map_err(|e| invalid("maintenance", e))?;
         let rules =
             detection::compile(self.detector, self.timeout, &self.phi, &self.host_detectors)?;
         let monitor = crate::monitor::Settings {

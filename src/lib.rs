@@ -46,6 +46,7 @@ pub mod labels;
 pub mod monitor;
 pub mod protocol;
 pub mod ratelimit;
+pub mod schedule;
 pub mod select;
 pub mod server;
 pub mod shutdown;

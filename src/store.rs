@@ -46,6 +46,9 @@ pub const FORMAT_VERSION: u64 = 1;
 const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `windows` → the open maintenance windows, as one JSON array (a few
+/// windows, rewritten whole when they change).
+const MAINTENANCE: TableDefinition<&str, &[u8]> = TableDefinition::new("maintenance");
 
 /// redb's page cache (a tenth of it for writes). It grows as used, up to
 /// this, and stays: at 256 MiB it held most of a million-host store in the
@@ -176,6 +179,8 @@ pub struct Batch {
     pub forgotten: Vec<Box<str>>,
     /// How many events the store keeps; older ones are removed.
     pub event_history: usize,
+    /// The open maintenance windows (JSON), when they changed.
+    pub windows: Option<Vec<u8>>,
 }
 
 /// Everything a store remembers.
@@ -189,6 +194,8 @@ pub struct Loaded {
     /// checkpoint or its later alive mark (within [`ALIVE_EVERY`] of when it
     /// stopped); `None` for a new store.
     pub alive: Option<SystemTime>,
+    /// The open maintenance windows (JSON), if any were stored.
+    pub windows: Option<Vec<u8>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -541,6 +548,15 @@ fn read_all(db: &Database, path: &Path) -> Result<Loaded, Error> {
         Err(redb::TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(unreadable(e.into())),
     }
+    match txn.open_table(MAINTENANCE) {
+        Ok(table) => {
+            if let Some(value) = table.get("windows").map_err(|e| unreadable(e.into()))? {
+                loaded.windows = Some(value.value().to_vec());
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(unreadable(e.into())),
+    }
     match txn.open_table(EVENTS) {
         Ok(events) => {
             for entry in events.iter().map_err(|e| unreadable(e.into()))? {
@@ -635,6 +651,10 @@ impl Store {
                 events.retain_in(..keep_from, |_, _| false)?;
             }
         }
+        if let Some(windows) = &batch.windows {
+            txn.open_table(MAINTENANCE)?
+                .insert("windows", windows.as_slice())?;
+        }
         {
             let mut meta = txn.open_table(META)?;
             meta.insert("version", FORMAT_VERSION)?;
@@ -699,6 +719,7 @@ fn decode_event(id: u64, bytes: &[u8]) -> Result<Event, String> {
         silent_at_least: None,
         state: kind.state_after(),
         flapping: false,
+        maintenance: None,
         fleet: 0,
         // Not stored either (history, not a page): a restored `down` no
         // longer lists the hosts unreachable behind it.
@@ -753,6 +774,7 @@ mod tests {
             hosts: (0..10).map(host).collect(),
             events: (1..=5).map(event).collect(),
             event_history: 3,
+            windows: None,
             forgotten: Vec::new(),
         };
         let now = from_millis(1_700_000_003_000);
@@ -764,6 +786,7 @@ mod tests {
             hosts: vec![changed.clone()],
             events: vec![event(6)],
             event_history: 3,
+            windows: None,
             forgotten: Vec::new(),
         };
         store.write(&later, now).expect("write");

@@ -8,6 +8,8 @@ mod completions;
 mod defaults;
 mod keygen;
 mod loadgen;
+mod maintenance;
+mod maintenance_api;
 mod man;
 mod server;
 mod simulate;
@@ -111,6 +113,9 @@ pub enum Command {
     Man(man::ManArgs),
     /// Send a test alert through a running server's sinks; print each outcome.
     TestAlert(test_alert::TestAlertArgs),
+    /// Planned silence: announce this host's (`--for 20m`), or open, list
+    /// and end windows through a server's API (`--server URL`).
+    Maintenance(maintenance::MaintenanceArgs),
 }
 
 /// A command line that cannot run: a bad flag or value, or a bad
@@ -235,6 +240,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
         Command::TestAlert(args) => test_alert::run(args),
+        Command::Maintenance(args) => maintenance::run(args),
         Command::Server(args) => in_runtime(|stop| server::run(args, stop)),
         Command::Keygen(args) => in_runtime(|_| async { keygen::run(args) }),
         Command::Simulate(args) => in_runtime(|_| async { simulate::run(args) }),

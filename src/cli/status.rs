@@ -64,7 +64,15 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The host states a server reports, in the order the check summarises.
-pub const STATES: &[&str] = &["up", "late", "down", "left", "paused", "unreachable"];
+pub const STATES: &[&str] = &[
+    "up",
+    "late",
+    "down",
+    "left",
+    "paused",
+    "maintenance",
+    "unreachable",
+];
 
 /// Why the fleet could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -328,6 +336,7 @@ fn state_style(state: &str) -> anstyle::Style {
         "down" => Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
         "paused" => Style::new().fg_color(Some(AnsiColor::Cyan.into())),
         "unreachable" => Style::new().fg_color(Some(AnsiColor::Magenta.into())),
+        "maintenance" => Style::new().fg_color(Some(AnsiColor::Blue.into())),
         _ => Style::new().dimmed(),
     }
 }

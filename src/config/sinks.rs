@@ -36,6 +36,9 @@ pub const EVENT_KINDS: &[&str] = &[
     "unreachable",
     "group-down",
     "group-recovered",
+    // Maintenance windows: not in the default kinds; a sink asks for them.
+    "maintenance-started",
+    "maintenance-ended",
 ];
 
 pub(crate) fn default_events() -> Vec<String> {

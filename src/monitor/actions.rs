@@ -10,10 +10,11 @@ impl Monitor {
     /// `Err` if unknown; `Ok(None)` if it was already paused.
     pub fn pause(&mut self, id: &str, wall: SystemTime) -> Result<Option<Event>, UnknownHost> {
         let slot = self.registry.find(id).ok_or(UnknownHost)?;
-        let host = self.registry.get_mut(slot);
-        if host.state == HostState::Paused {
+        if self.registry.get(slot).state == HostState::Paused {
             return Ok(None);
         }
+        self.maintenance.leave(slot);
+        let host = self.registry.get_mut(slot);
         let from = host.state;
         host.state = HostState::Paused;
         host.set_since(wall);
@@ -77,6 +78,7 @@ impl Monitor {
             self.transition(slot, from, HostState::Left, self.clock.ms(now), wall);
         }
         self.untie(slot, self.clock.ms(now), wall);
+        self.maintenance.leave(slot);
         let host = self.registry.remove(slot).ok_or(UnknownHost)?;
         self.counts[host.state.index()] -= 1;
         self.release_labels(host.labels, host.declared_labels);

@@ -78,6 +78,15 @@ impl Monitor {
             self.relabel_moved(slot);
         }
         let at_least = self.unheard_since_restore(self.registry.get(slot).last_seen, now_ms);
+        // In maintenance: does this beat say the host is back?
+        let in_window = self.registry.get(slot).state == HostState::Maintenance;
+        let back = in_window
+            && !stale
+            && !beat.goodbye
+            && self.back_from_maintenance(slot, beat.seq, boot_prefix(&beat.boot_id), now_ms);
+        if in_window && beat.goodbye && !stale {
+            self.maintenance.went_away(slot);
+        }
         let host = self.registry.get_mut(slot);
         let silent_for = Duration::from_millis(now_ms.saturating_sub(host.last_seen));
         let mut changes = [None, None, None];
@@ -204,6 +213,10 @@ impl Monitor {
         changes[0] = match (host.state, next_state) {
             // Paused by an operator: beats are recorded, the state is kept.
             (HostState::Paused, _) => None,
+            // A host in maintenance that is back ends its window early;
+            // until then its beats (and goodbye) keep it in maintenance.
+            (HostState::Maintenance, HostState::Up) if back => Some(EventKind::MaintenanceEnded),
+            (HostState::Maintenance, _) => None,
             (HostState::Left, HostState::Up) => Some(EventKind::Joined),
             (HostState::Late | HostState::Down | HostState::Unreachable, HostState::Up) => {
                 Some(EventKind::Recovered)
@@ -237,9 +250,13 @@ impl Monitor {
         if moved && self.topo.uses_networks {
             self.retie(slot, now, wall);
         }
+        let note = if back { self.returned(slot) } else { None };
         for kind in changes.into_iter().flatten() {
-            out.events
-                .push(self.bounded_event(kind, slot, wall, silent_for, at_least));
+            let mut event = self.bounded_event(kind, slot, wall, silent_for, at_least);
+            if kind == EventKind::MaintenanceEnded {
+                event.maintenance = note.clone();
+            }
+            out.events.push(event);
         }
         if changes[0].is_some() {
             self.end_probing(slot); // recovered or left: no more probes

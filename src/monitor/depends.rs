@@ -295,6 +295,7 @@ impl Monitor {
             silent_for: Duration::ZERO,
             silent_at_least: None,
             labels: Default::default(),
+            maintenance: None,
             state: kind.state_after(),
             flapping: false,
             fleet: self.registry.len(),

@@ -108,7 +108,9 @@ pub enum Status {
 /// How a host parent in `state` stands.
 pub fn host_status(state: HostState) -> Status {
     match state {
-        HostState::Down | HostState::Unreachable => Status::Blocked,
+        // A parent in maintenance is down on purpose: what goes silent
+        // behind it is unreachable, not paged.
+        HostState::Down | HostState::Unreachable | HostState::Maintenance => Status::Blocked,
         HostState::Late => Status::Pending,
         HostState::Up | HostState::Left | HostState::Paused => Status::Clear,
     }
@@ -119,7 +121,7 @@ fn standing(state: HostState) -> (bool, bool) {
     match state {
         HostState::Up | HostState::Late => (true, true),
         HostState::Down | HostState::Unreachable => (true, false),
-        HostState::Left | HostState::Paused => (false, false),
+        HostState::Left | HostState::Paused | HostState::Maintenance => (false, false),
     }
 }
 

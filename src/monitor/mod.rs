@@ -31,6 +31,7 @@ pub mod depends;
 pub mod flap;
 pub mod groups;
 pub mod labelsets;
+pub mod maintenance;
 pub mod model;
 pub mod phi;
 pub mod policy;
@@ -209,6 +210,8 @@ pub struct Monitor {
     totals: DetectionTotals,
     /// Groups and dependencies (side tables; empty unless declared).
     topo: groups::Topology,
+    /// Maintenance windows and the hosts in them (a side table).
+    maintenance: maintenance::Maintenance,
     /// Hosts under suspicion, being probed (a side table: see [`probe`]).
     probing: probe::Probing,
     /// Interned label sets (see [`labelsets`]).
@@ -235,6 +238,7 @@ impl Monitor {
             epoch: now,
             totals: DetectionTotals::default(),
             topo: groups::Topology::default(),
+            maintenance: maintenance::Maintenance::default(),
             probing: probe::Probing::default(),
             labels: LabelTable::default(),
             label_rules: Vec::new(),
@@ -340,6 +344,7 @@ impl Monitor {
             fleet: self.registry.len(),
             labels: self.labels_arc(slot).clone(),
             context: self.context_of(slot),
+            maintenance: None,
         }
     }
 
@@ -406,6 +411,10 @@ impl Monitor {
     /// The transition of the host in `slot`, whose deadline `due` (clock
     /// ms) has passed at `now`.
     fn declare(&mut self, slot: Slot, due: u64, now: Instant, wall: SystemTime, out: &mut Outcome) {
+        if self.registry.get(slot).state == HostState::Maintenance {
+            self.window_over(slot, due, now, wall, out);
+            return;
+        }
         let silent_for = self.silent_for(self.registry.get(slot), now);
         let at_least = self.silent_at_least(self.registry.get(slot), now);
         let flap_ms = self.flap_ms(now);

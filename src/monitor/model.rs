@@ -23,6 +23,8 @@ pub enum HostState {
     /// Silent while a host or group it depends on is `down`: no page of its
     /// own (the parent's `down` names it).
     Unreachable,
+    /// In a maintenance window: silent without alarm until the window ends.
+    Maintenance,
 }
 
 impl HostState {
@@ -35,17 +37,19 @@ impl HostState {
             HostState::Left => "left",
             HostState::Paused => "paused",
             HostState::Unreachable => "unreachable",
+            HostState::Maintenance => "maintenance",
         }
     }
 
     /// Every state, in the order of [`HostState::index`].
-    pub const ALL: [HostState; 6] = [
+    pub const ALL: [HostState; 7] = [
         HostState::Up,
         HostState::Late,
         HostState::Down,
         HostState::Left,
         HostState::Paused,
         HostState::Unreachable,
+        HostState::Maintenance,
     ];
 
     /// A dense index (0..[`HostState::ALL`].len()), for per-state counts.
@@ -99,6 +103,10 @@ pub enum EventKind {
     GroupDown,
     /// A `down` group has its quorum again.
     GroupRecovered,
+    /// A maintenance window began for the host (resolves alerts).
+    MaintenanceStarted,
+    /// Its maintenance window ended: `up`, with a fresh timeout.
+    MaintenanceEnded,
 }
 
 /// The host name of events about the monitor itself, not a host.
@@ -123,6 +131,8 @@ impl EventKind {
             EventKind::Unreachable => "unreachable",
             EventKind::GroupDown => "group-down",
             EventKind::GroupRecovered => "group-recovered",
+            EventKind::MaintenanceStarted => "maintenance-started",
+            EventKind::MaintenanceEnded => "maintenance-ended",
         }
     }
 
@@ -145,11 +155,13 @@ impl EventKind {
             // The group's state, in the host vocabulary.
             EventKind::GroupDown => HostState::Down,
             EventKind::GroupRecovered => HostState::Up,
+            EventKind::MaintenanceStarted => HostState::Maintenance,
+            EventKind::MaintenanceEnded => HostState::Up,
         }
     }
 
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::Joined,
         EventKind::Late,
         EventKind::Down,
@@ -165,6 +177,8 @@ impl EventKind {
         EventKind::Unreachable,
         EventKind::GroupDown,
         EventKind::GroupRecovered,
+        EventKind::MaintenanceStarted,
+        EventKind::MaintenanceEnded,
     ];
 
     /// True for the kinds about a group, not a host.
@@ -216,6 +230,9 @@ pub struct Event {
     /// The host's effective labels at the time (shared with the monitor's
     /// label table: no copy per event).
     pub labels: Arc<crate::labels::Labels>,
+    /// The window of a `maintenance-started` or `maintenance-ended` event:
+    /// who opened it, why, until when.
+    pub maintenance: Option<Arc<super::maintenance::Note>>,
 }
 
 impl fmt::Display for Event {

@@ -113,7 +113,12 @@ impl Monitor {
                 .settles_at(self.flap_window_ms())
                 .map(|ms| self.clock.ms_ceil(self.epoch + Duration::from_millis(ms))),
             // Unreachable: only during a fresh timeout (`Monitor::due_at`).
-            HostState::Left | HostState::Paused | HostState::Unreachable => None,
+            // In maintenance: its window's end, from the side table
+            // (`due_of`, which has the slot).
+            HostState::Left
+            | HostState::Paused
+            | HostState::Unreachable
+            | HostState::Maintenance => None,
         }
     }
 
@@ -121,6 +126,9 @@ impl Monitor {
     /// are out (they decide when it is `down`: see `probe`).
     pub(super) fn due_of(&self, slot: Slot) -> Option<u64> {
         let host = self.registry.get(slot);
+        if host.state == HostState::Maintenance {
+            return self.maintenance.end_of(slot);
+        }
         if host.state == HostState::Late && self.probe_holds(slot) {
             return None;
         }

@@ -93,6 +93,7 @@ pub fn event(kind: EventKind, host: &str) -> Event {
         fleet: 1,
         context: None,
         labels: Default::default(),
+        maintenance: None,
     }
 }
 

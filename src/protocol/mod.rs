@@ -5,6 +5,7 @@
 //! Decoding borrows from the datagram and never allocates or panics, whatever
 //! the input: it runs once per packet on the ingest hot path.
 
+pub mod maintenance;
 pub mod probe;
 
 use std::fmt;

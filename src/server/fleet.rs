@@ -57,7 +57,11 @@ impl Fleet {
     /// monitor's order) and wakes the timer if the earliest deadline moved
     /// earlier. `out.events` is empty afterwards; its lags and moves stay
     /// for the caller to count and log.
-    fn act<R>(&self, out: &mut Outcome, action: impl FnOnce(&mut Monitor, &mut Outcome) -> R) -> R {
+    pub(super) fn act<R>(
+        &self,
+        out: &mut Outcome,
+        action: impl FnOnce(&mut Monitor, &mut Outcome) -> R,
+    ) -> R {
         let (result, woke) = {
             let mut monitor = self.lock();
             let before = monitor.next_deadline();

@@ -176,12 +176,18 @@ impl Policy {
         self.joins.lock().expect("join limit lock").admit(now)
     }
 
+    /// How far a signed datagram's send time may be from the server's.
+    pub fn max_clock_skew(&self) -> Duration {
+        self.max_clock_skew
+    }
+
     /// How many keys the server accepts (0: beats need no signature).
     pub fn key_count(&self) -> usize {
         self.keys.as_ref().map_or(0, |k| k.keys().len())
     }
 
-    /// The keys, when beats must be signed (probes are signed with them).
+    /// The keys, when beats must be signed (probes are signed with them,
+    /// maintenance announcements checked and confirmed with them).
     pub fn keys(&self) -> Option<&KeyRing> {
         self.keys.as_ref()
     }

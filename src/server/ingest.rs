@@ -195,7 +195,8 @@ impl Ingest {
         let mut admitted: [Option<(Packet<'_>, SocketAddr)>; BATCH] = [None; BATCH];
         // Once per batch: a reload may replace the policy in between.
         let policy = self.guard.read();
-        // Label announcements in this batch, handled after its beats.
+        // Label and maintenance announcements in this batch (rare: known
+        // only once a datagram failed to decode as a beat), handled apart.
         let mut announcements = [false; BATCH];
         for ((slot, datagram), announce) in admitted
             .iter_mut()
@@ -209,7 +210,8 @@ impl Ingest {
                     .inspect_err(|e| {
                         // Off the beat path: only a datagram that is no beat.
                         *announce = *e == protocol::DecodeError::BadMagic
-                            && protocol::labels::is_announcement(datagram.bytes);
+                            && (protocol::labels::is_announcement(datagram.bytes)
+                                || protocol::maintenance::is_announcement(datagram.bytes));
                     })
                     .map_err(DropReason::of)
                     .and_then(|packet| {
@@ -245,6 +247,15 @@ impl Ingest {
             }
         }
         drop(policy);
+        let maintenance = batch
+            .iter()
+            .zip(&announcements)
+            .any(|(datagram, &announce)| {
+                announce && protocol::maintenance::is_announcement(datagram.bytes)
+            });
+        if maintenance {
+            self.announcements(batch, now, wall);
+        }
         self.limit_joins(&mut admitted, &mut counts, host_limit_log);
         // Legacy beats are keyed by their address, written as text: one
         // buffer of all of them, so that a batch without any (the common
@@ -333,7 +344,13 @@ impl Ingest {
             tracing::info!(host = %moved.host, from = %moved.from, to = %moved.to, "host address changed");
         }
         let m = &self.metrics;
-        for (datagram, _) in batch.iter().zip(announcements).filter(|(_, a)| *a) {
+        let labelled = batch
+            .iter()
+            .zip(announcements)
+            .filter(|(datagram, announce)| {
+                *announce && protocol::labels::is_announcement(datagram.bytes)
+            });
+        for (datagram, _) in labelled {
             let result = super::announce::apply(
                 &self.fleet,
                 &self.guard,

@@ -23,12 +23,14 @@ pub mod fleet;
 pub mod guard;
 pub mod http;
 pub mod ingest;
+pub mod maintenance;
 pub mod metrics;
 pub mod persist;
 pub mod probe;
 pub mod process;
 pub mod recv;
 pub mod reload;
+pub mod schedule;
 pub mod serve;
 pub mod sinks;
 pub mod site;
@@ -314,6 +316,8 @@ impl Server {
                 timer_stop.clone(),
             ),
         );
+        let schedules = crate::schedule::compile(&config.maintenance).unwrap_or_default();
+        let scheduler = tokio::spawn(schedule::run(fleet.clone(), schedules, timer_stop.clone()));
         let report = config
             .silent_report
             .map(|every| tokio::spawn(report_silent(fleet.clone(), every, timer_stop.clone())));
@@ -336,6 +340,7 @@ impl Server {
         reload_stop.cancel();
         let _ = ingest.await;
         let _ = timer.await;
+        let _ = scheduler.await;
         watchdog.stop().await; // says goodbye to the servers it beats to
         if let Some(report) = report {
             let _ = report.await;

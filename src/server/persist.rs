@@ -138,6 +138,28 @@ pub fn restore(
         let slot = monitor.restore(host, &stored.id, stored.addr, now);
         monitor.restore_labels(slot, &stored.labels);
     }
+    if let Some(json) = loaded.windows {
+        match serde_json::from_slice(&json) {
+            Ok(windows) => {
+                // Hosts whose window is gone come back up; their events
+                // go nowhere yet (no sink runs before the restore ends).
+                monitor.restore_windows(
+                    windows,
+                    now,
+                    wall,
+                    &mut crate::monitor::Outcome::default(),
+                );
+            }
+            Err(e) => tracing::warn!("store: maintenance windows unreadable ({e}); none restored"),
+        }
+    } else {
+        monitor.restore_windows(
+            Vec::new(),
+            now,
+            wall,
+            &mut crate::monitor::Outcome::default(),
+        );
+    }
     events.restore(loaded.events);
     Restored {
         hosts,
@@ -163,6 +185,7 @@ pub fn monitor_started(addr: SocketAddr, away: Option<Duration>, wall: SystemTim
         fleet: 0,
         context: None,
         labels: Default::default(),
+        maintenance: None,
     }
 }
 
@@ -367,6 +390,7 @@ async fn checkpoint(
     error_log: &mut RateLimit,
 ) {
     let (slots, mut forgotten) = shared.fleet.take_changes(full);
+    let mut windows = shared.fleet.take_windows();
     let mut events: Vec<Event> = pending.iter().cloned().collect();
     let metrics: &Metrics = &shared.metrics;
     let mut rest: &[Slot] = &slots;
@@ -378,6 +402,7 @@ async fn checkpoint(
             events: std::mem::take(&mut events),
             forgotten: std::mem::take(&mut forgotten),
             event_history,
+            windows: windows.take(),
         };
         let started = std::time::Instant::now();
         let written = {
@@ -401,7 +426,12 @@ async fn checkpoint(
                 pending.drain(..batch.events.len());
                 None
             }
-            Ok((batch, Err(error))) => Some((batch.forgotten, chain(&error))),
+            Ok((batch, Err(error))) => {
+                if batch.windows.is_some() {
+                    shared.fleet.untake_windows();
+                }
+                Some((batch.forgotten, chain(&error)))
+            }
             // A panic in redb must not take monitoring down; retry later.
             Err(join) => Some((Vec::new(), format!("store writer failed: {join}"))),
         };
@@ -488,6 +518,7 @@ mod tests {
             hosts: vec![legacy],
             events: Vec::new(),
             alive: None,
+            windows: None,
         };
         restore(loaded, &mut core, &EventLog::new(10), now, wall);
         let beat = Observation::legacy("127.0.0.1", SocketAddr::from(([127, 0, 0, 1], 4000)));
@@ -527,6 +558,7 @@ mod tests {
             })
             .collect(),
             alive: Some(wall - Duration::from_secs(90)),
+            windows: None,
         };
         let restored = restore(loaded, &mut core, &log, now, wall);
         assert_eq!(
@@ -628,6 +660,7 @@ mod tests {
             hosts: vec![snapshot(&core, slot)],
             events: Vec::new(),
             alive: None,
+            windows: None,
         };
         let mut after = monitor(settings.clone());
         restore(

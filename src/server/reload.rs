@@ -204,6 +204,7 @@ const FIELDS: &[(&str, Applies)] = &[
     ("labels", Applies::Live),
     ("groups", Applies::AtRestart),
     ("dependencies", Applies::AtRestart),
+    ("maintenance", Applies::AtRestart),
 ];
 
 /// How a change of `key` applies.

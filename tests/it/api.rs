@@ -169,7 +169,7 @@ fn summary_and_events_with_a_cursor() {
     clients[0].kill();
     assert!(server.wait_event("a", "down", WAIT));
     // Polled: on a loaded machine another host may be late for a moment.
-    let want = serde_json::json!({"hosts": 3, "up": 2, "late": 0, "down": 1, "left": 0, "paused": 0, "unreachable": 0});
+    let want = serde_json::json!({"hosts": 3, "up": 2, "late": 0, "down": 1, "left": 0, "paused": 0, "maintenance": 0, "unreachable": 0});
     assert!(
         wait_until(WAIT, || server.get_json("/api/v1/summary") == want),
         "{}",

@@ -15,6 +15,7 @@ mod hardening;
 mod keys;
 mod labels;
 mod loadgen;
+mod maintenance;
 mod metrics;
 mod mixin;
 mod netns;

@@ -124,7 +124,7 @@ fn help_lists_every_command() {
             );
         }
     }
-    assert_eq!(commands.len(), 10, "{commands:?}");
+    assert_eq!(commands.len(), 11, "{commands:?}");
 }
 
 #[test]

@@ -28,7 +28,7 @@ fn check_exit_codes_follow_the_fleet() {
     assert_eq!(ok.code, Some(0), "{ok:?}");
     assert_eq!(
         ok.stdout,
-        "LUBDUB OK - 2 hosts, none late or down | up=2 late=0 down=0 left=0 paused=0 unreachable=0\n"
+        "LUBDUB OK - 2 hosts, none late or down | up=2 late=0 down=0 left=0 paused=0 maintenance=0 unreachable=0\n"
     );
 
     doomed.kill();

@@ -50,14 +50,14 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
@@ -197,6 +197,7 @@ fn state_rank(state: HostState) -> u8 {
         HostState::Late => 1,
         HostState::Unreachable => 2,
         HostState::Up => 3,
+        HostState::Maintenance => 3,
         HostState::Paused => 4,
         HostState::Left => 5,
     }
@@ -208,7 +209,7 @@ fn parse_states(list: &str) -> Result<[bool; HostState::ALL.len()], ApiError> {
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let state = HostState::parse(name).ok_or_else(|| {
             ApiError::bad_request(format!(
-                "state: unknown state {name:?} (expected up, late, down, left or paused)"
+                "state: unknown state {name:?} (expected up, late, down, left, paused or maintenance)"
             ))
         })?;
         keep[state.index()] = true;
@@ -461,6 +462,7 @@ struct Summary {
     left: u64,
     paused: u64,
     unreachable: u64,
+    maintenance: u64,
 }
 
 async fn summary(State(shared): State<Arc<Shared>>) -> Json<Summary> {
@@ -474,6 +476,7 @@ async fn summary(State(shared): State<Arc<Shared>>) -> Json<Summary> {
         left: n(HostState::Left),
         paused: n(HostState::Paused),
         unreachable: n(HostState::Unreachable),
+        maintenance: n(HostState::Maintenance),
     })
 }
 
@@ -506,7 +509,7 @@ async fn events(
 }
 
 /// Checks the bearer token of a mutating call, when one is configured.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = shared.api_token.as_deref() else {
         return Ok(());
     };

@@ -7,6 +7,7 @@ pub mod api;
 pub mod dashboard;
 pub mod groups;
 pub mod label_filter;
+pub mod maintenance;
 pub mod views;
 
 use super::exposition;
@@ -40,6 +41,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .merge(api::routes())
         .merge(dashboard::routes())
+        .merge(maintenance::routes())
         .fallback(api::no_route)
         .method_not_allowed_fallback(api::bad_method)
         .with_state(shared)

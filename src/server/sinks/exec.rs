@@ -119,6 +119,11 @@ pub fn environment(event: &SinkEvent) -> Vec<(&'static str, String)> {
             if let Some(last_seen) = payload.last_seen {
                 env.push(("LUBDUB_LAST_SEEN", last_seen));
             }
+            if let Some(m) = &payload.maintenance {
+                env.push(("LUBDUB_MAINTENANCE_SOURCE", m.source.to_string()));
+                env.push(("LUBDUB_MAINTENANCE_REASON", m.reason.clone()));
+                env.push(("LUBDUB_MAINTENANCE_UNTIL", m.until.clone()));
+            }
         }
         SinkEvent::MassSilence(m) => {
             env.push(("LUBDUB_COUNT", m.count.to_string()));

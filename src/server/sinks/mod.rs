@@ -201,6 +201,7 @@ impl SinkEvent {
             networks: None,
             reminder: None,
             message: None,
+            maintenance: None,
         };
         match self {
             // A host, so that templates written for host events work on it.
@@ -228,6 +229,12 @@ impl SinkEvent {
                 silent_seconds_at_least: e.silent_at_least.map(|d| d.as_secs_f64()),
                 last_seen: Some(rfc3339(e.at.checked_sub(e.silent_for).unwrap_or(e.at))),
                 reminder: matches!(self, SinkEvent::Reminder(_)).then_some(true),
+                maintenance: e.maintenance.as_deref().map(|n| MaintenancePayload {
+                    window: n.window,
+                    source: n.source.as_str(),
+                    reason: n.reason.to_string(),
+                    until: rfc3339(n.until),
+                }),
                 ..empty(self.kind(), rfc3339(e.at))
             },
             SinkEvent::MassSilence(m) => Payload {
@@ -296,6 +303,23 @@ pub struct Payload {
     /// What a test alert or a digest says, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Maintenance events: who opened the window (`host`, `api`,
+    /// `schedule`), why, until when, and its id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenancePayload>,
+}
+
+/// The window of a maintenance event, in its JSON document.
+#[derive(Clone, Debug, Serialize)]
+pub struct MaintenancePayload {
+    /// The window's id (`GET /api/v1/maintenance`).
+    pub window: u64,
+    /// `host`, `api` or `schedule`.
+    pub source: &'static str,
+    /// Why (may be empty).
+    pub reason: String,
+    /// RFC 3339 end of the window.
+    pub until: String,
 }
 
 /// Which events a sink takes.
@@ -781,7 +805,7 @@ impl Flaps {
             }
             // Still flapping to the detector: the resolution goes out, and
             // its pages stay held until it settles.
-            EventKind::Left | EventKind::Paused => Some(event),
+            EventKind::Left | EventKind::Paused | EventKind::MaintenanceStarted => Some(event),
             _ if self.flapping.contains(&event.host) => None,
             _ => Some(event),
         }

@@ -257,6 +257,7 @@ pub fn sample(kind: &str) -> SinkEvent {
         fleet: 30,
         context: None,
         labels: Default::default(),
+        maintenance: None,
     };
     match kind {
         "mass-silence" => SinkEvent::MassSilence(Arc::new(MassSilence {

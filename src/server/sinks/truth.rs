@@ -56,6 +56,7 @@ impl Told {
             HostState::Up | HostState::Late => EventKind::Recovered,
             HostState::Left => EventKind::Left,
             HostState::Paused => EventKind::Paused,
+            HostState::Maintenance => EventKind::MaintenanceStarted,
             HostState::Down | HostState::Unreachable => return None,
         };
         Some(SinkEvent::Host(Event { kind, ..e.clone() }))

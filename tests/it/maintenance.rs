@@ -1,0 +1,339 @@
+//! Maintenance windows through the real binary: a host's own announcement
+//! (`lubdub maintenance --for`), the operator's API window, replay and
+//! forgery of announcements.
+
+use crate::util::{EventLine, Server, client, fleet, keygen, path_str, run, wait_until};
+use lubdub::auth::{KeyRing, Signer};
+use lubdub::protocol::maintenance::{self as wire, Announcement, status};
+use std::net::UdpSocket;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn event(server: &Server, host: &str, kind: &str) -> EventLine {
+    server
+        .events()
+        .into_iter()
+        .find(|e| e.host == host && e.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} of {host}: {:?}", server.events()))
+}
+
+fn secs_between(from: &EventLine, to: &EventLine) -> f64 {
+    to.at
+        .duration_since(from.at)
+        .map_or(-1.0, |d| d.as_secs_f64())
+}
+
+#[test]
+fn a_hosts_own_window_keeps_its_killed_client_from_paging_then_it_goes_down_on_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = keygen(dir.path(), "keys.toml", &[]);
+    let keys = path_str(&keys);
+    let server = Server::start(&["--timeout", "1s", "--key-file", keys]);
+    let mut beating = client(&[server.udp], "db-1", &["--key-file", keys]);
+    assert!(server.wait_event("db-1", "joined", WAIT));
+    let udp = server.udp.to_string();
+    let ran = run(
+        &[
+            "maintenance",
+            "--for",
+            "3s",
+            "--reason",
+            "kernel update",
+            "--host-id",
+            "db-1",
+            "--key-file",
+            keys,
+            &udp,
+        ],
+        &[],
+    );
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stdout.contains("maintenance window 1 open for db-1"),
+        "{}",
+        ran.stdout
+    );
+    assert_eq!(server.state_of("db-1").as_deref(), Some("maintenance"));
+    beating.kill();
+    // Silent for longer than three timeouts inside the window: no page.
+    assert!(!wait_until(Duration::from_millis(2500), || {
+        server
+            .kinds_of("db-1")
+            .iter()
+            .any(|k| k == "late" || k == "down")
+    }));
+    assert_eq!(server.state_of("db-1").as_deref(), Some("maintenance"));
+    let listed = server.get_json("/api/v1/maintenance");
+    assert_eq!(listed[0]["source"], "host");
+    assert_eq!(listed[0]["reason"], "kernel update");
+    // Still silent at the window's end: a fresh timeout from it, then down.
+    assert!(
+        server.wait_event("db-1", "down", WAIT),
+        "{:?}",
+        server.events()
+    );
+    assert_eq!(
+        server.kinds_of("db-1"),
+        [
+            "joined",
+            "maintenance-started",
+            "maintenance-ended",
+            "late",
+            "down"
+        ]
+    );
+    let started = event(&server, "db-1", "maintenance-started");
+    let ended = event(&server, "db-1", "maintenance-ended");
+    let down = event(&server, "db-1", "down");
+    let window = secs_between(&started, &ended);
+    assert!((2.9..3.5).contains(&window), "window lasted {window} s");
+    // Down one full timeout (1 s) after the window's end (3 s after it
+    // opened): not earlier, and not the window's length later either.
+    let after = secs_between(&started, &down);
+    assert!(
+        (3.95..4.6).contains(&after),
+        "down {after} s after the start"
+    );
+}
+
+fn announcement(keys: &std::path::Path, host: &str, nonce: [u8; 8]) -> Vec<u8> {
+    let ring = KeyRing::load(keys).expect("key file");
+    let signer = Signer::new(ring.newest().expect("a key"), host).expect("signer");
+    let sent_at_micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_micros() as u64;
+    let a = Announcement {
+        sent_at_micros,
+        duration_ms: 60_000,
+        nonce,
+        host_id: host,
+        reason: "",
+        tag: None,
+    };
+    let mut buf = Vec::new();
+    wire::encode_announcement(&a, Some(signer.key_id()), &mut buf).expect("encodes");
+    signer.sign_tagged(&mut buf);
+    buf
+}
+
+/// Sends `datagram` to the server; its answer within `wait`, if any.
+fn ask(socket: &UdpSocket, server: &Server, datagram: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    socket.send_to(datagram, server.udp).expect("send");
+    socket.set_read_timeout(Some(wait)).expect("timeout");
+    let mut buf = [0u8; 512];
+    socket.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+}
+
+#[test]
+fn a_replayed_or_forged_announcement_confirms_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = keygen(dir.path(), "keys.toml", &[]);
+    let other = keygen(dir.path(), "other.toml", &[]);
+    let server = Server::start(&["--timeout", "1s", "--key-file", path_str(&keys)]);
+    let _beating = client(&[server.udp], "db-2", &["--key-file", path_str(&keys)]);
+    assert!(server.wait_event("db-2", "joined", WAIT));
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+
+    // Signed with another key: no answer, nothing opened.
+    let forged = announcement(&other, "db-2", *b"forged!!");
+    assert_eq!(
+        ask(&socket, &server, &forged, Duration::from_millis(700)),
+        None
+    );
+    assert!(server.dropped("bad_mac") >= 1.0);
+    let ran = run(
+        &[
+            "maintenance",
+            "--for",
+            "1m",
+            "--host-id",
+            "db-2",
+            "--key-file",
+            path_str(&other),
+            "--timeout",
+            "1s",
+            &server.udp.to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(ran.code, Some(1), "{}", ran.stdout);
+    assert!(
+        ran.stderr
+            .contains("no server confirmed the maintenance window within 1s"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(server.state_of("db-2").as_deref(), Some("up"));
+
+    // The real one: confirmed, signed with the host's key, nonce echoed.
+    let real = announcement(&keys, "db-2", *b"nonce-01");
+    let answer = ask(&socket, &server, &real, WAIT).expect("a confirmation");
+    let confirmation = wire::decode_confirmation(&answer).expect("decodes");
+    assert_eq!(confirmation.status, status::OPEN);
+    assert_eq!(&confirmation.nonce, b"nonce-01");
+    let ring = KeyRing::load(&keys).expect("keys");
+    let signer = Signer::new(ring.newest().expect("a key"), "db-2").expect("signer");
+    assert!(signer.verify_tagged(&answer, confirmation.tag));
+    assert!(server.wait_event("db-2", "maintenance-started", WAIT));
+
+    // The same datagram again: refused as a replay, answered with nothing.
+    let replays = server.dropped("replay");
+    assert_eq!(
+        ask(&socket, &server, &real, Duration::from_millis(700)),
+        None
+    );
+    assert_eq!(server.dropped("replay"), replays + 1.0);
+    assert_eq!(
+        server
+            .get_json("/api/v1/maintenance")
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
+
+#[test]
+fn an_operators_window_over_a_selection_is_listed_ended_early_and_token_guarded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = crate::util::write_file(dir.path(), "token", "s3cret\n");
+    let config = crate::util::write_file(
+        dir.path(),
+        "lubdub.toml",
+        "[server]\napi_token = \"s3cret\"\n",
+    );
+    let server = Server::start(&["--timeout", "1s", "--config", &config]);
+    let _clients = fleet(&server, &["web-1", "web-2", "db-1"]);
+    let api = server.http.to_string();
+    let open = |extra: &[&str]| {
+        let mut args = vec![
+            "maintenance",
+            "--server",
+            &api,
+            "--for",
+            "1h",
+            "--reason",
+            "rack firmware",
+        ];
+        args.extend(extra);
+        run(&args, &[])
+    };
+    let refused = open(&["--host", "web-*"]);
+    assert_eq!(refused.code, Some(1));
+    assert!(refused.stderr.contains("401"), "{}", refused.stderr);
+    let ran = open(&[
+        "--host",
+        "web-*",
+        "--network",
+        "127.0.0.0/8",
+        "--token-file",
+        &token,
+    ]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stdout.contains("2 host(s) web-1,web-2 (rack firmware)"),
+        "{}",
+        ran.stdout
+    );
+    for host in ["web-1", "web-2"] {
+        assert_eq!(server.state_of(host).as_deref(), Some("maintenance"));
+    }
+    assert_eq!(server.state_of("db-1").as_deref(), Some("up"));
+    assert_eq!(server.get_json("/api/v1/summary")["maintenance"], 2);
+    let listed = run(&["maintenance", "--server", &api, "--list"], &[]);
+    assert!(
+        listed.stdout.contains("window 1 (api)"),
+        "{}",
+        listed.stdout
+    );
+    // Beating on through the window: still in maintenance (not back, never
+    // gone); ended early through the API: up again.
+    let ended = run(
+        &[
+            "maintenance",
+            "--server",
+            &api,
+            "--end",
+            "1",
+            "--token-file",
+            &token,
+        ],
+        &[],
+    );
+    assert_eq!(ended.code, Some(0), "{}", ended.stderr);
+    assert!(server.wait_event("web-1", "maintenance-ended", WAIT));
+    assert!(wait_until(WAIT, || server.state_of("web-2").as_deref() == Some("up")));
+    assert_eq!(
+        server
+            .get_json("/api/v1/maintenance")
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    let again = run(
+        &[
+            "maintenance",
+            "--server",
+            &api,
+            "--end",
+            "1",
+            "--token-file",
+            &token,
+        ],
+        &[],
+    );
+    assert!(again.stderr.contains("404"), "{}", again.stderr);
+}
+
+#[test]
+fn an_open_window_survives_a_restart_of_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start_in(&data, &["--timeout", "1s"]);
+    let mut clients = fleet(&server, &["web-9"]);
+    let api = server.http.to_string();
+    let ran = run(
+        &[
+            "maintenance",
+            "--server",
+            &api,
+            "--host",
+            "web-9",
+            "--for",
+            "1h",
+        ],
+        &[],
+    );
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    clients[0].kill();
+    server.stop();
+    let server = Server::start_in(&data, &["--timeout", "1s"]);
+    assert_eq!(server.state_of("web-9").as_deref(), Some("maintenance"));
+    let listed = server.get_json("/api/v1/maintenance");
+    assert_eq!(listed[0]["id"], 1);
+    assert_eq!(listed[0]["hosts"][0], "web-9");
+    // Silent for three timeouts after the restart: still no page.
+    assert!(!wait_until(Duration::from_secs(3), || {
+        server
+            .kinds_of("web-9")
+            .iter()
+            .any(|k| k == "late" || k == "down")
+    }));
+    assert_eq!(server.state_of("web-9").as_deref(), Some("maintenance"));
+    // Window ids go on from the stored ones.
+    let api = server.http.to_string();
+    let next = run(
+        &[
+            "maintenance",
+            "--server",
+            &api,
+            "--host",
+            "web-9",
+            "--for",
+            "2h",
+        ],
+        &[],
+    );
+    assert!(next.stdout.contains("window 2 (api)"), "{}", next.stdout);
+}
