@@ -144,8 +144,16 @@ fn captured_beats_replayed_keep_no_host_alive_even_after_a_restart() {
     let restarted = Server::start_in(&data, &args);
     assert_eq!(restarted.state_of("victim").as_deref(), Some("down"));
     assert_eq!(send_packets(restarted.udp, &latest, 1), latest.len());
+    // A client announces its labels (none, here) after its first beat: a
+    // replayed announcement is refused as stale, the beats as replays.
+    let beats = latest.iter().filter(|p| p.starts_with(b"LBDB")).count();
+    let announcements = latest.len() - beats;
     assert!(
-        wait_until(WAIT, || restarted.dropped("replay") >= latest.len() as f64),
+        wait_until(WAIT, || restarted.dropped("replay") >= beats as f64
+            && restarted
+                .metric("lubdub_label_announcements_total{result=\"stale\"}")
+                .unwrap_or(0.0)
+                >= announcements as f64),
         "replays after the restart: {}",
         restarted.dropped("replay")
     );
