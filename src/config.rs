@@ -307,7 +307,7 @@ pub struct ServerConfig {
     /// Scheduled maintenance windows (`[[server.maintenance]]`: `schedule`
     /// (cron), `duration`, `timezone`, `reason`, and hosts by `hosts`,
     /// `labels`, `networks`); see docs/OPERATIONS.md. Default: none.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub maintenance: Vec<crate::schedule::ScheduledWindow>,
 }
 
