@@ -481,7 +481,7 @@ mod tests {
         assert_eq!(status, CheckStatus::Ok);
         assert_eq!(
             line,
-            "LUBDUB OK - 3 hosts, none late or down | up=1 late=0 down=0 left=1 paused=1 unreachable=0"
+            "LUBDUB OK - 3 hosts, none late or down | up=1 late=0 down=0 left=1 paused=1 maintenance=0 unreachable=0"
         );
         assert_eq!(check(&fleet(&["up", "late"])).0, CheckStatus::Warning);
         let (status, line) = check(&fleet(&["late", "down", "up"]));
