@@ -49,7 +49,7 @@ pub struct Announcement<'a> {
 /// A server's answer to an announcement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Confirmation<'a> {
-    /// 0: the window is open; anything else: refused (see [`Status`]).
+    /// 0: the window is open; anything else: refused.
     pub status: u8,
     /// The announcement's nonce.
     pub nonce: [u8; 8],
