@@ -79,9 +79,9 @@ impl Monitor {
         }
         self.untie(slot, self.clock.ms(now), wall);
         self.maintenance.leave(slot);
+        self.release_labels(slot);
         let host = self.registry.remove(slot).ok_or(UnknownHost)?;
         self.counts[host.state.index()] -= 1;
-        self.release_labels(host.labels, host.declared_labels);
         if host.flap.flapping {
             self.totals.flapping = self.totals.flapping.saturating_sub(1);
         }

@@ -56,15 +56,13 @@ impl Monitor {
         host.stats = self.fresh_stats(host.interval_ms());
         host.rule = self.settings.rules.index_for(id);
         host.scheduled = 0;
-        // Label ids are the table's, not the store's: see `restore_labels`.
-        (host.labels, host.declared_labels) = (0, 0);
         let state = host.state;
         let slot = match self.registry.find(id) {
             Some(slot) => {
                 let now_ms = self.clock.ms(now);
                 self.untie(slot, now_ms, SystemTime::UNIX_EPOCH);
+                self.release_labels(slot);
                 let old = self.registry.replace(slot, host, addr);
-                self.release_labels(old.labels, old.declared_labels);
                 super::count_move(&mut self.counts, old.state, state);
                 if old.flap.flapping {
                     self.totals.flapping = self.totals.flapping.saturating_sub(1);

@@ -2,9 +2,10 @@
 //!
 //! Most hosts share a few label sets (`team=web,role=fe` on hundreds of
 //! hosts), so sets are interned: the monitor keeps each distinct set once,
-//! reference-counted, and a host record keeps two 16-bit ids into that
-//! table: the set its client declared and the effective set, the declared
-//! one with the server's rules applied ([`LabelRule`]). The effective set
+//! reference-counted, and each host has two 16-bit ids into that table
+//! (beside its record, see [`super::registry::LabelIds`]): the set its
+//! client declared and the effective set, the declared one with the
+//! server's rules applied ([`LabelRule`]). The effective set
 //! is what every reader sees ([`Monitor::labels_of`]); the declared one is
 //! kept so the effective one can be computed again when the rules change
 //! (a reload) or the host moves to another network.
@@ -191,14 +192,12 @@ impl Monitor {
 
     /// [`Monitor::labels_of`] as a shared pointer (events carry it).
     pub fn labels_arc(&self, slot: Slot) -> &Arc<Labels> {
-        let id = self.registry.try_get(slot).map_or(0, |h| h.labels);
-        self.labels.get(id)
+        self.labels.get(self.registry.label_ids(slot).effective)
     }
 
     /// The labels the host's client declared, before the server's rules.
     pub fn declared_labels_of(&self, slot: Slot) -> &Labels {
-        let id = self.registry.try_get(slot).map_or(0, |h| h.declared_labels);
-        self.labels.get(id)
+        self.labels.get(self.registry.label_ids(slot).declared)
     }
 
     /// The interned label sets.
@@ -232,20 +231,16 @@ impl Monitor {
         let Some(slot) = self.registry.find(host_id) else {
             return Declared::UnknownHost;
         };
-        let host = self.registry.get(slot);
-        if self.settings.enforce_seq && seq < host.seq {
+        if self.settings.enforce_seq && seq < self.registry.get(slot).seq {
             return Declared::Stale;
         }
-        if **self.labels.get(host.declared_labels) == *labels {
+        if **self.labels.get(self.registry.label_ids(slot).declared) == *labels {
             return Declared::Applied { changed: false };
         }
         let Some(id) = self.labels.intern(labels) else {
             return Declared::TableFull;
         };
-        let host = self.registry.get_mut(slot);
-        let old = std::mem::replace(&mut host.declared_labels, id);
-        self.labels.release(old);
-        self.relabel(slot);
+        self.set_declared(slot, id);
         self.changes.mark(slot);
         Declared::Applied { changed: true }
     }
@@ -257,8 +252,15 @@ impl Monitor {
             return;
         }
         let id = self.labels.intern(declared).unwrap_or(0);
-        let host = self.registry.get_mut(slot);
-        let old = std::mem::replace(&mut host.declared_labels, id);
+        self.set_declared(slot, id);
+    }
+
+    /// Makes `id` (one reference taken) the host's declared set, and
+    /// computes its effective one again.
+    fn set_declared(&mut self, slot: Slot, id: LabelSetId) {
+        let mut ids = self.registry.label_ids(slot);
+        let old = std::mem::replace(&mut ids.declared, id);
+        self.registry.set_label_ids(slot, ids);
         self.labels.release(old);
         self.relabel(slot);
     }
@@ -266,8 +268,8 @@ impl Monitor {
     /// Computes the host's effective labels again from its declared ones,
     /// id and address; marks it for the store when they changed.
     pub(super) fn relabel(&mut self, slot: Slot) {
-        let host = self.registry.get(slot);
-        let (declared_id, current) = (host.declared_labels, host.labels);
+        let mut ids = self.registry.label_ids(slot);
+        let (declared_id, current) = (ids.declared, ids.effective);
         let effective_id = if self.label_rules.is_empty() {
             if declared_id == current {
                 return;
@@ -286,7 +288,8 @@ impl Monitor {
         let Some(effective_id) = effective_id else {
             return; // table full: keep what it had
         };
-        self.registry.get_mut(slot).labels = effective_id;
+        ids.effective = effective_id;
+        self.registry.set_label_ids(slot, ids);
         self.labels.release(current);
         self.changes.mark(slot);
         self.topo.note_relabeled(slot);
@@ -300,10 +303,13 @@ impl Monitor {
         }
     }
 
-    /// Drops the references of a host leaving the registry.
-    pub(super) fn release_labels(&mut self, labels: LabelSetId, declared: LabelSetId) {
-        self.labels.release(labels);
-        self.labels.release(declared);
+    /// Drops the references of the host in `slot` (it leaves the
+    /// registry, or is replaced by a restored record).
+    pub(super) fn release_labels(&mut self, slot: Slot) {
+        let ids = self.registry.label_ids(slot);
+        self.registry.set_label_ids(slot, Default::default());
+        self.labels.release(ids.effective);
+        self.labels.release(ids.declared);
     }
 }
 

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant, SystemTime};
 /// Index of a host in the registry; stable for the host's lifetime.
 pub type Slot = u32;
 
-/// What the registry knows of one host: 104 bytes (96 before labels; the
-/// two label ids fill 4 of the 8 bytes alignment adds).
+/// What the registry knows of one host: 96 bytes. Its label-set ids live
+/// beside it ([`LabelIds`]), so the record has no padding to pay for them.
 ///
 /// Times are milliseconds on the monitor's clock ([`Clock`]): monotonic,
 /// and equal to Unix time in milliseconds when the server started, so one
@@ -72,11 +72,20 @@ pub struct Host {
     flags: u8,
     /// Which detector rule judges it (see [`super::Rules`]).
     pub rule: u8,
-    /// Its effective label set, an id into the monitor's label table
-    /// (`labelsets`); set only by the monitor, which counts references.
-    pub(super) labels: u16,
-    /// The label set its client declared, likewise.
-    pub(super) declared_labels: u16,
+}
+
+/// A host's two label-set ids, into the monitor's label table
+/// (`labelsets`); set only by the monitor, which counts references.
+///
+/// Kept beside the record, not in it: two 16-bit ids would pad the
+/// 96-byte record to 104 (8 bytes per host), while this table costs 4,
+/// and nothing for a chunk of hosts none of which has labels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LabelIds {
+    /// The effective set: the declared one with the server's rules applied.
+    pub effective: u16,
+    /// The set its client declared.
+    pub declared: u16,
 }
 
 const LEGACY: u8 = 1;
@@ -140,8 +149,6 @@ impl Host {
             state,
             flags: 0,
             rule: 0,
-            labels: 0,
-            declared_labels: 0,
         }
     }
 
@@ -335,6 +342,9 @@ pub struct Registry {
     free: Vec<Slot>,
     ids: IdArena,
     v6: HashMap<Slot, Ipv6Addr>,
+    /// Label ids by slot, in chunks like the records; a chunk is made at
+    /// the first labelled host in it.
+    label_ids: Vec<Option<Box<[LabelIds]>>>,
 }
 
 impl Registry {
@@ -446,8 +456,32 @@ impl Registry {
         }
         self.ids.garbage += usize::from(host.id_len);
         self.v6.remove(&slot);
+        self.set_label_ids(slot, LabelIds::default());
         self.free.push(slot);
         Some(host)
+    }
+
+    /// The label ids of the host in `slot` (none for a free slot).
+    pub fn label_ids(&self, slot: Slot) -> LabelIds {
+        let slot = slot as usize;
+        match self.label_ids.get(slot / HOST_CHUNK) {
+            Some(Some(chunk)) => chunk[slot % HOST_CHUNK],
+            _ => LabelIds::default(),
+        }
+    }
+
+    /// Sets the label ids of the host in `slot`.
+    pub fn set_label_ids(&mut self, slot: Slot, ids: LabelIds) {
+        let (chunk, at) = (slot as usize / HOST_CHUNK, slot as usize % HOST_CHUNK);
+        if ids == LabelIds::default() && self.label_ids.get(chunk).is_none_or(Option::is_none) {
+            return;
+        }
+        if self.label_ids.len() <= chunk {
+            self.label_ids.resize_with(chunk + 1, || None);
+        }
+        self.label_ids[chunk]
+            .get_or_insert_with(|| vec![LabelIds::default(); HOST_CHUNK].into_boxed_slice())[at] =
+            ids;
     }
 
     /// The host in `slot`.
@@ -581,9 +615,9 @@ mod tests {
     }
 
     #[test]
-    fn a_host_record_is_104_bytes() {
-        assert_eq!(std::mem::size_of::<Host>(), 104);
-        assert_eq!(std::mem::size_of::<Option<Host>>(), 104);
+    fn a_host_record_is_96_bytes() {
+        assert_eq!(std::mem::size_of::<Host>(), 96);
+        assert_eq!(std::mem::size_of::<Option<Host>>(), 96);
     }
 
     #[test]
