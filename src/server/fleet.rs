@@ -177,19 +177,27 @@ impl Fleet {
     }
 
     /// A client's label announcement (see [`Monitor::declare_labels`]).
+    /// Through [`Fleet::act`] like every change: a relabeled host is tied
+    /// to its groups and dependencies again, and their events published,
+    /// now rather than at the next action.
     pub fn declare_labels(
         &self,
         host_id: &str,
         labels: &crate::labels::Labels,
         seq: u64,
     ) -> crate::monitor::Declared {
-        self.lock().declare_labels(host_id, labels, seq)
+        self.act(&mut Outcome::default(), |monitor, _| {
+            monitor.declare_labels(host_id, labels, seq)
+        })
     }
 
     /// Replaces the server's label rules (a reload; see
-    /// [`Monitor::set_label_rules`]).
+    /// [`Monitor::set_label_rules`]), through [`Fleet::act`] as
+    /// [`Fleet::declare_labels`] is.
     pub fn set_label_rules(&self, rules: Vec<crate::monitor::LabelRule>) {
-        self.lock().set_label_rules(rules);
+        self.act(&mut Outcome::default(), |monitor, _| {
+            monitor.set_label_rules(rules)
+        });
     }
 
     /// A new subscription to the events and the id of the first event it
@@ -343,6 +351,42 @@ mod tests {
         let ids: Vec<u64> = got.iter().map(|g| g.2).collect();
         assert_eq!(ids, (1..=8).collect::<Vec<_>>(), "numbered in order");
         assert_eq!(fleet.len(), 1);
+    }
+
+    #[test]
+    fn label_changes_retie_groups_at_once() {
+        use crate::labels::Labels;
+        use crate::monitor::groups::{GroupSpec, Quorum, Spec};
+        use crate::select::Selector;
+        let (fleet, start) = fleet();
+        let web = Labels::parse_list("role=web").expect("labels");
+        let members = Selector::new(&[], &web, &[]).expect("selector");
+        let spec = Spec {
+            groups: vec![GroupSpec {
+                name: "web".into(),
+                members,
+                quorum: Quorum::MinUp(1),
+                labels: Default::default(),
+                member_severity: None,
+            }],
+            dependencies: vec![],
+        };
+        fleet.act(&mut Outcome::default(), |m, _| m.set_topology(spec, start));
+        let mut results = [Observed::Applied; 1];
+        let (wall, mut out) = (SystemTime::now(), Outcome::default());
+        fleet.observe_batch(&[beat("a")], start, wall, &mut results, &mut out);
+        let members = || fleet.read(|m| (m.groups()[0].total, m.topology_unsettled()));
+        assert_eq!(members(), (0, false));
+        fleet.declare_labels("a", &web, 1);
+        assert_eq!(members(), (1, false), "in its group without another action");
+        fleet.declare_labels("a", &Labels::new(), 1);
+        assert_eq!(members(), (0, false));
+        let rule = crate::monitor::LabelRule {
+            select: Selector::new(&["a".into()], &Labels::new(), &[]).expect("selector"),
+            set: web,
+        };
+        fleet.set_label_rules(vec![rule]);
+        assert_eq!(members(), (1, false), "a rule ties it at once too");
     }
 
     #[tokio::test]
