@@ -4,7 +4,9 @@
 //! network; labels survive a server restart. See: issue 16.
 
 use crate::dashboard::chromium;
-use crate::util::{Alertmanager, Proc, Recorder, Server, beat, client, packet, wait_until};
+use crate::util::{
+    Alertmanager, Proc, Recorder, Server, beat, client, label_packet, packet, run_seq, wait_until,
+};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -172,4 +174,50 @@ fn labels_survive_a_server_restart() {
     server.stop();
     let server = Server::start_in(data.path(), &[]);
     assert_eq!(labels_of(&server, "keep-1"), json!({"team": "keep"}));
+}
+
+/// A host relabeled while it is down: the sink whose label filter took
+/// its `down` also gets its `recovered`, though the host no longer has the
+/// label (else that sink's alert would fire forever). Review of issue 16.
+#[test]
+fn a_sink_that_got_the_down_gets_the_recovery_after_a_relabel() {
+    let hook = Recorder::answering(200);
+    let server = Server::with_config(
+        &format!(
+            r#"
+[[server.sinks.webhook]]
+url = "{}"
+labels = {{ team = "web" }}
+
+[server.sinks.mass_silence]
+enabled = false
+"#,
+            hook.url("/hook")
+        ),
+        &["--timeout", "1s"],
+    );
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let send = |datagram: Vec<u8>| socket.send_to(&datagram, server.udp).expect("send");
+    let seq = run_seq();
+    send(packet(&beat("mv-1", seq), None));
+    send(label_packet("mv-1", seq, "team=web", None));
+    assert!(wait_until(WAIT, || labels_of(&server, "mv-1")
+        == json!({"team": "web"})));
+    let posted = |kind: &str| {
+        hook.requests()
+            .iter()
+            .any(|r| r.body["host"] == "mv-1" && r.body["kind"] == kind)
+    };
+    assert!(server.wait_event("mv-1", "down", WAIT));
+    assert!(wait_until(WAIT, || posted("down")), "{:?}", hook.requests());
+    // Relabeled while down, then back.
+    send(label_packet("mv-1", seq, "team=db", None));
+    assert!(wait_until(WAIT, || labels_of(&server, "mv-1") == json!({"team": "db"})));
+    send(packet(&beat("mv-1", seq + 1), None));
+    assert!(server.wait_event("mv-1", "recovered", WAIT));
+    assert!(
+        wait_until(WAIT, || posted("recovered")),
+        "{:?}",
+        hook.requests()
+    );
 }

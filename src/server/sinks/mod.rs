@@ -360,15 +360,21 @@ impl Filter {
     /// True when the sink wants `event`. A mass silence matches if any of
     /// its hosts does.
     pub fn matches(&self, event: &SinkEvent) -> bool {
+        if let SinkEvent::Host(e) | SinkEvent::Reminder(e) = event
+            && !e.labels.contains_all(&self.labels)
+        {
+            return false;
+        }
+        self.matches_but_labels(event)
+    }
+
+    /// [`Filter::matches`] without the label check: for the event that
+    /// ends a `down` the sink was given (see `Told::ends_told_down`).
+    pub fn matches_but_labels(&self, event: &SinkEvent) -> bool {
         let kind = event.kind();
         if let Some(kinds) = &self.kinds
             && !matches!(event, SinkEvent::Test(_) | SinkEvent::Digest(_))
             && !kinds.iter().any(|k| k == kind)
-        {
-            return false;
-        }
-        if let SinkEvent::Host(e) | SinkEvent::Reminder(e) = event
-            && !e.labels.contains_all(&self.labels)
         {
             return false;
         }
@@ -896,7 +902,11 @@ fn deliver(routes: &mut [Route], event: SinkEvent) {
         {
             send(route, fix);
         }
-        if route.filter.matches(&event) {
+        // A host relabeled while down: the sink that got its `down` gets
+        // the end of it too, whatever labels it has now.
+        if route.filter.matches(&event)
+            || route.told.ends_told_down(&event) && route.filter.matches_but_labels(&event)
+        {
             send(route, event.clone());
         }
     }

@@ -28,18 +28,22 @@ impl Told {
             // Not about one host's state (a test alert, a digest, a
             // reminder of what is already down).
             SinkEvent::Test(_) | SinkEvent::Digest(_) | SinkEvent::Reminder(_) => {}
-            SinkEvent::Host(e) => match e.kind {
-                EventKind::Down => {
-                    self.down.insert(e.host.clone());
-                }
-                // Neither says the host is back or gone.
-                EventKind::Late | EventKind::Flapping | EventKind::MonitorStarted => {}
-                EventKind::Settled if e.state == HostState::Down => {}
-                _ => {
-                    self.down.remove(&e.host);
-                }
-            },
+            SinkEvent::Host(e) if e.kind == EventKind::Down => {
+                self.down.insert(e.host.clone());
+            }
+            SinkEvent::Host(e) if ends_down(e) => {
+                self.down.remove(&e.host);
+            }
+            SinkEvent::Host(_) => {}
         }
+    }
+
+    /// True when `event` ends a `down` this sink was told of. The sink
+    /// takes it whatever labels the host has now: they may have changed
+    /// while it was down, and its label filter must not keep it from
+    /// hearing the end of an alert it raised.
+    pub fn ends_told_down(&self, event: &SinkEvent) -> bool {
+        matches!(event, SinkEvent::Host(e) if ends_down(e) && self.down.contains(&e.host))
     }
 
     /// The event that corrects the sink's view of a host that just
@@ -60,6 +64,19 @@ impl Told {
             HostState::Down | HostState::Unreachable => return None,
         };
         Some(SinkEvent::Host(Event { kind, ..e.clone() }))
+    }
+}
+
+/// True when host event `e` says the host is no longer down (back,
+/// gone, paused, ...).
+fn ends_down(e: &Event) -> bool {
+    match e.kind {
+        // None of them says the host is back or gone.
+        EventKind::Down | EventKind::Late | EventKind::Flapping | EventKind::MonitorStarted => {
+            false
+        }
+        EventKind::Settled => e.state != HostState::Down,
+        _ => true,
     }
 }
 

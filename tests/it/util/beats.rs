@@ -51,6 +51,19 @@ pub fn packet(beat: &Beat<'_>, signer: Option<&Signer>) -> Vec<u8> {
     out
 }
 
+/// The label announcement of `host_id` declaring `labels` (`team=web,…`)
+/// after beat `seq`, signed by `signer` when given.
+pub fn label_packet(host_id: &str, seq: u64, labels: &str, signer: Option<&Signer>) -> Vec<u8> {
+    let labels = lubdub::labels::Labels::parse_list(labels).expect("labels");
+    let mut out = Vec::new();
+    match signer {
+        Some(signer) => signer.sign_announcement(seq, now_micros(), host_id, &labels, &mut out),
+        None => protocol::labels::encode(seq, now_micros(), host_id, &labels, None, &mut out),
+    }
+    .expect("a valid announcement");
+    out
+}
+
 /// Sends `packets` to `to` from one socket, in order, pausing 5 ms after
 /// each `burst` of them so that a busy server's receive buffer keeps up
 /// (1: one at a time, so none overtakes another). Returns how many sends
