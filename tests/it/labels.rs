@@ -5,7 +5,8 @@
 
 use crate::dashboard::chromium;
 use crate::util::{
-    Alertmanager, Proc, Recorder, Server, beat, client, label_packet, packet, run_seq, wait_until,
+    Alertmanager, Proc, Recorder, Server, beat, client, keygen, label_packet, packet, path_str,
+    run_seq, signer, wait_until,
 };
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -220,4 +221,51 @@ enabled = false
         "{:?}",
         hook.requests()
     );
+}
+
+/// With keys, a keyed client's labels reach the API, and an announcement
+/// for its host that is unsigned or signed with another key changes
+/// nothing (refused and counted); one signed with the host's key does.
+#[test]
+fn with_keys_only_announcements_signed_with_the_key_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = keygen(dir.path(), "keys.toml", &[]);
+    let other = keygen(dir.path(), "other.toml", &[]);
+    let server = Server::start(&["--key-file", path_str(&keys)]);
+    let key_args = ["--key-file", path_str(&keys), "--label", "team=web"];
+    let _keyed = client(&[server.udp], "keyed-1", &key_args);
+    assert!(
+        wait_until(WAIT, || labels_of(&server, "keyed-1")
+            == json!({"team": "web"})),
+        "{}",
+        server.get_json("/api/v1/hosts")
+    );
+    let refused = || {
+        server
+            .metric("lubdub_label_announcements_total{result=\"refused\"}")
+            .unwrap_or(0.0)
+    };
+    let before = refused();
+    // Far ahead of the client's seq, so only the signature can refuse it.
+    let seq = run_seq() + (1 << 40);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let forger = signer(&other, "keyed-1");
+    for forged in [
+        label_packet("keyed-1", seq, "team=evil", None),
+        label_packet("keyed-1", seq, "team=evil", Some(&forger)),
+    ] {
+        socket.send_to(&forged, server.udp).expect("send");
+    }
+    assert!(
+        wait_until(WAIT, || refused() >= before + 2.0),
+        "refused: {}",
+        refused()
+    );
+    assert_eq!(labels_of(&server, "keyed-1"), json!({"team": "web"}));
+    // The same announcement signed with the host's key is taken.
+    let owner = signer(&keys, "keyed-1");
+    let genuine = label_packet("keyed-1", seq, "team=ops", Some(&owner));
+    socket.send_to(&genuine, server.udp).expect("send");
+    assert!(wait_until(WAIT, || labels_of(&server, "keyed-1")
+        == json!({"team": "ops"})));
 }
