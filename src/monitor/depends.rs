@@ -87,6 +87,7 @@ impl Monitor {
         wall: SystemTime,
     ) -> Vec<Arc<str>> {
         count_move(&mut self.counts, from, to);
+        self.count_labelled_move(slot, from, to);
         if self.topo.is_empty() || from == to {
             return Vec::new();
         }
@@ -241,6 +242,7 @@ impl Monitor {
                     host.set_since(wall);
                     host.scheduled = 0;
                     count_move(&mut self.counts, HostState::Late, HostState::Unreachable);
+                    self.count_labelled_move(d, HostState::Late, HostState::Unreachable);
                     self.changes.mark(d);
                     events.push(self.event(EventKind::Unreachable, d, wall, silent_for));
                     made.push(Arc::from(self.registry.id(d)));

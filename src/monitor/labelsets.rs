@@ -17,6 +17,7 @@
 //! client's, plus earlier rules'), so one rule may build on another.
 
 use super::Monitor;
+use super::model::HostState;
 use super::registry::Slot;
 use crate::labels::Labels;
 use crate::select::Selector;
@@ -51,7 +52,14 @@ pub struct LabelTable {
     index: HashMap<Arc<Labels>, LabelSetId>,
     free: Vec<LabelSetId>,
     refused: u64,
+    /// Hosts by state whose effective set this is, by id (kept on every
+    /// change, so `/metrics` by label never scans the hosts; not kept for
+    /// the empty set, which is what the others leave of the fleet).
+    states: Vec<StateCounts>,
 }
+
+/// Hosts by state, in [`HostState::index`] order.
+pub type StateCounts = [u64; HostState::ALL.len()];
 
 impl Default for LabelTable {
     fn default() -> Self {
@@ -62,6 +70,7 @@ impl Default for LabelTable {
             index: HashMap::from_iter([(empty, 0)]),
             free: Vec::new(),
             refused: 0,
+            states: vec![StateCounts::default()],
         }
     }
 }
@@ -82,11 +91,13 @@ impl LabelTable {
             Some(id) => {
                 self.sets[usize::from(id)] = set.clone();
                 self.refs[usize::from(id)] = 1;
+                self.states[usize::from(id)] = StateCounts::default();
                 id
             }
             None if self.sets.len() <= MAX_LABEL_SETS => {
                 self.sets.push(set.clone());
                 self.refs.push(1);
+                self.states.push(StateCounts::default());
                 LabelSetId::try_from(self.sets.len() - 1).expect("bounded by MAX_LABEL_SETS")
             }
             None => {
@@ -133,6 +144,29 @@ impl LabelTable {
         self.refused
     }
 
+    /// Counts one host in `state` into (`add`) or out of set `id`.
+    fn count(&mut self, id: LabelSetId, state: HostState, add: bool) {
+        if id == 0 {
+            return;
+        }
+        if let Some(counts) = self.states.get_mut(usize::from(id)) {
+            let n = &mut counts[state.index()];
+            *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        }
+    }
+
+    /// Every non-empty set in use as some host's effective set, with its
+    /// hosts by state.
+    pub fn counts_by_set(&self) -> Vec<(Arc<Labels>, StateCounts)> {
+        self.sets
+            .iter()
+            .zip(&self.states)
+            .skip(1)
+            .filter(|(_, counts)| counts.iter().any(|&n| n > 0))
+            .map(|(set, counts)| (set.clone(), *counts))
+            .collect()
+    }
+
     /// Heap bytes of the table, roughly (for the memory bench).
     pub fn heap_bytes(&self) -> usize {
         let per_set: usize = self
@@ -145,7 +179,10 @@ impl LabelTable {
                     + 48
             })
             .sum();
-        per_set + self.sets.capacity() * 10 + self.index.capacity() * 10
+        per_set
+            + self.sets.capacity() * 10
+            + self.index.capacity() * 10
+            + self.states.capacity() * std::mem::size_of::<StateCounts>()
     }
 }
 
@@ -290,9 +327,37 @@ impl Monitor {
         };
         ids.effective = effective_id;
         self.registry.set_label_ids(slot, ids);
+        let state = self.registry.get(slot).state;
+        self.labels.count(current, state, false);
+        self.labels.count(effective_id, state, true);
         self.labels.release(current);
         self.changes.mark(slot);
         self.topo.note_relabeled(slot);
+    }
+
+    /// Counts the host in `slot` from state `from` into `to` in its
+    /// effective set's counts (the caller moves the fleet's).
+    pub(super) fn count_labelled_move(&mut self, slot: Slot, from: HostState, to: HostState) {
+        let id = self.registry.label_ids(slot).effective;
+        if id != 0 && from != to {
+            self.labels.count(id, from, false);
+            self.labels.count(id, to, true);
+        }
+    }
+
+    /// Hosts by state for each effective label set: the non-empty sets,
+    /// then the hosts without labels (the empty set). Copies a few numbers
+    /// per set, never scans the hosts.
+    pub fn counts_by_labels(&self) -> Vec<(Arc<Labels>, StateCounts)> {
+        let mut sets = self.labels.counts_by_set();
+        let mut rest = self.counts;
+        for (_, counts) in &sets {
+            for (r, n) in rest.iter_mut().zip(counts) {
+                *r = r.saturating_sub(*n);
+            }
+        }
+        sets.push((self.labels.get(0).clone(), rest));
+        sets
     }
 
     /// After the host in `slot` moved to a new address: its network rules
@@ -308,6 +373,9 @@ impl Monitor {
     pub(super) fn release_labels(&mut self, slot: Slot) {
         let ids = self.registry.label_ids(slot);
         self.registry.set_label_ids(slot, Default::default());
+        if let Some(host) = self.registry.try_get(slot) {
+            self.labels.count(ids.effective, host.state, false);
+        }
         self.labels.release(ids.effective);
         self.labels.release(ids.declared);
     }
@@ -419,6 +487,60 @@ mod tests {
             0,
             "forgotten hosts release"
         );
+    }
+
+    /// The kept counts by label set, as a scan of every host finds them.
+    fn scanned(sim: &Sim) -> Vec<(Labels, StateCounts)> {
+        let mut by: std::collections::BTreeMap<String, (Labels, StateCounts)> = Default::default();
+        let registry = sim.monitor.registry();
+        for slot in 0..registry.slot_end() {
+            if let Some(host) = registry.try_get(slot) {
+                let labels = sim.monitor.labels_of(slot).clone();
+                let entry = by.entry(labels.to_string()).or_insert((labels, [0; 7]));
+                entry.1[host.state.index()] += 1;
+            }
+        }
+        by.into_values().collect()
+    }
+
+    fn kept(sim: &Sim) -> Vec<(Labels, StateCounts)> {
+        let mut kept: Vec<(Labels, StateCounts)> = sim
+            .monitor
+            .counts_by_labels()
+            .into_iter()
+            .filter(|(_, c)| c.iter().any(|&n| n > 0))
+            .map(|(l, c)| ((*l).clone(), c))
+            .collect();
+        kept.sort_by_key(|(l, _)| l.to_string());
+        kept
+    }
+
+    #[test]
+    fn hosts_by_state_per_label_set_follow_every_change() {
+        let mut sim = Sim::new();
+        for id in ["a", "b", "c"] {
+            sim.observe(0.0, beat(id));
+        }
+        sim.monitor.declare_labels("a", &labels("team=web"), 1);
+        sim.monitor.declare_labels("b", &labels("team=web"), 1);
+        assert_eq!(kept(&sim), scanned(&sim));
+        sim.observe(20.0, beat("c"));
+        sim.expire(20.0); // a and b late
+        assert_eq!(kept(&sim), scanned(&sim));
+        sim.expire(40.0); // a and b down, c late
+        assert_eq!(kept(&sim), scanned(&sim));
+        let web = kept(&sim)[1].1;
+        assert_eq!(web[HostState::Down.index()], 2, "{:?}", kept(&sim));
+        sim.monitor.declare_labels("b", &labels("team=db"), 1);
+        sim.monitor
+            .set_label_rules(vec![rule("hosts = [\"c\"]", "team=ops")]);
+        assert_eq!(kept(&sim), scanned(&sim));
+        sim.observe(41.0, beat("a"));
+        sim.monitor
+            .forget("b", sim.at(42.0), std::time::SystemTime::now())
+            .expect("known");
+        assert_eq!(kept(&sim), scanned(&sim));
+        assert_eq!(kept(&sim).len(), 2, "web and ops: {:?}", kept(&sim));
     }
 
     #[test]
