@@ -304,6 +304,13 @@ pub struct ServerConfig {
     /// A rule wins over the client's own label of the same name; a later
     /// rule over an earlier one. Applies live on reload. Default: none.
     pub labels: Vec<label_rules::LabelRuleConfig>,
+    /// Label names to break `/metrics`' hosts by state down by
+    /// (`["team"]`: `lubdub_hosts_by_labels{team="web",state="down"}`).
+    /// Off when empty; every name multiplies the series, so at most
+    /// [`crate::server::metrics::MAX_LABEL_COMBINATIONS`] combinations of
+    /// values are shown and the rest fold into one `other` series; see
+    /// docs/LABELS.md. Takes effect at a restart. Default: none.
+    pub metrics_by_labels: Vec<String>,
     /// Scheduled maintenance windows (`[[server.maintenance]]`: `schedule`
     /// (cron), `duration`, `timezone`, `reason`, and hosts by `hosts`,
     /// `labels`, `networks`); see docs/OPERATIONS.md. Default: none.
@@ -344,6 +351,7 @@ impl Default for ServerConfig {
             groups: Vec::new(),
             dependencies: Vec::new(),
             labels: Vec::new(),
+            metrics_by_labels: Vec::new(),
             maintenance: Vec::new(),
         }
     }
@@ -418,6 +426,7 @@ impl ServerConfig {
             return Err(invalid("flap_window", "must be greater than 0"));
         }
         self.watchdog.validate()?;
+        check_metrics_by_labels(&self.metrics_by_labels)?;
         crate::schedule::compile(&self.maintenance).map_err(|e| invalid("maintenance", e))?;
         let rules =
             detection::compile(self.detector, self.timeout, &self.phi, &self.host_detectors)?;
@@ -583,6 +592,31 @@ impl ClientConfig {
         }
         Ok(())
     }
+}
+
+/// Most names `metrics_by_labels` takes: each multiplies the series.
+pub const MAX_METRICS_BY_LABELS: usize = 4;
+
+/// `metrics_by_labels`: label names, none twice, none the metric's own
+/// `state`, at most [`MAX_METRICS_BY_LABELS`].
+fn check_metrics_by_labels(names: &[String]) -> Result<(), Error> {
+    let field = "metrics_by_labels";
+    if names.len() > MAX_METRICS_BY_LABELS {
+        return Err(invalid(
+            field,
+            format!("at most {MAX_METRICS_BY_LABELS} names"),
+        ));
+    }
+    for (i, name) in names.iter().enumerate() {
+        crate::labels::check_name(name).map_err(|e| invalid(field, e.to_string()))?;
+        if name == "state" {
+            return Err(invalid(field, "\"state\" is the metric's own label"));
+        }
+        if names[..i].contains(name) {
+            return Err(invalid(field, format!("{name:?} is named twice")));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@ use super::dropped::DropReason;
 use super::fleet::Fleet;
 use super::process::ProcessStats;
 use super::timer::TimerMetrics;
+use crate::labels::Labels;
+use crate::monitor::labelsets::StateCounts;
 use crate::monitor::{DetectionTotals, EventKind, HostState, Monitor};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -14,6 +16,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Label set for packets dropped, by reason.
@@ -305,8 +308,18 @@ impl Metrics {
     /// The server's metrics: [`Metrics::default`] plus those read from the
     /// server's state at each scrape (hosts by state, events by kind,
     /// detector lag, process basics).
-    pub fn for_server(fleet: Arc<Fleet>) -> Self {
+    /// With `by_labels` (`metrics_by_labels`), hosts by state are also
+    /// broken down by those labels.
+    pub fn for_server(fleet: Arc<Fleet>, by_labels: &[String]) -> Self {
         let mut metrics = Self::default();
+        if !by_labels.is_empty() {
+            metrics
+                .registry
+                .register_collector(Box::new(LabelCollector {
+                    fleet: fleet.clone(),
+                    names: by_labels.to_vec(),
+                }));
+        }
         metrics.registry.register_with_unit(
             "detector_lag",
             "How far past its deadline a host was declared late or down",
@@ -383,6 +396,109 @@ impl Collector for StateCollector {
             )?)?;
         }
         Ok(())
+    }
+}
+
+/// Most combinations of label values `lubdub_hosts_by_labels` has a
+/// series for (each times the states): the first in the order of their
+/// values; the hosts of the others are summed in
+/// `lubdub_hosts_by_labels_other`.
+pub const MAX_LABEL_COMBINATIONS: usize = 100;
+
+/// Hosts by state broken down by the labels `metrics_by_labels` names.
+/// A scrape copies the counts the monitor keeps per label set (a few per
+/// set, never a scan of the hosts) and sums them by the named values.
+struct LabelCollector {
+    fleet: Arc<Fleet>,
+    names: Vec<String>,
+}
+
+impl std::fmt::Debug for LabelCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LabelCollector")
+    }
+}
+
+/// Hosts by state summed by the values of `names` (`""` where a host has
+/// no such label): the first [`MAX_LABEL_COMBINATIONS`] combinations in
+/// value order, the sum of the rest, and how many combinations there are.
+fn by_label_values(
+    names: &[String],
+    sets: &[(Arc<Labels>, StateCounts)],
+) -> (Vec<(Vec<String>, StateCounts)>, StateCounts, usize) {
+    let mut by: BTreeMap<Vec<String>, StateCounts> = BTreeMap::new();
+    for (labels, counts) in sets.iter().filter(|(_, c)| c.iter().any(|&n| n > 0)) {
+        let values = names
+            .iter()
+            .map(|n| labels.get(n).unwrap_or_default().to_string())
+            .collect();
+        add_counts(by.entry(values).or_default(), counts);
+    }
+    let combinations = by.len();
+    let mut other = StateCounts::default();
+    let mut kept = Vec::new();
+    for (values, counts) in by {
+        if kept.len() < MAX_LABEL_COMBINATIONS {
+            kept.push((values, counts));
+        } else {
+            add_counts(&mut other, &counts);
+        }
+    }
+    (kept, other, combinations)
+}
+
+fn add_counts(into: &mut StateCounts, counts: &StateCounts) {
+    for (sum, n) in into.iter_mut().zip(counts) {
+        *sum += n;
+    }
+}
+
+/// A gauge family's descriptor.
+fn gauge_family<'a>(
+    encoder: &'a mut DescriptorEncoder,
+    name: &'a str,
+    help: &'a str,
+) -> Result<prometheus_client::encoding::MetricEncoder<'a>, std::fmt::Error> {
+    encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())
+}
+
+impl Collector for LabelCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sets = self.fleet.read(Monitor::counts_by_labels);
+        let (kept, other, combinations) = by_label_values(&self.names, &sets);
+        let gauge = |n: u64| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+        let mut family = gauge_family(
+            &mut encoder,
+            "hosts_by_labels",
+            "Hosts known, by state and the labels metrics_by_labels names",
+        )?;
+        for (values, counts) in &kept {
+            for state in HostState::ALL {
+                let mut labels: Vec<(String, String)> = self
+                    .names
+                    .iter()
+                    .cloned()
+                    .zip(values.iter().cloned())
+                    .collect();
+                labels.push(("state".into(), state.as_str().into()));
+                gauge(counts[state.index()]).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = gauge_family(
+            &mut encoder,
+            "hosts_by_labels_other",
+            "Hosts by state whose label values are past the combinations shown",
+        )?;
+        for state in HostState::ALL {
+            gauge(other[state.index()]).encode(family.encode_family(&StateLabel {
+                state: state.as_str(),
+            })?)?;
+        }
+        gauge(combinations as u64).encode(gauge_family(
+            &mut encoder,
+            "hosts_by_labels_combinations",
+            "Combinations of the values of the labels metrics_by_labels names",
+        )?)
     }
 }
 

@@ -156,7 +156,10 @@ impl Server {
             "store loaded"
         );
         let fleet = Arc::new(Fleet::new(monitor, Arc::new(events)));
-        let metrics = Arc::new(Metrics::for_server(fleet.clone()));
+        let metrics = Arc::new(Metrics::for_server(
+            fleet.clone(),
+            &config.metrics_by_labels,
+        ));
         let shared = Arc::new(Shared {
             fleet,
             metrics,

@@ -202,6 +202,7 @@ const FIELDS: &[(&str, Applies)] = &[
     ("record", Applies::AtRestart),
     ("watchdog", Applies::AtRestart),
     ("labels", Applies::Live),
+    ("metrics_by_labels", Applies::AtRestart),
     ("groups", Applies::AtRestart),
     ("dependencies", Applies::AtRestart),
     ("maintenance", Applies::AtRestart),

@@ -269,3 +269,76 @@ fn with_keys_only_announcements_signed_with_the_key_count() {
     assert!(wait_until(WAIT, || labels_of(&server, "keyed-1")
         == json!({"team": "ops"})));
 }
+
+/// `metrics_by_labels`: hosts by state per value of the named label, at
+/// most 100 combinations with a series, the hosts of the rest summed in
+/// one `other` series, and the number of combinations.
+#[test]
+fn metrics_break_hosts_by_state_down_by_the_named_labels() {
+    let server = Server::with_config("[server]\nmetrics_by_labels = [\"team\"]\n", &[]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let seq = run_seq();
+    // 103 teams of one host each, and a second host in team t000.
+    let mut hosts: Vec<(String, String)> = (0..103)
+        .map(|i| (format!("m-{i}"), format!("t{i:03}")))
+        .collect();
+    hosts.push(("m-x".into(), "t000".into()));
+    for (id, team) in &hosts {
+        socket
+            .send_to(&packet(&beat(id, seq), None), server.udp)
+            .expect("send");
+        let labels = format!("team={team},role=any");
+        socket
+            .send_to(&label_packet(id, seq, &labels, None), server.udp)
+            .expect("send");
+        std::thread::sleep(Duration::from_millis(2)); // the receive buffer keeps up
+    }
+    let sample = |team: &str, state: &str| {
+        server.metric(&format!(
+            "lubdub_hosts_by_labels{{team=\"{team}\",state=\"{state}\"}}"
+        ))
+    };
+    let combinations = || server.metric("lubdub_hosts_by_labels_combinations");
+    assert!(
+        wait_until(WAIT, || combinations() == Some(103.0)),
+        "{}",
+        server.get_text("/metrics")
+    );
+    assert_eq!(sample("t000", "up"), Some(2.0));
+    assert_eq!(sample("t000", "paused"), Some(0.0));
+    assert_eq!(sample("t099", "up"), Some(1.0));
+    assert_eq!(sample("t100", "up"), None, "past the 100 shown");
+    let other = |state: &str| {
+        server.metric(&format!(
+            "lubdub_hosts_by_labels_other{{state=\"{state}\"}}"
+        ))
+    };
+    assert_eq!(other("up"), Some(3.0));
+    // A state change moves the host's count at once.
+    let paused = server.request("POST", "/api/v1/hosts/m-x/pause", None, None);
+    assert_eq!(paused.status, 200, "{paused:?}");
+    assert_eq!(sample("t000", "up"), Some(1.0));
+    assert_eq!(sample("t000", "paused"), Some(1.0));
+    let paused = server.request("POST", "/api/v1/hosts/m-102/pause", None, None);
+    assert_eq!(paused.status, 200, "{paused:?}");
+    assert_eq!(other("paused"), Some(1.0));
+}
+
+#[test]
+fn metrics_by_labels_is_off_by_default_and_checked() {
+    let server = Server::start(&[]);
+    assert!(!server.get_text("/metrics").contains("hosts_by_labels"));
+    for (names, error) in [
+        ("[\"state\"]", "the metric's own label"),
+        ("[\"team\", \"team\"]", "named twice"),
+        ("[\"9x\"]", "metrics_by_labels"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = format!("[server]\nmetrics_by_labels = {names}\n");
+        let path = crate::util::write_file(dir.path(), "lubdub.toml", &config);
+        let ran = crate::util::run_server(&path, dir.path());
+        assert_ne!(ran.code, Some(0), "{names}");
+        assert!(ran.stderr.contains(error), "{names}: {}", ran.stderr);
+        assert_eq!(ran.stderr.trim().lines().count(), 1, "{}", ran.stderr);
+    }
+}
