@@ -159,6 +159,14 @@ pub fn parse_pair(pair: &str) -> Result<(String, String), LabelError> {
     Ok((name.trim().to_string(), value.to_string()))
 }
 
+/// One `name=value` pair (the `--label` form), both parts checked.
+pub fn parse_checked_pair(pair: &str) -> Result<(String, String), LabelError> {
+    let (name, value) = parse_pair(pair)?;
+    check_name(&name)?;
+    check_value(&name, &value)?;
+    Ok((name, value))
+}
+
 impl fmt::Display for Labels {
     /// `team=web,role=frontend`: the form [`Labels::parse_list`] reads.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -2,8 +2,8 @@
 //! for people (coloured on a terminal, plain when piped), as JSON for
 //! scripts, or as a Nagios-plugin check for existing monitoring.
 //!
-//! It reads `GET /api/v1/hosts` and filters by state on this side, so it
-//! works against any server that has that endpoint.
+//! It reads `GET /api/v1/hosts` and filters by state and label on this
+//! side, so it works against any server that has that endpoint.
 
 use lubdub::config::ServerConfig;
 use lubdub::duration;
@@ -27,6 +27,10 @@ pub struct StatusArgs {
     /// Only hosts in these states (repeat or comma-separate).
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(STATES))]
     state: Vec<String>,
+    /// Only hosts with this label, NAME=VALUE (repeatable: all must match),
+    /// as the API's `?label=`.
+    #[arg(long = "label", value_name = "NAME=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
     /// Act as a Nagios plugin: one line, exit 0 all up, 1 some late, 2 some
     /// down, 3 server unreachable.
     #[arg(long, conflicts_with = "json")]
@@ -40,7 +44,8 @@ pub struct StatusArgs {
 /// the exit code is the check's verdict.
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let result = fetch(&args.server, args.timeout).map(|h| filter(h, &args.state));
+    let result = fetch(&args.server, args.timeout)
+        .map(|h| filter_labels(filter(h, &args.state), &args.labels));
     // Write errors (a closed pipe, `| head`) are not worth a panic.
     let mut out = anstream::stdout();
     if args.check {
@@ -232,6 +237,25 @@ pub fn filter(hosts: Vec<serde_json::Value>, states: &[String]) -> Vec<serde_jso
     hosts
         .into_iter()
         .filter(|h| states.iter().any(|s| s == field(h, "state")))
+        .collect()
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    lubdub::labels::parse_checked_pair(text).map_err(|e| e.to_string())
+}
+
+/// Keeps the hosts that carry every label of `labels` (all when empty).
+pub fn filter_labels(
+    hosts: Vec<serde_json::Value>,
+    labels: &[(String, String)],
+) -> Vec<serde_json::Value> {
+    hosts
+        .into_iter()
+        .filter(|h| {
+            labels
+                .iter()
+                .all(|(name, value)| h["labels"][name.as_str()].as_str() == Some(value.as_str()))
+        })
         .collect()
 }
 

@@ -342,3 +342,43 @@ fn metrics_by_labels_is_off_by_default_and_checked() {
         assert_eq!(ran.stderr.trim().lines().count(), 1, "{}", ran.stderr);
     }
 }
+
+/// `lubdub status --label`: repeatable, all must match, as `?label=`; a
+/// bad one is a one-line error.
+#[test]
+fn status_filters_by_label() {
+    let server = Server::start(&[]);
+    let http = server.http.to_string();
+    let _web = client(
+        &[server.udp],
+        "st-web",
+        &["--label", "team=web", "--label", "role=fe"],
+    );
+    let _db = client(
+        &[server.udp],
+        "st-db",
+        &["--label", "team=db", "--label", "role=fe"],
+    );
+    assert!(wait_until(WAIT, || labels_of(&server, "st-web")
+        == json!({"team": "web", "role": "fe"})
+        && labels_of(&server, "st-db")
+            == json!({"team": "db", "role": "fe"})));
+    let status = |labels: &[&str]| {
+        let mut args = vec!["status", "--server", &http, "--json"];
+        for label in labels {
+            args.extend(["--label", label]);
+        }
+        let ran = crate::util::run(&args, &[]);
+        assert_eq!(ran.code, Some(0), "{ran:?}");
+        ids(&serde_json::from_str(&ran.stdout).expect("json"))
+    };
+    assert_eq!(status(&["team=web"]), ["st-web"]);
+    assert_eq!(status(&["role=fe"]), ["st-db", "st-web"]);
+    assert_eq!(status(&["role=fe", "team=db"]), ["st-db"]);
+    assert!(status(&["team=web", "team=db"]).is_empty());
+    let table = crate::util::run(&["status", "--server", &http, "--label", "team=db"], &[]);
+    assert!(table.stdout.ends_with("1 host: 1 up\n"), "{}", table.stdout);
+    let bad = crate::util::run(&["status", "--server", &http, "--label", "9x=1"], &[]);
+    assert_ne!(bad.code, Some(0));
+    assert!(bad.stderr.contains("--label"), "{}", bad.stderr);
+}
