@@ -257,4 +257,82 @@ mod tests {
             Err(AnnounceError::TooLong(_))
         ));
     }
+
+    /// What a vector decodes to, as `docs/PROTOCOL.md` writes it.
+    fn described(bytes: &[u8]) -> String {
+        let a = match decode(bytes) {
+            Ok(a) => a,
+            Err(e) => return format!("error {}", e.as_str()),
+        };
+        let tag = a.tag.map_or("none".to_string(), |t| {
+            let mac: String = t.mac.iter().map(|b| format!("{b:02x}")).collect();
+            format!("{}:{mac}", t.key_id)
+        });
+        match a.labels() {
+            Ok(set) => format!(
+                "seq={} sent={} host={} labels={set} tag={tag}",
+                a.seq, a.sent_at_micros, a.host_id
+            ),
+            Err(e) => format!("bad label: {e}"),
+        }
+    }
+
+    /// The vectors of the doc's "Label announcements" section: a `### name`
+    /// heading, a ```hex block, and `Announces: …`.
+    fn doc_vectors() -> Vec<(String, Vec<u8>, String)> {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let section = doc
+            .split("\n## Label announcements")
+            .nth(1)
+            .expect("the section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        let (mut out, mut name, mut bytes) = (Vec::new(), String::new(), Vec::new());
+        let mut lines = section.lines();
+        while let Some(line) = lines.next() {
+            if let Some(heading) = line.strip_prefix("### ") {
+                name = heading.to_string();
+            } else if line.trim() == "```hex" {
+                let digits: String = lines
+                    .by_ref()
+                    .take_while(|l| l.trim() != "```")
+                    .flat_map(|l| l.split('#').next().unwrap_or("").split_whitespace())
+                    .collect();
+                bytes = (0..digits.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).expect("hex"))
+                    .collect();
+            } else if let Some(expect) = line.strip_prefix("Announces: ") {
+                out.push((name.clone(), bytes.clone(), expect.trim_matches('`').into()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn protocol_doc_label_vectors() {
+        let secret: Vec<u8> = (0u8..32).collect();
+        let key = crate::auth::Key::new(1, &secret, false, None).expect("test key");
+        let mut ring = crate::auth::KeyRing::default();
+        ring.add(key.clone()).expect("one key");
+        let vectors = doc_vectors();
+        assert!(vectors.len() >= 4, "vectors in docs/PROTOCOL.md");
+        for (name, bytes, expect) in vectors {
+            assert_eq!(described(&bytes), expect, "vector {name}");
+            let Ok(a) = decode(&bytes) else { continue };
+            let Ok(set) = a.labels() else { continue };
+            // The encoder writes exactly the documented bytes.
+            let mut again = Vec::new();
+            match a.tag {
+                None => encode(a.seq, a.sent_at_micros, a.host_id, &set, None, &mut again),
+                Some(_) => crate::auth::Signer::new(&key, a.host_id)
+                    .expect("signer")
+                    .sign_announcement(a.seq, a.sent_at_micros, a.host_id, &set, &mut again),
+            }
+            .expect("encodes");
+            assert_eq!(again, bytes, "vector {name} encodes the same");
+            if a.tag.is_some() {
+                assert_eq!(ring.verify_announcement(&bytes, &a), Ok(()), "{name}");
+            }
+        }
+    }
 }
