@@ -92,7 +92,7 @@ impl Reloader {
         };
         let policy = match Policy::new(&new) {
             Ok(policy) => policy,
-            Err(e) => return (Err(chain(&e)), sinks),
+            Err(e) => return (Err(super::chain(&e)), sinks),
         };
         let changed = changed_keys(current, &new);
         let live: Vec<&str> = changed.iter().copied().filter(|k| is_live(k)).collect();
@@ -114,7 +114,7 @@ impl Reloader {
                     sinks.hand_over(boundary, SINK_DRAIN, carry_tx);
                     fresh
                 }
-                Err(e) => return (Err(chain(&e)), sinks),
+                Err(e) => return (Err(super::chain(&e)), sinks),
             }
         } else {
             sinks
@@ -218,18 +218,6 @@ fn applies(key: &str) -> Applies {
 /// True when a change of `key` applies while running.
 fn is_live(key: &str) -> bool {
     applies(key) != Applies::AtRestart
-}
-
-/// An error and its causes on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
 }
 
 #[cfg(test)]
