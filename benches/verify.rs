@@ -81,7 +81,10 @@ fn bench(c: &mut Criterion) {
     let wall = SystemTime::now();
     group.bench_function("decode_guard_check_shared_key", |b| {
         b.iter(|| match protocol::decode(black_box(&shared_beat)) {
-            Ok(packet) => guard.check(&shared_beat, &packet, from, wall).is_ok(),
+            Ok(packet) => guard
+                .read()
+                .check(&shared_beat, &packet, from, wall)
+                .is_ok(),
             Err(_) => false,
         })
     });
