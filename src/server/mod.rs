@@ -365,19 +365,6 @@ impl Server {
     }
 }
 
-/// An error and its causes on one line, `outer: inner: root` (for the log
-/// and the store's health, where `{:#}` of anyhow is not at hand).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
-}
-
 /// Binds the UDP socket. An unspecified IPv6 address is made dual-stack, and
 /// falls back to IPv4 where the machine has no IPv6.
 fn bind_udp(addr: SocketAddr, recv_buffer_bytes: usize) -> io::Result<UdpSocket> {

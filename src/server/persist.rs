@@ -420,7 +420,7 @@ async fn checkpoint(
                 if batch.windows.is_some() {
                     shared.fleet.untake_windows();
                 }
-                Some((batch.forgotten, super::chain(&error)))
+                Some((batch.forgotten, chain(&error)))
             }
             // A panic in redb must not take monitoring down; retry later.
             Err(join) => Some((Vec::new(), format!("store writer failed: {join}"))),
@@ -449,6 +449,19 @@ async fn checkpoint(
         error_log.reset();
     }
     shared.health.set(None);
+}
+
+/// An error and its causes on one line, `outer: inner: root` (for the
+/// store's health and the log; reload's messages use it too).
+pub(super) fn chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 use super::fleet::Fleet;
 use super::guard::{Guard, Policy};
 use super::metrics::Metrics;
+use super::persist::chain;
 use super::sinks::Sinks;
 use crate::config::{ServerConfig, ValidServerConfig};
 use std::net::SocketAddr;
@@ -92,7 +93,7 @@ impl Reloader {
         };
         let policy = match Policy::new(&new) {
             Ok(policy) => policy,
-            Err(e) => return (Err(super::chain(&e)), sinks),
+            Err(e) => return (Err(chain(&e)), sinks),
         };
         let changed = changed_keys(current, &new);
         let live: Vec<&str> = changed.iter().copied().filter(|k| is_live(k)).collect();
@@ -114,7 +115,7 @@ impl Reloader {
                     sinks.hand_over(boundary, SINK_DRAIN, carry_tx);
                     fresh
                 }
-                Err(e) => return (Err(super::chain(&e)), sinks),
+                Err(e) => return (Err(chain(&e)), sinks),
             }
         } else {
             sinks
