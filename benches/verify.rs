@@ -2,7 +2,7 @@
 //! ratio to decoding alone in the same run (docs/BENCHMARKS.md):
 //! decode; decode + verify with a shared key; decode + verify with a
 //! per-host master key (one more HMAC to derive the host's key); and the
-//! whole admission check of a keyed server (`Guard::check`, which adds the
+//! whole admission check of a keyed server (`Policy::check`, which adds the
 //! clock-skew test). Run: `cargo bench --bench verify`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
