@@ -204,23 +204,21 @@ enabled = false
     send(label_packet("mv-1", seq, "team=web", None));
     assert!(wait_until(WAIT, || labels_of(&server, "mv-1")
         == json!({"team": "web"})));
-    let posted = |kind: &str| {
-        hook.requests()
-            .iter()
-            .any(|r| r.body["host"] == "mv-1" && r.body["kind"] == kind)
+    // The server's event, then the sink's copy of it.
+    let reached_sink = |kind: &str| {
+        server.wait_event("mv-1", kind, WAIT)
+            && wait_until(WAIT, || {
+                hook.requests()
+                    .iter()
+                    .any(|r| r.body["host"] == "mv-1" && r.body["kind"] == kind)
+            })
     };
-    assert!(server.wait_event("mv-1", "down", WAIT));
-    assert!(wait_until(WAIT, || posted("down")), "{:?}", hook.requests());
+    assert!(reached_sink("down"), "{:?}", hook.requests());
     // Relabeled while down, then back.
     send(label_packet("mv-1", seq, "team=db", None));
     assert!(wait_until(WAIT, || labels_of(&server, "mv-1") == json!({"team": "db"})));
     send(packet(&beat("mv-1", seq + 1), None));
-    assert!(server.wait_event("mv-1", "recovered", WAIT));
-    assert!(
-        wait_until(WAIT, || posted("recovered")),
-        "{:?}",
-        hook.requests()
-    );
+    assert!(reached_sink("recovered"), "{:?}", hook.requests());
 }
 
 /// With keys, a keyed client's labels reach the API, and an announcement
