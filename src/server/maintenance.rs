@@ -6,7 +6,7 @@ use super::dropped::DropReason;
 use super::fleet::Fleet;
 use super::ingest::Ingest;
 use super::recv::Batch;
-use crate::monitor::maintenance::{Refused, Request, Source, Window};
+use crate::monitor::maintenance::{Announced, Refused, Request, Source, Window};
 use crate::monitor::{Outcome, Slot};
 use crate::protocol::maintenance::{self as wire, Announcement, Confirmation, status};
 use crate::select::Selector;
@@ -83,11 +83,14 @@ impl Fleet {
     ) -> Option<(u8, Option<Window>)> {
         let mut out = Outcome::default();
         self.act(&mut out, |monitor, out| {
-            if !monitor.fresh_announcement(a.host_id, a.sent_at_micros, forget_before_micros) {
-                return None;
-            }
-            let Some(slot) = monitor.registry().find(a.host_id) else {
-                return Some((status::UNKNOWN_HOST, None));
+            let slot = match monitor.accept_announcement(
+                a.host_id,
+                a.sent_at_micros,
+                forget_before_micros,
+            ) {
+                Announced::Fresh(slot) => slot,
+                Announced::Stale => return None,
+                Announced::UnknownHost => return Some((status::UNKNOWN_HOST, None)),
             };
             let request = Request {
                 source: Source::Host,
