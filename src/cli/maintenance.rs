@@ -81,6 +81,9 @@ pub struct MaintenanceArgs {
 
 /// Runs the command (blocking, without the runtime).
 pub fn run(args: MaintenanceArgs) -> anyhow::Result<ExitCode> {
+    if let Some(reason) = &args.reason {
+        wire::check_reason(reason).map_err(|e| anyhow::anyhow!("--reason: {e}"))?;
+    }
     match args.server.clone() {
         Some(server) => super::maintenance_api::run(&server, &args.api()),
         None => announce(args),

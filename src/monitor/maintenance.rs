@@ -15,6 +15,7 @@
 use super::model::{EventKind, HostState};
 use super::registry::Slot;
 use super::{Monitor, Outcome};
+use crate::protocol::maintenance::{BadReason, check_reason};
 use crate::select::Selection;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -108,6 +109,9 @@ pub enum Refused {
     /// No window has that id.
     #[error("no such maintenance window")]
     Unknown,
+    /// Its reason is not one bounded line of printable text.
+    #[error("reason: {0}")]
+    BadReason(#[from] BadReason),
 }
 
 /// What [`Monitor::accept_announcement`] made of an announcement.
@@ -274,6 +278,7 @@ impl Monitor {
         wall: SystemTime,
         out: &mut Outcome,
     ) -> Result<Window, Refused> {
+        check_reason(&request.reason)?;
         let ahead = request
             .until
             .duration_since(wall)

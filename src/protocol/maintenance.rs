@@ -22,6 +22,31 @@ pub fn is_announcement(datagram: &[u8]) -> bool {
 pub const CONFIRM_MAGIC: [u8; 4] = *b"LBDC";
 /// Longest reason, in bytes of UTF-8.
 pub const MAX_REASON_LEN: usize = 200;
+
+/// Why a maintenance reason is refused (at every entry: datagram, API,
+/// config, command line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadReason {
+    /// Longer than [`MAX_REASON_LEN`] bytes.
+    #[error("longer than {MAX_REASON_LEN} bytes")]
+    TooLong,
+    /// A control character: a NUL cannot be passed in an exec hook's
+    /// environment, a newline splits a log or event line.
+    #[error("control character {0:?} (give one line of printable text)")]
+    Control(char),
+}
+
+/// Checks a window's reason: one line of printable text, at most
+/// [`MAX_REASON_LEN`] bytes.
+pub fn check_reason(reason: &str) -> Result<(), BadReason> {
+    if reason.len() > MAX_REASON_LEN {
+        return Err(BadReason::TooLong);
+    }
+    match reason.chars().find(|c| c.is_control()) {
+        Some(c) => Err(BadReason::Control(c)),
+        None => Ok(()),
+    }
+}
 /// Announcement bytes before the host id: magic, version, flags, sent at,
 /// duration, nonce, host id length.
 const ANNOUNCE_HEADER: usize = 4 + 1 + 1 + 8 + 8 + 8 + 1;
@@ -79,7 +104,8 @@ pub enum Error {
     /// Wrong magic, version, or lengths that do not add up.
     #[error("malformed maintenance datagram")]
     Malformed,
-    /// The host id or reason is not UTF-8, or the host id is empty.
+    /// The host id or reason is not UTF-8, the host id is empty, or the
+    /// reason is not one line of printable text.
     #[error("bad text in maintenance datagram")]
     BadText,
     /// A host id or reason too long to encode.
@@ -127,12 +153,14 @@ pub fn decode_announcement(bytes: &[u8]) -> Result<Announcement<'_>, Error> {
     if host_id.chars().any(super::forbidden_in_host_id) {
         return Err(Error::BadText);
     }
+    let reason = text(&bytes[id_end + 1..reason_end])?;
+    check_reason(reason).map_err(|_| Error::BadText)?;
     Ok(Announcement {
         sent_at_micros: u64_at(bytes, 6),
         duration_ms: u64_at(bytes, 14),
         nonce: bytes[22..30].try_into().expect("8 bytes"),
         host_id,
-        reason: text(&bytes[id_end + 1..reason_end])?,
+        reason,
         tag: tag_of(bytes[5], &bytes[reason_end..])?,
     })
 }
@@ -255,5 +283,33 @@ mod tests {
             encode_announcement(&too_long, None, &mut buf),
             Err(Error::TooLong)
         );
+    }
+
+    #[test]
+    fn a_reason_is_one_bounded_line_of_printable_text() {
+        let long = "é".repeat(MAX_REASON_LEN / 2 + 1);
+        for (reason, want) in [
+            ("kernel update, back in 20m", Ok(())),
+            ("", Ok(())),
+            ("a\0b", Err(BadReason::Control('\0'))),
+            ("two\nlines", Err(BadReason::Control('\n'))),
+            ("bell\u{7}", Err(BadReason::Control('\u{7}'))),
+            ("c1\u{85}", Err(BadReason::Control('\u{85}'))),
+            (long.as_str(), Err(BadReason::TooLong)),
+        ] {
+            assert_eq!(check_reason(reason), want, "{reason:?}");
+        }
+        // A datagram carrying one (encoding does not judge) is refused.
+        let a = Announcement {
+            sent_at_micros: 1,
+            duration_ms: 1000,
+            nonce: [0; 8],
+            host_id: "web-1",
+            reason: "nul\0here",
+            tag: None,
+        };
+        let mut buf = Vec::new();
+        encode_announcement(&a, None, &mut buf).expect("encodes");
+        assert_eq!(decode_announcement(&buf), Err(Error::BadText));
     }
 }
