@@ -442,3 +442,24 @@ fn a_reason_that_is_not_one_line_of_text_is_refused_at_every_entry() {
         refused.stderr
     );
 }
+
+#[test]
+fn a_host_that_says_goodbye_in_its_window_is_left() {
+    // See: issue 16 (a goodbye in a window was swallowed).
+    let server = Server::start(&["--timeout", "1s"]);
+    let clients = fleet(&server, &["web-3"]);
+    let ran = operator(&server, &["--host", "web-3", "--for", "1h"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    clients[0].signal(libc::SIGTERM); // a clean stop says goodbye
+    assert!(
+        server.wait_event("web-3", "left", WAIT),
+        "{:?}",
+        server.events()
+    );
+    assert_eq!(server.state_of("web-3").as_deref(), Some("left"));
+    assert_eq!(server.get_json("/api/v1/summary")["maintenance"], 0);
+    assert_eq!(
+        server.kinds_of("web-3"),
+        ["joined", "maintenance-started", "left"]
+    );
+}
