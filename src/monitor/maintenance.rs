@@ -258,6 +258,19 @@ impl Monitor {
         }
     }
 
+    /// The known hosts `selector` picks (by id, address and labels).
+    pub fn selected(&self, selector: &Selector) -> Vec<Slot> {
+        let registry = &self.registry;
+        registry
+            .iter()
+            .map(|(slot, _)| slot)
+            .filter(|&slot| {
+                let ip = Some(registry.addr(slot).ip());
+                selector.matches(registry.id(slot), ip, self.labels_of(slot))
+            })
+            .collect()
+    }
+
     /// The open windows, by id.
     pub fn windows(&self) -> impl Iterator<Item = &Window> {
         self.maintenance.windows.values()
@@ -650,6 +663,15 @@ mod tests {
         Ok((window, out.events))
     }
 
+    /// Asserts that `events` (of several hosts, in any order) are `want`
+    /// (in the order of the hosts).
+    fn assert_by_host(mut events: Vec<(EventKind, String)>, want: &[(EventKind, &str)]) {
+        events.sort_by(|a, b| a.1.cmp(&b.1));
+        let want: Vec<(EventKind, String)> =
+            want.iter().map(|&(k, h)| (k, h.to_string())).collect();
+        assert_eq!(events, want);
+    }
+
     /// Opens a host's own window of `secs` seconds over host `id` at sim
     /// time `at`.
     fn open(sim: &mut Sim, id: &str, at: f64, secs: u64) -> (Window, Vec<Event>) {
@@ -747,24 +769,11 @@ mod tests {
         sim.observe(0.0, beat("a"));
         sim.observe(0.0, beat("b"));
         sim.monitor.pause("b", SystemTime::now()).expect("known");
-        let b = sim.monitor.registry().find("b").expect("known");
-        let a = sim.monitor.registry().find("a").expect("known");
-        let wall = SystemTime::now();
-        let mut out = Outcome::default();
-        let request = Request {
-            source: Source::Api,
-            reason: String::new(),
-            until: wall + Duration::from_secs(3600),
-            selection: Selection::default(),
-            schedule: None,
-        };
-        let window = sim
-            .monitor
-            .open_window(request.clone(), &[a, b], sim.at(1.0), wall, &mut out)
-            .expect("opens");
+        let api = request(Source::Api, &[], None);
+        let (window, _) = open_with(&mut sim, api.clone(), &["a", "b"], 1.0, 3600).expect("opens");
         assert_eq!(window.hosts, ["a"], "a paused host stays paused");
         assert_eq!(sim.monitor.windows().count(), 1);
-        let mut out = Outcome::default();
+        let (wall, mut out) = (SystemTime::now(), Outcome::default());
         sim.monitor
             .end_window(window.id, sim.at(50.0), wall, &mut out)
             .expect("open");
@@ -772,22 +781,12 @@ mod tests {
         assert_eq!(sim.monitor.windows().count(), 0);
         assert_eq!(sim.expire(64.9), vec![]);
         assert_eq!(sim.expire(65.0), one(EventKind::Late, "a"));
-        assert_eq!(
-            sim.monitor
-                .end_window(window.id, sim.at(66.0), wall, &mut out)
-                .map(|w| w.id),
-            Err(Refused::Unknown)
-        );
-        let past = Request {
-            until: wall,
-            ..request
-        };
-        assert_eq!(
-            sim.monitor
-                .open_window(past, &[a], sim.at(66.0), wall, &mut out)
-                .map(|w| w.id),
-            Err(Refused::Over)
-        );
+        let again = sim
+            .monitor
+            .end_window(window.id, sim.at(66.0), wall, &mut out);
+        assert_eq!(again.map(|w| w.id), Err(Refused::Unknown));
+        let past = open_with(&mut sim, api, &["a"], 66.0, 0);
+        assert_eq!(past.map(|(w, _)| w.id), Err(Refused::Over));
     }
 
     #[test]
@@ -861,31 +860,23 @@ mod tests {
         assert_eq!(window.hosts, ["web-1"]);
         sim.observe(2.0, beat("web-2"));
         sim.observe(2.0, beat("db-1"));
-        let mut silent = sim.expire(17.0);
-        silent.sort_by(|a, b| a.1.cmp(&b.1));
-        assert_eq!(
-            silent,
-            [
-                one(EventKind::Late, "db-1"),
-                one(EventKind::MaintenanceStarted, "web-2")
-            ]
-            .concat()
-        );
+        let silent = sim.expire(17.0);
+        let want = [
+            (EventKind::Late, "db-1"),
+            (EventKind::MaintenanceStarted, "web-2"),
+        ];
+        assert_by_host(silent, &want);
         assert_eq!(sim.state("web-2"), HostState::Maintenance);
         let listed: Vec<&Window> = sim.monitor.windows().collect();
         assert_eq!(listed[0].hosts, ["web-1", "web-2"]);
         assert_eq!(sim.expire(32.0), one(EventKind::Down, "db-1"));
         // Both end with the window, and are judged from its end.
-        let mut ended = sim.expire(101.0);
-        ended.sort_by(|a, b| a.1.cmp(&b.1));
-        assert_eq!(
-            ended,
-            [
-                one(EventKind::MaintenanceEnded, "web-1"),
-                one(EventKind::MaintenanceEnded, "web-2")
-            ]
-            .concat()
-        );
+        let ended = sim.expire(101.0);
+        let want = [
+            (EventKind::MaintenanceEnded, "web-1"),
+            (EventKind::MaintenanceEnded, "web-2"),
+        ];
+        assert_by_host(ended, &want);
         assert_eq!(sim.expire(115.9), vec![]);
         // A host that left the window early is not taken back into it.
         let (window, _) = open_with(

@@ -6,8 +6,8 @@ use super::dropped::DropReason;
 use super::fleet::Fleet;
 use super::ingest::Ingest;
 use super::recv::Batch;
+use crate::monitor::Outcome;
 use crate::monitor::maintenance::{Announced, Refused, Request, Source, Window};
-use crate::monitor::{Outcome, Slot};
 use crate::protocol::maintenance::{self as wire, Announcement, Confirmation, status};
 use crate::select::Selector;
 use std::net::SocketAddr;
@@ -27,18 +27,7 @@ impl Fleet {
     ) -> Result<Window, Refused> {
         let mut out = Outcome::default();
         self.act(&mut out, |monitor, out| {
-            let registry = monitor.registry();
-            let slots: Vec<Slot> = registry
-                .iter()
-                .map(|(slot, _)| slot)
-                .filter(|&slot| {
-                    selector.matches(
-                        registry.id(slot),
-                        Some(registry.addr(slot).ip()),
-                        monitor.labels_of(slot),
-                    )
-                })
-                .collect();
+            let slots = monitor.selected(selector);
             monitor.open_window(request, &slots, now, wall, out)
         })
     }
