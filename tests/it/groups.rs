@@ -144,12 +144,7 @@ fn alertmanager_gets_group_down_with_its_labels_and_no_host_down_behind_a_switch
     let am = Alertmanager::start();
     let server = Server::with_config(
         &format!(
-            r#"
-[[server.sinks.alertmanager]]
-urls = ["{}"]
-resend = "300ms"
-lease = "30s"
-
+            r#"{}
 [[server.groups]]
 name = "web"
 members = {{ hosts = ["web-*"] }}
@@ -157,7 +152,7 @@ min_up = 2
 labels = {{ team = "web" }}
 member_severity = "ticket"
 {RACK}"#,
-            am.url
+            am.sink("30s")
         ),
         &["--timeout", "2s"],
     );

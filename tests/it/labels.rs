@@ -41,12 +41,7 @@ fn client_labels_reach_the_api_dashboard_webhook_and_alertmanager() {
     let hook = Recorder::answering(200);
     let server = Server::with_config(
         &format!(
-            r#"
-[[server.sinks.alertmanager]]
-urls = ["{}"]
-resend = "300ms"
-lease = "10m"
-
+            r#"{}
 [[server.sinks.webhook]]
 url = "{}"
 events = ["down"]
@@ -58,7 +53,7 @@ enabled = false
 networks = ["127.0.0.3/32"]
 set = {{ site = "three" }}
 "#,
-            am.url,
+            am.sink("10m"),
             hook.url("/hook")
         ),
         &["--timeout", "1s"],

@@ -168,6 +168,16 @@ receivers:
 ";
 
 impl Alertmanager {
+    /// The `[[server.sinks.alertmanager]]` table that posts to it,
+    /// resending every 300 ms (so a test sees alerts at once), with alerts
+    /// leased for `lease`.
+    pub fn sink(&self, lease: &str) -> String {
+        format!(
+            "[[server.sinks.alertmanager]]\nurls = [\"{}\"]\nresend = \"300ms\"\nlease = \"{lease}\"\n",
+            self.url
+        )
+    }
+
     /// Starts it and waits until it is ready. A port taken between choosing
     /// and binding it makes it exit: then it is started again on another.
     pub fn start() -> Alertmanager {
