@@ -369,18 +369,8 @@ impl std::fmt::Debug for StateCollector {
 impl Collector for StateCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let counts = self.fleet.read(Monitor::counts);
-        let mut hosts = encoder.encode_descriptor(
-            "hosts",
-            "Hosts known, by state",
-            None,
-            ConstGauge::new(0i64).metric_type(),
-        )?;
-        for state in HostState::ALL {
-            let value = i64::try_from(counts[state.index()]).unwrap_or(i64::MAX);
-            ConstGauge::new(value).encode(hosts.encode_family(&StateLabel {
-                state: state.as_str(),
-            })?)?;
-        }
+        let hosts = gauge_family(&mut encoder, "hosts", "Hosts known, by state")?;
+        encode_by_state(hosts, &counts)?;
         let by_kind = self.fleet.events().counts_by_kind();
         let mut events = encoder.encode_descriptor(
             "events",
@@ -462,6 +452,20 @@ fn gauge_family<'a>(
     encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())
 }
 
+/// One gauge per state of `counts`, labelled `state`, into `family`.
+fn encode_by_state(
+    mut family: prometheus_client::encoding::MetricEncoder<'_>,
+    counts: &StateCounts,
+) -> Result<(), std::fmt::Error> {
+    for state in HostState::ALL {
+        let value = i64::try_from(counts[state.index()]).unwrap_or(i64::MAX);
+        ConstGauge::new(value).encode(family.encode_family(&StateLabel {
+            state: state.as_str(),
+        })?)?;
+    }
+    Ok(())
+}
+
 impl Collector for LabelCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let sets = self.fleet.read(Monitor::counts_by_labels);
@@ -484,16 +488,12 @@ impl Collector for LabelCollector {
                 gauge(counts[state.index()]).encode(family.encode_family(&labels)?)?;
             }
         }
-        let mut family = gauge_family(
+        let family = gauge_family(
             &mut encoder,
             "hosts_by_labels_other",
             "Hosts by state whose label values are past the combinations shown",
         )?;
-        for state in HostState::ALL {
-            gauge(other[state.index()]).encode(family.encode_family(&StateLabel {
-                state: state.as_str(),
-            })?)?;
-        }
+        encode_by_state(family, &other)?;
         gauge(combinations as u64).encode(gauge_family(
             &mut encoder,
             "hosts_by_labels_combinations",
