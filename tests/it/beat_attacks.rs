@@ -4,7 +4,7 @@
 //! See: issue 13 (items 1, 3, 4, 5).
 
 use crate::util::{
-    Recorder, Server, beat, client, keygen, packet, path_str, seq_of, signer, wait_until,
+    Proc, Recorder, Server, beat, client, keygen, packet, path_str, seq_of, signer, wait_until,
 };
 use lubdub::protocol::flags;
 use std::net::UdpSocket;
@@ -56,6 +56,19 @@ impl Keyed {
             ..beat("victim", seq)
         };
         packet(&beat, Some(&signer(&self.keys, "victim")))
+    }
+
+    /// A client beating as `host` with the key, once the server has seen
+    /// it join.
+    fn joined_client(&self, host: &str) -> Proc {
+        let key = ["--key-file", path_str(&self.keys)];
+        let beating = client(&[self.server.udp], host, &key);
+        assert!(
+            self.server.wait_event(host, "joined", WAIT),
+            "{:?}",
+            self.server.events()
+        );
+        beating
     }
 }
 
@@ -154,16 +167,7 @@ fn withheld_beats_released_one_by_one_keep_no_dead_host_up() {
 fn a_seq_from_a_future_run_does_not_lock_the_client_out() {
     let keyed = keyed_server(&[]);
     let server = &keyed.server;
-    let _victim = client(
-        &[server.udp],
-        "victim",
-        &["--key-file", path_str(&keyed.keys)],
-    );
-    assert!(
-        server.wait_event("victim", "joined", WAIT),
-        "{:?}",
-        server.events()
-    );
+    let _victim = keyed.joined_client("victim");
     let future = unix_secs() + 10 * 365 * 86_400;
     let forged = keyed.victim_beat(seq_of(future, 1), 0);
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -192,16 +196,7 @@ fn a_seq_from_a_future_run_does_not_lock_the_client_out() {
 fn a_legacy_beat_never_feeds_a_signed_host() {
     let keyed = keyed_server(&["--legacy-network", "127.0.0.0/8"]);
     let server = &keyed.server;
-    let signed = client(
-        &[server.udp],
-        "127.0.0.1",
-        &["--key-file", path_str(&keyed.keys)],
-    );
-    assert!(
-        server.wait_event("127.0.0.1", "joined", WAIT),
-        "{:?}",
-        server.events()
-    );
+    let signed = keyed.joined_client("127.0.0.1");
     signed.signal(libc::SIGTERM); // a clean stop: goodbye
     assert!(
         server.wait_event("127.0.0.1", "left", WAIT),
