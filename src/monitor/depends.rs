@@ -87,6 +87,9 @@ impl Monitor {
         wall: SystemTime,
     ) -> Vec<Arc<str>> {
         count_move(&mut self.counts, from, to);
+        if from == HostState::Unreachable && self.topo.ties.get(&slot).is_some_and(Ties::is_bare) {
+            self.topo.ties.remove(&slot); // its grace (see `tie`) is over
+        }
         if self.topo.is_empty() || from == to {
             return Vec::new();
         }
@@ -305,12 +308,25 @@ impl Monitor {
 
     /// Resolves the groups and the parent of the host in `slot` and adds
     /// it to their books (`announce`: group changes make events).
+    /// A host with no tie that is `unreachable` (its parent's rule went
+    /// by a relabel or a reload, or it was restored so) gets one fresh
+    /// timeout from now and is then judged normally.
     pub(super) fn tie(&mut self, slot: Slot, announce: bool, now_ms: u64, wall: SystemTime) {
-        if self.topo.is_empty() {
-            return;
-        }
-        let (groups, parent) = self.resolve(slot);
+        let (groups, parent) = match self.topo.is_empty() {
+            true => (Vec::new(), None),
+            false => self.resolve(slot),
+        };
+        let state = self.registry.get(slot).state;
         if groups.is_empty() && parent.is_none() {
+            if state == HostState::Unreachable {
+                let grace = Ties {
+                    grace_from: Some(now_ms),
+                    ..Ties::default()
+                };
+                self.topo.ties.insert(slot, grace);
+            }
+            // A late host may have waited for the parent it no longer has.
+            self.judge_again(slot, state);
             return;
         }
         let spec = &self.topo.spec;
@@ -323,7 +339,6 @@ impl Monitor {
             declared: true,
             ..Context::default()
         };
-        let state = self.registry.get(slot).state;
         let ties = Ties {
             groups: groups.clone(),
             parent: parent.clone(),
@@ -345,6 +360,12 @@ impl Monitor {
         for g in groups {
             self.member_changed(slot, g, None, Some(state), announce, now_ms, wall);
         }
+        self.judge_again(slot, state);
+    }
+
+    /// Queues the deadline of a silent host in `state` anew: its ties
+    /// changed, and with them whether and when it is judged.
+    fn judge_again(&mut self, slot: Slot, state: HostState) {
         if matches!(state, HostState::Late | HostState::Unreachable) {
             self.registry.get_mut(slot).scheduled = 0;
             self.reschedule_if_earlier(slot);
@@ -489,7 +510,7 @@ impl Monitor {
         if self.topo.is_empty() {
             return None;
         }
-        if let Some(ties) = self.topo.ties.get(&slot) {
+        if let Some(ties) = self.topo.ties.get(&slot).filter(|t| !t.is_bare()) {
             return Some(ties.context.clone());
         }
         self.topo
@@ -838,6 +859,85 @@ mod tests {
         sim.monitor.set_label_rules(vec![]);
         settle(&mut sim);
         assert_eq!(total(&sim), 0);
+    }
+
+    /// How a host loses its parent in [`a_host_that_loses_its_parent_is_judged_again`].
+    #[derive(Clone, Copy, Debug)]
+    enum Loss {
+        /// The label rule that put it behind the parent goes (a reload).
+        Relabel,
+        /// The parent is forgotten.
+        Forget,
+    }
+
+    /// `h` behind `sw` by a label a server rule gives it; both beat at 0,
+    /// `sw` last.
+    fn sim_behind_by_label() -> Sim {
+        use super::super::labelsets::LabelRule;
+        let rack = crate::labels::Labels::parse_list("role=rack").expect("labels");
+        let mut sim = sim(Spec {
+            groups: vec![],
+            dependencies: vec![DependencySpec {
+                dependents: Selector::new(&[], &rack, &[]).expect("selector"),
+                parent: Parent::Host("sw".into()),
+            }],
+        });
+        sim.monitor.set_label_rules(vec![LabelRule {
+            select: select(&["h"]),
+            set: rack,
+        }]);
+        sim.observe(0.0, beat("h"));
+        sim.observe(0.5, beat("sw"));
+        sim
+    }
+
+    fn lose_parent(sim: &mut Sim, loss: Loss, secs: f64) {
+        let at = sim.at(secs);
+        match loss {
+            Loss::Relabel => sim.monitor.set_label_rules(vec![]),
+            Loss::Forget => {
+                sim.monitor
+                    .forget("sw", at, SystemTime::now())
+                    .expect("known");
+            }
+        }
+        sim.monitor
+            .settle_topology(at, SystemTime::now(), &mut Outcome::default());
+    }
+
+    // See: issue 17 (review): a host that lost its tie while unreachable,
+    // or while late waiting for its parent, was never judged again.
+    #[test]
+    fn a_host_that_loses_its_parent_is_judged_again() {
+        for loss in [Loss::Forget, Loss::Relabel] {
+            // Unreachable behind the down switch: one fresh timeout from
+            // the loss, then down.
+            let mut sim = sim_behind_by_label();
+            sim.expire(30.5);
+            assert_eq!(sim.state("h"), HostState::Unreachable, "{loss:?}");
+            lose_parent(&mut sim, loss, 100.0);
+            assert_eq!(sim.expire(129.9), vec![], "{loss:?}");
+            assert_eq!(sim.expire(130.0), one(EventKind::Down, "h"), "{loss:?}");
+            // Late, waiting for the late switch's verdict: judged at once.
+            let mut sim = sim_behind_by_label();
+            assert_eq!(
+                sim.expire(30.2),
+                [one(EventKind::Late, "h"), one(EventKind::Late, "sw")].concat()
+            );
+            assert_eq!(sim.state("h"), HostState::Late);
+            lose_parent(&mut sim, loss, 30.3);
+            assert_eq!(sim.expire(30.3), one(EventKind::Down, "h"), "{loss:?}");
+        }
+        // Restored unreachable when nothing is declared any more (the rule
+        // went while the server was stopped): the same fresh timeout.
+        let mut sim = Sim::new();
+        let mut record = super::super::testing::host();
+        record.state = HostState::Unreachable;
+        let at = sim.at(10.0);
+        sim.monitor.restore(record, "h", beat("h").addr, at);
+        assert_eq!(sim.expire(39.9), vec![]);
+        assert_eq!(sim.expire(40.0), one(EventKind::Down, "h"));
+        assert!(sim.monitor.topo.ties.is_empty(), "the grace ends with it");
     }
 
     fn sim_one_dependency() -> Sim {

@@ -200,6 +200,14 @@ pub struct Ties {
     pub context: Arc<super::context::Context>,
 }
 
+impl Ties {
+    /// True when it ties the host to nothing: only the fresh timeout of an
+    /// `unreachable` host that lost its parent.
+    pub fn is_bare(&self) -> bool {
+        self.groups.is_empty() && self.parent.is_none()
+    }
+}
+
 /// The runtime side of [`Spec`]: memberships, counters, dependents.
 #[derive(Debug, Default)]
 pub struct Topology {
@@ -207,7 +215,8 @@ pub struct Topology {
     pub spec: Spec,
     /// Per group, in `spec.groups` order.
     pub counts: Vec<Count>,
-    /// Hosts with any tie.
+    /// Hosts with any tie, and unreachable hosts that lost theirs
+    /// ([`Ties::is_bare`]).
     pub ties: HashMap<Slot, Ties>,
     /// Dependents of each host parent, by the parent's id.
     pub host_dependents: HashMap<Arc<str>, HashSet<Slot>>,
