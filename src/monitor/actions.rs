@@ -6,9 +6,14 @@ use super::model::{Event, EventKind, HostState};
 use std::time::{Duration, Instant, SystemTime};
 
 impl Monitor {
-    /// Pauses `id` (maintenance): it raises no late/down until resumed.
-    /// `Err` if unknown; `Ok(None)` if it was already paused.
-    pub fn pause(&mut self, id: &str, wall: SystemTime) -> Result<Option<Event>, UnknownHost> {
+    /// Pauses `id` at `now` (maintenance): it raises no late/down until
+    /// resumed. `Err` if unknown; `Ok(None)` if it was already paused.
+    pub fn pause(
+        &mut self,
+        id: &str,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Option<Event>, UnknownHost> {
         let slot = self.registry.find(id).ok_or(UnknownHost)?;
         if self.registry.get(slot).state == HostState::Paused {
             return Ok(None);
@@ -20,8 +25,9 @@ impl Monitor {
         host.set_since(wall);
         // Its queue entry, if any, is now stale (a paused host has no due).
         host.scheduled = 0;
-        let now_ms = wall_ms(wall);
-        self.transition(slot, from, HostState::Paused, now_ms, wall);
+        // The clock every deadline uses: a paused parent's dependents get
+        // their fresh timeout from it.
+        self.transition(slot, from, HostState::Paused, self.clock.ms(now), wall);
         self.changes.mark(slot);
         Ok(Some(self.event(
             EventKind::Paused,
@@ -88,11 +94,4 @@ impl Monitor {
         self.changes.forget(id);
         Ok(event)
     }
-}
-
-/// `wall` as clock milliseconds (the clock reads as Unix time): for the
-/// one action that is given no `Instant`.
-fn wall_ms(wall: SystemTime) -> u64 {
-    wall.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| super::registry::millis(d, true))
 }

@@ -940,6 +940,23 @@ mod tests {
         assert!(sim.monitor.topo.ties.is_empty(), "the grace ends with it");
     }
 
+    // See: issue 17 (review): pausing a down parent starts its
+    // dependents' fresh timeout on the monitor's clock, not the wall's.
+    #[test]
+    fn pausing_a_down_parent_gives_its_dependents_a_fresh_timeout_from_the_pause() {
+        let mut sim = sim_one_dependency();
+        sim.observe(0.0, beat("a"));
+        sim.observe(0.5, beat("p"));
+        sim.expire(30.5);
+        assert_eq!(sim.state("a"), HostState::Unreachable);
+        let at = sim.at(100.0);
+        sim.monitor
+            .pause("p", at, SystemTime::now())
+            .expect("known");
+        assert_eq!(sim.expire(129.9), vec![]);
+        assert_eq!(sim.expire(130.0), one(EventKind::Down, "a"));
+    }
+
     fn sim_one_dependency() -> Sim {
         let mut sim = sim(Spec {
             groups: vec![],

@@ -587,7 +587,9 @@ mod tests {
         let mut sim = Sim::new();
         sim.observe(0.0, beat("a"));
         sim.observe(0.0, beat("b"));
-        sim.monitor.pause("b", SystemTime::now()).expect("known");
+        sim.monitor
+            .pause("b", sim.at(0.0), SystemTime::now())
+            .expect("known");
         let b = sim.monitor.registry().find("b").expect("known");
         let a = sim.monitor.registry().find("a").expect("known");
         let wall = SystemTime::now();

@@ -564,7 +564,7 @@ async fn pause(
     headers: HeaderMap,
 ) -> Result<Json<HostView>, ApiError> {
     act(&shared, &headers, &id, |fleet| {
-        fleet.pause(&id, SystemTime::now())
+        fleet.pause(&id, now(), SystemTime::now())
     })
 }
 
