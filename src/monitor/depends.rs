@@ -566,7 +566,7 @@ impl Monitor {
             down: count.down,
             min_up,
             min_up_ratio,
-            need: spec.quorum.need(count.total),
+            need: count.need(spec.quorum),
             up: count.up,
             total: count.total,
             missing,
@@ -700,6 +700,40 @@ mod tests {
     }
 
     use super::super::Observation;
+
+    // See: issue 17 (review): members paused or in maintenance could leave
+    // fewer counted than min_up, and the group was never judged again.
+    #[test]
+    fn a_pool_mostly_in_maintenance_needs_all_its_counted_members_up() {
+        let mut sim = sim(Spec {
+            groups: vec![group("web", &["web-*"], Quorum::MinUp(3))],
+            dependencies: vec![],
+        });
+        let web = ids("web-", 6);
+        beat_all(&mut sim, 0.0, &web);
+        for id in &web[2..] {
+            let at = sim.at(1.0);
+            sim.monitor.pause(id, at, SystemTime::now()).expect("known");
+        }
+        let view = &sim.monitor.groups()[0];
+        assert_eq!(
+            (view.down, view.up, view.total, view.need),
+            (false, 2, 2, 2)
+        );
+        for t in [10.0, 20.0] {
+            beat_all(&mut sim, t, &web[1..2]);
+        }
+        let events = context_of(&mut sim, 30.0);
+        assert_eq!(
+            events.last(),
+            Some(&(
+                EventKind::GroupDown,
+                "web".into(),
+                " up=1/2 need=2 missing=web-0".into()
+            )),
+            "{events:?}"
+        );
+    }
 
     #[test]
     fn dependents_behind_a_dead_switch_are_unreachable_and_judged_again_after_it() {

@@ -4,9 +4,10 @@
 //! state changes only, so a beat never scans a group (O(1) per change).
 //!
 //! A group is `up` while at least its quorum of members are `up` (or
-//! `late`: not judged missing yet); members `left` or paused count in
-//! neither number. A group with fewer counted members than a `min_up`
-//! quorum is not judged (a pool still joining is not down).
+//! `late`: not judged missing yet); members `left`, paused or in
+//! maintenance count in neither number. The quorum is capped at the
+//! members counted: with fewer counted than `min_up`, all of them must be
+//! up (a group with none counted is `up`).
 
 use super::model::HostState;
 use super::registry::Slot;
@@ -163,18 +164,24 @@ impl Count {
         step(&mut self.late, state == HostState::Late);
     }
 
-    /// Whether the counts make the group down under `quorum`.
+    /// Members that must be up under `quorum`: capped at the members
+    /// counted, so members in maintenance or `left` never leave a group
+    /// that cannot be judged (all that are counted must then be up).
+    pub fn need(&self, quorum: Quorum) -> u32 {
+        quorum.need(self.total).min(self.total)
+    }
+
+    /// Whether the counts make the group down under `quorum` (a group with
+    /// no member counted is not).
     pub fn is_down(&self, quorum: Quorum) -> bool {
-        let need = quorum.need(self.total);
-        self.total > 0 && self.total >= need && self.up < need
+        self.up < self.need(quorum)
     }
 
     /// How the group stands for its dependents.
     pub fn status(&self, quorum: Quorum) -> Status {
-        let need = quorum.need(self.total);
         if self.down {
             Status::Blocked
-        } else if self.total > 0 && self.total >= need && self.up - self.late < need {
+        } else if self.up - self.late < self.need(quorum) {
             Status::Pending
         } else {
             Status::Clear
@@ -322,7 +329,37 @@ mod tests {
                 false,
                 Status::Clear,
             ),
-            (&[Down, Unreachable], Quorum::MinUp(3), false, Status::Clear),
+            // Fewer counted than min_up: the quorum is all of them.
+            (
+                &[Down, Unreachable],
+                Quorum::MinUp(3),
+                true,
+                Status::Blocked,
+            ),
+            (
+                &[Up, Down, Maintenance, Maintenance, Maintenance, Maintenance],
+                Quorum::MinUp(3),
+                true,
+                Status::Blocked,
+            ),
+            (
+                &[Up, Late, Maintenance],
+                Quorum::MinUp(3),
+                false,
+                Status::Pending,
+            ),
+            (
+                &[Up, Up, Maintenance, Left],
+                Quorum::MinUp(3),
+                false,
+                Status::Clear,
+            ),
+            (
+                &[Maintenance, Paused],
+                Quorum::MinUp(1),
+                false,
+                Status::Clear,
+            ),
             (
                 &[Up, Down, Down, Down],
                 Quorum::Ratio(0.5),
