@@ -280,7 +280,6 @@ impl Monitor {
         let view = self.group_view(g);
         let context = Context {
             group: Some(GroupFacts {
-                labels: view.labels,
                 up: view.up,
                 total: view.total,
                 need: view.need,
@@ -297,7 +296,9 @@ impl Monitor {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             silent_for: Duration::ZERO,
             silent_at_least: None,
-            labels: Default::default(),
+            // What it declares, as a host's event carries the host's: sinks
+            // filter and Alertmanager routes on them.
+            labels: Arc::new(view.labels),
             maintenance: None,
             state: kind.state_after(),
             flapping: false,
@@ -702,11 +703,16 @@ mod tests {
     use super::super::Observation;
 
     // See: issue 17 (review): members paused or in maintenance could leave
-    // fewer counted than min_up, and the group was never judged again.
+    // fewer counted than min_up, and the group was never judged again; and
+    // group events carried no labels, so a sink filtering on them lost them.
     #[test]
     fn a_pool_mostly_in_maintenance_needs_all_its_counted_members_up() {
+        let team = crate::labels::Labels::parse_list("team=web").expect("labels");
         let mut sim = sim(Spec {
-            groups: vec![group("web", &["web-*"], Quorum::MinUp(3))],
+            groups: vec![GroupSpec {
+                labels: team.clone(),
+                ..group("web", &["web-*"], Quorum::MinUp(3))
+            }],
             dependencies: vec![],
         });
         let web = ids("web-", 6);
@@ -723,16 +729,17 @@ mod tests {
         for t in [10.0, 20.0] {
             beat_all(&mut sim, t, &web[1..2]);
         }
-        let events = context_of(&mut sim, 30.0);
+        let events = sim.expire_at(sim.at(30.0)).events;
+        let down = events.last().expect("events");
         assert_eq!(
-            events.last(),
-            Some(&(
+            (down.kind, down.context.as_ref().map(|c| c.to_string())),
+            (
                 EventKind::GroupDown,
-                "web".into(),
-                " up=1/2 need=2 missing=web-0".into()
-            )),
+                Some(" up=1/2 need=2 missing=web-0".into())
+            ),
             "{events:?}"
         );
+        assert_eq!(*down.labels, team, "the labels the group declares");
     }
 
     #[test]

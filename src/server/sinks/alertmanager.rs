@@ -166,12 +166,7 @@ impl Alertmanager {
     /// The `GroupDown` alert of the group `context` describes.
     fn group_alert(&self, context: &Context, firing: &Firing, ends_at: SystemTime) -> Alert {
         let name = context.parent.as_deref().unwrap_or_default();
-        let mut labels = self.labels("GroupDown", None);
-        if let Some(group) = &context.group {
-            for (n, v) in group.labels.iter() {
-                labels.insert(n.into(), v.into());
-            }
-        }
+        let mut labels = self.labels_with("GroupDown", None, &firing.labels);
         labels.insert("group".into(), name.into());
         let mut annotations = BTreeMap::new();
         if let Some(group) = &context.group {
@@ -384,7 +379,7 @@ impl Alertmanager {
                         down_at: e.at,
                         addr: e.addr,
                         last_seen: e.at,
-                        labels: Default::default(),
+                        labels: e.labels.clone(),
                         context: Some(Arc::new(context)),
                         group: true,
                     };
