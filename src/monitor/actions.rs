@@ -14,10 +14,9 @@ impl Monitor {
         now: Instant,
         wall: SystemTime,
     ) -> Result<Option<Event>, UnknownHost> {
-        let slot = self.registry.find(id).ok_or(UnknownHost)?;
-        if self.registry.get(slot).state == HostState::Paused {
+        let Some(slot) = self.slot_where(id, |state| state != HostState::Paused)? else {
             return Ok(None);
-        }
+        };
         self.maintenance.leave(slot);
         let host = self.registry.get_mut(slot);
         let from = host.state;
@@ -46,10 +45,9 @@ impl Monitor {
         now: Instant,
         wall: SystemTime,
     ) -> Result<Option<Event>, UnknownHost> {
-        let slot = self.registry.find(id).ok_or(UnknownHost)?;
-        if self.registry.get(slot).state != HostState::Paused {
+        let Some(slot) = self.slot_where(id, |state| state == HostState::Paused)? else {
             return Ok(None);
-        }
+        };
         let silent_for = self.silent_for(self.registry.get(slot), now);
         let at_least = self.silent_at_least(self.registry.get(slot), now);
         let now_ms = self.clock.ms_ceil(now);
@@ -63,6 +61,17 @@ impl Monitor {
         self.changes.mark(slot);
         self.reschedule_if_earlier(slot);
         Ok(Some(event))
+    }
+
+    /// The slot of `id` if its state is `wanted` (`None`: the action has
+    /// nothing to do); `Err` if unknown.
+    fn slot_where(
+        &self,
+        id: &str,
+        wanted: impl Fn(HostState) -> bool,
+    ) -> Result<Option<super::registry::Slot>, UnknownHost> {
+        let slot = self.registry.find(id).ok_or(UnknownHost)?;
+        Ok(wanted(self.registry.get(slot).state).then_some(slot))
     }
 
     /// Forgets `id`: removes it from the registry. Its queue entries stay

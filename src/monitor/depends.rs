@@ -614,9 +614,13 @@ mod tests {
         }
     }
 
-    fn sim(spec: Spec) -> Sim {
+    fn sim(groups: Vec<GroupSpec>, dependencies: Vec<DependencySpec>) -> Sim {
         let mut sim = Sim::new();
         let at = sim.at(0.0);
+        let spec = Spec {
+            groups,
+            dependencies,
+        };
         sim.monitor.set_topology(spec, at);
         sim
     }
@@ -644,10 +648,7 @@ mod tests {
 
     #[test]
     fn a_pool_of_six_goes_down_at_the_fourth_missing_and_recovers() {
-        let mut sim = sim(Spec {
-            groups: vec![group("web", &["web-*"], Quorum::MinUp(3))],
-            dependencies: vec![],
-        });
+        let mut sim = sim(vec![group("web", &["web-*"], Quorum::MinUp(3))], vec![]);
         let web = ids("web-", 6);
         beat_all(&mut sim, 0.0, &web);
         // Three keep beating; web-3 .. web-5 stop at 0, web-2 at 20.
@@ -708,13 +709,13 @@ mod tests {
     #[test]
     fn a_pool_mostly_in_maintenance_needs_all_its_counted_members_up() {
         let team = crate::labels::Labels::parse_list("team=web").expect("labels");
-        let mut sim = sim(Spec {
-            groups: vec![GroupSpec {
+        let mut sim = sim(
+            vec![GroupSpec {
                 labels: team.clone(),
                 ..group("web", &["web-*"], Quorum::MinUp(3))
             }],
-            dependencies: vec![],
-        });
+            vec![],
+        );
         let web = ids("web-", 6);
         beat_all(&mut sim, 0.0, &web);
         for id in &web[2..] {
@@ -744,10 +745,7 @@ mod tests {
 
     #[test]
     fn dependents_behind_a_dead_switch_are_unreachable_and_judged_again_after_it() {
-        let mut sim = sim(Spec {
-            groups: vec![],
-            dependencies: vec![on_host(&["rack4-*"], "rack4-sw")],
-        });
+        let mut sim = sim(vec![], vec![on_host(&["rack4-*"], "rack4-sw")]);
         let hosts = ids("rack4-h", 10);
         beat_all(&mut sim, 0.0, &hosts[..9]);
         sim.observe(0.5, beat("rack4-sw")); // selected by its own rule: skipped
@@ -806,10 +804,10 @@ mod tests {
 
     #[test]
     fn a_chain_blocks_through_an_unreachable_parent_and_a_late_parent_that_recovers_releases() {
-        let mut sim = sim(Spec {
-            groups: vec![],
-            dependencies: vec![on_host(&["host"], "switch"), on_host(&["switch"], "router")],
-        });
+        let mut sim = sim(
+            vec![],
+            vec![on_host(&["host"], "switch"), on_host(&["switch"], "router")],
+        );
         sim.observe(0.0, beat("host"));
         sim.observe(0.0, beat("switch"));
         sim.observe(0.5, beat("router"));
@@ -873,13 +871,13 @@ mod tests {
         use crate::labels::Labels;
         let role_web = Labels::parse_list("role=web").expect("labels");
         let members = Selector::new(&[], &role_web, &[]).expect("selector");
-        let mut sim = sim(Spec {
-            groups: vec![GroupSpec {
+        let mut sim = sim(
+            vec![GroupSpec {
                 members,
                 ..group("web", &[], Quorum::MinUp(1))
             }],
-            dependencies: vec![],
-        });
+            vec![],
+        );
         let rule = LabelRule {
             select: select(&["web-*"]),
             set: role_web.clone(),
@@ -916,13 +914,13 @@ mod tests {
     fn sim_behind_by_label() -> Sim {
         use super::super::labelsets::LabelRule;
         let rack = crate::labels::Labels::parse_list("role=rack").expect("labels");
-        let mut sim = sim(Spec {
-            groups: vec![],
-            dependencies: vec![DependencySpec {
+        let mut sim = sim(
+            vec![],
+            vec![DependencySpec {
                 dependents: Selector::new(&[], &rack, &[]).expect("selector"),
                 parent: Parent::Host("sw".into()),
             }],
-        });
+        );
         sim.monitor.set_label_rules(vec![LabelRule {
             select: select(&["h"]),
             set: rack,
@@ -999,20 +997,14 @@ mod tests {
     }
 
     fn sim_one_dependency() -> Sim {
-        let mut sim = sim(Spec {
-            groups: vec![],
-            dependencies: vec![on_host(&["a"], "p")],
-        });
+        let mut sim = sim(vec![], vec![on_host(&["a"], "p")]);
         sim.expire(0.0);
         sim
     }
 
     #[test]
     fn a_cycle_met_at_run_time_is_broken_at_the_second_host() {
-        let mut sim = sim(Spec {
-            groups: vec![],
-            dependencies: vec![on_host(&["a"], "b"), on_host(&["b"], "a")],
-        });
+        let mut sim = sim(vec![], vec![on_host(&["a"], "b"), on_host(&["b"], "a")]);
         sim.observe(0.0, beat("a"));
         sim.observe(0.0, beat("b"));
         let registry = sim.monitor.registry();
@@ -1023,13 +1015,13 @@ mod tests {
 
     #[test]
     fn a_group_parent_blocks_while_down_and_members_left_out_are_not_counted() {
-        let mut sim = sim(Spec {
-            groups: vec![group("db", &["db-*"], Quorum::Ratio(0.5))],
-            dependencies: vec![DependencySpec {
+        let mut sim = sim(
+            vec![group("db", &["db-*"], Quorum::Ratio(0.5))],
+            vec![DependencySpec {
                 dependents: select(&["app"]),
                 parent: Parent::Group(0),
             }],
-        });
+        );
         for id in ["db-1", "db-2", "app"] {
             sim.observe(0.0, beat(id));
         }
