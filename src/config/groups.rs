@@ -19,8 +19,9 @@ pub struct GroupConfig {
     pub name: String,
     /// Its members, by id glob, label or network (`{ hosts = ["web-*"] }`).
     pub members: Selection,
-    /// The group is `up` while at least this many members are up. Give
-    /// this or `min_up_ratio`.
+    /// The group is `up` while at least this many members are up (all
+    /// of them while fewer are counted: docs/GROUPS.md). Give this or
+    /// `min_up_ratio`.
     pub min_up: Option<u32>,
     /// The group is `up` while at least this share (0 < r ≤ 1) of its
     /// counted members are up, rounded up.

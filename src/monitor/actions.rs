@@ -6,13 +6,17 @@ use super::model::{Event, EventKind, HostState};
 use std::time::{Duration, Instant, SystemTime};
 
 impl Monitor {
-    /// Pauses `id` (maintenance): it raises no late/down until resumed.
-    /// `Err` if unknown; `Ok(None)` if it was already paused.
-    pub fn pause(&mut self, id: &str, wall: SystemTime) -> Result<Option<Event>, UnknownHost> {
-        let slot = self.registry.find(id).ok_or(UnknownHost)?;
-        if self.registry.get(slot).state == HostState::Paused {
+    /// Pauses `id` at `now` (maintenance): it raises no late/down until
+    /// resumed. `Err` if unknown; `Ok(None)` if it was already paused.
+    pub fn pause(
+        &mut self,
+        id: &str,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Option<Event>, UnknownHost> {
+        let Some(slot) = self.slot_where(id, |state| state != HostState::Paused)? else {
             return Ok(None);
-        }
+        };
         self.maintenance.leave(slot);
         let host = self.registry.get_mut(slot);
         let from = host.state;
@@ -20,8 +24,9 @@ impl Monitor {
         host.set_since(wall);
         // Its queue entry, if any, is now stale (a paused host has no due).
         host.scheduled = 0;
-        let now_ms = wall_ms(wall);
-        self.transition(slot, from, HostState::Paused, now_ms, wall);
+        // The clock every deadline uses: a paused parent's dependents get
+        // their fresh timeout from it.
+        self.transition(slot, from, HostState::Paused, self.clock.ms(now), wall);
         self.changes.mark(slot);
         Ok(Some(self.event(
             EventKind::Paused,
@@ -40,10 +45,9 @@ impl Monitor {
         now: Instant,
         wall: SystemTime,
     ) -> Result<Option<Event>, UnknownHost> {
-        let slot = self.registry.find(id).ok_or(UnknownHost)?;
-        if self.registry.get(slot).state != HostState::Paused {
+        let Some(slot) = self.slot_where(id, |state| state == HostState::Paused)? else {
             return Ok(None);
-        }
+        };
         let silent_for = self.silent_for(self.registry.get(slot), now);
         let at_least = self.silent_at_least(self.registry.get(slot), now);
         let now_ms = self.clock.ms_ceil(now);
@@ -57,6 +61,17 @@ impl Monitor {
         self.changes.mark(slot);
         self.reschedule_if_earlier(slot);
         Ok(Some(event))
+    }
+
+    /// The slot of `id` if its state is `wanted` (`None`: the action has
+    /// nothing to do); `Err` if unknown.
+    fn slot_where(
+        &self,
+        id: &str,
+        wanted: impl Fn(HostState) -> bool,
+    ) -> Result<Option<super::registry::Slot>, UnknownHost> {
+        let slot = self.registry.find(id).ok_or(UnknownHost)?;
+        Ok(wanted(self.registry.get(slot).state).then_some(slot))
     }
 
     /// Forgets `id`: removes it from the registry. Its queue entries stay
@@ -88,11 +103,4 @@ impl Monitor {
         self.changes.forget(id);
         Ok(event)
     }
-}
-
-/// `wall` as clock milliseconds (the clock reads as Unix time): for the
-/// one action that is given no `Instant`.
-fn wall_ms(wall: SystemTime) -> u64 {
-    wall.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| super::registry::millis(d, true))
 }

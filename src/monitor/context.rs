@@ -3,7 +3,6 @@
 //! group's quorum and missing members, a member's own severity. Plain
 //! data, carried by the event so a sink never asks the monitor.
 
-use crate::labels::Labels;
 use std::fmt;
 use std::sync::Arc;
 
@@ -34,8 +33,6 @@ pub struct Context {
 /// A group as a `group-down` / `group-recovered` event reports it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct GroupFacts {
-    /// The labels the group declares (they go on its alert).
-    pub labels: Labels,
     /// Members `up` (or `late`).
     pub up: u32,
     /// Members counted (not `left`, not paused).

@@ -88,6 +88,9 @@ impl Monitor {
     ) -> Vec<Arc<str>> {
         count_move(&mut self.counts, from, to);
         self.count_labelled_move(slot, from, to);
+        if from == HostState::Unreachable && self.topo.ties.get(&slot).is_some_and(Ties::is_bare) {
+            self.topo.ties.remove(&slot); // its grace (see `tie`) is over
+        }
         if self.topo.is_empty() || from == to {
             return Vec::new();
         }
@@ -279,7 +282,6 @@ impl Monitor {
         let view = self.group_view(g);
         let context = Context {
             group: Some(GroupFacts {
-                labels: view.labels,
                 up: view.up,
                 total: view.total,
                 need: view.need,
@@ -296,7 +298,9 @@ impl Monitor {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             silent_for: Duration::ZERO,
             silent_at_least: None,
-            labels: Default::default(),
+            // What it declares, as a host's event carries the host's: sinks
+            // filter and Alertmanager routes on them.
+            labels: Arc::new(view.labels),
             maintenance: None,
             state: kind.state_after(),
             flapping: false,
@@ -307,12 +311,25 @@ impl Monitor {
 
     /// Resolves the groups and the parent of the host in `slot` and adds
     /// it to their books (`announce`: group changes make events).
+    /// A host with no tie that is `unreachable` (its parent's rule went
+    /// by a relabel or a reload, or it was restored so) gets one fresh
+    /// timeout from now and is then judged normally.
     pub(super) fn tie(&mut self, slot: Slot, announce: bool, now_ms: u64, wall: SystemTime) {
-        if self.topo.is_empty() {
-            return;
-        }
-        let (groups, parent) = self.resolve(slot);
+        let (groups, parent) = match self.topo.is_empty() {
+            true => (Vec::new(), None),
+            false => self.resolve(slot),
+        };
+        let state = self.registry.get(slot).state;
         if groups.is_empty() && parent.is_none() {
+            if state == HostState::Unreachable {
+                let grace = Ties {
+                    grace_from: Some(now_ms),
+                    ..Ties::default()
+                };
+                self.topo.ties.insert(slot, grace);
+            }
+            // A late host may have waited for the parent it no longer has.
+            self.judge_again(slot, state);
             return;
         }
         let spec = &self.topo.spec;
@@ -325,7 +342,6 @@ impl Monitor {
             declared: true,
             ..Context::default()
         };
-        let state = self.registry.get(slot).state;
         let ties = Ties {
             groups: groups.clone(),
             parent: parent.clone(),
@@ -347,6 +363,12 @@ impl Monitor {
         for g in groups {
             self.member_changed(slot, g, None, Some(state), announce, now_ms, wall);
         }
+        self.judge_again(slot, state);
+    }
+
+    /// Queues the deadline of a silent host in `state` anew: its ties
+    /// changed, and with them whether and when it is judged.
+    fn judge_again(&mut self, slot: Slot, state: HostState) {
         if matches!(state, HostState::Late | HostState::Unreachable) {
             self.registry.get_mut(slot).scheduled = 0;
             self.reschedule_if_earlier(slot);
@@ -491,7 +513,7 @@ impl Monitor {
         if self.topo.is_empty() {
             return None;
         }
-        if let Some(ties) = self.topo.ties.get(&slot) {
+        if let Some(ties) = self.topo.ties.get(&slot).filter(|t| !t.is_bare()) {
             return Some(ties.context.clone());
         }
         self.topo
@@ -547,7 +569,7 @@ impl Monitor {
             down: count.down,
             min_up,
             min_up_ratio,
-            need: spec.quorum.need(count.total),
+            need: count.need(spec.quorum),
             up: count.up,
             total: count.total,
             missing,
@@ -594,9 +616,13 @@ mod tests {
         }
     }
 
-    fn sim(spec: Spec) -> Sim {
+    fn sim(groups: Vec<GroupSpec>, dependencies: Vec<DependencySpec>) -> Sim {
         let mut sim = Sim::new();
         let at = sim.at(0.0);
+        let spec = Spec {
+            groups,
+            dependencies,
+        };
         sim.monitor.set_topology(spec, at);
         sim
     }
@@ -624,10 +650,7 @@ mod tests {
 
     #[test]
     fn a_pool_of_six_goes_down_at_the_fourth_missing_and_recovers() {
-        let mut sim = sim(Spec {
-            groups: vec![group("web", &["web-*"], Quorum::MinUp(3))],
-            dependencies: vec![],
-        });
+        let mut sim = sim(vec![group("web", &["web-*"], Quorum::MinUp(3))], vec![]);
         let web = ids("web-", 6);
         beat_all(&mut sim, 0.0, &web);
         // Three keep beating; web-3 .. web-5 stop at 0, web-2 at 20.
@@ -682,12 +705,49 @@ mod tests {
 
     use super::super::Observation;
 
+    // See: issue 17 (review): members paused or in maintenance could leave
+    // fewer counted than min_up, and the group was never judged again; and
+    // group events carried no labels, so a sink filtering on them lost them.
+    #[test]
+    fn a_pool_mostly_in_maintenance_needs_all_its_counted_members_up() {
+        let team = crate::labels::Labels::parse_list("team=web").expect("labels");
+        let mut sim = sim(
+            vec![GroupSpec {
+                labels: team.clone(),
+                ..group("web", &["web-*"], Quorum::MinUp(3))
+            }],
+            vec![],
+        );
+        let web = ids("web-", 6);
+        beat_all(&mut sim, 0.0, &web);
+        for id in &web[2..] {
+            let at = sim.at(1.0);
+            sim.monitor.pause(id, at, SystemTime::now()).expect("known");
+        }
+        let view = &sim.monitor.groups()[0];
+        assert_eq!(
+            (view.down, view.up, view.total, view.need),
+            (false, 2, 2, 2)
+        );
+        for t in [10.0, 20.0] {
+            beat_all(&mut sim, t, &web[1..2]);
+        }
+        let events = sim.expire_at(sim.at(30.0)).events;
+        let down = events.last().expect("events");
+        assert_eq!(
+            (down.kind, down.context.as_ref().map(|c| c.to_string())),
+            (
+                EventKind::GroupDown,
+                Some(" up=1/2 need=2 missing=web-0".into())
+            ),
+            "{events:?}"
+        );
+        assert_eq!(*down.labels, team, "the labels the group declares");
+    }
+
     #[test]
     fn dependents_behind_a_dead_switch_are_unreachable_and_judged_again_after_it() {
-        let mut sim = sim(Spec {
-            groups: vec![],
-            dependencies: vec![on_host(&["rack4-*"], "rack4-sw")],
-        });
+        let mut sim = sim(vec![], vec![on_host(&["rack4-*"], "rack4-sw")]);
         let hosts = ids("rack4-h", 10);
         beat_all(&mut sim, 0.0, &hosts[..9]);
         sim.observe(0.5, beat("rack4-sw")); // selected by its own rule: skipped
@@ -746,10 +806,10 @@ mod tests {
 
     #[test]
     fn a_chain_blocks_through_an_unreachable_parent_and_a_late_parent_that_recovers_releases() {
-        let mut sim = sim(Spec {
-            groups: vec![],
-            dependencies: vec![on_host(&["host"], "switch"), on_host(&["switch"], "router")],
-        });
+        let mut sim = sim(
+            vec![],
+            vec![on_host(&["host"], "switch"), on_host(&["switch"], "router")],
+        );
         sim.observe(0.0, beat("host"));
         sim.observe(0.0, beat("switch"));
         sim.observe(0.5, beat("router"));
@@ -813,13 +873,13 @@ mod tests {
         use crate::labels::Labels;
         let role_web = Labels::parse_list("role=web").expect("labels");
         let members = Selector::new(&[], &role_web, &[]).expect("selector");
-        let mut sim = sim(Spec {
-            groups: vec![GroupSpec {
+        let mut sim = sim(
+            vec![GroupSpec {
                 members,
                 ..group("web", &[], Quorum::MinUp(1))
             }],
-            dependencies: vec![],
-        });
+            vec![],
+        );
         let rule = LabelRule {
             select: select(&["web-*"]),
             set: role_web.clone(),
@@ -842,21 +902,111 @@ mod tests {
         assert_eq!(total(&sim), 0);
     }
 
+    /// How a host loses its parent in [`a_host_that_loses_its_parent_is_judged_again`].
+    #[derive(Clone, Copy, Debug)]
+    enum Loss {
+        /// The label rule that put it behind the parent goes (a reload).
+        Relabel,
+        /// The parent is forgotten.
+        Forget,
+    }
+
+    /// `h` behind `sw` by a label a server rule gives it; both beat at 0,
+    /// `sw` last.
+    fn sim_behind_by_label() -> Sim {
+        use super::super::labelsets::LabelRule;
+        let rack = crate::labels::Labels::parse_list("role=rack").expect("labels");
+        let mut sim = sim(
+            vec![],
+            vec![DependencySpec {
+                dependents: Selector::new(&[], &rack, &[]).expect("selector"),
+                parent: Parent::Host("sw".into()),
+            }],
+        );
+        sim.monitor.set_label_rules(vec![LabelRule {
+            select: select(&["h"]),
+            set: rack,
+        }]);
+        sim.observe(0.0, beat("h"));
+        sim.observe(0.5, beat("sw"));
+        sim
+    }
+
+    fn lose_parent(sim: &mut Sim, loss: Loss, secs: f64) {
+        let at = sim.at(secs);
+        match loss {
+            Loss::Relabel => sim.monitor.set_label_rules(vec![]),
+            Loss::Forget => {
+                sim.monitor
+                    .forget("sw", at, SystemTime::now())
+                    .expect("known");
+            }
+        }
+        sim.monitor
+            .settle_topology(at, SystemTime::now(), &mut Outcome::default());
+    }
+
+    // See: issue 17 (review): a host that lost its tie while unreachable,
+    // or while late waiting for its parent, was never judged again.
+    #[test]
+    fn a_host_that_loses_its_parent_is_judged_again() {
+        for loss in [Loss::Forget, Loss::Relabel] {
+            // Unreachable behind the down switch: one fresh timeout from
+            // the loss, then down.
+            let mut sim = sim_behind_by_label();
+            sim.expire(30.5);
+            assert_eq!(sim.state("h"), HostState::Unreachable, "{loss:?}");
+            lose_parent(&mut sim, loss, 100.0);
+            assert_eq!(sim.expire(129.9), vec![], "{loss:?}");
+            assert_eq!(sim.expire(130.0), one(EventKind::Down, "h"), "{loss:?}");
+            // Late, waiting for the late switch's verdict: judged at once.
+            let mut sim = sim_behind_by_label();
+            assert_eq!(
+                sim.expire(30.2),
+                [one(EventKind::Late, "h"), one(EventKind::Late, "sw")].concat()
+            );
+            assert_eq!(sim.state("h"), HostState::Late);
+            lose_parent(&mut sim, loss, 30.3);
+            assert_eq!(sim.expire(30.3), one(EventKind::Down, "h"), "{loss:?}");
+        }
+        // Restored unreachable when nothing is declared any more (the rule
+        // went while the server was stopped): the same fresh timeout.
+        let mut sim = Sim::new();
+        let mut record = super::super::testing::host();
+        record.state = HostState::Unreachable;
+        let at = sim.at(10.0);
+        sim.monitor.restore(record, "h", beat("h").addr, at);
+        assert_eq!(sim.expire(39.9), vec![]);
+        assert_eq!(sim.expire(40.0), one(EventKind::Down, "h"));
+        assert!(sim.monitor.topo.ties.is_empty(), "the grace ends with it");
+    }
+
+    // See: issue 17 (review): pausing a down parent starts its
+    // dependents' fresh timeout on the monitor's clock, not the wall's.
+    #[test]
+    fn pausing_a_down_parent_gives_its_dependents_a_fresh_timeout_from_the_pause() {
+        let mut sim = sim_one_dependency();
+        sim.observe(0.0, beat("a"));
+        sim.observe(0.5, beat("p"));
+        sim.expire(30.5);
+        assert_eq!(sim.state("a"), HostState::Unreachable);
+        let at = sim.at(100.0);
+        sim.monitor
+            .pause("p", at, SystemTime::now())
+            .expect("known");
+        assert_eq!(sim.expire(129.9), vec![]);
+        assert_eq!(sim.expire(130.0), one(EventKind::Down, "a"));
+    }
+
     fn sim_one_dependency() -> Sim {
-        let mut sim = sim(Spec {
-            groups: vec![],
-            dependencies: vec![on_host(&["a"], "p")],
-        });
+        let mut sim = sim(vec![], vec![on_host(&["a"], "p")]);
         sim.expire(0.0);
         sim
     }
 
     #[test]
     fn a_cycle_met_at_run_time_is_broken_at_the_second_host() {
-        let mut sim = sim(Spec {
-            groups: vec![],
-            dependencies: vec![on_host(&["a"], "b"), on_host(&["b"], "a")],
-        });
+        let mut sim = sim(vec![], vec![on_host(&["a"], "b"), on_host(&["b"], "a")]);
         sim.observe(0.0, beat("a"));
         sim.observe(0.0, beat("b"));
         let registry = sim.monitor.registry();
@@ -867,13 +1017,13 @@ mod tests {
 
     #[test]
     fn a_group_parent_blocks_while_down_and_members_left_out_are_not_counted() {
-        let mut sim = sim(Spec {
-            groups: vec![group("db", &["db-*"], Quorum::Ratio(0.5))],
-            dependencies: vec![DependencySpec {
+        let mut sim = sim(
+            vec![group("db", &["db-*"], Quorum::Ratio(0.5))],
+            vec![DependencySpec {
                 dependents: select(&["app"]),
                 parent: Parent::Group(0),
             }],
-        });
+        );
         for id in ["db-1", "db-2", "app"] {
             sim.observe(0.0, beat(id));
         }

@@ -4,9 +4,10 @@
 //! state changes only, so a beat never scans a group (O(1) per change).
 //!
 //! A group is `up` while at least its quorum of members are `up` (or
-//! `late`: not judged missing yet); members `left` or paused count in
-//! neither number. A group with fewer counted members than a `min_up`
-//! quorum is not judged (a pool still joining is not down).
+//! `late`: not judged missing yet); members `left`, paused or in
+//! maintenance count in neither number. The quorum is capped at the
+//! members counted: with fewer counted than `min_up`, all of them must be
+//! up (a group with none counted is `up`).
 
 use super::model::HostState;
 use super::registry::Slot;
@@ -163,18 +164,24 @@ impl Count {
         step(&mut self.late, state == HostState::Late);
     }
 
-    /// Whether the counts make the group down under `quorum`.
+    /// Members that must be up under `quorum`: capped at the members
+    /// counted, so members in maintenance or `left` never leave a group
+    /// that cannot be judged (all that are counted must then be up).
+    pub fn need(&self, quorum: Quorum) -> u32 {
+        quorum.need(self.total).min(self.total)
+    }
+
+    /// Whether the counts make the group down under `quorum` (a group with
+    /// no member counted is not).
     pub fn is_down(&self, quorum: Quorum) -> bool {
-        let need = quorum.need(self.total);
-        self.total > 0 && self.total >= need && self.up < need
+        self.up < self.need(quorum)
     }
 
     /// How the group stands for its dependents.
     pub fn status(&self, quorum: Quorum) -> Status {
-        let need = quorum.need(self.total);
         if self.down {
             Status::Blocked
-        } else if self.total > 0 && self.total >= need && self.up - self.late < need {
+        } else if self.up - self.late < self.need(quorum) {
             Status::Pending
         } else {
             Status::Clear
@@ -200,6 +207,14 @@ pub struct Ties {
     pub context: Arc<super::context::Context>,
 }
 
+impl Ties {
+    /// True when it ties the host to nothing: only the fresh timeout of an
+    /// `unreachable` host that lost its parent.
+    pub fn is_bare(&self) -> bool {
+        self.groups.is_empty() && self.parent.is_none()
+    }
+}
+
 /// The runtime side of [`Spec`]: memberships, counters, dependents.
 #[derive(Debug, Default)]
 pub struct Topology {
@@ -207,7 +222,8 @@ pub struct Topology {
     pub spec: Spec,
     /// Per group, in `spec.groups` order.
     pub counts: Vec<Count>,
-    /// Hosts with any tie.
+    /// Hosts with any tie, and unreachable hosts that lost theirs
+    /// ([`Ties::is_bare`]).
     pub ties: HashMap<Slot, Ties>,
     /// Dependents of each host parent, by the parent's id.
     pub host_dependents: HashMap<Arc<str>, HashSet<Slot>>,
@@ -285,60 +301,47 @@ mod tests {
         c
     }
 
+    /// Members written one letter each: `u`p, `l`ate, `d`own,
+    /// unreac`h`able, lef`t`, `p`aused, `m`aintenance.
+    fn members(letters: &str) -> Vec<HostState> {
+        letters
+            .chars()
+            .map(|c| match c {
+                'u' => Up,
+                'l' => Late,
+                'd' => Down,
+                'h' => Unreachable,
+                't' => Left,
+                'p' => Paused,
+                'm' => Maintenance,
+                _ => panic!("no state is written {c:?}"),
+            })
+            .collect()
+    }
+
     #[test]
     fn quorum_table() {
-        // (members, quorum, down?, status before the verdict)
-        let rows: &[(&[HostState], Quorum, bool, Status)] = &[
-            (
-                &[Up, Up, Up, Down, Down, Down],
-                Quorum::MinUp(3),
-                false,
-                Status::Clear,
-            ),
-            (
-                &[Up, Up, Down, Down, Down, Down],
-                Quorum::MinUp(3),
-                true,
-                Status::Blocked,
-            ),
-            (
-                &[Up, Up, Late, Down, Down, Down],
-                Quorum::MinUp(3),
-                false,
-                Status::Pending,
-            ),
-            (
-                &[Up, Up, Left, Paused, Paused],
-                Quorum::MinUp(3),
-                false,
-                Status::Clear,
-            ),
-            (&[Down, Unreachable], Quorum::MinUp(3), false, Status::Clear),
-            (
-                &[Up, Down, Down, Down],
-                Quorum::Ratio(0.5),
-                true,
-                Status::Blocked,
-            ),
-            (
-                &[Up, Up, Down, Down],
-                Quorum::Ratio(0.5),
-                false,
-                Status::Clear,
-            ),
-            (
-                &[Up, Up, Down, Unreachable, Left],
-                Quorum::Ratio(0.5),
-                false,
-                Status::Clear,
-            ),
-            (&[], Quorum::Ratio(0.5), false, Status::Clear),
+        use Quorum::{MinUp, Ratio};
+        use Status::{Blocked, Clear, Pending};
+        // (quorum, how the group stands, the members that make it so); it
+        // is down exactly when it blocks. With fewer counted than min_up
+        // (`dh`, `udmmmm`, `ulm`, `uumt`) the quorum is all of them.
+        let cases = [
+            (MinUp(3), Clear, &["uuuddd", "uutpp", "uumt"][..]),
+            (MinUp(3), Pending, &["uulddd", "ulm"]),
+            (MinUp(3), Blocked, &["uudddd", "dh", "udmmmm"]),
+            (MinUp(1), Clear, &["mp", ""]),
+            (Ratio(0.5), Clear, &["uudd", "uudht", ""]),
+            (Ratio(0.5), Blocked, &["uddd"]),
         ];
-        for (i, (states, quorum, down, status)) in rows.iter().enumerate() {
-            let mut c = count(states);
-            c.down = c.is_down(*quorum);
-            assert_eq!(c.down, *down, "row {i}");
-            assert_eq!(c.status(*quorum), *status, "row {i}");
+        for (quorum, status, rows) in cases {
+            for letters in rows {
+                let mut c = count(&members(letters));
+                c.down = c.is_down(quorum);
+                let row = format!("{letters:?} under {quorum:?}");
+                assert_eq!(c.down, status == Blocked, "{row}");
+                assert_eq!(c.status(quorum), status, "{row}");
+            }
         }
     }
 

@@ -768,7 +768,9 @@ mod tests {
         let mut sim = Sim::new();
         sim.observe(0.0, beat("a"));
         sim.observe(0.0, beat("b"));
-        sim.monitor.pause("b", SystemTime::now()).expect("known");
+        sim.monitor
+            .pause("b", sim.at(0.0), SystemTime::now())
+            .expect("known");
         let api = request(Source::Api, &[], None);
         let (window, _) = open_with(&mut sim, api.clone(), &["a", "b"], 1.0, 3600).expect("opens");
         assert_eq!(window.hosts, ["a"], "a paused host stays paused");

@@ -864,7 +864,9 @@ mod tests {
         sim.expire(31.0);
         assert_eq!(counts_of(&sim), [("late", 1), ("down", 1), ("left", 1)]);
         sim.observe(32.0, beat("a"));
-        sim.monitor.pause("b", SystemTime::now()).expect("known");
+        sim.monitor
+            .pause("b", sim.at(32.0), SystemTime::now())
+            .expect("known");
         assert_eq!(counts_of(&sim), [("up", 1), ("left", 1), ("paused", 1)]);
         sim.monitor
             .forget("c", sim.at(33.0), SystemTime::now())
@@ -875,10 +877,13 @@ mod tests {
     #[test]
     fn a_paused_host_raises_nothing_and_resumes_with_a_full_timeout() {
         let mut sim = beating("a");
-        let paused = sim.monitor.pause("a", SystemTime::now()).expect("known");
+        let paused = sim
+            .monitor
+            .pause("a", sim.at(0.0), SystemTime::now())
+            .expect("known");
         assert_eq!(paused.map(|e| e.kind), Some(EventKind::Paused));
         assert_eq!(
-            sim.monitor.pause("a", SystemTime::now()),
+            sim.monitor.pause("a", sim.at(0.0), SystemTime::now()),
             Ok(None),
             "pausing twice changes nothing"
         );
@@ -902,7 +907,7 @@ mod tests {
             Ok(None)
         );
         assert_eq!(
-            sim.monitor.pause("nope", SystemTime::now()),
+            sim.monitor.pause("nope", sim.at(2016.0), SystemTime::now()),
             Err(UnknownHost)
         );
     }

@@ -145,9 +145,9 @@ impl Fleet {
     }
 
     /// Pauses host `id` (see [`Monitor::pause`]).
-    pub fn pause(&self, id: &str, wall: SystemTime) -> Result<(), UnknownHost> {
+    pub fn pause(&self, id: &str, now: Instant, wall: SystemTime) -> Result<(), UnknownHost> {
         self.act(&mut Outcome::default(), |monitor, out| {
-            out.events.extend(monitor.pause(id, wall)?);
+            out.events.extend(monitor.pause(id, now, wall)?);
             Ok(())
         })
     }
@@ -325,7 +325,7 @@ mod tests {
         let next = fleet.expire(|| (at(30), SystemTime::now()), None, &mut out);
         assert_eq!(next, None, "both down: nothing left to wait for");
         assert_eq!(out.lags.len(), 4, "two lates and two downs, each timed");
-        fleet.pause("a", SystemTime::now()).expect("known");
+        fleet.pause("a", at(30), SystemTime::now()).expect("known");
         fleet.forget("b", at(31), SystemTime::now()).expect("known");
         assert_eq!(
             fleet.forget("b", at(31), SystemTime::now()),

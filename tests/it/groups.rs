@@ -145,6 +145,12 @@ fn alertmanager_gets_group_down_with_its_labels_and_no_host_down_behind_a_switch
     let server = Server::with_config(
         &format!(
             r#"{}
+# Only what carries team=web: the group's alert, by the labels it declares.
+[[server.sinks.alertmanager]]
+urls = ["{url}"]
+match_labels = {{ team = "web" }}
+labels = {{ via = "team" }}
+
 [[server.groups]]
 name = "web"
 members = {{ hosts = ["web-*"] }}
@@ -152,7 +158,8 @@ min_up = 2
 labels = {{ team = "web" }}
 member_severity = "ticket"
 {RACK}"#,
-            am.sink("30s")
+            am.sink("30s"),
+            url = am.url
         ),
         &["--timeout", "2s"],
     );
@@ -177,6 +184,18 @@ member_severity = "ticket"
     let alert = group_alert().expect("GroupDown");
     assert_eq!(alert["labels"]["group"], "web", "{alert}");
     assert_eq!(alert["labels"]["team"], "web", "{alert}");
+    let via_team = || {
+        am.alerts()
+            .into_iter()
+            .filter(|a| a["labels"]["via"] == "team")
+            .map(|a| a["labels"]["alertname"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(WAIT, || !via_team().is_empty()),
+        "the team=web sink got the group's alert: {:?}",
+        am.alerts()
+    );
     assert!(wait_until(WAIT, || !am.alerts_for("rack-sw").is_empty()));
     let sw = &am.alerts_for("rack-sw")[0];
     assert!(
@@ -200,4 +219,5 @@ member_severity = "ticket"
     for h in &rack {
         assert!(am.alerts_for(h).is_empty(), "{h}: {:?}", am.alerts_for(h));
     }
+    assert_eq!(via_team(), ["GroupDown"], "no host carries team=web");
 }

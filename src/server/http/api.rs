@@ -38,7 +38,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         // Pause: maintenance, no alarms until resumed.
         .route(
             "/api/v1/hosts/{id}/pause",
-            host_action(|fleet, id| fleet.pause(id, SystemTime::now())),
+            host_action(|fleet, id| fleet.pause(id, now(), SystemTime::now())),
         )
         // Resume: `up` again, with a fresh timeout.
         .route(

@@ -57,19 +57,33 @@ struct Firing {
     down_at: SystemTime,
     addr: SocketAddr,
     last_seen: SystemTime,
-    /// The host's labels when it went down: part of the alert's identity,
-    /// so the resolve carries the same ones.
+    /// The host's labels when it went down (a group's: those it
+    /// declares): part of the alert's identity, so the resolve carries
+    /// the same ones.
     labels: Arc<crate::labels::Labels>,
     /// Groups and dependencies: severity, hosts unreachable behind it, and
-    /// for a group (`group` set) its quorum and missing members.
+    /// for a group its quorum and missing members.
     context: Option<Arc<Context>>,
-    group: bool,
 }
 
-/// The firing-set key of a group's alert (host ids cannot contain a
-/// space, so it never meets a host's).
-fn group_key(name: &str) -> Arc<str> {
-    format!("group {name}").into()
+/// Whose alert a firing entry is. Host ids and group names are apart: a
+/// host may well be called `group web`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    /// A host's `HostDown`, by its id.
+    Host(Arc<str>),
+    /// A group's `GroupDown`, by its name.
+    Group(Arc<str>),
+}
+
+impl Key {
+    /// The alert's name and the label that names whose it is.
+    fn names(&self) -> (&'static str, &'static str, &str) {
+        match self {
+            Key::Host(id) => ("HostDown", "host", id),
+            Key::Group(name) => ("GroupDown", "group", name),
+        }
+    }
 }
 
 struct MassFiring {
@@ -129,104 +143,65 @@ impl Alertmanager {
         })
     }
 
-    fn labels(&self, alertname: &str, host: Option<&str>) -> BTreeMap<String, String> {
-        self.labels_with(alertname, host, &crate::labels::Labels::new())
-    }
-
-    /// The sink's static labels, then the host's own (`team`, `site`:
-    /// Alertmanager routes on them; the host's win over the sink's), then
-    /// `alertname` and `host`, which nothing overrides.
-    fn labels_with(
+    /// The sink's static labels, then the host's (or group's) own
+    /// (`team`, `site`: Alertmanager routes on them; they win over the
+    /// sink's), then `alertname` and `host` (or `group`), which nothing
+    /// overrides.
+    fn labels(
         &self,
         alertname: &str,
-        host: Option<&str>,
-        host_labels: &crate::labels::Labels,
+        own: &crate::labels::Labels,
+        whose: Option<(&str, &str)>,
     ) -> BTreeMap<String, String> {
         let mut labels = self.labels.clone();
-        labels.extend(
-            host_labels
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string())),
-        );
+        labels.extend(own.iter().map(|(n, v)| (n.to_string(), v.to_string())));
         labels.insert("alertname".into(), alertname.into());
-        if let Some(host) = host {
-            labels.insert("host".into(), host.into());
+        if let Some((name, value)) = whose {
+            labels.insert(name.into(), value.into());
         }
         labels
     }
 
-    /// The alert of firing entry `key`: a host's, or a group's.
-    fn alert(&self, key: &str, firing: &Firing, now: SystemTime, ends_at: SystemTime) -> Alert {
-        match &firing.context {
-            Some(context) if firing.group => self.group_alert(context, firing, ends_at),
-            _ => self.host_alert(key, firing, now, ends_at),
-        }
-    }
-
-    /// The `GroupDown` alert of the group `context` describes.
-    fn group_alert(&self, context: &Context, firing: &Firing, ends_at: SystemTime) -> Alert {
-        let name = context.parent.as_deref().unwrap_or_default();
-        let mut labels = self.labels("GroupDown", None);
-        if let Some(group) = &context.group {
-            for (n, v) in group.labels.iter() {
-                labels.insert(n.into(), v.into());
+    /// The alert of firing entry `key`, ending at `ends_at`: a host's
+    /// `HostDown` or a group's `GroupDown`.
+    fn alert(&self, key: &Key, firing: &Firing, now: SystemTime, ends_at: SystemTime) -> Alert {
+        let (alertname, label, name) = key.names();
+        let context = firing.context.as_deref();
+        let mut annotations = BTreeMap::new();
+        let mut note = |n: &str, v: String| annotations.insert(n.to_string(), v);
+        match (key, context.and_then(|c| c.group.as_ref())) {
+            (Key::Group(_), Some(group)) => {
+                note(
+                    "summary",
+                    format!(
+                        "group {name} is down: {} of {} members up, {} needed",
+                        group.up, group.total, group.need
+                    ),
+                );
+                note("missing", join(&group.missing));
+            }
+            (Key::Group(_), None) => {}
+            (Key::Host(_), _) => {
+                let silence = now.duration_since(firing.last_seen).unwrap_or_default();
+                let silence = format!("{:.1}s", silence.as_secs_f64());
+                note(
+                    "summary",
+                    format!("host {name} is down: silent for {silence}"),
+                );
+                note("address", firing.addr.to_string());
+                note("last_seen", rfc3339(firing.last_seen));
+                note("silence", silence);
             }
         }
-        labels.insert("group".into(), name.into());
-        let mut annotations = BTreeMap::new();
-        if let Some(group) = &context.group {
-            annotations.insert(
-                "summary".into(),
-                format!(
-                    "group {name} is down: {} of {} members up, {} needed",
-                    group.up, group.total, group.need
-                ),
-            );
-            annotations.insert("missing".into(), join(&group.missing));
+        if let Some(context) = context.filter(|c| c.unreachable_count > 0) {
+            note("unreachable", unreachable_note(context));
         }
-        if context.unreachable_count > 0 {
-            annotations.insert("unreachable".into(), unreachable_note(context));
+        let mut labels = self.labels(alertname, &firing.labels, Some((label, name)));
+        if let Some(severity) = context.and_then(|c| c.severity.as_ref()) {
+            labels.insert("severity".into(), severity.to_string());
         }
         let mut url = self.external.clone();
-        url.set_fragment(Some(&format!("group={name}")));
-        Alert {
-            labels,
-            annotations,
-            starts_at: rfc3339(firing.down_at),
-            ends_at: rfc3339(ends_at),
-            generator_url: url.to_string(),
-        }
-    }
-
-    /// The `HostDown` alert of `host`, ending at `ends_at`.
-    fn host_alert(
-        &self,
-        host: &str,
-        firing: &Firing,
-        now: SystemTime,
-        ends_at: SystemTime,
-    ) -> Alert {
-        let silence = now.duration_since(firing.last_seen).unwrap_or_default();
-        let silence = format!("{:.1}s", silence.as_secs_f64());
-        let mut annotations = BTreeMap::new();
-        annotations.insert(
-            "summary".into(),
-            format!("host {host} is down: silent for {silence}"),
-        );
-        annotations.insert("address".into(), firing.addr.to_string());
-        annotations.insert("last_seen".into(), rfc3339(firing.last_seen));
-        annotations.insert("silence".into(), silence);
-        let mut labels = self.labels_with("HostDown", Some(host), &firing.labels);
-        if let Some(context) = &firing.context {
-            if let Some(severity) = &context.severity {
-                labels.insert("severity".into(), severity.to_string());
-            }
-            if context.unreachable_count > 0 {
-                annotations.insert("unreachable".into(), unreachable_note(context));
-            }
-        }
-        let mut url = self.external.clone();
-        url.set_fragment(Some(&format!("host={host}")));
+        url.set_fragment(Some(&format!("{label}={name}")));
         Alert {
             labels,
             annotations,
@@ -266,7 +241,7 @@ impl Alertmanager {
         annotations.insert("networks".into(), networks.join(", "));
         annotations.insert("hosts".into(), hosts.join(" "));
         Alert {
-            labels: self.labels("MassSilence", None),
+            labels: self.labels("MassSilence", &Default::default(), None),
             annotations,
             starts_at: rfc3339(mass.at),
             ends_at: rfc3339(ends_at),
@@ -280,7 +255,7 @@ impl Alertmanager {
     /// `already_down`: `down` events of hosts that were down before this
     /// server started; their alerts are (re)sent at once and renewed.
     pub async fn run(mut self, mut queue: mpsc::Receiver<SinkEvent>, already_down: Vec<Event>) {
-        let mut firing: HashMap<Arc<str>, Firing> = HashMap::new();
+        let mut firing: HashMap<Key, Firing> = HashMap::new();
         let mut mass: Option<MassFiring> = None;
         let resend_now = !already_down.is_empty();
         for event in already_down {
@@ -365,64 +340,39 @@ impl Alertmanager {
         &self,
         event: SinkEvent,
         now: SystemTime,
-        firing: &mut HashMap<Arc<str>, Firing>,
+        firing: &mut HashMap<Key, Firing>,
         mass: &mut Option<MassFiring>,
         alerts: &mut Vec<Alert>,
         resolving: &mut Vec<Alert>,
     ) {
         match event {
-            SinkEvent::Host(e) if e.kind.is_group() => {
-                let key = group_key(&e.host);
-                if let Some(f) = firing.remove(&key) {
-                    resolving.push(self.alert(&key, &f, e.at, e.at));
-                }
-                if e.kind == EventKind::GroupDown {
-                    // The group's name travels as the context's parent.
-                    let mut context = e.context.as_deref().cloned().unwrap_or_default();
-                    context.parent = Some(e.host.clone());
+            SinkEvent::Host(e) => {
+                let key = match e.kind.is_group() {
+                    true => Key::Group(e.host.clone()),
+                    false => Key::Host(e.host.clone()),
+                };
+                if matches!(e.kind, EventKind::Down | EventKind::GroupDown) {
                     let f = Firing {
                         down_at: e.at,
                         addr: e.addr,
-                        last_seen: e.at,
-                        labels: Default::default(),
-                        context: Some(Arc::new(context)),
-                        group: true,
+                        last_seen: e.at.checked_sub(e.silent_for).unwrap_or(e.at),
+                        labels: e.labels,
+                        context: e.context,
                     };
                     alerts.push(self.alert(&key, &f, now, now + self.lease));
                     firing.insert(key, f);
+                    return;
                 }
-            }
-            SinkEvent::Host(Event {
-                kind: EventKind::Down,
-                host,
-                at,
-                addr,
-                silent_for,
-                context,
-                labels,
-                ..
-            }) => {
-                let f = Firing {
-                    down_at: at,
-                    addr,
-                    last_seen: at.checked_sub(silent_for).unwrap_or(at),
-                    context,
-                    group: false,
-                    labels,
-                };
-                alerts.push(self.host_alert(&host, &f, now, now + self.lease));
-                firing.insert(host, f);
-            }
-            SinkEvent::Host(event) => {
-                // Any later event leaves the host not down: resolve.
-                if let Some(f) = firing.remove(&event.host) {
-                    resolving.push(self.host_alert(&event.host, &f, event.at, event.at));
+                // Any later event leaves the host (or group) not down:
+                // resolve.
+                if let Some(f) = firing.remove(&key) {
+                    resolving.push(self.alert(&key, &f, e.at, e.at));
                 }
-                if let Some(m) = mass
-                    && m.remaining.remove(&event.host)
+                if let (Key::Host(host), Some(m)) = (&key, mass.as_mut())
+                    && m.remaining.remove(host)
                     && m.remaining.is_empty()
                 {
-                    resolving.push(self.mass_alert(&m.silence, event.at));
+                    resolving.push(self.mass_alert(&m.silence, e.at));
                     *mass = None;
                 }
             }
@@ -456,7 +406,7 @@ impl Alertmanager {
             )))),
         );
         Alert {
-            labels: self.labels("LubdubTest", None),
+            labels: self.labels("LubdubTest", &Default::default(), None),
             annotations,
             starts_at: rfc3339(test.at),
             ends_at: rfc3339(test.at + Duration::from_secs(60)),
@@ -525,4 +475,57 @@ fn unreachable_note(context: &Context) -> String {
         note.push_str(&format!(" and {more} more"));
     }
     note
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::testing::event;
+    use crate::select::Selector;
+    use crate::server::metrics::Metrics;
+
+    fn sink() -> Alertmanager {
+        let url = reqwest::Url::parse("http://127.0.0.1:9/api/v2/alerts").expect("url");
+        let checked = CheckedAlertmanager {
+            sink: crate::config::sinks::Checked {
+                name: "am".into(),
+                hosts: Selector::everything(),
+            },
+            endpoints: vec![url],
+            external_url: None,
+        };
+        let outcomes = Outcomes::new(&Metrics::default(), "am");
+        let http = SocketAddr::from(([127, 0, 0, 1], 1));
+        Alertmanager::new("am".into(), &Default::default(), &checked, http, outcomes).expect("sink")
+    }
+
+    // See: issue 17 (review): a group's alert was keyed "group NAME", the
+    // key of a host of that id (host ids may hold spaces).
+    #[test]
+    fn a_host_named_like_a_group_keeps_its_own_alert() {
+        let am = sink();
+        let (mut firing, mut mass) = (HashMap::new(), None);
+        // What one event fires and resolves: each alert's name and whose.
+        let mut step = |kind, host| {
+            let (mut alerts, mut resolving) = (Vec::new(), Vec::new());
+            let e = SinkEvent::Host(event(kind, host));
+            let now = SystemTime::now();
+            am.apply(e, now, &mut firing, &mut mass, &mut alerts, &mut resolving);
+            let whose = |alerts: Vec<Alert>| -> Vec<String> {
+                let label = |a: &Alert, n| a.labels.get(n).cloned().unwrap_or_default();
+                let whose = |a: &Alert| format!("{}:{}", label(a, "host"), label(a, "group"));
+                alerts
+                    .iter()
+                    .map(|a| format!("{} {}", label(a, "alertname"), whose(a)))
+                    .collect()
+            };
+            (whose(alerts), whose(resolving))
+        };
+        let host = || vec!["HostDown group web:".to_string()];
+        let group = || vec!["GroupDown :web".to_string()];
+        assert_eq!(step(EventKind::Down, "group web"), (host(), vec![]));
+        assert_eq!(step(EventKind::GroupDown, "web"), (group(), vec![]));
+        assert_eq!(step(EventKind::GroupRecovered, "web"), (vec![], group()));
+        assert_eq!(step(EventKind::Recovered, "group web"), (vec![], host()));
+    }
 }
