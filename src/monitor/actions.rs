@@ -79,6 +79,9 @@ impl Monitor {
         }
         self.untie(slot, self.clock.ms(now), wall);
         self.maintenance.leave(slot);
+        // Its probing ends too: a host joining in the slot must not inherit
+        // the suspicion (nor its nonces).
+        self.end_probing(slot);
         let host = self.registry.remove(slot).ok_or(UnknownHost)?;
         self.counts[host.state.index()] -= 1;
         self.release_labels(host.labels, host.declared_labels);

@@ -93,8 +93,23 @@ pub struct ProbeTotals {
     pub rate_limited: u64,
     /// Answers refused: a nonce not sent to that host during its suspicion.
     pub bad_answers: u64,
+    /// Answers that came when the host was not suspected (any more): they
+    /// confirm nothing, and count as ordinary beats.
+    pub late_answers: u64,
     /// Hosts under suspicion now.
     pub suspects: u64,
+}
+
+/// What an answer's nonce says ([`Monitor::check_answer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AnswerCheck {
+    /// It answers a probe of the host's current suspicion.
+    Confirms,
+    /// The host is not suspected: an ordinary beat that confirms nothing.
+    Late,
+    /// The host is suspected and was sent no probe with that nonce
+    /// (lately): forged or replayed.
+    Refused,
 }
 
 /// Recent nonces of one suspicion that an answer may carry.
@@ -243,32 +258,35 @@ impl Monitor {
     }
 
     /// Checks the nonce of an answer from the host in `slot` received at
-    /// `now_ms`: true (and its round trip in `out`) when it is one of the
-    /// probes sent during its current suspicion.
+    /// `now_ms`: it confirms the host (its round trip in `out`) when it is
+    /// one of the probes sent during its current suspicion.
     pub(super) fn check_answer(
         &mut self,
         slot: Slot,
         nonce: u64,
         now_ms: u64,
         out: &mut Outcome,
-    ) -> bool {
-        let found = self.probing.suspects.get(&slot).and_then(|s| {
-            s.recent
-                .iter()
-                .find(|&&(n, at)| at != 0 && n == nonce)
-                .map(|&(_, at)| at)
-        });
-        match found {
+    ) -> AnswerCheck {
+        let Some(suspect) = self.probing.suspects.get(&slot) else {
+            self.probing.totals.late_answers += 1;
+            return AnswerCheck::Late;
+        };
+        let sent = suspect
+            .recent
+            .iter()
+            .find(|&&(n, at)| at != 0 && n == nonce)
+            .map(|&(_, at)| at);
+        match sent {
             Some(sent_ms) => {
                 self.probing.totals.answered += 1;
                 out.probe
                     .answered
                     .push(Duration::from_millis(now_ms.saturating_sub(sent_ms)));
-                true
+                AnswerCheck::Confirms
             }
             None => {
                 self.probing.totals.bad_answers += 1;
-                false
+                AnswerCheck::Refused
             }
         }
     }
@@ -532,16 +550,74 @@ mod tests {
             one(EventKind::Recovered, "a")
         );
         assert_eq!(out.probe.answered, [Duration::from_millis(200)]);
-        // The same answer again (a replay; without keys the seq proves
-        // nothing): the suspicion is over, so it confirms nothing.
-        let (observed, _) = apply(&mut sim, 50.0, answer(nonce, run + 3));
-        assert_eq!(observed, Observed::BadAnswer);
+        // The same answer again (late, or a replay: without keys the seq
+        // proves nothing): the suspicion is over, so it confirms nothing,
+        // but it is a beat like any other.
+        let (observed, out) = apply(&mut sim, 27.2, answer(nonce, run + 3));
+        assert_eq!(observed, Observed::Applied);
+        assert!(out.probe.answered.is_empty(), "no round trip");
         let totals = sim.monitor.probe_totals();
-        assert_eq!((totals.answered, totals.bad_answers), (1, 2));
+        assert_eq!(
+            (totals.answered, totals.bad_answers, totals.late_answers),
+            (1, 1, 1)
+        );
         // Silent again: a new suspicion with a new nonce.
         let out = sim.expire_at(sim.at(27.2 + 27.0));
         assert_eq!(out.probe.send.len(), 1);
         assert_ne!(out.probe.send[0].nonce, nonce);
+    }
+
+    // See: issue 15 (review: a late answer rejected the whole beat).
+    #[test]
+    fn an_answer_after_the_suspicion_ended_is_still_a_beat() {
+        let mut sim = probing(1000);
+        let run = 1_700_000_000u64 << 32;
+        sim.observe(
+            0.0,
+            Observation {
+                seq: Some(run),
+                ..capable("a")
+            },
+        );
+        let first = sim.expire_at(sim.at(27.0)).probe.send[0].nonce;
+        let second = sim.expire_at(sim.at(29.0)).probe.send[0].nonce;
+        // The answer to the second probe ends the suspicion ...
+        let (observed, _) = apply(&mut sim, 29.1, answer(second, run + 2));
+        assert_eq!(observed, Observed::Applied);
+        // ... and the one to the first, slower, comes 3 s later: it is the
+        // host's latest beat, so its deadline counts from it.
+        let (observed, out) = apply(&mut sim, 32.1, answer(first, run + 1));
+        assert_eq!(observed, Observed::Applied);
+        assert!(out.probe.answered.is_empty(), "it confirms nothing");
+        assert!(sim.expire(32.1 + 26.9).is_empty(), "not late before 59.1");
+        assert_eq!(sim.expire(32.1 + 27.0), one(EventKind::Late, "a"));
+    }
+
+    // See: issue 15 (review: forget left the suspicion behind).
+    #[test]
+    fn forget_ends_probing_and_a_host_in_the_reused_slot_inherits_nothing() {
+        let mut sim = probing(1000);
+        sim.observe(0.0, capable("a"));
+        let nonce = sim.expire_at(sim.at(27.0)).probe.send[0].nonce;
+        sim.monitor
+            .forget("a", sim.at(27.5), SystemTime::now())
+            .expect("known");
+        assert_eq!(sim.monitor.probe_totals().suspects, 0);
+        // "b" takes the freed slot; a's nonce confirms nothing for it.
+        sim.observe(28.0, capable("b"));
+        assert_eq!(sim.monitor.registry().find("b"), Some(0), "slot reused");
+        let (observed, out) = apply(
+            &mut sim,
+            28.5,
+            Observation {
+                answers: Some(nonce),
+                ..capable("b")
+            },
+        );
+        assert_eq!(observed, Observed::Applied);
+        assert!(out.probe.answered.is_empty());
+        assert_eq!(sim.monitor.probe_totals().answered, 0);
+        assert_eq!(sim.monitor.probe_status(0), None);
     }
 
     #[test]
