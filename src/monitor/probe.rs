@@ -42,6 +42,11 @@ pub struct ProbeSettings {
     pub min_loss: f64,
     /// Most probes per second, server-wide.
     pub rate: u32,
+    /// Window a bursty host's probes are spread over, in multiples of its
+    /// measured bursts (0: never spread).
+    pub burst_spread: f64,
+    /// Widest spacing of a bursty host's probes.
+    pub max_interval: Duration,
 }
 
 impl Default for ProbeSettings {
@@ -53,6 +58,8 @@ impl Default for ProbeSettings {
             max_probes: 20,
             min_loss: 0.01,
             rate: 20_000,
+            burst_spread: 2.0,
+            max_interval: Duration::from_secs(5),
         }
     }
 }
@@ -127,6 +134,8 @@ struct Suspect {
     unanswered: u8,
     /// Unanswered probes needed to confirm `down`.
     needed: u8,
+    /// Spacing of its probes (ms), set when the suspicion starts.
+    spacing_ms: u64,
     /// Enough went unanswered (or all tries were spent): the detector
     /// alone decides from now on.
     done: bool,
@@ -171,6 +180,31 @@ pub fn probes_needed(threshold: f64, first: f64, next: f64, min_loss: f64, max: 
     (1.0 + rest).clamp(1.0, f64::from(max.max(1))) as u8
 }
 
+/// Spacing of a suspect's probes (ms): `base_ms`, unless its loss comes in
+/// bursts. Probes inside a burst share its fate, so `needed` probes 1 s
+/// apart say little of a host whose bursts last a minute; they are spread
+/// over `spread` times its measured burst, at most `max_ms` apart.
+///
+/// The burst is what its loss runs measure beyond independent loss: a run
+/// of losses lasts `1 / (1 - next)` beats on average, `1 / (1 - first)` if
+/// losses were independent, and the excess (0 for random loss, so random
+/// loss keeps `base_ms`) times the beat interval `interval_ms` is the
+/// burst's length.
+pub fn probe_spacing(
+    base_ms: u64,
+    max_ms: u64,
+    spread: f64,
+    interval_ms: u32,
+    loss: super::phi::Loss,
+    needed: u8,
+) -> u64 {
+    let run = |p: f64| 1.0 / (1.0 - p.clamp(0.0, 0.99));
+    let burst_beats = (run(loss.next) - run(loss.first)).max(0.0);
+    let window_ms = spread.max(0.0) * burst_beats * f64::from(interval_ms);
+    let spread_ms = (window_ms / f64::from(needed.max(1))) as u64;
+    spread_ms.clamp(base_ms, max_ms.max(base_ms))
+}
+
 impl Monitor {
     /// Seeds the nonces (the server: from the OS's randomness; the
     /// simulator: from its seed).
@@ -210,14 +244,24 @@ impl Monitor {
         self.probing.suspects.get(&slot).is_some_and(|s| !s.done)
     }
 
-    /// Probe spacing for `slot`.
-    fn probe_spacing_ms(&self, slot: Slot) -> u64 {
-        let declared = u64::from(self.registry.get(slot).interval_ms());
-        let spacing = super::millis(self.settings.probe.interval, true);
-        match declared {
-            0 => spacing,
-            ms => spacing.min(ms / 2).max(1),
-        }
+    /// Probe spacing for the host in `slot`, which needs `needed`
+    /// unanswered probes.
+    fn probe_spacing_ms(&self, slot: Slot, needed: u8) -> u64 {
+        let host = self.registry.get(slot);
+        let declared = host.interval_ms();
+        let base = super::millis(self.settings.probe.interval, true);
+        let base = match declared {
+            0 => base,
+            ms => base.min(u64::from(ms) / 2).max(1),
+        };
+        probe_spacing(
+            base,
+            super::millis(self.settings.probe.max_interval, true),
+            self.settings.probe.burst_spread,
+            declared,
+            host.stats.loss(),
+            needed,
+        )
     }
 
     /// The host in `slot` turned `late` at `now_ms`: suspect it, and probe
@@ -236,6 +280,7 @@ impl Monitor {
             settings.min_loss,
             settings.max_probes,
         );
+        let spacing_ms = self.probe_spacing_ms(slot, needed);
         self.probing.suspects.insert(
             slot,
             Suspect {
@@ -243,6 +288,7 @@ impl Monitor {
                 tries: 0,
                 unanswered: 0,
                 needed,
+                spacing_ms,
                 done: false,
                 recent: [(0, 0); RECENT],
             },
@@ -315,9 +361,9 @@ impl Monitor {
                 self.probing.suspects.remove(&slot);
                 continue;
             }
-            let spacing = self.probe_spacing_ms(slot);
             let max = self.settings.probe.max_probes;
             let suspect = self.probing.suspects.get_mut(&slot).expect("found above");
+            let spacing = suspect.spacing_ms;
             if suspect.tries > 0 && suspect.recent[0].1 != 0 {
                 // The latest probe was sent and its host is still late.
                 suspect.unanswered += 1;
@@ -469,6 +515,40 @@ mod tests {
                 "{threshold} {first} {next}"
             );
         }
+    }
+
+    #[test]
+    fn only_bursty_loss_spreads_the_probes_and_within_the_bounds() {
+        use super::super::phi::Loss;
+        // (loss after an arrival, in a run, spread, needed) → spacing (ms),
+        // for 10 s beats, probes at least 1 s and at most 5 s apart.
+        let table = [
+            (0.0, 0.0, 2.0, 6, 1000),    // clean: the base spacing
+            (0.05, 0.05, 2.0, 10, 1000), // random loss: runs as expected
+            (0.2, 0.2, 2.0, 20, 1000),
+            (0.2, 0.22, 2.0, 20, 1000), // noise in the estimate: still base
+            // Runs of 1/(1-0.75) = 4 beats where 1.01 are expected: a
+            // burst of 29.9 s, twice that over 20 probes.
+            (0.01, 0.75, 2.0, 20, 2989),
+            (0.01, 0.75, 1.0, 20, 1494),
+            (0.01, 0.75, 0.0, 20, 1000), // spreading off
+            (0.01, 0.9, 2.0, 20, 5000),  // 90 s bursts: capped
+            (0.01, 0.75, 2.0, 1, 5000),
+        ];
+        for (first, next, spread, needed, want) in table {
+            let loss = Loss { first, next };
+            assert_eq!(
+                probe_spacing(1000, 5000, spread, 10_000, loss, needed),
+                want,
+                "{first} {next} {spread} {needed}"
+            );
+        }
+        // A max below the base never wins: the base holds.
+        let bursty = Loss {
+            first: 0.01,
+            next: 0.9,
+        };
+        assert_eq!(probe_spacing(1000, 10, 2.0, 10_000, bursty, 20), 1000);
     }
 
     #[test]
