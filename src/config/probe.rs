@@ -48,7 +48,8 @@ pub struct ProbeConfig {
     /// apart: probes inside one burst are lost together, so only probes
     /// that outlast the burst tell a live host from a dead one. Higher:
     /// fewer false alarms on bursty links, slower confirmation there.
-    /// Hosts with random loss are unaffected. 0: never spread. Default: 2.
+    /// Hosts with random loss are unaffected. 0: never spread. Default: 20
+    /// (docs/DETECTION.md, "Bursty loss").
     pub burst_spread: f64,
     /// Widest spacing of a bursty host's probes (at least `interval`):
     /// bounds how long confirming such a host can take (`max_probes`

@@ -58,7 +58,7 @@ impl Default for ProbeSettings {
             max_probes: 20,
             min_loss: 0.01,
             rate: 20_000,
-            burst_spread: 2.0,
+            burst_spread: 20.0,
             max_interval: Duration::from_secs(5),
         }
     }
