@@ -130,6 +130,8 @@ struct Suspect {
     next_ms: u64,
     /// Probes sent or attempted (rate-limited ones count too).
     tries: u8,
+    /// Most tries for this suspicion.
+    max_tries: u8,
     /// Probes that went unanswered.
     unanswered: u8,
     /// Unanswered probes needed to confirm `down`.
@@ -281,11 +283,22 @@ impl Monitor {
             settings.max_probes,
         );
         let spacing_ms = self.probe_spacing_ms(slot, needed);
+        // Without keys a beat's source address may be spoofed: a suspicion
+        // then sends at most one probe per beat in the host's window (the
+        // last 64 seq numbers), so a forger who makes the server probe a
+        // victim must send it as many beats (docs/SECURITY.md, "Probes").
+        let max_tries = if self.settings.enforce_seq {
+            settings.max_probes
+        } else {
+            let window = u8::try_from(host.recent_seqs.count_ones()).unwrap_or(u8::MAX);
+            settings.max_probes.min(window)
+        };
         self.probing.suspects.insert(
             slot,
             Suspect {
                 next_ms: now_ms,
                 tries: 0,
+                max_tries,
                 unanswered: 0,
                 needed,
                 spacing_ms,
@@ -361,8 +374,8 @@ impl Monitor {
                 self.probing.suspects.remove(&slot);
                 continue;
             }
-            let max = self.settings.probe.max_probes;
             let suspect = self.probing.suspects.get_mut(&slot).expect("found above");
+            let max = suspect.max_tries;
             let spacing = suspect.spacing_ms;
             if suspect.tries > 0 && suspect.recent[0].1 != 0 {
                 // The latest probe was sent and its host is still late.
@@ -488,6 +501,20 @@ mod tests {
                 },
             );
         }
+    }
+
+    /// `n` numbered beats of `id` at 0 s (without keys a suspicion sends
+    /// at most one probe per beat in the window); returns the first seq.
+    fn numbered(sim: &mut Sim, id: &str, n: u64) -> u64 {
+        let run = 1_700_000_000u64 << 32;
+        for i in 0..n {
+            let b = Observation {
+                seq: Some(run + i),
+                ..capable(id)
+            };
+            sim.observe(0.0, b);
+        }
+        run
     }
 
     fn apply(sim: &mut Sim, secs: f64, beat: Observation<'_>) -> (Observed, Outcome) {
@@ -651,22 +678,15 @@ mod tests {
     #[test]
     fn an_answer_after_the_suspicion_ended_is_still_a_beat() {
         let mut sim = probing(1000);
-        let run = 1_700_000_000u64 << 32;
-        sim.observe(
-            0.0,
-            Observation {
-                seq: Some(run),
-                ..capable("a")
-            },
-        );
+        let run = numbered(&mut sim, "a", 3);
         let first = sim.expire_at(sim.at(27.0)).probe.send[0].nonce;
         let second = sim.expire_at(sim.at(29.0)).probe.send[0].nonce;
         // The answer to the second probe ends the suspicion ...
-        let (observed, _) = apply(&mut sim, 29.1, answer(second, run + 2));
+        let (observed, _) = apply(&mut sim, 29.1, answer(second, run + 4));
         assert_eq!(observed, Observed::Applied);
         // ... and the one to the first, slower, comes 3 s later: it is the
         // host's latest beat, so its deadline counts from it.
-        let (observed, out) = apply(&mut sim, 32.1, answer(first, run + 1));
+        let (observed, out) = apply(&mut sim, 32.1, answer(first, run + 3));
         assert_eq!(observed, Observed::Applied);
         assert!(out.probe.answered.is_empty(), "it confirms nothing");
         assert!(sim.expire(32.1 + 26.9).is_empty(), "not late before 59.1");
@@ -700,11 +720,38 @@ mod tests {
         assert_eq!(sim.monitor.probe_status(0), None);
     }
 
+    // See: issue 15 (review: forged beats from a spoofed address).
+    #[test]
+    fn without_keys_a_suspicion_sends_at_most_one_probe_per_beat_in_the_window() {
+        let probed = |enforce_seq: bool, beats: u64| {
+            let mut sim = probing(1000);
+            sim.monitor.settings.enforce_seq = enforce_seq;
+            let run = 1_700_000_000u64 << 32;
+            for i in 0..beats {
+                let b = Observation {
+                    seq: Some(run + i),
+                    ..capable("a")
+                };
+                sim.observe(i as f64, b);
+            }
+            let last = (beats - 1) as f64;
+            (0..60)
+                .map(|t| sim.expire_at(sim.at(last + 27.0 + f64::from(t))))
+                .map(|out| out.probe.send.len())
+                .sum::<usize>()
+        };
+        assert_eq!(probed(false, 1), 1, "one forged beat earns one probe");
+        assert_eq!(probed(false, 3), 3);
+        // A host with a history, or any host with keys: its loss decides.
+        assert_eq!(probed(false, 40), 7);
+        assert!(probed(true, 1) > 1);
+    }
+
     #[test]
     fn the_server_wide_rate_bounds_the_probes_and_a_skipped_one_is_not_unanswered() {
         let mut sim = probing(1);
-        sim.observe(0.0, capable("a"));
-        sim.observe(0.0, capable("b"));
+        numbered(&mut sim, "a", 2);
+        numbered(&mut sim, "b", 2);
         let out = sim.expire_at(sim.at(27.0));
         assert_eq!(out.probe.send.len(), 1, "one token for two suspects");
         assert_eq!(sim.monitor.probe_totals().rate_limited, 1);
