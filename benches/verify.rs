@@ -2,7 +2,7 @@
 //! ratio to decoding alone in the same run (docs/BENCHMARKS.md):
 //! decode; decode + verify with a shared key; decode + verify with a
 //! per-host master key (one more HMAC to derive the host's key); and the
-//! whole admission check of a keyed server (`Guard::check`, which adds the
+//! whole admission check of a keyed server (`Policy::check`, which adds the
 //! clock-skew test). Run: `cargo bench --bench verify`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -81,7 +81,10 @@ fn bench(c: &mut Criterion) {
     let wall = SystemTime::now();
     group.bench_function("decode_guard_check_shared_key", |b| {
         b.iter(|| match protocol::decode(black_box(&shared_beat)) {
-            Ok(packet) => guard.check(&shared_beat, &packet, from, wall).is_ok(),
+            Ok(packet) => guard
+                .read()
+                .check(&shared_beat, &packet, from, wall)
+                .is_ok(),
             Err(_) => false,
         })
     });

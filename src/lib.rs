@@ -22,8 +22,9 @@
 //!
 //! - [`duration`] (the `500ms` / `10s` / `2m` syntax), [`ratelimit`] (log
 //!   throttling), [`shutdown`] (signals): small utilities; [`labels`] (a
-//!   host's `team=web` labels) and [`select`] (choosing hosts by id glob,
-//!   label, network);
+//!   host's `team=web` labels), [`select`] (choosing hosts by id glob,
+//!   label, network) and [`schedule`] (cron maintenance windows in a time
+//!   zone, pure);
 //! - [`protocol`] (wire format, no I/O) and [`auth`] (keys, signing and
 //!   verifying beats);
 //! - [`monitor`]: the pure core (registry, deadlines, timeout policy, state

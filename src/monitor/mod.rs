@@ -114,6 +114,40 @@ impl<'a> Observation<'a> {
     }
 }
 
+/// Test shorthands for a beat that differs in one field from the test
+/// kit's (`beat("a").with_seq(2)`).
+#[cfg(test)]
+impl Observation<'_> {
+    /// With sequence number `seq`.
+    pub fn with_seq(self, seq: u64) -> Self {
+        Self {
+            seq: Some(seq),
+            ..self
+        }
+    }
+
+    /// With the declared interval `interval_ms`.
+    pub fn with_interval_ms(self, interval_ms: u32) -> Self {
+        Self {
+            interval_ms,
+            ..self
+        }
+    }
+
+    /// With the boot id `boot_id`.
+    pub fn with_boot_id(self, boot_id: [u8; 16]) -> Self {
+        Self { boot_id, ..self }
+    }
+
+    /// A goodbye.
+    pub fn with_goodbye(self) -> Self {
+        Self {
+            goodbye: true,
+            ..self
+        }
+    }
+}
+
 /// What [`Monitor::observe`] did with a beat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Observed {
@@ -333,19 +367,14 @@ impl Monitor {
     fn event(&self, kind: EventKind, slot: Slot, at: SystemTime, silent_for: Duration) -> Event {
         let host = self.registry.get(slot);
         Event {
-            id: 0,
-            at,
-            kind,
-            host: Arc::from(self.registry.id(slot)),
             addr: self.registry.addr(slot),
             silent_for,
-            silent_at_least: None,
             state: host.state,
             flapping: host.flap.flapping,
             fleet: self.registry.len(),
             labels: self.labels_arc(slot).clone(),
             context: self.context_of(slot),
-            maintenance: None,
+            ..Event::new(kind, Arc::from(self.registry.id(slot)), at)
         }
     }
 
@@ -506,19 +535,19 @@ mod tests {
         Sim::new().monitor
     }
 
+    /// A monitor that heard one beat of `id`, at 0 s.
+    fn beating(id: &str) -> Sim {
+        let mut sim = Sim::new();
+        sim.observe(0.0, beat(id));
+        sim
+    }
+
     #[test]
     fn changes_are_written_at_every_checkpoint_plain_beats_at_full_ones() {
-        let mut sim = Sim::new();
-        sim.observe(0.0, beat("a"));
+        let mut sim = beating("a");
         sim.observe(0.0, beat("b"));
         assert_eq!(sim.monitor.take_dirty(false), [0, 1], "joins");
-        sim.observe(
-            1.0,
-            Observation {
-                seq: Some(2),
-                ..beat("a")
-            },
-        );
+        sim.observe(1.0, beat("a").with_seq(2));
         assert!(
             sim.monitor.take_dirty(false).is_empty(),
             "a plain beat waits"
@@ -527,18 +556,9 @@ mod tests {
         assert_eq!(sim.monitor.take_dirty(false), [1], "b went late");
         assert_eq!(sim.monitor.take_dirty(true), [0], "a's beat, once");
         assert!(sim.monitor.take_dirty(true).is_empty());
-        let a = Observation {
-            seq: Some(3),
-            ..beat("a")
-        };
+        let a = beat("a").with_seq(3);
         sim.observe(16.0, a);
-        sim.observe(
-            16.0,
-            Observation {
-                seq: Some(2),
-                ..beat("b")
-            },
-        );
+        sim.observe(16.0, beat("b").with_seq(2));
         assert_eq!(sim.monitor.take_dirty(false), [1], "b recovered");
         assert_eq!(sim.monitor.take_dirty(true), [0]);
     }
@@ -546,16 +566,9 @@ mod tests {
     #[test]
     fn a_declared_interval_dropping_to_unknown_brings_the_deadline_forward() {
         let mut sim = Sim::new();
-        let slow = Observation {
-            interval_ms: 600_000,
-            ..beat("a")
-        };
+        let slow = beat("a").with_interval_ms(600_000);
         sim.observe(0.0, slow); // a 1800 s timeout: late at 900 s
-        let unknown = Observation {
-            interval_ms: 0,
-            seq: Some(2),
-            ..beat("a")
-        };
+        let unknown = beat("a").with_interval_ms(0).with_seq(2);
         assert_eq!(sim.observe(600.0, unknown), vec![]);
         // The server's 30 s timeout again: late at 615 s, not 900 s.
         assert_eq!(sim.expire(614.9), vec![]);
@@ -565,10 +578,7 @@ mod tests {
     #[test]
     fn a_one_day_interval_gets_its_three_day_timeout() {
         let mut sim = Sim::new();
-        let daily = Observation {
-            interval_ms: 86_400_000,
-            ..beat("a")
-        };
+        let daily = beat("a").with_interval_ms(86_400_000);
         sim.observe(0.0, daily);
         assert_eq!(sim.expire(3.0 * 86_400.0 / 2.0 - 1.0), vec![]);
         assert_eq!(sim.expire(3.0 * 86_400.0 / 2.0), one(EventKind::Late, "a"));
@@ -594,8 +604,7 @@ mod tests {
 
     #[test]
     fn beats_push_the_deadline_without_touching_the_queue() {
-        let mut sim = Sim::new();
-        sim.observe(0.0, beat("a"));
+        let mut sim = beating("a");
         for t in 1..=10 {
             assert_eq!(sim.observe(f64::from(t) * 10.0, beat("a")), vec![]);
         }
@@ -612,8 +621,7 @@ mod tests {
 
     #[test]
     fn a_long_stall_yields_late_then_down_in_order() {
-        let mut sim = Sim::new();
-        sim.observe(0.0, beat("a"));
+        let mut sim = beating("a");
         let events = sim.expire(100.0);
         assert_eq!(
             events,
@@ -623,8 +631,7 @@ mod tests {
 
     #[test]
     fn a_beat_recovers_late_and_down_hosts() {
-        let mut sim = Sim::new();
-        sim.observe(0.0, beat("a"));
+        let mut sim = beating("a");
         sim.expire(16.0);
         assert_eq!(sim.observe(17.0, beat("a")), one(EventKind::Recovered, "a"));
         assert_eq!(sim.state("a"), HostState::Up);
@@ -641,12 +648,8 @@ mod tests {
 
     #[test]
     fn goodbye_means_left_never_down() {
-        let mut sim = Sim::new();
-        sim.observe(0.0, beat("a"));
-        let bye = Observation {
-            goodbye: true,
-            ..beat("a")
-        };
+        let mut sim = beating("a");
+        let bye = beat("a").with_goodbye();
         assert_eq!(sim.observe(1.0, bye), one(EventKind::Left, "a"));
         assert_eq!(sim.expire(1000.0), vec![]);
         assert_eq!(sim.state("a"), HostState::Left);
@@ -659,20 +662,13 @@ mod tests {
 
     #[test]
     fn a_new_boot_id_is_a_reboot() {
-        let mut sim = Sim::new();
-        sim.observe(0.0, beat("a"));
-        let rebooted = Observation {
-            boot_id: [2; 16],
-            ..beat("a")
-        };
+        let mut sim = beating("a");
+        let rebooted = beat("a").with_boot_id([2; 16]);
         assert_eq!(sim.observe(5.0, rebooted), one(EventKind::Rebooted, "a"));
         assert_eq!(sim.state("a"), HostState::Up);
         // Down, then back after a reboot: both facts are reported.
         sim.expire(100.0);
-        let again = Observation {
-            boot_id: [3; 16],
-            ..beat("a")
-        };
+        let again = beat("a").with_boot_id([3; 16]);
         let events = sim.observe(101.0, again);
         assert_eq!(
             events,
@@ -683,20 +679,14 @@ mod tests {
             .concat()
         );
         // An unknown (zero) boot id never counts as a reboot.
-        let unknown = Observation {
-            boot_id: [0; 16],
-            ..beat("a")
-        };
+        let unknown = beat("a").with_boot_id([0; 16]);
         assert_eq!(sim.observe(102.0, unknown), vec![]);
     }
 
     #[test]
     fn declared_interval_raises_the_timeout_floor() {
         let mut sim = Sim::new();
-        let slow = Observation {
-            interval_ms: 60_000,
-            ..beat("slow")
-        };
+        let slow = beat("slow").with_interval_ms(60_000);
         sim.observe(0.0, slow);
         // 3 × 60 s = 180 s timeout; late at 90 s, not at 15 s.
         assert_eq!(sim.expire(89.9), vec![]);
@@ -707,20 +697,8 @@ mod tests {
     #[test]
     fn a_shorter_declared_interval_brings_the_deadline_forward() {
         let mut sim = Sim::new();
-        sim.observe(
-            0.0,
-            Observation {
-                interval_ms: 60_000,
-                ..beat("a")
-            },
-        );
-        sim.observe(
-            1.0,
-            Observation {
-                interval_ms: 1_000,
-                ..beat("a")
-            },
-        );
+        sim.observe(0.0, beat("a").with_interval_ms(60_000));
+        sim.observe(1.0, beat("a").with_interval_ms(1_000));
         assert_eq!(sim.expire(15.999), vec![]);
         assert_eq!(sim.expire(16.0), one(EventKind::Late, "a"));
     }
@@ -748,42 +726,13 @@ mod tests {
     fn sequence_gaps_count_losses_within_one_client_run() {
         let mut sim = Sim::new();
         let run = 1_700_000_000u64 << 32;
-        sim.observe(
-            0.0,
-            Observation {
-                seq: Some(run),
-                ..beat("a")
-            },
-        );
-        sim.observe(
-            1.0,
-            Observation {
-                seq: Some(run + 1),
-                ..beat("a")
-            },
-        );
-        sim.observe(
-            2.0,
-            Observation {
-                seq: Some(run + 4),
-                ..beat("a")
-            },
-        );
-        sim.observe(
-            3.0,
-            Observation {
-                seq: Some(run + 3),
-                ..beat("a")
-            },
-        ); // overtaken by run + 4: arrived after all, so not lost
+        sim.observe(0.0, beat("a").with_seq(run));
+        sim.observe(1.0, beat("a").with_seq(run + 1));
+        sim.observe(2.0, beat("a").with_seq(run + 4));
+        // Overtaken by run + 4: arrived after all, so not lost.
+        sim.observe(3.0, beat("a").with_seq(run + 3));
         let next_run = 1_700_000_100u64 << 32;
-        sim.observe(
-            4.0,
-            Observation {
-                seq: Some(next_run),
-                ..beat("a")
-            },
-        ); // client restarted
+        sim.observe(4.0, beat("a").with_seq(next_run)); // client restarted
         let registry = sim.monitor.registry();
         let host = registry.get(registry.find("a").expect("known"));
         assert_eq!((host.losses, host.seq, host.beats), (1, next_run, 5));
@@ -885,10 +834,7 @@ mod tests {
         use Observed::{Applied, HostLimit};
         assert_eq!(got, [Applied, Applied, Applied, HostLimit, HostLimit]);
         assert_eq!(d.registry().len(), 3);
-        let known = Observation {
-            seq: Some(2),
-            ..beat("h1")
-        };
+        let known = beat("h1").with_seq(2);
         assert_eq!(
             d.observe(&known, t0, SystemTime::now(), &mut events),
             Applied
@@ -905,16 +851,9 @@ mod tests {
 
     #[test]
     fn per_state_counts_follow_every_transition() {
-        let mut sim = Sim::new();
-        sim.observe(0.0, beat("a"));
+        let mut sim = beating("a");
         sim.observe(0.0, beat("b"));
-        sim.observe(
-            0.0,
-            Observation {
-                goodbye: true,
-                ..beat("c")
-            },
-        );
+        sim.observe(0.0, beat("c").with_goodbye());
         assert_eq!(counts_of(&sim), [("up", 2), ("left", 1)]);
         sim.observe(10.0, beat("b"));
         sim.expire(16.0);
@@ -932,8 +871,7 @@ mod tests {
 
     #[test]
     fn a_paused_host_raises_nothing_and_resumes_with_a_full_timeout() {
-        let mut sim = Sim::new();
-        sim.observe(0.0, beat("a"));
+        let mut sim = beating("a");
         let paused = sim.monitor.pause("a", SystemTime::now()).expect("known");
         assert_eq!(paused.map(|e| e.kind), Some(EventKind::Paused));
         assert_eq!(
@@ -968,8 +906,7 @@ mod tests {
 
     #[test]
     fn forget_removes_the_host_and_its_stale_deadlines_are_skipped() {
-        let mut sim = Sim::new();
-        sim.observe(0.0, beat("a"));
+        let mut sim = beating("a");
         sim.observe(0.0, beat("b"));
         let event = sim
             .monitor
@@ -996,13 +933,7 @@ mod tests {
         let mut sim = Sim::new();
         let run = 1_700_000_000u64 << 32;
         let at = |sim: &mut Sim, t: f64, seq: u64| {
-            sim.observe(
-                t,
-                Observation {
-                    seq: Some(run + seq),
-                    ..beat("a")
-                },
-            );
+            sim.observe(t, beat("a").with_seq(run + seq));
         };
         let bits = |sim: &Sim| {
             let registry = sim.monitor.registry();
@@ -1017,13 +948,7 @@ mod tests {
         assert_eq!(bits(&sim), 0b11101);
         at(&mut sim, 4.0, 100); // a gap wider than the window
         assert_eq!(bits(&sim), 0b1);
-        sim.observe(
-            5.0,
-            Observation {
-                seq: Some((run + (1 << 32)) | 7),
-                ..beat("a")
-            },
-        );
+        sim.observe(5.0, beat("a").with_seq((run + (1 << 32)) | 7));
         assert_eq!(bits(&sim), 0b1, "a new client run starts afresh");
     }
 
@@ -1104,11 +1029,7 @@ mod tests {
         // The client now declares 60 s: the learnt 10 s rhythm is dropped.
         sim.observe(
             5000.0,
-            Observation {
-                seq: Some(run + 500),
-                interval_ms: 60_000,
-                ..beat("clean")
-            },
+            beat("clean").with_seq(run + 500).with_interval_ms(60_000),
         );
         let registry = sim.monitor.registry();
         let host = registry.get(registry.find("clean").expect("known"));

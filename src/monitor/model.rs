@@ -235,6 +235,38 @@ pub struct Event {
     pub maintenance: Option<Arc<super::maintenance::Note>>,
 }
 
+impl Event {
+    /// An event of `kind` about `host` at `at`, with nothing else known:
+    /// no id yet (publishing numbers it), the unspecified address, no
+    /// silence, the state `kind` leads to, not flapping, no fleet, no
+    /// context, no labels, no maintenance window. Callers set what they
+    /// know with `Event { addr, .., ..Event::new(kind, host, at) }`.
+    pub fn new(kind: EventKind, host: Arc<str>, at: SystemTime) -> Event {
+        Event {
+            id: 0,
+            at,
+            kind,
+            host,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            silent_for: Duration::ZERO,
+            silent_at_least: None,
+            state: kind.state_after(),
+            flapping: false,
+            fleet: 0,
+            context: None,
+            labels: no_labels(),
+            maintenance: None,
+        }
+    }
+}
+
+/// The empty label set, shared: an event without labels costs a reference
+/// count, not an allocation (the monitor replaces it with the host's own).
+fn no_labels() -> Arc<crate::labels::Labels> {
+    static EMPTY: std::sync::OnceLock<Arc<crate::labels::Labels>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(Default::default).clone()
+}
+
 impl fmt::Display for Event {
     /// The console line: time, event, host id, address, silence (as
     /// `silent=LOW..HIGH` when known only within bounds).
@@ -262,14 +294,12 @@ impl fmt::Display for Event {
 mod tests {
     use super::*;
 
-    fn event(kind: EventKind) -> Event {
-        crate::monitor::testing::event(kind, "web-1")
-    }
+    use crate::monitor::testing::event;
 
     #[test]
     fn console_line_has_time_kind_host_addr_and_silence() {
         assert_eq!(
-            event(EventKind::Down).to_string(),
+            event(EventKind::Down, "web-1").to_string(),
             "2023-11-14T22:13:20.123Z down      web-1 addr=127.0.0.1:4000 silent=1.500s"
         );
     }

@@ -301,67 +301,75 @@ mod tests {
         }
     }
 
+    /// One row of a phi or silence table: the input (elapsed ms, or the
+    /// target phi), σ in ms, the loss, the expected value and its
+    /// tolerance; the mean is always 1000 ms.
+    type Row = (f64, f64, Loss, f64, f64);
+
+    /// Checks `f(input, σ, loss)` against every row.
+    fn assert_rows(rows: &[Row], f: impl Fn(f64, f64, Loss) -> f64) {
+        for &(input, std, loss, want, tolerance) in rows {
+            let got = f(input, std, loss);
+            assert!(
+                close(got, want, tolerance),
+                "f({input}, σ {std}, {loss:?}) = {got}, want {want}"
+            );
+        }
+    }
+
+    /// [`assert_rows`] of `p.phi(elapsed, 1000, σ, loss)`.
+    fn assert_phi(p: &PhiParams, rows: &[Row]) {
+        assert_rows(rows, |elapsed, std, loss| p.phi(elapsed, 1000.0, std, loss));
+    }
+
+    /// [`assert_rows`] of `p.silence_for(target, 1000, σ, loss)`.
+    fn assert_silence(p: &PhiParams, rows: &[Row]) {
+        assert_rows(rows, |target, std, loss| {
+            p.silence_for(target, 1000.0, std, loss)
+        });
+    }
+
     #[test]
     fn without_loss_it_is_the_classic_normal_phi() {
-        // Hand-computed: at the mean, P(later) = 0.5, phi = log10 2.
-        let p = params(0.0);
-        assert!(close(
-            p.phi(1000.0, 1000.0, 100.0, Loss::random(0.0)),
-            2f64.log10(),
-            1e-12
-        ));
-        // 1.2816σ past the mean: P = 0.1, phi = 1.
-        assert!(close(
-            p.phi(1_128.155_16, 1000.0, 100.0, Loss::random(0.0)),
-            1.0,
-            1e-6
-        ));
-        // 2.3263σ: phi = 2; 5.612σ: phi = 8.
-        assert!(close(
-            p.phi(1_232.634_79, 1000.0, 100.0, Loss::random(0.0)),
-            2.0,
-            1e-6
-        ));
-        assert!(close(
-            p.phi(1_561.200_12, 1000.0, 100.0, Loss::random(0.0)),
-            8.0,
-            1e-6
-        ));
-        // Long before the beat is due there is no suspicion.
-        assert!(p.phi(100.0, 1000.0, 100.0, Loss::random(0.0)) < 1e-9);
-        // Silence for ever saturates instead of overflowing.
-        assert_eq!(p.phi(1e9, 1000.0, 100.0, Loss::random(0.0)), MAX_PHI);
+        let none = Loss::random(0.0);
+        assert_phi(
+            &params(0.0),
+            &[
+                // Hand-computed: at the mean, P(later) = 0.5, phi = log10 2.
+                (1000.0, 100.0, none, 2f64.log10(), 1e-12),
+                // 1.2816σ past the mean: P = 0.1, phi = 1.
+                (1_128.155_16, 100.0, none, 1.0, 1e-6),
+                // 2.3263σ: phi = 2; 5.612σ: phi = 8.
+                (1_232.634_79, 100.0, none, 2.0, 1e-6),
+                (1_561.200_12, 100.0, none, 8.0, 1e-6),
+                // Long before the beat is due there is no suspicion.
+                (100.0, 100.0, none, 0.0, 1e-9),
+                // Silence for ever saturates instead of overflowing.
+                (1e9, 100.0, none, MAX_PHI, 0.0),
+            ],
+        );
     }
 
     #[test]
     fn each_missing_beat_adds_minus_log10_of_the_loss_rate() {
-        // 10 % loss, σ ≪ μ. At 2.5 beats two beats are overdue (each lost
-        // with p = 0.1) and the third is not yet due: phi = 2.
-        let p = params(0.0);
-        assert!(close(
-            p.phi(2500.0, 1000.0, 10.0, Loss::random(0.1)),
-            2.0,
-            1e-9
-        ));
-        // At 1 beat exactly: 1 - 0.9·0.5 = 0.55, phi = -log10 0.55.
-        assert!(close(
-            p.phi(1000.0, 1000.0, 10.0, Loss::random(0.1)),
-            -(0.55f64).log10(),
-            1e-9
-        ));
-        // 5 % loss: 6 missing beats are phi 7.81, the 7th takes it past 8.
-        assert!(close(
-            p.phi(6500.0, 1000.0, 10.0, Loss::random(0.05)),
-            6.0 * 1.30103,
-            1e-4
-        ));
-        assert!(p.phi(7100.0, 1000.0, 10.0, Loss::random(0.05)) > 8.0);
+        assert_phi(
+            &params(0.0),
+            &[
+                // 10 % loss, σ ≪ μ. At 2.5 beats two beats are overdue (each
+                // lost with p = 0.1) and the third is not yet due: phi = 2.
+                (2500.0, 10.0, Loss::random(0.1), 2.0, 1e-9),
+                // At 1 beat exactly: 1 - 0.9·0.5 = 0.55, phi = -log10 0.55.
+                (1000.0, 10.0, Loss::random(0.1), -(0.55f64).log10(), 1e-9),
+                // 5 % loss: 6 missing beats are phi 7.81, the 7th takes it past 8.
+                (6500.0, 10.0, Loss::random(0.05), 6.0 * 1.30103, 1e-4),
+            ],
+        );
+        assert!(params(0.0).phi(7100.0, 1000.0, 10.0, Loss::random(0.05)) > 8.0);
         // The loss floor applies when no loss was measured.
-        assert!(close(
-            params(0.01).phi(3500.0, 1000.0, 10.0, Loss::random(0.0)),
-            6.0,
-            1e-9
-        ));
+        assert_phi(
+            &params(0.01),
+            &[(3500.0, 10.0, Loss::random(0.0), 6.0, 1e-9)],
+        );
     }
 
     #[test]
@@ -384,30 +392,21 @@ mod tests {
     #[test]
     fn silence_for_inverts_phi() {
         let normal = params(0.0);
-        // Hand-computed: phi 1 at μ + 1.2816σ; phi 8 at μ + 5.612σ.
-        assert!(close(
-            normal.silence_for(1.0, 1000.0, 100.0, Loss::random(0.0)),
-            1128.155,
-            1e-3
-        ));
-        assert!(close(
-            normal.silence_for(8.0, 1000.0, 100.0, Loss::random(0.0)),
-            1561.200,
-            1e-3
-        ));
-        // 1 % loss, phi 4: exactly two lost beats' worth: 2 beats plus
-        // 5.612σ (the floor: tail 1e-8 of the last beat).
-        let t = normal.silence_for(4.0, 1000.0, 10.0, Loss::random(0.01));
-        assert!(close(t, 2000.0 + 56.12, 1e-2), "{t}");
         // 10 % loss, phi 2.5: two beats lost (phi 2), the third must be
         // late enough that 1 - 0.9Φ(y) = 10^-0.5.
         let y = -normal_quantile((10f64.powf(-0.5) - 0.1) / 0.9);
-        let want = 3000.0 + y * 10.0;
-        assert!(close(
-            normal.silence_for(2.5, 1000.0, 10.0, Loss::random(0.1)),
-            want,
-            1e-6
-        ));
+        assert_silence(
+            &normal,
+            &[
+                // Hand-computed: phi 1 at μ + 1.2816σ; phi 8 at μ + 5.612σ.
+                (1.0, 100.0, Loss::random(0.0), 1128.155, 1e-3),
+                (8.0, 100.0, Loss::random(0.0), 1561.200, 1e-3),
+                // 1 % loss, phi 4: exactly two lost beats' worth: 2 beats
+                // plus 5.612σ (the floor: tail 1e-8 of the last beat).
+                (4.0, 10.0, Loss::random(0.01), 2000.0 + 56.12, 1e-2),
+                (2.5, 10.0, Loss::random(0.1), 3000.0 + y * 10.0, 1e-6),
+            ],
+        );
         for (loss, target) in [
             (0.0, 3.0),
             (0.05, 8.0),
@@ -440,15 +439,8 @@ mod tests {
             ..params(0.0)
         };
         // σ raised from 10 to 200, then 500 ms more.
-        assert!(close(
-            p.silence_for(1.0, 1000.0, 10.0, Loss::random(0.0)),
-            1756.31,
-            1e-2
-        ));
-        assert!(close(
-            p.phi(1500.0, 1000.0, 10.0, Loss::random(0.0)),
-            2f64.log10(),
-            1e-12
-        ));
+        let none = Loss::random(0.0);
+        assert_silence(&p, &[(1.0, 10.0, none, 1756.31, 1e-2)]);
+        assert_phi(&p, &[(1500.0, 10.0, none, 2f64.log10(), 1e-12)]);
     }
 }

@@ -147,19 +147,16 @@ impl EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn event(kind: EventKind) -> Event {
-        crate::monitor::testing::event(kind, "web-1")
-    }
+    use crate::monitor::testing::event;
 
     #[test]
     fn history_is_bounded_and_numbered() {
         let log = EventLog::new(2);
         let mut rx = log.subscribe();
         log.publish([
-            event(EventKind::Joined),
-            event(EventKind::Late),
-            event(EventKind::Down),
+            event(EventKind::Joined, "web-1"),
+            event(EventKind::Late, "web-1"),
+            event(EventKind::Down, "web-1"),
         ]);
         let recent = log.recent(10);
         assert_eq!(recent.iter().map(|e| e.id).collect::<Vec<_>>(), [2, 3]);
@@ -170,7 +167,7 @@ mod tests {
     #[test]
     fn since_returns_events_after_the_cursor_oldest_first() {
         let log = EventLog::new(3);
-        log.publish((0..5).map(|_| event(EventKind::Joined)));
+        log.publish((0..5).map(|_| event(EventKind::Joined, "web-1")));
         let ids = |events: Vec<Event>| events.iter().map(|e| e.id).collect::<Vec<_>>();
         assert_eq!(ids(log.since(0, 10)), [3, 4, 5], "older ones fell out");
         assert_eq!(ids(log.since(3, 10)), [4, 5]);

@@ -110,17 +110,6 @@ impl Guard {
     pub fn admit_join(&self, now: Instant) -> bool {
         self.read().admit_join(now)
     }
-
-    /// [`Policy::check`] under the policy in force.
-    pub fn check(
-        &self,
-        datagram: &[u8],
-        packet: &Packet<'_>,
-        from: IpAddr,
-        wall: SystemTime,
-    ) -> Result<(), DropReason> {
-        self.read().check(datagram, packet, from, wall)
-    }
 }
 
 impl Guard {
@@ -138,15 +127,7 @@ impl Guard {
         };
         keys.verify_announcement(datagram, announcement)
             .map_err(|_| DropReason::BadMac)?;
-        let sent = SystemTime::UNIX_EPOCH + Duration::from_micros(announcement.sent_at_micros);
-        let skew = match wall.duration_since(sent) {
-            Ok(behind) => behind,
-            Err(ahead) => ahead.duration(),
-        };
-        if skew > policy.max_clock_skew {
-            return Err(DropReason::ClockSkew);
-        }
-        Ok(())
+        policy.check_skew(announcement.sent_at_micros, wall)
     }
 }
 
@@ -223,6 +204,21 @@ impl Policy {
         ids
     }
 
+    /// Refuses a signed datagram sent at `sent_at_micros` (Unix
+    /// microseconds, the sender's clock) that is further than
+    /// `max_clock_skew` from `wall`, the server's receive time.
+    fn check_skew(&self, sent_at_micros: u64, wall: SystemTime) -> Result<(), DropReason> {
+        let sent = SystemTime::UNIX_EPOCH + Duration::from_micros(sent_at_micros);
+        let skew = match wall.duration_since(sent) {
+            Ok(behind) => behind,
+            Err(ahead) => ahead.duration(),
+        };
+        if skew > self.max_clock_skew {
+            return Err(DropReason::ClockSkew);
+        }
+        Ok(())
+    }
+
     /// Admits or refuses one decoded datagram from `from`, received at
     /// `wall`. `datagram` is the packet's bytes, which the MAC covers.
     pub fn check(
@@ -252,14 +248,7 @@ impl Policy {
                     VerifyError::UnknownKey => DropReason::UnknownKey,
                     VerifyError::BadMac => DropReason::BadMac,
                 })?;
-                let sent = SystemTime::UNIX_EPOCH + Duration::from_micros(beat.sent_at_micros);
-                let skew = match wall.duration_since(sent) {
-                    Ok(behind) => behind,
-                    Err(ahead) => ahead.duration(),
-                };
-                if skew > self.max_clock_skew {
-                    return Err(DropReason::ClockSkew);
-                }
+                self.check_skew(beat.sent_at_micros, wall)?;
                 // The seq's high half is when the client's run started
                 // (Unix seconds): a run that starts after the beat was sent
                 // is impossible, and one signed beat of it would make every
@@ -311,7 +300,9 @@ mod tests {
 
     fn check(guard: &Guard, bytes: &[u8], from: &str, wall: SystemTime) -> Result<(), DropReason> {
         let packet = protocol::decode(bytes).expect("decodes");
-        guard.check(bytes, &packet, from.parse().expect("ip"), wall)
+        guard
+            .read()
+            .check(bytes, &packet, from.parse().expect("ip"), wall)
     }
 
     // See: issue 13, item 4.

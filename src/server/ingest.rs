@@ -305,22 +305,18 @@ impl Ingest {
                         tracing::error!("beat trace: {e:#}; recording stopped");
                     }
                 }
-                Observed::Replayed => {
-                    counts.dropped[DropReason::Replay as usize] += 1;
+                refused @ (Observed::Replayed | Observed::BadAnswer | Observed::NotLegacy) => {
+                    // Off the beat path: only a beat the monitor refused.
+                    let (reason, why) = match refused {
+                        Observed::Replayed => (DropReason::Replay, "replay"),
+                        Observed::BadAnswer => {
+                            (DropReason::ProbeNonce, "answer to a probe not sent")
+                        }
+                        _ => (DropReason::Legacy, "legacy beat for a host that signs"),
+                    };
+                    counts.dropped[reason as usize] += 1;
                     if let Some(suppressed) = bad_packet_log.check(std::time::Instant::now()) {
-                        tracing::debug!(from = %beat.addr, host = beat.host_id, suppressed, "dropped packet: replay");
-                    }
-                }
-                Observed::BadAnswer => {
-                    counts.dropped[DropReason::ProbeNonce as usize] += 1;
-                    if let Some(suppressed) = bad_packet_log.check(std::time::Instant::now()) {
-                        tracing::debug!(from = %beat.addr, host = beat.host_id, suppressed, "dropped packet: answer to a probe not sent");
-                    }
-                }
-                Observed::NotLegacy => {
-                    counts.dropped[DropReason::Legacy as usize] += 1;
-                    if let Some(suppressed) = bad_packet_log.check(std::time::Instant::now()) {
-                        tracing::debug!(from = %beat.addr, host = beat.host_id, suppressed, "dropped packet: legacy beat for a host that signs");
+                        tracing::debug!(from = %beat.addr, host = beat.host_id, suppressed, "dropped packet: {why}");
                     }
                 }
                 Observed::HostLimit => {

@@ -224,26 +224,17 @@ impl Server {
 
     /// Runs until `shutdown` is cancelled, then stops cleanly.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let Server {
-            config,
-            udp,
-            http,
-            shared,
-            store,
-            restored,
-            guard,
-            record,
-            reload,
-        } = self;
+        // What is used more than once, or outlives a move of another field.
+        let (config, shared, guard) = (&self.config, self.shared, self.guard);
         // First: a bad watchdog key file stops the server before anything runs.
         let watchdog = watchdog::Watchdog::start(&config.watchdog, shared.clone())?;
         let fleet = shared.fleet.clone();
         let console = tokio::spawn(print_events(fleet.events().subscribe()));
         // Off the detection path: the sinks only read the event broadcast
         // (and, once, the hosts already down).
-        let http_addr = http.local_addr().map_err(Error::Http)?;
+        let http_addr = self.http.local_addr().map_err(Error::Http)?;
         let sinks = sinks::Sinks::spawn(
-            &config,
+            config,
             http_addr,
             fleet.read(Monitor::down_events),
             fleet.events().subscribe(),
@@ -251,7 +242,7 @@ impl Server {
             None,
         )?;
         let reload_stop = CancellationToken::new();
-        let reloader = reload.map(|load| reload::Reloader {
+        let reloader = self.reload.map(|load| reload::Reloader {
             load,
             started: config.clone(),
             fleet: fleet.clone(),
@@ -266,7 +257,7 @@ impl Server {
         let checkpoint_stop = CancellationToken::new();
         let checkpointer = tokio::spawn(
             persist::Checkpointer {
-                store,
+                store: self.store,
                 fleet: fleet.clone(),
                 metrics: shared.metrics.clone(),
                 health: shared.store.clone(),
@@ -276,14 +267,14 @@ impl Server {
             .run(fleet.events().subscribe(), checkpoint_stop.clone()),
         );
         fleet.announce(vec![persist::monitor_started(
-            udp.local_addr().unwrap_or(config.listen),
-            restored.away,
+            self.udp.local_addr().unwrap_or(config.listen),
+            self.restored.away,
             std::time::SystemTime::now(),
         )]);
 
         // A handle on the beats' socket: probes leave from the address the
         // clients beat to (and through the NAT mappings their beats keep).
-        let prober = match udp.try_clone() {
+        let prober = match self.udp.try_clone() {
             Ok(socket) => Some(probe::Prober::new(
                 socket,
                 guard.clone(),
@@ -297,11 +288,11 @@ impl Server {
         let ingest_stop = CancellationToken::new();
         let ingest = tokio::spawn(
             Ingest {
-                socket: udp,
+                socket: self.udp,
                 fleet: fleet.clone(),
                 metrics: shared.metrics.clone(),
                 guard: guard.clone(),
-                record: record.map(Mutex::new),
+                record: self.record.map(Mutex::new),
             }
             .run(ingest_stop.clone()),
         );
@@ -325,7 +316,7 @@ impl Server {
         let mut http_server = {
             let stop = http_stop.clone();
             let app = guard::limit_http(http::router(shared.clone()).merge(sink_routes));
-            let config = config.clone();
+            let (http, config) = (self.http, config.clone());
             tokio::spawn(async move { serve::serve(http, app, &config, stop).await })
         };
 

@@ -19,7 +19,7 @@ use super::fleet::Fleet;
 use super::metrics::Metrics;
 use crate::monitor::registry::boot_prefix;
 use crate::monitor::stats::BeatStats;
-use crate::monitor::{Event, EventKind, Host, HostState, MONITOR_HOST, Monitor, Slot};
+use crate::monitor::{Event, EventKind, Host, MONITOR_HOST, Monitor, Slot};
 use crate::ratelimit::RateLimit;
 use crate::store::{Batch, Loaded, Store, StoredHost};
 use std::collections::VecDeque;
@@ -173,19 +173,9 @@ pub fn restore(
 /// after being away for `away` (zero when unknown).
 pub fn monitor_started(addr: SocketAddr, away: Option<Duration>, wall: SystemTime) -> Event {
     Event {
-        id: 0,
-        at: wall,
-        kind: EventKind::MonitorStarted,
-        host: Arc::from(MONITOR_HOST),
         addr,
         silent_for: away.unwrap_or(Duration::ZERO),
-        silent_at_least: None,
-        state: HostState::Up,
-        flapping: false,
-        fleet: 0,
-        context: None,
-        labels: Default::default(),
-        maintenance: None,
+        ..Event::new(EventKind::MonitorStarted, Arc::from(MONITOR_HOST), wall)
     }
 }
 
@@ -461,23 +451,24 @@ async fn checkpoint(
     shared.health.set(None);
 }
 
-/// An error and its causes on one line, `outer: inner: root`.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
+/// An error and its causes on one line, `outer: inner: root` (for the
+/// store's health and the log; reload's messages use it too).
+pub(super) fn chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
         source = cause.source();
     }
-    message
+    line
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::monitor::testing::{TIMEOUT, beat, settings, settings_of};
-    use crate::monitor::{DetectorKind, Observation, Observed, Outcome, Settings};
+    use crate::monitor::{DetectorKind, HostState, Observation, Observed, Outcome, Settings};
 
     /// A fresh monitor started now.
     fn monitor(settings: Settings) -> Monitor {

@@ -243,20 +243,9 @@ impl Batch {
 pub fn set_receive_buffer(socket: &socket2::Socket, bytes: usize) -> io::Result<usize> {
     #[cfg(target_os = "linux")]
     {
-        use std::os::fd::AsRawFd;
         // The kernel doubles the value it is given (for its bookkeeping).
         let value = libc::c_int::try_from(bytes / 2).unwrap_or(libc::c_int::MAX);
-        // SAFETY: setsockopt reads one c_int from a live local.
-        let forced = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&raw const value).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        } == 0;
-        if !forced {
+        if set_socket_int(socket, libc::SO_RCVBUFFORCE, value).is_err() {
             socket.set_recv_buffer_size(bytes / 2)?;
         }
     }
@@ -272,14 +261,24 @@ pub fn set_receive_buffer(socket: &socket2::Socket, bytes: usize) -> io::Result<
 /// switched stamping on (it does so lazily).
 #[cfg(target_os = "linux")]
 pub fn stamp_arrivals(socket: &impl std::os::fd::AsRawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
+    set_socket_int(socket, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// Sets the `SOL_SOCKET` option `name` of `socket` to `value` (the options
+/// socket2 has no setter for).
+#[cfg(target_os = "linux")]
+fn set_socket_int(
+    socket: &impl std::os::fd::AsRawFd,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: setsockopt reads one c_int from a live local.
     let result = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&raw const on).cast(),
+            name,
+            (&raw const value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };

@@ -8,6 +8,7 @@
 use super::fleet::Fleet;
 use super::guard::{Guard, Policy};
 use super::metrics::Metrics;
+use super::persist::chain;
 use super::sinks::Sinks;
 use crate::config::{ServerConfig, ValidServerConfig};
 use std::net::SocketAddr;
@@ -218,18 +219,6 @@ fn applies(key: &str) -> Applies {
 /// True when a change of `key` applies while running.
 fn is_live(key: &str) -> bool {
     applies(key) != Applies::AtRestart
-}
-
-/// An error and its causes on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
 }
 
 #[cfg(test)]

@@ -102,55 +102,68 @@ mod tests {
     use crate::server::events::EventLog;
     use tokio::time::Instant;
 
-    /// A fleet over a fresh monitor started now (paused time), its timer
-    /// task, and the timer's metrics.
-    fn start() -> (
-        Arc<Fleet>,
-        TimerMetrics,
-        CancellationToken,
-        tokio::task::JoinHandle<()>,
-    ) {
-        let monitor = Monitor::new(settings(), now(), SystemTime::now());
-        let fleet = Arc::new(Fleet::new(monitor, Arc::new(EventLog::new(100))));
-        let metrics = TimerMetrics::default();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run_timer(
-            fleet.clone(),
-            metrics.clone(),
-            None,
-            shutdown.clone(),
-        ));
-        (fleet, metrics, shutdown, task)
+    /// A fleet over a fresh monitor started now (paused time), with its
+    /// timer task running and host `a` just joined.
+    struct Running {
+        metrics: TimerMetrics,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+        events: tokio::sync::broadcast::Receiver<crate::monitor::Event>,
+        /// When `a` beat.
+        start: Instant,
     }
 
-    fn beat_now(fleet: &Fleet) {
-        let mut results = [Observed::Applied];
-        fleet.observe_batch(
-            &[beat("a")],
-            now(),
-            SystemTime::now(),
-            &mut results,
-            &mut Outcome::default(),
-        );
+    impl Running {
+        async fn start() -> Running {
+            let monitor = Monitor::new(settings(), now(), SystemTime::now());
+            let fleet = Arc::new(Fleet::new(monitor, Arc::new(EventLog::new(100))));
+            let metrics = TimerMetrics::default();
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(run_timer(
+                fleet.clone(),
+                metrics.clone(),
+                None,
+                shutdown.clone(),
+            ));
+            let mut events = fleet.events().subscribe();
+            let start = Instant::now();
+            let mut results = [Observed::Applied];
+            fleet.observe_batch(
+                &[beat("a")],
+                now(),
+                SystemTime::now(),
+                &mut results,
+                &mut Outcome::default(),
+            );
+            assert_eq!(events.recv().await.map(|e| e.kind), Ok(EventKind::Joined));
+            Running {
+                metrics,
+                shutdown,
+                task,
+                events,
+                start,
+            }
+        }
+
+        /// The next event's kind, and how long after the beat it came.
+        async fn next(&mut self) -> (EventKind, Duration) {
+            let kind = self.events.recv().await.expect("an event").kind;
+            (kind, Instant::now() - self.start)
+        }
+
+        async fn stop(self) {
+            self.shutdown.cancel();
+            self.task.await.expect("timer task ends on shutdown");
+        }
     }
 
     #[tokio::test(start_paused = true)]
     async fn timer_task_reports_at_the_deadline() {
-        let (fleet, metrics, shutdown, task) = start();
-        let mut rx = fleet.events().subscribe();
-        let start = Instant::now();
-        beat_now(&fleet);
-        assert_eq!(rx.recv().await.map(|e| e.kind), Ok(EventKind::Joined));
-        let kind = rx.recv().await.expect("late event").kind;
-        assert_eq!(
-            (kind, Instant::now() - start),
-            (EventKind::Late, TIMEOUT / 2)
-        );
-        let kind = rx.recv().await.expect("down event").kind;
-        assert_eq!((kind, Instant::now() - start), (EventKind::Down, TIMEOUT));
-        shutdown.cancel();
-        task.await.expect("timer task ends on shutdown");
-        let lags = metrics.lag.clone();
+        let mut timer = Running::start().await;
+        assert_eq!(timer.next().await, (EventKind::Late, TIMEOUT / 2));
+        assert_eq!(timer.next().await, (EventKind::Down, TIMEOUT));
+        let lags = timer.metrics.lag.clone();
+        timer.stop().await;
         let mut text = String::new();
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register("lag", "lag", lags);
@@ -160,11 +173,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_timer_forgives_a_stall_of_the_whole_server() {
-        let (fleet, metrics, shutdown, task) = start();
-        let mut rx = fleet.events().subscribe();
-        let start = Instant::now();
-        beat_now(&fleet);
-        assert_eq!(rx.recv().await.map(|e| e.kind), Ok(EventKind::Joined));
+        let mut timer = Running::start().await;
         tokio::task::yield_now().await;
         // The whole process is frozen for 100 s (far past the 30 s timeout):
         // the clock jumps and the timer wakes that late.
@@ -173,20 +182,18 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(
-            rx.try_recv().is_err(),
+            timer.events.try_recv().is_err(),
             "no late or down right after a stall"
         );
-        assert_eq!(metrics.stalls.get(), 1);
-        assert!(metrics.stall_seconds.get() > 90.0);
+        assert_eq!(timer.metrics.stalls.get(), 1);
+        assert!(timer.metrics.stall_seconds.get() > 90.0);
         // The stall counts from the timer's intended wake-up (at most one
         // tick, a quarter timeout, after the beat), so the host is late half
         // a timeout after that, not at once.
-        let kind = rx.recv().await.expect("late event").kind;
+        let (kind, at) = timer.next().await;
         assert_eq!(kind, EventKind::Late);
-        let at = Instant::now() - start;
         let earliest = Duration::from_secs(100) - TIMEOUT / 4 + TIMEOUT / 2;
         assert!(at >= earliest, "late at {at:?}");
-        shutdown.cancel();
-        task.await.expect("timer task ends on shutdown");
+        timer.stop().await;
     }
 }

@@ -197,43 +197,16 @@ mod tests {
     fn validation_names_the_field() {
         let cases = [
             (
-                WatchdogConfig {
-                    servers: vec!["peer".into()],
-                    interval: Duration::ZERO,
-                    ..Default::default()
-                },
+                "servers = [\"peer\"]\ninterval = \"0s\"",
                 "watchdog.interval",
             ),
-            (
-                WatchdogConfig {
-                    key_file: Some("k".into()),
-                    ..Default::default()
-                },
-                "watchdog.servers",
-            ),
-            (
-                WatchdogConfig {
-                    ping_url: Some("ftp://example.org/x".into()),
-                    ..Default::default()
-                },
-                "watchdog.ping_url",
-            ),
-            (
-                WatchdogConfig {
-                    ping_url: Some("not a url".into()),
-                    ..Default::default()
-                },
-                "watchdog.ping_url",
-            ),
-            (
-                WatchdogConfig {
-                    ping_interval: Duration::ZERO,
-                    ..Default::default()
-                },
-                "watchdog.ping_interval",
-            ),
+            ("key_file = \"k\"", "watchdog.servers"),
+            ("ping_url = \"ftp://example.org/x\"", "watchdog.ping_url"),
+            ("ping_url = \"not a url\"", "watchdog.ping_url"),
+            ("ping_interval = \"0s\"", "watchdog.ping_interval"),
         ];
-        for (config, field) in cases {
+        for (toml, field) in cases {
+            let config: WatchdogConfig = toml::from_str(toml).expect(toml);
             let err = config.validate().expect_err(field).to_string();
             assert!(err.starts_with(field), "{err}");
         }

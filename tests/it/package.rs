@@ -55,10 +55,38 @@ fn purge_leftovers() {
     let _ = std::fs::remove_dir_all("/etc/lubdub");
 }
 
+/// Whether `name` is one of the variables cargo sets for the crate under
+/// test. They must not reach the nested `cargo build`: ring's build script
+/// declares `rerun-if-env-changed` on `CARGO_MANIFEST_DIR` and
+/// `CARGO_PKG_*`, so inheriting lubdub's values made cargo rebuild ring and
+/// everything above it, the fat-LTO binary included (minutes of CI), though
+/// `./scripts/test` had built it just before.
+fn set_by_cargo_for_the_test(name: &str) -> bool {
+    const PREFIXES: [&str; 4] = [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+    ];
+    const NAMES: [&str; 4] = [
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
+}
+
 /// Builds the package (once per test run) and returns the .deb's path.
 fn build() -> PathBuf {
     let started = Instant::now();
-    let out = Command::new(format!("{ROOT}/scripts/package"))
+    let mut package = Command::new(format!("{ROOT}/scripts/package"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_for_the_test) {
+            package.env_remove(name);
+        }
+    }
+    let out = package
         .current_dir(ROOT)
         .output()
         .expect("run scripts/package");

@@ -10,12 +10,13 @@
 use super::Shared;
 use super::views::HostView;
 use crate::monitor::{Event, Host, HostState, Monitor, Slot, UnknownHost};
+use crate::server::fleet::Fleet;
 use crate::server::timer::now;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -34,8 +35,16 @@ pub fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/api/v1/hosts", get(list_hosts))
         .route("/api/v1/hosts/{id}", get(one_host).delete(forget))
-        .route("/api/v1/hosts/{id}/pause", post(pause))
-        .route("/api/v1/hosts/{id}/resume", post(resume))
+        // Pause: maintenance, no alarms until resumed.
+        .route(
+            "/api/v1/hosts/{id}/pause",
+            host_action(|fleet, id| fleet.pause(id, SystemTime::now())),
+        )
+        // Resume: `up` again, with a fresh timeout.
+        .route(
+            "/api/v1/hosts/{id}/resume",
+            host_action(|fleet, id| fleet.resume(id, now(), SystemTime::now())),
+        )
         .route("/api/v1/summary", get(summary))
         .route("/api/v1/events", get(events))
         .route("/api/v1/groups", get(super::groups::list))
@@ -544,39 +553,16 @@ fn view_of(shared: &Shared, id: &str) -> Result<HostView, ApiError> {
     })
 }
 
-/// Authorizes the request, applies `action` to host `id` and answers with
-/// the host's view after it.
-fn act(
-    shared: &Shared,
-    headers: &HeaderMap,
-    id: &str,
-    action: impl FnOnce(&crate::server::fleet::Fleet) -> Result<(), UnknownHost>,
-) -> Result<Json<HostView>, ApiError> {
-    authorize(shared, headers)?;
-    action(&shared.fleet).map_err(|UnknownHost| ApiError::unknown_host(id))?;
-    view_of(shared, id).map(Json)
-}
-
-/// `POST /api/v1/hosts/{id}/pause`: maintenance; no alarms until resumed.
-async fn pause(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<HostView>, ApiError> {
-    act(&shared, &headers, &id, |fleet| {
-        fleet.pause(&id, SystemTime::now())
-    })
-}
-
-/// `POST /api/v1/hosts/{id}/resume`: `up` again, with a fresh timeout.
-async fn resume(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<HostView>, ApiError> {
-    act(&shared, &headers, &id, |fleet| {
-        fleet.resume(&id, now(), SystemTime::now())
-    })
+/// `POST /api/v1/hosts/{id}/ACTION`: authorizes the request, applies
+/// `action` to host `id` and answers with the host's view after it.
+fn host_action(action: fn(&Fleet, &str) -> Result<(), UnknownHost>) -> MethodRouter<Arc<Shared>> {
+    post(
+        move |State(shared): State<Arc<Shared>>, Path(id): Path<String>, headers: HeaderMap| async move {
+            authorize(&shared, &headers)?;
+            action(&shared.fleet, &id).map_err(|UnknownHost| ApiError::unknown_host(&id))?;
+            view_of(&shared, &id).map(Json)
+        },
+    )
 }
 
 /// `DELETE /api/v1/hosts/{id}`: forget the host (it joins anew if it beats).

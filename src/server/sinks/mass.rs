@@ -316,20 +316,29 @@ mod tests {
     }
 
     #[test]
-    fn a_fleet_below_the_threshold_is_paged_at_once() {
-        let mut gate = Gate::new(settings());
-        let t0 = Instant::now();
-        // min_hosts 3, fleet 2: no mass silence is possible.
-        gate.push(ev(1, EventKind::Down, "a", [10, 0, 0, 1]), t0, 2);
-        assert_eq!(names(&gate.release(t0)), ["down a"]);
-    }
-
-    #[test]
-    fn other_events_pass_at_once() {
-        let mut gate = Gate::new(settings());
-        let t0 = Instant::now();
-        gate.push(ev(1, EventKind::Joined, "a", [10, 0, 0, 1]), t0, 1);
-        assert_eq!(names(&gate.release(t0)), ["joined a"]);
+    fn what_cannot_be_a_mass_silence_passes_at_once() {
+        let disabled = Settings {
+            enabled: false,
+            ..settings()
+        };
+        // (settings, kind, fleet size, what is released at once)
+        let cases = [
+            // min_hosts 3, fleet 2: no mass silence is possible.
+            (settings(), EventKind::Down, 2, "down a"),
+            (settings(), EventKind::Joined, 1, "joined a"),
+            // Disabled: even a down in a fleet large enough is not held.
+            (disabled, EventKind::Down, 100, "down a"),
+        ];
+        for (settings, kind, fleet, released) in cases {
+            let mut gate = Gate::new(settings);
+            let t0 = Instant::now();
+            gate.push(ev(1, kind, "a", [10, 0, 0, 1]), t0, fleet);
+            assert_eq!(
+                names(&gate.release(t0)),
+                [released],
+                "{kind:?}, fleet {fleet}"
+            );
+        }
     }
 
     #[test]
@@ -518,17 +527,6 @@ mod tests {
                 "mass-silence h3 h4 h5 h6 h7 h8"
             ]
         );
-    }
-
-    #[test]
-    fn disabled_gate_passes_downs_at_once() {
-        let mut gate = Gate::new(Settings {
-            enabled: false,
-            ..settings()
-        });
-        let t0 = Instant::now();
-        gate.push(ev(1, EventKind::Down, "a", [10, 0, 0, 1]), t0, 1);
-        assert_eq!(names(&gate.release(t0)), ["down a"]);
     }
 
     #[test]

@@ -218,37 +218,35 @@ mod tests {
     use super::*;
     use crate::server::sinks::template::sample;
 
-    #[test]
-    fn pagerduty_pairs_trigger_and_resolve_by_host() {
+    /// The requests `preset` makes for a sample event of `kind`, to a
+    /// server at 127.0.0.1:9 with `token`.
+    fn requests_of(preset: Preset, token: &str, kind: &str) -> Vec<Request> {
         let url = reqwest::Url::parse("http://127.0.0.1:9/").expect("url");
         let s = Settings {
-            preset: Preset::PagerDuty,
+            preset,
             url: &url,
-            token: Some("R0UTING"),
+            token: Some(token),
             chat_id: None,
             topic: None,
         };
-        let down = requests(&s, &sample("down"), "t", "x");
-        let up = requests(&s, &sample("recovered"), "t", "x");
+        requests(&s, &sample(kind), "t", "x")
+    }
+
+    #[test]
+    fn pagerduty_pairs_trigger_and_resolve_by_host() {
+        let down = requests_of(Preset::PagerDuty, "R0UTING", "down");
+        let up = requests_of(Preset::PagerDuty, "R0UTING", "recovered");
         assert_eq!(down.len(), 1);
         assert_eq!(down[0].url.as_str(), "http://127.0.0.1:9/v2/enqueue");
         assert_eq!(down[0].body["event_action"], "trigger");
         assert_eq!(up[0].body["event_action"], "resolve");
         assert_eq!(down[0].body["dedup_key"], up[0].body["dedup_key"]);
-        assert_eq!(requests(&s, &sample("test"), "t", "x").len(), 2);
+        assert_eq!(requests_of(Preset::PagerDuty, "R0UTING", "test").len(), 2);
     }
 
     #[test]
     fn opsgenie_closes_by_encoded_alias() {
-        let url = reqwest::Url::parse("http://127.0.0.1:9").expect("url");
-        let s = Settings {
-            preset: Preset::Opsgenie,
-            url: &url,
-            token: Some("k"),
-            chat_id: None,
-            topic: None,
-        };
-        let close = &requests(&s, &sample("recovered"), "t", "x")[0];
+        let close = &requests_of(Preset::Opsgenie, "k", "recovered")[0];
         assert_eq!(
             close.url.as_str(),
             "http://127.0.0.1:9/v2/alerts/lubdub%2Fweb-1/close?identifierType=alias"

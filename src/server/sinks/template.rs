@@ -246,18 +246,10 @@ pub fn sample(kind: &str) -> SinkEvent {
     let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let host = |kind: EventKind, name: &str| Event {
         id: 42,
-        at,
-        kind,
-        host: name.into(),
         addr: SocketAddr::from(([192, 0, 2, 10], 51234)),
         silent_for: Duration::from_millis(31_200),
-        silent_at_least: None,
-        state: kind.state_after(),
-        flapping: false,
         fleet: 30,
-        context: None,
-        labels: Default::default(),
-        maintenance: None,
+        ..Event::new(kind, name.into(), at)
     };
     match kind {
         "mass-silence" => SinkEvent::MassSilence(Arc::new(MassSilence {

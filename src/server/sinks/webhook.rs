@@ -56,30 +56,24 @@ impl Compiled {
     /// Checks and compiles `config`; errors name the field and the sink.
     pub fn new(name: &str, config: &WebhookConfig) -> Result<Self, ConfigError> {
         let bad = |field, reason: &str| Err(invalid(field, format!("sink {name:?}: {reason}")));
-        let url = resolve(
-            "sinks.webhook.url",
-            name,
-            config.url.as_ref(),
-            config.url_file.as_deref(),
-        )?;
-        let url = match (url, config.preset.and_then(Preset::default_url)) {
+        // Every secret is read first; the first refused, in this order, is reported.
+        let [url, token, bearer_token] = [
+            ("sinks.webhook.url", &config.url, &config.url_file),
+            ("sinks.webhook.token", &config.token, &config.token_file),
+            (
+                "sinks.webhook.bearer_token",
+                &config.bearer_token,
+                &config.bearer_token_file,
+            ),
+        ]
+        .map(|(field, inline, file)| resolve(field, name, inline.as_ref(), file.as_deref()));
+        let url = match (url?, config.preset.and_then(Preset::default_url)) {
             (Some(url), _) => url,
             (None, Some(default)) => default.to_string(),
             (None, None) => return bad("sinks.webhook.url", "required"),
         };
         let url = check_http_url("sinks.webhook.url", name, &url)?;
-        let token = resolve(
-            "sinks.webhook.token",
-            name,
-            config.token.as_ref(),
-            config.token_file.as_deref(),
-        )?;
-        let bearer_token = resolve(
-            "sinks.webhook.bearer_token",
-            name,
-            config.bearer_token.as_ref(),
-            config.bearer_token_file.as_deref(),
-        )?;
+        let (token, bearer_token) = (token?, bearer_token?);
         let basic_auth = match &config.basic_auth {
             Some(basic) => {
                 let password = resolve(
