@@ -26,7 +26,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from live import cpu_seconds, get, metric, wait_line  # noqa: E402
+from live import cpu_seconds, get, metric, stop_all, wait_line  # noqa: E402
 
 
 def main():
@@ -101,13 +101,7 @@ def main():
                               "loss": args.loss, "window_s": args.window,
                               "off": off, "on": on}, indent=1))
         finally:
-            for p in reversed(procs):
-                p.send_signal(signal.SIGINT)
-            for p in procs:
-                try:
-                    p.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_all(procs, timeout=60)
 
 
 if __name__ == "__main__":
