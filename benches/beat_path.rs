@@ -11,7 +11,7 @@
 //!   due (they go late), among a million;
 //! - `detector/next_deadline`: the timer task's peek.
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Bencher, Criterion, Throughput, criterion_group, criterion_main};
 use lubdub::auth::{Key, KeyRing, Signer};
 use lubdub::config::ServerConfig;
 use lubdub::monitor::{Monitor, Observation, Outcome};
@@ -84,40 +84,51 @@ fn beat_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("beat");
     group.throughput(Throughput::Elements(1));
     group.bench_function("decode", |b| {
-        let mut n = 0;
-        b.iter(|| {
-            n = (n + 1) % packets.len();
-            black_box(protocol::decode(black_box(&packets[n])).is_ok())
+        cycle(b, &packets, |packet| {
+            black_box(protocol::decode(packet).is_ok());
         })
     });
+    let now = (start + INTERVAL, wall);
     group.bench_function("decode+observe", |b| {
-        let mut n = 0;
-        let mut events = Outcome::default();
-        let now = start + INTERVAL;
-        b.iter(|| {
-            n = (n + 1) % packets.len();
-            let beat = observation(black_box(&packets[n]), addr);
-            detector.observe(&beat, now, wall, &mut events);
-            events.clear();
-        })
+        observe_each(b, &packets, &mut detector, now, addr, |_| {})
     });
     group.bench_function("decode+verify+observe", |b| {
-        let mut n = 0;
-        let mut events = Outcome::default();
-        let now = start + INTERVAL;
-        b.iter(|| {
-            n = (n + 1) % signed.len();
-            let packet = black_box(&signed[n]);
+        observe_each(b, &signed, &mut detector, now, addr, |packet| {
             let Ok(Packet::V1(decoded)) = protocol::decode(packet) else {
                 panic!("benchmark packet does not decode");
             };
             ring.verify(packet, &decoded)
                 .expect("a signed beat verifies");
-            detector.observe(&observation(packet, addr), now, wall, &mut events);
-            events.clear();
         })
     });
     group.finish();
+}
+
+/// Times `step` on one packet per iteration, cycling through `packets`.
+fn cycle(b: &mut Bencher<'_>, packets: &[Vec<u8>], mut step: impl FnMut(&[u8])) {
+    let mut n = 0;
+    b.iter(|| {
+        n = (n + 1) % packets.len();
+        step(black_box(&packets[n]))
+    })
+}
+
+/// Times `check` and then decoding and observing one packet per iteration
+/// (cycling through `packets`) at `now` (monotonic, wall), from `addr`.
+fn observe_each(
+    b: &mut Bencher<'_>,
+    packets: &[Vec<u8>],
+    detector: &mut Monitor,
+    now: (Instant, SystemTime),
+    addr: SocketAddr,
+    check: impl Fn(&[u8]),
+) {
+    let mut events = Outcome::default();
+    cycle(b, packets, |packet| {
+        check(packet);
+        detector.observe(&observation(packet, addr), now.0, now.1, &mut events);
+        events.clear();
+    })
 }
 
 fn detector_bench(c: &mut Criterion) {

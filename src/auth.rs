@@ -608,6 +608,15 @@ mod tests {
         ring
     }
 
+    /// A ring holding only the documented test key, as key `id` (not per
+    /// host), and a signer of `web-1` with it.
+    fn test_ring_and_signer(id: u32) -> (KeyRing, Signer) {
+        let ring = ring(&[(id, &test_key_secret(), false)]);
+        let key = ring.get(id).expect("the test key");
+        let signer = Signer::new(key, "web-1").expect("signer");
+        (ring, signer)
+    }
+
     fn verify(ring: &KeyRing, bytes: &[u8]) -> Result<(), VerifyError> {
         let Ok(Packet::V1(beat)) = decode(bytes) else {
             panic!("decodes")
@@ -617,9 +626,7 @@ mod tests {
 
     #[test]
     fn signed_beats_verify_and_every_failure_has_its_reason() {
-        let secret = test_key_secret();
-        let ring = ring(&[(1, &secret, false)]);
-        let signer = Signer::new(ring.get(1).expect("key 1"), "web-1").expect("signer");
+        let (ring, signer) = test_ring_and_signer(1);
         let mut bytes = Vec::new();
         signer.sign(&beat("web-1"), &mut bytes).expect("sign");
         assert_eq!(verify(&ring, &bytes), Ok(()));
@@ -737,9 +744,7 @@ mod tests {
 
     #[test]
     fn signing_replaces_an_existing_tag_and_sets_the_flag() {
-        let secret = test_key_secret();
-        let ring = ring(&[(9, &secret, false)]);
-        let signer = Signer::new(ring.get(9).expect("key"), "web-1").expect("signer");
+        let (ring, signer) = test_ring_and_signer(9);
         let mut bytes = Vec::new();
         let with_tag = Beat {
             tag: Some(Tag {

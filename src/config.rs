@@ -630,79 +630,56 @@ mod tests {
         assert!(bad.starts_with("line 2: ") && !bad.contains('\n'), "{bad}");
     }
 
+    /// A change that makes a setting invalid, and the field its error names.
+    type BadCase<T> = (fn(&mut T), &'static str);
+
+    /// Makes each change of `cases` to a copy of `base` and checks that
+    /// `validate` refuses the result with an error starting with the field
+    /// named next to it.
+    fn names_the_field<T: Clone, R>(
+        base: &T,
+        validate: impl Fn(&T) -> Result<R, Error>,
+        cases: &[BadCase<T>],
+    ) {
+        for (change, field) in cases {
+            let mut bad = base.clone();
+            change(&mut bad);
+            let err = validate(&bad)
+                .err()
+                .unwrap_or_else(|| panic!("{field}: accepted"));
+            assert!(err.to_string().starts_with(field), "{err}");
+        }
+    }
+
     #[test]
     fn validation_names_the_field() {
-        let cases = [
-            (
-                ServerConfig {
-                    timeout: Duration::ZERO,
-                    ..ServerConfig::default()
-                },
-                "timeout",
-            ),
-            (
-                ServerConfig {
-                    late_after: Some(Duration::from_secs(30)),
-                    ..ServerConfig::default()
-                },
-                "late_after",
-            ),
-            (
-                ServerConfig {
-                    silent_report: Some(Duration::ZERO),
-                    ..ServerConfig::default()
-                },
-                "silent_report",
-            ),
-            (
-                ServerConfig {
-                    api_token: Some("two words".into()),
-                    ..ServerConfig::default()
-                },
-                "api_token",
-            ),
-        ];
-        for (config, field) in cases {
-            let err = config.validate().expect_err(field).to_string();
-            assert!(err.starts_with(field), "{err}");
-        }
+        names_the_field(
+            &ServerConfig::default(),
+            ServerConfig::validate,
+            &[
+                (|c| c.timeout = Duration::ZERO, "timeout"),
+                (
+                    |c| c.late_after = Some(Duration::from_secs(30)),
+                    "late_after",
+                ),
+                (|c| c.silent_report = Some(Duration::ZERO), "silent_report"),
+                (|c| c.api_token = Some("two words".into()), "api_token"),
+            ],
+        );
         let client = ClientConfig {
             servers: vec!["a".into()],
             ..ClientConfig::default()
         };
         client.validate().expect("valid");
-        for (bad, field) in [
-            (
-                ClientConfig {
-                    servers: vec![],
-                    ..client.clone()
-                },
-                "servers",
-            ),
-            (
-                ClientConfig {
-                    interval: Duration::ZERO,
-                    ..client.clone()
-                },
-                "interval",
-            ),
-            (
-                ClientConfig {
-                    jitter: 0.7,
-                    ..client.clone()
-                },
-                "jitter",
-            ),
-            (
-                ClientConfig {
-                    host_id: Some(String::new()),
-                    ..client.clone()
-                },
-                "host_id",
-            ),
-        ] {
-            let err = bad.validate().expect_err(field).to_string();
-            assert!(err.starts_with(field), "{err}");
-        }
+        names_the_field(
+            &client,
+            ClientConfig::validate,
+            &[
+                (|c| c.servers = vec![], "servers"),
+                (|c| c.interval = Duration::ZERO, "interval"),
+                (|c| c.jitter = 0.7, "jitter"),
+                (|c| c.host_id = Some(String::new()), "host_id"),
+            ],
+        );
     }
 }

@@ -81,6 +81,8 @@ impl Schedule {
                 w.timezone
             )
         })?;
+        crate::protocol::maintenance::check_reason(&w.reason)
+            .map_err(|e| format!("reason: {e}"))?;
         if w.duration.is_zero() {
             return Err("duration: must be greater than 0".into());
         }
@@ -247,6 +249,13 @@ mod tests {
                     ..good.clone()
                 },
                 "select hosts",
+            ),
+            (
+                ScheduledWindow {
+                    reason: "backup\0".into(),
+                    ..good.clone()
+                },
+                "reason: control character",
             ),
         ] {
             let error = compile(&[bad]).expect_err("refused");

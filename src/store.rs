@@ -500,75 +500,96 @@ fn catch_panic<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, Error> {
     })
 }
 
+/// Turns what goes wrong while reading the store at `path` into its
+/// [`Error`], and opens and walks its tables.
+struct Reading<'p> {
+    path: &'p Path,
+}
+
+impl Reading<'_> {
+    /// redb could not read the file.
+    fn unreadable(&self, source: impl Into<redb::Error>) -> Error {
+        Error::Unreadable {
+            path: self.path.to_path_buf(),
+            source: Box::new(source.into()),
+        }
+    }
+
+    /// A record was read but makes no sense.
+    fn bad(&self, what: String) -> Error {
+        Error::BadRecord {
+            path: self.path.to_path_buf(),
+            what,
+        }
+    }
+
+    /// The table `definition` of `txn`; `None` where the store has none
+    /// (yet: older stores lack the newer tables).
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        txn: &redb::ReadTransaction,
+        definition: TableDefinition<K, V>,
+    ) -> Result<Option<redb::ReadOnlyTable<K, V>>, Error> {
+        match txn.open_table(definition) {
+            Ok(table) => Ok(Some(table)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(self.unreadable(e)),
+        }
+    }
+
+    /// Every record of `table`, in key order, through `decode` (whose error
+    /// names the record).
+    fn records<K: redb::Key + 'static, T>(
+        &self,
+        table: &redb::ReadOnlyTable<K, &'static [u8]>,
+        decode: impl Fn(K::SelfType<'_>, &[u8]) -> Result<T, String>,
+    ) -> Result<Vec<T>, Error> {
+        let len = table.len().map_err(|e| self.unreadable(e))?;
+        let mut records = Vec::with_capacity(len as usize);
+        for entry in table.iter().map_err(|e| self.unreadable(e))? {
+            let (key, value) = entry.map_err(|e| self.unreadable(e))?;
+            records.push(decode(key.value(), value.value()).map_err(|what| self.bad(what))?);
+        }
+        Ok(records)
+    }
+}
+
 /// Reads every record of `db`.
 fn read_all(db: &Database, path: &Path) -> Result<Loaded, Error> {
-    let unreadable = |source: redb::Error| Error::Unreadable {
-        path: path.to_path_buf(),
-        source: Box::new(source),
-    };
-    let bad = |what: String| Error::BadRecord {
-        path: path.to_path_buf(),
-        what,
-    };
-    let txn = db.begin_read().map_err(|e| unreadable(e.into()))?;
+    let reading = Reading { path };
+    let txn = db.begin_read().map_err(|e| reading.unreadable(e))?;
     let mut loaded = Loaded::default();
-    match txn.open_table(META) {
-        Ok(meta) => {
-            let get = |key| -> Result<Option<u64>, Error> {
-                Ok(meta
-                    .get(key)
-                    .map_err(|e| unreadable(e.into()))?
-                    .map(|v| v.value()))
-            };
-            if let Some(version) = get("version")?
-                && version > FORMAT_VERSION
-            {
-                return Err(bad(format!(
-                    "format version {version} is newer than this lubdub's {FORMAT_VERSION}"
-                )));
-            }
-            loaded.alive = get("alive_ms")?.map(from_millis);
-        }
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(loaded),
-        Err(e) => return Err(unreadable(e.into())),
+    let Some(meta) = reading.table(&txn, META)? else {
+        return Ok(loaded);
+    };
+    let get = |key| -> Result<Option<u64>, Error> {
+        Ok(meta
+            .get(key)
+            .map_err(|e| reading.unreadable(e))?
+            .map(|v| v.value()))
+    };
+    if let Some(version) = get("version")?
+        && version > FORMAT_VERSION
+    {
+        return Err(reading.bad(format!(
+            "format version {version} is newer than this lubdub's {FORMAT_VERSION}"
+        )));
     }
-    match txn.open_table(HOSTS) {
-        Ok(hosts) => {
-            loaded
-                .hosts
-                .reserve(hosts.len().map_err(|e| unreadable(e.into()))? as usize);
-            for entry in hosts.iter().map_err(|e| unreadable(e.into()))? {
-                let (id, value) = entry.map_err(|e| unreadable(e.into()))?;
-                let id = id.value();
-                let host = decode_host(id, value.value())
-                    .map_err(|what| bad(format!("host {id:?}: {what}")))?;
-                loaded.hosts.push(host);
-            }
-        }
-        Err(redb::TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(unreadable(e.into())),
+    loaded.alive = get("alive_ms")?.map(from_millis);
+    if let Some(hosts) = reading.table(&txn, HOSTS)? {
+        loaded.hosts = reading.records(&hosts, |id: &str, value| {
+            decode_host(id, value).map_err(|what| format!("host {id:?}: {what}"))
+        })?;
     }
-    match txn.open_table(MAINTENANCE) {
-        Ok(table) => {
-            if let Some(value) = table.get("windows").map_err(|e| unreadable(e.into()))? {
-                loaded.windows = Some(value.value().to_vec());
-            }
-        }
-        Err(redb::TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(unreadable(e.into())),
+    if let Some(table) = reading.table(&txn, MAINTENANCE)?
+        && let Some(value) = table.get("windows").map_err(|e| reading.unreadable(e))?
+    {
+        loaded.windows = Some(value.value().to_vec());
     }
-    match txn.open_table(EVENTS) {
-        Ok(events) => {
-            for entry in events.iter().map_err(|e| unreadable(e.into()))? {
-                let (id, value) = entry.map_err(|e| unreadable(e.into()))?;
-                let id = id.value();
-                let event = decode_event(id, value.value())
-                    .map_err(|what| bad(format!("event {id}: {what}")))?;
-                loaded.events.push(event);
-            }
-        }
-        Err(redb::TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(unreadable(e.into())),
+    if let Some(events) = reading.table(&txn, EVENTS)? {
+        loaded.events = reading.records(&events, |id: u64, value| {
+            decode_event(id, value).map_err(|what| format!("event {id}: {what}"))
+        })?;
     }
     Ok(loaded)
 }

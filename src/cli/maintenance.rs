@@ -12,7 +12,6 @@
 use lubdub::client::{default_host_id, parse_server, signer};
 use lubdub::duration;
 use lubdub::protocol::maintenance::{self as wire, Announcement, status};
-use lubdub::server::sinks::secret::credential_path;
 
 use anyhow::{Context, bail};
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
@@ -25,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub struct MaintenanceArgs {
     /// How long the window lasts (`20m`, `2h`).
     #[arg(long = "for", value_name = "DURATION", value_parser = duration::parse)]
-    length: Option<Duration>,
+    pub(super) length: Option<Duration>,
     /// Operator form: when the window ends, RFC 3339 (instead of --for).
     #[arg(
         long,
@@ -33,32 +32,32 @@ pub struct MaintenanceArgs {
         requires = "server",
         conflicts_with = "length"
     )]
-    until: Option<String>,
+    pub(super) until: Option<String>,
     /// Why: shown in the API and sent with the events.
     #[arg(long, value_name = "TEXT")]
-    reason: Option<String>,
+    pub(super) reason: Option<String>,
     /// Operator form: the server's HTTP API (URL or HOST:PORT). Without it,
     /// the host form announces this host's own window over UDP.
     #[arg(long, value_name = "URL")]
     server: Option<String>,
     /// Operator form: hosts by id or glob (repeatable).
     #[arg(long = "host", value_name = "GLOB", requires = "server")]
-    hosts: Vec<String>,
+    pub(super) hosts: Vec<String>,
     /// Operator form: hosts carrying this label (repeatable; all must match).
     #[arg(long = "label", value_name = "NAME=VALUE", requires = "server")]
-    labels: Vec<String>,
+    pub(super) labels: Vec<String>,
     /// Operator form: hosts in this network (repeatable).
     #[arg(long = "network", value_name = "CIDR", requires = "server")]
-    networks: Vec<String>,
+    pub(super) networks: Vec<String>,
     /// Operator form: list the open windows.
     #[arg(long, requires = "server")]
-    list: bool,
+    pub(super) list: bool,
     /// Operator form: end window ID now.
     #[arg(long, value_name = "ID", requires = "server")]
-    end: Option<u64>,
+    pub(super) end: Option<u64>,
     /// Operator form: a file holding the server's API token.
     #[arg(long, value_name = "FILE", requires = "server")]
-    token_file: Option<PathBuf>,
+    pub(super) token_file: Option<PathBuf>,
     /// Host form: the client's config file (servers, host id, key).
     #[arg(long, value_name = "FILE", env = "LUBDUB_CONFIG")]
     config: Option<PathBuf>,
@@ -76,33 +75,19 @@ pub struct MaintenanceArgs {
     servers: Vec<String>,
     /// Give up after this long without a confirmation.
     #[arg(long, value_parser = duration::parse, default_value = "5s")]
-    timeout: Duration,
+    pub(super) timeout: Duration,
 }
 
 /// Runs the command (blocking, without the runtime).
 pub fn run(args: MaintenanceArgs) -> anyhow::Result<ExitCode> {
+    if let Some(reason) = &args.reason {
+        wire::check_reason(reason).map_err(|e| anyhow::anyhow!("--reason: {e}"))?;
+    }
     match args.server.clone() {
-        Some(server) => super::maintenance_api::run(&server, &args.api()),
+        Some(server) => super::maintenance_api::run(&server, &args),
         None => announce(args),
     }
     .map(|()| ExitCode::SUCCESS)
-}
-
-impl MaintenanceArgs {
-    fn api(&self) -> super::maintenance_api::ApiArgs {
-        super::maintenance_api::ApiArgs {
-            length: self.length,
-            until: self.until.clone(),
-            reason: self.reason.clone().unwrap_or_default(),
-            hosts: self.hosts.clone(),
-            labels: self.labels.clone(),
-            networks: self.networks.clone(),
-            list: self.list,
-            end: self.end,
-            token_file: self.token_file.as_ref().map(|f| credential_path(f)),
-            timeout: self.timeout,
-        }
-    }
 }
 
 /// How often an unconfirmed announcement is sent again (each time anew:

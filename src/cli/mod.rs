@@ -6,6 +6,7 @@
 mod client;
 mod completions;
 mod defaults;
+mod http;
 mod keygen;
 mod loadgen;
 mod maintenance;

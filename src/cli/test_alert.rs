@@ -6,7 +6,6 @@
 use lubdub::config::ServerConfig;
 use lubdub::duration;
 use lubdub::server::sinks::api::TestResult;
-use lubdub::server::sinks::secret::credential_path;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,30 +59,11 @@ pub fn run(args: TestAlertArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn request(args: &TestAlertArgs) -> Result<Vec<TestResult>, String> {
-    let base = if args.server.contains("://") {
-        args.server.clone()
-    } else {
-        format!("http://{}", args.server)
-    };
-    let url = format!("{}/api/v1/test-alert", base.trim_end_matches('/'));
-    let token = match &args.token_file {
-        Some(file) => {
-            let path = credential_path(file);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            Some(text.trim_end_matches(['\n', '\r']).to_string())
-        }
-        None => None,
-    };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(args.timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut request = agent.post(&url).header("Accept", "application/json");
-    if let Some(token) = &token {
-        request = request.header("Authorization", &format!("Bearer {token}"));
-    }
+    let api = super::http::Api::new(&args.server, args.token_file.as_deref(), args.timeout)?;
+    let url = api.url("/api/v1/test-alert");
+    let request = api
+        .authorized(api.agent().post(&url))
+        .header("Accept", "application/json");
     let request = match &args.sink {
         Some(sink) => request.query("sink", sink),
         None => request,
@@ -97,11 +77,7 @@ fn request(args: &TestAlertArgs) -> Result<Vec<TestResult>, String> {
         .read_to_string()
         .map_err(|e| format!("reading the answer of {url}: {e}"))?;
     if status != 200 {
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(String::from))
-            .unwrap_or(text);
-        return Err(format!("{url} answered {status}: {message}"));
+        return Err(super::http::refusal(&url, status, &text));
     }
     serde_json::from_str(&text).map_err(|e| format!("{url}: unexpected answer: {e}"))
 }

@@ -159,6 +159,17 @@ pub fn compile(
 mod tests {
     use super::*;
 
+    /// The rules of a server with `kind`, a `timeout_secs` timeout, default
+    /// phi settings and `overrides`.
+    fn compile_with(
+        kind: DetectorKind,
+        timeout_secs: u64,
+        overrides: &[HostDetector],
+    ) -> Result<Rules, Error> {
+        let timeout = Duration::from_secs(timeout_secs);
+        compile(kind, timeout, &PhiConfig::default(), overrides)
+    }
+
     #[test]
     fn first_matching_pattern_wins() {
         let overrides = [
@@ -173,25 +184,13 @@ mod tests {
                 ..HostDetector::default()
             },
         ];
-        let rules = compile(
-            DetectorKind::Fixed,
-            Duration::from_secs(30),
-            &PhiConfig::default(),
-            &overrides,
-        )
-        .expect("valid");
+        let rules = compile_with(DetectorKind::Fixed, 30, &overrides).expect("valid");
         assert_eq!(rules.index_for("db-1"), 1);
         assert_eq!(rules.get(1).kind, DetectorKind::Phi);
         assert_eq!(rules.index_for("web-1"), 2);
         assert_eq!(rules.get(2).timeout, Duration::from_secs(90));
         assert_eq!(rules.get(2).kind, DetectorKind::Fixed);
-        let none = compile(
-            DetectorKind::Phi,
-            Duration::from_secs(30),
-            &PhiConfig::default(),
-            &[],
-        )
-        .expect("valid");
+        let none = compile_with(DetectorKind::Phi, 30, &[]).expect("valid");
         assert_eq!(none.index_for("anything"), 0);
     }
 
@@ -249,13 +248,7 @@ phi = { threshold = 16.0, window = 200 }
             hosts: "db-[".into(),
             ..HostDetector::default()
         }];
-        let err = compile(
-            DetectorKind::Phi,
-            Duration::from_secs(1),
-            &PhiConfig::default(),
-            &bad_glob,
-        )
-        .expect_err("bad glob");
+        let err = compile_with(DetectorKind::Phi, 1, &bad_glob).expect_err("bad glob");
         assert!(err.to_string().starts_with("host_detectors.hosts"), "{err}");
     }
 }

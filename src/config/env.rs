@@ -191,6 +191,14 @@ mod tests {
         move |name| map.get(name).cloned()
     }
 
+    /// The defaults of `T` with the variables `pairs` overlaid.
+    fn defaults_with<T>(pairs: &[(&str, &str)]) -> Result<T, Error>
+    where
+        T: Default + Clone + Serialize + DeserializeOwned,
+    {
+        overlay(&T::default(), env(pairs))
+    }
+
     #[test]
     fn every_field_has_a_variable() {
         assert!(fields::<ServerConfig>().contains(&"late_after"));
@@ -200,17 +208,14 @@ mod tests {
 
     #[test]
     fn values_of_every_type() {
-        let server = overlay(
-            &ServerConfig::default(),
-            env(&[
-                ("LUBDUB_TIMEOUT", "45s"),
-                ("LUBDUB_LISTEN", "127.0.0.1:9"),
-                ("LUBDUB_LATE_AFTER", "20s"),
-                ("LUBDUB_EVENT_HISTORY", "7"),
-                ("LUBDUB_DATA_DIR", "/var/lib/lubdub"),
-                ("LUBDUB_SILENT_REPORT", ""),
-            ]),
-        )
+        let server: ServerConfig = defaults_with(&[
+            ("LUBDUB_TIMEOUT", "45s"),
+            ("LUBDUB_LISTEN", "127.0.0.1:9"),
+            ("LUBDUB_LATE_AFTER", "20s"),
+            ("LUBDUB_EVENT_HISTORY", "7"),
+            ("LUBDUB_DATA_DIR", "/var/lib/lubdub"),
+            ("LUBDUB_SILENT_REPORT", ""),
+        ])
         .expect("valid");
         assert_eq!(server.timeout, Duration::from_secs(45));
         assert_eq!(server.listen.to_string(), "127.0.0.1:9");
@@ -219,15 +224,12 @@ mod tests {
         assert_eq!(server.data_dir.as_deref(), Some("/var/lib/lubdub".as_ref()));
         assert_eq!(server.silent_report, None, "empty leaves it alone");
 
-        let client = overlay(
-            &ClientConfig::default(),
-            env(&[
-                ("LUBDUB_SERVERS", "a.example, [::1]:9"),
-                ("LUBDUB_JITTER", "0"),
-                ("LUBDUB_LEGACY", "true"),
-                ("LUBDUB_HOST_ID", "1234"),
-            ]),
-        )
+        let client: ClientConfig = defaults_with(&[
+            ("LUBDUB_SERVERS", "a.example, [::1]:9"),
+            ("LUBDUB_JITTER", "0"),
+            ("LUBDUB_LEGACY", "true"),
+            ("LUBDUB_HOST_ID", "1234"),
+        ])
         .expect("valid");
         assert_eq!(client.servers, ["a.example", "[::1]:9"]);
         assert_eq!(client.jitter, 0.0);
@@ -237,8 +239,7 @@ mod tests {
             Some("1234"),
             "digits stay a string"
         );
-        let one =
-            overlay(&ClientConfig::default(), env(&[("LUBDUB_SERVERS", "h")])).expect("one server");
+        let one: ClientConfig = defaults_with(&[("LUBDUB_SERVERS", "h")]).expect("one server");
         assert_eq!(one.servers, ["h"]);
     }
 
@@ -264,11 +265,10 @@ mod tests {
             ("LUBDUB_EVENT_HISTORY", "-5", "-5"),
             ("LUBDUB_LEGACY", "maybe", "bool"),
         ] {
-            let config = ServerConfig::default();
             let err = if var == "LUBDUB_LEGACY" {
-                overlay(&ClientConfig::default(), env(&[(var, value)])).map(|_| ())
+                defaults_with::<ClientConfig>(&[(var, value)]).map(|_| ())
             } else {
-                overlay(&config, env(&[(var, value)])).map(|_| ())
+                defaults_with::<ServerConfig>(&[(var, value)]).map(|_| ())
             }
             .expect_err(var)
             .to_string();

@@ -89,7 +89,9 @@ impl Monitor {
             && !beat.goodbye
             && self.back_from_maintenance(slot, beat.seq, boot_prefix(&beat.boot_id), now_ms);
         if in_window && beat.goodbye && !stale {
-            self.maintenance.went_away(slot);
+            // A goodbye ends its part in the window: it is `left`, as
+            // outside one (see `maintenance`).
+            self.maintenance.leave(slot);
         }
         let host = self.registry.get_mut(slot);
         let silent_for = Duration::from_millis(now_ms.saturating_sub(host.last_seen));
@@ -218,9 +220,9 @@ impl Monitor {
             // Paused by an operator: beats are recorded, the state is kept.
             (HostState::Paused, _) => None,
             // A host in maintenance that is back ends its window early;
-            // until then its beats (and goodbye) keep it in maintenance.
+            // until then its beats keep it in maintenance (a goodbye: below).
             (HostState::Maintenance, HostState::Up) if back => Some(EventKind::MaintenanceEnded),
-            (HostState::Maintenance, _) => None,
+            (HostState::Maintenance, HostState::Up) => None,
             (HostState::Left, HostState::Up) => Some(EventKind::Joined),
             (HostState::Late | HostState::Down | HostState::Unreachable, HostState::Up) => {
                 Some(EventKind::Recovered)

@@ -2,9 +2,12 @@
 //!
 //! A window puts hosts in `maintenance`: their silence pages no one until
 //! T. A host that comes back before T (a beat after it went away: silent
-//! past its warning time, a goodbye, or a new boot or client run) ends its
-//! window early and is `up`. A host still in maintenance at T gets a fresh
-//! timeout counted from T and is judged normally from then on.
+//! past its warning time, or a new boot or client run) ends its window
+//! early and is `up`. A host that says goodbye in its window is `left`, as
+//! outside one (one `left` event, no `maintenance-ended`: it is not
+//! judged again until it beats, which is a `joined`). A host still in
+//! maintenance at T gets a fresh timeout counted from T and is judged
+//! normally from then on.
 //!
 //! Windows live in a side table ([`Maintenance`]), not in the compact host
 //! record: a host in maintenance costs one map entry while its window lasts,
@@ -15,7 +18,8 @@
 use super::model::{EventKind, HostState};
 use super::registry::Slot;
 use super::{Monitor, Outcome};
-use crate::select::Selection;
+use crate::protocol::maintenance::{BadReason, check_reason};
+use crate::select::{Selection, Selector};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -108,7 +112,24 @@ pub enum Refused {
     /// No window has that id.
     #[error("no such maintenance window")]
     Unknown,
+    /// Its reason is not one bounded line of printable text.
+    #[error("reason: {0}")]
+    BadReason(#[from] BadReason),
 }
+
+/// What [`Monitor::accept_announcement`] made of an announcement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Announced {
+    /// From a host the monitor does not know: nothing recorded.
+    UnknownHost,
+    /// Not newer than one accepted before (a replay or a resend).
+    Stale,
+    /// Fresh, from the host in this slot.
+    Fresh(Slot),
+}
+
+/// The announcement table is never swept below this many entries.
+const MIN_SWEEP: usize = 1024;
 
 /// One host's place in a window.
 #[derive(Clone, Copy, Debug)]
@@ -116,8 +137,6 @@ struct Member {
     window: u64,
     /// The window's end, clock ms.
     end_ms: u64,
-    /// It said goodbye during the window: its next beat is a return.
-    away: bool,
     /// Client run (high half of its seq) and boot when the window opened:
     /// a beat from another is a return.
     run: u32,
@@ -125,9 +144,13 @@ struct Member {
 }
 
 /// The side table of windows and of the hosts in them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Maintenance {
     windows: BTreeMap<u64, Window>,
+    /// The selections of the open operator and scheduled windows, and
+    /// their ends (clock ms): a host they match that was not there when
+    /// they opened joins them when it falls silent (`adopt`).
+    selectors: BTreeMap<u64, (Selector, u64)>,
     members: HashMap<Slot, Member>,
     last_id: u64,
     /// The windows changed since the store last took them.
@@ -135,6 +158,25 @@ pub struct Maintenance {
     /// The send time of each host's latest accepted announcement (µs):
     /// an announcement must be newer, so a replayed one opens nothing.
     announced: HashMap<Box<str>, u64>,
+    /// The table's size at which it is next swept of old entries.
+    sweep_at: usize,
+    /// Sweeps so far (tests check they stay amortised).
+    sweeps: u64,
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Maintenance {
+            windows: BTreeMap::new(),
+            selectors: BTreeMap::new(),
+            members: HashMap::new(),
+            last_id: 0,
+            dirty: false,
+            announced: HashMap::new(),
+            sweep_at: MIN_SWEEP,
+            sweeps: 0,
+        }
+    }
 }
 
 impl Maintenance {
@@ -148,11 +190,23 @@ impl Maintenance {
         self.members.remove(&slot);
     }
 
-    /// Records that the host in `slot` said goodbye while in maintenance.
-    pub(super) fn went_away(&mut self, slot: Slot) {
-        if let Some(m) = self.members.get_mut(&slot) {
-            m.away = true;
+    /// Keeps `window` (and its compiled selection, unless a host opened
+    /// it for itself) as open until `end_ms`.
+    fn keep(&mut self, window: Window, end_ms: u64) {
+        if window.source != Source::Host
+            && let Ok(selector) = window.selection.compile()
+        {
+            self.selectors.insert(window.id, (selector, end_ms));
         }
+        self.windows.insert(window.id, window);
+        self.dirty = true;
+    }
+
+    /// Forgets window `id`.
+    fn drop_window(&mut self, id: u64) {
+        self.windows.remove(&id);
+        self.selectors.remove(&id);
+        self.dirty = true;
     }
 
     fn note(&self, member: &Member) -> Option<Arc<Note>> {
@@ -168,31 +222,53 @@ impl Maintenance {
 }
 
 impl Monitor {
-    /// Whether an announcement from `host` sent at `sent_at_micros` is
-    /// newer than every one accepted before, and if so records it. Entries
-    /// older than `forget_before_micros` (outside the clock skew allowed,
-    /// so refused anyway) are dropped, which bounds the table.
-    pub fn fresh_announcement(
+    /// Checks an announcement from `host` sent at `sent_at_micros`: the
+    /// host must be known (the table holds known hosts only, so it is
+    /// bounded by the registry however many ids a sender makes up) and the
+    /// announcement newer than every one accepted before (a replayed one
+    /// opens nothing); a fresh one is recorded. Entries older than
+    /// `forget_before_micros` (outside the clock skew allowed, so refused
+    /// anyway) are dropped whenever the table has doubled since the last
+    /// sweep: amortised O(1) per announcement, not a scan each.
+    pub fn accept_announcement(
         &mut self,
         host: &str,
         sent_at_micros: u64,
         forget_before_micros: u64,
-    ) -> bool {
-        let announced = &mut self.maintenance.announced;
-        if announced.len() > 1024 {
-            announced.retain(|_, at| *at >= forget_before_micros);
+    ) -> Announced {
+        let Some(slot) = self.registry.find(host) else {
+            return Announced::UnknownHost;
+        };
+        let m = &mut self.maintenance;
+        if m.announced.len() >= m.sweep_at {
+            m.announced.retain(|_, at| *at >= forget_before_micros);
+            m.sweep_at = (2 * m.announced.len()).max(MIN_SWEEP);
+            m.sweeps += 1;
         }
-        match announced.get_mut(host) {
-            Some(at) if *at >= sent_at_micros => false,
+        match m.announced.get_mut(host) {
+            Some(at) if *at >= sent_at_micros => Announced::Stale,
             Some(at) => {
                 *at = sent_at_micros;
-                true
+                Announced::Fresh(slot)
             }
             None => {
-                announced.insert(host.into(), sent_at_micros);
-                true
+                m.announced.insert(host.into(), sent_at_micros);
+                Announced::Fresh(slot)
             }
         }
+    }
+
+    /// The known hosts `selector` picks (by id, address and labels).
+    pub fn selected(&self, selector: &Selector) -> Vec<Slot> {
+        let registry = &self.registry;
+        registry
+            .iter()
+            .map(|(slot, _)| slot)
+            .filter(|&slot| {
+                let ip = Some(registry.addr(slot).ip());
+                selector.matches(registry.id(slot), ip, self.labels_of(slot))
+            })
+            .collect()
     }
 
     /// The open windows, by id.
@@ -212,7 +288,9 @@ impl Monitor {
         if !std::mem::take(&mut self.maintenance.dirty) {
             return None;
         }
-        self.maintenance.windows.retain(|_, w| w.until > wall);
+        let m = &mut self.maintenance;
+        m.windows.retain(|_, w| w.until > wall);
+        m.selectors.retain(|id, _| m.windows.contains_key(id));
         Some(self.maintenance.windows.values().cloned().collect())
     }
 
@@ -225,6 +303,8 @@ impl Monitor {
     /// skipped: a pause is an unbounded window of its own, and a host that
     /// left is not expected back). A host already in a window that ends
     /// later stays in that one. Adds `maintenance-started` events to `out`.
+    /// A scheduled window that is open already (restored from the store
+    /// after a restart inside it) is that one: no second copy, no events.
     pub fn open_window(
         &mut self,
         request: Request,
@@ -233,12 +313,22 @@ impl Monitor {
         wall: SystemTime,
         out: &mut Outcome,
     ) -> Result<Window, Refused> {
+        check_reason(&request.reason)?;
         let ahead = request
             .until
             .duration_since(wall)
             .map_err(|_| Refused::Over)?;
         if ahead.is_zero() {
             return Err(Refused::Over);
+        }
+        if let Some(name) = &request.schedule
+            && let Some(same) = self
+                .maintenance
+                .windows
+                .values()
+                .find(|w| w.schedule.as_ref() == Some(name) && w.until == request.until)
+        {
+            return Ok(same.clone());
         }
         let end_ms = self.clock.ms_ceil(now + ahead);
         self.maintenance.last_id += 1;
@@ -262,44 +352,109 @@ impl Monitor {
                 continue;
             }
             window.hosts.push(self.registry.id(slot).to_string());
-            let member = Member {
-                window: window.id,
-                end_ms,
-                away: false,
-                run: (host.seq >> 32) as u32,
-                boot: host.boot,
-            };
-            match self.maintenance.members.get_mut(&slot) {
-                Some(old) if old.end_ms >= end_ms => continue,
-                Some(old) => {
-                    *old = Member {
-                        away: old.away,
-                        ..member
-                    }
-                }
-                None => {
-                    self.maintenance.members.insert(slot, member);
-                    let host = self.registry.get_mut(slot);
-                    let from = host.state;
-                    host.state = HostState::Maintenance;
-                    host.set_since(wall);
-                    // Its queued deadline (late, down) is stale now.
-                    host.scheduled = 0;
-                    let now_ms = self.clock.ms(now);
-                    self.transition(slot, from, HostState::Maintenance, now_ms, wall);
-                }
-            }
-            self.changes.mark(slot);
-            self.reschedule_if_earlier(slot);
-            let silent_for = self.silent_for(self.registry.get(slot), now);
-            let mut event = self.event(EventKind::MaintenanceStarted, slot, wall, silent_for);
-            event.maintenance = self.maintenance.note(&member);
-            out.events.push(event);
+            self.enter(slot, window.id, end_ms, now, wall, out);
         }
         window.hosts.sort_unstable();
-        self.maintenance.windows.insert(window.id, window.clone());
-        self.maintenance.dirty = true;
+        self.maintenance.keep(window.clone(), end_ms);
         Ok(window)
+    }
+
+    /// A member of window `window` (ending at `end_ms`) for the host in
+    /// `slot`, as it is now.
+    fn member(&self, slot: Slot, window: u64, end_ms: u64) -> Member {
+        let host = self.registry.get(slot);
+        Member {
+            window,
+            end_ms,
+            run: (host.seq >> 32) as u32,
+            boot: host.boot,
+        }
+    }
+
+    /// Puts the host in `slot` in window `window` (ending at `end_ms`),
+    /// with a `maintenance-started` event; one in a window that ends
+    /// later stays there.
+    fn enter(
+        &mut self,
+        slot: Slot,
+        window: u64,
+        end_ms: u64,
+        now: Instant,
+        wall: SystemTime,
+        out: &mut Outcome,
+    ) {
+        let member = self.member(slot, window, end_ms);
+        match self.maintenance.members.get_mut(&slot) {
+            Some(old) if old.end_ms >= end_ms => return,
+            Some(old) => *old = member,
+            None => {
+                self.maintenance.members.insert(slot, member);
+                let host = self.registry.get_mut(slot);
+                let from = host.state;
+                host.state = HostState::Maintenance;
+                host.set_since(wall);
+                // Its queued deadline (late, down) is stale now.
+                host.scheduled = 0;
+                let now_ms = self.clock.ms(now);
+                self.transition(slot, from, HostState::Maintenance, now_ms, wall);
+            }
+        }
+        self.changes.mark(slot);
+        self.reschedule_if_earlier(slot);
+        let silent_for = self.silent_for(self.registry.get(slot), now);
+        let mut event = self.event(EventKind::MaintenanceStarted, slot, wall, silent_for);
+        event.maintenance = self.maintenance.note(&member);
+        out.events.push(event);
+    }
+
+    /// The host in `slot` (`up` or `late`) falls silent: when an open
+    /// operator or scheduled window selects it and it was not among the
+    /// hosts that window took (it joined later, or its labels or address
+    /// changed since), it joins that window instead (the one that ends
+    /// last) and pages no one. Whether it did.
+    pub(super) fn adopt(
+        &mut self,
+        slot: Slot,
+        now: Instant,
+        wall: SystemTime,
+        out: &mut Outcome,
+    ) -> bool {
+        let m = &self.maintenance;
+        if m.selectors.is_empty()
+            || !matches!(
+                self.registry.get(slot).state,
+                HostState::Up | HostState::Late
+            )
+        {
+            return false;
+        }
+        let now_ms = self.clock.ms(now);
+        let (id, ip) = (self.registry.id(slot), self.registry.addr(slot).ip());
+        let labels = self.labels_of(slot);
+        let taken = |window: &u64| {
+            m.windows
+                .get(window)
+                .is_none_or(|w| w.hosts.binary_search_by(|h| h.as_str().cmp(id)).is_ok())
+        };
+        let Some((window, end_ms)) = m
+            .selectors
+            .iter()
+            .filter(|(w, (selector, end_ms))| {
+                *end_ms > now_ms && selector.matches(id, Some(ip), labels) && !taken(w)
+            })
+            .max_by_key(|(_, (_, end_ms))| *end_ms)
+            .map(|(&w, &(_, end_ms))| (w, end_ms))
+        else {
+            return false;
+        };
+        let id = id.to_string();
+        if let Some(w) = self.maintenance.windows.get_mut(&window) {
+            let at = w.hosts.binary_search(&id).unwrap_or_else(|at| at);
+            w.hosts.insert(at, id);
+        }
+        self.maintenance.dirty = true;
+        self.enter(slot, window, end_ms, now, wall, out);
+        true
     }
 
     /// Ends window `id` now: its hosts are `up` with a fresh timeout from
@@ -329,8 +484,7 @@ impl Monitor {
         for slot in slots {
             self.finish(slot, now_ms, now, wall, out);
         }
-        self.maintenance.windows.remove(&id);
-        self.maintenance.dirty = true;
+        self.maintenance.drop_window(id);
         Ok(window)
     }
 
@@ -378,8 +532,8 @@ impl Monitor {
     }
 
     /// Whether a beat at `now_ms` from the host in `slot` (in maintenance)
-    /// says it is back: it went away first (silent past its warning time,
-    /// or a goodbye), or comes from another boot or client run.
+    /// says it is back: it went away first (silent past its warning time),
+    /// or comes from another boot or client run.
     pub(super) fn back_from_maintenance(
         &self,
         slot: Slot,
@@ -392,8 +546,7 @@ impl Monitor {
         };
         let host = self.registry.get(slot);
         let late_ms = super::millis(self.late_silence(host), true);
-        member.away
-            || now_ms.saturating_sub(host.last_seen) >= late_ms
+        now_ms.saturating_sub(host.last_seen) >= late_ms
             || (boot != 0 && member.boot != 0 && boot != member.boot)
             || seq.is_some_and(|s| (s >> 32) as u32 != member.run && member.run != 0)
     }
@@ -425,17 +578,10 @@ impl Monitor {
                 let Some(slot) = self.registry.find(id) else {
                     continue;
                 };
-                let host = self.registry.get(slot);
-                if host.state != HostState::Maintenance {
+                if self.registry.get(slot).state != HostState::Maintenance {
                     continue;
                 }
-                let member = Member {
-                    window: window.id,
-                    end_ms,
-                    away: false,
-                    run: (host.seq >> 32) as u32,
-                    boot: host.boot,
-                };
+                let member = self.member(slot, window.id, end_ms);
                 let longer = self
                     .maintenance
                     .members
@@ -446,7 +592,7 @@ impl Monitor {
                 }
                 self.reschedule_if_earlier(slot);
             }
-            self.maintenance.windows.insert(window.id, window);
+            self.maintenance.keep(window, end_ms);
         }
         if self.counts[HostState::Maintenance.index()] as usize == self.maintenance.members.len() {
             return;
@@ -467,7 +613,6 @@ impl Monitor {
                 Member {
                     window: 0,
                     end_ms: now_ms,
-                    away: false,
                     run: 0,
                     boot: 0,
                 },
@@ -484,23 +629,53 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// Opens a window of `secs` seconds over host `id` at sim time `at`.
-    fn open(sim: &mut Sim, id: &str, at: f64, secs: u64) -> (Window, Vec<Event>) {
-        let slot = sim.monitor.registry().find(id).expect("known");
-        let wall = SystemTime::now();
-        let mut out = Outcome::default();
-        let request = Request {
-            source: Source::Host,
+    /// A request for a window (its end is set by [`open_with`]).
+    fn request(source: Source, hosts: &[&str], schedule: Option<&str>) -> Request {
+        Request {
+            source,
             reason: "kernel update".into(),
-            until: wall + Duration::from_secs(secs),
-            selection: Selection::default(),
-            schedule: None,
-        };
+            until: SystemTime::UNIX_EPOCH,
+            selection: Selection {
+                hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                ..Selection::default()
+            },
+            schedule: schedule.map(String::from),
+        }
+    }
+
+    /// Opens `request` for `secs` seconds over hosts `ids` at sim time
+    /// `at`.
+    fn open_with(
+        sim: &mut Sim,
+        mut request: Request,
+        ids: &[&str],
+        at: f64,
+        secs: u64,
+    ) -> Result<(Window, Vec<Event>), Refused> {
+        let registry = sim.monitor.registry();
+        let slots: Vec<Slot> = ids.iter().filter_map(|id| registry.find(id)).collect();
+        let wall = SystemTime::now();
+        request.until = wall + Duration::from_secs(secs);
+        let mut out = Outcome::default();
         let window = sim
             .monitor
-            .open_window(request, &[slot], sim.at(at), wall, &mut out)
-            .expect("opens");
-        (window, out.events)
+            .open_window(request, &slots, sim.at(at), wall, &mut out)?;
+        Ok((window, out.events))
+    }
+
+    /// Asserts that `events` (of several hosts, in any order) are `want`
+    /// (in the order of the hosts).
+    fn assert_by_host(mut events: Vec<(EventKind, String)>, want: &[(EventKind, &str)]) {
+        events.sort_by(|a, b| a.1.cmp(&b.1));
+        let want: Vec<(EventKind, String)> =
+            want.iter().map(|&(k, h)| (k, h.to_string())).collect();
+        assert_eq!(events, want);
+    }
+
+    /// Opens a host's own window of `secs` seconds over host `id` at sim
+    /// time `at`.
+    fn open(sim: &mut Sim, id: &str, at: f64, secs: u64) -> (Window, Vec<Event>) {
+        open_with(sim, request(Source::Host, &[], None), &[id], at, secs).expect("opens")
     }
 
     use super::super::Event;
@@ -554,7 +729,7 @@ mod tests {
     }
 
     #[test]
-    fn a_goodbye_or_a_new_run_is_a_return() {
+    fn a_goodbye_leaves_as_outside_a_window_and_a_new_run_is_a_return() {
         let mut sim = Sim::new();
         let run = 1_700_000_000u64 << 32;
         let at = |seq| Observation {
@@ -567,16 +742,22 @@ mod tests {
             goodbye: true,
             ..at(run + 1)
         };
-        assert_eq!(sim.observe(2.0, goodbye), vec![], "left for the reboot");
-        assert_eq!(sim.state("a"), HostState::Maintenance);
+        // See: issue 16 (a goodbye in a window was swallowed).
+        assert_eq!(sim.observe(2.0, goodbye), one(EventKind::Left, "a"));
+        assert_eq!(sim.state("a"), HostState::Left);
+        assert_eq!(sim.monitor.counts()[HostState::Maintenance.index()], 0);
+        let slot = sim.monitor.registry().find("a").expect("known");
         assert_eq!(
-            sim.observe(3.0, at(run + 2)),
-            one(EventKind::MaintenanceEnded, "a")
+            sim.monitor.maintenance.end_of(slot),
+            None,
+            "out of the window"
         );
-        open(&mut sim, "a", 4.0, 100);
+        assert_eq!(sim.expire(300.0), vec![], "left: judged no more");
+        assert_eq!(sim.observe(301.0, at(run + 2)), one(EventKind::Joined, "a"));
+        open(&mut sim, "a", 302.0, 100);
         let next_run = (1_700_000_100u64 << 32) + 1;
         assert_eq!(
-            sim.observe(5.0, at(next_run)),
+            sim.observe(303.0, at(next_run)),
             one(EventKind::MaintenanceEnded, "a"),
             "a restarted client is back"
         );
@@ -588,24 +769,11 @@ mod tests {
         sim.observe(0.0, beat("a"));
         sim.observe(0.0, beat("b"));
         sim.monitor.pause("b", SystemTime::now()).expect("known");
-        let b = sim.monitor.registry().find("b").expect("known");
-        let a = sim.monitor.registry().find("a").expect("known");
-        let wall = SystemTime::now();
-        let mut out = Outcome::default();
-        let request = Request {
-            source: Source::Api,
-            reason: String::new(),
-            until: wall + Duration::from_secs(3600),
-            selection: Selection::default(),
-            schedule: None,
-        };
-        let window = sim
-            .monitor
-            .open_window(request.clone(), &[a, b], sim.at(1.0), wall, &mut out)
-            .expect("opens");
+        let api = request(Source::Api, &[], None);
+        let (window, _) = open_with(&mut sim, api.clone(), &["a", "b"], 1.0, 3600).expect("opens");
         assert_eq!(window.hosts, ["a"], "a paused host stays paused");
         assert_eq!(sim.monitor.windows().count(), 1);
-        let mut out = Outcome::default();
+        let (wall, mut out) = (SystemTime::now(), Outcome::default());
         sim.monitor
             .end_window(window.id, sim.at(50.0), wall, &mut out)
             .expect("open");
@@ -613,22 +781,12 @@ mod tests {
         assert_eq!(sim.monitor.windows().count(), 0);
         assert_eq!(sim.expire(64.9), vec![]);
         assert_eq!(sim.expire(65.0), one(EventKind::Late, "a"));
-        assert_eq!(
-            sim.monitor
-                .end_window(window.id, sim.at(66.0), wall, &mut out)
-                .map(|w| w.id),
-            Err(Refused::Unknown)
-        );
-        let past = Request {
-            until: wall,
-            ..request
-        };
-        assert_eq!(
-            sim.monitor
-                .open_window(past, &[a], sim.at(66.0), wall, &mut out)
-                .map(|w| w.id),
-            Err(Refused::Over)
-        );
+        let again = sim
+            .monitor
+            .end_window(window.id, sim.at(66.0), wall, &mut out);
+        assert_eq!(again.map(|w| w.id), Err(Refused::Unknown));
+        let past = open_with(&mut sim, api, &["a"], 66.0, 0);
+        assert_eq!(past.map(|(w, _)| w.id), Err(Refused::Over));
     }
 
     #[test]
@@ -663,5 +821,128 @@ mod tests {
             [one(EventKind::Late, "b"), one(EventKind::Down, "b")].concat()
         );
         assert_eq!(fresh.expire(100.5), one(EventKind::MaintenanceEnded, "a"));
+    }
+
+    #[test]
+    fn announcements_keep_known_hosts_only_and_sweep_amortised() {
+        let mut sim = Sim::new();
+        // Made-up ids (no keys: anyone can send them) leave nothing behind.
+        for i in 0..5000 {
+            let ghost = format!("ghost-{i}");
+            let seen = sim.monitor.accept_announcement(&ghost, 1, 0);
+            assert_eq!(seen, Announced::UnknownHost);
+        }
+        assert!(sim.monitor.maintenance.announced.is_empty());
+        let ids: Vec<String> = (0..3000).map(|i| format!("h-{i}")).collect();
+        for id in &ids {
+            sim.observe(0.0, beat(id));
+        }
+        for id in &ids {
+            let seen = sim.monitor.accept_announcement(id, 10, 0);
+            assert!(matches!(seen, Announced::Fresh(_)), "{id}: {seen:?}");
+        }
+        // Swept at 1024 and 2048 entries, not once per announcement.
+        assert_eq!(sim.monitor.maintenance.sweeps, 2);
+        assert_eq!(
+            sim.monitor.accept_announcement("h-7", 10, 0),
+            Announced::Stale,
+            "a replay"
+        );
+    }
+
+    #[test]
+    fn a_host_that_joins_inside_a_window_over_its_selection_is_silent_in_it() {
+        // See: issue 16 (hosts joining an open window's selection paged).
+        let mut sim = Sim::new();
+        sim.observe(0.0, beat("web-1"));
+        let api = request(Source::Api, &["web-*"], None);
+        let (window, _) = open_with(&mut sim, api, &["web-1"], 1.0, 100).expect("opens");
+        assert_eq!(window.hosts, ["web-1"]);
+        sim.observe(2.0, beat("web-2"));
+        sim.observe(2.0, beat("db-1"));
+        let silent = sim.expire(17.0);
+        let want = [
+            (EventKind::Late, "db-1"),
+            (EventKind::MaintenanceStarted, "web-2"),
+        ];
+        assert_by_host(silent, &want);
+        assert_eq!(sim.state("web-2"), HostState::Maintenance);
+        let listed: Vec<&Window> = sim.monitor.windows().collect();
+        assert_eq!(listed[0].hosts, ["web-1", "web-2"]);
+        assert_eq!(sim.expire(32.0), one(EventKind::Down, "db-1"));
+        // Both end with the window, and are judged from its end.
+        let ended = sim.expire(101.0);
+        let want = [
+            (EventKind::MaintenanceEnded, "web-1"),
+            (EventKind::MaintenanceEnded, "web-2"),
+        ];
+        assert_by_host(ended, &want);
+        assert_eq!(sim.expire(115.9), vec![]);
+        // A host that left the window early is not taken back into it.
+        let (window, _) = open_with(
+            &mut sim,
+            request(Source::Api, &["web-2"], None),
+            &["web-2"],
+            120.0,
+            100,
+        )
+        .expect("opens");
+        sim.observe(121.0, beat("web-2"));
+        sim.observe(150.0, beat("web-2")); // silent past late: back
+        assert_eq!(sim.state("web-2"), HostState::Up);
+        let mut later = sim.expire(165.0);
+        later.retain(|(_, host)| host == "web-2"); // web-1 pages too
+        assert_eq!(later, one(EventKind::Late, "web-2"));
+        sim.monitor
+            .end_window(
+                window.id,
+                sim.at(166.0),
+                SystemTime::now(),
+                &mut Outcome::default(),
+            )
+            .expect("open");
+    }
+
+    #[test]
+    fn a_scheduled_window_opened_again_after_a_restart_is_the_same_window() {
+        // See: issue 16 (a restart inside a scheduled window doubled it).
+        let mut sim = Sim::new();
+        sim.observe(0.0, beat("db-1"));
+        let nightly = request(Source::Schedule, &["db-*"], Some("nightly"));
+        let wall = SystemTime::now();
+        let until = wall + Duration::from_secs(100);
+        let opens = |sim: &mut Sim, at: f64| {
+            let slot = sim.monitor.registry().find("db-1").expect("known");
+            let mut out = Outcome::default();
+            let request = Request {
+                until,
+                ..nightly.clone()
+            };
+            let window = sim
+                .monitor
+                .open_window(request, &[slot], sim.at(at), wall, &mut out)
+                .expect("opens");
+            (window, out.events.len())
+        };
+        let (window, started) = opens(&mut sim, 0.0);
+        assert_eq!(started, 1);
+        let stored = sim.monitor.take_windows(wall).expect("dirty");
+        let mut fresh = Sim::new();
+        let addr = sim.monitor.registry().addr(0);
+        fresh
+            .monitor
+            .restore(sim.host("db-1").clone(), "db-1", addr, fresh.at(0.0));
+        let mut out = Outcome::default();
+        fresh
+            .monitor
+            .restore_windows(stored, fresh.at(0.0), wall, &mut out);
+        assert!(out.events.is_empty());
+        let (again, started) = opens(&mut fresh, 0.0);
+        assert_eq!((again.id, started), (window.id, 0), "the same window");
+        assert_eq!(fresh.monitor.windows().count(), 1);
+        assert_eq!(
+            fresh.expire(100.5),
+            one(EventKind::MaintenanceEnded, "db-1")
+        );
     }
 }

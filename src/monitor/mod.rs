@@ -445,6 +445,10 @@ impl Monitor {
             self.window_over(slot, due, now, wall, out);
             return;
         }
+        // Silent, but selected by a window opened before it joined.
+        if self.adopt(slot, now, wall, out) {
+            return;
+        }
         let silent_for = self.silent_for(self.registry.get(slot), now);
         let at_least = self.silent_at_least(self.registry.get(slot), now);
         let flap_ms = self.flap_ms(now);

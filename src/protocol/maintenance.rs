@@ -22,6 +22,31 @@ pub fn is_announcement(datagram: &[u8]) -> bool {
 pub const CONFIRM_MAGIC: [u8; 4] = *b"LBDC";
 /// Longest reason, in bytes of UTF-8.
 pub const MAX_REASON_LEN: usize = 200;
+
+/// Why a maintenance reason is refused (at every entry: datagram, API,
+/// config, command line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadReason {
+    /// Longer than [`MAX_REASON_LEN`] bytes.
+    #[error("longer than {MAX_REASON_LEN} bytes")]
+    TooLong,
+    /// A control character: a NUL cannot be passed in an exec hook's
+    /// environment, a newline splits a log or event line.
+    #[error("control character {0:?} (give one line of printable text)")]
+    Control(char),
+}
+
+/// Checks a window's reason: one line of printable text, at most
+/// [`MAX_REASON_LEN`] bytes.
+pub fn check_reason(reason: &str) -> Result<(), BadReason> {
+    if reason.len() > MAX_REASON_LEN {
+        return Err(BadReason::TooLong);
+    }
+    match reason.chars().find(|c| c.is_control()) {
+        Some(c) => Err(BadReason::Control(c)),
+        None => Ok(()),
+    }
+}
 /// Announcement bytes before the host id: magic, version, flags, sent at,
 /// duration, nonce, host id length.
 const ANNOUNCE_HEADER: usize = 4 + 1 + 1 + 8 + 8 + 8 + 1;
@@ -79,7 +104,8 @@ pub enum Error {
     /// Wrong magic, version, or lengths that do not add up.
     #[error("malformed maintenance datagram")]
     Malformed,
-    /// The host id or reason is not UTF-8, or the host id is empty.
+    /// The host id or reason is not UTF-8, the host id is empty, or the
+    /// reason is not one line of printable text.
     #[error("bad text in maintenance datagram")]
     BadText,
     /// A host id or reason too long to encode.
@@ -111,28 +137,62 @@ fn text(bytes: &[u8]) -> Result<&str, Error> {
     std::str::from_utf8(bytes).map_err(|_| Error::BadText)
 }
 
-/// Decodes an announcement.
-pub fn decode_announcement(bytes: &[u8]) -> Result<Announcement<'_>, Error> {
-    if bytes.len() < ANNOUNCE_HEADER || bytes[..4] != ANNOUNCE_MAGIC || bytes[4] != super::VERSION {
+/// Where the host id of a datagram of kind `magic`, whose fixed part is
+/// `header` bytes (its last: the id's length), ends; checks the magic,
+/// the version and that the id is there and not empty.
+fn host_id_end(bytes: &[u8], magic: [u8; 4], header: usize) -> Result<usize, Error> {
+    if bytes.len() < header || bytes[..4] != magic || bytes[4] != super::VERSION {
         return Err(Error::Malformed);
     }
-    let id_len = usize::from(bytes[ANNOUNCE_HEADER - 1]);
-    let id_end = ANNOUNCE_HEADER + id_len;
+    let id_len = usize::from(bytes[header - 1]);
+    if id_len == 0 || bytes.len() < header + id_len {
+        return Err(Error::Malformed);
+    }
+    Ok(header + id_len)
+}
+
+/// Starts a datagram of kind `magic` for `host_id` in `out` (replacing
+/// its contents): magic, version, flags.
+fn begin(
+    magic: [u8; 4],
+    host_id: &str,
+    key_id: Option<u32>,
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
+    super::check_host_id(host_id).map_err(|_| Error::TooLong)?;
+    out.clear();
+    out.extend_from_slice(&magic);
+    out.push(super::VERSION);
+    out.push(if key_id.is_some() { flags::TAGGED } else { 0 });
+    Ok(())
+}
+
+/// Appends `text` with its length (one byte) first.
+fn push_text(text: &str, out: &mut Vec<u8>) {
+    out.push(text.len() as u8);
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// Decodes an announcement.
+pub fn decode_announcement(bytes: &[u8]) -> Result<Announcement<'_>, Error> {
+    let id_end = host_id_end(bytes, ANNOUNCE_MAGIC, ANNOUNCE_HEADER)?;
     let reason_len = usize::from(*bytes.get(id_end).ok_or(Error::Malformed)?);
     let reason_end = id_end + 1 + reason_len;
-    if id_len == 0 || reason_len > MAX_REASON_LEN || bytes.len() < reason_end {
+    if reason_len > MAX_REASON_LEN || bytes.len() < reason_end {
         return Err(Error::Malformed);
     }
     let host_id = text(&bytes[ANNOUNCE_HEADER..id_end])?;
     if host_id.chars().any(super::forbidden_in_host_id) {
         return Err(Error::BadText);
     }
+    let reason = text(&bytes[id_end + 1..reason_end])?;
+    check_reason(reason).map_err(|_| Error::BadText)?;
     Ok(Announcement {
         sent_at_micros: u64_at(bytes, 6),
         duration_ms: u64_at(bytes, 14),
         nonce: bytes[22..30].try_into().expect("8 bytes"),
         host_id,
-        reason: text(&bytes[id_end + 1..reason_end])?,
+        reason,
         tag: tag_of(bytes[5], &bytes[reason_end..])?,
     })
 }
@@ -145,21 +205,15 @@ pub fn encode_announcement(
     key_id: Option<u32>,
     out: &mut Vec<u8>,
 ) -> Result<usize, Error> {
-    super::check_host_id(a.host_id).map_err(|_| Error::TooLong)?;
     if a.reason.len() > MAX_REASON_LEN {
         return Err(Error::TooLong);
     }
-    out.clear();
-    out.extend_from_slice(&ANNOUNCE_MAGIC);
-    out.push(super::VERSION);
-    out.push(if key_id.is_some() { flags::TAGGED } else { 0 });
+    begin(ANNOUNCE_MAGIC, a.host_id, key_id, out)?;
     out.extend_from_slice(&a.sent_at_micros.to_be_bytes());
     out.extend_from_slice(&a.duration_ms.to_be_bytes());
     out.extend_from_slice(&a.nonce);
-    out.push(a.host_id.len() as u8);
-    out.extend_from_slice(a.host_id.as_bytes());
-    out.push(a.reason.len() as u8);
-    out.extend_from_slice(a.reason.as_bytes());
+    push_text(a.host_id, out);
+    push_text(a.reason, out);
     push_tag(key_id, out);
     Ok(out.len())
 }
@@ -173,14 +227,7 @@ fn push_tag(key_id: Option<u32>, out: &mut Vec<u8>) {
 
 /// Decodes a confirmation.
 pub fn decode_confirmation(bytes: &[u8]) -> Result<Confirmation<'_>, Error> {
-    if bytes.len() < CONFIRM_HEADER || bytes[..4] != CONFIRM_MAGIC || bytes[4] != super::VERSION {
-        return Err(Error::Malformed);
-    }
-    let id_len = usize::from(bytes[CONFIRM_HEADER - 1]);
-    let id_end = CONFIRM_HEADER + id_len;
-    if id_len == 0 || bytes.len() < id_end {
-        return Err(Error::Malformed);
-    }
+    let id_end = host_id_end(bytes, CONFIRM_MAGIC, CONFIRM_HEADER)?;
     Ok(Confirmation {
         status: bytes[6],
         nonce: bytes[7..15].try_into().expect("8 bytes"),
@@ -197,17 +244,12 @@ pub fn encode_confirmation(
     key_id: Option<u32>,
     out: &mut Vec<u8>,
 ) -> Result<usize, Error> {
-    super::check_host_id(c.host_id).map_err(|_| Error::TooLong)?;
-    out.clear();
-    out.extend_from_slice(&CONFIRM_MAGIC);
-    out.push(super::VERSION);
-    out.push(if key_id.is_some() { flags::TAGGED } else { 0 });
+    begin(CONFIRM_MAGIC, c.host_id, key_id, out)?;
     out.push(c.status);
     out.extend_from_slice(&c.nonce);
     out.extend_from_slice(&c.until_micros.to_be_bytes());
     out.extend_from_slice(&c.window.to_be_bytes());
-    out.push(c.host_id.len() as u8);
-    out.extend_from_slice(c.host_id.as_bytes());
+    push_text(c.host_id, out);
     push_tag(key_id, out);
     Ok(out.len())
 }
@@ -255,5 +297,33 @@ mod tests {
             encode_announcement(&too_long, None, &mut buf),
             Err(Error::TooLong)
         );
+    }
+
+    #[test]
+    fn a_reason_is_one_bounded_line_of_printable_text() {
+        let long = "é".repeat(MAX_REASON_LEN / 2 + 1);
+        for (reason, want) in [
+            ("kernel update, back in 20m", Ok(())),
+            ("", Ok(())),
+            ("a\0b", Err(BadReason::Control('\0'))),
+            ("two\nlines", Err(BadReason::Control('\n'))),
+            ("bell\u{7}", Err(BadReason::Control('\u{7}'))),
+            ("c1\u{85}", Err(BadReason::Control('\u{85}'))),
+            (long.as_str(), Err(BadReason::TooLong)),
+        ] {
+            assert_eq!(check_reason(reason), want, "{reason:?}");
+        }
+        // A datagram carrying one (encoding does not judge) is refused.
+        let a = Announcement {
+            sent_at_micros: 1,
+            duration_ms: 1000,
+            nonce: [0; 8],
+            host_id: "web-1",
+            reason: "nul\0here",
+            tag: None,
+        };
+        let mut buf = Vec::new();
+        encode_announcement(&a, None, &mut buf).expect("encodes");
+        assert_eq!(decode_announcement(&buf), Err(Error::BadText));
     }
 }

@@ -206,25 +206,39 @@ pub fn check_host_id(id: &str) -> Result<(), EncodeError> {
     }
 }
 
-/// Decodes one datagram. Never panics, never allocates.
-pub fn decode(datagram: &[u8]) -> Result<Packet<'_>, DecodeError> {
-    if datagram == LEGACY_THUMP || datagram == LEGACY_PYHB {
-        return Ok(Packet::Legacy);
-    }
-    if datagram.len() < HEADER_LEN {
-        return Err(if datagram.len() >= 4 && datagram[..4] != MAGIC {
+/// Splits a datagram into its `header_len`-byte header and the rest, once
+/// the header starts with `magic` and [`VERSION`]: the checks every kind of
+/// packet opens with. Too short for the header is `BadMagic` when four
+/// wrong bytes are there to tell, `TooShort` otherwise.
+#[inline]
+pub(crate) fn split_header(
+    datagram: &[u8],
+    header_len: usize,
+    magic: [u8; 4],
+) -> Result<(&[u8], &[u8]), DecodeError> {
+    if datagram.len() < header_len {
+        return Err(if datagram.len() >= 4 && datagram[..4] != magic {
             DecodeError::BadMagic
         } else {
             DecodeError::TooShort
         });
     }
-    let (header, rest) = datagram.split_at(HEADER_LEN);
-    if header[..4] != MAGIC {
+    let (header, rest) = datagram.split_at(header_len);
+    if header[..4] != magic {
         return Err(DecodeError::BadMagic);
     }
     if header[4] != VERSION {
         return Err(DecodeError::UnsupportedVersion(header[4]));
     }
+    Ok((header, rest))
+}
+
+/// Decodes one datagram. Never panics, never allocates.
+pub fn decode(datagram: &[u8]) -> Result<Packet<'_>, DecodeError> {
+    if datagram == LEGACY_THUMP || datagram == LEGACY_PYHB {
+        return Ok(Packet::Legacy);
+    }
+    let (header, rest) = split_header(datagram, HEADER_LEN, MAGIC)?;
     let flags = header[5];
     let host_id_len = usize::from(header[42]);
     if host_id_len == 0 {
@@ -545,6 +559,14 @@ mod tests {
         assert!(!beat.is_goodbye());
     }
 
+    /// A tag as the test vectors write it: `KEY_ID:MAC_HEX`, or `none`.
+    fn tag_text(tag: Option<Tag>) -> String {
+        tag.map_or("none".to_string(), |t| {
+            let mac: String = t.mac.iter().map(|b| format!("{b:02x}")).collect();
+            format!("{}:{mac}", t.key_id)
+        })
+    }
+
     /// Parses the hex test vectors out of `docs/PROTOCOL.md` and checks each
     /// against the fields the document states next to it.
     #[test]
@@ -559,11 +581,7 @@ mod tests {
                         "probe nonce={} host={} tag={}",
                         p.nonce,
                         p.host_id,
-                        p.tag.map_or("none".to_string(), |t| format!(
-                            "{}:{}",
-                            t.key_id,
-                            t.mac.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                        )),
+                        tag_text(p.tag),
                     ),
                     Err(e) => format!("error {}", e.as_str()),
                 };
@@ -592,11 +610,7 @@ mod tests {
                         b.sent_at_micros,
                         b.interval_ms,
                         b.host_id,
-                        b.tag.map_or("none".to_string(), |t| format!(
-                            "{}:{}",
-                            t.key_id,
-                            t.mac.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                        )),
+                        tag_text(b.tag),
                     ) + &b.answers.map_or(String::new(), |n| format!(" answers={n}"))
                 }
                 Ok(Packet::Legacy) => "legacy".to_string(),

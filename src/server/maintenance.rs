@@ -6,8 +6,8 @@ use super::dropped::DropReason;
 use super::fleet::Fleet;
 use super::ingest::Ingest;
 use super::recv::Batch;
-use crate::monitor::maintenance::{Refused, Request, Source, Window};
-use crate::monitor::{Outcome, Slot};
+use crate::monitor::Outcome;
+use crate::monitor::maintenance::{Announced, Refused, Request, Source, Window};
 use crate::protocol::maintenance::{self as wire, Announcement, Confirmation, status};
 use crate::select::Selector;
 use std::net::SocketAddr;
@@ -27,18 +27,7 @@ impl Fleet {
     ) -> Result<Window, Refused> {
         let mut out = Outcome::default();
         self.act(&mut out, |monitor, out| {
-            let registry = monitor.registry();
-            let slots: Vec<Slot> = registry
-                .iter()
-                .map(|(slot, _)| slot)
-                .filter(|&slot| {
-                    selector.matches(
-                        registry.id(slot),
-                        Some(registry.addr(slot).ip()),
-                        monitor.labels_of(slot),
-                    )
-                })
-                .collect();
+            let slots = monitor.selected(selector);
             monitor.open_window(request, &slots, now, wall, out)
         })
     }
@@ -83,11 +72,14 @@ impl Fleet {
     ) -> Option<(u8, Option<Window>)> {
         let mut out = Outcome::default();
         self.act(&mut out, |monitor, out| {
-            if !monitor.fresh_announcement(a.host_id, a.sent_at_micros, forget_before_micros) {
-                return None;
-            }
-            let Some(slot) = monitor.registry().find(a.host_id) else {
-                return Some((status::UNKNOWN_HOST, None));
+            let slot = match monitor.accept_announcement(
+                a.host_id,
+                a.sent_at_micros,
+                forget_before_micros,
+            ) {
+                Announced::Fresh(slot) => slot,
+                Announced::Stale => return None,
+                Announced::UnknownHost => return Some((status::UNKNOWN_HOST, None)),
             };
             let request = Request {
                 source: Source::Host,

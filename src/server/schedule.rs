@@ -15,16 +15,20 @@ use tokio_util::sync::CancellationToken;
 /// suspended machine) is noticed within this.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
-fn open(fleet: &Fleet, schedule: &Schedule, start: SystemTime) {
-    let wall = SystemTime::now();
-    let request = Request {
+/// The window `schedule` opens at `start`.
+fn request(schedule: &Schedule, start: SystemTime) -> Request {
+    Request {
         source: Source::Schedule,
         reason: schedule.reason.clone(),
         until: start + schedule.duration,
         selection: schedule.selection.clone(),
         schedule: Some(schedule.name.clone()),
-    };
-    match fleet.open_window(request, &schedule.selector, now(), wall) {
+    }
+}
+
+fn open(fleet: &Fleet, schedule: &Schedule, start: SystemTime) {
+    let wall = SystemTime::now();
+    match fleet.open_window(request(schedule, start), &schedule.selector, now(), wall) {
         Ok(w) => tracing::info!(
             schedule = %schedule.name,
             window = w.id,
@@ -76,7 +80,6 @@ pub async fn run(fleet: Arc<Fleet>, schedules: Vec<Schedule>, stop: Cancellation
 
 #[cfg(test)]
 mod tests {
-    use crate::monitor::maintenance::{Request, Source};
     use crate::monitor::testing::{beat, kinds, one, settings};
     use crate::monitor::{EventKind, HostState, Monitor, Observation, Outcome};
     use crate::schedule::{Schedule, ScheduledWindow};
@@ -128,24 +131,15 @@ mod tests {
         }
         out.clear();
         let (now, wall) = at(start_secs);
-        let selector = schedule.selector.clone();
-        let slots: Vec<_> = monitor
-            .registry()
-            .iter()
-            .map(|(slot, _)| slot)
-            .filter(|&slot| {
-                selector.matches(monitor.registry().id(slot), None, monitor.labels_of(slot))
-            })
-            .collect();
-        let request = Request {
-            source: Source::Schedule,
-            reason: schedule.reason.clone(),
-            until: start + schedule.duration,
-            selection: schedule.selection.clone(),
-            schedule: Some(schedule.name.clone()),
-        };
+        let slots = monitor.selected(&schedule.selector);
         monitor
-            .open_window(request, &slots, now, wall, &mut out)
+            .open_window(
+                super::request(&schedule, start),
+                &slots,
+                now,
+                wall,
+                &mut out,
+            )
             .expect("opens");
         assert_eq!(
             kinds(std::mem::take(&mut out.events)),

@@ -343,11 +343,7 @@ timeout = "2s"
         server.proc.stderr()
     );
     assert!(
-        server
-            .proc
-            .stderr()
-            .iter()
-            .any(|l| l.contains("hook killed after")),
+        server.proc.stderr_has(&["hook killed after"]),
         "{:?}",
         server.proc.stderr()
     );
@@ -617,11 +613,7 @@ events = ["down"]
         .expect("dropped metric");
     assert!(dropped >= 2.0, "queue of 1 overflowed: {dropped}");
     assert!(
-        server
-            .proc
-            .stderr()
-            .iter()
-            .any(|l| l.contains("sink queue full")),
+        server.proc.stderr_has(&["sink queue full"]),
         "{:?}",
         server.proc.stderr()
     );

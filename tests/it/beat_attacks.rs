@@ -4,11 +4,11 @@
 //! See: issue 13 (items 1, 3, 4, 5).
 
 use crate::util::{
-    Recorder, Server, beat, client, keygen, packet, path_str, seq_of, signer, wait_until,
+    Proc, Recorder, Server, beat, client, keygen, packet, path_str, seq_of, signer, wait_until,
 };
 use lubdub::protocol::flags;
 use std::net::UdpSocket;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -26,12 +26,50 @@ fn beats_applied(server: &Server) -> f64 {
     server.metric("lubdub_beats_total").unwrap_or(0.0)
 }
 
-/// A keyed server (timeout 1 s) with `extra` flags, and its key file.
-fn keyed_server(dir: &Path, extra: &[&str]) -> (Server, std::path::PathBuf) {
-    let keys = keygen(dir, "keys.toml", &[]);
+/// A keyed server and its key file (in a directory that lasts as long as
+/// it does).
+struct Keyed {
+    server: Server,
+    keys: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A keyed server (timeout 1 s) with `extra` flags.
+fn keyed_server(extra: &[&str]) -> Keyed {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = keygen(dir.path(), "keys.toml", &[]);
     let mut args = vec!["--timeout", "1s", "--key-file", path_str(&keys)];
     args.extend(extra);
-    (Server::start(&args), keys)
+    let server = Server::start(&args);
+    Keyed {
+        server,
+        keys,
+        _dir: dir,
+    }
+}
+
+impl Keyed {
+    /// A beat of host `victim` with `seq` and `flags`, signed with the key.
+    fn victim_beat(&self, seq: u64, flags: u8) -> Vec<u8> {
+        let beat = lubdub::protocol::Beat {
+            flags,
+            ..beat("victim", seq)
+        };
+        packet(&beat, Some(&signer(&self.keys, "victim")))
+    }
+
+    /// A client beating as `host` with the key, once the server has seen
+    /// it join.
+    fn joined_client(&self, host: &str) -> Proc {
+        let key = ["--key-file", path_str(&self.keys)];
+        let beating = client(&[self.server.udp], host, &key);
+        assert!(
+            self.server.wait_event(host, "joined", WAIT),
+            "{:?}",
+            self.server.events()
+        );
+        beating
+    }
 }
 
 /// Item 3: an on-path delay holds one beat and releases it after the
@@ -39,21 +77,16 @@ fn keyed_server(dir: &Path, extra: &[&str]) -> (Server, std::path::PathBuf) {
 /// (it used to rejoin, and then go falsely `down`).
 #[test]
 fn a_beat_withheld_past_its_goodbye_does_not_revive_the_host() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (server, keys) = keyed_server(dir.path(), &[]);
-    let signer = signer(&keys, "victim");
+    let keyed = keyed_server(&[]);
+    let server = &keyed.server;
     let run = unix_secs();
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let packets: Vec<Vec<u8>> = (1..=5)
         .map(|n| {
             let goodbye = if n == 5 { flags::GOODBYE } else { 0 };
-            let b = lubdub::protocol::Beat {
-                flags: goodbye,
-                ..beat("victim", seq_of(run, n))
-            };
-            packet(&b, Some(&signer))
+            keyed.victim_beat(seq_of(run, n), goodbye)
         })
         .collect();
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     for (i, packet) in packets.iter().enumerate() {
         if i != 2 {
             socket.send_to(packet, server.udp).expect("send");
@@ -67,7 +100,7 @@ fn a_beat_withheld_past_its_goodbye_does_not_revive_the_host() {
     // Released now: beat 3, signed, fresh, never seen, so not a replay.
     socket.send_to(&packets[2], server.udp).expect("send");
     assert!(
-        wait_until(WAIT, || beats_applied(&server) >= 5.0),
+        wait_until(WAIT, || beats_applied(server) >= 5.0),
         "the withheld beat is counted"
     );
     assert_eq!(server.metric("lubdub_beats_reordered_total"), Some(1.0));
@@ -81,14 +114,13 @@ fn a_beat_withheld_past_its_goodbye_does_not_revive_the_host() {
 /// the last release.
 #[test]
 fn withheld_beats_released_one_by_one_keep_no_dead_host_up() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (server, keys) = keyed_server(dir.path(), &[]);
-    let signer = signer(&keys, "victim");
+    let keyed = keyed_server(&[]);
+    let server = &keyed.server;
     let run = unix_secs();
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let mut held = Vec::new();
     for n in 1..=21 {
-        let packet = packet(&beat("victim", seq_of(run, n)), Some(&signer));
+        let packet = keyed.victim_beat(seq_of(run, n), 0);
         if n % 2 == 0 {
             held.push(packet);
         } else {
@@ -121,7 +153,7 @@ fn withheld_beats_released_one_by_one_keep_no_dead_host_up() {
         server.events()
     );
     assert!(
-        wait_until(WAIT, || beats_applied(&server) >= 21.0),
+        wait_until(WAIT, || beats_applied(server) >= 21.0),
         "every released beat is counted"
     );
     assert_eq!(server.kinds_of("victim"), ["joined", "late", "down"]);
@@ -133,19 +165,11 @@ fn withheld_beats_released_one_by_one_keep_no_dead_host_up() {
 /// are not taken for replays of an older run afterwards.
 #[test]
 fn a_seq_from_a_future_run_does_not_lock_the_client_out() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (server, keys) = keyed_server(dir.path(), &[]);
-    let _victim = client(&[server.udp], "victim", &["--key-file", path_str(&keys)]);
-    assert!(
-        server.wait_event("victim", "joined", WAIT),
-        "{:?}",
-        server.events()
-    );
+    let keyed = keyed_server(&[]);
+    let server = &keyed.server;
+    let _victim = keyed.joined_client("victim");
     let future = unix_secs() + 10 * 365 * 86_400;
-    let forged = packet(
-        &beat("victim", seq_of(future, 1)),
-        Some(&signer(&keys, "victim")),
-    );
+    let forged = keyed.victim_beat(seq_of(future, 1), 0);
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     socket.send_to(&forged, server.udp).expect("send");
     assert!(
@@ -154,9 +178,9 @@ fn a_seq_from_a_future_run_does_not_lock_the_client_out() {
         server.get_text("/metrics")
     );
     // The real client goes on: ten more of its beats are applied.
-    let before = beats_applied(&server);
+    let before = beats_applied(server);
     assert!(
-        wait_until(WAIT, || beats_applied(&server) >= before + 10.0),
+        wait_until(WAIT, || beats_applied(server) >= before + 10.0),
         "the client's beats are applied"
     );
     assert_eq!(server.dropped("replay"), 0.0);
@@ -170,14 +194,9 @@ fn a_seq_from_a_future_run_does_not_lock_the_client_out() {
 /// from `Thump!` keeps its documented id, its IP.
 #[test]
 fn a_legacy_beat_never_feeds_a_signed_host() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (server, keys) = keyed_server(dir.path(), &["--legacy-network", "127.0.0.0/8"]);
-    let signed = client(&[server.udp], "127.0.0.1", &["--key-file", path_str(&keys)]);
-    assert!(
-        server.wait_event("127.0.0.1", "joined", WAIT),
-        "{:?}",
-        server.events()
-    );
+    let keyed = keyed_server(&["--legacy-network", "127.0.0.0/8"]);
+    let server = &keyed.server;
+    let signed = keyed.joined_client("127.0.0.1");
     signed.signal(libc::SIGTERM); // a clean stop: goodbye
     assert!(
         server.wait_event("127.0.0.1", "left", WAIT),

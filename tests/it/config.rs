@@ -4,7 +4,7 @@
 //! agreeing with the settings' `Default`.
 //! See: issues 3, 12.
 
-use crate::util::{Proc, Ran, run, wait_until, write_file};
+use crate::util::{Proc, Ran, run, temp_file, wait_until, write_file};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -23,22 +23,24 @@ fn printed(ran: &Ran) -> &str {
     &ran.stdout
 }
 
+/// Runs `lubdub ARGS` (a `--print-config`) with `env`, and returns what
+/// it printed; it must succeed.
+fn print_config(args: &[&str], env: &[(&str, &str)]) -> String {
+    printed(&run(args, env)).to_string()
+}
+
 #[test]
 fn server_precedence_defaults_file_env_flags() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = &write_file(
-        tmp.path(),
+    let (tmp, file) = &temp_file(
         "lubdub.toml",
         "[server]\ntimeout = \"1m\"\nevent_history = 5\nlate_after = \"20s\"\n",
     );
 
-    let defaults = run(&["server", "--print-config"], &[]);
-    let defaults = printed(&defaults);
+    let defaults = &print_config(&["server", "--print-config"], &[]);
     assert_eq!(value(defaults, "timeout"), Some("\"30s\""));
     assert_eq!(value(defaults, "late_after"), None, "unset by default");
 
-    let from_file = run(&["server", "--config", file, "--print-config"], &[]);
-    let from_file = printed(&from_file);
+    let from_file = &print_config(&["server", "--config", file, "--print-config"], &[]);
     assert_eq!(value(from_file, "timeout"), Some("\"1m\""));
     assert_eq!(value(from_file, "event_history"), Some("5"));
     assert_eq!(value(from_file, "http"), Some("\"127.0.0.1:43278\""));
@@ -48,14 +50,13 @@ fn server_precedence_defaults_file_env_flags() {
         ("LUBDUB_EVENT_HISTORY", "6"),
         ("LUBDUB_HTTP", "127.0.0.1:9"),
     ];
-    let from_env = run(&["server", "--config", file, "--print-config"], &env);
-    let from_env = printed(&from_env);
+    let from_env = &print_config(&["server", "--config", file, "--print-config"], &env);
     assert_eq!(value(from_env, "timeout"), Some("\"2m\""));
     assert_eq!(value(from_env, "event_history"), Some("6"));
     assert_eq!(value(from_env, "http"), Some("\"127.0.0.1:9\""));
     assert_eq!(value(from_env, "late_after"), Some("\"20s\""), "file kept");
 
-    let from_flags = run(
+    let from_flags = &print_config(
         &[
             "server",
             "--config",
@@ -68,7 +69,6 @@ fn server_precedence_defaults_file_env_flags() {
         ],
         &env,
     );
-    let from_flags = printed(&from_flags);
     assert_eq!(value(from_flags, "timeout"), Some("\"3m\""));
     assert_eq!(value(from_flags, "event_history"), Some("7"));
     assert_eq!(
@@ -80,8 +80,8 @@ fn server_precedence_defaults_file_env_flags() {
     // LUBDUB_CONFIG names the file; the printed config is itself a valid
     // config file that gives the same result.
     let again = write_file(tmp.path(), "printed.toml", from_flags);
-    let via_env = run(&["server", "--print-config"], &[("LUBDUB_CONFIG", &again)]);
-    assert_eq!(printed(&via_env), from_flags);
+    let via_env = print_config(&["server", "--print-config"], &[("LUBDUB_CONFIG", &again)]);
+    assert_eq!(&via_env, from_flags);
 }
 
 #[test]
@@ -138,29 +138,24 @@ fn environment_reaches_the_running_server_and_client() {
 
 #[test]
 fn client_precedence_and_print_config() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = &write_file(
-        tmp.path(),
+    let (_tmp, file) = &temp_file(
         "c.toml",
         "[client]\nservers = [\"a\"]\ninterval = \"5s\"\njitter = 0.1\n",
     );
     let base = ["client", "--config", file, "--print-config"];
-    let from_file = run(&base, &[]);
-    let from_file = printed(&from_file);
+    let from_file = &print_config(&base, &[]);
     assert_eq!(value(from_file, "servers"), Some("[\"a\"]"));
     assert_eq!(value(from_file, "interval"), Some("\"5s\""));
 
     let env = [("LUBDUB_SERVERS", "b, c:9"), ("LUBDUB_JITTER", "0.2")];
-    let from_env = run(&base, &env);
-    let from_env = printed(&from_env);
+    let from_env = &print_config(&base, &env);
     assert_eq!(value(from_env, "servers"), Some("[\"b\", \"c:9\"]"));
     assert_eq!(value(from_env, "jitter"), Some("0.2"));
     assert_eq!(value(from_env, "interval"), Some("\"5s\""), "file kept");
 
     let mut with_flags = base.to_vec();
     with_flags.extend(["d", "--jitter", "0", "--interval", "1s"]);
-    let from_flags = run(&with_flags, &env);
-    let from_flags = printed(&from_flags);
+    let from_flags = &print_config(&with_flags, &env);
     assert_eq!(value(from_flags, "servers"), Some("[\"d\"]"));
     assert_eq!(value(from_flags, "jitter"), Some("0.0"));
     assert_eq!(value(from_flags, "interval"), Some("\"1s\""));

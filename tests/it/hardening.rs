@@ -3,7 +3,10 @@
 //! secrets. Each test reproduces one attack on the real binary on loopback.
 //! See: issue 13.
 
-use crate::util::{Proc, Server, closed_port, keygen, raw_http, run, wait_until, write_file};
+use crate::util::{
+    Proc, Server, closed_port, keygen, raw_http, run, server_args, temp_file, wait_until,
+    write_file,
+};
 use lubdub::protocol::{self, Beat};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -111,18 +114,7 @@ fn a_corrupt_store_is_one_line_error_and_stays_untouched() {
         std::fs::create_dir(&dir).expect("dir");
         let path = dir.join("lubdub.redb");
         std::fs::write(&path, &bytes).expect("write corrupt store");
-        let ran = run(
-            &[
-                "server",
-                "--data-dir",
-                dir.to_str().expect("utf-8"),
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-            ],
-            &[],
-        );
+        let ran = run(&server_args(&dir, &[]), &[]);
         let lines: Vec<&str> = ran.stderr.lines().collect();
         assert_eq!(ran.code, Some(1), "{name}: exit code; stderr {lines:?}");
         assert_eq!(lines.len(), 1, "{name}: one line: {lines:?}");
@@ -161,9 +153,7 @@ fn data_dir_and_store_are_created_private() {
 /// basic-auth passwords, credential headers and `user:password@` URLs.
 #[test]
 fn print_config_redacts_every_secret() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let config = write_file(
-        tmp.path(),
+    let (_tmp, config) = temp_file(
         "lubdub.toml",
         r#"[server]
 api_token = "file-token-1"
@@ -220,50 +210,22 @@ urls = ["http://am:ampass-6@127.0.0.1:9093"]
 fn sinks_leak_no_secrets() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let env_file = tmp.path().join("hook-env");
-    let config = write_file(
-        tmp.path(),
-        "lubdub.toml",
-        &format!(
-            r#"[[server.sinks.alertmanager]]
-urls = ["http://am:ampass-1@{}"]
-timeout = "500ms"
-[[server.sinks.exec]]
-command = ["/bin/sh", "-c", "env > {}"]
-events = ["down"]
-"#,
-            closed_port(),
-            env_file.display()
-        ),
+    let alertmanager = format!(
+        "[[server.sinks.alertmanager]]\nurls = [\"http://am:ampass-1@{}\"]\ntimeout = \"500ms\"\n",
+        closed_port()
     );
-    let data = tempfile::tempdir().expect("tempdir");
+    let hook = down_hook("env", &env_file);
+    let config = write_file(tmp.path(), "lubdub.toml", &(alertmanager + &hook));
+    let data = tmp.path().join("data");
     let proc = Proc::spawn_env(
-        &[
-            "server",
-            "--data-dir",
-            data.path().to_str().expect("utf-8"),
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--timeout",
-            "400ms",
-            "--config",
-            &config,
-        ],
+        &server_args(&data, &["--timeout", "400ms", "--config", &config]),
         &[
             ("LUBDUB_API_TOKEN", "api-token-2"),
             ("LUBDUB_LOG", "info"),
             ("PATH", "/usr/bin:/bin"),
         ],
     );
-    let ready = proc
-        .wait_line(WAIT, |l| l.starts_with("listening "))
-        .expect("server ready");
-    let udp_addr: SocketAddr = ready
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("udp="))
-        .and_then(|a| a.parse().ok())
-        .expect("udp address");
+    let (udp_addr, _) = proc.wait_addrs();
     // One beat, then silence: the host goes down, both sinks fire.
     send_beat(&udp(), udp_addr, "web-1", 1);
     assert!(
@@ -297,22 +259,8 @@ fn exposed_key_files_are_refused() {
     let chmod = |mode| {
         std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(mode)).expect("chmod")
     };
-    let server = |key: &str| {
-        run(
-            &[
-                "server",
-                "--data-dir",
-                tmp.path().join("data").to_str().expect("utf-8"),
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--key-file",
-                key,
-            ],
-            &[],
-        )
-    };
+    let data = tmp.path().join("data");
+    let server = |key: &str| run(&server_args(&data, &["--key-file", key]), &[]);
     // Fails on the key before it sends anything.
     let client = |key: &str| run(&["client", "--key-file", key, "127.0.0.1:9"], &[]);
     for mode in [0o644, 0o604] {
@@ -462,13 +410,7 @@ fn cross_site_and_rebinding_requests_are_refused() {
 /// A name listed in `http_hosts` is served; others are not.
 #[test]
 fn http_hosts_lists_extra_names() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let config = write_file(
-        tmp.path(),
-        "lubdub.toml",
-        "[server]\nhttp_hosts = [\"lubdub.example.org\"]\n",
-    );
-    let server = Server::start(&["--config", &config]);
+    let server = Server::with_config("[server]\nhttp_hosts = [\"lubdub.example.org\"]\n", &[]);
     let get = |name: &str| {
         status_of(
             server.http,
@@ -503,6 +445,15 @@ fn healthy(addr: SocketAddr) -> bool {
     ) == 200
 }
 
+/// An exec hook that runs `script` for each `down`, its output written to
+/// `out`.
+fn down_hook(script: &str, out: &Path) -> String {
+    let command = format!("{script} > {}", out.display());
+    format!(
+        "[[server.sinks.exec]]\ncommand = [\"/bin/sh\", \"-c\", {command:?}]\nevents = [\"down\"]\n"
+    )
+}
+
 /// Three hundred idle connections to a server started under a soft limit of
 /// 128 descriptors: it raises the limit, `/healthz` still answers, and an
 /// exec hook still runs for a real `down`.
@@ -510,33 +461,15 @@ fn healthy(addr: SocketAddr) -> bool {
 fn idle_connections_exhaust_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let marker = tmp.path().join("hook-ran");
-    let config = write_file(
-        tmp.path(),
-        "lubdub.toml",
-        &format!(
-            "[[server.sinks.exec]]\ncommand = [\"/bin/sh\", \"-c\", \"echo $LUBDUB_HOST > {}\"]\nevents = [\"down\"]\n",
-            marker.display()
-        ),
-    );
+    let hook = down_hook("echo $LUBDUB_HOST", &marker);
+    let config = write_file(tmp.path(), "lubdub.toml", &hook);
     let data = tmp.path().join("data");
-    let proc = Proc::spawn_program(
-        "prlimit",
-        &[
-            "--nofile=128:4096",
-            crate::util::BIN,
-            "server",
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--timeout",
-            "500ms",
-            "--config",
-            &config,
-        ],
-    );
+    let mut args = vec!["--nofile=128:4096", crate::util::BIN];
+    args.extend(server_args(
+        &data,
+        &["--timeout", "500ms", "--config", &config],
+    ));
+    let proc = Proc::spawn_program("prlimit", &args);
     let (udp_addr, http) = proc.wait_addrs();
     let _idle = idle_connections(http, 300);
     assert!(healthy(http), "healthz; stderr {:?}", proc.stderr());
@@ -554,13 +487,10 @@ fn idle_connections_exhaust_nothing() {
 /// so `/healthz` gets its turn.
 #[test]
 fn connections_are_capped_and_idle_ones_closed() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let config = write_file(
-        tmp.path(),
-        "lubdub.toml",
+    let server = Server::with_config(
         "[server]\nhttp_max_connections = 20\nhttp_header_timeout = \"300ms\"\n",
+        &[],
     );
-    let server = Server::start(&["--config", &config]);
     let pid = server.proc.pid();
     let before = open_fds(pid);
     let idle = idle_connections(server.http, 100);
@@ -591,13 +521,7 @@ fn connections_are_capped_and_idle_ones_closed() {
 /// disconnected after `http_header_timeout`, however long it keeps going.
 #[test]
 fn slow_headers_are_cut_off() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let config = write_file(
-        tmp.path(),
-        "lubdub.toml",
-        "[server]\nhttp_header_timeout = \"500ms\"\n",
-    );
-    let server = Server::start(&["--config", &config]);
+    let server = Server::with_config("[server]\nhttp_header_timeout = \"500ms\"\n", &[]);
     let mut stream = TcpStream::connect(server.http).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_millis(50)))
@@ -640,9 +564,7 @@ fn slow_headers_are_cut_off() {
 /// a new host joins once the flood is over.
 #[test]
 fn made_up_hosts_join_at_the_join_rate() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let config = write_file(tmp.path(), "lubdub.toml", "[server]\njoin_rate = 100\n");
-    let server = Server::start(&["--config", &config, "--timeout", "5s"]);
+    let server = Server::with_config("[server]\njoin_rate = 100\n", &["--timeout", "5s"]);
     let socket = udp();
     send_beat(&socket, server.udp, "real", 1);
     assert!(wait_until(WAIT, || tracked(&server) == 1), "real joined");

@@ -6,15 +6,13 @@
 
 use crate::util::{Recorded, Recorder, Server, client, run, run_server, write_file};
 use serde_json::{Value, json};
-use std::path::Path;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(15);
 
 /// Starts a server (1 s timeout) with `sinks` as its config file.
-fn server_with(dir: &Path, sinks: &str) -> Server {
-    let config = write_file(dir, "lubdub.toml", sinks);
-    Server::start(&["--timeout", "1s", "--config", &config])
+fn server_with(sinks: &str) -> Server {
+    Server::with_config(sinks, &["--timeout", "1s"])
 }
 
 /// Runs host `web-1` through joined -> down -> recovered against a server
@@ -22,78 +20,85 @@ fn server_with(dir: &Path, sinks: &str) -> Server {
 /// recorder), and returns the requests once `want` have come.
 fn down_and_up(sink: &str, want: usize) -> Vec<Recorded> {
     let recorder = Recorder::answering(200);
-    let tmp = tempfile::tempdir().expect("tempdir");
     let mut sink = sink.replace("{url}", &recorder.url(""));
     if !sink.contains("events =") {
         // Not mass-silence: the messages of these tests name a host.
         sink.push_str("\nevents = [\"down\", \"recovered\"]");
     }
-    let server = server_with(
-        tmp.path(),
-        &format!("[[server.sinks.webhook]]\nretries = 0\n{sink}\n"),
-    );
+    let server = server_with(&format!("[[server.sinks.webhook]]\nretries = 0\n{sink}\n"));
     let _again = server.down_and_recover("web-1", WAIT);
     let requests = recorder.wait_for(want, WAIT);
     assert_eq!(requests.len(), want, "{requests:#?}");
     requests
 }
 
+/// The value of the request header `name` (lower case).
+fn header<'a>(request: &'a Recorded, name: &str) -> Option<&'a str> {
+    request.headers.get(name).map(String::as_str)
+}
+
 /// Checks the parts every preset request shares and returns the body.
 fn post_json(request: &Recorded, path: &str) -> Value {
     assert_eq!(request.method, "POST");
     assert_eq!(request.path, path);
-    assert_eq!(
-        request.headers.get("content-type").map(String::as_str),
-        Some("application/json")
-    );
+    assert_eq!(header(request, "content-type"), Some("application/json"));
     request.body.clone()
 }
 
-/// A down summary has a measured silence in it: checks its start and puts
-/// a fixed text in its place.
-fn summary_at(body: &mut Value, pointer: &str, start: &str) {
+/// The body like [`post_json`], with its summary at `pointer` checked and
+/// replaced: a summary has a measured silence in it, so this checks its
+/// start and puts `SUMMARY` in its place.
+fn post_summary(request: &Recorded, path: &str, pointer: &str, start: &str) -> Value {
+    let mut body = post_json(request, path);
     let field = body.pointer_mut(pointer).expect("field present");
     let text = field.as_str().expect("text").to_string();
     assert!(text.starts_with(start), "{text:?}");
     *field = json!("SUMMARY");
+    body
 }
 
 const MESSAGE: &str = r#"message = "{{ kind }} {{ host }}""#;
 
+/// The chat presets whose request is the message in a fixed JSON object:
+/// each row's sink settings, the path it posts to, and the body with
+/// `TEXT` standing for the message.
 #[test]
-fn slack_mattermost_googlechat_post_text() {
-    for preset in ["slack", "mattermost", "googlechat"] {
-        let sink = format!("preset = \"{preset}\"\nurl = \"{{url}}/hook\"\n{MESSAGE}");
-        let requests = down_and_up(&sink, 2);
-        assert_eq!(
-            post_json(&requests[0], "/hook"),
-            json!({"text": "down web-1"})
-        );
-        assert_eq!(
-            post_json(&requests[1], "/hook"),
-            json!({"text": "recovered web-1"})
-        );
+fn chat_presets_post_the_message() {
+    let hook = |preset: &str, url: &str| format!("preset = \"{preset}\"\nurl = \"{{url}}{url}\"");
+    let telegram = hook("telegram", "") + "\ntoken = \"123:ABC\"\nchat_id = \"-10042\"";
+    let text = r#"{"text": "TEXT"}"#;
+    for (sink, path, body) in [
+        (hook("slack", "/hook"), "/hook", text),
+        (hook("mattermost", "/hook"), "/hook", text),
+        (hook("googlechat", "/hook"), "/hook", text),
+        (
+            hook("discord", "/api/webhooks/1/tok"),
+            "/api/webhooks/1/tok",
+            r#"{"content": "TEXT"}"#,
+        ),
+        (
+            telegram,
+            "/bot123:ABC/sendMessage",
+            r#"{"chat_id": "-10042", "text": "TEXT"}"#,
+        ),
+    ] {
+        let requests = down_and_up(&format!("{sink}\n{MESSAGE}"), 2);
+        for (request, text) in requests.iter().zip(["down web-1", "recovered web-1"]) {
+            let want: Value = serde_json::from_str(&body.replace("TEXT", text)).expect("json");
+            assert_eq!(post_json(request, path), want, "{sink}");
+        }
     }
-}
-
-#[test]
-fn discord_posts_content() {
-    let sink = format!("preset = \"discord\"\nurl = \"{{url}}/api/webhooks/1/tok\"\n{MESSAGE}");
-    let requests = down_and_up(&sink, 2);
-    assert_eq!(
-        post_json(&requests[0], "/api/webhooks/1/tok"),
-        json!({"content": "down web-1"})
-    );
 }
 
 #[test]
 fn teams_posts_an_adaptive_card() {
     let sink = format!("preset = \"teams\"\nurl = \"{{url}}/workflows/x\"\n{MESSAGE}");
     let requests = down_and_up(&sink, 2);
-    let mut body = post_json(&requests[0], "/workflows/x");
-    summary_at(
-        &mut body,
-        "/attachments/0/content/body/0/text",
+    let text = "/attachments/0/content/body/0/text";
+    let body = post_summary(
+        &requests[0],
+        "/workflows/x",
+        text,
         "host web-1 is down: silent for ",
     );
     assert_eq!(
@@ -117,63 +122,41 @@ fn teams_posts_an_adaptive_card() {
     );
 }
 
+/// ntfy and Gotify: the token in a header, the summary as the title; each
+/// row's sink, token header, path, `down` body and `recovered` priority.
 #[test]
-fn ntfy_publishes_json_to_the_topic() {
-    let sink = format!(
-        "preset = \"ntfy\"\nurl = \"{{url}}/\"\ntopic = \"lubdub-alerts\"\ntoken = \"tk_abc\"\n{MESSAGE}"
+fn ntfy_and_gotify_send_the_token_and_a_titled_message() {
+    let ntfy = "preset = \"ntfy\"\nurl = \"{url}/\"\ntopic = \"lubdub-alerts\"\ntoken = \"tk_abc\"";
+    let gotify = "preset = \"gotify\"\nurl = \"{url}/gotify\"\ntoken = \"AppT0ken\"";
+    let ntfy_down = json!({"topic": "lubdub-alerts", "title": "SUMMARY", "message": "down web-1",
+                           "priority": 4, "tags": ["rotating_light"]});
+    let gotify_down = json!({"title": "SUMMARY", "message": "down web-1", "priority": 8});
+    let ntfy_key = ("authorization", "Bearer tk_abc");
+    let gotify_key = ("x-gotify-key", "AppT0ken");
+    let rows = [
+        (ntfy, ntfy_key, "/", ntfy_down, 3),
+        (gotify, gotify_key, "/gotify/message", gotify_down, 4),
+    ];
+    let (down_title, up_title) = (
+        "host web-1 is down: silent for ",
+        "host web-1 recovered after ",
     );
-    let requests = down_and_up(&sink, 2);
-    assert_eq!(
-        requests[0].headers.get("authorization").map(String::as_str),
-        Some("Bearer tk_abc")
-    );
-    let mut body = post_json(&requests[0], "/");
-    summary_at(&mut body, "/title", "host web-1 is down: silent for ");
-    assert_eq!(
-        body,
-        json!({"topic": "lubdub-alerts", "title": "SUMMARY", "message": "down web-1",
-               "priority": 4, "tags": ["rotating_light"]})
-    );
-    let mut up = post_json(&requests[1], "/");
-    summary_at(&mut up, "/title", "host web-1 recovered after ");
-    assert_eq!(up["priority"], 3);
-}
-
-#[test]
-fn gotify_posts_a_message_with_the_app_token() {
-    let sink =
-        format!("preset = \"gotify\"\nurl = \"{{url}}/gotify\"\ntoken = \"AppT0ken\"\n{MESSAGE}");
-    let requests = down_and_up(&sink, 2);
-    assert_eq!(
-        requests[0].headers.get("x-gotify-key").map(String::as_str),
-        Some("AppT0ken")
-    );
-    let mut body = post_json(&requests[0], "/gotify/message");
-    summary_at(&mut body, "/title", "host web-1 is down");
-    assert_eq!(
-        body,
-        json!({"title": "SUMMARY", "message": "down web-1", "priority": 8})
-    );
-}
-
-#[test]
-fn telegram_sends_a_message_to_the_chat() {
-    let sink = format!(
-        "preset = \"telegram\"\nurl = \"{{url}}\"\ntoken = \"123:ABC\"\nchat_id = \"-10042\"\n{MESSAGE}"
-    );
-    let requests = down_and_up(&sink, 2);
-    assert_eq!(
-        post_json(&requests[0], "/bot123:ABC/sendMessage"),
-        json!({"chat_id": "-10042", "text": "down web-1"})
-    );
+    for (sink, (name, value), path, down_body, up_priority) in rows {
+        let requests = down_and_up(&format!("{sink}\n{MESSAGE}"), 2);
+        assert_eq!(header(&requests[0], name), Some(value), "{sink}");
+        let down = post_summary(&requests[0], path, "/title", down_title);
+        assert_eq!(down, down_body);
+        let up = post_summary(&requests[1], path, "/title", up_title);
+        assert_eq!(up["priority"], up_priority, "{up}");
+    }
 }
 
 #[test]
 fn pagerduty_triggers_and_resolves_one_incident_per_host() {
     let sink = "preset = \"pagerduty\"\nurl = \"{url}\"\ntoken = \"R0UTINGKEY\"";
     let requests = down_and_up(sink, 2);
-    let mut trigger = post_json(&requests[0], "/v2/enqueue");
-    summary_at(&mut trigger, "/payload/summary", "host web-1 is down");
+    let summary = "/payload/summary";
+    let mut trigger = post_summary(&requests[0], "/v2/enqueue", summary, "host web-1 is down");
     let details = trigger["payload"]["custom_details"].take();
     assert_eq!(details["event"]["kind"], "down");
     let timestamp = trigger["payload"]["timestamp"].take();
@@ -199,13 +182,9 @@ fn opsgenie_creates_and_closes_by_alias() {
     let sink = "preset = \"opsgenie\"\nurl = \"{url}\"\ntoken = \"genie-key\"";
     let requests = down_and_up(sink, 2);
     for request in &requests {
-        assert_eq!(
-            request.headers.get("authorization").map(String::as_str),
-            Some("GenieKey genie-key")
-        );
+        assert_eq!(header(request, "authorization"), Some("GenieKey genie-key"));
     }
-    let mut create = post_json(&requests[0], "/v2/alerts");
-    summary_at(&mut create, "/message", "host web-1 is down");
+    let mut create = post_summary(&requests[0], "/v2/alerts", "/message", "host web-1 is down");
     let description = create["description"].take();
     assert!(
         description
@@ -219,8 +198,8 @@ fn opsgenie_creates_and_closes_by_alias() {
     );
     let close = &requests[1];
     assert_eq!(close.query, "identifierType=alias");
-    let mut body = post_json(close, "/v2/alerts/lubdub%2Fweb-1/close");
-    summary_at(&mut body, "/note", "host web-1 recovered");
+    let path = "/v2/alerts/lubdub%2Fweb-1/close";
+    let body = post_summary(close, path, "/note", "host web-1 recovered");
     assert_eq!(body, json!({"source": "lubdub", "note": "SUMMARY"}));
 }
 
@@ -237,10 +216,7 @@ query = { kind = "{{ kind }}" }"#;
         json!({"who": "web-1", "what": "down", "n": 1})
     );
     assert_eq!(requests[0].query, "kind=down");
-    assert_eq!(
-        requests[0].headers.get("x-host").map(String::as_str),
-        Some("web-1")
-    );
+    assert_eq!(header(&requests[0], "x-host"), Some("web-1"));
 }
 
 #[test]
@@ -269,15 +245,11 @@ fn a_bad_template_is_one_line_at_start() {
 #[test]
 fn three_downs_in_a_window_are_one_digest() {
     let recorder = Recorder::answering(200);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = server_with(
-        tmp.path(),
-        &format!(
-            "[[server.sinks.webhook]]\npreset = \"slack\"\nurl = \"{}\"\nevents = [\"down\"]\n\
+    let server = server_with(&format!(
+        "[[server.sinks.webhook]]\npreset = \"slack\"\nurl = \"{}\"\nevents = [\"down\"]\n\
              group_wait = \"1500ms\"\nmessage = \"{{{{ summary }}}}\"\n",
-            recorder.url("/digest")
-        ),
-    );
+        recorder.url("/digest")
+    ));
     let mut clients: Vec<_> = ["a", "b", "c"]
         .iter()
         .map(|h| client(&[server.udp], h, &[]))
@@ -310,14 +282,10 @@ fn three_downs_in_a_window_are_one_digest() {
 #[test]
 fn a_host_that_stays_down_is_reminded_until_it_recovers() {
     let recorder = Recorder::answering(200);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = server_with(
-        tmp.path(),
-        &format!(
-            "[[server.sinks.webhook]]\nurl = \"{}\"\nevents = [\"down\"]\nrepeat = \"300ms\"\n",
-            recorder.url("/r")
-        ),
-    );
+    let server = server_with(&format!(
+        "[[server.sinks.webhook]]\nurl = \"{}\"\nevents = [\"down\"]\nrepeat = \"300ms\"\n",
+        recorder.url("/r")
+    ));
     let mut beating = client(&[server.udp], "web-1", &[]);
     assert!(server.wait_event("web-1", "joined", WAIT));
     beating.kill();
@@ -349,16 +317,13 @@ fn test_alert_reports_a_good_and_a_failing_sink() {
     let bad = Recorder::answering(500);
     let tmp = tempfile::tempdir().expect("tempdir");
     let token = write_file(tmp.path(), "api-token", "t0ken\n");
-    let server = server_with(
-        tmp.path(),
-        &format!(
-            "[server]\napi_token = \"t0ken\"\n\
+    let server = server_with(&format!(
+        "[server]\napi_token = \"t0ken\"\n\
              [[server.sinks.webhook]]\nname = \"good\"\nurl = \"{}\"\n\
              [[server.sinks.webhook]]\nname = \"bad\"\nurl = \"{}\"\nretries = 0\n",
-            good.url("/ok"),
-            bad.url("/fail")
-        ),
-    );
+        good.url("/ok"),
+        bad.url("/fail")
+    ));
     let http = server.http.to_string();
     let ran = run(
         &["test-alert", "--server", &http, "--token-file", &token],

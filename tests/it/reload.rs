@@ -81,10 +81,7 @@ fn sighup_rotates_keys_on_server_and_client_and_the_host_never_goes_down() {
     write_keys(&client_keys, &[&new]);
     web.signal(libc::SIGHUP);
     assert!(
-        wait_until(WAIT, || web
-            .stderr()
-            .iter()
-            .any(|l| l.contains("reloaded") && l.contains("signed_with_key=2"))),
+        wait_until(WAIT, || web.stderr_has(&["reloaded", "signed_with_key=2"])),
         "{:?}",
         web.stderr()
     );
@@ -164,11 +161,7 @@ fn a_timeout_changed_by_sighup_applies_to_a_host_already_silent() {
         killed.elapsed()
     );
     assert!(
-        server
-            .proc
-            .stderr()
-            .iter()
-            .any(|l| l.contains("reloaded") && l.contains("changed=timeout")),
+        server.proc.stderr_has(&["reloaded", "changed=timeout"]),
         "says what changed: {:?}",
         server.proc.stderr()
     );

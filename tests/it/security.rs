@@ -177,11 +177,7 @@ fn per_host_keys_sign_only_for_their_host() {
         path_str(&web),
     ]);
     assert!(!wrong.wait_exit(WAIT).success());
-    assert!(
-        wrong.stderr().iter().any(|l| l.contains("not \"db-1\"")),
-        "{:?}",
-        wrong.stderr()
-    );
+    assert!(wrong.stderr_has(&["not \"db-1\""]), "{:?}", wrong.stderr());
 }
 
 #[test]

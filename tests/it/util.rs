@@ -495,11 +495,7 @@ pub struct Ran {
 /// Runs `server --config CONFIG --data-dir DATA` on loopback port 0 to its
 /// exit (for configurations the server must refuse).
 pub fn run_server(config: &str, data: &Path) -> Ran {
-    let data = data.to_str().expect("utf-8 path");
-    let loopback = ["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"];
-    let mut all = vec!["server", "--config", config, "--data-dir", data];
-    all.extend(loopback);
-    run(&all, &[])
+    run(&server_args(data, &["--config", config]), &[])
 }
 
 /// Runs `lubdub ARGS` with only `env` set, to its exit; kills it and fails
@@ -677,4 +673,34 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("bind a free port")
         .port()
+}
+
+/// The arguments of `lubdub server` with data directory `data_dir`, UDP and
+/// HTTP on loopback port 0, then `extra`: for a server run some other way
+/// than [`Server::start_in`] (to its exit, with an environment, under a
+/// wrapper).
+pub fn server_args<'a>(data_dir: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let loopback = ["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+    let mut args = vec!["server", "--data-dir", path_str(data_dir)];
+    args.extend(loopback);
+    args.extend(extra);
+    args
+}
+
+/// A fresh temporary directory holding `text` as the file `name`, and the
+/// file's path (for `--config`, key files, …); the file lasts as long as
+/// the directory.
+pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_file(dir.path(), name, text);
+    (dir, path)
+}
+
+impl Proc {
+    /// Whether a stderr line so far contains every one of `words`.
+    pub fn stderr_has(&self, words: &[&str]) -> bool {
+        self.stderr()
+            .iter()
+            .any(|l| words.iter().all(|w| l.contains(w)))
+    }
 }

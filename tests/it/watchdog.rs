@@ -167,11 +167,7 @@ fn the_dead_mans_switch_is_pinged_on_schedule_only_while_healthy() {
         "no ping while failing"
     );
     assert!(
-        server
-            .proc
-            .stderr()
-            .iter()
-            .any(|l| l.contains("not pinging") && l.contains("store")),
+        server.proc.stderr_has(&["not pinging", "store"]),
         "{:?}",
         server.proc.stderr()
     );

@@ -5,7 +5,7 @@
 use super::Shared;
 use super::api::{ApiError, authorize};
 use crate::labels::Labels;
-use crate::monitor::maintenance::{Refused, Request, Source, Window};
+use crate::monitor::maintenance::{Request, Source, Window};
 use crate::select::Selection;
 use crate::server::timer::now;
 use axum::extract::rejection::JsonRejection;
@@ -89,9 +89,8 @@ async fn open(
     let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text().replace('\n', " ")))?;
     let wall = SystemTime::now();
     let until = end_of(&body, wall)?;
-    if body.reason.len() > crate::protocol::maintenance::MAX_REASON_LEN {
-        return Err(ApiError::bad_request("reason: longer than 200 bytes"));
-    }
+    crate::protocol::maintenance::check_reason(&body.reason)
+        .map_err(|e| ApiError::bad_request(format!("reason: {e}")))?;
     let selection = Selection {
         hosts: body.hosts,
         labels: body.labels,
@@ -144,6 +143,6 @@ async fn end(
     let number: u64 = id.parse().map_err(|_| unknown())?;
     match shared.fleet.end_window(number, now(), SystemTime::now()) {
         Ok(window) => Ok(Json(window)),
-        Err(Refused::Unknown | Refused::Over) => Err(unknown()),
+        Err(_) => Err(unknown()),
     }
 }
