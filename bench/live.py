@@ -114,6 +114,19 @@ def socket_drops(port):
     return total
 
 
+def stop_all(procs, timeout=10):
+    """SIGTERM to each process still running (last started first), then
+    waits up to `timeout` seconds for each before killing it."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def parse_time(text):
     # RFC 3339 with a Z, millis or micros
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
@@ -240,14 +253,7 @@ def main():
         client_rss = rss_bytes(client.pid)
         client_seconds = time.monotonic() - start
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
     # Loadgen report and stopped hosts' last beats.
     stopped, sent, never = {}, None, 0

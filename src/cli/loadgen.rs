@@ -45,6 +45,13 @@ pub struct LoadgenArgs {
     /// Hosts (chosen evenly over the fleet) that stop beating at --stop-after.
     #[arg(long, value_name = "K")]
     stop_count: Option<u32>,
+    /// Skip each beat with this probability (0 to 1), as a lossy network.
+    #[arg(long, value_name = "P")]
+    loss: Option<f64>,
+    /// Beats say "this client answers probes" (the load generator does not
+    /// answer them).
+    #[arg(long)]
+    answers_probes: bool,
     /// When the --stop-count hosts fall silent.
     #[arg(long, value_parser = duration::parse, value_name = "DURATION")]
     stop_after: Option<Duration>,
@@ -101,6 +108,7 @@ impl LoadgenArgs {
             target: self.target,
             allow_remote: self.allow_remote,
             max_packets: self.beats,
+            answers_probes: self.answers_probes,
             ..LoadgenConfig::default()
         };
         super::set(&mut config.hosts, self.hosts);
@@ -111,6 +119,7 @@ impl LoadgenArgs {
         super::set(&mut config.id_digits, self.id_digits);
         super::set(&mut config.stop_count, self.stop_count);
         super::set(&mut config.stop_after, self.stop_after);
+        super::set(&mut config.loss, self.loss);
         config
     }
 }
@@ -157,6 +166,9 @@ pub async fn run(args: LoadgenArgs, stop: CancellationToken) -> anyhow::Result<(
         report.rate(),
         report.max_lag.as_secs_f64()
     );
+    if report.skipped > 0 {
+        println!("skipped beats={} (--loss)", report.skipped);
+    }
     // Warnings about the measurement, not errors: the report stands.
     if report.max_lag > config_interval / 10 {
         eprintln!(

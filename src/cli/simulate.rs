@@ -94,6 +94,12 @@ pub struct SimulateArgs {
     /// -log10 of the chance a live host leaves all its probes unanswered.
     #[arg(long)]
     probe_threshold: Option<f64>,
+    /// Spread a bursty host's probes over this many of its bursts.
+    #[arg(long)]
+    probe_spread: Option<f64>,
+    /// Widest spacing of a bursty host's probes.
+    #[arg(long, value_parser = duration::parse)]
+    probe_max_interval: Option<Duration>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -111,6 +117,9 @@ impl SimulateArgs {
         config.probe.enabled |= self.probes;
         config.probe.interval = self.probe_interval.unwrap_or(config.probe.interval);
         config.probe.threshold = self.probe_threshold.unwrap_or(config.probe.threshold);
+        let probe = &mut config.probe;
+        probe.burst_spread = self.probe_spread.unwrap_or(probe.burst_spread);
+        probe.max_interval = self.probe_max_interval.unwrap_or(probe.max_interval);
         let phi = &mut config.phi;
         phi.threshold = self.phi_threshold.unwrap_or(phi.threshold);
         phi.late_threshold = self.phi_late_threshold.unwrap_or(phi.late_threshold);

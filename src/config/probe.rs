@@ -42,6 +42,20 @@ pub struct ProbeConfig {
     /// not counted as unanswered). Sized for a million hosts at 5 % loss,
     /// which need about 6,000 a second. Default: 20000.
     pub rate: u32,
+    /// For a host whose loss comes in bursts (its runs of lost beats are
+    /// longer than independent loss makes them), spread its probes over
+    /// this many times its measured burst length instead of `interval`
+    /// apart: probes inside one burst are lost together, so only probes
+    /// that outlast the burst tell a live host from a dead one. Higher:
+    /// fewer false alarms on bursty links, slower confirmation there.
+    /// Hosts with random loss are unaffected. 0: never spread. Default: 20
+    /// (docs/DETECTION.md, "Bursty loss").
+    pub burst_spread: f64,
+    /// Widest spacing of a bursty host's probes (at least `interval`):
+    /// bounds how long confirming such a host can take (`max_probes`
+    /// times it). Default: 5s.
+    #[serde(with = "humantime_serde")]
+    pub max_interval: Duration,
 }
 
 impl Default for ProbeConfig {
@@ -54,6 +68,8 @@ impl Default for ProbeConfig {
             max_probes: d.max_probes,
             min_loss: d.min_loss,
             rate: d.rate,
+            burst_spread: d.burst_spread,
+            max_interval: d.max_interval,
         }
     }
 }
@@ -85,6 +101,15 @@ impl ProbeConfig {
                 "must be at least 1 (turn probing off with enabled = false)",
             ));
         }
+        if !(0.0..=100.0).contains(&self.burst_spread) {
+            return Err(invalid("probe.burst_spread", "must be 0 to 100"));
+        }
+        if self.max_interval < self.interval {
+            return Err(invalid(
+                "probe.max_interval",
+                "must be at least probe.interval",
+            ));
+        }
         Ok(ProbeSettings {
             enabled: self.enabled,
             interval: self.interval,
@@ -92,6 +117,8 @@ impl ProbeConfig {
             max_probes: self.max_probes,
             min_loss: self.min_loss,
             rate: self.rate,
+            burst_spread: self.burst_spread,
+            max_interval: self.max_interval,
         })
     }
 }
@@ -106,42 +133,21 @@ mod tests {
             ProbeConfig::default().settings().expect("valid"),
             ProbeSettings::default()
         );
+        let bad = |field: &'static str, set: fn(&mut ProbeConfig)| {
+            let mut config = ProbeConfig::default();
+            set(&mut config);
+            (config, field)
+        };
         for (config, field) in [
-            (
-                ProbeConfig {
-                    interval: Duration::ZERO,
-                    ..ProbeConfig::default()
-                },
-                "probe.interval",
-            ),
-            (
-                ProbeConfig {
-                    threshold: 0.0,
-                    ..ProbeConfig::default()
-                },
-                "probe.threshold",
-            ),
-            (
-                ProbeConfig {
-                    max_probes: 0,
-                    ..ProbeConfig::default()
-                },
-                "probe.max_probes",
-            ),
-            (
-                ProbeConfig {
-                    min_loss: 0.5,
-                    ..ProbeConfig::default()
-                },
-                "probe.min_loss",
-            ),
-            (
-                ProbeConfig {
-                    rate: 0,
-                    ..ProbeConfig::default()
-                },
-                "probe.rate",
-            ),
+            bad("probe.interval", |c| c.interval = Duration::ZERO),
+            bad("probe.threshold", |c| c.threshold = 0.0),
+            bad("probe.max_probes", |c| c.max_probes = 0),
+            bad("probe.min_loss", |c| c.min_loss = 0.5),
+            bad("probe.rate", |c| c.rate = 0),
+            bad("probe.burst_spread", |c| c.burst_spread = -1.0),
+            bad("probe.max_interval", |c| {
+                c.max_interval = Duration::from_millis(500);
+            }),
         ] {
             let error = config.settings().expect_err(field).to_string();
             assert!(error.contains(field), "{error}");

@@ -95,6 +95,9 @@ impl Monitor {
         self.untie(slot, self.clock.ms(now), wall);
         self.maintenance.leave(slot);
         self.release_labels(slot);
+        // Its probing ends too: a host joining in the slot must not inherit
+        // the suspicion (nor its nonces).
+        self.end_probing(slot);
         let host = self.registry.remove(slot).ok_or(UnknownHost)?;
         self.counts[host.state.index()] -= 1;
         if host.flap.flapping {

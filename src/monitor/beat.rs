@@ -4,6 +4,7 @@
 //! `settled`).
 
 use super::model::{EventKind, HostState};
+use super::probe::AnswerCheck;
 use super::registry::{Host, Slot, boot_prefix};
 use super::stats::{BeatStats, SeqOutcome, track_seq};
 use super::{DetectorKind, Monitor, Moved, Observation, Observed, Outcome, replay};
@@ -53,10 +54,13 @@ impl Monitor {
         if self.settings.enforce_seq && beat.seq.is_none() && !host.legacy() {
             return Observed::NotLegacy;
         }
-        // An answer to a probe this host was not sent (forged, replayed,
-        // or after its suspicion ended) confirms nothing (issue 15).
+        // An answer to a probe this host was not sent during its current
+        // suspicion (forged or replayed) is refused. One that comes after
+        // its suspicion ended (the host recovered, went down or was never
+        // suspected) confirms nothing but is still a beat: it proves the
+        // host alive like any other (issue 15).
         if let Some(nonce) = beat.answers
-            && !self.check_answer(slot, nonce, now_ms, out)
+            && self.check_answer(slot, nonce, now_ms, out) == AnswerCheck::Refused
         {
             return Observed::BadAnswer;
         }

@@ -162,8 +162,9 @@ pub enum Observed {
     /// that has sent numbered beats. Nothing changed.
     NotLegacy,
     /// Refused: it answers a probe the server did not send that host
-    /// during its current suspicion (forged, replayed or too late). Nothing
-    /// changed.
+    /// during its current suspicion (forged or replayed). Nothing changed.
+    /// (An answer that comes after the suspicion ended is applied as an
+    /// ordinary beat.)
     BadAnswer,
 }
 

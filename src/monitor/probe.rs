@@ -42,6 +42,11 @@ pub struct ProbeSettings {
     pub min_loss: f64,
     /// Most probes per second, server-wide.
     pub rate: u32,
+    /// Window a bursty host's probes are spread over, in multiples of its
+    /// measured bursts (0: never spread).
+    pub burst_spread: f64,
+    /// Widest spacing of a bursty host's probes.
+    pub max_interval: Duration,
 }
 
 impl Default for ProbeSettings {
@@ -53,6 +58,8 @@ impl Default for ProbeSettings {
             max_probes: 20,
             min_loss: 0.01,
             rate: 20_000,
+            burst_spread: 20.0,
+            max_interval: Duration::from_secs(5),
         }
     }
 }
@@ -93,8 +100,23 @@ pub struct ProbeTotals {
     pub rate_limited: u64,
     /// Answers refused: a nonce not sent to that host during its suspicion.
     pub bad_answers: u64,
+    /// Answers that came when the host was not suspected (any more): they
+    /// confirm nothing, and count as ordinary beats.
+    pub late_answers: u64,
     /// Hosts under suspicion now.
     pub suspects: u64,
+}
+
+/// What an answer's nonce says ([`Monitor::check_answer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AnswerCheck {
+    /// It answers a probe of the host's current suspicion.
+    Confirms,
+    /// The host is not suspected: an ordinary beat that confirms nothing.
+    Late,
+    /// The host is suspected and was sent no probe with that nonce
+    /// (lately): forged or replayed.
+    Refused,
 }
 
 /// Recent nonces of one suspicion that an answer may carry.
@@ -108,10 +130,14 @@ struct Suspect {
     next_ms: u64,
     /// Probes sent or attempted (rate-limited ones count too).
     tries: u8,
+    /// Most tries for this suspicion.
+    max_tries: u8,
     /// Probes that went unanswered.
     unanswered: u8,
     /// Unanswered probes needed to confirm `down`.
     needed: u8,
+    /// Spacing of its probes (ms), set when the suspicion starts.
+    spacing_ms: u64,
     /// Enough went unanswered (or all tries were spent): the detector
     /// alone decides from now on.
     done: bool,
@@ -156,6 +182,31 @@ pub fn probes_needed(threshold: f64, first: f64, next: f64, min_loss: f64, max: 
     (1.0 + rest).clamp(1.0, f64::from(max.max(1))) as u8
 }
 
+/// Spacing of a suspect's probes (ms): `base_ms`, unless its loss comes in
+/// bursts. Probes inside a burst share its fate, so `needed` probes 1 s
+/// apart say little of a host whose bursts last a minute; they are spread
+/// over `spread` times its measured burst, at most `max_ms` apart.
+///
+/// The burst is what its loss runs measure beyond independent loss: a run
+/// of losses lasts `1 / (1 - next)` beats on average, `1 / (1 - first)` if
+/// losses were independent, and the excess (0 for random loss, so random
+/// loss keeps `base_ms`) times the beat interval `interval_ms` is the
+/// burst's length.
+pub fn probe_spacing(
+    base_ms: u64,
+    max_ms: u64,
+    spread: f64,
+    interval_ms: u32,
+    loss: super::phi::Loss,
+    needed: u8,
+) -> u64 {
+    let run = |p: f64| 1.0 / (1.0 - p.clamp(0.0, 0.99));
+    let burst_beats = (run(loss.next) - run(loss.first)).max(0.0);
+    let window_ms = spread.max(0.0) * burst_beats * f64::from(interval_ms);
+    let spread_ms = (window_ms / f64::from(needed.max(1))) as u64;
+    spread_ms.clamp(base_ms, max_ms.max(base_ms))
+}
+
 impl Monitor {
     /// Seeds the nonces (the server: from the OS's randomness; the
     /// simulator: from its seed).
@@ -195,14 +246,24 @@ impl Monitor {
         self.probing.suspects.get(&slot).is_some_and(|s| !s.done)
     }
 
-    /// Probe spacing for `slot`.
-    fn probe_spacing_ms(&self, slot: Slot) -> u64 {
-        let declared = u64::from(self.registry.get(slot).interval_ms());
-        let spacing = super::millis(self.settings.probe.interval, true);
-        match declared {
-            0 => spacing,
-            ms => spacing.min(ms / 2).max(1),
-        }
+    /// Probe spacing for the host in `slot`, which needs `needed`
+    /// unanswered probes.
+    fn probe_spacing_ms(&self, slot: Slot, needed: u8) -> u64 {
+        let host = self.registry.get(slot);
+        let declared = host.interval_ms();
+        let base = super::millis(self.settings.probe.interval, true);
+        let base = match declared {
+            0 => base,
+            ms => base.min(u64::from(ms) / 2).max(1),
+        };
+        probe_spacing(
+            base,
+            super::millis(self.settings.probe.max_interval, true),
+            self.settings.probe.burst_spread,
+            declared,
+            host.stats.loss(),
+            needed,
+        )
     }
 
     /// The host in `slot` turned `late` at `now_ms`: suspect it, and probe
@@ -221,13 +282,26 @@ impl Monitor {
             settings.min_loss,
             settings.max_probes,
         );
+        let spacing_ms = self.probe_spacing_ms(slot, needed);
+        // Without keys a beat's source address may be spoofed: a suspicion
+        // then sends at most one probe per beat in the host's window (the
+        // last 64 seq numbers), so a forger who makes the server probe a
+        // victim must send it as many beats (docs/SECURITY.md, "Probes").
+        let max_tries = if self.settings.enforce_seq {
+            settings.max_probes
+        } else {
+            let window = u8::try_from(host.recent_seqs.count_ones()).unwrap_or(u8::MAX);
+            settings.max_probes.min(window)
+        };
         self.probing.suspects.insert(
             slot,
             Suspect {
                 next_ms: now_ms,
                 tries: 0,
+                max_tries,
                 unanswered: 0,
                 needed,
+                spacing_ms,
                 done: false,
                 recent: [(0, 0); RECENT],
             },
@@ -243,32 +317,35 @@ impl Monitor {
     }
 
     /// Checks the nonce of an answer from the host in `slot` received at
-    /// `now_ms`: true (and its round trip in `out`) when it is one of the
-    /// probes sent during its current suspicion.
+    /// `now_ms`: it confirms the host (its round trip in `out`) when it is
+    /// one of the probes sent during its current suspicion.
     pub(super) fn check_answer(
         &mut self,
         slot: Slot,
         nonce: u64,
         now_ms: u64,
         out: &mut Outcome,
-    ) -> bool {
-        let found = self.probing.suspects.get(&slot).and_then(|s| {
-            s.recent
-                .iter()
-                .find(|&&(n, at)| at != 0 && n == nonce)
-                .map(|&(_, at)| at)
-        });
-        match found {
+    ) -> AnswerCheck {
+        let Some(suspect) = self.probing.suspects.get(&slot) else {
+            self.probing.totals.late_answers += 1;
+            return AnswerCheck::Late;
+        };
+        let sent = suspect
+            .recent
+            .iter()
+            .find(|&&(n, at)| at != 0 && n == nonce)
+            .map(|&(_, at)| at);
+        match sent {
             Some(sent_ms) => {
                 self.probing.totals.answered += 1;
                 out.probe
                     .answered
                     .push(Duration::from_millis(now_ms.saturating_sub(sent_ms)));
-                true
+                AnswerCheck::Confirms
             }
             None => {
                 self.probing.totals.bad_answers += 1;
-                false
+                AnswerCheck::Refused
             }
         }
     }
@@ -297,9 +374,9 @@ impl Monitor {
                 self.probing.suspects.remove(&slot);
                 continue;
             }
-            let spacing = self.probe_spacing_ms(slot);
-            let max = self.settings.probe.max_probes;
             let suspect = self.probing.suspects.get_mut(&slot).expect("found above");
+            let max = suspect.max_tries;
+            let spacing = suspect.spacing_ms;
             if suspect.tries > 0 && suspect.recent[0].1 != 0 {
                 // The latest probe was sent and its host is still late.
                 suspect.unanswered += 1;
@@ -426,6 +503,20 @@ mod tests {
         }
     }
 
+    /// `n` numbered beats of `id` at 0 s (without keys a suspicion sends
+    /// at most one probe per beat in the window); returns the first seq.
+    fn numbered(sim: &mut Sim, id: &str, n: u64) -> u64 {
+        let run = 1_700_000_000u64 << 32;
+        for i in 0..n {
+            let b = Observation {
+                seq: Some(run + i),
+                ..capable(id)
+            };
+            sim.observe(0.0, b);
+        }
+        run
+    }
+
     fn apply(sim: &mut Sim, secs: f64, beat: Observation<'_>) -> (Observed, Outcome) {
         let mut out = Outcome::default();
         let at = sim.at(secs);
@@ -451,6 +542,40 @@ mod tests {
                 "{threshold} {first} {next}"
             );
         }
+    }
+
+    #[test]
+    fn only_bursty_loss_spreads_the_probes_and_within_the_bounds() {
+        use super::super::phi::Loss;
+        // (loss after an arrival, in a run, spread, needed) → spacing (ms),
+        // for 10 s beats, probes at least 1 s and at most 5 s apart.
+        let table = [
+            (0.0, 0.0, 2.0, 6, 1000),    // clean: the base spacing
+            (0.05, 0.05, 2.0, 10, 1000), // random loss: runs as expected
+            (0.2, 0.2, 2.0, 20, 1000),
+            (0.2, 0.22, 2.0, 20, 1000), // noise in the estimate: still base
+            // Runs of 1/(1-0.75) = 4 beats where 1.01 are expected: a
+            // burst of 29.9 s, twice that over 20 probes.
+            (0.01, 0.75, 2.0, 20, 2989),
+            (0.01, 0.75, 1.0, 20, 1494),
+            (0.01, 0.75, 0.0, 20, 1000), // spreading off
+            (0.01, 0.9, 2.0, 20, 5000),  // 90 s bursts: capped
+            (0.01, 0.75, 2.0, 1, 5000),
+        ];
+        for (first, next, spread, needed, want) in table {
+            let loss = Loss { first, next };
+            assert_eq!(
+                probe_spacing(1000, 5000, spread, 10_000, loss, needed),
+                want,
+                "{first} {next} {spread} {needed}"
+            );
+        }
+        // A max below the base never wins: the base holds.
+        let bursty = Loss {
+            first: 0.01,
+            next: 0.9,
+        };
+        assert_eq!(probe_spacing(1000, 10, 2.0, 10_000, bursty, 20), 1000);
     }
 
     #[test]
@@ -532,23 +657,101 @@ mod tests {
             one(EventKind::Recovered, "a")
         );
         assert_eq!(out.probe.answered, [Duration::from_millis(200)]);
-        // The same answer again (a replay; without keys the seq proves
-        // nothing): the suspicion is over, so it confirms nothing.
-        let (observed, _) = apply(&mut sim, 50.0, answer(nonce, run + 3));
-        assert_eq!(observed, Observed::BadAnswer);
+        // The same answer again (late, or a replay: without keys the seq
+        // proves nothing): the suspicion is over, so it confirms nothing,
+        // but it is a beat like any other.
+        let (observed, out) = apply(&mut sim, 27.2, answer(nonce, run + 3));
+        assert_eq!(observed, Observed::Applied);
+        assert!(out.probe.answered.is_empty(), "no round trip");
         let totals = sim.monitor.probe_totals();
-        assert_eq!((totals.answered, totals.bad_answers), (1, 2));
+        assert_eq!(
+            (totals.answered, totals.bad_answers, totals.late_answers),
+            (1, 1, 1)
+        );
         // Silent again: a new suspicion with a new nonce.
         let out = sim.expire_at(sim.at(27.2 + 27.0));
         assert_eq!(out.probe.send.len(), 1);
         assert_ne!(out.probe.send[0].nonce, nonce);
     }
 
+    // See: issue 15 (review: a late answer rejected the whole beat).
+    #[test]
+    fn an_answer_after_the_suspicion_ended_is_still_a_beat() {
+        let mut sim = probing(1000);
+        let run = numbered(&mut sim, "a", 3);
+        let first = sim.expire_at(sim.at(27.0)).probe.send[0].nonce;
+        let second = sim.expire_at(sim.at(29.0)).probe.send[0].nonce;
+        // The answer to the second probe ends the suspicion ...
+        let (observed, _) = apply(&mut sim, 29.1, answer(second, run + 4));
+        assert_eq!(observed, Observed::Applied);
+        // ... and the one to the first, slower, comes 3 s later: it is the
+        // host's latest beat, so its deadline counts from it.
+        let (observed, out) = apply(&mut sim, 32.1, answer(first, run + 3));
+        assert_eq!(observed, Observed::Applied);
+        assert!(out.probe.answered.is_empty(), "it confirms nothing");
+        assert!(sim.expire(32.1 + 26.9).is_empty(), "not late before 59.1");
+        assert_eq!(sim.expire(32.1 + 27.0), one(EventKind::Late, "a"));
+    }
+
+    // See: issue 15 (review: forget left the suspicion behind).
+    #[test]
+    fn forget_ends_probing_and_a_host_in_the_reused_slot_inherits_nothing() {
+        let mut sim = probing(1000);
+        sim.observe(0.0, capable("a"));
+        let nonce = sim.expire_at(sim.at(27.0)).probe.send[0].nonce;
+        sim.monitor
+            .forget("a", sim.at(27.5), SystemTime::now())
+            .expect("known");
+        assert_eq!(sim.monitor.probe_totals().suspects, 0);
+        // "b" takes the freed slot; a's nonce confirms nothing for it.
+        sim.observe(28.0, capable("b"));
+        assert_eq!(sim.monitor.registry().find("b"), Some(0), "slot reused");
+        let (observed, out) = apply(
+            &mut sim,
+            28.5,
+            Observation {
+                answers: Some(nonce),
+                ..capable("b")
+            },
+        );
+        assert_eq!(observed, Observed::Applied);
+        assert!(out.probe.answered.is_empty());
+        assert_eq!(sim.monitor.probe_totals().answered, 0);
+        assert_eq!(sim.monitor.probe_status(0), None);
+    }
+
+    // See: issue 15 (review: forged beats from a spoofed address).
+    #[test]
+    fn without_keys_a_suspicion_sends_at_most_one_probe_per_beat_in_the_window() {
+        let probed = |enforce_seq: bool, beats: u64| {
+            let mut sim = probing(1000);
+            sim.monitor.settings.enforce_seq = enforce_seq;
+            let run = 1_700_000_000u64 << 32;
+            for i in 0..beats {
+                let b = Observation {
+                    seq: Some(run + i),
+                    ..capable("a")
+                };
+                sim.observe(i as f64, b);
+            }
+            let last = (beats - 1) as f64;
+            (0..60)
+                .map(|t| sim.expire_at(sim.at(last + 27.0 + f64::from(t))))
+                .map(|out| out.probe.send.len())
+                .sum::<usize>()
+        };
+        assert_eq!(probed(false, 1), 1, "one forged beat earns one probe");
+        assert_eq!(probed(false, 3), 3);
+        // A host with a history, or any host with keys: its loss decides.
+        assert_eq!(probed(false, 40), 7);
+        assert!(probed(true, 1) > 1);
+    }
+
     #[test]
     fn the_server_wide_rate_bounds_the_probes_and_a_skipped_one_is_not_unanswered() {
         let mut sim = probing(1);
-        sim.observe(0.0, capable("a"));
-        sim.observe(0.0, capable("b"));
+        numbered(&mut sim, "a", 2);
+        numbered(&mut sim, "b", 2);
         let out = sim.expire_at(sim.at(27.0));
         assert_eq!(out.probe.send.len(), 1, "one token for two suspects");
         assert_eq!(sim.monitor.probe_totals().rate_limited, 1);

@@ -54,6 +54,15 @@ pub struct LoadgenConfig {
     pub stop_after: Duration,
     /// Permit a non-loopback target. Default: false.
     pub allow_remote: bool,
+    /// Beats skipped at random, each with this probability (0 to 1), as a
+    /// lossy network would drop them: to measure what loss costs the
+    /// server (e.g. probing, issue 15). Default: 0.
+    pub loss: f64,
+    /// Beats carry the flag "this client answers probes", so a server
+    /// with probing on probes the hosts that fall silent (the load
+    /// generator does not answer: each suspicion runs until the host's
+    /// next beat, the most probes it can cost). Default: false.
+    pub answers_probes: bool,
 }
 
 impl Default for LoadgenConfig {
@@ -70,6 +79,8 @@ impl Default for LoadgenConfig {
             stop_count: 0,
             stop_after: Duration::ZERO,
             allow_remote: false,
+            loss: 0.0,
+            answers_probes: false,
         }
     }
 }
@@ -117,6 +128,8 @@ pub struct Report {
     pub bytes: u64,
     /// Datagrams that failed to send.
     pub errors: u64,
+    /// Beats skipped on purpose (`loss`).
+    pub skipped: u64,
     /// The last send error, if any.
     pub last_error: Option<String>,
     /// From the first send to the end.
@@ -146,6 +159,8 @@ pub struct Fleet {
     /// client does, so a rerun is a restart and not a loss.
     run_id: u64,
     id: String,
+    /// Flags of every beat.
+    pub flags: u8,
 }
 
 impl Fleet {
@@ -161,6 +176,7 @@ impl Fleet {
             interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
             run_id,
             id: String::new(),
+            flags: 0,
         }
     }
 
@@ -207,7 +223,7 @@ impl Fleet {
         boot_id[4..12].copy_from_slice(&self.run_id.to_be_bytes());
         boot_id[15] = 1; // never all zero ("unknown")
         let beat = Beat {
-            flags: 0,
+            flags: self.flags,
             seq: (self.run_id << 32) | u64::from(round + 1),
             boot_id,
             sent_at_micros: sent_at
@@ -421,6 +437,9 @@ pub fn validate(config: &LoadgenConfig) -> Result<(), Error> {
     if config.sources == 0 || config.sources > MAX_SOURCES {
         return Err(invalid("sources", &format!("must be 1 to {MAX_SOURCES}")));
     }
+    if !(0.0..=1.0).contains(&config.loss) {
+        return Err(invalid("loss", "must be 0 to 1"));
+    }
     if config.stop_count > config.hosts {
         return Err(invalid("stop-count", "must not exceed hosts"));
     }
@@ -453,6 +472,12 @@ pub fn run(
         config.id_digits,
         config.interval,
     );
+    if config.answers_probes {
+        fleet.flags |= protocol::flags::ANSWERS_PROBES;
+    }
+    // Seeded: a rerun drops the same beats.
+    let mut lossy = fastrand::Rng::with_seed(1);
+    let mut skipped = 0;
     let hosts = u64::from(config.hosts);
     let stride = config.hosts.checked_div(config.stop_count).unwrap_or(0);
     let stopping = |i: u32| stride > 0 && i % stride == 0 && i / stride < config.stop_count;
@@ -492,6 +517,10 @@ pub fn run(
                 }
                 last_beats[(index / stride) as usize] = Some(wall);
             }
+            if config.loss > 0.0 && lossy.f64() < config.loss {
+                skipped += 1;
+                continue;
+            }
             fleet.encode(index, round, wall, signer, &mut packets[m]);
             m += 1;
         }
@@ -502,6 +531,7 @@ pub fn run(
     let mut report = sender.report().clone();
     report.elapsed = start.elapsed();
     report.max_lag = max_lag;
+    report.skipped = skipped;
     report.stopped = last_beats
         .into_iter()
         .enumerate()
@@ -516,6 +546,37 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_skips_beats_at_random_and_the_flag_says_it_answers_probes() {
+        let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let config = LoadgenConfig {
+            target: server.local_addr().expect("addr"),
+            hosts: 100,
+            interval: Duration::from_millis(100),
+            max_packets: Some(1000),
+            duration: Duration::from_secs(5),
+            sources: 1,
+            loss: 0.2,
+            answers_probes: true,
+            ..LoadgenConfig::default()
+        };
+        let report = run(&config, None, &AtomicBool::new(false)).expect("run");
+        // 1000 beats due: about 200 skipped, the rest sent.
+        assert_eq!(report.packets + report.skipped, 1000);
+        assert!((120..280).contains(&report.skipped), "{report:?}");
+        let mut buf = [0u8; 256];
+        let (len, _) = server.recv_from(&mut buf).expect("a beat");
+        let protocol::Packet::V1(beat) = protocol::decode(&buf[..len]).expect("a beat") else {
+            panic!("not a v1 beat");
+        };
+        assert!(beat.answers_probes());
+        let bad = LoadgenConfig {
+            loss: 1.5,
+            ..config
+        };
+        assert!(validate(&bad).is_err());
+    }
 
     #[test]
     fn ids_are_twelve_characters_by_default() {

@@ -83,15 +83,12 @@ pub fn simulate_host(
     index: u32,
     rtt: Duration,
 ) -> Report {
-    let mut rng = fastrand::Rng::with_seed(
-        fleet
-            .seed
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .wrapping_add(u64::from(index)),
-    );
-    let interval = fleet.interval.as_secs_f64();
-    let span = fleet.days * 86_400.0;
-    let failure = span - rng.f64() * interval;
+    let super::simulate::HostRun {
+        mut rng,
+        interval,
+        failure,
+        ..
+    } = super::simulate::HostRun::new(fleet, index);
     let half_rtt = rtt.as_secs_f64() / 2.0;
     let mut channel = Channel::new(fleet);
     let start = Instant::now();

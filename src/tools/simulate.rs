@@ -169,22 +169,51 @@ fn run_host(
     out
 }
 
+/// What one synthetic host's run starts from (with or without probes).
+pub(super) struct HostRun {
+    /// The host's own random numbers, from the fleet's seed and its index.
+    pub rng: fastrand::Rng,
+    /// Its beat interval (seconds).
+    pub interval: f64,
+    /// The simulated time (seconds).
+    pub span: f64,
+    /// When it fails (seconds): at a random phase of the last interval,
+    /// so detection time averages over where in the beat cycle it falls.
+    pub failure: f64,
+}
+
+impl HostRun {
+    /// Host `index` of `fleet`.
+    pub fn new(fleet: &Synthetic, index: u32) -> Self {
+        let mut rng = fastrand::Rng::with_seed(
+            fleet
+                .seed
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .wrapping_add(u64::from(index)),
+        );
+        let interval = fleet.interval.as_secs_f64();
+        let span = fleet.days * 86_400.0;
+        let failure = span - rng.f64() * interval;
+        Self {
+            rng,
+            interval,
+            span,
+            failure,
+        }
+    }
+}
+
 /// Simulates one synthetic host: its beats, the loss, a failure at the end.
 fn simulate_host(config: &ValidServerConfig, fleet: &Synthetic, index: u32) -> Report {
     if let Some(rtt) = fleet.probe_rtt {
         return super::probing::simulate_host(config, fleet, index, rtt);
     }
-    let mut rng = fastrand::Rng::with_seed(
-        fleet
-            .seed
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .wrapping_add(u64::from(index)),
-    );
-    let interval = fleet.interval.as_secs_f64();
-    let span = fleet.days * 86_400.0;
-    // Fail at a random phase of the last interval, so detection time
-    // averages over where in the beat cycle the failure falls.
-    let failure = span - rng.f64() * interval;
+    let HostRun {
+        mut rng,
+        interval,
+        span,
+        failure,
+    } = HostRun::new(fleet, index);
     let run = 1_700_000_000u64 << 32;
     let mut arrivals = Vec::with_capacity((span / interval) as usize + 1);
     let (mut sent_at, mut seq, mut bad) = (rng.f64() * interval, run, false);

@@ -10,7 +10,9 @@
 //! missing the test fails (we run as root here and in CI). `ip`
 //! (iproute2) and `nft` (nftables) are installed by scripts/test.
 
-use crate::util::{BIN, Namespaces, Proc, ip, must_run, parse_event, path_str, wait_until};
+use crate::util::{
+    BIN, EventLine, Namespaces, Proc, ip, must_run, parse_event, path_str, wait_until,
+};
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,87 +21,134 @@ const CLIENTS: usize = 3;
 /// The UDP port of servers inside the namespaces (nothing else is there).
 const PORT: u16 = 43278;
 
+// The namespace kit, shared with `probe.rs`: servers and clients in
+// namespaces, veth links, nftables loss.
+
 /// Starts `lubdub server` inside `ns` on UDP `listen`, with its data in
-/// `data`, and waits until it is ready (its HTTP API is on the
-/// namespace's own loopback, out of the test's reach: it is read through
-/// stdout, or `lubdub status` run in the namespace).
-fn server_in(ns: &str, listen: &str, data: &Path) -> Proc {
-    let server = Proc::spawn_program(
+/// `data` and `extra` flags, and waits until it is ready (its HTTP API is
+/// on the namespace's own loopback, out of the test's reach: it is read
+/// through stdout, or a program run in the namespace: [`http_of`]).
+pub(crate) fn server_in(ns: &str, listen: &str, data: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "netns",
+        "exec",
+        ns,
+        BIN,
+        "server",
+        "--listen",
+        listen,
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        path_str(data),
+    ];
+    args.extend(extra);
+    let server = Proc::spawn_program("ip", &args);
+    server.wait_listening();
+    server
+}
+
+/// `lubdub client` inside `ns`, beating every 100 ms as `host` to `target`.
+pub(crate) fn client_in(ns: &str, target: &str, host: &str) -> Proc {
+    Proc::spawn_program(
         "ip",
         &[
             "netns",
             "exec",
             ns,
             BIN,
-            "server",
-            "--listen",
-            listen,
-            "--http",
-            "127.0.0.1:0",
-            "--timeout",
-            "1s",
-            "--data-dir",
-            path_str(data),
+            "client",
+            "--interval",
+            "100ms",
+            "--host-id",
+            host,
+            target,
         ],
-    );
-    server.wait_listening();
-    server
+    )
 }
 
-/// Event kinds of `host` in the server's output so far.
-fn kinds(server: &Proc, host: &str) -> Vec<String> {
+/// Events of `host` in the server's output so far.
+pub(crate) fn events(server: &Proc, host: &str) -> Vec<EventLine> {
     server
         .stdout()
         .iter()
         .filter_map(|l| parse_event(l))
         .filter(|e| e.host == host)
-        .map(|e| e.kind)
         .collect()
+}
+
+/// Event kinds of `host` in the server's output so far.
+fn kinds(server: &Proc, host: &str) -> Vec<String> {
+    events(server, host).into_iter().map(|e| e.kind).collect()
 }
 
 fn went_down(server: &Proc, host: &str) -> bool {
     kinds(server, host).iter().any(|k| k == "down")
 }
 
+/// A veth link between `a` (address `a_addr`, device `a_dev`) and `b`.
+pub(crate) fn link(a: &str, a_dev: &str, a_addr: &str, b: &str, b_dev: &str, b_addr: &str) {
+    ip(&[
+        "-n", a, "link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", b,
+    ]);
+    ip(&["-n", a, "addr", "add", a_addr, "dev", a_dev]);
+    ip(&["-n", b, "addr", "add", b_addr, "dev", b_dev]);
+    ip(&["-n", a, "link", "set", a_dev, "up"]);
+    ip(&["-n", b, "link", "set", b_dev, "up"]);
+}
+
+/// Runs `nft ARGS` in `ns` (ARGS split at spaces).
+pub(crate) fn nft(ns: &str, args: &str) -> String {
+    let mut all = vec!["netns", "exec", ns, "nft"];
+    all.extend(args.split(' '));
+    must_run("ip", &all)
+}
+
 /// Drops `percent` % of the packets on `dev` in namespace `ns`, in one
 /// direction (`input` or `output`), counting what it drops.
-fn random_loss(ns: &str, hook: &str, dev: &str, percent: u32) {
-    let table = format!("loss_{hook}");
-    let chain = format!("{{ type filter hook {hook} priority 0; }}");
+pub(crate) fn random_loss(ns: &str, hook: &str, dev: &str, percent: u32) {
     let which = if hook == "input" {
         "iifname"
     } else {
         "oifname"
     };
-    let rule = format!("{which} \"{dev}\" numgen random mod 100 < {percent} counter drop");
-    must_run(
-        "ip",
-        &["netns", "exec", ns, "nft", "add", "table", "inet", &table],
+    nft(ns, &format!("add table inet loss_{hook}"));
+    nft(
+        ns,
+        &format!("add chain inet loss_{hook} c {{ type filter hook {hook} priority 0 ; }}"),
     );
-    must_run(
-        "ip",
-        &[
-            "netns", "exec", ns, "nft", "add", "chain", "inet", &table, "c", &chain,
-        ],
+    nft(
+        ns,
+        &format!(
+            "add rule inet loss_{hook} c {which} {dev} numgen random mod 100 < {percent} counter drop"
+        ),
     );
-    let mut args = vec![
-        "netns", "exec", ns, "nft", "add", "rule", "inet", &table, "c",
-    ];
-    args.extend(rule.split(' '));
-    must_run("ip", &args);
 }
 
 /// Packets dropped so far by the [`random_loss`] rule of `hook` in `ns`.
 fn lost(ns: &str, hook: &str) -> u64 {
-    let table = format!("loss_{hook}");
-    let listed = must_run(
-        "ip",
-        &["netns", "exec", ns, "nft", "list", "table", "inet", &table],
-    );
+    let listed = nft(ns, &format!("list table inet loss_{hook}"));
     listed
         .split_once("counter packets ")
         .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no counter in {listed}"))
+}
+
+/// The HTTP address a server printed when ready.
+pub(crate) fn http_of(server: &Proc) -> String {
+    server
+        .stdout()
+        .iter()
+        .find_map(|l| {
+            Some(
+                l.split_once(" http=")?
+                    .1
+                    .split_whitespace()
+                    .next()?
+                    .to_string(),
+            )
+        })
+        .expect("http address")
 }
 
 #[test]
@@ -109,44 +158,28 @@ fn cut_link_is_down_exactly_and_restored_link_recovers() {
     for (i, ns) in client_ns.iter().enumerate() {
         // 198.18.0.0/15 is reserved for network tests (RFC 2544); these
         // addresses exist only inside the namespaces made here.
-        let link = format!("vc{i}");
-        ip(&[
-            "-n", server_ns, "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns",
+        link(
+            server_ns,
+            &format!("vc{i}"),
+            &format!("198.18.{i}.1/24"),
             ns,
-        ]);
-        let server_addr = format!("198.18.{i}.1/24");
-        let client_addr = format!("198.18.{i}.2/24");
-        ip(&["-n", server_ns, "addr", "add", &server_addr, "dev", &link]);
-        ip(&["-n", ns, "addr", "add", &client_addr, "dev", "eth0"]);
-        ip(&["-n", server_ns, "link", "set", &link, "up"]);
-        ip(&["-n", ns, "link", "set", "eth0", "up"]);
+            "eth0",
+            &format!("198.18.{i}.2/24"),
+        );
     }
-
     let data = tempfile::tempdir().expect("tempdir");
     // 1 s timeout with 100 ms beats: generous on a loaded machine.
-    let server = server_in(server_ns, &format!("0.0.0.0:{PORT}"), data.path());
+    let server = server_in(
+        server_ns,
+        &format!("0.0.0.0:{PORT}"),
+        data.path(),
+        &["--timeout", "1s"],
+    );
     let hosts: Vec<String> = (0..CLIENTS).map(|i| format!("ns-host-{i}")).collect();
     let _clients: Vec<Proc> = client_ns
         .iter()
         .enumerate()
-        .map(|(i, ns)| {
-            let target = format!("198.18.{i}.1:{PORT}");
-            Proc::spawn_program(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    ns,
-                    BIN,
-                    "client",
-                    "--interval",
-                    "100ms",
-                    "--host-id",
-                    &hosts[i],
-                    &target,
-                ],
-            )
-        })
+        .map(|(i, ns)| client_in(ns, &format!("198.18.{i}.1:{PORT}"), &hosts[i]))
         .collect();
     assert!(
         wait_until(WAIT, || hosts
@@ -184,19 +217,7 @@ fn cut_link_is_down_exactly_and_restored_link_recovers() {
         "loss applied both ways: {sent_lost} and {received_lost} dropped"
     );
     // The server counted them: from `lubdub status`, run beside it.
-    let http = server
-        .stdout()
-        .iter()
-        .find_map(|l| {
-            Some(
-                l.split_once(" http=")?
-                    .1
-                    .split_whitespace()
-                    .next()?
-                    .to_string(),
-            )
-        })
-        .expect("http address");
+    let http = http_of(&server);
     let mut status = Proc::spawn_program(
         "ip",
         &[
@@ -234,8 +255,8 @@ fn a_client_resolves_its_server_name_again_when_sending_fails() {
         tempfile::tempdir().expect("a"),
         tempfile::tempdir().expect("b"),
     );
-    let first = server_in(ns, &format!("198.18.99.1:{PORT}"), data_a.path());
-    let second = server_in(ns, &format!("127.0.0.1:{PORT}"), data_b.path());
+    let first = server_in(ns, &format!("198.18.99.1:{PORT}"), data_a.path(), &[]);
+    let second = server_in(ns, &format!("127.0.0.1:{PORT}"), data_b.path(), &[]);
 
     // The name is the test's: a hosts file of its own, bound over
     // /etc/hosts for the client only (`ip netns exec` gives it a mount

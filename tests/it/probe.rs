@@ -9,9 +9,10 @@
 //! most 20. Waits are for conditions, with generous deadlines (a loaded
 //! 2-core machine).
 
+use crate::netns::{self, client_in, events, http_of, link, nft, random_loss};
 use crate::util::{
-    BIN, EventLine, Namespaces, Proc, Server, beat, ip, keygen, must_run, packet, parse_event,
-    path_str, run_seq, signer, wait_until,
+    EventLine, Namespaces, Proc, Server, beat, ip, keygen, must_run, packet, path_str, run_seq,
+    signer, wait_until,
 };
 use lubdub::protocol::{self, flags, probe};
 use std::net::{SocketAddr, UdpSocket};
@@ -26,55 +27,14 @@ const DETECTOR: [&str; 4] = ["--timeout", "300ms", "--late-after", "180ms"];
 /// unanswered 50 ms after it is sent.
 const DOWN_BOUND_SECS: f64 = 0.18 + 21.0 * 0.05;
 
-/// `lubdub server` inside `ns` on UDP `listen`, ready.
+/// `lubdub server` inside `ns` on UDP `listen`, ready, with the test's
+/// detector settings and probing on or off.
 fn server_in(ns: &str, listen: &str, data: &std::path::Path, probes: bool) -> Proc {
-    let mut args = vec![
-        "netns",
-        "exec",
-        ns,
-        BIN,
-        "server",
-        "--listen",
-        listen,
-        "--http",
-        "127.0.0.1:0",
-        "--data-dir",
-        path_str(data),
-    ];
-    args.extend(DETECTOR);
+    let mut extra = DETECTOR.to_vec();
     if probes {
-        args.push("--probes");
+        extra.push("--probes");
     }
-    let server = Proc::spawn_program("ip", &args);
-    server.wait_listening();
-    server
-}
-
-fn client_in(ns: &str, target: &str, host: &str) -> Proc {
-    Proc::spawn_program(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            ns,
-            BIN,
-            "client",
-            "--interval",
-            "100ms",
-            "--host-id",
-            host,
-            target,
-        ],
-    )
-}
-
-fn events(server: &Proc, host: &str) -> Vec<EventLine> {
-    server
-        .stdout()
-        .iter()
-        .filter_map(|l| parse_event(l))
-        .filter(|e| e.host == host)
-        .collect()
+    netns::server_in(ns, listen, data, &extra)
 }
 
 fn downs(server: &Proc, host: &str) -> Vec<EventLine> {
@@ -84,56 +44,11 @@ fn downs(server: &Proc, host: &str) -> Vec<EventLine> {
         .collect()
 }
 
-/// A veth link between `a` (address `a_addr`, device `a_dev`) and `b`.
-fn link(a: &str, a_dev: &str, a_addr: &str, b: &str, b_dev: &str, b_addr: &str) {
-    ip(&[
-        "-n", a, "link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", b,
-    ]);
-    ip(&["-n", a, "addr", "add", a_addr, "dev", a_dev]);
-    ip(&["-n", b, "addr", "add", b_addr, "dev", b_dev]);
-    ip(&["-n", a, "link", "set", a_dev, "up"]);
-    ip(&["-n", b, "link", "set", b_dev, "up"]);
-}
-
-/// Runs `nft ARGS` in `ns`.
-fn nft(ns: &str, args: &str) {
-    let mut all = vec!["netns", "exec", ns, "nft"];
-    all.extend(args.split(' '));
-    must_run("ip", &all);
-}
-
 /// Drops `percent` % of what leaves and of what arrives on `dev` in `ns`.
 fn lossy(ns: &str, dev: &str, percent: u32) {
-    nft(ns, "add table inet loss");
-    for (hook, which) in [("input", "iifname"), ("output", "oifname")] {
-        nft(
-            ns,
-            &format!("add chain inet loss {hook} {{ type filter hook {hook} priority 0 ; }}"),
-        );
-        nft(
-            ns,
-            &format!(
-                "add rule inet loss {hook} {which} {dev} numgen random mod 100 < {percent} counter drop"
-            ),
-        );
+    for hook in ["input", "output"] {
+        random_loss(ns, hook, dev, percent);
     }
-}
-
-/// The HTTP address a server printed when ready.
-fn http_of(server: &Proc) -> String {
-    server
-        .stdout()
-        .iter()
-        .find_map(|l| {
-            Some(
-                l.split_once(" http=")?
-                    .1
-                    .split_whitespace()
-                    .next()?
-                    .to_string(),
-            )
-        })
-        .expect("http address")
 }
 
 /// A metric of the server in `ns` (0 when absent).
