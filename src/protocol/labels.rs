@@ -11,7 +11,10 @@
 //! a replayed announcement cannot undo a change. Documented in
 //! `docs/PROTOCOL.md` ("Label announcement").
 
-use super::{DecodeError, MAX_HOST_ID_LEN, TAG_LEN, Tag, array, check_host_id, flags};
+use super::{
+    DecodeError, Tag, array, begin, check_host_id_len, flags, host_id_len, push_tag, read_host_id,
+    read_tag, split_header, tag_len,
+};
 use crate::labels::{LabelError, Labels, MAX_LABELS};
 
 /// The four bytes an announcement starts with: ASCII `LBDL`.
@@ -97,26 +100,10 @@ pub fn is_announcement(datagram: &[u8]) -> bool {
 /// label block's lengths add up), not the labels' text (see
 /// [`Announcement::labels`]).
 pub fn decode(datagram: &[u8]) -> Result<Announcement<'_>, DecodeError> {
-    if datagram.len() < HEADER_LEN {
-        return Err(DecodeError::TooShort);
-    }
-    let (header, rest) = datagram.split_at(HEADER_LEN);
-    if header[..4] != MAGIC {
-        return Err(DecodeError::BadMagic);
-    }
-    if header[4] != super::VERSION {
-        return Err(DecodeError::UnsupportedVersion(header[4]));
-    }
+    let (header, rest) = split_header(datagram, HEADER_LEN, MAGIC)?;
     let flag_bits = header[5];
-    let id_len = usize::from(header[22]);
-    if id_len == 0 {
-        return Err(DecodeError::EmptyHostId);
-    }
-    let tag_len = if flag_bits & flags::TAGGED != 0 {
-        TAG_LEN
-    } else {
-        0
-    };
+    let id_len = host_id_len(header[22])?;
+    let tag_len = tag_len(flag_bits);
     if rest.len() < id_len + 1 + tag_len {
         return Err(DecodeError::LengthMismatch);
     }
@@ -134,12 +121,8 @@ pub fn decode(datagram: &[u8]) -> Result<Announcement<'_>, DecodeError> {
     if !walk.is_empty() {
         return Err(DecodeError::LengthMismatch);
     }
-    let host_id = std::str::from_utf8(host_id).map_err(|_| DecodeError::HostIdNotUtf8)?;
-    check_host_id(host_id).map_err(|_| DecodeError::HostIdForbiddenChar)?;
-    let tag = (tag_len != 0).then(|| Tag {
-        key_id: u32::from_be_bytes(array(&tag_bytes[..4])),
-        mac: array(&tag_bytes[4..]),
-    });
+    let host_id = read_host_id(host_id)?;
+    let tag = read_tag(tag_bytes);
     Ok(Announcement {
         flags: flag_bits,
         seq: u64::from_be_bytes(array(&header[6..14])),
@@ -161,13 +144,8 @@ pub fn encode(
     out: &mut Vec<u8>,
 ) -> Result<usize, AnnounceError> {
     let id = host_id.as_bytes();
-    if id.is_empty() || id.len() > MAX_HOST_ID_LEN || check_host_id(host_id).is_err() {
-        return Err(AnnounceError::HostId);
-    }
-    out.clear();
-    out.extend_from_slice(&MAGIC);
-    out.push(super::VERSION);
-    out.push(if tag.is_some() { flags::TAGGED } else { 0 });
+    check_host_id_len(host_id).map_err(|_| AnnounceError::HostId)?;
+    begin(MAGIC, if tag.is_some() { flags::TAGGED } else { 0 }, out);
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(&sent_at_micros.to_be_bytes());
     out.push(id.len() as u8); // checked above
@@ -181,10 +159,7 @@ pub fn encode(
         out.push(value.len() as u8);
         out.extend_from_slice(value.as_bytes());
     }
-    if let Some(tag) = tag {
-        out.extend_from_slice(&tag.key_id.to_be_bytes());
-        out.extend_from_slice(&tag.mac);
-    }
+    push_tag(tag, out);
     if out.len() > MAX_LEN {
         return Err(AnnounceError::TooLong(out.len()));
     }

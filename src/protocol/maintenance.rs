@@ -8,7 +8,7 @@
 //! confirmation echoes the announcement's nonce, so a client accepts only
 //! the answer to its own question.
 
-use super::{MAC_LEN, TAG_LEN, Tag, flags};
+use super::{MAC_LEN, Tag, flags};
 
 /// The four bytes an announcement starts with: ASCII `LBDM`.
 pub const ANNOUNCE_MAGIC: [u8; 4] = *b"LBDM";
@@ -113,20 +113,13 @@ pub enum Error {
     TooLong,
 }
 
+/// The tag after the body: exactly [`super::TAG_LEN`] bytes when the flags say
+/// `TAGGED`, nothing otherwise.
 fn tag_of(flags_byte: u8, rest: &[u8]) -> Result<Option<Tag>, Error> {
-    if flags_byte & flags::TAGGED == 0 {
-        return if rest.is_empty() {
-            Ok(None)
-        } else {
-            Err(Error::Malformed)
-        };
-    }
-    if rest.len() != TAG_LEN {
+    if rest.len() != super::tag_len(flags_byte) {
         return Err(Error::Malformed);
     }
-    let key_id = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes"));
-    let mac = rest[4..].try_into().expect("16 bytes");
-    Ok(Some(Tag { key_id, mac }))
+    Ok(super::read_tag(rest))
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
@@ -141,30 +134,42 @@ fn text(bytes: &[u8]) -> Result<&str, Error> {
 /// `header` bytes (its last: the id's length), ends; checks the magic,
 /// the version and that the id is there and not empty.
 fn host_id_end(bytes: &[u8], magic: [u8; 4], header: usize) -> Result<usize, Error> {
-    if bytes.len() < header || bytes[..4] != magic || bytes[4] != super::VERSION {
-        return Err(Error::Malformed);
-    }
-    let id_len = usize::from(bytes[header - 1]);
-    if id_len == 0 || bytes.len() < header + id_len {
+    let (fixed, rest) = super::split_header(bytes, header, magic).map_err(|_| Error::Malformed)?;
+    let id_len = usize::from(fixed[header - 1]);
+    if id_len == 0 || rest.len() < id_len {
         return Err(Error::Malformed);
     }
     Ok(header + id_len)
 }
 
-/// Starts a datagram of kind `magic` for `host_id` in `out` (replacing
-/// its contents): magic, version, flags.
-fn begin(
+/// Encodes a datagram of kind `magic` into `out` (replacing its
+/// contents): magic, version, flags, the `fixed` fields, the host id and
+/// the `reason` (each with its length byte first), and a zeroed tag if
+/// `key_id` is given (the caller writes the MAC over all but the last 16
+/// bytes). Returns the length.
+fn encode(
     magic: [u8; 4],
+    fixed: &[&[u8]],
     host_id: &str,
+    reason: Option<&str>,
     key_id: Option<u32>,
     out: &mut Vec<u8>,
-) -> Result<(), Error> {
+) -> Result<usize, Error> {
     super::check_host_id(host_id).map_err(|_| Error::TooLong)?;
-    out.clear();
-    out.extend_from_slice(&magic);
-    out.push(super::VERSION);
-    out.push(if key_id.is_some() { flags::TAGGED } else { 0 });
-    Ok(())
+    super::begin(magic, if key_id.is_some() { flags::TAGGED } else { 0 }, out);
+    for field in fixed {
+        out.extend_from_slice(field);
+    }
+    push_text(host_id, out);
+    if let Some(reason) = reason {
+        push_text(reason, out);
+    }
+    let tag = key_id.map(|key_id| Tag {
+        key_id,
+        mac: [0; MAC_LEN],
+    });
+    super::push_tag(tag, out);
+    Ok(out.len())
 }
 
 /// Appends `text` with its length (one byte) first.
@@ -208,21 +213,19 @@ pub fn encode_announcement(
     if a.reason.len() > MAX_REASON_LEN {
         return Err(Error::TooLong);
     }
-    begin(ANNOUNCE_MAGIC, a.host_id, key_id, out)?;
-    out.extend_from_slice(&a.sent_at_micros.to_be_bytes());
-    out.extend_from_slice(&a.duration_ms.to_be_bytes());
-    out.extend_from_slice(&a.nonce);
-    push_text(a.host_id, out);
-    push_text(a.reason, out);
-    push_tag(key_id, out);
-    Ok(out.len())
-}
-
-fn push_tag(key_id: Option<u32>, out: &mut Vec<u8>) {
-    if let Some(id) = key_id {
-        out.extend_from_slice(&id.to_be_bytes());
-        out.extend_from_slice(&[0; MAC_LEN]);
-    }
+    let fixed: [&[u8]; 3] = [
+        &a.sent_at_micros.to_be_bytes(),
+        &a.duration_ms.to_be_bytes(),
+        &a.nonce,
+    ];
+    encode(
+        ANNOUNCE_MAGIC,
+        &fixed,
+        a.host_id,
+        Some(a.reason),
+        key_id,
+        out,
+    )
 }
 
 /// Decodes a confirmation.
@@ -244,14 +247,13 @@ pub fn encode_confirmation(
     key_id: Option<u32>,
     out: &mut Vec<u8>,
 ) -> Result<usize, Error> {
-    begin(CONFIRM_MAGIC, c.host_id, key_id, out)?;
-    out.push(c.status);
-    out.extend_from_slice(&c.nonce);
-    out.extend_from_slice(&c.until_micros.to_be_bytes());
-    out.extend_from_slice(&c.window.to_be_bytes());
-    push_text(c.host_id, out);
-    push_tag(key_id, out);
-    Ok(out.len())
+    let fixed: [&[u8]; 4] = [
+        &[c.status],
+        &c.nonce,
+        &c.until_micros.to_be_bytes(),
+        &c.window.to_be_bytes(),
+    ];
+    encode(CONFIRM_MAGIC, &fixed, c.host_id, None, key_id, out)
 }
 
 #[cfg(test)]

@@ -233,6 +233,70 @@ pub(crate) fn split_header(
     Ok((header, rest))
 }
 
+/// Bytes of the tag after the body of a datagram whose flags byte is
+/// `flag_bits`: every kind marks its tag with the same `TAGGED` bit.
+#[inline]
+pub(crate) fn tag_len(flag_bits: u8) -> usize {
+    if flag_bits & flags::TAGGED != 0 {
+        TAG_LEN
+    } else {
+        0
+    }
+}
+
+/// The host id length from its header byte; a host id is never empty.
+#[inline]
+pub(crate) fn host_id_len(byte: u8) -> Result<usize, DecodeError> {
+    match byte {
+        0 => Err(DecodeError::EmptyHostId),
+        len => Ok(usize::from(len)),
+    }
+}
+
+/// Reads a host id: UTF-8 without a character a host id may not hold.
+#[inline]
+pub(crate) fn read_host_id(bytes: &[u8]) -> Result<&str, DecodeError> {
+    let host_id = std::str::from_utf8(bytes).map_err(|_| DecodeError::HostIdNotUtf8)?;
+    check_host_id(host_id).map_err(|_| DecodeError::HostIdForbiddenChar)?;
+    Ok(host_id)
+}
+
+/// Reads a tag from its [`TAG_LEN`] bytes; none when `bytes` is empty
+/// (the caller has checked the length against the `TAGGED` flag).
+#[inline]
+pub(crate) fn read_tag(bytes: &[u8]) -> Option<Tag> {
+    (!bytes.is_empty()).then(|| Tag {
+        key_id: u32::from_be_bytes(array(&bytes[..4])),
+        mac: array(&bytes[4..]),
+    })
+}
+
+/// Checks a host id before encoding: 1 to [`MAX_HOST_ID_LEN`] bytes (so
+/// its length fits one byte), no forbidden character.
+pub(crate) fn check_host_id_len(id: &str) -> Result<(), EncodeError> {
+    if id.is_empty() || id.len() > MAX_HOST_ID_LEN {
+        return Err(EncodeError::HostIdLength(id.len()));
+    }
+    check_host_id(id)
+}
+
+/// Starts a datagram of kind `magic` in `out` (cleared first): magic,
+/// [`VERSION`], then `byte` (the flags; a probe's type).
+pub(crate) fn begin(magic: [u8; 4], byte: u8, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&magic);
+    out.push(VERSION);
+    out.push(byte);
+}
+
+/// Appends `tag` (key id, then MAC), if any: the tail of every signed kind.
+pub(crate) fn push_tag(tag: Option<Tag>, out: &mut Vec<u8>) {
+    if let Some(tag) = tag {
+        out.extend_from_slice(&tag.key_id.to_be_bytes());
+        out.extend_from_slice(&tag.mac);
+    }
+}
+
 /// Decodes one datagram. Never panics, never allocates.
 pub fn decode(datagram: &[u8]) -> Result<Packet<'_>, DecodeError> {
     if datagram == LEGACY_THUMP || datagram == LEGACY_PYHB {
@@ -240,15 +304,8 @@ pub fn decode(datagram: &[u8]) -> Result<Packet<'_>, DecodeError> {
     }
     let (header, rest) = split_header(datagram, HEADER_LEN, MAGIC)?;
     let flags = header[5];
-    let host_id_len = usize::from(header[42]);
-    if host_id_len == 0 {
-        return Err(DecodeError::EmptyHostId);
-    }
-    let tag_len = if flags & flags::TAGGED != 0 {
-        TAG_LEN
-    } else {
-        0
-    };
+    let host_id_len = host_id_len(header[42])?;
+    let tag_len = tag_len(flags);
     let nonce_len = if flags & flags::ANSWER != 0 {
         NONCE_LEN
     } else {
@@ -259,12 +316,8 @@ pub fn decode(datagram: &[u8]) -> Result<Packet<'_>, DecodeError> {
     }
     let (host_id, rest) = rest.split_at(host_id_len);
     let (nonce, tag_bytes) = rest.split_at(nonce_len);
-    let host_id = std::str::from_utf8(host_id).map_err(|_| DecodeError::HostIdNotUtf8)?;
-    check_host_id(host_id).map_err(|_| DecodeError::HostIdForbiddenChar)?;
-    let tag = (tag_len != 0).then(|| Tag {
-        key_id: u32::from_be_bytes(array(&tag_bytes[..4])),
-        mac: array(&tag_bytes[4..]),
-    });
+    let host_id = read_host_id(host_id)?;
+    let tag = read_tag(tag_bytes);
     Ok(Packet::V1(Beat {
         flags,
         seq: u64::from_be_bytes(array(&header[6..14])),
@@ -283,10 +336,7 @@ pub fn decode(datagram: &[u8]) -> Result<Packet<'_>, DecodeError> {
 /// bytes before it, belongs to the auth layer.
 pub fn encode(beat: &Beat<'_>, out: &mut Vec<u8>) -> Result<usize, EncodeError> {
     let id = beat.host_id.as_bytes();
-    if id.is_empty() || id.len() > MAX_HOST_ID_LEN {
-        return Err(EncodeError::HostIdLength(id.len()));
-    }
-    check_host_id(beat.host_id)?;
+    check_host_id_len(beat.host_id)?;
     let mut flags = beat.flags & !(flags::TAGGED | flags::ANSWER);
     if beat.tag.is_some() {
         flags |= flags::TAGGED;
@@ -294,10 +344,7 @@ pub fn encode(beat: &Beat<'_>, out: &mut Vec<u8>) -> Result<usize, EncodeError> 
     if beat.answers.is_some() {
         flags |= flags::ANSWER;
     }
-    out.clear();
-    out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
-    out.push(flags);
+    begin(MAGIC, flags, out);
     out.extend_from_slice(&beat.seq.to_be_bytes());
     out.extend_from_slice(&beat.boot_id);
     out.extend_from_slice(&beat.sent_at_micros.to_be_bytes());
@@ -307,10 +354,7 @@ pub fn encode(beat: &Beat<'_>, out: &mut Vec<u8>) -> Result<usize, EncodeError> 
     if let Some(nonce) = beat.answers {
         out.extend_from_slice(&nonce.to_be_bytes());
     }
-    if let Some(tag) = beat.tag {
-        out.extend_from_slice(&tag.key_id.to_be_bytes());
-        out.extend_from_slice(&tag.mac);
-    }
+    push_tag(beat.tag, out);
     Ok(out.len())
 }
 

@@ -10,7 +10,10 @@
 //! `docs/PROTOCOL.md`, "Probes", documents every byte, with test vectors
 //! that a unit test decodes.
 
-use super::{DecodeError, EncodeError, MAC_LEN, TAG_LEN, Tag, array, check_host_id};
+use super::{
+    DecodeError, EncodeError, MAC_LEN, Tag, array, begin, check_host_id_len, host_id_len, push_tag,
+    read_host_id, read_tag, split_header, tag_len,
+};
 
 /// The four bytes every probe starts with: ASCII `LBDP`.
 pub const PROBE_MAGIC: [u8; 4] = *b"LBDP";
@@ -42,45 +45,20 @@ pub fn is_probe(datagram: &[u8]) -> bool {
 
 /// Decodes a probe. Never panics, never allocates.
 pub fn decode_probe(datagram: &[u8]) -> Result<Probe<'_>, DecodeError> {
-    if datagram.len() < PROBE_HEADER_LEN {
-        return Err(if datagram.len() >= 4 && !is_probe(datagram) {
-            DecodeError::BadMagic
-        } else {
-            DecodeError::TooShort
-        });
-    }
-    let (header, rest) = datagram.split_at(PROBE_HEADER_LEN);
-    if header[..4] != PROBE_MAGIC {
-        return Err(DecodeError::BadMagic);
-    }
-    if header[4] != super::VERSION {
-        return Err(DecodeError::UnsupportedVersion(header[4]));
-    }
+    let (header, rest) = split_header(datagram, PROBE_HEADER_LEN, PROBE_MAGIC)?;
     if header[5] != TYPE_PROBE {
         return Err(DecodeError::UnknownType(header[5]));
     }
-    let tag_len = if header[6] & PROBE_TAGGED != 0 {
-        TAG_LEN
-    } else {
-        0
-    };
-    let id_len = usize::from(header[15]);
-    if id_len == 0 {
-        return Err(DecodeError::EmptyHostId);
-    }
+    let tag_len = tag_len(header[6]);
+    let id_len = host_id_len(header[15])?;
     if rest.len() != id_len + tag_len {
         return Err(DecodeError::LengthMismatch);
     }
     let (id, tag_bytes) = rest.split_at(id_len);
-    let host_id = std::str::from_utf8(id).map_err(|_| DecodeError::HostIdNotUtf8)?;
-    check_host_id(host_id).map_err(|_| DecodeError::HostIdForbiddenChar)?;
     Ok(Probe {
         nonce: u64::from_be_bytes(array(&header[7..15])),
-        host_id,
-        tag: (tag_len != 0).then(|| Tag {
-            key_id: u32::from_be_bytes(array(&tag_bytes[..4])),
-            mac: array(&tag_bytes[4..]),
-        }),
+        host_id: read_host_id(id)?,
+        tag: read_tag(tag_bytes),
     })
 }
 
@@ -88,22 +66,13 @@ pub fn decode_probe(datagram: &[u8]) -> Result<Probe<'_>, DecodeError> {
 /// tag is written as given; the auth layer fills in the MAC.
 pub fn encode_probe(probe: &Probe<'_>, out: &mut Vec<u8>) -> Result<usize, EncodeError> {
     let id = probe.host_id.as_bytes();
-    if id.is_empty() || id.len() > super::MAX_HOST_ID_LEN {
-        return Err(EncodeError::HostIdLength(id.len()));
-    }
-    check_host_id(probe.host_id)?;
-    out.clear();
-    out.extend_from_slice(&PROBE_MAGIC);
-    out.push(super::VERSION);
-    out.push(TYPE_PROBE);
+    check_host_id_len(probe.host_id)?;
+    begin(PROBE_MAGIC, TYPE_PROBE, out);
     out.push(if probe.tag.is_some() { PROBE_TAGGED } else { 0 });
     out.extend_from_slice(&probe.nonce.to_be_bytes());
     out.push(id.len() as u8); // checked against MAX_HOST_ID_LEN above
     out.extend_from_slice(id);
-    if let Some(tag) = probe.tag {
-        out.extend_from_slice(&tag.key_id.to_be_bytes());
-        out.extend_from_slice(&tag.mac);
-    }
+    push_tag(probe.tag, out);
     Ok(out.len())
 }
 
