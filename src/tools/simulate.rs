@@ -296,8 +296,9 @@ pub fn run_synthetic(config: &ValidServerConfig, fleet: &Synthetic) -> Report {
 /// What replaying a recorded trace found. There is no ground truth in a
 /// recording: a `down` followed by a beat of the same host was a false
 /// alarm (or a real outage that ended); one at the end of the trace may be
-/// a host that really stopped.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// a host that really stopped. Serializes to the fields of
+/// `lubdub simulate --trace --json` (beside `detector`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct ReplayReport {
     /// Hosts in the trace.
     pub hosts: usize,
