@@ -283,16 +283,14 @@ impl Metrics {
     /// the fleet's lock (`Fleet::read`), so two scrapes cannot add the same
     /// delta twice.
     pub fn sync_detection(&self, totals: &DetectionTotals) {
-        for (counter, total) in [
-            (&self.beats_lost, totals.lost),
-            (&self.beats_duplicated, totals.duplicates),
-            (&self.beats_reordered, totals.reordered),
-        ] {
-            // `lost` can shrink (a late beat); a counter only grows.
-            counter.inc_by(total.saturating_sub(counter.get()));
-        }
-        self.hosts_flapping
-            .set(i64::try_from(totals.flapping).unwrap_or(i64::MAX));
+        sync_to_totals(
+            &[
+                (&self.beats_lost, totals.lost),
+                (&self.beats_duplicated, totals.duplicates),
+                (&self.beats_reordered, totals.reordered),
+            ],
+            (&self.hosts_flapping, totals.flapping),
+        );
     }
 
     /// Writes every metric in the OpenMetrics text format.
@@ -565,4 +563,15 @@ impl Collector for ProcessCollector {
             cpu.metric_type(),
         )?)
     }
+}
+
+/// Brings counters up to the monitor's running totals, and a gauge to its
+/// current count: how every part mirrors the core's figures (the core
+/// never touches metrics). A total can shrink (`lost`, after a late beat)
+/// but a counter only grows, so it then stays where it is.
+pub(crate) fn sync_to_totals(counters: &[(&Counter, u64)], (gauge, count): (&Gauge, u64)) {
+    for (counter, total) in counters {
+        counter.inc_by(total.saturating_sub(counter.get()));
+    }
+    gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
 }

@@ -116,17 +116,16 @@ impl ProbeMetrics {
     /// Brings the counters up to the monitor's totals (under the fleet's
     /// lock, as `Metrics::sync_detection`).
     pub fn sync(&self, totals: &ProbeTotals) {
-        for (counter, total) in [
-            (&self.sent, totals.sent),
-            (&self.answered, totals.answered),
-            (&self.unanswered, totals.unanswered),
-            (&self.confirmed_down, totals.confirmed_down),
-            (&self.rate_limited, totals.rate_limited),
-        ] {
-            counter.inc_by(total.saturating_sub(counter.get()));
-        }
-        self.suspects
-            .set(i64::try_from(totals.suspects).unwrap_or(i64::MAX));
+        super::metrics::sync_to_totals(
+            &[
+                (&self.sent, totals.sent),
+                (&self.answered, totals.answered),
+                (&self.unanswered, totals.unanswered),
+                (&self.confirmed_down, totals.confirmed_down),
+                (&self.rate_limited, totals.rate_limited),
+            ],
+            (&self.suspects, totals.suspects),
+        );
     }
 }
 
