@@ -97,6 +97,27 @@ pub(crate) fn link(a: &str, a_dev: &str, a_addr: &str, b: &str, b_dev: &str, b_a
     ip(&["-n", b, "link", "set", b_dev, "up"]);
 }
 
+/// Makes `clients + 1` namespaces, the first the server's, and joins each
+/// client `i` to the server by its own veth pair: `vc{i}` at 198.18.i.1 on
+/// the server's side, `eth0` at 198.18.i.2 in the client's.
+pub(crate) fn star(clients: usize) -> Namespaces {
+    let guard = Namespaces::new(clients + 1);
+    let (server_ns, client_ns) = (&guard.0[0], &guard.0[1..]);
+    for (i, ns) in client_ns.iter().enumerate() {
+        // 198.18.0.0/15 is reserved for network tests (RFC 2544); these
+        // addresses exist only inside the namespaces made here.
+        link(
+            server_ns,
+            &format!("vc{i}"),
+            &format!("198.18.{i}.1/24"),
+            ns,
+            "eth0",
+            &format!("198.18.{i}.2/24"),
+        );
+    }
+    guard
+}
+
 /// Runs `nft ARGS` in `ns` (ARGS split at spaces).
 pub(crate) fn nft(ns: &str, args: &str) -> String {
     let mut all = vec!["netns", "exec", ns, "nft"];
@@ -153,20 +174,8 @@ pub(crate) fn http_of(server: &Proc) -> String {
 
 #[test]
 fn cut_link_is_down_exactly_and_restored_link_recovers() {
-    let guard = Namespaces::new(CLIENTS + 1);
+    let guard = star(CLIENTS);
     let (server_ns, client_ns) = (&guard.0[0], &guard.0[1..]);
-    for (i, ns) in client_ns.iter().enumerate() {
-        // 198.18.0.0/15 is reserved for network tests (RFC 2544); these
-        // addresses exist only inside the namespaces made here.
-        link(
-            server_ns,
-            &format!("vc{i}"),
-            &format!("198.18.{i}.1/24"),
-            ns,
-            "eth0",
-            &format!("198.18.{i}.2/24"),
-        );
-    }
     let data = tempfile::tempdir().expect("tempdir");
     // 1 s timeout with 100 ms beats: generous on a loaded machine.
     let server = server_in(
