@@ -446,10 +446,19 @@ mod tests {
         }
     }
 
-    fn encoded(beat: &Beat<'_>) -> Vec<u8> {
+    /// Encodes `item` with `encode` (a beat's, a probe's encoder) into a
+    /// fresh buffer: the test kit of every datagram kind.
+    pub(super) fn encoded_by<T: ?Sized>(
+        encode: impl FnOnce(&T, &mut Vec<u8>) -> Result<usize, EncodeError>,
+        item: &T,
+    ) -> Vec<u8> {
         let mut out = Vec::new();
-        encode(beat, &mut out).expect("valid beat");
+        encode(item, &mut out).expect("valid datagram");
         out
+    }
+
+    fn encoded(beat: &Beat<'_>) -> Vec<u8> {
+        encoded_by(encode, beat)
     }
 
     #[test]

@@ -87,9 +87,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn encoded(probe: &Probe<'_>) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_probe(probe, &mut out).expect("valid probe");
-        out
+        super::super::tests::encoded_by(encode_probe, probe)
     }
 
     #[test]
