@@ -70,6 +70,20 @@ pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// `Ok` when `ok` holds, else the [`invalid`] error of `field`: a settings
+/// check in one line, so each `validate` reads as its list of rules.
+pub(crate) fn ensure(
+    ok: bool,
+    field: &'static str,
+    reason: impl Into<String>,
+) -> Result<(), Error> {
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(field, reason))
+    }
+}
+
 /// The config file (`--config FILE`, TOML): a `[server]` and a `[client]`
 /// table, each holding any of the fields of [`ServerConfig`] and
 /// [`ClientConfig`]. Missing fields keep their defaults; unknown ones are

@@ -4,7 +4,7 @@
 //! [`ServerConfig`](super::ServerConfig); [`compile`] checks them and
 //! builds the monitor's [`Rules`], the form the core takes.
 
-use super::{Error, invalid};
+use super::{Error, ensure, invalid};
 pub use crate::monitor::DetectorKind;
 use crate::monitor::phi::PhiParams;
 use crate::monitor::policy::{MAX_HOST_DETECTORS, Rule, Rules};
@@ -58,22 +58,23 @@ impl Default for PhiConfig {
 
 impl PhiConfig {
     fn validate(&self) -> Result<(), Error> {
-        if !(self.threshold > 0.0 && self.threshold <= 100.0) {
-            return Err(invalid("phi.threshold", "must be above 0 and at most 100"));
-        }
-        if !(self.late_threshold > 0.0 && self.late_threshold < self.threshold) {
-            return Err(invalid(
-                "phi.late_threshold",
-                "must be above 0 and below phi.threshold",
-            ));
-        }
-        if self.window == 0 {
-            return Err(invalid("phi.window", "must be at least 1"));
-        }
-        if !(0.0..0.5).contains(&self.min_loss) {
-            return Err(invalid("phi.min_loss", "must be at least 0 and below 0.5"));
-        }
-        Ok(())
+        let (threshold, late) = (self.threshold, self.late_threshold);
+        ensure(
+            threshold > 0.0 && threshold <= 100.0,
+            "phi.threshold",
+            "must be above 0 and at most 100",
+        )?;
+        ensure(
+            late > 0.0 && late < threshold,
+            "phi.late_threshold",
+            "must be above 0 and below phi.threshold",
+        )?;
+        ensure(self.window > 0, "phi.window", "must be at least 1")?;
+        ensure(
+            (0.0..0.5).contains(&self.min_loss),
+            "phi.min_loss",
+            "must be at least 0 and below 0.5",
+        )
     }
 
     /// The parameters the phi math takes.
@@ -115,12 +116,11 @@ pub fn compile(
     overrides: &[HostDetector],
 ) -> Result<Rules, Error> {
     phi.validate()?;
-    if overrides.len() > MAX_HOST_DETECTORS {
-        return Err(invalid(
-            "host_detectors",
-            format!("at most {MAX_HOST_DETECTORS} entries"),
-        ));
-    }
+    ensure(
+        overrides.len() <= MAX_HOST_DETECTORS,
+        "host_detectors",
+        format!("at most {MAX_HOST_DETECTORS} entries"),
+    )?;
     let server = Rule {
         kind,
         timeout,
@@ -139,9 +139,11 @@ pub fn compile(
         patterns.add(glob);
         let own_phi = entry.phi.as_ref().unwrap_or(phi);
         own_phi.validate()?;
-        if entry.timeout.is_some_and(|t| t.is_zero()) {
-            return Err(invalid("host_detectors.timeout", "must be greater than 0"));
-        }
+        ensure(
+            !entry.timeout.is_some_and(|t| t.is_zero()),
+            "host_detectors.timeout",
+            "must be greater than 0",
+        )?;
         rules.push(Rule {
             kind: entry.detector.unwrap_or(kind),
             timeout: entry.timeout.unwrap_or(timeout),

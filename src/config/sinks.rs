@@ -6,7 +6,7 @@
 
 use super::preset::Preset;
 use super::secret::Secret;
-use super::{Error, invalid};
+use super::{Error, ensure, invalid};
 use crate::select::Selector;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -409,12 +409,11 @@ pub(crate) fn check_common(
         }
     }
     let hosts = host_selector(kind, name, hosts)?;
-    if queue == 0 {
-        return Err(invalid(
-            "sinks.*.queue",
-            format!("{kind} sink {name:?}: must be at least 1"),
-        ));
-    }
+    ensure(
+        queue > 0,
+        "sinks.*.queue",
+        format!("{kind} sink {name:?}: must be at least 1"),
+    )?;
     Ok(Checked {
         name: name.to_string(),
         hosts,
@@ -442,6 +441,24 @@ pub(crate) fn check_http_url(
             format!("sink {name:?}: {:?}: {e}", crate::config::redact::url(url)),
         )),
     }
+}
+
+/// A sink's `field` that must be at least 1.
+fn check_at_least_1(field: &'static str, name: &str, value: usize) -> Result<(), Error> {
+    ensure(
+        value > 0,
+        field,
+        format!("sink {name:?}: must be at least 1"),
+    )
+}
+
+/// A sink's `field` (a time allowed) that must be greater than 0.
+fn check_timeout(field: &'static str, name: &str, value: Duration) -> Result<(), Error> {
+    ensure(
+        !value.is_zero(),
+        field,
+        format!("sink {name:?}: must be greater than 0"),
+    )
 }
 
 /// A label name as Prometheus allows it.
@@ -486,24 +503,13 @@ impl SinksConfig {
                 &sink.hosts,
                 sink.queue,
             )?);
-            if sink.command.first().is_none_or(|c| c.is_empty()) {
-                return Err(invalid(
-                    "sinks.exec.command",
-                    format!("sink {name:?}: name a program to run"),
-                ));
-            }
-            if sink.timeout.is_zero() {
-                return Err(invalid(
-                    "sinks.exec.timeout",
-                    format!("sink {name:?}: must be greater than 0"),
-                ));
-            }
-            if sink.concurrency == 0 {
-                return Err(invalid(
-                    "sinks.exec.concurrency",
-                    format!("sink {name:?}: must be at least 1"),
-                ));
-            }
+            ensure(
+                sink.command.first().is_some_and(|c| !c.is_empty()),
+                "sinks.exec.command",
+                format!("sink {name:?}: name a program to run"),
+            )?;
+            check_timeout("sinks.exec.timeout", name, sink.timeout)?;
+            check_at_least_1("sinks.exec.concurrency", name, sink.concurrency)?;
         }
         for (sink, name) in self.webhook.iter().zip(&mut names_iter) {
             checked.webhook.push(check_common(
@@ -513,27 +519,16 @@ impl SinksConfig {
                 &sink.hosts,
                 sink.queue,
             )?);
-            if sink.max_batch == 0 {
-                return Err(invalid(
-                    "sinks.webhook.max_batch",
-                    format!("sink {name:?}: must be at least 1"),
-                ));
-            }
-            if sink.timeout.is_zero() {
-                return Err(invalid(
-                    "sinks.webhook.timeout",
-                    format!("sink {name:?}: must be greater than 0"),
-                ));
-            }
+            check_at_least_1("sinks.webhook.max_batch", name, sink.max_batch)?;
+            check_timeout("sinks.webhook.timeout", name, sink.timeout)?;
         }
         for (sink, name) in self.alertmanager.iter().zip(&mut names_iter) {
             let common = check_common("alertmanager", name, &[], &sink.hosts, sink.queue)?;
-            if sink.urls.is_empty() {
-                return Err(invalid(
-                    "sinks.alertmanager.urls",
-                    format!("sink {name:?}: name at least one Alertmanager"),
-                ));
-            }
+            ensure(
+                !sink.urls.is_empty(),
+                "sinks.alertmanager.urls",
+                format!("sink {name:?}: name at least one Alertmanager"),
+            )?;
             let endpoints = sink
                 .urls
                 .iter()
@@ -563,18 +558,12 @@ impl SinksConfig {
                     ));
                 }
             }
-            if sink.resend.is_zero() || sink.lease <= sink.resend {
-                return Err(invalid(
-                    "sinks.alertmanager.lease",
-                    format!("sink {name:?}: resend must be > 0 and lease longer than resend"),
-                ));
-            }
-            if sink.timeout.is_zero() {
-                return Err(invalid(
-                    "sinks.alertmanager.timeout",
-                    format!("sink {name:?}: must be greater than 0"),
-                ));
-            }
+            ensure(
+                !sink.resend.is_zero() && sink.lease > sink.resend,
+                "sinks.alertmanager.lease",
+                format!("sink {name:?}: resend must be > 0 and lease longer than resend"),
+            )?;
+            check_timeout("sinks.alertmanager.timeout", name, sink.timeout)?;
             checked.alertmanager.push(CheckedAlertmanager {
                 sink: common,
                 endpoints,
@@ -601,24 +590,21 @@ impl SinksConfig {
             ));
         }
         let mass = &self.mass_silence;
-        if !(mass.share > 0.0 && mass.share <= 1.0) {
-            return Err(invalid(
-                "sinks.mass_silence.share",
-                "must be greater than 0 and at most 1",
-            ));
-        }
-        if mass.min_hosts == 0 {
-            return Err(invalid(
-                "sinks.mass_silence.min_hosts",
-                "must be at least 1",
-            ));
-        }
-        if mass.window.is_some_and(|w| w.is_zero()) {
-            return Err(invalid(
-                "sinks.mass_silence.window",
-                "must be greater than 0",
-            ));
-        }
+        ensure(
+            mass.share > 0.0 && mass.share <= 1.0,
+            "sinks.mass_silence.share",
+            "must be greater than 0 and at most 1",
+        )?;
+        ensure(
+            mass.min_hosts > 0,
+            "sinks.mass_silence.min_hosts",
+            "must be at least 1",
+        )?;
+        ensure(
+            !mass.window.is_some_and(|w| w.is_zero()),
+            "sinks.mass_silence.window",
+            "must be greater than 0",
+        )?;
         Ok(checked)
     }
 }

@@ -177,7 +177,7 @@ impl Fleet {
     }
 
     /// A client's label announcement (see [`Monitor::declare_labels`]).
-    /// Through [`Fleet::act`] like every change: a relabeled host is tied
+    /// Through `Fleet::act` like every change: a relabeled host is tied
     /// to its groups and dependencies again, and their events published,
     /// now rather than at the next action.
     pub fn declare_labels(
@@ -192,7 +192,7 @@ impl Fleet {
     }
 
     /// Replaces the server's label rules (a reload; see
-    /// [`Monitor::set_label_rules`]), through [`Fleet::act`] as
+    /// [`Monitor::set_label_rules`]), through `Fleet::act` as
     /// [`Fleet::declare_labels`] is.
     pub fn set_label_rules(&self, rules: Vec<crate::monitor::LabelRule>) {
         self.act(&mut Outcome::default(), |monitor, _| {
