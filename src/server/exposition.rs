@@ -73,6 +73,21 @@ pub fn to_classic(openmetrics: &str) -> String {
     out
 }
 
+/// Brings counters up to the monitor's running totals, and a gauge to its
+/// current count: how every part mirrors the core's figures (the core
+/// never touches metrics). Here, below both `metrics` and `probe`, so
+/// that each can use it without importing the other back. A total can shrink (`lost`, after a late beat)
+/// but a counter only grows, so it then stays where it is.
+pub(crate) fn sync_to_totals(
+    counters: &[(&prometheus_client::metrics::counter::Counter, u64)],
+    (gauge, count): (&prometheus_client::metrics::gauge::Gauge, u64),
+) {
+    for (counter, total) in counters {
+        counter.inc_by(total.saturating_sub(counter.get()));
+    }
+    gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

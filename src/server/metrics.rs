@@ -283,7 +283,7 @@ impl Metrics {
     /// the fleet's lock (`Fleet::read`), so two scrapes cannot add the same
     /// delta twice.
     pub fn sync_detection(&self, totals: &DetectionTotals) {
-        sync_to_totals(
+        super::exposition::sync_to_totals(
             &[
                 (&self.beats_lost, totals.lost),
                 (&self.beats_duplicated, totals.duplicates),
@@ -563,15 +563,4 @@ impl Collector for ProcessCollector {
             cpu.metric_type(),
         )?)
     }
-}
-
-/// Brings counters up to the monitor's running totals, and a gauge to its
-/// current count: how every part mirrors the core's figures (the core
-/// never touches metrics). A total can shrink (`lost`, after a late beat)
-/// but a counter only grows, so it then stays where it is.
-pub(crate) fn sync_to_totals(counters: &[(&Counter, u64)], (gauge, count): (&Gauge, u64)) {
-    for (counter, total) in counters {
-        counter.inc_by(total.saturating_sub(counter.get()));
-    }
-    gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
 }

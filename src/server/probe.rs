@@ -116,7 +116,7 @@ impl ProbeMetrics {
     /// Brings the counters up to the monitor's totals (under the fleet's
     /// lock, as `Metrics::sync_detection`).
     pub fn sync(&self, totals: &ProbeTotals) {
-        super::metrics::sync_to_totals(
+        super::exposition::sync_to_totals(
             &[
                 (&self.sent, totals.sent),
                 (&self.answered, totals.answered),
