@@ -152,7 +152,7 @@ impl Monitor {
     }
 
     /// Silence after which `host`'s phi reaches `target`.
-    fn phi_silence(&self, host: &Host, target: f64) -> Duration {
+    pub(super) fn phi_silence(&self, host: &Host, target: f64) -> Duration {
         let rule = self.settings.rules.get(host.rule);
         let ms = rule.phi.silence_for(
             target,

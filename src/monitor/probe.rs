@@ -51,8 +51,12 @@ pub struct ProbeSettings {
     /// 1 % loss 6 probes, at 5 % 10, at 20 % 20 with the default).
     /// Higher: fewer false alarms, slower confirmation. Default: 10.
     pub threshold: f64,
-    /// Most probes per suspicion (1 to 255): past them the detector alone
-    /// decides. Bounds the probes a very lossy host costs. Default: 20.
+    /// Most probes per suspicion (1 to 255). Bounds the probes a very
+    /// lossy host costs. When they end with fewer unanswered than the
+    /// host's loss asks for, beats and probes decide together: with the
+    /// phi detector, `down` waits until phi reaches `threshold` minus what
+    /// the unanswered probes showed (never below the detector's own
+    /// threshold); the fixed detector's timeout alone decides. Default: 20.
     pub max_probes: u8,
     /// Floor of the loss rate the probe count assumes (0 to 0.5): a host
     /// that lost nothing yet may still lose a probe. Default: 0.01.
@@ -166,9 +170,11 @@ struct Suspect {
     needed: u8,
     /// Spacing of its probes (ms), set when the suspicion starts.
     spacing_ms: u64,
-    /// Enough went unanswered (or all tries were spent): the detector
-    /// alone decides from now on.
+    /// Enough went unanswered (or all tries were spent): no more probes.
     done: bool,
+    /// Set when done: what the unanswered probes fell short of
+    /// `threshold` (0 when they confirm `down`), in the same unit as phi.
+    shortfall: f64,
     /// (nonce, sent at ms) of the latest probes.
     recent: [(u64, u64); RECENT],
 }
@@ -197,17 +203,48 @@ impl Default for Probing {
     }
 }
 
+/// What one unanswered probe says against a live host whose packets are
+/// lost at rate `p` (floored at `min_loss`): `-log10` of the chance that
+/// the probe or its answer is lost, the unit of phi.
+fn probe_weight(p: f64, min_loss: f64) -> f64 {
+    let p = p.max(min_loss).clamp(1e-9, 0.95);
+    -(1.0 - (1.0 - p) * (1.0 - p)).log10()
+}
+
 /// Unanswered probes needed for `threshold`, with `first` the loss rate
 /// after a received packet and `next` within a burst (each floored at
 /// `min_loss`), at most `max`.
 pub fn probes_needed(threshold: f64, first: f64, next: f64, min_loss: f64, max: u8) -> u8 {
-    let weight = |p: f64| {
-        let p = p.max(min_loss).clamp(1e-9, 0.95);
-        -(1.0 - (1.0 - p) * (1.0 - p)).log10()
-    };
-    let (w1, w2) = (weight(first), weight(next));
+    let (w1, w2) = (probe_weight(first, min_loss), probe_weight(next, min_loss));
     let rest = ((threshold - w1).max(0.0) / w2.max(1e-6)).ceil();
     (1.0 + rest).clamp(1.0, f64::from(max.max(1))) as u8
+}
+
+/// The loss a suspicion's probes assume for a host whose measured loss is
+/// `loss` from `samples` loss samples: the measure, raised to what so few
+/// samples cannot rule out. A host on a link that loses a fifth of its
+/// packets still shows none in its first 25 beats once in 250 (0.8²⁵), and
+/// trusting that would confirm it `down` after 8 unanswered probes where
+/// its real loss asks for 20 (a 20 % loss simulation paged for exactly such
+/// young hosts). The bound is the "rule of three", 3 / (n + 3): a loss
+/// rate that n samples without a loss leave at about 5 % likelihood. It
+/// fades below the 1 % floor after 300 samples.
+pub fn probe_loss(loss: super::phi::Loss, samples: u16) -> super::phi::Loss {
+    let doubt = 3.0 / (f64::from(samples) + 3.0);
+    super::phi::Loss {
+        first: loss.first.max(doubt),
+        next: loss.next.max(doubt),
+    }
+}
+
+/// What `unanswered` probes in a row say against a live host (`-log10` of
+/// their chance): the first weighs with the loss after an arrival, the
+/// later ones with the loss within a burst, as in [`probes_needed`].
+pub fn probe_evidence(unanswered: u8, first: f64, next: f64, min_loss: f64) -> f64 {
+    match unanswered {
+        0 => 0.0,
+        n => probe_weight(first, min_loss) + f64::from(n - 1) * probe_weight(next, min_loss),
+    }
 }
 
 /// Spacing of a suspect's probes (ms): `base_ms`, unless its loss comes in
@@ -253,7 +290,22 @@ impl Monitor {
     /// "3 probes unanswered (down after 6)" for a host under suspicion.
     pub fn probe_status(&self, slot: Slot) -> Option<String> {
         let s = self.probing.suspects.get(&slot)?;
-        Some(if s.done {
+        Some(if s.done && s.shortfall > 0.0 {
+            let host = self.registry.get(slot);
+            let rule = self.settings.rules.get(host.rule);
+            match rule.kind {
+                super::DetectorKind::Phi => format!(
+                    "{} probes unanswered of {} needed: down at phi {:.1}",
+                    s.unanswered,
+                    s.needed,
+                    s.shortfall.max(rule.phi.threshold)
+                ),
+                super::DetectorKind::Fixed => format!(
+                    "{} probes unanswered of {} needed: down at the timeout",
+                    s.unanswered, s.needed
+                ),
+            }
+        } else if s.done {
             format!("{} probes unanswered: confirmed", s.unanswered)
         } else {
             format!(
@@ -272,6 +324,23 @@ impl Monitor {
     /// probes are still out.
     pub(super) fn probe_holds(&self, slot: Slot) -> bool {
         self.probing.suspects.get(&slot).is_some_and(|s| !s.done)
+    }
+
+    /// The silence after which the late host in `slot` is `down` when its
+    /// probes ended short of confirming it (tries or the rate ran out):
+    /// with the phi detector, where phi plus what the probes showed
+    /// reaches the probe threshold, so an unconfirmed host is judged as
+    /// cautiously as probing would have. `None`: the detector's own
+    /// deadline holds (confirmed, still probing, or the fixed detector).
+    pub(super) fn unconfirmed_silence(&self, slot: Slot) -> Option<Duration> {
+        let suspect = self.probing.suspects.get(&slot)?;
+        if !suspect.done || suspect.shortfall <= 0.0 {
+            return None;
+        }
+        let host = self.registry.get(slot);
+        let rule = self.settings.rules.get(host.rule);
+        (rule.kind == super::DetectorKind::Phi)
+            .then(|| self.phi_silence(host, suspect.shortfall.max(rule.phi.threshold)))
     }
 
     /// Probe spacing for the host in `slot`, which needs `needed`
@@ -302,7 +371,7 @@ impl Monitor {
         if !settings.enabled || !host.answers_probes() {
             return;
         }
-        let loss = host.stats.loss();
+        let loss = probe_loss(host.stats.loss(), host.stats.samples[1]);
         let needed = probes_needed(
             settings.threshold,
             loss.first,
@@ -331,6 +400,7 @@ impl Monitor {
                 needed,
                 spacing_ms,
                 done: false,
+                shortfall: 0.0,
                 recent: [(0, 0); RECENT],
             },
         );
@@ -412,6 +482,16 @@ impl Monitor {
             }
             if suspect.unanswered >= suspect.needed || suspect.tries >= max {
                 suspect.done = true;
+                let unanswered = suspect.unanswered;
+                let needed = suspect.needed;
+                if unanswered < needed {
+                    let stats = &self.registry.get(slot).stats;
+                    let loss = probe_loss(stats.loss(), stats.samples[1]);
+                    let probe = &self.settings.probe;
+                    let shown = probe_evidence(unanswered, loss.first, loss.next, probe.min_loss);
+                    let suspect = self.probing.suspects.get_mut(&slot).expect("found above");
+                    suspect.shortfall = (probe.threshold - shown).max(f64::MIN_POSITIVE);
+                }
                 self.probe_concluded(slot, now, wall, out);
                 continue;
             }
@@ -439,10 +519,11 @@ impl Monitor {
     }
 
     /// Probing of the late host in `slot` is over, unanswered: `down` now
-    /// if its detector already says so, else at the detector's deadline.
+    /// if its detector (and, short of confirmation, what the probes showed)
+    /// already says so, else at that deadline.
     fn probe_concluded(&mut self, slot: Slot, now: Instant, wall: SystemTime, out: &mut Outcome) {
         let now_ms = self.clock.ms(now);
-        match self.due(self.registry.get(slot)) {
+        match self.due_of(slot) {
             Some(due) if due <= now_ms => {
                 self.declare(slot, now_ms, now, wall, out);
                 self.reschedule_if_earlier(slot);
@@ -514,11 +595,15 @@ mod tests {
         }
     }
 
-    /// Beats of `id` every 10 s from 0 to 990 s, none lost, so its loss
-    /// estimate is down to the floor (a new host's is a cautious 50 %).
+    /// When [`warm`]'s last beat arrives (s).
+    const WARM: f64 = 2990.0;
+
+    /// Beats of `id` every 10 s from 0 to [`WARM`], none lost: enough that
+    /// its loss is taken at the 1 % floor (a new host's is a cautious 50 %,
+    /// and few samples raise it: `probe_loss`).
     fn warm(sim: &mut Sim, id: &str) {
         let run = 1_700_000_000u64 << 32;
-        for i in 0..100u64 {
+        for i in 0..300u64 {
             let t = i as f64 * 10.0;
             sim.expire(t);
             sim.observe(
@@ -573,6 +658,37 @@ mod tests {
     }
 
     #[test]
+    fn few_loss_samples_raise_the_loss_the_probes_assume() {
+        use super::super::phi::Loss;
+        let none = Loss {
+            first: 0.0,
+            next: 0.0,
+        };
+        // (samples, measured loss) → assumed loss; then the probes needed.
+        let table = [
+            (0, none, 1.0, 20),
+            (25, none, 3.0 / 28.0, 15),
+            (297, none, 0.01, 6), // the floor takes over
+            (
+                25,
+                Loss {
+                    first: 0.2,
+                    next: 0.3,
+                },
+                0.2,
+                20,
+            ),
+        ];
+        for (samples, measured, want, probes) in table {
+            let loss = probe_loss(measured, samples);
+            assert!((loss.first - want).abs() < 1e-9, "{samples}: {loss:?}");
+            assert!(loss.next >= want - 1e-9);
+            let needed = probes_needed(10.0, loss.first, loss.next, 0.01, 20);
+            assert_eq!(needed, probes, "{samples}");
+        }
+    }
+
+    #[test]
     fn only_bursty_loss_spreads_the_probes_and_within_the_bounds() {
         use super::super::phi::Loss;
         // (loss after an arrival, in a run, spread, needed) → spacing (ms),
@@ -610,7 +726,7 @@ mod tests {
     fn a_silent_host_is_probed_and_down_only_when_its_probes_went_unanswered() {
         let mut sim = probing(1000);
         warm(&mut sim, "a");
-        let out = sim.expire_at(sim.at(990.0 + 27.0));
+        let out = sim.expire_at(sim.at(WARM + 27.0));
         assert_eq!(
             super::super::testing::kinds(out.events),
             one(EventKind::Late, "a")
@@ -622,7 +738,7 @@ mod tests {
         // last is unanswered at 39, past the detector's 30 s.
         let mut sent = 1;
         for t in [29.0, 30.0, 31.0, 33.0, 35.0, 37.0, 38.9] {
-            let out = sim.expire_at(sim.at(990.0 + t));
+            let out = sim.expire_at(sim.at(WARM + t));
             assert!(out.events.is_empty(), "held at {t}");
             sent += out.probe.send.len();
         }
@@ -631,7 +747,7 @@ mod tests {
             sim.monitor.probe_status(0).as_deref(),
             Some("5 probes unanswered (down after 6)")
         );
-        assert_eq!(sim.expire(990.0 + 39.0), one(EventKind::Down, "a"));
+        assert_eq!(sim.expire(WARM + 39.0), one(EventKind::Down, "a"));
         let totals = sim.monitor.probe_totals();
         assert_eq!(
             (
@@ -770,9 +886,70 @@ mod tests {
         };
         assert_eq!(probed(false, 1), 1, "one forged beat earns one probe");
         assert_eq!(probed(false, 3), 3);
-        // A host with a history, or any host with keys: its loss decides.
-        assert_eq!(probed(false, 40), 7);
+        // A host with a history, or any host with keys: its loss decides
+        // (40 samples without a loss: taken as 7 %, 12 probes).
+        assert_eq!(probed(false, 40), 12);
         assert!(probed(true, 1) > 1);
+    }
+
+    // See: issue 15 (a 20 % loss simulation paged for new hosts without
+    // keys: their few beats allowed 2 probes, after which phi 2 alone
+    // declared them down).
+    #[test]
+    fn probes_that_end_short_of_confirming_leave_down_to_phi_plus_what_they_showed() {
+        let mut sim = Sim::with(Settings {
+            rules: super::super::Rules::single(super::super::Rule {
+                phi: super::super::phi::PhiParams {
+                    threshold: 2.0,
+                    late_threshold: 1.0,
+                    ..super::super::testing::phi_params()
+                },
+                ..super::super::testing::settings_of(super::super::DetectorKind::Phi)
+                    .rules
+                    .get(0)
+                    .clone()
+            }),
+            probe: ProbeSettings {
+                enabled: true,
+                ..ProbeSettings::default()
+            },
+            ..settings()
+        });
+        // Three beats without keys: a suspicion may send three probes.
+        let run = 1_700_000_000u64 << 32;
+        for i in 0..3u64 {
+            let b = Observation {
+                seq: Some(run + i),
+                ..capable("a")
+            };
+            sim.observe(i as f64 * 10.0, b);
+        }
+        let phi_at = |sim: &Sim, secs: f64| {
+            let host = sim.monitor.registry().get(0);
+            sim.monitor.explain(host, sim.at(secs)).0.expect("phi")
+        };
+        let mut sent = 0;
+        let mut down_at = None;
+        for tenth in 200..3000 {
+            let secs = f64::from(tenth) / 10.0;
+            let out = sim.expire_at(sim.at(secs));
+            sent += out.probe.send.len();
+            if out.events.iter().any(|e| e.kind == EventKind::Down) {
+                down_at = Some(secs);
+                break;
+            }
+        }
+        assert_eq!(sent, 3, "the window's three beats");
+        let down_at = down_at.expect("down within 300 s");
+        let stats = &sim.monitor.registry().get(0).stats;
+        let loss = probe_loss(stats.loss(), stats.samples[1]);
+        let shown = probe_evidence(3, loss.first, loss.next, 0.01);
+        let target = 10.0 - shown;
+        assert!(target > 2.0, "three probes confirm nothing: {shown}");
+        assert!(
+            phi_at(&sim, down_at) >= target && phi_at(&sim, down_at - 0.1) < target,
+            "down where phi reaches {target}, not at phi 2: at {down_at} s"
+        );
     }
 
     #[test]

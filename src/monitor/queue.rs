@@ -123,14 +123,21 @@ impl Monitor {
     }
 
     /// [`Monitor::due`] of the host in `slot`, but none while its probes
-    /// are out (they decide when it is `down`: see `probe`).
+    /// are out, and later when they ended short of confirming it (they
+    /// decide when it is `down`: see `probe`).
     pub(super) fn due_of(&self, slot: Slot) -> Option<u64> {
         let host = self.registry.get(slot);
         if host.state == HostState::Maintenance {
             return self.maintenance.end_of(slot);
         }
-        if host.state == HostState::Late && self.probe_holds(slot) {
-            return None;
+        if host.state == HostState::Late {
+            if self.probe_holds(slot) {
+                return None;
+            }
+            if let Some(silence) = self.unconfirmed_silence(slot) {
+                let from = self.counted_from(host);
+                return Some(from.saturating_add(super::millis(silence, true)));
+            }
         }
         self.due(host)
     }
