@@ -399,14 +399,19 @@ pub struct Outcomes {
     latest: Arc<Mutex<Latest>>,
 }
 
-/// When a sink last delivered and last failed, and why.
-#[derive(Clone, Debug, Default)]
+/// When a sink last delivered and last failed, and why; in its
+/// `GET /api/v1/sinks` entry as `last_success`, `last_failure` (RFC 3339)
+/// and `last_error`, each `null` when there is none.
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Latest {
     /// Wall-clock time of the latest delivery.
+    #[serde(rename = "last_success", serialize_with = "api::rfc3339")]
     pub success: Option<SystemTime>,
     /// Wall-clock time of the latest failure (given up on).
+    #[serde(rename = "last_failure", serialize_with = "api::rfc3339")]
     pub failure: Option<SystemTime>,
     /// Why it failed, without secrets (URLs are left out).
+    #[serde(rename = "last_error")]
     pub error: Option<String>,
 }
 
