@@ -453,7 +453,7 @@ fn check_at_least_1(field: &'static str, name: &str, value: usize) -> Result<(),
 }
 
 /// A sink's `field` (a time allowed) that must be greater than 0.
-fn check_timeout(field: &'static str, name: &str, value: Duration) -> Result<(), Error> {
+pub(crate) fn check_timeout(field: &'static str, name: &str, value: Duration) -> Result<(), Error> {
     ensure(
         !value.is_zero(),
         field,

@@ -11,8 +11,8 @@
 //! that a unit test decodes.
 
 use super::{
-    DecodeError, EncodeError, MAC_LEN, Tag, array, begin, check_host_id_len, host_id_len, push_tag,
-    read_host_id, read_tag, split_header, tag_len,
+    DecodeError, EncodeError, MAC_LEN, Tag, array, begin, check_host_id_len, flags, host_id_len,
+    push_tag, read_host_id, read_tag, split_header, tag_len,
 };
 
 /// The four bytes every probe starts with: ASCII `LBDP`.
@@ -22,8 +22,6 @@ pub const PROBE_MAGIC: [u8; 4] = *b"LBDP";
 pub const PROBE_HEADER_LEN: usize = 16;
 /// Datagram types after the `LBDP` magic. WARNING: only append.
 pub const TYPE_PROBE: u8 = 1;
-/// Flag bit of a probe: a tag follows the host id (as in a beat).
-pub const PROBE_TAGGED: u8 = 0b0000_0010;
 
 /// One decoded probe, borrowing its host id from the datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +66,8 @@ pub fn encode_probe(probe: &Probe<'_>, out: &mut Vec<u8>) -> Result<usize, Encod
     let id = probe.host_id.as_bytes();
     check_host_id_len(probe.host_id)?;
     begin(PROBE_MAGIC, TYPE_PROBE, out);
-    out.push(if probe.tag.is_some() { PROBE_TAGGED } else { 0 });
+    // A probe's flags byte has the beat's `TAGGED` bit, which `tag_len` reads.
+    out.push(probe.tag.map_or(0, |_| flags::TAGGED));
     out.extend_from_slice(&probe.nonce.to_be_bytes());
     out.push(id.len() as u8); // checked against MAX_HOST_ID_LEN above
     out.extend_from_slice(id);
@@ -140,7 +139,7 @@ mod tests {
             (&with(4, 2), DecodeError::UnsupportedVersion(2)),
             (&with(5, 9), DecodeError::UnknownType(9)),
             (&with(15, 0), DecodeError::EmptyHostId),
-            (&with(6, PROBE_TAGGED), DecodeError::LengthMismatch),
+            (&with(6, flags::TAGGED), DecodeError::LengthMismatch),
             (&with(16, 0xff), DecodeError::HostIdNotUtf8),
             (&with(16, b'\n'), DecodeError::HostIdForbiddenChar),
         ];

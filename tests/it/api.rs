@@ -43,14 +43,18 @@ fn hosts_list_filters_sorts_pages_and_refuses_bad_queries() {
 
     let page = server.request("GET", "/api/v1/hosts?offset=1&limit=2", None, None);
     assert_eq!(page.status, 200);
-    assert_eq!(page.total_count, Some(4), "total before paging");
+    assert_eq!(
+        page.header("x-total-count"),
+        Some("4"),
+        "total before paging"
+    );
     assert_eq!(page.json().as_array().map(Vec::len), Some(2));
     assert_eq!(
         server.ids("/api/v1/hosts?offset=1&limit=2"),
         ["db-1", "web-1"]
     );
     let filtered = server.request("GET", "/api/v1/hosts?q=web&limit=1", None, None);
-    assert_eq!(filtered.total_count, Some(2));
+    assert_eq!(filtered.header("x-total-count"), Some("2"));
     assert_eq!(server.ids("/api/v1/hosts?offset=10"), Vec::<String>::new());
 
     for (query, needle) in [
@@ -63,7 +67,8 @@ fn hosts_list_filters_sorts_pages_and_refuses_bad_queries() {
     ] {
         let reply = server.request("GET", &format!("/api/v1/hosts?{query}"), None, None);
         assert_eq!(reply.status, 400, "{query}: {reply:?}");
-        assert!(reply.content_type.starts_with("application/json"));
+        let content_type = reply.header("content-type").unwrap_or_default();
+        assert!(content_type.starts_with("application/json"), "{reply:?}");
         assert!(reply.error().contains(needle), "{query}: {}", reply.error());
     }
 }
@@ -341,7 +346,7 @@ fn a_configured_token_guards_mutations_but_not_reads() {
         ] {
             let reply = server.request(method, path, token, None);
             assert_eq!(reply.status, 401, "{method} {path} with {token:?}");
-            assert_eq!(reply.www_authenticate.as_deref(), Some("Bearer"));
+            assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
             assert!(!reply.error().is_empty());
         }
     }

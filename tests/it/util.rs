@@ -583,17 +583,20 @@ pub fn raw_http(addr: SocketAddr, request: &str) -> String {
     String::from_utf8_lossy(&response).into_owned()
 }
 
-/// An HTTP answer: status, headers of interest and the body.
+/// An HTTP answer: status, headers and the body.
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
-    pub content_type: String,
-    pub total_count: Option<usize>,
-    pub www_authenticate: Option<String>,
+    pub headers: ureq::http::HeaderMap,
     pub body: String,
 }
 
 impl Reply {
+    /// The value of header `name`, if it came and is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body)
@@ -638,18 +641,9 @@ impl Server {
         let mut response = agent
             .run(request.body(()).expect("request"))
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(String::from)
-        };
         Reply {
             status: response.status().as_u16(),
-            content_type: header("content-type").unwrap_or_default(),
-            total_count: header("x-total-count").and_then(|v| v.parse().ok()),
-            www_authenticate: header("www-authenticate"),
+            headers: response.headers().clone(),
             body: response.body_mut().read_to_string().expect("text body"),
         }
     }

@@ -4,7 +4,7 @@
 //! was delivered). The test alert is a mutating call: it needs the API token
 //! when one is configured.
 
-use super::{Outcomes, SinkEvent, TestAlert};
+use super::{Latest, Outcomes, SinkEvent, TestAlert};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -52,43 +52,41 @@ pub fn routes<S>(board: Arc<Board>) -> Router<S> {
 }
 
 /// A sink in `GET /api/v1/sinks`.
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
+#[derive(Serialize, Debug)]
 pub struct SinkView {
     /// Its name.
     pub name: String,
     /// `exec`, `webhook`, `alertmanager`, `email`.
-    pub kind: String,
+    pub kind: &'static str,
     /// The webhook preset, if any.
-    pub preset: Option<String>,
+    pub preset: Option<&'static str>,
     /// Events waiting in its queue.
     pub queue: usize,
-    /// RFC 3339 time of the latest delivery.
-    pub last_success: Option<String>,
-    /// RFC 3339 time of the latest failure.
-    pub last_failure: Option<String>,
-    /// Why it failed.
-    pub last_error: Option<String>,
+    /// Its latest delivery and failure, as they are.
+    #[serde(flatten)]
+    pub latest: Latest,
 }
 
-fn rfc3339(at: Option<SystemTime>) -> Option<String> {
+/// A time in RFC 3339 with milliseconds (`null` when none): the sinks'
+/// [`Latest`] in JSON.
+pub(super) fn rfc3339<S: serde::Serializer>(
+    at: &Option<SystemTime>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     at.map(|at| humantime::format_rfc3339_millis(at).to_string())
+        .serialize(serializer)
 }
 
 async fn list(State(board): State<Arc<Board>>) -> Json<Vec<SinkView>> {
     let views = board
         .entries
         .iter()
-        .map(|e| {
-            let latest = e.outcomes.latest();
-            SinkView {
-                name: e.name.clone(),
-                kind: e.kind.to_string(),
-                preset: e.preset.map(String::from),
-                queue: e.queue.max_capacity() - e.queue.capacity(),
-                last_success: rfc3339(latest.success),
-                last_failure: rfc3339(latest.failure),
-                last_error: latest.error,
-            }
+        .map(|e| SinkView {
+            name: e.name.clone(),
+            kind: e.kind,
+            preset: e.preset,
+            queue: e.queue.max_capacity() - e.queue.capacity(),
+            latest: e.outcomes.latest(),
         })
         .collect();
     Json(views)
@@ -190,4 +188,36 @@ async fn test_alert(
         });
     }
     Json(results).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_view_writes_its_latest_outcomes_flat_in_rfc3339_or_null() {
+        let view = SinkView {
+            name: "chat".into(),
+            kind: "webhook",
+            preset: Some("slack"),
+            queue: 2,
+            latest: Latest {
+                success: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250)),
+                failure: None,
+                error: Some("answered 500".into()),
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&view).expect("serialises"),
+            json!({
+                "name": "chat",
+                "kind": "webhook",
+                "preset": "slack",
+                "queue": 2,
+                "last_success": "2023-11-14T22:13:20.250Z",
+                "last_failure": null,
+                "last_error": "answered 500",
+            })
+        );
+    }
 }

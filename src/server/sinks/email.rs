@@ -3,18 +3,17 @@
 //! recipients, templated subject and body, and retries with backoff like
 //! the webhook's.
 
-use super::config::check_common;
+use super::config::{check_common, check_timeout};
 use super::secret::resolve;
 use super::template::{self, Templates};
 use super::webhook::sample_kinds;
-use super::{Delivery, Outcomes, SinkEvent, backoff, report_tests};
+use super::{Delivery, Outcomes, Retry, SinkEvent, report_tests};
 use crate::config::Error as ConfigError;
 pub use crate::config::email::{EmailConfig, Tls};
 use crate::config::invalid;
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// The default subject template.
@@ -30,9 +29,7 @@ pub struct Email {
     to: Vec<Mailbox>,
     templates: Templates,
     external_url: Option<String>,
-    retries: u32,
-    backoff: Duration,
-    max_backoff: Duration,
+    retry: Retry,
     outcomes: Option<Outcomes>,
 }
 
@@ -60,9 +57,7 @@ impl Email {
                     .map_err(|e| bad("sinks.email.to", format!("{t:?}: {e}")))
             })
             .collect::<Result<Vec<Mailbox>, _>>()?;
-        if config.timeout.is_zero() {
-            return Err(bad("sinks.email.timeout", "must be greater than 0".into()));
-        }
+        check_timeout("sinks.email.timeout", name, config.timeout)?;
         let password = resolve(
             "sinks.email.password",
             name,
@@ -110,9 +105,11 @@ impl Email {
             to,
             templates,
             external_url: config.external_url.clone(),
-            retries: config.retries,
-            backoff: config.backoff,
-            max_backoff: config.max_backoff,
+            retry: Retry {
+                retries: config.retries,
+                backoff: config.backoff,
+                max_backoff: config.max_backoff,
+            },
             outcomes: None,
         })
     }
@@ -169,14 +166,14 @@ impl Email {
                 }
                 Err(e) => e.to_string(),
             };
-            if attempt >= self.retries {
+            if !self
+                .retry
+                .wait(&self.name, &why, attempt, outcomes, 1)
+                .await
+            {
                 self.give_up(outcomes, &why);
                 return Err(why);
             }
-            let wait = backoff(self.backoff, self.max_backoff, attempt);
-            tracing::debug!(sink = %self.name, "{why}; retrying in {wait:?}");
-            outcomes.add(Delivery::Retried, 1);
-            tokio::time::sleep(wait).await;
             attempt += 1;
         }
     }

@@ -399,14 +399,19 @@ pub struct Outcomes {
     latest: Arc<Mutex<Latest>>,
 }
 
-/// When a sink last delivered and last failed, and why.
-#[derive(Clone, Debug, Default)]
+/// When a sink last delivered and last failed, and why; in its
+/// `GET /api/v1/sinks` entry as `last_success`, `last_failure` (RFC 3339)
+/// and `last_error`, each `null` when there is none.
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Latest {
     /// Wall-clock time of the latest delivery.
+    #[serde(rename = "last_success", serialize_with = "api::rfc3339")]
     pub success: Option<SystemTime>,
     /// Wall-clock time of the latest failure (given up on).
+    #[serde(rename = "last_failure", serialize_with = "api::rfc3339")]
     pub failure: Option<SystemTime>,
     /// Why it failed, without secrets (URLs are left out).
+    #[serde(rename = "last_error")]
     pub error: Option<String>,
 }
 
@@ -463,6 +468,42 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
         .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
         .min(max);
     full.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// How a sink retries a delivery after a temporary failure: the
+/// `retries`, `backoff` and `max_backoff` settings the webhook and e-mail
+/// sinks share, and the wait between attempts that both take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// Wait before the first retry (see [`backoff`]).
+    pub backoff: Duration,
+    /// Longest wait between retries.
+    pub max_backoff: Duration,
+}
+
+impl Retry {
+    /// After failed attempt number `attempt` (0 = the first), for `why`:
+    /// false when the retries are spent (the caller gives up); otherwise
+    /// counts the `events` as retried, waits the backoff and returns true.
+    pub async fn wait(
+        &self,
+        sink: &str,
+        why: &str,
+        attempt: u32,
+        outcomes: &Outcomes,
+        events: u64,
+    ) -> bool {
+        if attempt >= self.retries {
+            return false;
+        }
+        let wait = backoff(self.backoff, self.max_backoff, attempt);
+        tracing::debug!(sink = %sink, "{why}; retrying in {wait:?}");
+        outcomes.add(Delivery::Retried, events);
+        tokio::time::sleep(wait).await;
+        true
+    }
 }
 
 struct Route {
@@ -1069,5 +1110,37 @@ mod tests {
             let wait = backoff(base, max, attempt);
             assert!(wait >= full / 2 && wait <= full, "{attempt}: {wait:?}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_waits_its_backoff_counts_and_stops_when_spent() {
+        let metrics = Metrics::default();
+        let outcomes = Outcomes::new(&metrics, "s");
+        let retry = Retry {
+            retries: 2,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(150),
+        };
+        let retried = |n: u64| {
+            let line =
+                format!("lubdub_sink_deliveries_total{{sink=\"s\",outcome=\"retried\"}} {n}");
+            metrics.encode().contains(&line)
+        };
+        // Each wait is the backoff (doubled, capped) shortened by at most half.
+        for (attempt, full) in [(0, 100), (1, 150)] {
+            let start = Instant::now();
+            assert!(retry.wait("s", "503", attempt, &outcomes, 3).await);
+            let waited = start.elapsed();
+            let full = Duration::from_millis(full);
+            assert!(
+                waited >= full / 2 && waited <= full,
+                "{attempt}: {waited:?}"
+            );
+        }
+        assert!(retried(6));
+        let start = Instant::now();
+        assert!(!retry.wait("s", "503", 2, &outcomes, 3).await);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert!(retried(6));
     }
 }

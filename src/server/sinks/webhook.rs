@@ -6,7 +6,7 @@ use super::config::{WebhookConfig, check_http_url};
 use super::presets::{self, Preset};
 use super::secret::resolve;
 use super::template::{self, Templates};
-use super::{Delivery, Error, Outcomes, SinkEvent, backoff, report_tests};
+use super::{Delivery, Error, Outcomes, Retry, SinkEvent, report_tests};
 use crate::config::Error as ConfigError;
 use crate::config::invalid;
 use reqwest::header::{HeaderName, HeaderValue};
@@ -276,9 +276,7 @@ pub struct Webhook {
     compiled: Compiled,
     client: reqwest::Client,
     max_batch: usize,
-    retries: u32,
-    backoff: Duration,
-    max_backoff: Duration,
+    retry: Retry,
     outcomes: Outcomes,
 }
 
@@ -301,9 +299,11 @@ impl Webhook {
             compiled,
             client,
             max_batch: config.max_batch,
-            retries: config.retries,
-            backoff: config.backoff,
-            max_backoff: config.max_backoff,
+            retry: Retry {
+                retries: config.retries,
+                backoff: config.backoff,
+                max_backoff: config.max_backoff,
+            },
             outcomes,
         })
     }
@@ -348,14 +348,14 @@ impl Webhook {
                     }
                     Attempt::Retry(why) => why,
                 };
-                if attempt >= self.retries {
+                if !self
+                    .retry
+                    .wait(&self.name, &why, attempt, &self.outcomes, n)
+                    .await
+                {
                     self.give_up(n, &why);
                     return Err(why);
                 }
-                let wait = backoff(self.backoff, self.max_backoff, attempt);
-                tracing::debug!(sink = %self.name, "{why}; retrying in {wait:?}");
-                self.outcomes.add(Delivery::Retried, n);
-                tokio::time::sleep(wait).await;
                 attempt += 1;
             }
         }
