@@ -43,6 +43,8 @@ pub struct ProbeMetrics {
     pub confirmed_down: Counter,
     /// Probes not sent: the server-wide rate was spent.
     pub rate_limited: Counter,
+    /// Answers that came after their host's suspicion ended.
+    pub late_answers: Counter,
     /// Probes the socket refused to send.
     pub send_errors: Counter,
     /// Hosts under suspicion now.
@@ -59,6 +61,7 @@ impl Default for ProbeMetrics {
             unanswered: Counter::default(),
             confirmed_down: Counter::default(),
             rate_limited: Counter::default(),
+            late_answers: Counter::default(),
             send_errors: Counter::default(),
             suspects: Gauge::default(),
             rtt: Histogram::new(rtt_buckets()),
@@ -92,6 +95,11 @@ impl ProbeMetrics {
                 &self.rate_limited,
             ),
             (
+                "probe_late_answers",
+                "Answers that came after their host's suspicion ended: beats that confirm nothing",
+                &self.late_answers,
+            ),
+            (
                 "probe_send_errors",
                 "Probes the socket refused to send",
                 &self.send_errors,
@@ -123,6 +131,7 @@ impl ProbeMetrics {
                 (&self.unanswered, totals.unanswered),
                 (&self.confirmed_down, totals.confirmed_down),
                 (&self.rate_limited, totals.rate_limited),
+                (&self.late_answers, totals.late_answers),
             ],
             (&self.suspects, totals.suspects),
         );

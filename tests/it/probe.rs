@@ -289,8 +289,11 @@ fn forged_and_replayed_answers_confirm_nothing() {
         server.events()
     );
     assert_eq!(server.state_of("answering").as_deref(), Some("late"));
-    // The real answer: up at once.
+    // The real answer: up at once. The same nonce again right behind it
+    // (a fresh seq: a slow duplicate answer) finds no suspicion: an
+    // ordinary beat, counted as a late answer.
     let answer = send(Some(nonce));
+    send(Some(nonce));
     assert!(
         wait_until(WAIT, || server.state_of("answering").as_deref()
             == Some("up")),
@@ -298,6 +301,14 @@ fn forged_and_replayed_answers_confirm_nothing() {
         server.events()
     );
     assert!(server.metric("lubdub_probes_answered_total").unwrap_or(0.0) >= 1.0);
+    assert!(
+        wait_until(WAIT, || server
+            .metric("lubdub_probe_late_answers_total")
+            .unwrap_or(0.0)
+            >= 1.0),
+        "{:?}",
+        server.events()
+    );
     // Silent again: the old answer replayed (to the new suspicion)
     // confirms nothing, and the host goes down.
     receive_probe(&socket).expect("probed again");
