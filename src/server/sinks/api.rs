@@ -67,16 +67,6 @@ pub struct SinkView {
     pub latest: Latest,
 }
 
-/// A time in RFC 3339 with milliseconds (`null` when none): the sinks'
-/// [`Latest`] in JSON.
-pub(super) fn rfc3339<S: serde::Serializer>(
-    at: &Option<SystemTime>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    at.map(|at| humantime::format_rfc3339_millis(at).to_string())
-        .serialize(serializer)
-}
-
 async fn list(State(board): State<Arc<Board>>) -> Json<Vec<SinkView>> {
     let views = board
         .entries
