@@ -22,19 +22,25 @@
 //! new one. The directory is created `0700` and the store `0600`: it holds
 //! every host's address and sequence numbers.
 
+mod dir;
 mod dry_run;
+mod read;
+mod record;
+
+pub use dir::{ALIVE_EVERY, ALIVE_NAME, forget, mark_alive, resolve_data_dir};
+
+use dir::{create_private, lock, read_alive};
+use read::{catch_panic, check, read_all};
+use record::{encode_event, encode_host, millis};
 
 use crate::labels::Labels;
-use crate::monitor::{Event, EventKind, HostState};
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
-use serde::{Deserialize, Serialize};
+use crate::monitor::{Event, HostState};
+use redb::{Database, TableDefinition};
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// The store's file name inside the data directory.
 pub const FILE_NAME: &str = "lubdub.redb";
@@ -56,10 +62,6 @@ const MAINTENANCE: TableDefinition<&str, &[u8]> = TableDefinition::new("maintena
 /// are written in parts, and the kernel's page cache serves what redb's
 /// does not) and a restart loads as fast.
 const CACHE_BYTES: usize = 32 << 20;
-
-// States and kinds are stored by name (`as_str`) and read back through
-// `HostState::ALL` / `EventKind::ALL`, so a new one needs no change here and
-// old stores stay readable.
 
 /// Why the store cannot be used. Messages name the path.
 #[derive(Debug, thiserror::Error)]
@@ -198,29 +200,6 @@ pub struct Loaded {
     pub windows: Option<Vec<u8>>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct HostRecord<'a> {
-    state: &'a str,
-    since_ms: u64,
-    addr: SocketAddr,
-    last_seen_ms: u64,
-    boot_id: [u8; 16],
-    seq: u64,
-    interval_ms: u32,
-    beats: u64,
-    losses: u64,
-    legacy: bool,
-}
-
-#[derive(Serialize, Deserialize)]
-struct EventRecord<'a> {
-    at_ms: u64,
-    kind: &'a str,
-    host: &'a str,
-    addr: SocketAddr,
-    silent_ms: u64,
-}
-
 /// The open store, holding the data directory's lock.
 pub struct Store {
     path: PathBuf,
@@ -231,105 +210,6 @@ pub struct Store {
     /// so that the file is read once.
     checked: std::sync::Mutex<Option<Loaded>>,
     _lock: File,
-}
-
-/// The data directory to use: the configured one; else systemd's
-/// `$STATE_DIRECTORY` (`StateDirectory=lubdub` → `/var/lib/lubdub`); else
-/// the per-user data directory (`~/.local/share/lubdub` on Linux).
-pub fn resolve_data_dir(configured: Option<&Path>) -> Result<PathBuf, Error> {
-    if let Some(dir) = configured {
-        return Ok(dir.to_path_buf());
-    }
-    if let Some(dirs) = std::env::var_os("STATE_DIRECTORY") {
-        // systemd lists one directory per StateDirectory= entry, ':'-separated.
-        if let Some(first) = dirs.to_str().and_then(|d| d.split(':').next())
-            && !first.is_empty()
-        {
-            return Ok(PathBuf::from(first));
-        }
-    }
-    directories::ProjectDirs::from("", "", "lubdub")
-        .map(|dirs| dirs.data_dir().to_path_buf())
-        .ok_or(Error::NoDataDir)
-}
-
-/// Takes the data directory's lock (creating the directory), so that no
-/// other server can use it.
-fn lock(dir: &Path) -> Result<File, Error> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    // Private: the store holds every host's address. An existing directory
-    // keeps its mode (systemd's StateDirectory= sets its own).
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| Error::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    let lock_path = dir.join(LOCK_NAME);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(|source| Error::Dir {
-            path: lock_path,
-            source,
-        })?;
-    // SAFETY: flock(2) on a descriptor we own; no memory is involved.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if locked != 0 {
-        let err = io::Error::last_os_error();
-        return Err(if err.kind() == io::ErrorKind::WouldBlock {
-            Error::Locked {
-                path: dir.to_path_buf(),
-            }
-        } else {
-            Error::Dir {
-                path: dir.join(LOCK_NAME),
-                source: err,
-            }
-        });
-    }
-    Ok(file)
-}
-
-/// The alive mark beside the store: the wall time (Unix milliseconds, as
-/// text) the server last said it was running, rewritten every
-/// [`ALIVE_EVERY`]. Much cheaper than a checkpoint, so that after a
-/// `kill -9` the outage is known to within that, not to within the
-/// checkpoint interval.
-pub const ALIVE_NAME: &str = "lubdub.alive";
-
-/// How often the running server rewrites its alive mark.
-pub const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Writes the alive mark in `dir`: the server is running at `now`.
-pub fn mark_alive(dir: &Path, now: SystemTime) -> io::Result<()> {
-    // Not atomic, and need not be: a torn mark reads as none, and the
-    // store's own last write stands in for it.
-    std::fs::write(dir.join(ALIVE_NAME), millis(now).to_string())
-}
-
-/// The alive mark in `dir`, if there is a readable one.
-fn read_alive(dir: &Path) -> Option<SystemTime> {
-    let text = std::fs::read_to_string(dir.join(ALIVE_NAME)).ok()?;
-    text.trim().parse().ok().map(from_millis)
-}
-
-/// Removes the store in `dir` (under the lock, so never under a running
-/// server), for `lubdub server --forget-all`. Returns whether there was one.
-pub fn forget(dir: &Path) -> Result<bool, Error> {
-    let _lock = lock(dir)?;
-    let _ = std::fs::remove_file(dir.join(ALIVE_NAME));
-    let path = dir.join(FILE_NAME);
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(Error::Dir { path, source }),
-    }
 }
 
 // Private and off the hot path: the error is boxed where it leaves the module.
@@ -347,15 +227,6 @@ fn open_db(path: &Path) -> Result<Database, redb::Error> {
         }
     });
     Ok(builder.create(path)?)
-}
-
-fn millis(at: SystemTime) -> u64 {
-    at.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn from_millis(ms: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 impl Store {
@@ -412,188 +283,6 @@ impl Store {
     }
 }
 
-/// Checks the store file at `path` without writing to it: opens it and
-/// reads every record through [`dry_run::DryRun`]. `None` when there is no
-/// file (a new store).
-fn check(path: &Path) -> Result<Option<Loaded>, Error> {
-    let unreadable = |source: io::Error| Error::Unreadable {
-        path: path.to_path_buf(),
-        source: Box::new(redb::Error::Io(source)),
-    };
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(unreadable(e)),
-    };
-    let backend = dry_run::DryRun::new(file).map_err(unreadable)?;
-    if redb::StorageBackend::len(&backend).map_err(unreadable)? == 0 {
-        return Err(Error::Empty {
-            path: path.to_path_buf(),
-        });
-    }
-    catch_panic(path, || {
-        let db = Database::builder()
-            .create_with_backend(backend)
-            .map_err(|e| Error::Unreadable {
-                path: path.to_path_buf(),
-                source: Box::new(e.into()),
-            })?;
-        let loaded = read_all(&db, path)?;
-        // A checkpoint's write path reads parts of the file that reading
-        // records does not (the allocator's state); one corrupt there made
-        // redb abort on a terabyte allocation at the first checkpoint. A
-        // write into the overlay goes the same way, and fails here instead.
-        dry_write(&db).map_err(|e| Error::Unreadable {
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        })?;
-        Ok(loaded)
-    })?
-    .map(Some)
-}
-
-/// A checkpoint-like write transaction (it rewrites `meta.version`).
-#[allow(clippy::result_large_err)] // see open_db
-fn dry_write(db: &Database) -> Result<(), redb::Error> {
-    let txn = db.begin_write()?;
-    txn.open_table(META)?.insert("version", FORMAT_VERSION)?;
-    txn.commit()?;
-    Ok(())
-}
-
-/// Creates an empty store file readable by its owner only (redb would
-/// create it with the umask's mode).
-fn create_private(path: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map(drop)
-        .map_err(|source| Error::Dir {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-/// Runs `f`, turning a panic (redb panics on some corrupt files) into
-/// [`Error::Panicked`]. The panic message is not printed: the caller's
-/// one-line error says it. The panic hook is process-wide, so it is
-/// replaced only for the call; this runs at start, before the server's
-/// other threads do anything that could panic.
-fn catch_panic<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, Error> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    std::panic::set_hook(hook);
-    result.map_err(|payload| {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "the store library panicked".into());
-        Error::Panicked {
-            path: path.to_path_buf(),
-            message: message.replace('\n', " "),
-        }
-    })
-}
-
-/// Turns what goes wrong while reading the store at `path` into its
-/// [`Error`], and opens and walks its tables.
-struct Reading<'p> {
-    path: &'p Path,
-}
-
-impl Reading<'_> {
-    /// redb could not read the file.
-    fn unreadable(&self, source: impl Into<redb::Error>) -> Error {
-        Error::Unreadable {
-            path: self.path.to_path_buf(),
-            source: Box::new(source.into()),
-        }
-    }
-
-    /// A record was read but makes no sense.
-    fn bad(&self, what: String) -> Error {
-        Error::BadRecord {
-            path: self.path.to_path_buf(),
-            what,
-        }
-    }
-
-    /// The table `definition` of `txn`; `None` where the store has none
-    /// (yet: older stores lack the newer tables).
-    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
-        &self,
-        txn: &redb::ReadTransaction,
-        definition: TableDefinition<K, V>,
-    ) -> Result<Option<redb::ReadOnlyTable<K, V>>, Error> {
-        match txn.open_table(definition) {
-            Ok(table) => Ok(Some(table)),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(e) => Err(self.unreadable(e)),
-        }
-    }
-
-    /// Every record of `table`, in key order, through `decode` (whose error
-    /// names the record).
-    fn records<K: redb::Key + 'static, T>(
-        &self,
-        table: &redb::ReadOnlyTable<K, &'static [u8]>,
-        decode: impl Fn(K::SelfType<'_>, &[u8]) -> Result<T, String>,
-    ) -> Result<Vec<T>, Error> {
-        let len = table.len().map_err(|e| self.unreadable(e))?;
-        let mut records = Vec::with_capacity(len as usize);
-        for entry in table.iter().map_err(|e| self.unreadable(e))? {
-            let (key, value) = entry.map_err(|e| self.unreadable(e))?;
-            records.push(decode(key.value(), value.value()).map_err(|what| self.bad(what))?);
-        }
-        Ok(records)
-    }
-}
-
-/// Reads every record of `db`.
-fn read_all(db: &Database, path: &Path) -> Result<Loaded, Error> {
-    let reading = Reading { path };
-    let txn = db.begin_read().map_err(|e| reading.unreadable(e))?;
-    let mut loaded = Loaded::default();
-    let Some(meta) = reading.table(&txn, META)? else {
-        return Ok(loaded);
-    };
-    let get = |key| -> Result<Option<u64>, Error> {
-        Ok(meta
-            .get(key)
-            .map_err(|e| reading.unreadable(e))?
-            .map(|v| v.value()))
-    };
-    if let Some(version) = get("version")?
-        && version > FORMAT_VERSION
-    {
-        return Err(reading.bad(format!(
-            "format version {version} is newer than this lubdub's {FORMAT_VERSION}"
-        )));
-    }
-    loaded.alive = get("alive_ms")?.map(from_millis);
-    if let Some(hosts) = reading.table(&txn, HOSTS)? {
-        loaded.hosts = reading.records(&hosts, |id: &str, value| {
-            decode_host(id, value).map_err(|what| format!("host {id:?}: {what}"))
-        })?;
-    }
-    if let Some(table) = reading.table(&txn, MAINTENANCE)?
-        && let Some(value) = table.get("windows").map_err(|e| reading.unreadable(e))?
-    {
-        loaded.windows = Some(value.value().to_vec());
-    }
-    if let Some(events) = reading.table(&txn, EVENTS)? {
-        loaded.events = reading.records(&events, |id: u64, value| {
-            decode_event(id, value).map_err(|what| format!("event {id}: {what}"))
-        })?;
-    }
-    Ok(loaded)
-}
-
 impl Store {
     /// Writes one checkpoint in one transaction, and records `now` as the
     /// time the server was last alive. On failure nothing of the batch is
@@ -630,25 +319,7 @@ impl Store {
             order.sort_unstable_by(|a, b| a.id.cmp(&b.id));
             for host in order {
                 buf.clear();
-                let record = HostRecord {
-                    state: host.state.as_str(),
-                    since_ms: millis(host.since),
-                    addr: host.addr,
-                    last_seen_ms: millis(host.last_seen),
-                    boot_id: host.boot_id,
-                    seq: host.seq,
-                    interval_ms: host.interval_ms,
-                    beats: host.beats,
-                    losses: host.losses,
-                    legacy: host.legacy,
-                };
-                buf = postcard::to_extend(&record, buf).map_err(encode_error)?;
-                // Labels follow the record (a store from before labels has
-                // none there, and reads as a host without labels).
-                if !host.labels.is_empty() {
-                    let pairs: Vec<(&str, &str)> = host.labels.iter().collect();
-                    buf = postcard::to_extend(&pairs, buf).map_err(encode_error)?;
-                }
+                buf = encode_host(host, buf).map_err(encode_error)?;
                 hosts.insert(&*host.id, buf.as_slice())?;
             }
         }
@@ -657,14 +328,7 @@ impl Store {
             let mut buf = Vec::with_capacity(128);
             for event in &batch.events {
                 buf.clear();
-                let record = EventRecord {
-                    at_ms: millis(event.at),
-                    kind: event.kind.as_str(),
-                    host: &event.host,
-                    addr: event.addr,
-                    silent_ms: u64::try_from(event.silent_for.as_millis()).unwrap_or(u64::MAX),
-                };
-                buf = postcard::to_extend(&record, buf).map_err(encode_error)?;
+                buf = encode_event(event, buf).map_err(encode_error)?;
                 events.insert(event.id, buf.as_slice())?;
             }
             if let Some(last) = batch.events.last() {
@@ -691,67 +355,11 @@ fn encode_error(e: postcard::Error) -> redb::Error {
     redb::Error::Io(io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-fn decode_host(id: &str, bytes: &[u8]) -> Result<StoredHost, String> {
-    let (record, rest): (HostRecord<'_>, _) =
-        postcard::take_from_bytes(bytes).map_err(|e| e.to_string())?;
-    let labels = if rest.is_empty() {
-        Labels::new()
-    } else {
-        let pairs: Vec<(&str, &str)> = postcard::from_bytes(rest).map_err(|e| e.to_string())?;
-        Labels::from_pairs(pairs).map_err(|e| e.to_string())?
-    };
-    let state = HostState::ALL
-        .into_iter()
-        .find(|s| s.as_str() == record.state)
-        .ok_or_else(|| format!("unknown state {:?}", record.state))?;
-    Ok(StoredHost {
-        id: id.into(),
-        state,
-        since: from_millis(record.since_ms),
-        addr: record.addr,
-        last_seen: from_millis(record.last_seen_ms),
-        seq: record.seq,
-        boot_id: record.boot_id,
-        interval_ms: record.interval_ms,
-        beats: record.beats,
-        losses: record.losses,
-        legacy: record.legacy,
-        labels,
-    })
-}
-
-fn decode_event(id: u64, bytes: &[u8]) -> Result<Event, String> {
-    let record: EventRecord<'_> = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
-    let kind = EventKind::ALL
-        .into_iter()
-        .find(|k| k.as_str() == record.kind)
-        .ok_or_else(|| format!("unknown event kind {:?}", record.kind))?;
-    Ok(Event {
-        id,
-        at: from_millis(record.at_ms),
-        kind,
-        host: Arc::from(record.host),
-        addr: record.addr,
-        silent_for: Duration::from_millis(record.silent_ms),
-        // Not stored: a remembered event is history for the API, never
-        // sent to a sink again, so what only sinks read is left plain. The
-        // lower bound of a silence is lost too (the record's layout is
-        // fixed); `silent_for` stays the true upper bound.
-        silent_at_least: None,
-        state: kind.state_after(),
-        flapping: false,
-        maintenance: None,
-        fleet: 0,
-        // Not stored either (history, not a page): a restored `down` no
-        // longer lists the hosts unreachable behind it.
-        context: None,
-        labels: Default::default(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::EventKind;
+    use record::from_millis;
 
     fn host(i: u32) -> StoredHost {
         StoredHost {
@@ -825,70 +433,5 @@ mod tests {
             "only the newest event_history events are kept"
         );
         assert_eq!(loaded.alive, Some(now));
-    }
-
-    #[test]
-    fn a_second_open_of_one_directory_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let _first = Store::open(dir.path()).expect("open");
-        let err = Store::open(dir.path()).err().expect("second open refused");
-        assert!(matches!(err, Error::Locked { .. }), "{err}");
-        assert!(
-            matches!(forget(dir.path()), Err(Error::Locked { .. })),
-            "no forgetting under a running server"
-        );
-    }
-
-    #[test]
-    fn garbage_is_refused_and_left_untouched() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join(FILE_NAME);
-        let garbage: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + 3) as u8).collect();
-        std::fs::write(&path, &garbage).expect("write");
-        let err = Store::open(dir.path()).err().expect("refused");
-        let message = format!("{err}");
-        assert!(message.contains(&path.display().to_string()), "{message}");
-        assert_eq!(std::fs::read(&path).expect("read"), garbage);
-        assert!(
-            forget(dir.path()).expect("forget"),
-            "--forget-all removes it"
-        );
-        Store::open(dir.path()).expect("fresh store after forgetting");
-    }
-
-    #[test]
-    fn an_unknown_state_is_an_error_not_a_guess() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Store::open(dir.path()).expect("open");
-        store
-            .write(&Batch::default(), SystemTime::now())
-            .expect("write");
-        {
-            let db = store.db.as_ref().expect("open");
-            let txn = db.begin_write().expect("txn");
-            {
-                let mut hosts = txn.open_table(HOSTS).expect("table");
-                let record = HostRecord {
-                    state: "sleeping",
-                    since_ms: 0,
-                    addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-                    last_seen_ms: 0,
-                    boot_id: [0; 16],
-                    seq: 0,
-                    interval_ms: 0,
-                    beats: 0,
-                    losses: 0,
-                    legacy: false,
-                };
-                let bytes = postcard::to_allocvec(&record).expect("encode");
-                hosts.insert("odd", bytes.as_slice()).expect("insert");
-            }
-            txn.commit().expect("commit");
-        }
-        let err = store.load().expect_err("unknown state");
-        assert!(
-            err.to_string().contains("unknown state \"sleeping\""),
-            "{err}"
-        );
     }
 }
