@@ -290,19 +290,21 @@ impl Monitor {
     /// "3 probes unanswered (down after 6)" for a host under suspicion.
     pub fn probe_status(&self, slot: Slot) -> Option<String> {
         let s = self.probing.suspects.get(&slot)?;
+        let host = self.registry.get(slot);
+        if host.state != HostState::Late {
+            return None;
+        }
         Some(if s.done && s.shortfall > 0.0 {
-            let host = self.registry.get(slot);
             let rule = self.settings.rules.get(host.rule);
             match rule.kind {
                 super::DetectorKind::Phi => format!(
-                    "{} probes unanswered of {} needed: down at phi {:.1}",
+                    "{} probes unanswered, too few to confirm: down at phi {:.1}",
                     s.unanswered,
-                    s.needed,
                     s.shortfall.max(rule.phi.threshold)
                 ),
                 super::DetectorKind::Fixed => format!(
-                    "{} probes unanswered of {} needed: down at the timeout",
-                    s.unanswered, s.needed
+                    "{} probes unanswered, too few to confirm: down at the timeout",
+                    s.unanswered
                 ),
             }
         } else if s.done {
@@ -366,6 +368,9 @@ impl Monitor {
     /// The host in `slot` turned `late` at `now_ms`: suspect it, and probe
     /// it at once, if it answers probes.
     pub(super) fn start_probing(&mut self, slot: Slot, now_ms: u64) {
+        // A suspicion left over from before a pause, a maintenance window
+        // or a parent's outage must not judge this one.
+        self.end_probing(slot);
         let settings = &self.settings.probe;
         let host = self.registry.get(slot);
         if !settings.enabled || !host.answers_probes() {
@@ -482,16 +487,17 @@ impl Monitor {
             }
             if suspect.unanswered >= suspect.needed || suspect.tries >= max {
                 suspect.done = true;
+                // Short by what they showed, not by their count: `needed`
+                // is capped at `max_probes`, which a lossy or bursty
+                // host's loss may ask more than.
                 let unanswered = suspect.unanswered;
-                let needed = suspect.needed;
-                if unanswered < needed {
-                    let stats = &self.registry.get(slot).stats;
-                    let loss = probe_loss(stats.loss(), stats.samples[1]);
-                    let probe = &self.settings.probe;
-                    let shown = probe_evidence(unanswered, loss.first, loss.next, probe.min_loss);
-                    let suspect = self.probing.suspects.get_mut(&slot).expect("found above");
-                    suspect.shortfall = (probe.threshold - shown).max(f64::MIN_POSITIVE);
-                }
+                let stats = &self.registry.get(slot).stats;
+                let loss = probe_loss(stats.loss(), stats.samples[1]);
+                let probe = &self.settings.probe;
+                let shown = probe_evidence(unanswered, loss.first, loss.next, probe.min_loss);
+                let shortfall = probe.threshold - shown;
+                let suspect = self.probing.suspects.get_mut(&slot).expect("found above");
+                suspect.shortfall = if shortfall > 1e-9 { shortfall } else { 0.0 };
                 self.probe_concluded(slot, now, wall, out);
                 continue;
             }
@@ -613,6 +619,18 @@ mod tests {
                     ..capable(id)
                 },
             );
+        }
+    }
+
+    /// `n` numbered beats of `id`, `every` seconds apart from 0 s.
+    fn numbered_every(sim: &mut Sim, id: &str, n: u64, every: f64) {
+        let run = 1_700_000_000u64 << 32;
+        for i in 0..n {
+            let b = Observation {
+                seq: Some(run + i),
+                ..capable(id)
+            };
+            sim.observe(i as f64 * every, b);
         }
     }
 
@@ -892,64 +910,143 @@ mod tests {
         assert!(probed(true, 1) > 1);
     }
 
-    // See: issue 15 (a 20 % loss simulation paged for new hosts without
-    // keys: their few beats allowed 2 probes, after which phi 2 alone
-    // declared them down).
     #[test]
-    fn probes_that_end_short_of_confirming_leave_down_to_phi_plus_what_they_showed() {
-        let mut sim = Sim::with(Settings {
-            rules: super::super::Rules::single(super::super::Rule {
-                phi: super::super::phi::PhiParams {
-                    threshold: 2.0,
-                    late_threshold: 1.0,
-                    ..super::super::testing::phi_params()
-                },
-                ..super::super::testing::settings_of(super::super::DetectorKind::Phi)
-                    .rules
-                    .get(0)
-                    .clone()
-            }),
+    fn probe_evidence_weighs_the_first_with_the_loss_after_an_arrival_the_rest_within_a_burst() {
+        // (unanswered, first, next) → −log10 of the chance, min loss 1 %.
+        let table = [
+            (0, 0.05, 0.05, 0.0),
+            (1, 0.0, 0.0, 1.7011),   // the floor: 1.99 % a round trip
+            (1, 0.05, 0.05, 1.0110), // 9.75 %
+            (3, 0.05, 0.05, 3.0331),
+            (3, 0.01, 0.8, 1.7011 + 2.0 * 0.0177), // bursts: the rest weigh little
+        ];
+        for (unanswered, first, next, want) in table {
+            let got = probe_evidence(unanswered, first, next, 0.01);
+            assert!(
+                (got - want).abs() < 1e-3,
+                "{unanswered} {first} {next}: {got}"
+            );
+        }
+    }
+
+    /// Probing on with phi 2 / late 1 and `max_probes`, keys or not.
+    fn fast_phi(max_probes: u8, enforce_seq: bool) -> Sim {
+        let phi = super::super::Rule {
+            phi: super::super::phi::PhiParams {
+                threshold: 2.0,
+                late_threshold: 1.0,
+                ..super::super::testing::phi_params()
+            },
+            ..super::super::testing::settings_of(super::super::DetectorKind::Phi)
+                .rules
+                .get(0)
+                .clone()
+        };
+        Sim::with(Settings {
+            rules: super::super::Rules::single(phi),
+            enforce_seq,
             probe: ProbeSettings {
                 enabled: true,
+                max_probes,
                 ..ProbeSettings::default()
             },
             ..settings()
-        });
-        // Three beats without keys: a suspicion may send three probes.
-        let run = 1_700_000_000u64 << 32;
-        for i in 0..3u64 {
-            let b = Observation {
-                seq: Some(run + i),
-                ..capable("a")
-            };
-            sim.observe(i as f64 * 10.0, b);
-        }
-        let phi_at = |sim: &Sim, secs: f64| {
-            let host = sim.monitor.registry().get(0);
-            sim.monitor.explain(host, sim.at(secs)).0.expect("phi")
-        };
+        })
+    }
+
+    /// Steps `sim` 0.1 s at a time from `from` until host 0 is `down`:
+    /// the probes sent and when, its `why` just before, and the phi
+    /// target the unanswered probes left.
+    fn until_down(sim: &mut Sim, from: f64) -> (usize, f64, Option<String>, f64) {
         let mut sent = 0;
-        let mut down_at = None;
-        for tenth in 200..3000 {
-            let secs = f64::from(tenth) / 10.0;
+        let mut status = None;
+        for tenth in 0..10_000u32 {
+            let secs = from + f64::from(tenth) / 10.0;
             let out = sim.expire_at(sim.at(secs));
             sent += out.probe.send.len();
             if out.events.iter().any(|e| e.kind == EventKind::Down) {
-                down_at = Some(secs);
-                break;
+                let stats = &sim.monitor.registry().get(0).stats;
+                let loss = probe_loss(stats.loss(), stats.samples[1]);
+                let probes = sim.monitor.probe_totals().unanswered;
+                let shown = probe_evidence(probes as u8, loss.first, loss.next, 0.01);
+                return (sent, secs, status, 10.0 - shown);
             }
+            status = sim.monitor.probe_status(0);
         }
+        panic!("not down within 1,000 s");
+    }
+
+    /// Host 0's phi at `secs`.
+    fn phi_at(sim: &Sim, secs: f64) -> f64 {
+        let host = sim.monitor.registry().get(0);
+        sim.monitor.explain(host, sim.at(secs)).0.expect("phi")
+    }
+
+    // See: issue 15 (a 20 % loss simulation paged for new hosts without
+    // keys: their few beats allowed 2 probes, after which phi 2 alone
+    // declared them down; review: `max_probes` ran out unnoticed).
+    #[test]
+    fn probes_that_end_short_of_confirming_leave_down_to_phi_plus_what_they_showed() {
+        // Three beats without keys: a suspicion may send three probes.
+        let mut sim = fast_phi(20, false);
+        numbered_every(&mut sim, "a", 3, 10.0);
+        let (sent, down_at, status, target) = until_down(&mut sim, 20.0);
         assert_eq!(sent, 3, "the window's three beats");
-        let down_at = down_at.expect("down within 300 s");
-        let stats = &sim.monitor.registry().get(0).stats;
-        let loss = probe_loss(stats.loss(), stats.samples[1]);
-        let shown = probe_evidence(3, loss.first, loss.next, 0.01);
-        let target = 10.0 - shown;
-        assert!(target > 2.0, "three probes confirm nothing: {shown}");
+        assert!(target > 2.0, "three probes confirm nothing: {target}");
         assert!(
             phi_at(&sim, down_at) >= target && phi_at(&sim, down_at - 0.1) < target,
             "down where phi reaches {target}, not at phi 2: at {down_at} s"
         );
+        let want = format!("3 probes unanswered, too few to confirm: down at phi {target:.1}");
+        assert_eq!(status, Some(want));
+
+        // With keys, a host at the 1 % floor needs 6; `max_probes` 3 ends
+        // them short the same way.
+        let mut sim = fast_phi(3, true);
+        warm(&mut sim, "a");
+        let (sent, down_at, _, target) = until_down(&mut sim, WARM);
+        assert_eq!(sent, 3, "max_probes");
+        assert!(target > 2.0, "{target}");
+        assert!(
+            phi_at(&sim, down_at) >= target && phi_at(&sim, down_at - 0.1) < target,
+            "down where phi reaches {target}, not at phi 2: at {down_at} s"
+        );
+    }
+
+    // See: issue 15 (review: a finished suspicion outlived a pause).
+    #[test]
+    fn a_new_suspicion_never_inherits_an_old_ones_verdict() {
+        let mut sim = fast_phi(20, false);
+        numbered_every(&mut sim, "a", 3, 10.0);
+        // Late, its three probes unanswered, waiting for phi: paused.
+        let short = (200..2000).map(|t| f64::from(t) / 10.0).find(|&secs| {
+            sim.expire_at(sim.at(secs));
+            sim.monitor
+                .probe_status(0)
+                .is_some_and(|s| s.contains("too few"))
+        });
+        assert!(short.is_some_and(|secs| secs < 200.0));
+        sim.monitor
+            .pause("a", sim.at(200.0), SystemTime::now())
+            .expect("known");
+        assert_eq!(
+            sim.monitor.probe_status(0),
+            None,
+            "not late: no probe status"
+        );
+        // Probing off (a reload), resumed, silent again: the detector alone.
+        sim.monitor.settings.probe.enabled = false;
+        sim.monitor
+            .resume("a", sim.at(201.0), SystemTime::now())
+            .expect("known");
+        let b = Observation {
+            seq: Some((1_700_000_000u64 << 32) + 10),
+            ..capable("a")
+        };
+        sim.observe(202.0, b);
+        let (sent, down_at, status, _) = until_down(&mut sim, 202.0);
+        assert_eq!((sent, status), (0, None));
+        assert!(phi_at(&sim, down_at - 0.1) < 2.0 && phi_at(&sim, down_at) >= 2.0);
     }
 
     #[test]
