@@ -218,13 +218,15 @@ impl Monitor {
                 let phi = rule.phi.phi(ms, mean, std, host.stats.loss());
                 let overdue = (ms - rule.phi.pause_ms - mean) / std.max(1e-3);
                 let missed = ((ms - rule.phi.pause_ms) / mean.max(1e-3)).floor().max(0.0);
+                // Probes that ended short move `down` later (see `probe`).
+                let down_at = self.held_phi_target(host).unwrap_or(rule.phi.threshold);
                 (
                     Some(phi),
                     format!(
                         "phi {phi:.1}: beat {overdue:.1} σ overdue ({missed} beats missed; loss {:.1} %, in bursts {:.1} %; down at phi {})",
                         host.stats.loss().first.max(rule.phi.min_loss) * 100.0,
                         host.stats.loss().next.max(rule.phi.min_loss) * 100.0,
-                        rule.phi.threshold
+                        (down_at * 10.0).round() / 10.0
                     ),
                 )
             }

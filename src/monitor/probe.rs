@@ -223,7 +223,7 @@ pub fn probes_needed(threshold: f64, first: f64, next: f64, min_loss: f64, max: 
 /// The loss a suspicion's probes assume for a host whose measured loss is
 /// `loss` from `samples` loss samples: the measure, raised to what so few
 /// samples cannot rule out. A host on a link that loses a fifth of its
-/// packets still shows none in its first 25 beats once in 250 (0.8²⁵), and
+/// packets still shows none in its first 25 beats once in 260 (0.8²⁵), and
 /// trusting that would confirm it `down` after 8 unanswered probes where
 /// its real loss asks for 20 (a 20 % loss simulation paged for exactly such
 /// young hosts). The bound is the "rule of three", 3 / (n + 3): a loss
@@ -335,14 +335,36 @@ impl Monitor {
     /// cautiously as probing would have. `None`: the detector's own
     /// deadline holds (confirmed, still probing, or the fixed detector).
     pub(super) fn unconfirmed_silence(&self, slot: Slot) -> Option<Duration> {
+        let target = self.unconfirmed_target(slot)?;
+        Some(self.phi_silence(self.registry.get(slot), target))
+    }
+
+    /// The phi at which the late host in `slot` is `down` when its probes
+    /// ended short of confirming it (see [`Monitor::unconfirmed_silence`]).
+    fn unconfirmed_target(&self, slot: Slot) -> Option<f64> {
         let suspect = self.probing.suspects.get(&slot)?;
-        if !suspect.done || suspect.shortfall <= 0.0 {
-            return None;
-        }
         let host = self.registry.get(slot);
         let rule = self.settings.rules.get(host.rule);
-        (rule.kind == super::DetectorKind::Phi)
-            .then(|| self.phi_silence(host, suspect.shortfall.max(rule.phi.threshold)))
+        let held = suspect.done && suspect.shortfall > 0.0 && host.state == HostState::Late;
+        (held && rule.kind == super::DetectorKind::Phi)
+            .then(|| suspect.shortfall.max(rule.phi.threshold))
+    }
+
+    /// [`Monitor::unconfirmed_target`] of `host`, for its explanation.
+    pub(super) fn held_phi_target(&self, host: &super::Host) -> Option<f64> {
+        if self.probing.suspects.is_empty() {
+            return None;
+        }
+        let slot = self.registry.find(self.registry.id_of(host))?;
+        self.unconfirmed_target(slot)
+    }
+
+    /// The silence after which the host in `slot` is `down`: its
+    /// detector's timeout, or longer while probes that ended short hold
+    /// it (for the API's `timeout_seconds`).
+    pub fn timeout_of(&self, slot: Slot) -> Duration {
+        self.unconfirmed_silence(slot)
+            .unwrap_or_else(|| self.timeout_for(self.registry.get(slot)))
     }
 
     /// Probe spacing for the host in `slot`, which needs `needed`
@@ -976,6 +998,36 @@ mod tests {
         panic!("not down within 1,000 s");
     }
 
+    /// Steps `sim` from `from` until host 0's probes ended short and hold
+    /// it, and checks what the API shows of it then: its `why` names the
+    /// later phi and its timeout is the later silence. Returns when, and
+    /// the probes sent.
+    fn held_short(sim: &mut Sim, from: f64) -> (f64, usize) {
+        let mut sent = 0;
+        for tenth in 0..10_000u32 {
+            let secs = from + f64::from(tenth) / 10.0;
+            sent += sim.expire_at(sim.at(secs)).probe.send.len();
+            let Some(status) = sim.monitor.probe_status(0) else {
+                continue;
+            };
+            if !status.contains("too few") {
+                continue;
+            }
+            let host = sim.monitor.registry().get(0);
+            let (_, why) = sim.monitor.explain(host, sim.at(secs));
+            let phi_in = |text: &str| -> f64 {
+                let after = text.rsplit("down at phi ").next().expect("a phi");
+                after.trim_end_matches(')').parse().expect("a number")
+            };
+            assert!(phi_in(&status) > 2.0, "{status}");
+            assert!((phi_in(&why) - phi_in(&status)).abs() < 0.051, "{why}");
+            let detector = sim.monitor.timeout_for(host);
+            assert!(sim.monitor.timeout_of(0) > detector, "{detector:?}");
+            return (secs, sent);
+        }
+        panic!("probes never ended short");
+    }
+
     /// Host 0's phi at `secs`.
     fn phi_at(sim: &Sim, secs: f64) -> f64 {
         let host = sim.monitor.registry().get(0);
@@ -990,8 +1042,9 @@ mod tests {
         // Three beats without keys: a suspicion may send three probes.
         let mut sim = fast_phi(20, false);
         numbered_every(&mut sim, "a", 3, 10.0);
-        let (sent, down_at, status, target) = until_down(&mut sim, 20.0);
-        assert_eq!(sent, 3, "the window's three beats");
+        let (held, sent_before) = held_short(&mut sim, 20.0);
+        let (sent, down_at, status, target) = until_down(&mut sim, held);
+        assert_eq!(sent_before + sent, 3, "the window's three beats");
         assert!(target > 2.0, "three probes confirm nothing: {target}");
         assert!(
             phi_at(&sim, down_at) >= target && phi_at(&sim, down_at - 0.1) < target,

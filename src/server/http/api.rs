@@ -173,7 +173,7 @@ impl SortKey {
             SortKey::Beats => SortValue::Number(u64::from(host.beats)),
             SortKey::Losses => SortValue::Number(u64::from(host.losses)),
             SortKey::Timeout => SortValue::Number(
-                u64::try_from(monitor.timeout_for(host).as_millis()).unwrap_or(u64::MAX),
+                u64::try_from(monitor.timeout_of(slot).as_millis()).unwrap_or(u64::MAX),
             ),
         }
     }

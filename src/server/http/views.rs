@@ -97,7 +97,7 @@ impl HostView {
             last_seen: rfc3339(host.last_seen_wall()),
             silent_seconds: monitor.silent_for(host, now).as_secs_f64(),
             silent_seconds_at_least: monitor.silent_at_least(host, now).map(|d| d.as_secs_f64()),
-            timeout_seconds: monitor.timeout_for(host).as_secs_f64(),
+            timeout_seconds: monitor.timeout_of(slot).as_secs_f64(),
             interval_seconds: (interval_ms > 0).then(|| f64::from(interval_ms) / 1000.0),
             beats: u64::from(host.beats),
             losses: u64::from(host.losses),
