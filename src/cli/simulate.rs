@@ -88,6 +88,12 @@ pub struct SimulateArgs {
     /// Round trip of a probe and its answer.
     #[arg(long, value_parser = duration::parse, default_value = "50ms")]
     rtt: Duration,
+    /// The hosts join a fleet the server already knows: it starts each
+    /// new host from the burst rate that 16 other hosts on the same links
+    /// showed over their run. Without it the server and every host start
+    /// together, the worst case for new hosts on bursty links.
+    #[arg(long)]
+    established: bool,
     /// Spacing of the probes to one host.
     #[arg(long, value_parser = duration::parse)]
     probe_interval: Option<Duration>,
@@ -147,6 +153,8 @@ impl SimulateArgs {
             self.days > 0.0 && self.days <= 3650.0,
             "--days: must be above 0 and at most 3650"
         );
+        // Above it the established fleet's own hosts draw their numbers.
+        anyhow::ensure!(self.hosts <= 1 << 30, "--hosts: at most 2^30");
         anyhow::ensure!(
             interval >= Duration::from_millis(10),
             "--interval: at least 10ms"
@@ -169,6 +177,7 @@ impl SimulateArgs {
             },
             seed: self.seed,
             probe_rtt: self.probes.then_some(self.rtt),
+            established: self.established,
         })
     }
 }
@@ -253,6 +262,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             "probes_sent": report.probes_sent,
             "probes_answered": report.probes_answered,
             "probes_per_host_day": report.probes_sent as f64 / report.host_days.max(1e-9),
+            "fleet_burst_loss": report.fleet_loss,
             "seed": fleet.seed,
             "seconds": started.elapsed().as_secs_f64(),
         });

@@ -148,6 +148,9 @@ impl Monitor {
                             .saturating_add(u32::try_from(lost).unwrap_or(u32::MAX));
                         self.totals.lost += lost;
                         host.stats.add_losses(lost, alpha);
+                        if lost > 0 {
+                            self.fleet_loss.observe(&host.stats);
+                        }
                         steps = lost + 1;
                     }
                     SeqOutcome::Reordered => {

@@ -255,6 +255,8 @@ pub struct Monitor {
     label_rules: Vec<LabelRule>,
     /// Some rule selects by network: a host's move may relabel it.
     rules_use_networks: bool,
+    /// The established hosts' burst rate, a new host's prior.
+    fleet_loss: stats::FleetLoss,
 }
 
 impl Monitor {
@@ -278,7 +280,25 @@ impl Monitor {
             labels: LabelTable::default(),
             label_rules: Vec::new(),
             rules_use_networks: false,
+            fleet_loss: stats::FleetLoss::default(),
         }
+    }
+
+    /// The burst rate of the fleet's established hosts, which a new host's
+    /// loss model starts from (see [`stats::FleetLoss`]).
+    pub fn fleet_loss(&self) -> f64 {
+        self.fleet_loss.next
+    }
+
+    /// Starts from a fleet whose established hosts have the burst rate
+    /// `next` (the simulator's established fleet).
+    pub fn set_fleet_loss(&mut self, next: f64) {
+        self.fleet_loss = stats::FleetLoss::with(next);
+    }
+
+    /// `host`'s loss model in this fleet.
+    pub(super) fn loss_of(&self, host: &Host) -> phi::Loss {
+        host.stats.loss(self.fleet_loss.next)
     }
 
     /// The host table, for reading.
@@ -1087,5 +1107,50 @@ mod tests {
         assert!(!flapping(&sim));
         assert_eq!(sim.monitor.totals().flapping, 0);
         assert_eq!(sim.monitor.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_new_host_in_a_bursty_fleet_is_judged_by_the_fleets_bursts() {
+        // (fleet's burst rate, a new host's phi timeout) after an old host
+        // beat every 10 s, losing `run` beats in a row out of every 20.
+        let fleet_after = |run: u64| {
+            let mut sim = Sim::with(settings_of(DetectorKind::Phi));
+            let mut t = 0.0;
+            for seq in (1..=1000u64).filter(|s| s % 20 >= run) {
+                t = seq as f64 * 10.0;
+                sim.observe(
+                    t,
+                    Observation {
+                        seq: Some(seq),
+                        ..beat("old")
+                    },
+                );
+            }
+            for seq in 1..=20u64 {
+                let at = t + seq as f64 * 10.0;
+                sim.observe(
+                    at,
+                    Observation {
+                        seq: Some(seq),
+                        ..beat("new")
+                    },
+                );
+            }
+            let timeout = sim.monitor.timeout_for(sim.host("new"));
+            (sim.monitor.fleet_loss(), timeout)
+        };
+        let (calm, calm_timeout) = fleet_after(0);
+        assert_eq!(calm, 0.0, "no runs of losses, nothing learnt");
+        let (lone, lone_timeout) = fleet_after(1);
+        assert!(lone < 0.1, "single losses are no bursts: {lone}");
+        let (bursty, bursty_timeout) = fleet_after(4);
+        assert!(bursty > 0.5, "runs of 4: {bursty}");
+        // The same new host, with no loss of its own, waits longer in the
+        // bursty fleet: its first silence may be the fleet's kind of burst.
+        assert!(
+            bursty_timeout > calm_timeout.mul_f64(1.5),
+            "{bursty_timeout:?} vs {calm_timeout:?}"
+        );
+        assert!(lone_timeout < calm_timeout.mul_f64(1.2), "{lone_timeout:?}");
     }
 }

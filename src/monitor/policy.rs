@@ -158,7 +158,7 @@ impl Monitor {
             target,
             f64::from(host.stats.interval_mean_ms),
             f64::from(host.stats.interval_std_ms()),
-            host.stats.loss(),
+            self.loss_of(host),
         );
         // Bounded so a wild estimate cannot overflow an Instant: a year.
         Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 365.0 * 86_400.0))
@@ -215,7 +215,8 @@ impl Monitor {
             }
             DetectorKind::Phi => {
                 let ms = silent.as_secs_f64() * 1000.0;
-                let phi = rule.phi.phi(ms, mean, std, host.stats.loss());
+                let loss = self.loss_of(host);
+                let phi = rule.phi.phi(ms, mean, std, loss);
                 let overdue = (ms - rule.phi.pause_ms - mean) / std.max(1e-3);
                 let missed = ((ms - rule.phi.pause_ms) / mean.max(1e-3)).floor().max(0.0);
                 // Probes that ended short move `down` later (see `probe`).
@@ -224,8 +225,8 @@ impl Monitor {
                     Some(phi),
                     format!(
                         "phi {phi:.1}: beat {overdue:.1} σ overdue ({missed} beats missed; loss {:.1} %, in bursts {:.1} %; down at phi {})",
-                        host.stats.loss().first.max(rule.phi.min_loss) * 100.0,
-                        host.stats.loss().next.max(rule.phi.min_loss) * 100.0,
+                        loss.first.max(rule.phi.min_loss) * 100.0,
+                        loss.next.max(rule.phi.min_loss) * 100.0,
                         (down_at * 10.0).round() / 10.0
                     ),
                 )

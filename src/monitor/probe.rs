@@ -382,7 +382,7 @@ impl Monitor {
             super::millis(self.settings.probe.max_interval, true),
             self.settings.probe.burst_spread,
             declared,
-            host.stats.loss(),
+            self.loss_of(host),
             needed,
         )
     }
@@ -398,7 +398,7 @@ impl Monitor {
         if !settings.enabled || !host.answers_probes() {
             return;
         }
-        let loss = probe_loss(host.stats.loss(), host.stats.samples[1]);
+        let loss = probe_loss(self.loss_of(host), host.stats.samples[1]);
         let needed = probes_needed(
             settings.threshold,
             loss.first,
@@ -513,8 +513,8 @@ impl Monitor {
                 // is capped at `max_probes`, which a lossy or bursty
                 // host's loss may ask more than.
                 let unanswered = suspect.unanswered;
-                let stats = &self.registry.get(slot).stats;
-                let loss = probe_loss(stats.loss(), stats.samples[1]);
+                let host = self.registry.get(slot);
+                let loss = probe_loss(self.loss_of(host), host.stats.samples[1]);
                 let probe = &self.settings.probe;
                 let shown = probe_evidence(unanswered, loss.first, loss.next, probe.min_loss);
                 let shortfall = probe.threshold - shown;
@@ -988,7 +988,7 @@ mod tests {
             sent += out.probe.send.len();
             if out.events.iter().any(|e| e.kind == EventKind::Down) {
                 let stats = &sim.monitor.registry().get(0).stats;
-                let loss = probe_loss(stats.loss(), stats.samples[1]);
+                let loss = probe_loss(stats.loss(sim.monitor.fleet_loss()), stats.samples[1]);
                 let probes = sim.monitor.probe_totals().unanswered;
                 let shown = probe_evidence(probes as u8, loss.first, loss.next, 0.01);
                 return (sent, secs, status, 10.0 - shown);

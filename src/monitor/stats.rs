@@ -76,8 +76,54 @@ pub fn track_seq(highest: &mut u64, recent: &mut u32, seq: u64) -> SeqOutcome {
     }
 }
 
-/// Weight (in samples) of the independent-loss guess for the burst rate.
+/// Weight (in samples) of the prior guess for the burst rate.
 pub const BURST_PRIOR_SAMPLES: f64 = 20.0;
+
+/// Loss samples (beats) over which a new host's prior for its burst rate
+/// fades from the fleet's to independent loss: 6 hours of 10 s beats.
+pub const YOUNG_SAMPLES: f64 = 2160.0;
+
+/// Burst samples a host needs before its burst rate speaks for the fleet.
+pub const MATURE_BURST_SAMPLES: u16 = 40;
+
+/// Weight of one established host's sample in [`FleetLoss`], once warm.
+const FLEET_ALPHA: f64 = 1.0 / 1024.0;
+
+/// The burst rate of the fleet's established hosts: where a new host's
+/// burst rate starts. A new host has shown no runs of losses yet, so alone
+/// it looks independent; on links that lose in bursts its first bursts
+/// then look like death (a simulated bursty fleet paged about once per
+/// host, in its first hours, docs/DETECTION.md). The fleet has seen those
+/// links before.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FleetLoss {
+    /// EWMA of established hosts' burst rates, one sample per run of
+    /// losses (so hosts that lose more weigh more).
+    pub next: f64,
+    samples: u32,
+}
+
+impl FleetLoss {
+    /// A fleet whose established hosts lose `next` of the beats after a
+    /// lost one (the simulator's "established fleet").
+    pub fn with(next: f64) -> Self {
+        Self {
+            next: next.clamp(0.0, 1.0),
+            samples: u32::MAX,
+        }
+    }
+
+    /// Takes in `stats` of a host whose run of losses just ended, if the
+    /// host is established.
+    pub fn observe(&mut self, stats: &BeatStats) {
+        if stats.samples[2] < MATURE_BURST_SAMPLES {
+            return;
+        }
+        self.samples = self.samples.saturating_add(1);
+        let alpha = (1.0 / f64::from(self.samples)).max(FLEET_ALPHA);
+        self.next += alpha * (f64::from(stats.burst_loss_rate) - self.next);
+    }
+}
 
 /// The statistics of one host: 30 bytes. Packed to 2-byte alignment, so
 /// the host record has no padding around it.
@@ -122,8 +168,8 @@ impl BeatStats {
             duplicates: 0,
             reordered: 0,
             // Uninformed prior: cautious until the host has shown its loss.
-            // The burst rate has none: until bursts are seen, loss() takes
-            // losses as independent.
+            // The burst rate has none of its own: until bursts are seen,
+            // loss() takes the fleet's, or losses as independent.
             loss_rate: 0.5,
             burst_loss_rate: 0.0,
             samples: [0; 3],
@@ -184,16 +230,22 @@ impl BeatStats {
         alpha.max(1.0 / (f32::from(*n) + prior))
     }
 
-    /// The loss model the phi detector uses. Few burst samples say little,
-    /// so the burst rate is shrunk toward the plain loss rate (independent
-    /// loss) with the weight of [`BURST_PRIOR_SAMPLES`] samples.
-    pub fn loss(&self) -> super::phi::Loss {
+    /// The loss model the phi detector and the probes use, in a fleet
+    /// whose established hosts have the burst rate `fleet_next`. Few burst
+    /// samples say little, so the burst rate is shrunk, with the weight of
+    /// [`BURST_PRIOR_SAMPLES`] samples, toward a prior: the fleet's burst
+    /// rate for a new host, fading to the host's plain loss rate
+    /// (independent loss) over [`YOUNG_SAMPLES`] beats, since a host that
+    /// long without a run of losses has shown its link is not the fleet's.
+    pub fn loss(&self, fleet_next: f64) -> super::phi::Loss {
         let n = f64::from(self.samples[2]);
         let k = BURST_PRIOR_SAMPLES;
         let first = f64::from(self.loss_rate);
+        let youth = (1.0 - f64::from(self.samples[1]) / YOUNG_SAMPLES).max(0.0);
+        let prior = first + youth * (fleet_next - first).max(0.0);
         super::phi::Loss {
             first,
-            next: (n * f64::from(self.burst_loss_rate) + k * first) / (n + k),
+            next: (n * f64::from(self.burst_loss_rate) + k * prior) / (n + k),
         }
     }
 
@@ -331,14 +383,73 @@ mod tests {
         stats.add_interval(1200.0, 1, alpha);
         assert_eq!({ stats.interval_mean_ms }, 1100.0);
         // Bursts: lost, lost, arrived: mean of 1, 1, 0.
-        assert_eq!(stats.loss().next, stats.loss().first, "no bursts seen");
+        assert_eq!(
+            stats.loss(0.0).next,
+            stats.loss(0.0).first,
+            "no bursts seen"
+        );
         stats.add_losses(3, alpha);
         let burst = stats.burst_loss_rate;
         assert!((burst - 2.0 / 3.0).abs() < 1e-6, "{burst}");
         // Shrunk toward the loss rate with 20 samples' weight against 3.
-        let loss = stats.loss();
+        let loss = stats.loss(0.0);
         let want = (3.0 * 2.0 / 3.0 + 20.0 * loss.first) / 23.0;
         assert!((loss.next - want).abs() < 1e-6, "{loss:?}");
+    }
+
+    #[test]
+    fn a_new_host_starts_from_the_fleets_burst_rate_and_outgrows_it() {
+        let alpha = alpha_for_window(1000);
+        // (beats without a loss, burst samples from one run, fleet) → next
+        let young = |beats: usize, run: u64, fleet: f64| {
+            let mut stats = BeatStats::new(1000.0);
+            for _ in 0..beats {
+                stats.add_losses(0, alpha);
+            }
+            if run > 0 {
+                stats.add_losses(run, alpha);
+            }
+            let loss = stats.loss(fleet);
+            (loss.first, loss.next)
+        };
+        // No fleet: independent, as before.
+        let (first, next) = young(99, 0, 0.0);
+        assert!((next - first).abs() < 1e-9, "{first} {next}");
+        // A new host in a bursty fleet: the fleet's burst rate.
+        let (first, next) = young(99, 0, 0.5);
+        let youth = 1.0 - 99.0 / YOUNG_SAMPLES;
+        let want = first + youth * (0.5 - first);
+        assert!((next - want).abs() < 1e-6, "{next} {want}");
+        // Six hours without a run of losses: its own link, independent.
+        let (first, next) = young(2160, 0, 0.5);
+        assert!((next - first).abs() < 1e-9, "{first} {next}");
+        // A fleet cleaner than the host never lowers its burst rate.
+        let (first, next) = young(99, 0, 0.0001);
+        assert!((next - first).abs() < 1e-9, "{first} {next}");
+        // Its own runs of losses outweigh the prior as they come.
+        let (_, with_run) = young(99, 10, 0.5);
+        assert!(with_run > 0.5, "{with_run}");
+    }
+
+    #[test]
+    fn the_fleet_learns_from_established_hosts_only() {
+        let alpha = alpha_for_window(1000);
+        let mut fleet = FleetLoss::default();
+        let mut stats = BeatStats::new(1000.0);
+        stats.add_losses(5, alpha); // 5 burst samples: not established
+        fleet.observe(&stats);
+        assert_eq!(fleet.next, 0.0);
+        for _ in 0..10 {
+            stats.add_losses(5, alpha);
+        }
+        fleet.observe(&stats);
+        assert_eq!(fleet.next, f64::from(stats.burst_loss_rate));
+        // A second established host with the opposite rate: the mean.
+        let mut clean = stats;
+        clean.burst_loss_rate = 0.0;
+        fleet.observe(&clean);
+        assert!((fleet.next - f64::from(stats.burst_loss_rate) / 2.0).abs() < 1e-6);
+        assert_eq!(FleetLoss::with(2.0).next, 1.0);
     }
 
     #[test]

@@ -82,6 +82,7 @@ pub fn simulate_host(
     fleet: &Synthetic,
     index: u32,
     rtt: Duration,
+    fleet_loss: f64,
 ) -> Report {
     let super::simulate::HostRun {
         mut rng,
@@ -95,6 +96,9 @@ pub fn simulate_host(
     let wall = |secs: f64| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs);
     let mut monitor = Monitor::new(config.monitor().clone(), start, wall(0.0));
     monitor.seed_probes(rng.u64(..));
+    if fleet_loss > 0.0 {
+        monitor.set_fleet_loss(fleet_loss);
+    }
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let interval_ms = u32::try_from(fleet.interval.as_millis()).unwrap_or(u32::MAX);
     let end = failure + interval * 1000.0 + 3600.0;
@@ -190,5 +194,6 @@ pub fn simulate_host(
         }
     }
     report.missed = u64::from(!detected);
+    report.learnt_fleet_loss = monitor.fleet_loss();
     report
 }

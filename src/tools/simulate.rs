@@ -51,7 +51,16 @@ pub struct Synthetic {
     /// Probing (issue 15): the round trip of a probe and its answer; `None`
     /// simulates beats alone (then the server's probe settings are unused).
     pub probe_rtt: Option<Duration>,
+    /// The hosts join a fleet the server has watched before: each starts
+    /// from the burst rate of [`WARM_HOSTS`] other hosts on the same links
+    /// after their whole run (see `monitor::stats::FleetLoss`). Off: the
+    /// server and all hosts start together, the worst case for new hosts.
+    pub established: bool,
 }
+
+/// Hosts that run first, on their own random numbers, to establish the
+/// fleet of [`Synthetic::established`].
+pub const WARM_HOSTS: u32 = 16;
 
 /// What a simulation measured.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -77,6 +86,10 @@ pub struct Report {
     pub probes_sent: u64,
     /// Probes answered (their answer arrived and matched).
     pub probes_answered: u64,
+    /// The burst rate the hosts started from (their fleet's).
+    pub fleet_loss: f64,
+    /// Sum over the hosts of the fleet's burst rate their server learnt.
+    pub(super) learnt_fleet_loss: f64,
 }
 
 impl Report {
@@ -91,6 +104,7 @@ impl Report {
         self.flapping += other.flapping;
         self.probes_sent += other.probes_sent;
         self.probes_answered += other.probes_answered;
+        self.learnt_fleet_loss += other.learnt_fleet_loss;
     }
 
     /// The `q` quantile (0 to 1) of the detection times (nearest rank).
@@ -128,11 +142,15 @@ fn run_host(
     interval_ms: u32,
     arrivals: &[(Duration, u64)],
     end: Duration,
-) -> Vec<(Duration, EventKind)> {
+    fleet_loss: f64,
+) -> (Vec<(Duration, EventKind)>, f64) {
     let wall = |offset: Duration| SystemTime::UNIX_EPOCH + offset;
     // Simulated time: any instant serves as the start.
     let start = Instant::now();
     let mut monitor = Monitor::new(config.monitor().clone(), start, wall(Duration::ZERO));
+    if fleet_loss > 0.0 {
+        monitor.set_fleet_loss(fleet_loss);
+    }
     let mut outcome = Outcome::default();
     let mut out = Vec::new();
     let drain = |outcome: &mut Outcome, out: &mut Vec<(Duration, EventKind)>| {
@@ -166,7 +184,7 @@ fn run_host(
     }
     expire_until(&mut monitor, end, &mut outcome);
     drain(&mut outcome, &mut out);
-    out
+    (out, monitor.fleet_loss())
 }
 
 /// What one synthetic host's run starts from (with or without probes).
@@ -204,9 +222,14 @@ impl HostRun {
 }
 
 /// Simulates one synthetic host: its beats, the loss, a failure at the end.
-fn simulate_host(config: &ValidServerConfig, fleet: &Synthetic, index: u32) -> Report {
+fn simulate_host(
+    config: &ValidServerConfig,
+    fleet: &Synthetic,
+    index: u32,
+    fleet_loss: f64,
+) -> Report {
     if let Some(rtt) = fleet.probe_rtt {
-        return super::probing::simulate_host(config, fleet, index, rtt);
+        return super::probing::simulate_host(config, fleet, index, rtt, fleet_loss);
     }
     let HostRun {
         mut rng,
@@ -248,7 +271,9 @@ fn simulate_host(config: &ValidServerConfig, fleet: &Synthetic, index: u32) -> R
     let end = Duration::from_secs_f64(failure) + fleet.interval * 1000 + Duration::from_secs(3600);
     let failed_at = Duration::from_secs_f64(failure);
     let mut detected = false;
-    for (at, kind) in run_host(config, "sim", interval_ms, &arrivals, end) {
+    let (events, learnt) = run_host(config, "sim", interval_ms, &arrivals, end, fleet_loss);
+    report.learnt_fleet_loss = learnt;
+    for (at, kind) in events {
         let alive = at < failed_at;
         match kind {
             EventKind::Down if alive => report.false_downs += 1,
@@ -267,20 +292,45 @@ fn simulate_host(config: &ValidServerConfig, fleet: &Synthetic, index: u32) -> R
 
 /// Runs the synthetic fleet, spread over the machine's cores.
 pub fn run_synthetic(config: &ValidServerConfig, fleet: &Synthetic) -> Report {
+    let fleet_loss = if fleet.established {
+        // Random numbers no counted host draws (`--hosts` stays below).
+        let first = 1 << 31;
+        let warm = run_hosts(config, fleet, first..first + WARM_HOSTS, 0.0);
+        warm.learnt_fleet_loss / f64::from(WARM_HOSTS)
+    } else {
+        0.0
+    };
+    Report {
+        fleet_loss,
+        ..run_hosts(config, fleet, 0..fleet.hosts, fleet_loss)
+    }
+}
+
+/// Runs the hosts `indices` of `fleet`, whose server starts each from the
+/// burst rate `fleet_loss`, spread over the machine's cores.
+fn run_hosts(
+    config: &ValidServerConfig,
+    fleet: &Synthetic,
+    indices: std::ops::Range<u32>,
+    fleet_loss: f64,
+) -> Report {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = u32::try_from(threads)
         .unwrap_or(1)
-        .clamp(1, fleet.hosts.max(1));
+        .clamp(1, indices.len().max(1) as u32);
     let mut total = Report::default();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
                     let mut report = Report::default();
-                    let mut index = t;
-                    while index < fleet.hosts {
-                        report.merge(simulate_host(config, fleet, index));
-                        index += threads;
+                    let mut index = indices.start + t;
+                    while index < indices.end {
+                        report.merge(simulate_host(config, fleet, index, fleet_loss));
+                        let Some(next) = index.checked_add(threads) else {
+                            break;
+                        };
+                        index = next;
                     }
                     report
                 })
@@ -334,7 +384,7 @@ pub fn replay(config: &ValidServerConfig, trace: &[(String, HostTrace)]) -> Repl
             .max()
             .unwrap_or_default();
         let mut last_bad = None;
-        for (_, kind) in run_host(config, id, *interval_ms, arrivals, end) {
+        for (_, kind) in run_host(config, id, *interval_ms, arrivals, end, 0.0).0 {
             match kind {
                 EventKind::Late => last_bad = last_bad.or(Some(EventKind::Late)),
                 EventKind::Down => last_bad = Some(EventKind::Down),
@@ -379,6 +429,7 @@ mod tests {
             },
             seed: 7,
             probe_rtt: None,
+            established: false,
         }
     }
 
