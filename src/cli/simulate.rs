@@ -262,7 +262,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             "probes_sent": report.probes_sent,
             "probes_answered": report.probes_answered,
             "probes_per_host_day": report.probes_sent as f64 / report.host_days.max(1e-9),
-            "fleet_burst_loss": report.fleet_loss,
+            "fleet_burst_loss": report.fleet_loss.next,
+            "fleet_probe_run_loss": report.fleet_loss.probe_next,
             "seed": fleet.seed,
             "seconds": started.elapsed().as_secs_f64(),
         });

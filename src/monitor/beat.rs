@@ -268,6 +268,9 @@ impl Monitor {
             out.events.push(event);
         }
         if changes[0].is_some() {
+            if from == HostState::Late && next_state == HostState::Up {
+                self.suspicion_survived(slot);
+            }
             self.end_probing(slot); // recovered or left: no more probes
         }
         self.take_knock_on(out);

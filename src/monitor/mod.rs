@@ -284,16 +284,16 @@ impl Monitor {
         }
     }
 
-    /// The burst rate of the fleet's established hosts, which a new host's
-    /// loss model starts from (see [`stats::FleetLoss`]).
-    pub fn fleet_loss(&self) -> f64 {
-        self.fleet_loss.next
+    /// What the fleet's established hosts showed of their loss, which a
+    /// new host's loss model starts from (see [`stats::FleetLoss`]).
+    pub fn fleet_loss(&self) -> stats::FleetLoss {
+        self.fleet_loss
     }
 
-    /// Starts from a fleet whose established hosts have the burst rate
-    /// `next` (the simulator's established fleet).
-    pub fn set_fleet_loss(&mut self, next: f64) {
-        self.fleet_loss = stats::FleetLoss::with(next);
+    /// Starts from a fleet that showed `fleet` (the simulator's
+    /// established fleet).
+    pub fn set_fleet_loss(&mut self, fleet: stats::FleetLoss) {
+        self.fleet_loss = fleet;
     }
 
     /// `host`'s loss model in this fleet.
@@ -1137,7 +1137,7 @@ mod tests {
                 );
             }
             let timeout = sim.monitor.timeout_for(sim.host("new"));
-            (sim.monitor.fleet_loss(), timeout)
+            (sim.monitor.fleet_loss().next, timeout)
         };
         let (calm, calm_timeout) = fleet_after(0);
         assert_eq!(calm, 0.0, "no runs of losses, nothing learnt");

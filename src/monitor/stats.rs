@@ -101,16 +101,53 @@ pub struct FleetLoss {
     /// losses (so hosts that lose more weigh more).
     pub next: f64,
     samples: u32,
+    /// EWMA of the chance that a probe to a live host goes unanswered
+    /// after one that did (a probe and its answer, one sample per probe):
+    /// inside a burst, far above what the beats' burst rate says, since
+    /// probes follow each other within a second where beats are 10 s apart.
+    pub probe_next: f64,
+    probe_samples: u32,
 }
+
+/// Probe samples before [`FleetLoss::probe_next`] is trusted.
+pub const PROBE_RUN_SAMPLES: u32 = 100;
 
 impl FleetLoss {
     /// A fleet whose established hosts lose `next` of the beats after a
-    /// lost one (the simulator's "established fleet").
-    pub fn with(next: f64) -> Self {
+    /// lost one and leave `probe_next` of the probes after an unanswered
+    /// one unanswered (the simulator's "established fleet").
+    pub fn with(next: f64, probe_next: f64) -> Self {
         Self {
             next: next.clamp(0.0, 1.0),
             samples: u32::MAX,
+            probe_next: probe_next.clamp(0.0, 1.0),
+            probe_samples: u32::MAX,
         }
+    }
+
+    /// The chance that a probe goes unanswered after an unanswered one,
+    /// once enough suspicions of live hosts showed it.
+    pub fn probe_run(&self) -> Option<f64> {
+        (self.probe_samples >= PROBE_RUN_SAMPLES).then_some(self.probe_next)
+    }
+
+    /// Takes in a suspicion of a live host that left `unanswered` probes
+    /// unanswered in a row before a beat came back: `unanswered - 1`
+    /// probes went unanswered after an unanswered one, and then one did
+    /// not (at most 254 steps).
+    pub fn observe_probes(&mut self, unanswered: u8) {
+        for _ in 1..unanswered {
+            self.probe_sample(1.0);
+        }
+        if unanswered > 0 {
+            self.probe_sample(0.0);
+        }
+    }
+
+    fn probe_sample(&mut self, unanswered: f64) {
+        self.probe_samples = self.probe_samples.saturating_add(1);
+        let alpha = (1.0 / f64::from(self.probe_samples)).max(FLEET_ALPHA);
+        self.probe_next += alpha * (unanswered - self.probe_next);
     }
 
     /// Takes in `stats` of a host whose run of losses just ended, if the
@@ -237,15 +274,21 @@ impl BeatStats {
     /// rate for a new host, fading to the host's plain loss rate
     /// (independent loss) over [`YOUNG_SAMPLES`] beats, since a host that
     /// long without a run of losses has shown its link is not the fleet's.
+    /// While young, it never falls below that prior. Without a fleet
+    /// burstier than the host, the prior is its plain loss rate.
     pub fn loss(&self, fleet_next: f64) -> super::phi::Loss {
         let n = f64::from(self.samples[2]);
         let k = BURST_PRIOR_SAMPLES;
         let first = f64::from(self.loss_rate);
         let youth = (1.0 - f64::from(self.samples[1]) / YOUNG_SAMPLES).max(0.0);
-        let prior = first + youth * (fleet_next - first).max(0.0);
+        let lift = youth * (fleet_next - first).max(0.0);
+        let shrunk = (n * f64::from(self.burst_loss_rate) + k * (first + lift)) / (n + k);
+        // A young host's own few runs, often short, must not talk it out
+        // of the fleet's bursts either.
+        let floor = if lift > 0.0 { first + lift } else { 0.0 };
         super::phi::Loss {
             first,
-            next: (n * f64::from(self.burst_loss_rate) + k * prior) / (n + k),
+            next: shrunk.max(floor),
         }
     }
 
@@ -449,7 +492,25 @@ mod tests {
         clean.burst_loss_rate = 0.0;
         fleet.observe(&clean);
         assert!((fleet.next - f64::from(stats.burst_loss_rate) / 2.0).abs() < 1e-6);
-        assert_eq!(FleetLoss::with(2.0).next, 1.0);
+        assert_eq!(FleetLoss::with(2.0, 0.5).next, 1.0);
+    }
+
+    #[test]
+    fn the_fleet_learns_how_probes_go_unanswered_in_a_row() {
+        let mut fleet = FleetLoss::default();
+        fleet.observe_probes(0); // answered at once: no run
+        assert_eq!(fleet.probe_run(), None);
+        // 9 unanswered, then an answer: 8 of 9 followed an unanswered one.
+        for _ in 0..12 {
+            fleet.observe_probes(9);
+        }
+        let run = fleet.probe_run().expect("108 samples");
+        assert!((run - 8.0 / 9.0).abs() < 1e-9, "{run}");
+        // Single unanswered probes (random loss) pull it down.
+        for _ in 0..10_000 {
+            fleet.observe_probes(1);
+        }
+        assert!(fleet.probe_run().expect("warm") < 0.01);
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub fn simulate_host(
     fleet: &Synthetic,
     index: u32,
     rtt: Duration,
-    fleet_loss: f64,
+    fleet_loss: Option<crate::monitor::stats::FleetLoss>,
 ) -> Report {
     let super::simulate::HostRun {
         mut rng,
@@ -96,8 +96,8 @@ pub fn simulate_host(
     let wall = |secs: f64| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs);
     let mut monitor = Monitor::new(config.monitor().clone(), start, wall(0.0));
     monitor.seed_probes(rng.u64(..));
-    if fleet_loss > 0.0 {
-        monitor.set_fleet_loss(fleet_loss);
+    if let Some(fleet) = fleet_loss {
+        monitor.set_fleet_loss(fleet);
     }
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let interval_ms = u32::try_from(fleet.interval.as_millis()).unwrap_or(u32::MAX);
@@ -194,6 +194,6 @@ pub fn simulate_host(
         }
     }
     report.missed = u64::from(!detected);
-    report.learnt_fleet_loss = monitor.fleet_loss();
+    report.learnt = super::simulate::Learnt::of(monitor.fleet_loss());
     report
 }

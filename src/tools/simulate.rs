@@ -11,6 +11,7 @@
 //! index, so the result does not depend on the number of threads.
 
 use crate::config::ValidServerConfig;
+use crate::monitor::stats::FleetLoss;
 use crate::monitor::{EventKind, Monitor, Observation, Outcome};
 use crate::trace::HostTrace;
 pub use crate::trace::read_trace;
@@ -86,10 +87,11 @@ pub struct Report {
     pub probes_sent: u64,
     /// Probes answered (their answer arrived and matched).
     pub probes_answered: u64,
-    /// The burst rate the hosts started from (their fleet's).
-    pub fleet_loss: f64,
-    /// Sum over the hosts of the fleet's burst rate their server learnt.
-    pub(super) learnt_fleet_loss: f64,
+    /// What the hosts' server knew of their fleet when they started.
+    pub fleet_loss: FleetLoss,
+    /// What each host's server learnt of the fleet, summed over the hosts
+    /// (burst rate; probe run chance and the hosts that learnt one).
+    pub(super) learnt: Learnt,
 }
 
 impl Report {
@@ -104,7 +106,9 @@ impl Report {
         self.flapping += other.flapping;
         self.probes_sent += other.probes_sent;
         self.probes_answered += other.probes_answered;
-        self.learnt_fleet_loss += other.learnt_fleet_loss;
+        self.learnt.burst += other.learnt.burst;
+        self.learnt.probe_run += other.learnt.probe_run;
+        self.learnt.probe_hosts += other.learnt.probe_hosts;
     }
 
     /// The `q` quantile (0 to 1) of the detection times (nearest rank).
@@ -129,6 +133,37 @@ impl Report {
     }
 }
 
+/// Sums of what hosts' servers learnt of their fleet ([`Report::learnt`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(super) struct Learnt {
+    burst: f64,
+    probe_run: f64,
+    probe_hosts: u32,
+}
+
+impl Learnt {
+    /// What one host's server learnt.
+    pub(super) fn of(fleet: FleetLoss) -> Self {
+        Self {
+            burst: fleet.next,
+            probe_run: fleet.probe_run().unwrap_or(0.0),
+            probe_hosts: u32::from(fleet.probe_run().is_some()),
+        }
+    }
+
+    /// The established fleet of `hosts` hosts: their means (a probe run
+    /// chance only if most hosts learnt one).
+    fn fleet(&self, hosts: u32) -> FleetLoss {
+        let mean = |sum: f64, n: u32| sum / f64::from(n.max(1));
+        let probe_run = if self.probe_hosts * 2 > hosts {
+            mean(self.probe_run, self.probe_hosts)
+        } else {
+            0.0
+        };
+        FleetLoss::with(mean(self.burst, hosts), probe_run)
+    }
+}
+
 fn addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
@@ -142,14 +177,14 @@ fn run_host(
     interval_ms: u32,
     arrivals: &[(Duration, u64)],
     end: Duration,
-    fleet_loss: f64,
-) -> (Vec<(Duration, EventKind)>, f64) {
+    fleet_loss: Option<FleetLoss>,
+) -> (Vec<(Duration, EventKind)>, FleetLoss) {
     let wall = |offset: Duration| SystemTime::UNIX_EPOCH + offset;
     // Simulated time: any instant serves as the start.
     let start = Instant::now();
     let mut monitor = Monitor::new(config.monitor().clone(), start, wall(Duration::ZERO));
-    if fleet_loss > 0.0 {
-        monitor.set_fleet_loss(fleet_loss);
+    if let Some(fleet) = fleet_loss {
+        monitor.set_fleet_loss(fleet);
     }
     let mut outcome = Outcome::default();
     let mut out = Vec::new();
@@ -226,7 +261,7 @@ fn simulate_host(
     config: &ValidServerConfig,
     fleet: &Synthetic,
     index: u32,
-    fleet_loss: f64,
+    fleet_loss: Option<FleetLoss>,
 ) -> Report {
     if let Some(rtt) = fleet.probe_rtt {
         return super::probing::simulate_host(config, fleet, index, rtt, fleet_loss);
@@ -272,7 +307,7 @@ fn simulate_host(
     let failed_at = Duration::from_secs_f64(failure);
     let mut detected = false;
     let (events, learnt) = run_host(config, "sim", interval_ms, &arrivals, end, fleet_loss);
-    report.learnt_fleet_loss = learnt;
+    report.learnt = Learnt::of(learnt);
     for (at, kind) in events {
         let alive = at < failed_at;
         match kind {
@@ -292,27 +327,25 @@ fn simulate_host(
 
 /// Runs the synthetic fleet, spread over the machine's cores.
 pub fn run_synthetic(config: &ValidServerConfig, fleet: &Synthetic) -> Report {
-    let fleet_loss = if fleet.established {
+    let fleet_loss = fleet.established.then(|| {
         // Random numbers no counted host draws (`--hosts` stays below).
         let first = 1 << 31;
-        let warm = run_hosts(config, fleet, first..first + WARM_HOSTS, 0.0);
-        warm.learnt_fleet_loss / f64::from(WARM_HOSTS)
-    } else {
-        0.0
-    };
+        let warm = run_hosts(config, fleet, first..first + WARM_HOSTS, None);
+        warm.learnt.fleet(WARM_HOSTS)
+    });
     Report {
-        fleet_loss,
+        fleet_loss: fleet_loss.unwrap_or_default(),
         ..run_hosts(config, fleet, 0..fleet.hosts, fleet_loss)
     }
 }
 
 /// Runs the hosts `indices` of `fleet`, whose server starts each from the
-/// burst rate `fleet_loss`, spread over the machine's cores.
+/// fleet as `fleet_loss` (`None`: as new), spread over the machine's cores.
 fn run_hosts(
     config: &ValidServerConfig,
     fleet: &Synthetic,
     indices: std::ops::Range<u32>,
-    fleet_loss: f64,
+    fleet_loss: Option<FleetLoss>,
 ) -> Report {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = u32::try_from(threads)
@@ -384,7 +417,7 @@ pub fn replay(config: &ValidServerConfig, trace: &[(String, HostTrace)]) -> Repl
             .max()
             .unwrap_or_default();
         let mut last_bad = None;
-        for (_, kind) in run_host(config, id, *interval_ms, arrivals, end, 0.0).0 {
+        for (_, kind) in run_host(config, id, *interval_ms, arrivals, end, None).0 {
             match kind {
                 EventKind::Late => last_bad = last_bad.or(Some(EventKind::Late)),
                 EventKind::Down => last_bad = Some(EventKind::Down),

@@ -26,6 +26,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+mod odds;
+pub use odds::{probe_evidence, probe_loss, probe_spacing, probes_needed};
+
 /// How the monitor probes: `[server.probe]` in the server's config, which
 /// checks it (`config::probe`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -203,75 +206,6 @@ impl Default for Probing {
     }
 }
 
-/// What one unanswered probe says against a live host whose packets are
-/// lost at rate `p` (floored at `min_loss`): `-log10` of the chance that
-/// the probe or its answer is lost, the unit of phi.
-fn probe_weight(p: f64, min_loss: f64) -> f64 {
-    let p = p.max(min_loss).clamp(1e-9, 0.95);
-    -(1.0 - (1.0 - p) * (1.0 - p)).log10()
-}
-
-/// Unanswered probes needed for `threshold`, with `first` the loss rate
-/// after a received packet and `next` within a burst (each floored at
-/// `min_loss`), at most `max`.
-pub fn probes_needed(threshold: f64, first: f64, next: f64, min_loss: f64, max: u8) -> u8 {
-    let (w1, w2) = (probe_weight(first, min_loss), probe_weight(next, min_loss));
-    let rest = ((threshold - w1).max(0.0) / w2.max(1e-6)).ceil();
-    (1.0 + rest).clamp(1.0, f64::from(max.max(1))) as u8
-}
-
-/// The loss a suspicion's probes assume for a host whose measured loss is
-/// `loss` from `samples` loss samples: the measure, raised to what so few
-/// samples cannot rule out. A host on a link that loses a fifth of its
-/// packets still shows none in its first 25 beats once in 260 (0.8²⁵), and
-/// trusting that would confirm it `down` after 8 unanswered probes where
-/// its real loss asks for 20 (a 20 % loss simulation paged for exactly such
-/// young hosts). The bound is the "rule of three", 3 / (n + 3): a loss
-/// rate that n samples without a loss leave at about 5 % likelihood. It
-/// fades below the 1 % floor after 300 samples.
-pub fn probe_loss(loss: super::phi::Loss, samples: u16) -> super::phi::Loss {
-    let doubt = 3.0 / (f64::from(samples) + 3.0);
-    super::phi::Loss {
-        first: loss.first.max(doubt),
-        next: loss.next.max(doubt),
-    }
-}
-
-/// What `unanswered` probes in a row say against a live host (`-log10` of
-/// their chance): the first weighs with the loss after an arrival, the
-/// later ones with the loss within a burst, as in [`probes_needed`].
-pub fn probe_evidence(unanswered: u8, first: f64, next: f64, min_loss: f64) -> f64 {
-    match unanswered {
-        0 => 0.0,
-        n => probe_weight(first, min_loss) + f64::from(n - 1) * probe_weight(next, min_loss),
-    }
-}
-
-/// Spacing of a suspect's probes (ms): `base_ms`, unless its loss comes in
-/// bursts. Probes inside a burst share its fate, so `needed` probes 1 s
-/// apart say little of a host whose bursts last a minute; they are spread
-/// over `spread` times its measured burst, at most `max_ms` apart.
-///
-/// The burst is what its loss runs measure beyond independent loss: a run
-/// of losses lasts `1 / (1 - next)` beats on average, `1 / (1 - first)` if
-/// losses were independent, and the excess (0 for random loss, so random
-/// loss keeps `base_ms`) times the beat interval `interval_ms` is the
-/// burst's length.
-pub fn probe_spacing(
-    base_ms: u64,
-    max_ms: u64,
-    spread: f64,
-    interval_ms: u32,
-    loss: super::phi::Loss,
-    needed: u8,
-) -> u64 {
-    let run = |p: f64| 1.0 / (1.0 - p.clamp(0.0, 0.99));
-    let burst_beats = (run(loss.next) - run(loss.first)).max(0.0);
-    let window_ms = spread.max(0.0) * burst_beats * f64::from(interval_ms);
-    let spread_ms = (window_ms / f64::from(needed.max(1))) as u64;
-    spread_ms.clamp(base_ms, max_ms.max(base_ms))
-}
-
 impl Monitor {
     /// Seeds the nonces (the server: from the OS's randomness; the
     /// simulator: from its seed).
@@ -398,7 +332,7 @@ impl Monitor {
         if !settings.enabled || !host.answers_probes() {
             return;
         }
-        let loss = probe_loss(self.loss_of(host), host.stats.samples[1]);
+        let loss = self.probe_model(host);
         let needed = probes_needed(
             settings.threshold,
             loss.first,
@@ -432,6 +366,44 @@ impl Monitor {
             },
         );
         self.probing.heap.push(Reverse((now_ms, slot)));
+    }
+
+    /// The late host in `slot` beat again (an answer or any beat): the
+    /// probes its suspicion left unanswered were a live host's, which
+    /// teaches the fleet how probes go unanswered in a row.
+    pub(super) fn suspicion_survived(&mut self, slot: Slot) {
+        if let Some(suspect) = self.probing.suspects.get(&slot) {
+            self.fleet_loss.observe_probes(suspect.unanswered);
+        }
+    }
+
+    /// The loss model a suspicion's probes assume for `host`: its own
+    /// ([`probe_loss`]), and for a new host, what the fleet's live hosts
+    /// showed of probes unanswered in a row, fading as the host ages like
+    /// the fleet's burst rate does. Inside a burst probes a fraction of a
+    /// second apart go unanswered together far more often than beats 10 s
+    /// apart are lost together, and a new host has too few runs of its
+    /// own to tell (docs/DETECTION.md).
+    fn probe_model(&self, host: &super::Host) -> super::phi::Loss {
+        let mut loss = probe_loss(self.loss_of(host), host.stats.samples[1]);
+        let Some(fleet_run) = self.fleet_loss.probe_run() else {
+            return loss;
+        };
+        let youth = (1.0 - f64::from(host.stats.samples[1]) / super::stats::YOUNG_SAMPLES).max(0.0);
+        // A host whose own runs of losses are longer than independent loss
+        // makes them (by a beat or more) is bursty like the fleet: its
+        // beats cannot show how its probes go unanswered either.
+        let run = |p: f64| 1.0 / (1.0 - p.clamp(0.0, 0.99));
+        let bursty = (run(loss.next) - run(loss.first)).clamp(0.0, 1.0);
+        let share = youth.max(bursty);
+        // Geometric blend of the two round-trip chances, as their weights
+        // (−log10) blend linearly; then back to a one-way loss.
+        let own = 1.0 - (1.0 - loss.next.max(self.settings.probe.min_loss)).powi(2);
+        let blended = own.powf(1.0 - share) * fleet_run.max(1e-9).powf(share);
+        if blended > own {
+            loss.next = 1.0 - (1.0 - blended.min(0.999_999)).sqrt();
+        }
+        loss
     }
 
     /// The host in `slot` recovered, went down or left: no more probes.
@@ -513,8 +485,7 @@ impl Monitor {
                 // is capped at `max_probes`, which a lossy or bursty
                 // host's loss may ask more than.
                 let unanswered = suspect.unanswered;
-                let host = self.registry.get(slot);
-                let loss = probe_loss(self.loss_of(host), host.stats.samples[1]);
+                let loss = self.probe_model(self.registry.get(slot));
                 let probe = &self.settings.probe;
                 let shown = probe_evidence(unanswered, loss.first, loss.next, probe.min_loss);
                 let shortfall = probe.threshold - shown;
@@ -675,6 +646,73 @@ mod tests {
         let at = sim.at(secs);
         let observed = sim.monitor.observe(&beat, at, SystemTime::now(), &mut out);
         (observed, out)
+    }
+
+    #[test]
+    fn young_or_bursty_hosts_weigh_probes_by_the_fleets_unanswered_runs() {
+        use super::super::stats::FleetLoss;
+        // Round-trip chance that a probe goes unanswered after one that
+        // did, as host "a"'s probes assume, after `beats` beats 10 s apart
+        // (losing 2 in a row in every 20 when `bursty`), in a fleet whose live
+        // hosts showed `fleet_run`.
+        let after = |fleet_run: Option<f64>, beats: u64, bursty: bool| {
+            let mut sim = probing(1000);
+            if let Some(run) = fleet_run {
+                sim.monitor.set_fleet_loss(FleetLoss::with(0.0, run));
+            }
+            let first = 1_700_000_000u64 << 32;
+            for i in (0..beats).filter(|i| !bursty || i % 20 >= 2) {
+                let b = Observation {
+                    seq: Some(first + i),
+                    ..capable("a")
+                };
+                sim.observe(i as f64 * 10.0, b);
+            }
+            let next = sim.monitor.probe_model(sim.host("a")).next.max(0.01);
+            1.0 - (1.0 - next).powi(2)
+        };
+        let young = after(None, 30, false);
+        let young_in_fleet = after(Some(0.95), 30, false);
+        assert!(young < 0.5, "{young}");
+        assert!(young_in_fleet > 0.9, "{young_in_fleet}");
+        // Past its youth a clean host's probes are its own again.
+        let clean = after(None, 3000, false);
+        assert_eq!(after(Some(0.95), 3000, false), clean);
+        // A bursty host's beats cannot show how its probes go unanswered.
+        let bursty = after(None, 3000, true);
+        let bursty_in_fleet = after(Some(0.95), 3000, true);
+        assert!(bursty < 0.8, "{bursty}");
+        assert!(bursty_in_fleet > 0.9, "{bursty_in_fleet}");
+        // A fleet that answers better never makes a host's probes weigh more.
+        assert_eq!(after(Some(0.001), 30, false), young);
+    }
+
+    #[test]
+    fn suspicions_of_live_hosts_teach_the_fleet_how_probes_go_unanswered() {
+        let mut sim = probing(1000);
+        let mut seq = 1_700_000_000u64 << 32;
+        for cycle in 0..40 {
+            let t = f64::from(cycle) * 40.0;
+            let beat = Observation {
+                seq: Some(seq),
+                ..capable("a")
+            };
+            sim.observe(t, beat);
+            // Late at 27 s, probed at 27, 29, 31 and 33 s: by the last, the
+            // first three went unanswered; the last one is answered.
+            let mut nonce = 0;
+            for dt in [27.0, 29.0, 31.0, 33.0] {
+                let out = sim.expire_at(sim.at(t + dt));
+                nonce = out.probe.send.first().map_or(nonce, |p| p.nonce);
+            }
+            let (observed, _) = apply(&mut sim, t + 33.1, answer(nonce, seq + 1));
+            assert_eq!(observed, Observed::Applied);
+            assert_eq!(sim.state("a"), super::super::HostState::Up);
+            seq += 2;
+        }
+        // Of each 3 unanswered, 2 followed an unanswered one.
+        let run = sim.monitor.fleet_loss().probe_run().expect("120 samples");
+        assert!((run - 2.0 / 3.0).abs() < 1e-9, "{run}");
     }
 
     #[test]
@@ -988,7 +1026,7 @@ mod tests {
             sent += out.probe.send.len();
             if out.events.iter().any(|e| e.kind == EventKind::Down) {
                 let stats = &sim.monitor.registry().get(0).stats;
-                let loss = probe_loss(stats.loss(sim.monitor.fleet_loss()), stats.samples[1]);
+                let loss = probe_loss(stats.loss(sim.monitor.fleet_loss().next), stats.samples[1]);
                 let probes = sim.monitor.probe_totals().unanswered;
                 let shown = probe_evidence(probes as u8, loss.first, loss.next, 0.01);
                 return (sent, secs, status, 10.0 - shown);
