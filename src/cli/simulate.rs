@@ -89,9 +89,10 @@ pub struct SimulateArgs {
     #[arg(long, value_parser = duration::parse, default_value = "50ms")]
     rtt: Duration,
     /// The hosts join a fleet the server already knows: it starts each
-    /// new host from the burst rate that 16 other hosts on the same links
-    /// showed over their run. Without it the server and every host start
-    /// together, the worst case for new hosts on bursty links.
+    /// new host from what 16 other hosts on the same links showed over
+    /// their run (how their loss comes in bursts, and how their probes
+    /// went unanswered in a row). Without it the server and every host
+    /// start together, the worst case for new hosts on bursty links.
     #[arg(long)]
     established: bool,
     /// Spacing of the probes to one host.
@@ -262,7 +263,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             "probes_sent": report.probes_sent,
             "probes_answered": report.probes_answered,
             "probes_per_host_day": report.probes_sent as f64 / report.host_days.max(1e-9),
-            "fleet_burst_loss": report.fleet_loss.next,
+            "fleet_burst_excess": report.fleet_loss.excess,
             "fleet_probe_run_loss": report.fleet_loss.probe_next,
             "seed": fleet.seed,
             "seconds": started.elapsed().as_secs_f64(),

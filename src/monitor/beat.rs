@@ -6,7 +6,7 @@
 use super::model::{EventKind, HostState};
 use super::probe::AnswerCheck;
 use super::registry::{Host, Slot, boot_prefix};
-use super::stats::{BeatStats, SeqOutcome, track_seq};
+use super::stats::{BeatStats, MAX_BURST_GAP, SeqOutcome, track_seq};
 use super::{DetectorKind, Monitor, Moved, Observation, Observed, Outcome, replay};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -148,7 +148,10 @@ impl Monitor {
                             .saturating_add(u32::try_from(lost).unwrap_or(u32::MAX));
                         self.totals.lost += lost;
                         host.stats.add_losses(lost, alpha);
-                        if lost > 0 {
+                        // A burst of a watched host; not an outage, a
+                        // pause or a maintenance window ending.
+                        let watched = matches!(host.state, HostState::Up | HostState::Late);
+                        if lost > 0 && lost <= MAX_BURST_GAP && watched {
                             self.fleet_loss.observe(&host.stats);
                         }
                         steps = lost + 1;

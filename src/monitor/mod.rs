@@ -298,7 +298,8 @@ impl Monitor {
 
     /// `host`'s loss model in this fleet.
     pub(super) fn loss_of(&self, host: &Host) -> phi::Loss {
-        host.stats.loss(self.fleet_loss.next)
+        host.stats
+            .loss(self.fleet_loss.burst_excess().unwrap_or(0.0))
     }
 
     /// The host table, for reading.
@@ -1137,7 +1138,7 @@ mod tests {
                 );
             }
             let timeout = sim.monitor.timeout_for(sim.host("new"));
-            (sim.monitor.fleet_loss().next, timeout)
+            (sim.monitor.fleet_loss().excess, timeout)
         };
         let (calm, calm_timeout) = fleet_after(0);
         assert_eq!(calm, 0.0, "no runs of losses, nothing learnt");
@@ -1152,5 +1153,35 @@ mod tests {
             "{bursty_timeout:?} vs {calm_timeout:?}"
         );
         assert!(lone_timeout < calm_timeout.mul_f64(1.2), "{lone_timeout:?}");
+    }
+
+    #[test]
+    fn outages_and_long_gaps_teach_the_fleet_nothing_of_bursts() {
+        let mut sim = Sim::with(settings_of(DetectorKind::Phi));
+        let old = |seq: u64| Observation {
+            seq: Some(seq),
+            ..beat("old")
+        };
+        // An established host: an hour and more of beats, runs of 3 lost.
+        let mut t = 0.0;
+        let mut seq = 1u64;
+        for _ in 0..600 {
+            seq += if seq % 10 == 0 { 4 } else { 1 };
+            t += 10.0;
+            sim.observe(t, old(seq));
+        }
+        let learnt = sim.monitor.fleet_loss();
+        assert!(learnt.burst_excess().is_some_and(|e| e > 0.3), "{learnt:?}");
+        // Down after a silence, back 30 beats later: an outage, not a burst.
+        t += 600.0;
+        let events = sim.expire(t);
+        assert!(events.iter().any(|(kind, _)| *kind == EventKind::Down));
+        // Then, up: a gap wider than the replay window is no burst either;
+        // a burst of the watched host still counts.
+        for (gap, after, counts) in [(30, 1.0, false), (100, 11.0, false), (4, 21.0, true)] {
+            seq += gap;
+            sim.observe(t + after, old(seq));
+            assert_eq!(sim.monitor.fleet_loss() != learnt, counts, "gap {gap}");
+        }
     }
 }

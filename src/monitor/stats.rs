@@ -83,46 +83,67 @@ pub const BURST_PRIOR_SAMPLES: f64 = 20.0;
 /// fades from the fleet's to independent loss: 6 hours of 10 s beats.
 pub const YOUNG_SAMPLES: f64 = 2160.0;
 
-/// Burst samples a host needs before its burst rate speaks for the fleet.
-pub const MATURE_BURST_SAMPLES: u16 = 40;
+/// A host speaks for the fleet's bursts once it has beaten this long (an
+/// hour of 10 s beats) and shown this many burst samples.
+pub const ESTABLISHED_BEATS: u16 = 360;
+/// See [`ESTABLISHED_BEATS`].
+pub const ESTABLISHED_BURST_SAMPLES: u16 = 40;
 
-/// Weight of one established host's sample in [`FleetLoss`], once warm.
-const FLEET_ALPHA: f64 = 1.0 / 1024.0;
+/// A gap of more lost beats is an outage, not a burst: it never teaches
+/// the fleet (the replay window's width).
+pub const MAX_BURST_GAP: u64 = 64;
 
-/// The burst rate of the fleet's established hosts: where a new host's
-/// burst rate starts. A new host has shown no runs of losses yet, so alone
-/// it looks independent; on links that lose in bursts its first bursts
-/// then look like death (a simulated bursty fleet paged about once per
-/// host, in its first hours, docs/DETECTION.md). The fleet has seen those
-/// links before.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct FleetLoss {
-    /// EWMA of established hosts' burst rates, one sample per run of
-    /// losses (so hosts that lose more weigh more).
-    pub next: f64,
-    samples: u32,
-    /// EWMA of the chance that a probe to a live host goes unanswered
-    /// after one that did (a probe and its answer, one sample per probe):
-    /// inside a burst, far above what the beats' burst rate says, since
-    /// probes follow each other within a second where beats are 10 s apart.
-    pub probe_next: f64,
-    probe_samples: u32,
-}
+/// Samples before [`FleetLoss::burst_excess`] is trusted.
+pub const FLEET_BURST_SAMPLES: u32 = 20;
 
 /// Probe samples before [`FleetLoss::probe_next`] is trusted.
 pub const PROBE_RUN_SAMPLES: u32 = 100;
 
+/// Weight of one sample in [`FleetLoss`], once warm.
+const FLEET_ALPHA: f64 = 1.0 / 1024.0;
+
+/// What the fleet's established hosts showed of their loss, where a new
+/// host's loss model starts. A new host has shown no runs of losses yet,
+/// so alone it looks independent; on links that lose in bursts its first
+/// bursts then look like death (a simulated bursty fleet paged about once
+/// per host, in its first hours, docs/DETECTION.md). The fleet has seen
+/// those links before. Fleet-wide, so no per-host memory; not stored, so
+/// learnt again after a restart.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FleetLoss {
+    /// EWMA of established hosts' burst rate in excess of their loss rate
+    /// (0 for independent loss, however lossy), one sample per run of
+    /// losses (so hosts that lose more weigh more).
+    pub excess: f64,
+    samples: u32,
+    /// EWMA of the chance that a probe to a live host goes unanswered
+    /// after one that did (one sample per probe of a suspicion that ended
+    /// with the host beating again; its closing sample is the answer or
+    /// the beat that ended it): inside a burst, far above what the beats'
+    /// burst rate says, since probes follow each other within a second
+    /// where beats are 10 s apart.
+    pub probe_next: f64,
+    probe_samples: u32,
+}
+
 impl FleetLoss {
-    /// A fleet whose established hosts lose `next` of the beats after a
-    /// lost one and leave `probe_next` of the probes after an unanswered
-    /// one unanswered (the simulator's "established fleet").
-    pub fn with(next: f64, probe_next: f64) -> Self {
+    /// A fleet whose established hosts' burst rate exceeds their loss rate
+    /// by `excess` and whose live hosts left `probe_next` of the probes
+    /// after an unanswered one unanswered (the simulator's "established
+    /// fleet").
+    pub fn with(excess: f64, probe_next: f64) -> Self {
         Self {
-            next: next.clamp(0.0, 1.0),
+            excess: excess.clamp(-1.0, 1.0),
             samples: u32::MAX,
             probe_next: probe_next.clamp(0.0, 1.0),
             probe_samples: u32::MAX,
         }
+    }
+
+    /// How far the established hosts' burst rate exceeds their loss rate,
+    /// once enough runs of losses showed it.
+    pub fn burst_excess(&self) -> Option<f64> {
+        (self.samples >= FLEET_BURST_SAMPLES).then_some(self.excess)
     }
 
     /// The chance that a probe goes unanswered after an unanswered one,
@@ -134,7 +155,7 @@ impl FleetLoss {
     /// Takes in a suspicion of a live host that left `unanswered` probes
     /// unanswered in a row before a beat came back: `unanswered - 1`
     /// probes went unanswered after an unanswered one, and then one did
-    /// not (at most 254 steps).
+    /// not (at most 255 steps).
     pub fn observe_probes(&mut self, unanswered: u8) {
         for _ in 1..unanswered {
             self.probe_sample(1.0);
@@ -151,14 +172,16 @@ impl FleetLoss {
     }
 
     /// Takes in `stats` of a host whose run of losses just ended, if the
-    /// host is established.
+    /// host is established (the caller passes only runs of a watched host
+    /// no longer than [`MAX_BURST_GAP`]).
     pub fn observe(&mut self, stats: &BeatStats) {
-        if stats.samples[2] < MATURE_BURST_SAMPLES {
+        if stats.samples[1] < ESTABLISHED_BEATS || stats.samples[2] < ESTABLISHED_BURST_SAMPLES {
             return;
         }
         self.samples = self.samples.saturating_add(1);
         let alpha = (1.0 / f64::from(self.samples)).max(FLEET_ALPHA);
-        self.next += alpha * (f64::from(stats.burst_loss_rate) - self.next);
+        let excess = f64::from(stats.burst_loss_rate) - f64::from(stats.loss_rate);
+        self.excess += alpha * (excess - self.excess);
     }
 }
 
@@ -268,20 +291,19 @@ impl BeatStats {
     }
 
     /// The loss model the phi detector and the probes use, in a fleet
-    /// whose established hosts have the burst rate `fleet_next`. Few burst
-    /// samples say little, so the burst rate is shrunk, with the weight of
-    /// [`BURST_PRIOR_SAMPLES`] samples, toward a prior: the fleet's burst
-    /// rate for a new host, fading to the host's plain loss rate
-    /// (independent loss) over [`YOUNG_SAMPLES`] beats, since a host that
-    /// long without a run of losses has shown its link is not the fleet's.
-    /// While young, it never falls below that prior. Without a fleet
-    /// burstier than the host, the prior is its plain loss rate.
-    pub fn loss(&self, fleet_next: f64) -> super::phi::Loss {
+    /// whose established hosts' burst rate exceeds their loss rate by
+    /// `fleet_excess`. Few burst samples say little, so the burst rate is
+    /// shrunk, with the weight of [`BURST_PRIOR_SAMPLES`] samples, toward a
+    /// prior: the host's plain loss rate (independent loss) plus, for a new
+    /// host, the fleet's excess, fading over [`YOUNG_SAMPLES`] beats, since
+    /// a host that long without a run of losses has shown its link is not
+    /// the fleet's. While young, it never falls below that prior.
+    pub fn loss(&self, fleet_excess: f64) -> super::phi::Loss {
         let n = f64::from(self.samples[2]);
         let k = BURST_PRIOR_SAMPLES;
         let first = f64::from(self.loss_rate);
         let youth = (1.0 - f64::from(self.samples[1]) / YOUNG_SAMPLES).max(0.0);
-        let lift = youth * (fleet_next - first).max(0.0);
+        let lift = (youth * fleet_excess.max(0.0)).min(1.0 - first);
         let shrunk = (n * f64::from(self.burst_loss_rate) + k * (first + lift)) / (n + k);
         // A young host's own few runs, often short, must not talk it out
         // of the fleet's bursts either.
@@ -458,16 +480,18 @@ mod tests {
         // No fleet: independent, as before.
         let (first, next) = young(99, 0, 0.0);
         assert!((next - first).abs() < 1e-9, "{first} {next}");
-        // A new host in a bursty fleet: the fleet's burst rate.
+        // A new host in a bursty fleet: its loss rate plus the fleet's
+        // excess, as the host ages.
         let (first, next) = young(99, 0, 0.5);
         let youth = 1.0 - 99.0 / YOUNG_SAMPLES;
-        let want = first + youth * (0.5 - first);
+        let want = first + youth * 0.5;
         assert!((next - want).abs() < 1e-6, "{next} {want}");
         // Six hours without a run of losses: its own link, independent.
         let (first, next) = young(2160, 0, 0.5);
         assert!((next - first).abs() < 1e-9, "{first} {next}");
-        // A fleet cleaner than the host never lowers its burst rate.
-        let (first, next) = young(99, 0, 0.0001);
+        // A fleet whose runs are shorter than independent loss makes them
+        // never lowers a host's burst rate.
+        let (first, next) = young(99, 0, -0.1);
         assert!((next - first).abs() < 1e-9, "{first} {next}");
         // Its own runs of losses outweigh the prior as they come.
         let (_, with_run) = young(99, 10, 0.5);
@@ -477,22 +501,42 @@ mod tests {
     #[test]
     fn the_fleet_learns_from_established_hosts_only() {
         let alpha = alpha_for_window(1000);
+        let excess = |s: &BeatStats| f64::from(s.burst_loss_rate) - f64::from(s.loss_rate);
         let mut fleet = FleetLoss::default();
+        // One long gap: many burst samples, but an hour of beats it has not.
         let mut stats = BeatStats::new(1000.0);
-        stats.add_losses(5, alpha); // 5 burst samples: not established
+        stats.add_losses(60, alpha);
         fleet.observe(&stats);
-        assert_eq!(fleet.next, 0.0);
-        for _ in 0..10 {
+        // An hour of beats with a run of 5 lost in every 20: established
+        // after 40 burst samples and 360 beats.
+        let mut learnt = 0;
+        for _ in 0..30 {
+            for _ in 0..15 {
+                stats.add_losses(0, alpha);
+            }
             stats.add_losses(5, alpha);
+            let before = fleet;
+            fleet.observe(&stats);
+            learnt += usize::from(fleet != before);
         }
-        fleet.observe(&stats);
-        assert_eq!(fleet.next, f64::from(stats.burst_loss_rate));
-        // A second established host with the opposite rate: the mean.
-        let mut clean = stats;
-        clean.burst_loss_rate = 0.0;
-        fleet.observe(&clean);
-        assert!((fleet.next - f64::from(stats.burst_loss_rate) / 2.0).abs() < 1e-6);
-        assert_eq!(FleetLoss::with(2.0, 0.5).next, 1.0);
+        assert!((1..=12).contains(&learnt), "learnt from {learnt} runs");
+        assert_eq!(fleet.burst_excess(), None, "too few runs yet");
+        for _ in 0..FLEET_BURST_SAMPLES {
+            fleet.observe(&stats);
+        }
+        let learnt = fleet.burst_excess().expect("enough runs");
+        assert!(
+            learnt > 0.3 && (learnt - excess(&stats)).abs() < 0.1,
+            "{learnt}"
+        );
+        // Random loss, however lossy, has no excess: it pulls it down.
+        let mut random = stats;
+        random.burst_loss_rate = random.loss_rate;
+        for _ in 0..100_000 {
+            fleet.observe(&random);
+        }
+        assert!(fleet.burst_excess().expect("warm").abs() < 1e-3);
+        assert_eq!(FleetLoss::with(2.0, 0.5).excess, 1.0);
     }
 
     #[test]

@@ -107,6 +107,7 @@ impl Report {
         self.probes_sent += other.probes_sent;
         self.probes_answered += other.probes_answered;
         self.learnt.burst += other.learnt.burst;
+        self.learnt.burst_hosts += other.learnt.burst_hosts;
         self.learnt.probe_run += other.learnt.probe_run;
         self.learnt.probe_hosts += other.learnt.probe_hosts;
     }
@@ -137,6 +138,7 @@ impl Report {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(super) struct Learnt {
     burst: f64,
+    burst_hosts: u32,
     probe_run: f64,
     probe_hosts: u32,
 }
@@ -145,22 +147,27 @@ impl Learnt {
     /// What one host's server learnt.
     pub(super) fn of(fleet: FleetLoss) -> Self {
         Self {
-            burst: fleet.next,
+            burst: fleet.burst_excess().unwrap_or(0.0),
+            burst_hosts: u32::from(fleet.burst_excess().is_some()),
             probe_run: fleet.probe_run().unwrap_or(0.0),
             probe_hosts: u32::from(fleet.probe_run().is_some()),
         }
     }
 
-    /// The established fleet of `hosts` hosts: their means (a probe run
-    /// chance only if most hosts learnt one).
+    /// The established fleet of `hosts` hosts: the means over the hosts
+    /// whose monitors learnt each figure, if most did (else 0: nothing).
     fn fleet(&self, hosts: u32) -> FleetLoss {
-        let mean = |sum: f64, n: u32| sum / f64::from(n.max(1));
-        let probe_run = if self.probe_hosts * 2 > hosts {
-            mean(self.probe_run, self.probe_hosts)
-        } else {
-            0.0
+        let mean = |sum: f64, n: u32| {
+            if n * 2 > hosts {
+                sum / f64::from(n)
+            } else {
+                0.0
+            }
         };
-        FleetLoss::with(mean(self.burst, hosts), probe_run)
+        FleetLoss::with(
+            mean(self.burst, self.burst_hosts),
+            mean(self.probe_run, self.probe_hosts),
+        )
     }
 }
 

@@ -1026,7 +1026,8 @@ mod tests {
             sent += out.probe.send.len();
             if out.events.iter().any(|e| e.kind == EventKind::Down) {
                 let stats = &sim.monitor.registry().get(0).stats;
-                let loss = probe_loss(stats.loss(sim.monitor.fleet_loss().next), stats.samples[1]);
+                let fleet = sim.monitor.fleet_loss().burst_excess().unwrap_or(0.0);
+                let loss = probe_loss(stats.loss(fleet), stats.samples[1]);
                 let probes = sim.monitor.probe_totals().unanswered;
                 let shown = probe_evidence(probes as u8, loss.first, loss.next, 0.01);
                 return (sent, secs, status, 10.0 - shown);
