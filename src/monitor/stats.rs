@@ -290,6 +290,12 @@ impl BeatStats {
         alpha.max(1.0 / (f32::from(*n) + prior))
     }
 
+    /// How new the host still is, 1 to 0 over its first [`YOUNG_SAMPLES`]
+    /// beats: the share the fleet's averages keep in its loss model.
+    pub fn youth(&self) -> f64 {
+        (1.0 - f64::from(self.samples[1]) / YOUNG_SAMPLES).max(0.0)
+    }
+
     /// The loss model the phi detector and the probes use, in a fleet
     /// whose established hosts' burst rate exceeds their loss rate by
     /// `fleet_excess`. Few burst samples say little, so the burst rate is
@@ -302,8 +308,7 @@ impl BeatStats {
         let n = f64::from(self.samples[2]);
         let k = BURST_PRIOR_SAMPLES;
         let first = f64::from(self.loss_rate);
-        let youth = (1.0 - f64::from(self.samples[1]) / YOUNG_SAMPLES).max(0.0);
-        let lift = (youth * fleet_excess.max(0.0)).min(1.0 - first);
+        let lift = (self.youth() * fleet_excess.max(0.0)).min(1.0 - first);
         let shrunk = (n * f64::from(self.burst_loss_rate) + k * (first + lift)) / (n + k);
         // A young host's own few runs, often short, must not talk it out
         // of the fleet's bursts either.

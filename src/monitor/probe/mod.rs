@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 mod odds;
-pub use odds::{probe_evidence, probe_loss, probe_spacing, probes_needed};
+pub use odds::{excess_run_beats, probe_evidence, probe_loss, probe_spacing, probes_needed};
 
 /// How the monitor probes: `[server.probe]` in the server's config, which
 /// checks it (`config::probe`).
@@ -389,12 +389,11 @@ impl Monitor {
         let Some(fleet_run) = self.fleet_loss.probe_run() else {
             return loss;
         };
-        let youth = (1.0 - f64::from(host.stats.samples[1]) / super::stats::YOUNG_SAMPLES).max(0.0);
+        let youth = host.stats.youth();
         // A host whose own runs of losses are longer than independent loss
         // makes them (by a beat or more) is bursty like the fleet: its
         // beats cannot show how its probes go unanswered either.
-        let run = |p: f64| 1.0 / (1.0 - p.clamp(0.0, 0.99));
-        let bursty = (run(loss.next) - run(loss.first)).clamp(0.0, 1.0);
+        let bursty = excess_run_beats(loss).min(1.0);
         let share = youth.max(bursty);
         // Geometric blend of the two round-trip chances, as their weights
         // (−log10) blend linearly; then back to a one-way loss.

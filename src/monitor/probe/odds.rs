@@ -47,16 +47,21 @@ pub fn probe_evidence(unanswered: u8, first: f64, next: f64, min_loss: f64) -> f
     }
 }
 
+/// How many beats longer `loss`'s runs of losses last than independent
+/// loss makes them: a run lasts `1 / (1 - next)` beats on average, `1 /
+/// (1 - first)` if losses were independent. 0 for random loss.
+pub fn excess_run_beats(loss: Loss) -> f64 {
+    let run = |p: f64| 1.0 / (1.0 - p.clamp(0.0, 0.99));
+    (run(loss.next) - run(loss.first)).max(0.0)
+}
+
 /// Spacing of a suspect's probes (ms): `base_ms`, unless its loss comes in
 /// bursts. Probes inside a burst share its fate, so `needed` probes 1 s
 /// apart say little of a host whose bursts last a minute; they are spread
 /// over `spread` times its measured burst, at most `max_ms` apart.
 ///
-/// The burst is what its loss runs measure beyond independent loss: a run
-/// of losses lasts `1 / (1 - next)` beats on average, `1 / (1 - first)` if
-/// losses were independent, and the excess (0 for random loss, so random
-/// loss keeps `base_ms`) times the beat interval `interval_ms` is the
-/// burst's length.
+/// The burst is [`excess_run_beats`] (0 for random loss, so random loss
+/// keeps `base_ms`) times the beat interval `interval_ms`.
 pub fn probe_spacing(
     base_ms: u64,
     max_ms: u64,
@@ -65,8 +70,7 @@ pub fn probe_spacing(
     loss: Loss,
     needed: u8,
 ) -> u64 {
-    let run = |p: f64| 1.0 / (1.0 - p.clamp(0.0, 0.99));
-    let burst_beats = (run(loss.next) - run(loss.first)).max(0.0);
+    let burst_beats = excess_run_beats(loss);
     let window_ms = spread.max(0.0) * burst_beats * f64::from(interval_ms);
     let spread_ms = (window_ms / f64::from(needed.max(1))) as u64;
     spread_ms.clamp(base_ms, max_ms.max(base_ms))
