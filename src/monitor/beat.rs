@@ -152,7 +152,7 @@ impl Monitor {
                         // pause or a maintenance window ending.
                         let watched = matches!(host.state, HostState::Up | HostState::Late);
                         if lost > 0 && lost <= MAX_BURST_GAP && watched {
-                            self.fleet_loss.observe(&host.stats);
+                            self.fleet_loss.observe(lost, &host.stats);
                         }
                         steps = lost + 1;
                     }

@@ -83,18 +83,18 @@ pub const BURST_PRIOR_SAMPLES: f64 = 20.0;
 /// fades from the fleet's to independent loss: 6 hours of 10 s beats.
 pub const YOUNG_SAMPLES: f64 = 2160.0;
 
-/// A host speaks for the fleet's bursts once it has beaten this long (an
-/// hour of 10 s beats) and shown this many burst samples.
-pub const ESTABLISHED_BEATS: u16 = 360;
-/// See [`ESTABLISHED_BEATS`].
-pub const ESTABLISHED_BURST_SAMPLES: u16 = 40;
+/// A host speaks for the fleet's bursts once this many beats settled its
+/// loss rate (its prior then weighs under 5 %, and only ever lowers what
+/// it teaches).
+pub const SETTLED_BEATS: u16 = 20;
 
 /// A gap of more lost beats is an outage, not a burst: it never teaches
 /// the fleet (the replay window's width).
 pub const MAX_BURST_GAP: u64 = 64;
 
-/// Samples before [`FleetLoss::burst_excess`] is trusted.
-pub const FLEET_BURST_SAMPLES: u32 = 20;
+/// Burst samples (beats after a lost one) before
+/// [`FleetLoss::burst_excess`] is trusted: about 25 runs of losses.
+pub const FLEET_BURST_SAMPLES: u32 = 100;
 
 /// Probe samples before [`FleetLoss::probe_next`] is trusted.
 pub const PROBE_RUN_SAMPLES: u32 = 100;
@@ -102,18 +102,20 @@ pub const PROBE_RUN_SAMPLES: u32 = 100;
 /// Weight of one sample in [`FleetLoss`], once warm.
 const FLEET_ALPHA: f64 = 1.0 / 1024.0;
 
-/// What the fleet's established hosts showed of their loss, where a new
-/// host's loss model starts. A new host has shown no runs of losses yet,
-/// so alone it looks independent; on links that lose in bursts its first
-/// bursts then look like death (a simulated bursty fleet paged about once
-/// per host, in its first hours, docs/DETECTION.md). The fleet has seen
-/// those links before. Fleet-wide, so no per-host memory; not stored, so
-/// learnt again after a restart.
+/// What the fleet's hosts showed of their loss, where a new host's loss
+/// model starts. A new host has shown no runs of losses yet, so alone it
+/// looks independent; on links that lose in bursts its first bursts then
+/// look like death (a simulated bursty fleet paged about once per host, in
+/// its first hours, docs/DETECTION.md). The fleet has seen those links
+/// before, and a fleet that starts all at once sees them within minutes:
+/// every run of losses of every host teaches it. Fleet-wide, so no
+/// per-host memory; kept in the store (24 bytes), so a restart keeps it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct FleetLoss {
-    /// EWMA of established hosts' burst rate in excess of their loss rate
-    /// (0 for independent loss, however lossy), one sample per run of
-    /// losses (so hosts that lose more weigh more).
+    /// EWMA, over the fleet's burst samples (each beat after a lost one,
+    /// lost or not), of how far that beat's loss exceeds its host's loss
+    /// rate: the burst rate's excess over the loss rate, 0 for independent
+    /// loss however lossy, pooled so that hosts that lose more weigh more.
     pub excess: f64,
     samples: u32,
     /// EWMA of the chance that a probe to a live host goes unanswered
@@ -127,7 +129,7 @@ pub struct FleetLoss {
 }
 
 impl FleetLoss {
-    /// A fleet whose established hosts' burst rate exceeds their loss rate
+    /// A fleet whose hosts' burst rate exceeds their loss rate
     /// by `excess` and whose live hosts left `probe_next` of the probes
     /// after an unanswered one unanswered (the simulator's "established
     /// fleet").
@@ -140,8 +142,8 @@ impl FleetLoss {
         }
     }
 
-    /// How far the established hosts' burst rate exceeds their loss rate,
-    /// once enough runs of losses showed it.
+    /// How far the hosts' burst rate exceeds their loss rate, once enough
+    /// runs of losses showed it.
     pub fn burst_excess(&self) -> Option<f64> {
         (self.samples >= FLEET_BURST_SAMPLES).then_some(self.excess)
     }
@@ -171,17 +173,59 @@ impl FleetLoss {
         self.probe_next += alpha * (unanswered - self.probe_next);
     }
 
-    /// Takes in `stats` of a host whose run of losses just ended, if the
-    /// host is established (the caller passes only runs of a watched host
-    /// no longer than [`MAX_BURST_GAP`]).
-    pub fn observe(&mut self, stats: &BeatStats) {
-        if stats.samples[1] < ESTABLISHED_BEATS || stats.samples[2] < ESTABLISHED_BURST_SAMPLES {
+    /// Takes in a run of `lost` lost beats of a host whose statistics,
+    /// the run included, are `stats`: `lost - 1` beats lost after a lost
+    /// one and one that arrived after it, each against the host's loss
+    /// rate. Nothing until the host's loss rate has settled (the caller
+    /// passes only runs of a watched host no longer than
+    /// [`MAX_BURST_GAP`]).
+    pub fn observe(&mut self, lost: u64, stats: &BeatStats) {
+        if lost == 0 || stats.samples[1] < SETTLED_BEATS {
             return;
         }
+        let loss_rate = f64::from(stats.loss_rate);
+        for _ in 1..lost.min(MAX_BURST_GAP) {
+            self.burst_sample(1.0 - loss_rate);
+        }
+        self.burst_sample(-loss_rate);
+    }
+
+    fn burst_sample(&mut self, excess: f64) {
         self.samples = self.samples.saturating_add(1);
         let alpha = (1.0 / f64::from(self.samples)).max(FLEET_ALPHA);
-        let excess = f64::from(stats.burst_loss_rate) - f64::from(stats.loss_rate);
         self.excess += alpha * (excess - self.excess);
+    }
+
+    /// The four figures the store keeps: excess and probe run (as `f64`
+    /// bits) and their sample counts.
+    pub fn to_parts(&self) -> [u64; 4] {
+        [
+            self.excess.to_bits(),
+            u64::from(self.samples),
+            self.probe_next.to_bits(),
+            u64::from(self.probe_samples),
+        ]
+    }
+
+    /// The fleet the store kept as `parts` ([`Self::to_parts`]); figures
+    /// out of range (a damaged or foreign store) are nothing learnt.
+    pub fn from_parts(parts: [u64; 4]) -> Self {
+        let [excess, samples, probe_next, probe_samples] = parts;
+        let figure = |bits: u64, range: std::ops::RangeInclusive<f64>, n: u64| {
+            let value = f64::from_bits(bits);
+            match u32::try_from(n) {
+                Ok(n) if range.contains(&value) => (value, n),
+                _ => (0.0, 0),
+            }
+        };
+        let (excess, samples) = figure(excess, -1.0..=1.0, samples);
+        let (probe_next, probe_samples) = figure(probe_next, 0.0..=1.0, probe_samples);
+        Self {
+            excess,
+            samples,
+            probe_next,
+            probe_samples,
+        }
     }
 }
 
@@ -297,7 +341,7 @@ impl BeatStats {
     }
 
     /// The loss model the phi detector and the probes use, in a fleet
-    /// whose established hosts' burst rate exceeds their loss rate by
+    /// whose hosts' burst rate exceeds their loss rate by
     /// `fleet_excess`. Few burst samples say little, so the burst rate is
     /// shrunk, with the weight of [`BURST_PRIOR_SAMPLES`] samples, toward a
     /// prior: the host's plain loss rate (independent loss) plus, for a new
@@ -504,44 +548,76 @@ mod tests {
     }
 
     #[test]
-    fn the_fleet_learns_from_established_hosts_only() {
+    fn the_fleet_learns_from_every_run_of_settled_hosts() {
         let alpha = alpha_for_window(1000);
-        let excess = |s: &BeatStats| f64::from(s.burst_loss_rate) - f64::from(s.loss_rate);
         let mut fleet = FleetLoss::default();
-        // One long gap: many burst samples, but an hour of beats it has not.
+        // A new host's first gap: its loss rate has not settled.
         let mut stats = BeatStats::new(1000.0);
-        stats.add_losses(60, alpha);
-        fleet.observe(&stats);
-        // An hour of beats with a run of 5 lost in every 20: established
-        // after 40 burst samples and 360 beats.
-        let mut learnt = 0;
+        stats.add_losses(5, alpha);
+        fleet.observe(5, &stats);
+        assert_eq!(fleet, FleetLoss::default());
+        // Runs of 5 lost in every 20 beats: 4 of 5 burst samples lost.
+        let mut runs = 0;
         for _ in 0..30 {
             for _ in 0..15 {
                 stats.add_losses(0, alpha);
             }
             stats.add_losses(5, alpha);
-            let before = fleet;
-            fleet.observe(&stats);
-            learnt += usize::from(fleet != before);
-        }
-        assert!((1..=12).contains(&learnt), "learnt from {learnt} runs");
-        assert_eq!(fleet.burst_excess(), None, "too few runs yet");
-        for _ in 0..FLEET_BURST_SAMPLES {
-            fleet.observe(&stats);
+            fleet.observe(5, &stats);
+            runs += 1;
+            if runs * 5 < FLEET_BURST_SAMPLES {
+                assert_eq!(fleet.burst_excess(), None, "too few runs yet");
+            }
         }
         let learnt = fleet.burst_excess().expect("enough runs");
-        assert!(
-            learnt > 0.3 && (learnt - excess(&stats)).abs() < 0.1,
-            "{learnt}"
-        );
-        // Random loss, however lossy, has no excess: it pulls it down.
+        let want = 0.8 - f64::from(stats.loss_rate);
+        assert!((learnt - want).abs() < 0.05, "{learnt} vs {want}");
+        // Random loss, however lossy, has no excess: single losses at a
+        // loss rate of 0.3 pull it down...
         let mut random = stats;
-        random.burst_loss_rate = random.loss_rate;
-        for _ in 0..100_000 {
-            fleet.observe(&random);
+        random.loss_rate = 0.3;
+        for _ in 0..10_000 {
+            fleet.observe(1, &random);
         }
-        assert!(fleet.burst_excess().expect("warm").abs() < 1e-3);
+        let excess = fleet.burst_excess().expect("warm");
+        assert!((excess + 0.3).abs() < 1e-3, "{excess}");
+        // ... and runs as long as independent loss makes them learn 0: at
+        // 0.25, one burst sample in four lost.
+        random.loss_rate = 0.25;
+        for _ in 0..10_000 {
+            fleet.observe(1, &random);
+            fleet.observe(1, &random);
+            fleet.observe(2, &random);
+        }
+        let excess = fleet.burst_excess().expect("warm");
+        assert!(excess.abs() < 0.05, "{excess}");
         assert_eq!(FleetLoss::with(2.0, 0.5).excess, 1.0);
+    }
+
+    #[test]
+    fn the_fleet_survives_the_store_and_nothing_else_does() {
+        let mut fleet = FleetLoss::default();
+        let mut stats = BeatStats::new(1000.0);
+        stats.samples[1] = SETTLED_BEATS;
+        stats.loss_rate = 0.05;
+        for _ in 0..40 {
+            fleet.observe(4, &stats);
+        }
+        fleet.observe_probes(120);
+        let kept = FleetLoss::from_parts(fleet.to_parts());
+        assert_eq!(kept, fleet);
+        assert!(kept.burst_excess().is_some() && kept.probe_run().is_some());
+        // Damaged figures are nothing learnt, not a fleet of NaN.
+        for bad in [f64::NAN, 1.5, f64::INFINITY] {
+            let mut parts = fleet.to_parts();
+            parts[0] = bad.to_bits();
+            parts[2] = bad.to_bits();
+            let read = FleetLoss::from_parts(parts);
+            assert_eq!((read.burst_excess(), read.probe_run()), (None, None));
+        }
+        let mut parts = fleet.to_parts();
+        parts[1] = u64::MAX;
+        assert_eq!(FleetLoss::from_parts(parts).burst_excess(), None);
     }
 
     #[test]
