@@ -147,13 +147,15 @@ impl Monitor {
                             .losses
                             .saturating_add(u32::try_from(lost).unwrap_or(u32::MAX));
                         self.totals.lost += lost;
-                        host.stats.add_losses(lost, alpha);
                         // A burst of a watched host; not an outage, a
-                        // pause or a maintenance window ending.
+                        // pause or a maintenance window ending. Against
+                        // the loss rate before it (the run's own start
+                        // would lower its excess).
                         let watched = matches!(host.state, HostState::Up | HostState::Late);
                         if lost > 0 && lost <= MAX_BURST_GAP && watched {
                             self.fleet_loss.observe(lost, &host.stats);
                         }
+                        host.stats.add_losses(lost, alpha);
                         steps = lost + 1;
                     }
                     SeqOutcome::Reordered => {

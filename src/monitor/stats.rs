@@ -88,6 +88,10 @@ pub const YOUNG_SAMPLES: f64 = 2160.0;
 /// it teaches).
 pub const SETTLED_BEATS: u16 = 20;
 
+/// The beats of a run of losses that teach the fleet (see
+/// [`FleetLoss::observe`]).
+pub const RUN_SAMPLES: u64 = 16;
+
 /// A gap of more lost beats is an outage, not a burst: it never teaches
 /// the fleet (the replay window's width).
 pub const MAX_BURST_GAP: u64 = 64;
@@ -109,7 +113,7 @@ const FLEET_ALPHA: f64 = 1.0 / 1024.0;
 /// its first hours, docs/DETECTION.md). The fleet has seen those links
 /// before, and a fleet that starts all at once sees them within minutes:
 /// every run of losses of every host teaches it. Fleet-wide, so no
-/// per-host memory; kept in the store (24 bytes), so a restart keeps it.
+/// per-host memory; kept in the store (32 bytes), so a restart keeps it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct FleetLoss {
     /// EWMA, over the fleet's burst samples (each beat after a lost one,
@@ -174,20 +178,27 @@ impl FleetLoss {
     }
 
     /// Takes in a run of `lost` lost beats of a host whose statistics,
-    /// the run included, are `stats`: `lost - 1` beats lost after a lost
-    /// one and one that arrived after it, each against the host's loss
-    /// rate. Nothing until the host's loss rate has settled (the caller
-    /// passes only runs of a watched host no longer than
-    /// [`MAX_BURST_GAP`]).
+    /// before the run, are `stats`: each lost beat of the run was followed
+    /// by a lost one, but the last, followed by the beat that ended it;
+    /// each sample against the host's loss rate. Only the first
+    /// [`RUN_SAMPLES`] beats of a run count (a longer run adds that many
+    /// samples of a beat lost after a lost one and no arrival), so one
+    /// packet with a seq jump weighs at most that much, and the chance that
+    /// a run goes on is still measured without bias where a detector
+    /// needs it, in the first beats. Nothing until the host's loss rate has
+    /// settled (the caller passes only runs of a watched host no longer
+    /// than [`MAX_BURST_GAP`]).
     pub fn observe(&mut self, lost: u64, stats: &BeatStats) {
         if lost == 0 || stats.samples[1] < SETTLED_BEATS {
             return;
         }
         let loss_rate = f64::from(stats.loss_rate);
-        for _ in 1..lost.min(MAX_BURST_GAP) {
+        for _ in 1..lost.min(RUN_SAMPLES + 1) {
             self.burst_sample(1.0 - loss_rate);
         }
-        self.burst_sample(-loss_rate);
+        if lost <= RUN_SAMPLES {
+            self.burst_sample(-loss_rate);
+        }
     }
 
     fn burst_sample(&mut self, excess: f64) {
@@ -551,23 +562,35 @@ mod tests {
     fn the_fleet_learns_from_every_run_of_settled_hosts() {
         let alpha = alpha_for_window(1000);
         let mut fleet = FleetLoss::default();
-        // A new host's first gap: its loss rate has not settled.
+        // A new host's loss rate has not settled before 20 beats.
         let mut stats = BeatStats::new(1000.0);
-        stats.add_losses(5, alpha);
+        for _ in 1..SETTLED_BEATS {
+            stats.add_losses(0, alpha);
+        }
         fleet.observe(5, &stats);
         assert_eq!(fleet, FleetLoss::default());
+        stats.add_losses(0, alpha);
+        fleet.observe(5, &stats);
+        assert_eq!(
+            fleet.samples, 5,
+            "a run of 5: 4 lost after a lost one, 1 not"
+        );
+        stats.add_losses(5, alpha);
         // Runs of 5 lost in every 20 beats: 4 of 5 burst samples lost.
-        let mut runs = 0;
-        for _ in 0..30 {
+        while fleet.samples < FLEET_BURST_SAMPLES - 5 {
+            fleet.observe(5, &stats);
             for _ in 0..15 {
                 stats.add_losses(0, alpha);
             }
             stats.add_losses(5, alpha);
+        }
+        assert_eq!(fleet.burst_excess(), None, "95 samples: not yet");
+        for _ in 0..30 {
             fleet.observe(5, &stats);
-            runs += 1;
-            if runs * 5 < FLEET_BURST_SAMPLES {
-                assert_eq!(fleet.burst_excess(), None, "too few runs yet");
+            for _ in 0..15 {
+                stats.add_losses(0, alpha);
             }
+            stats.add_losses(5, alpha);
         }
         let learnt = fleet.burst_excess().expect("enough runs");
         let want = 0.8 - f64::from(stats.loss_rate);
@@ -592,6 +615,24 @@ mod tests {
         let excess = fleet.burst_excess().expect("warm");
         assert!(excess.abs() < 0.05, "{excess}");
         assert_eq!(FleetLoss::with(2.0, 0.5).excess, 1.0);
+    }
+
+    #[test]
+    fn a_run_teaches_by_its_first_beats_only() {
+        let mut stats = BeatStats::new(1000.0);
+        stats.samples[1] = SETTLED_BEATS;
+        stats.loss_rate = 0.0;
+        let taught = |lost: u64| {
+            let mut fleet = FleetLoss::default();
+            fleet.observe(lost, &stats);
+            (fleet.samples, fleet.excess)
+        };
+        // A run of 16: 15 lost after a lost one, then the beat that ended it.
+        assert_eq!(taught(16), (16, 15.0 / 16.0));
+        // Longer runs, up to a forged 64-seq jump: their first 16 beats
+        // were all followed by a lost one; the rest teach nothing.
+        assert_eq!(taught(17), (16, 1.0));
+        assert_eq!(taught(64), (16, 1.0));
     }
 
     #[test]

@@ -55,12 +55,13 @@ pub(super) struct Engine {
     answers_probes: bool,
 }
 
-fn wall(secs: f64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs)
+/// The wall clock `ns` after the start (the epoch: events read as offsets).
+fn wall(ns: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(ns)
 }
 
-fn ns(secs: f64) -> u64 {
-    (secs * 1e9) as u64
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Engine {
@@ -76,7 +77,7 @@ impl Engine {
     ) -> Self {
         // Simulated time: any instant serves as the start.
         let start = Instant::now();
-        let mut monitor = Monitor::new(config.monitor().clone(), start, wall(0.0));
+        let mut monitor = Monitor::new(config.monitor().clone(), start, wall(0));
         monitor.seed_probes(probe_seed);
         if let Some(fleet) = fleet_loss {
             monitor.set_fleet_loss(fleet);
@@ -101,7 +102,12 @@ impl Engine {
 
     /// Puts `what` for `host` in flight, arriving at `at` (seconds).
     pub fn schedule(&mut self, at: f64, host: usize, what: Delivery) {
-        self.flight.push(Reverse((ns(at), host, what)));
+        self.schedule_at(Duration::from_secs_f64(at.max(0.0)), host, what);
+    }
+
+    /// Puts `what` for `host` in flight, arriving `at` after the start.
+    pub fn schedule_at(&mut self, at: Duration, host: usize, what: Delivery) {
+        self.flight.push(Reverse((nanos(at), host, what)));
     }
 
     /// The index of the host with id `id`.
@@ -113,18 +119,18 @@ impl Engine {
     /// (seconds): nothing left to do ends the run too.
     pub fn step(&mut self, end: f64) -> Option<Step> {
         self.out.clear();
+        // In whole ns, so a deadline and an arrival on the same instant
+        // tie exactly (and the deadline goes first).
         let next = self.monitor.next_deadline();
-        let deadline = next.map(|d| d.saturating_duration_since(self.start).as_secs_f64());
-        let arrival = self.flight.peek().map(|Reverse((at, ..))| *at as f64 / 1e9);
-        let t = deadline
-            .into_iter()
-            .chain(arrival)
-            .fold(f64::INFINITY, f64::min);
+        let deadline = next.map(|d| nanos(d.saturating_duration_since(self.start)));
+        let arrival = self.flight.peek().map(|Reverse((at, ..))| *at);
+        let at = deadline.into_iter().chain(arrival).min()?;
+        let t = at as f64 / 1e9;
         if t > end {
             return None;
         }
-        if let Some(next) = next.filter(|_| deadline == Some(t)) {
-            self.monitor.expire(next, wall(t), &mut self.out);
+        if let Some(next) = next.filter(|_| deadline == Some(at)) {
+            self.monitor.expire(next, wall(at), &mut self.out);
             return Some(Step::Expired(t));
         }
         let Reverse((_, host, what)) = self.flight.pop()?;
@@ -137,8 +143,8 @@ impl Engine {
                 answers: (answers != 0).then_some(answers),
                 ..Observation::legacy(&self.ids[host], addr_of(host))
             };
-            let at = self.start + Duration::from_secs_f64(t);
-            self.monitor.observe(&beat, at, wall(t), &mut self.out);
+            let now = self.start + Duration::from_nanos(at);
+            self.monitor.observe(&beat, now, wall(at), &mut self.out);
         }
         Some(Step::Delivered(t, host, what))
     }

@@ -13,7 +13,7 @@
 //!
 //! [`Monitor`]: crate::monitor::Monitor
 
-use super::engine::{Delivery, Engine};
+use super::engine::{Delivery, Engine, Step};
 use crate::config::ValidServerConfig;
 use crate::monitor::EventKind;
 use crate::monitor::stats::FleetLoss;
@@ -153,25 +153,32 @@ pub fn run_synthetic(config: &ValidServerConfig, fleet: &Synthetic) -> Report {
         fleet_loss: fleet_loss.unwrap_or_default(),
         ..Report::default()
     };
-    std::thread::scope(|scope| {
+    let mut parts: Vec<(usize, Report)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 let servers = &servers;
                 scope.spawn(move || {
-                    let mut report = Report::default();
-                    for indices in servers.iter().skip(t).step_by(threads) {
-                        let (part, _) =
+                    let mine = servers.iter().enumerate().skip(t).step_by(threads);
+                    mine.map(|(k, indices)| {
+                        let run =
                             super::fleet::simulate(config, fleet, indices.clone(), fleet_loss);
-                        report.merge(part);
-                    }
-                    report
+                        (k, run.0)
+                    })
+                    .collect::<Vec<_>>()
                 })
             })
             .collect();
-        for worker in workers {
-            total.merge(worker.join().expect("simulation thread does not panic"));
-        }
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("simulation thread does not panic"))
+            .collect()
     });
+    // In fleet order, so even the sums' last digits do not depend on the
+    // number of threads.
+    parts.sort_unstable_by_key(|(k, _)| *k);
+    for (_, part) in parts {
+        total.merge(part);
+    }
     total
 }
 
@@ -215,14 +222,20 @@ pub fn replay(config: &ValidServerConfig, trace: &[(String, HostTrace)]) -> Repl
         report.beats += arrivals.len() as u64;
         report.host_days += (last.0 - first.0).as_secs_f64() / 86_400.0;
         end = end.max(last.0.as_secs_f64());
-        for &(at, seq) in arrivals {
-            engine.schedule(at.as_secs_f64(), h, Delivery::Beat(seq, 0));
-        }
+        engine.schedule_at(first.0, h, Delivery::Beat(first.1, 0));
     }
+    // One arrival per host in flight: the next is queued as one arrives.
+    let mut next = vec![1; trace.len()];
     // Up to the end of the recording, plus nothing: a host silent at the
     // end is judged only as far as the recording reaches.
     let mut last_bad = vec![None; trace.len()];
-    while engine.step(end).is_some() {
+    while let Some(step) = engine.step(end) {
+        if let Step::Delivered(_, h, _) = step
+            && let Some(&(at, seq)) = trace[h].1.1.get(next[h])
+        {
+            next[h] += 1;
+            engine.schedule_at(at, h, Delivery::Beat(seq, 0));
+        }
         for (h, _, kind) in engine.events() {
             let last_bad = &mut last_bad[h];
             match kind {
@@ -413,6 +426,29 @@ mod tests {
             alone.false_downs
         );
         assert_eq!(together.missed, 0);
+    }
+
+    #[test]
+    fn a_beat_on_the_instant_of_a_deadline_replays_after_it_wherever_it_falls() {
+        let config = valid(ServerConfig {
+            timeout: Duration::from_secs(3),
+            ..ServerConfig::default()
+        });
+        // Beats 1 s apart, then one exactly at the 3 s timeout: the
+        // deadline goes first, so the host is `down`, then back.
+        let downs = |first_ms: u64| {
+            let arrivals = [0, 1000, 4000]
+                .iter()
+                .zip(1u64..)
+                .map(|(ms, seq)| (Duration::from_millis(first_ms + ms), seq))
+                .collect();
+            let trace = vec![("a".to_string(), (1000u32, arrivals))];
+            replay(&config, &trace).downs_recovered
+        };
+        // 4,004 ms is not a whole number of ns as an f64 of seconds.
+        for first_ms in [0, 4, 7, 1001] {
+            assert_eq!(downs(first_ms), 1, "starting at {first_ms} ms");
+        }
     }
 
     #[test]
