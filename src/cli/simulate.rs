@@ -88,13 +88,18 @@ pub struct SimulateArgs {
     /// Round trip of a probe and its answer.
     #[arg(long, value_parser = duration::parse, default_value = "50ms")]
     rtt: Duration,
-    /// The hosts join a fleet the server already knows: it starts each
-    /// new host from what 16 other hosts on the same links showed over
-    /// their run (how their loss comes in bursts, and how their probes
-    /// went unanswered in a row). Without it the server and every host
+    /// The hosts join a fleet the server already knows: each server starts
+    /// from what a server learnt watching 16 other hosts on the same links
+    /// for their run (how their loss comes in bursts, and how their probes
+    /// went unanswered in a row). Without it each server and its hosts
     /// start together, the worst case for new hosts on bursty links.
     #[arg(long)]
     established: bool,
+    /// Hosts per simulated server, all starting together: a server learns
+    /// how its fleet's links lose beats from all of its hosts at once, so
+    /// a larger fleet learns it sooner.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    fleet_size: u32,
     /// Spacing of the probes to one host.
     #[arg(long, value_parser = duration::parse)]
     probe_interval: Option<Duration>,
@@ -179,6 +184,7 @@ impl SimulateArgs {
             seed: self.seed,
             probe_rtt: self.probes.then_some(self.rtt),
             established: self.established,
+            fleet_size: self.fleet_size,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! generator ([`loadgen`], a simulated fleet for benchmarks and
 //! `lubdub loadgen`).
 
+mod engine;
+mod fleet;
 pub mod loadgen;
-pub mod probing;
 pub mod simulate;

@@ -4,19 +4,22 @@
 //! trace recorded from a live server (`lubdub server --record FILE`), and
 //! reports detection time and false alarms for one detector setting.
 //!
-//! Time is simulated, never slept: each host gets its own monitor, fed its
-//! arrivals in order, with every deadline expired at its own instant, so a
-//! `down` carries the exact time the live server would have reported it.
-//! Deterministic: each host's random stream is seeded from `--seed` and its
-//! index, so the result does not depend on the number of threads.
+//! Synthetic hosts are watched by simulated servers of
+//! [`Synthetic::fleet_size`] hosts each, all starting together (see
+//! the `engine` and `fleet` modules); the servers run spread over
+//! the machine's cores. Deterministic: each host's random stream is seeded
+//! from `--seed` and its index, and each server watches a fixed range of
+//! indices, so the result does not depend on the number of threads.
+//!
+//! [`Monitor`]: crate::monitor::Monitor
 
+use super::engine::{Delivery, Engine};
 use crate::config::ValidServerConfig;
+use crate::monitor::EventKind;
 use crate::monitor::stats::FleetLoss;
-use crate::monitor::{EventKind, Monitor, Observation, Outcome};
 use crate::trace::HostTrace;
 pub use crate::trace::read_trace;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 /// How beats are lost on their way.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -52,11 +55,16 @@ pub struct Synthetic {
     /// Probing (issue 15): the round trip of a probe and its answer; `None`
     /// simulates beats alone (then the server's probe settings are unused).
     pub probe_rtt: Option<Duration>,
-    /// The hosts join a fleet the server has watched before: each starts
-    /// from the burst rate of [`WARM_HOSTS`] other hosts on the same links
-    /// after their whole run (see `monitor::stats::FleetLoss`). Off: the
-    /// server and all hosts start together, the worst case for new hosts.
+    /// The hosts join a fleet the server has watched before: each server
+    /// starts from what one server learnt of [`WARM_HOSTS`] other hosts on
+    /// the same links over their whole run (see
+    /// `monitor::stats::FleetLoss`). Off: each server and its hosts start
+    /// together, the worst case for new hosts.
     pub established: bool,
+    /// Hosts per simulated server (the last may have fewer): a server
+    /// learns its fleet's links from all of its hosts at once, so a small
+    /// fleet learns them later than a large one.
+    pub fleet_size: u32,
 }
 
 /// Hosts that run first, on their own random numbers, to establish the
@@ -87,11 +95,8 @@ pub struct Report {
     pub probes_sent: u64,
     /// Probes answered (their answer arrived and matched).
     pub probes_answered: u64,
-    /// What the hosts' server knew of their fleet when they started.
+    /// What the hosts' servers knew of their fleet when they started.
     pub fleet_loss: FleetLoss,
-    /// What each host's server learnt of the fleet, summed over the hosts
-    /// (burst rate; probe run chance and the hosts that learnt one).
-    pub(super) learnt: Learnt,
 }
 
 impl Report {
@@ -106,10 +111,6 @@ impl Report {
         self.flapping += other.flapping;
         self.probes_sent += other.probes_sent;
         self.probes_answered += other.probes_answered;
-        self.learnt.burst += other.learnt.burst;
-        self.learnt.burst_hosts += other.learnt.burst_hosts;
-        self.learnt.probe_run += other.learnt.probe_run;
-        self.learnt.probe_hosts += other.learnt.probe_hosts;
     }
 
     /// The `q` quantile (0 to 1) of the detection times (nearest rank).
@@ -134,243 +135,34 @@ impl Report {
     }
 }
 
-/// Sums of what hosts' servers learnt of their fleet ([`Report::learnt`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(super) struct Learnt {
-    burst: f64,
-    burst_hosts: u32,
-    probe_run: f64,
-    probe_hosts: u32,
-}
-
-impl Learnt {
-    /// What one host's server learnt.
-    pub(super) fn of(fleet: FleetLoss) -> Self {
-        Self {
-            burst: fleet.burst_excess().unwrap_or(0.0),
-            burst_hosts: u32::from(fleet.burst_excess().is_some()),
-            probe_run: fleet.probe_run().unwrap_or(0.0),
-            probe_hosts: u32::from(fleet.probe_run().is_some()),
-        }
-    }
-
-    /// The established fleet of `hosts` hosts: the means over the hosts
-    /// whose monitors learnt each figure, if most did (else 0: nothing).
-    fn fleet(&self, hosts: u32) -> FleetLoss {
-        let mean = |sum: f64, n: u32| {
-            if n * 2 > hosts {
-                sum / f64::from(n)
-            } else {
-                0.0
-            }
-        };
-        FleetLoss::with(
-            mean(self.burst, self.burst_hosts),
-            mean(self.probe_run, self.probe_hosts),
-        )
-    }
-}
-
-fn addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// Feeds one host's arrivals (arrival time after start, seq) to a fresh
-/// monitor, expiring each deadline at its own instant until `end`, and
-/// returns every event with its time after start.
-fn run_host(
-    config: &ValidServerConfig,
-    host_id: &str,
-    interval_ms: u32,
-    arrivals: &[(Duration, u64)],
-    end: Duration,
-    fleet_loss: Option<FleetLoss>,
-) -> (Vec<(Duration, EventKind)>, FleetLoss) {
-    let wall = |offset: Duration| SystemTime::UNIX_EPOCH + offset;
-    // Simulated time: any instant serves as the start.
-    let start = Instant::now();
-    let mut monitor = Monitor::new(config.monitor().clone(), start, wall(Duration::ZERO));
-    if let Some(fleet) = fleet_loss {
-        monitor.set_fleet_loss(fleet);
-    }
-    let mut outcome = Outcome::default();
-    let mut out = Vec::new();
-    let drain = |outcome: &mut Outcome, out: &mut Vec<(Duration, EventKind)>| {
-        for e in outcome.events.drain(..) {
-            let at =
-                e.at.duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap_or_default();
-            out.push((at, e.kind));
-        }
-        outcome.clear();
-    };
-    let expire_until = |monitor: &mut Monitor, until: Duration, outcome: &mut Outcome| {
-        while let Some(next) = monitor.next_deadline() {
-            let offset = next.saturating_duration_since(start);
-            if offset > until {
-                break;
-            }
-            monitor.expire(next, wall(offset), outcome);
-        }
-    };
-    for &(at, seq) in arrivals {
-        expire_until(&mut monitor, at, &mut outcome);
-        let beat = Observation {
-            seq: Some(seq),
-            boot_id: [1; 16],
-            interval_ms,
-            ..Observation::legacy(host_id, addr())
-        };
-        monitor.observe(&beat, start + at, wall(at), &mut outcome);
-        drain(&mut outcome, &mut out);
-    }
-    expire_until(&mut monitor, end, &mut outcome);
-    drain(&mut outcome, &mut out);
-    (out, monitor.fleet_loss())
-}
-
-/// What one synthetic host's run starts from (with or without probes).
-pub(super) struct HostRun {
-    /// The host's own random numbers, from the fleet's seed and its index.
-    pub rng: fastrand::Rng,
-    /// Its beat interval (seconds).
-    pub interval: f64,
-    /// The simulated time (seconds).
-    pub span: f64,
-    /// When it fails (seconds): at a random phase of the last interval,
-    /// so detection time averages over where in the beat cycle it falls.
-    pub failure: f64,
-}
-
-impl HostRun {
-    /// Host `index` of `fleet`.
-    pub fn new(fleet: &Synthetic, index: u32) -> Self {
-        let mut rng = fastrand::Rng::with_seed(
-            fleet
-                .seed
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                .wrapping_add(u64::from(index)),
-        );
-        let interval = fleet.interval.as_secs_f64();
-        let span = fleet.days * 86_400.0;
-        let failure = span - rng.f64() * interval;
-        Self {
-            rng,
-            interval,
-            span,
-            failure,
-        }
-    }
-}
-
-/// Simulates one synthetic host: its beats, the loss, a failure at the end.
-fn simulate_host(
-    config: &ValidServerConfig,
-    fleet: &Synthetic,
-    index: u32,
-    fleet_loss: Option<FleetLoss>,
-) -> Report {
-    if let Some(rtt) = fleet.probe_rtt {
-        return super::probing::simulate_host(config, fleet, index, rtt, fleet_loss);
-    }
-    let HostRun {
-        mut rng,
-        interval,
-        span,
-        failure,
-    } = HostRun::new(fleet, index);
-    let run = 1_700_000_000u64 << 32;
-    let mut arrivals = Vec::with_capacity((span / interval) as usize + 1);
-    let (mut sent_at, mut seq, mut bad) = (rng.f64() * interval, run, false);
-    let mut report = Report {
-        host_days: failure / 86_400.0,
-        ..Report::default()
-    };
-    while sent_at < failure {
-        report.beats_sent += 1;
-        let m = &fleet.loss;
-        if m.burst_enter > 0.0 {
-            bad = if bad {
-                rng.f64() >= m.burst_exit
-            } else {
-                rng.f64() < m.burst_enter
-            };
-        }
-        let loss = if bad { m.burst_loss } else { m.loss };
-        if rng.f64() < loss {
-            report.beats_lost += 1;
-        } else {
-            let delay = rng.f64() * fleet.delay_jitter.as_secs_f64();
-            arrivals.push((Duration::from_secs_f64(sent_at + delay), seq));
-        }
-        seq += 1;
-        let jitter = fleet.jitter * (2.0 * rng.f64() - 1.0);
-        sent_at += interval * (1.0 + jitter);
-    }
-    arrivals.sort_unstable_by_key(|&(at, _)| at);
-    let interval_ms = u32::try_from(fleet.interval.as_millis()).unwrap_or(u32::MAX);
-    // Long enough after the failure for any setting to declare it.
-    let end = Duration::from_secs_f64(failure) + fleet.interval * 1000 + Duration::from_secs(3600);
-    let failed_at = Duration::from_secs_f64(failure);
-    let mut detected = false;
-    let (events, learnt) = run_host(config, "sim", interval_ms, &arrivals, end, fleet_loss);
-    report.learnt = Learnt::of(learnt);
-    for (at, kind) in events {
-        let alive = at < failed_at;
-        match kind {
-            EventKind::Down if alive => report.false_downs += 1,
-            EventKind::Late if alive => report.false_lates += 1,
-            EventKind::Down if !detected => {
-                detected = true;
-                report.detection.push(at - failed_at);
-            }
-            EventKind::Flapping => report.flapping += 1,
-            _ => {}
-        }
-    }
-    report.missed = u64::from(!detected);
-    report
-}
-
-/// Runs the synthetic fleet, spread over the machine's cores.
+/// Runs the synthetic fleet: servers of [`Synthetic::fleet_size`] hosts,
+/// spread over the machine's cores.
 pub fn run_synthetic(config: &ValidServerConfig, fleet: &Synthetic) -> Report {
     let fleet_loss = fleet.established.then(|| {
         // Random numbers no counted host draws (`--hosts` stays below).
         let first = 1 << 31;
-        let warm = run_hosts(config, fleet, first..first + WARM_HOSTS, None);
-        warm.learnt.fleet(WARM_HOSTS)
+        super::fleet::simulate(config, fleet, first..first + WARM_HOSTS, None).1
     });
-    Report {
-        fleet_loss: fleet_loss.unwrap_or_default(),
-        ..run_hosts(config, fleet, 0..fleet.hosts, fleet_loss)
-    }
-}
-
-/// Runs the hosts `indices` of `fleet`, whose server starts each from the
-/// fleet as `fleet_loss` (`None`: as new), spread over the machine's cores.
-fn run_hosts(
-    config: &ValidServerConfig,
-    fleet: &Synthetic,
-    indices: std::ops::Range<u32>,
-    fleet_loss: Option<FleetLoss>,
-) -> Report {
+    let size = fleet.fleet_size.max(1);
+    let servers: Vec<_> = (0..fleet.hosts.div_ceil(size))
+        .map(|k| k * size..fleet.hosts.min((k + 1) * size))
+        .collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = u32::try_from(threads)
-        .unwrap_or(1)
-        .clamp(1, indices.len().max(1) as u32);
-    let mut total = Report::default();
+    let threads = threads.clamp(1, servers.len().max(1));
+    let mut total = Report {
+        fleet_loss: fleet_loss.unwrap_or_default(),
+        ..Report::default()
+    };
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
+                let servers = &servers;
                 scope.spawn(move || {
                     let mut report = Report::default();
-                    let mut index = indices.start + t;
-                    while index < indices.end {
-                        report.merge(simulate_host(config, fleet, index, fleet_loss));
-                        let Some(next) = index.checked_add(threads) else {
-                            break;
-                        };
-                        index = next;
+                    for indices in servers.iter().skip(t).step_by(threads) {
+                        let (part, _) =
+                            super::fleet::simulate(config, fleet, indices.clone(), fleet_loss);
+                        report.merge(part);
                     }
                     report
                 })
@@ -404,30 +196,38 @@ pub struct ReplayReport {
     pub down_at_end: u64,
 }
 
-/// Replays a recorded trace through the monitor.
+/// Replays a recorded trace through one monitor, as the server that
+/// recorded it watched the hosts: all at once.
 pub fn replay(config: &ValidServerConfig, trace: &[(String, HostTrace)]) -> ReplayReport {
     let mut report = ReplayReport {
         hosts: trace.len(),
         ..ReplayReport::default()
     };
-    for (id, (interval_ms, arrivals)) in trace {
+    let hosts = trace
+        .iter()
+        .map(|(id, (interval_ms, _))| (id.as_str().into(), *interval_ms));
+    let mut engine = Engine::new(config, hosts, None, 0, false);
+    let mut end = 0.0f64;
+    for (h, (_, (_, arrivals))) in trace.iter().enumerate() {
         let (Some(first), Some(last)) = (arrivals.first(), arrivals.last()) else {
             continue;
         };
         report.beats += arrivals.len() as u64;
         report.host_days += (last.0 - first.0).as_secs_f64() / 86_400.0;
-        // Up to the end of the recording, plus nothing: a host silent at
-        // the end is judged only as far as the recording reaches.
-        let end = trace
-            .iter()
-            .filter_map(|(_, (_, a))| a.last().map(|l| l.0))
-            .max()
-            .unwrap_or_default();
-        let mut last_bad = None;
-        for (_, kind) in run_host(config, id, *interval_ms, arrivals, end, None).0 {
+        end = end.max(last.0.as_secs_f64());
+        for &(at, seq) in arrivals {
+            engine.schedule(at.as_secs_f64(), h, Delivery::Beat(seq, 0));
+        }
+    }
+    // Up to the end of the recording, plus nothing: a host silent at the
+    // end is judged only as far as the recording reaches.
+    let mut last_bad = vec![None; trace.len()];
+    while engine.step(end).is_some() {
+        for (h, _, kind) in engine.events() {
+            let last_bad = &mut last_bad[h];
             match kind {
-                EventKind::Late => last_bad = last_bad.or(Some(EventKind::Late)),
-                EventKind::Down => last_bad = Some(EventKind::Down),
+                EventKind::Late => *last_bad = last_bad.or(Some(EventKind::Late)),
+                EventKind::Down => *last_bad = Some(EventKind::Down),
                 EventKind::Recovered => match last_bad.take() {
                     Some(EventKind::Down) => report.downs_recovered += 1,
                     Some(_) => report.lates_recovered += 1,
@@ -436,10 +236,11 @@ pub fn replay(config: &ValidServerConfig, trace: &[(String, HostTrace)]) -> Repl
                 _ => {}
             }
         }
-        if last_bad == Some(EventKind::Down) {
-            report.down_at_end += 1;
-        }
     }
+    report.down_at_end = last_bad
+        .iter()
+        .filter(|&&bad| bad == Some(EventKind::Down))
+        .count() as u64;
     report
 }
 
@@ -448,7 +249,9 @@ mod tests {
     use super::*;
     use crate::config::ServerConfig;
     use crate::monitor::DetectorKind;
+    use crate::monitor::Observation;
     use crate::trace::Recorder;
+    use std::time::Instant;
 
     fn valid(config: ServerConfig) -> ValidServerConfig {
         config.validate().expect("valid")
@@ -470,6 +273,7 @@ mod tests {
             seed: 7,
             probe_rtt: None,
             established: false,
+            fleet_size: 1000,
         }
     }
 
@@ -561,6 +365,54 @@ mod tests {
         // Every failure confirmed within about two beats.
         let p99 = probed.detection_quantile(0.99).expect("detections");
         assert!(p99 < Duration::from_secs(30), "{p99:?}");
+    }
+
+    #[test]
+    fn a_new_bursty_fleet_learns_its_links_from_all_of_its_hosts() {
+        let config = valid(ServerConfig {
+            detector: DetectorKind::Phi,
+            phi: crate::config::detection::PhiConfig {
+                threshold: 2.0,
+                late_threshold: 1.0,
+                ..Default::default()
+            },
+            probe: crate::config::probe::ProbeConfig {
+                enabled: true,
+                ..Default::default()
+            },
+            ..ServerConfig::default()
+        });
+        let bursty = Synthetic {
+            hosts: 40,
+            days: 0.25,
+            loss: LossModel {
+                loss: 0.01,
+                burst_enter: 0.01,
+                burst_exit: 0.2,
+                burst_loss: 0.8,
+            },
+            probe_rtt: Some(Duration::from_millis(50)),
+            ..fleet(0.0)
+        };
+        // Each host on a server of its own: its first bursts look like
+        // death, as they would for a lone new host.
+        let alone = run_synthetic(
+            &config,
+            &Synthetic {
+                fleet_size: 1,
+                ..bursty.clone()
+            },
+        );
+        // One server for all: the fleet's first runs of losses teach it
+        // before most hosts meet their first burst.
+        let together = run_synthetic(&config, &bursty);
+        assert!(
+            together.false_downs * 4 < alone.false_downs,
+            "{} together vs {} alone",
+            together.false_downs,
+            alone.false_downs
+        );
+        assert_eq!(together.missed, 0);
     }
 
     #[test]
