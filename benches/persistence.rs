@@ -101,6 +101,7 @@ fn bench_load(hosts: u32) {
                 event_history: 10_000,
                 windows: None,
                 forgotten: Vec::new(),
+                fleet_loss: None,
             };
             store.write(&batch, SystemTime::now()).expect("write");
         }
@@ -214,6 +215,7 @@ fn bench_checkpoint(hosts: u32, beats_per_sec: u32, interval: Duration, periods:
                 event_history: 10_000,
                 windows: None,
                 forgotten: Vec::new(),
+                fleet_loss: None,
             },
             SystemTime::now(),
         )
@@ -267,6 +269,7 @@ fn bench_checkpoint(hosts: u32, beats_per_sec: u32, interval: Duration, periods:
                     event_history: 10_000,
                     windows: None,
                     forgotten: Vec::new(),
+                    fleet_loss: None,
                 },
                 SystemTime::now(),
             )

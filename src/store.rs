@@ -8,8 +8,14 @@
 //!   states can be added without rewriting old stores.
 //! - `events`: event id → one record per event; only the newest
 //!   `event_history` are kept.
-//! - `meta`: `version`, and `alive_ms`: the wall-clock time of the latest
-//!   checkpoint, from which a restarted server tells how long it was away.
+//! - `meta`: `version`; `alive_ms`: the wall-clock time of the latest
+//!   checkpoint, from which a restarted server tells how long it was away;
+//!   and the fleet's loss averages ([`FleetLoss::to_parts`]):
+//!   `fleet_burst_excess` and `fleet_probe_run` (`f64` bits) with
+//!   `fleet_burst_samples` and `fleet_probe_samples`, rewritten at every
+//!   checkpoint. A store without them (written before they were kept)
+//!   restores as nothing learnt, and so does a value out of range. Readers
+//!   take only the keys they know, so adding these needed no new version.
 //!
 //! A lock file beside the store keeps a second server off the same data
 //! directory. A store that cannot be read makes [`Store::open`] or
@@ -34,6 +40,7 @@ use read::{catch_panic, check, read_all};
 use record::{encode_event, encode_host, millis};
 
 use crate::labels::Labels;
+use crate::monitor::stats::FleetLoss;
 use crate::monitor::{Event, HostState};
 use redb::{Database, TableDefinition};
 use std::fs::File;
@@ -52,6 +59,13 @@ pub const FORMAT_VERSION: u64 = 1;
 const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The `meta` keys of [`FleetLoss::to_parts`], in its order.
+const FLEET_LOSS_KEYS: [&str; 4] = [
+    "fleet_burst_excess",
+    "fleet_burst_samples",
+    "fleet_probe_run",
+    "fleet_probe_samples",
+];
 /// `windows` → the open maintenance windows, as one JSON array (a few
 /// windows, rewritten whole when they change).
 const MAINTENANCE: TableDefinition<&str, &[u8]> = TableDefinition::new("maintenance");
@@ -183,6 +197,9 @@ pub struct Batch {
     pub event_history: usize,
     /// The open maintenance windows (JSON), when they changed.
     pub windows: Option<Vec<u8>>,
+    /// The fleet's loss averages, when they are to be written (`None`
+    /// leaves the stored ones as they are).
+    pub fleet_loss: Option<FleetLoss>,
 }
 
 /// Everything a store remembers.
@@ -198,6 +215,8 @@ pub struct Loaded {
     pub alive: Option<SystemTime>,
     /// The open maintenance windows (JSON), if any were stored.
     pub windows: Option<Vec<u8>>,
+    /// The fleet's loss averages (nothing learnt when none were stored).
+    pub fleet_loss: FleetLoss,
 }
 
 /// The open store, holding the data directory's lock.
@@ -344,6 +363,11 @@ impl Store {
             let mut meta = txn.open_table(META)?;
             meta.insert("version", FORMAT_VERSION)?;
             meta.insert("alive_ms", millis(now))?;
+            if let Some(fleet) = &batch.fleet_loss {
+                for (key, part) in FLEET_LOSS_KEYS.iter().zip(fleet.to_parts()) {
+                    meta.insert(*key, part)?;
+                }
+            }
         }
         txn.commit()?;
         Ok(())
@@ -405,6 +429,7 @@ mod tests {
             event_history: 3,
             windows: None,
             forgotten: Vec::new(),
+            fleet_loss: None,
         };
         let now = from_millis(1_700_000_003_000);
         store.write(&batch, now).expect("write");
@@ -417,6 +442,7 @@ mod tests {
             event_history: 3,
             windows: None,
             forgotten: Vec::new(),
+            fleet_loss: None,
         };
         store.write(&later, now).expect("write");
         drop(store);
@@ -433,5 +459,89 @@ mod tests {
             "only the newest event_history events are kept"
         );
         assert_eq!(loaded.alive, Some(now));
+    }
+
+    /// A fleet partly learnt: a burst excess not yet trusted (40 of 100
+    /// samples) and a trusted probe run.
+    fn learning() -> FleetLoss {
+        FleetLoss::from_parts([0.25f64.to_bits(), 40, 0.6f64.to_bits(), 500])
+    }
+
+    #[test]
+    fn round_trips_the_fleet_averages_and_keeps_them_when_not_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("open");
+        let now = from_millis(1_700_000_003_000);
+        for fleet in [learning(), FleetLoss::with(0.3, 0.9)] {
+            let batch = Batch {
+                fleet_loss: Some(fleet),
+                ..Batch::default()
+            };
+            store.write(&batch, now).expect("write");
+            // A later part of a checkpoint carries none: the stored ones stay.
+            store.write(&Batch::default(), now).expect("write");
+            assert_eq!(store.load().expect("load").fleet_loss, fleet);
+        }
+        drop(store);
+        let loaded = Store::open(dir.path())
+            .expect("reopen")
+            .load()
+            .expect("load");
+        assert_eq!(loaded.fleet_loss, FleetLoss::with(0.3, 0.9));
+        assert_eq!(loaded.fleet_loss.burst_excess(), Some(0.3));
+    }
+
+    /// Writes `meta` as given, and one host, the way a build that did not
+    /// keep the fleet's averages wrote its stores (by hand: this build
+    /// writes them at every checkpoint).
+    fn store_with_meta(dir: &Path, meta: &[(&str, u64)]) {
+        let db = Database::create(dir.join(FILE_NAME)).expect("create");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut table = txn.open_table(META).expect("meta");
+            for (key, value) in meta {
+                table.insert(*key, *value).expect("insert");
+            }
+            let mut buf = Vec::new();
+            buf = encode_host(&host(1), buf).expect("encode");
+            let mut hosts = txn.open_table(HOSTS).expect("hosts");
+            hosts.insert("host-1", buf.as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+
+    #[test]
+    fn an_old_or_damaged_store_restores_the_fleet_averages_as_nothing_learnt() {
+        let old = [("version", FORMAT_VERSION), ("alive_ms", 1_700_000_003_000)];
+        let nan = f64::NAN.to_bits();
+        let cases: [&[(&str, u64)]; 3] = [
+            &old,
+            // Out of range: an excess of 2, and more samples than a u32.
+            &[
+                ("fleet_burst_excess", 2.0f64.to_bits()),
+                ("fleet_burst_samples", 500),
+                ("fleet_probe_run", 0.5f64.to_bits()),
+                ("fleet_probe_samples", u64::MAX),
+            ],
+            // Half written: figures without their sample counts.
+            &[
+                ("fleet_burst_excess", nan),
+                ("fleet_probe_run", 0.5f64.to_bits()),
+            ],
+        ];
+        for meta in cases {
+            let dir = tempfile::tempdir().expect("tempdir");
+            store_with_meta(dir.path(), meta);
+            let loaded = Store::open(dir.path()).expect("open").load().expect("load");
+            assert_eq!(loaded.hosts, vec![host(1)], "{meta:?}: the hosts are kept");
+            let [_, burst_samples, _, probe_samples] = loaded.fleet_loss.to_parts();
+            assert_eq!(
+                (burst_samples, probe_samples),
+                (0, 0),
+                "{meta:?}: no samples"
+            );
+            assert_eq!(loaded.fleet_loss.burst_excess(), None);
+            assert_eq!(loaded.fleet_loss.probe_run(), None);
+        }
     }
 }

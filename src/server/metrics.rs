@@ -305,7 +305,7 @@ impl Metrics {
 impl Metrics {
     /// The server's metrics: [`Metrics::default`] plus those read from the
     /// server's state at each scrape (hosts by state, events by kind,
-    /// detector lag, process basics).
+    /// detector lag, the fleet's loss averages, process basics).
     /// With `by_labels` (`metrics_by_labels`), hosts by state are also
     /// broken down by those labels.
     pub fn for_server(fleet: Arc<Fleet>, by_labels: &[String]) -> Self {
@@ -324,6 +324,11 @@ impl Metrics {
             Unit::Seconds,
             metrics.timer.lag.clone(),
         );
+        metrics
+            .registry
+            .register_collector(Box::new(super::fleet_loss::FleetLossCollector {
+                fleet: fleet.clone(),
+            }));
         metrics
             .registry
             .register_collector(Box::new(StateCollector { fleet }));

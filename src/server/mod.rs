@@ -20,6 +20,7 @@ pub mod dropped;
 pub mod events;
 pub mod exposition;
 pub mod fleet;
+pub mod fleet_loss;
 pub mod guard;
 pub mod http;
 pub mod ingest;

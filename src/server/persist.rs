@@ -82,7 +82,8 @@ pub struct Restored {
     pub away: Option<Duration>,
 }
 
-/// Puts what the store remembered into the monitor and the event log.
+/// Puts what the store remembered into the monitor and the event log,
+/// with the fleet's loss averages.
 /// Every remembered host counts its silence from `now` (the server's
 /// start), so an `up` or `late` host gets one full timeout before it can be
 /// declared down (the server was away, not the fleet), and a `down` host
@@ -161,6 +162,10 @@ pub fn restore(
         );
     }
     events.restore(loaded.events);
+    // The averages a new host's loss model starts from: without them a
+    // restarted server judges every host as on a fresh fleet, and a bursty
+    // one pages falsely until it has learnt them again.
+    monitor.set_fleet_loss(loaded.fleet_loss);
     Restored {
         hosts,
         away: loaded
@@ -369,8 +374,9 @@ const WRITE_CHUNK: usize = 65_536;
 
 /// One checkpoint (`full`: with the hosts that only beat): copy under the
 /// lock, write outside it on a blocking thread, in parts of
-/// [`WRITE_CHUNK`] hosts (the events and deletions go with the first), and
-/// on failure keep everything not yet written for the next try.
+/// [`WRITE_CHUNK`] hosts (the events, deletions and the fleet's loss
+/// averages go with the first), and on failure keep everything not yet
+/// written for the next try.
 async fn checkpoint(
     store: &Arc<Mutex<Store>>,
     shared: &Parts,
@@ -381,6 +387,7 @@ async fn checkpoint(
 ) {
     let (slots, mut forgotten) = shared.fleet.take_changes(full);
     let mut windows = shared.fleet.take_windows();
+    let mut fleet_loss = Some(shared.fleet.read(Monitor::fleet_loss));
     let mut events: Vec<Event> = pending.iter().cloned().collect();
     let metrics: &Metrics = &shared.metrics;
     let mut rest: &[Slot] = &slots;
@@ -393,6 +400,7 @@ async fn checkpoint(
             forgotten: std::mem::take(&mut forgotten),
             event_history,
             windows: windows.take(),
+            fleet_loss: fleet_loss.take(),
         };
         let started = std::time::Instant::now();
         let written = {
@@ -467,6 +475,7 @@ pub(super) fn chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::stats::FleetLoss;
     use crate::monitor::testing::{TIMEOUT, beat, settings, settings_of};
     use crate::monitor::{DetectorKind, HostState, Observation, Observed, Outcome, Settings};
 
@@ -510,6 +519,7 @@ mod tests {
             events: Vec::new(),
             alive: None,
             windows: None,
+            fleet_loss: FleetLoss::default(),
         };
         restore(loaded, &mut core, &EventLog::new(10), now, wall);
         let beat = Observation::legacy("127.0.0.1", SocketAddr::from(([127, 0, 0, 1], 4000)));
@@ -550,8 +560,14 @@ mod tests {
             .collect(),
             alive: Some(wall - Duration::from_secs(90)),
             windows: None,
+            fleet_loss: FleetLoss::with(0.3, 0.9),
         };
         let restored = restore(loaded, &mut core, &log, now, wall);
+        assert_eq!(
+            core.fleet_loss(),
+            FleetLoss::with(0.3, 0.9),
+            "the fleet's averages"
+        );
         assert_eq!(
             restored,
             Restored {
@@ -652,6 +668,7 @@ mod tests {
             events: Vec::new(),
             alive: None,
             windows: None,
+            fleet_loss: FleetLoss::default(),
         };
         let mut after = monitor(settings.clone());
         restore(

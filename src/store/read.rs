@@ -2,7 +2,10 @@
 //! with redb's errors and panics turned into the store's [`Error`].
 
 use super::record::{decode_event, decode_host, from_millis};
-use super::{EVENTS, Error, FORMAT_VERSION, HOSTS, Loaded, MAINTENANCE, META, dry_run};
+use super::{
+    EVENTS, Error, FLEET_LOSS_KEYS, FORMAT_VERSION, HOSTS, Loaded, MAINTENANCE, META, dry_run,
+};
+use crate::monitor::stats::FleetLoss;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::fs::File;
 use std::io;
@@ -156,6 +159,13 @@ pub(super) fn read_all(db: &Database, path: &Path) -> Result<Loaded, Error> {
         )));
     }
     loaded.alive = get("alive_ms")?.map(from_millis);
+    // An absent key (a store from before they were kept) reads as 0: no
+    // samples, nothing learnt; `from_parts` refuses values out of range.
+    let mut parts = [0; 4];
+    for (part, key) in parts.iter_mut().zip(FLEET_LOSS_KEYS) {
+        *part = get(key)?.unwrap_or(0);
+    }
+    loaded.fleet_loss = FleetLoss::from_parts(parts);
     if let Some(hosts) = reading.table(&txn, HOSTS)? {
         loaded.hosts = reading.records(&hosts, |id: &str, value| {
             decode_host(id, value).map_err(|what| format!("host {id:?}: {what}"))

@@ -10,6 +10,7 @@ mod core;
 mod dashboard;
 mod detection;
 mod email;
+mod fleet_loss;
 mod groups;
 mod hardening;
 mod keys;
