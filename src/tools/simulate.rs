@@ -344,9 +344,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn probes_turn_a_fast_detectors_false_downs_into_none() {
-        let config = valid(ServerConfig {
+    /// phi 2 / late 1 with probing on: the rows of docs/DETECTION.md.
+    fn fast_phi_with_probes() -> ValidServerConfig {
+        valid(ServerConfig {
             detector: DetectorKind::Phi,
             phi: crate::config::detection::PhiConfig {
                 threshold: 2.0,
@@ -358,7 +358,12 @@ mod tests {
                 ..Default::default()
             },
             ..ServerConfig::default()
-        });
+        })
+    }
+
+    #[test]
+    fn probes_turn_a_fast_detectors_false_downs_into_none() {
+        let config = fast_phi_with_probes();
         let lossy = Synthetic {
             hosts: 10,
             ..fleet(0.05)
@@ -382,19 +387,7 @@ mod tests {
 
     #[test]
     fn a_new_bursty_fleet_learns_its_links_from_all_of_its_hosts() {
-        let config = valid(ServerConfig {
-            detector: DetectorKind::Phi,
-            phi: crate::config::detection::PhiConfig {
-                threshold: 2.0,
-                late_threshold: 1.0,
-                ..Default::default()
-            },
-            probe: crate::config::probe::ProbeConfig {
-                enabled: true,
-                ..Default::default()
-            },
-            ..ServerConfig::default()
-        });
+        let config = fast_phi_with_probes();
         let bursty = Synthetic {
             hosts: 40,
             days: 0.25,
