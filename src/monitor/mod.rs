@@ -255,7 +255,7 @@ pub struct Monitor {
     label_rules: Vec<LabelRule>,
     /// Some rule selects by network: a host's move may relabel it.
     rules_use_networks: bool,
-    /// The established hosts' burst rate, a new host's prior.
+    /// What the fleet showed of its loss, where a new host starts.
     fleet_loss: stats::FleetLoss,
 }
 
@@ -284,14 +284,14 @@ impl Monitor {
         }
     }
 
-    /// What the fleet's established hosts showed of their loss, which a
+    /// What the fleet's hosts showed of their loss, which a
     /// new host's loss model starts from (see [`stats::FleetLoss`]).
     pub fn fleet_loss(&self) -> stats::FleetLoss {
         self.fleet_loss
     }
 
-    /// Starts from a fleet that showed `fleet` (the simulator's
-    /// established fleet).
+    /// Starts from a fleet that showed `fleet` (the store's, after a
+    /// restart; the simulator's established fleet).
     pub fn set_fleet_loss(&mut self, fleet: stats::FleetLoss) {
         self.fleet_loss = fleet;
     }
